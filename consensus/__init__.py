@@ -1,0 +1,1 @@
+"""The metadata Raft group: catalog, nodes, shard placement and epochs. Never vector data."""

@@ -1,0 +1,128 @@
+"""The internal API routers and nodes use to read and change metadata.
+
+`MetaClient` talks to whichever member leads, rotating through the configured members on
+NotLeader or an unreachable member until its deadline. `CatalogCache` keeps the last state it saw
+with its version, refreshes it in the background, and refreshes on demand when a node reports a
+stale epoch or a name is missing (so a dataset created through another router is found).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from consensus import commands, state as meta_state
+from proto import meta_pb2, meta_pb2_grpc
+from tributary import errors, limits
+
+log = logging.getLogger("tributary.meta.client")
+
+
+class MetaClient:
+    def __init__(self, addresses: list[str]):
+        if not addresses:
+            raise ValueError("at least one meta address is required")
+        self.addresses = list(addresses)
+        self._channels = {a: grpc.aio.insecure_channel(a) for a in self.addresses}
+        self._stubs = {a: meta_pb2_grpc.MetaStub(ch) for a, ch in self._channels.items()}
+        self._preferred = 0
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def _call(self, method: str, request: Any, timeout_s: float | None = None) -> Any:
+        deadline = time.monotonic() + (timeout_s or limits.meta_rpc_timeout_ms / 1000 * 2)
+        attempt = 0
+        last: errors.TributaryError | None = None
+        while time.monotonic() < deadline:
+            index = (self._preferred + attempt) % len(self.addresses)
+            address = self.addresses[index]
+            remaining = max(0.05, deadline - time.monotonic())
+            try:
+                response = await getattr(self._stubs[address], method)(
+                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1))
+                self._preferred = index
+                return response
+            except grpc.aio.AioRpcError as exc:
+                last = errors.from_wire(exc.code(), exc.details())
+                if not last.retriable:
+                    raise last from None
+            attempt += 1
+            if attempt % len(self.addresses) == 0:
+                await asyncio.sleep(0.1)
+        raise errors.Unavailable(f"metadata group unavailable: {last.message if last else 'timeout'}")
+
+    async def propose(self, command: Any) -> dict[str, Any]:
+        """Commits one command; raises the TributaryError the state machine refused it with."""
+        response = await self._call("Propose", meta_pb2.ProposeRequest(
+            command_json=commands.encode(command)))
+        result = json.loads(response.result_json)
+        if "error" in result:
+            err = result["error"]
+            raise errors.from_wire(grpc.StatusCode.UNKNOWN, json.dumps(err))
+        return result
+
+    async def get_state(self, known_version: int = 0, linearizable: bool = False
+                        ) -> meta_state.MetaState | None:
+        """Returns the state, or None when it is unchanged since known_version."""
+        response = await self._call("GetState", meta_pb2.GetStateRequest(
+            known_version=known_version, linearizable=linearizable))
+        if response.unchanged:
+            return None
+        return meta_state.from_doc(json.loads(response.state_json))
+
+    async def heartbeat(self, node_id: str, address: str) -> int:
+        response = await self._call("Heartbeat", meta_pb2.HeartbeatRequest(
+            node_id=node_id, address=address), timeout_s=limits.node_heartbeat_interval_ms / 1000 * 4)
+        return response.version
+
+    async def leader_status(self, timeout_s: float = 2.0) -> meta_pb2.MetaStatusResponse:
+        """Status as the leader sees it; raises Unavailable when no member leads."""
+        deadline = time.monotonic() + timeout_s
+        for address in self.addresses * 2:
+            if time.monotonic() > deadline:
+                break
+            try:
+                status = await self._stubs[address].Status(meta_pb2.MetaStatusRequest(),
+                                                           timeout=0.5)
+            except grpc.aio.AioRpcError:
+                continue
+            if status.is_leader:
+                return status
+        raise errors.Unavailable("no metadata member reports itself leader")
+
+
+class CatalogCache:
+    def __init__(self, client: MetaClient):
+        self.client = client
+        self.state = meta_state.MetaState()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self, linearizable: bool = False) -> meta_state.MetaState:
+        async with self._lock:
+            fresh = await self.client.get_state(self.state.version, linearizable=linearizable)
+            if fresh is not None and fresh.version >= self.state.version:
+                self.state = fresh
+            return self.state
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except errors.TributaryError as exc:
+                log.debug("catalog refresh failed: %s", exc.message)
+            await asyncio.sleep(limits.catalog_refresh_interval_ms / 1000)

@@ -1,0 +1,43 @@
+"""Plans shard placement over the live nodes with a consistent-hash ring (uhashring).
+
+The ring is only the planner. The plan is recorded in the Raft group, and that record is the
+truth. Keys are `tenant/dataset/shard`, so the same dataset planned over the same nodes lands the
+same way. To keep small clusters balanced, a shard walks the ring from its key and takes the first
+node that holds fewer than ceil(shards / nodes) of this dataset's shards.
+"""
+
+from __future__ import annotations
+
+import math
+
+from uhashring import HashRing
+
+
+def plan_placement(tenant_id: str, dataset_name: str, shard_count: int,
+                   live_nodes: list[str]) -> tuple[str, ...]:
+    if shard_count < 1:
+        raise ValueError("shard_count must be at least 1")
+    if not live_nodes:
+        raise ValueError("no live nodes to place shards on")
+    nodes = sorted(set(live_nodes))
+    ring = HashRing(nodes=nodes)
+    cap = math.ceil(shard_count / len(nodes))
+    load = {n: 0 for n in nodes}
+    placement = []
+    for shard in range(shard_count):
+        key = f"{tenant_id}/{dataset_name}/{shard}"
+        start = ring.get_node(key)
+        order = [start] + [n for n in _ring_walk(ring, key) if n != start]
+        chosen = next(n for n in order if load[n] < cap)
+        load[chosen] += 1
+        placement.append(chosen)
+    return tuple(placement)
+
+
+def _ring_walk(ring: HashRing, key: str) -> list[str]:
+    seen: list[str] = []
+    for node in ring.range(key, unique=True):
+        name = node["nodename"] if isinstance(node, dict) else node
+        if name not in seen:
+            seen.append(name)
+    return seen

@@ -1,0 +1,182 @@
+"""The metadata state and its pure transition function.
+
+`apply(state, command) -> (state, result)` is the whole state machine. It performs no I/O and reads
+no clock, so it is tested directly, and every member that applies the same log reaches the same
+state. A command that is refused (unknown dataset, duplicate name) leaves the state unchanged and
+returns {"error": {"type", "message"}} with the type of a tributary.errors class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus import commands as c
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    address: str
+    registered_at_ms: int
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    tenant_id: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    uuid: str
+    tenant_id: str
+    name: str
+    description: str
+    dimensions: int
+    metric_type: str
+    index_type: str
+    metadata: dict[str, str]
+    placement: tuple[str, ...]
+    epoch: int
+    created_at_ms: int
+    updated_at_ms: int
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.placement)
+
+
+@dataclass(frozen=True)
+class MetaState:
+    version: int = 0
+    tenants: dict[str, TenantRecord] = field(default_factory=dict)
+    # Keyed by dataset uuid. Names are unique per tenant (see dataset_by_name).
+    datasets: dict[str, DatasetRecord] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+
+    def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
+        for record in self.datasets.values():
+            if record.tenant_id == tenant_id and record.name == name:
+                return record
+        return None
+
+    def datasets_of(self, tenant_id: str) -> list[DatasetRecord]:
+        return sorted((d for d in self.datasets.values() if d.tenant_id == tenant_id),
+                      key=lambda d: d.name)
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message}}
+
+
+def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
+    """Applies one command. Never raises for a refused command; returns the error as a result."""
+    if isinstance(command, c.Barrier):
+        return state, {"version": state.version}
+
+    if isinstance(command, c.RegisterNode):
+        old = state.nodes.get(command.node_id)
+        registered_at = old.registered_at_ms if old else command.at_ms
+        nodes = {**state.nodes, command.node_id: NodeRecord(command.node_id, command.address,
+                                                            registered_at)}
+        return _bump(state, nodes=nodes), {"node_id": command.node_id}
+
+    if isinstance(command, c.CreateTenant):
+        if command.tenant_id in state.tenants:
+            return state, _error("AlreadyExists", f"tenant '{command.tenant_id}' already exists")
+        tenants = {**state.tenants, command.tenant_id: TenantRecord(command.tenant_id,
+                                                                    command.at_ms)}
+        return _bump(state, tenants=tenants), {"tenant_id": command.tenant_id}
+
+    if isinstance(command, c.CreateDataset):
+        existing = state.dataset_by_name(command.tenant_id, command.name)
+        if existing is not None and existing.uuid == command.uuid:
+            # A proposer's retry of a create that did commit: answer as the first time did.
+            return state, {"uuid": existing.uuid}
+        if existing is not None:
+            return state, _error("AlreadyExists",
+                                 f"dataset '{command.name}' already exists")
+        if command.uuid in state.datasets:
+            return state, _error("AlreadyExists", f"dataset uuid {command.uuid} already used")
+        unknown = sorted(set(command.placement) - set(state.nodes))
+        if not command.placement or unknown:
+            return state, _error("InvalidArgument", f"placement names unknown nodes {unknown}")
+        tenants = state.tenants
+        if command.tenant_id not in tenants:
+            # Tenants are created implicitly by their first dataset until the admin API lands.
+            tenants = {**tenants, command.tenant_id: TenantRecord(command.tenant_id,
+                                                                  command.at_ms)}
+        record = DatasetRecord(
+            uuid=command.uuid, tenant_id=command.tenant_id, name=command.name,
+            description=command.description, dimensions=command.dimensions,
+            metric_type=command.metric_type, index_type=command.index_type,
+            metadata=dict(command.metadata), placement=tuple(command.placement), epoch=1,
+            created_at_ms=command.at_ms, updated_at_ms=command.at_ms)
+        datasets = {**state.datasets, record.uuid: record}
+        return _bump(state, tenants=tenants, datasets=datasets), {"uuid": record.uuid}
+
+    if isinstance(command, c.UpdateDataset):
+        record = state.dataset_by_name(command.tenant_id, command.name)
+        if record is None:
+            return state, _error("NotFound", f"dataset '{command.name}' not found")
+        record = dataclasses.replace(
+            record,
+            description=record.description if command.description is None
+            else command.description,
+            metadata=record.metadata if command.metadata is None else dict(command.metadata),
+            updated_at_ms=command.at_ms)
+        return _bump(state, datasets={**state.datasets, record.uuid: record}), \
+            {"uuid": record.uuid}
+
+    if isinstance(command, c.DeleteDataset):
+        record = state.dataset_by_name(command.tenant_id, command.name)
+        if record is None:
+            return state, _error("NotFound", f"dataset '{command.name}' not found")
+        datasets = {k: v for k, v in state.datasets.items() if k != record.uuid}
+        return _bump(state, datasets=datasets), {"uuid": record.uuid,
+                                                 "placement": list(record.placement)}
+
+    if isinstance(command, c.PlaceShard):
+        record = state.datasets.get(command.dataset_uuid)
+        if record is None:
+            return state, _error("NotFound", f"dataset uuid {command.dataset_uuid} not found")
+        if not 0 <= command.shard < record.shard_count:
+            return state, _error("InvalidArgument", f"shard {command.shard} out of range")
+        if command.node_id not in state.nodes:
+            return state, _error("InvalidArgument", f"unknown node '{command.node_id}'")
+        placement = list(record.placement)
+        placement[command.shard] = command.node_id
+        record = dataclasses.replace(record, placement=tuple(placement), epoch=record.epoch + 1,
+                                     updated_at_ms=command.at_ms)
+        return _bump(state, datasets={**state.datasets, record.uuid: record}), \
+            {"epoch": record.epoch}
+
+    return state, _error("InvalidArgument", f"unknown command {type(command).__name__}")
+
+
+def _bump(state: MetaState, **changes: Any) -> MetaState:
+    return dataclasses.replace(state, version=state.version + 1, **changes)
+
+
+def to_doc(state: MetaState) -> dict[str, Any]:
+    return {
+        "version": state.version,
+        "tenants": {k: dataclasses.asdict(v) for k, v in state.tenants.items()},
+        "datasets": {k: {**dataclasses.asdict(v), "placement": list(v.placement)}
+                     for k, v in state.datasets.items()},
+        "nodes": {k: dataclasses.asdict(v) for k, v in state.nodes.items()},
+    }
+
+
+def from_doc(doc: dict[str, Any]) -> MetaState:
+    return MetaState(
+        version=int(doc["version"]),
+        tenants={k: TenantRecord(**v) for k, v in doc["tenants"].items()},
+        datasets={k: DatasetRecord(**{**v, "placement": tuple(v["placement"])})
+                  for k, v in doc["datasets"].items()},
+        nodes={k: NodeRecord(**v) for k, v in doc["nodes"].items()},
+    )

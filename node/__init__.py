@@ -1,0 +1,1 @@
+"""A shard node: hosts shard replicas and serves them over internal gRPC."""

@@ -1,0 +1,257 @@
+"""`tributary node`: serves shard replicas over internal gRPC (proto/node.proto).
+
+On start the node registers with the meta group, starts heartbeats and a catalog cache, and
+reopens the replicas it finds on disk for datasets the catalog still places on it. Replicas of
+datasets no longer in the catalog are removed. Every request carries the placement epoch it was
+planned with: an older epoch than the catalog's, or a shard the catalog places elsewhere, is
+refused with StaleEpoch so the router refreshes and retries (fencing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+
+import grpc
+import numpy as np
+
+from consensus import commands
+from consensus.client import CatalogCache, MetaClient
+from consensus.state import DatasetRecord
+from node.convert import record_from_proto, record_to_proto
+from proto import node_pb2, node_pb2_grpc
+from shard.records import ExistingPolicy
+from shard.replica import ShardReplica, directory_bytes
+from tributary import limits
+from tributary.errors import Internal, NotFound, StaleEpoch, TributaryError
+from tributary.validation import as_vector
+
+log = logging.getLogger("tributary.node")
+
+
+class ShardHost:
+    """Owns the open replicas of this node and the fencing checks in front of them."""
+
+    def __init__(self, node_id: str, data_dir: str, catalog: CatalogCache):
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.catalog = catalog
+        self.replicas: dict[tuple[str, int], ShardReplica] = {}
+        self._open_lock = asyncio.Lock()
+
+    def shard_path(self, dataset_uuid: str, shard: int) -> str:
+        # Paths derive from internal ids only, never from user-given names.
+        return os.path.join(self.data_dir, "shards", str(uuid.UUID(dataset_uuid)), str(shard))
+
+    async def dataset_for(self, ref: node_pb2.ShardRef) -> DatasetRecord:
+        record = self.catalog.state.datasets.get(ref.dataset_uuid)
+        if record is None or ref.epoch > record.epoch:
+            await self.catalog.refresh(linearizable=True)
+            record = self.catalog.state.datasets.get(ref.dataset_uuid)
+        if record is None:
+            raise NotFound("dataset not found (it may have been deleted)")
+        if ref.epoch < record.epoch:
+            raise StaleEpoch(f"placement epoch {ref.epoch} is older than {record.epoch}")
+        if not 0 <= ref.shard < record.shard_count or record.placement[ref.shard] != self.node_id:
+            raise StaleEpoch(f"shard {ref.shard} is not placed on node {self.node_id}")
+        return record
+
+    async def replica(self, ref: node_pb2.ShardRef) -> tuple[DatasetRecord, ShardReplica]:
+        record = await self.dataset_for(ref)
+        key = (ref.dataset_uuid, ref.shard)
+        replica = self.replicas.get(key)
+        if replica is None:
+            async with self._open_lock:
+                replica = self.replicas.get(key)
+                if replica is None:
+                    replica = await asyncio.to_thread(
+                        ShardReplica, self.shard_path(ref.dataset_uuid, ref.shard),
+                        record.dimensions, record.metric_type)
+                    self.replicas[key] = replica
+        return record, replica
+
+    async def reopen_from_disk(self) -> None:
+        root = os.path.join(self.data_dir, "shards")
+        if not os.path.isdir(root):
+            return
+        state = self.catalog.state
+        for dataset_uuid in os.listdir(root):
+            record = state.datasets.get(dataset_uuid)
+            for shard_name in os.listdir(os.path.join(root, dataset_uuid)):
+                shard = int(shard_name)
+                path = self.shard_path(dataset_uuid, shard)
+                if record is None:
+                    log.info("removing replica of deleted dataset %s/%d", dataset_uuid, shard)
+                    await asyncio.to_thread(shutil.rmtree, path, True)
+                    continue
+                if shard < record.shard_count and record.placement[shard] == self.node_id:
+                    replica = await asyncio.to_thread(ShardReplica, path, record.dimensions,
+                                                      record.metric_type)
+                    self.replicas[(dataset_uuid, shard)] = replica
+                    log.info("reopened replica %s/%d with %d vectors", dataset_uuid, shard,
+                             replica.count())
+
+    async def drop(self, dataset_uuid: str, shard: int) -> bool:
+        replica = self.replicas.pop((dataset_uuid, shard), None)
+        path = self.shard_path(dataset_uuid, shard)
+        existed = replica is not None or os.path.isdir(path)
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        return existed
+
+    def close(self) -> None:
+        for replica in self.replicas.values():
+            replica.close()
+
+
+def _guarded(handler):
+    async def wrapper(self, request, context):
+        try:
+            return await handler(self, request, context)
+        except TributaryError as exc:
+            await context.abort(exc.grpc_code, exc.to_wire())
+        except Exception as exc:  # noqa: BLE001 - surface as Internal, keep the node serving
+            log.exception("internal error in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                Internal(f"{type(exc).__name__}: {exc}").to_wire())
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
+    def __init__(self, host: ShardHost):
+        self.host = host
+
+    @_guarded
+    async def Write(self, request, context):
+        record, replica = await self.host.replica(request.shard)
+        upserts = [record_from_proto(v, record.dimensions, record.metric_type)
+                   for v in request.upserts]
+        result = await asyncio.to_thread(replica.write, upserts, list(request.delete_ids),
+                                         ExistingPolicy(int(request.existing)))
+        return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
+                                      deleted=result.deleted, not_found=result.not_found,
+                                      skipped_ids=result.skipped_ids)
+
+    @_guarded
+    async def Get(self, request, context):
+        record, replica = await self.host.replica(request.shard)
+        found = await asyncio.to_thread(replica.get, list(request.ids), request.include_values)
+        return node_pb2.GetResponse(vectors=[record_to_proto(r, record.dimensions)
+                                             for r in found])
+
+    @_guarded
+    async def Search(self, request, context):
+        record, replica = await self.host.replica(request.shard)
+        query = as_vector(list(request.query_vector), record.dimensions, record.metric_type,
+                          what="query_vector")
+        outcome = await asyncio.to_thread(
+            replica.search, np.asarray(query), request.top_k, request.ef_search,
+            request.include_content, request.include_metadata, request.include_values)
+        return node_pb2.ShardSearchResponse(
+            hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, record.dimensions),
+                                    score=h.score, distance=h.distance) for h in outcome.hits],
+            vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
+            database_time_ms=outcome.database_time_ms)
+
+    @_guarded
+    async def DropShard(self, request, context):
+        dropped = await self.host.drop(request.shard.dataset_uuid, request.shard.shard)
+        return node_pb2.DropShardResponse(dropped=dropped)
+
+    @_guarded
+    async def Stats(self, request, context):
+        _, replica = await self.host.replica(request.shard)
+        size = await asyncio.to_thread(directory_bytes, replica.path)
+        return node_pb2.ShardStatsResponse(vector_count=replica.count(), storage_bytes=size)
+
+    @_guarded
+    async def Status(self, request, context):
+        return node_pb2.NodeStatusResponse(
+            node_id=self.host.node_id, open_shards=len(self.host.replicas),
+            vector_count=sum(r.count() for r in self.host.replicas.values()))
+
+
+def _load_node_id(data_dir: str, given: str | None) -> str:
+    path = os.path.join(data_dir, "node_id")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = f.read().strip()
+        if given and given != stored:
+            raise SystemExit(f"data dir {data_dir} belongs to node '{stored}', not '{given}'")
+        return stored
+    node_id = given or f"node-{uuid.uuid4().hex[:8]}"
+    os.makedirs(data_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(node_id)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    return node_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", required=True, help="internal gRPC address host:port")
+    parser.add_argument("--advertise", default=None,
+                        help="address routers use to reach this node (default: --listen)")
+    parser.add_argument("--meta", required=True,
+                        help="comma-separated meta member gRPC addresses")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--node-id", default=None, help="stable node id (default: kept in data dir)")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    node_id = _load_node_id(args.data_dir, args.node_id)
+    advertise = args.advertise or args.listen
+    meta = MetaClient([a for a in args.meta.split(",") if a])
+    catalog = CatalogCache(meta)
+    # Registration waits for the meta group: a node with no catalog cannot serve anything.
+    while True:
+        try:
+            await meta.propose(commands.RegisterNode(node_id, advertise, int(time.time() * 1000)))
+            await catalog.refresh(linearizable=True)
+            break
+        except TributaryError as exc:
+            log.warning("waiting for meta group: %s", exc.message)
+            await asyncio.sleep(0.5)
+    host = ShardHost(node_id, args.data_dir, catalog)
+    await host.reopen_from_disk()
+    catalog.start()
+
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+        ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
+    node_pb2_grpc.add_ShardNodeServicer_to_server(ShardNodeService(host), server)
+    if server.add_insecure_port(args.listen) == 0:
+        raise SystemExit(f"cannot bind node address {args.listen}")
+    await server.start()
+    log.info("node %s serving on %s", node_id, args.listen)
+
+    async def heartbeats():
+        while True:
+            try:
+                await meta.heartbeat(node_id, advertise)
+            except TributaryError as exc:
+                log.debug("heartbeat failed: %s", exc.message)
+            await asyncio.sleep(limits.node_heartbeat_interval_ms / 1000)
+
+    beat = asyncio.create_task(heartbeats())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    beat.cancel()
+    await catalog.stop()
+    await server.stop(grace=2)
+    await asyncio.to_thread(host.close)
+    await meta.close()
+
+
+def run(args: argparse.Namespace) -> None:
+    asyncio.run(serve(args))

@@ -1,0 +1,150 @@
+from proto import deeplake_service_pb2 as _deeplake_service_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExistingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXISTING_ERROR: _ClassVar[ExistingPolicy]
+    EXISTING_SKIP: _ClassVar[ExistingPolicy]
+    EXISTING_OVERWRITE: _ClassVar[ExistingPolicy]
+EXISTING_ERROR: ExistingPolicy
+EXISTING_SKIP: ExistingPolicy
+EXISTING_OVERWRITE: ExistingPolicy
+
+class ShardRef(_message.Message):
+    __slots__ = ("dataset_uuid", "shard", "epoch")
+    DATASET_UUID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    dataset_uuid: str
+    shard: int
+    epoch: int
+    def __init__(self, dataset_uuid: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("shard", "upserts", "delete_ids", "existing")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    delete_ids: _containers.RepeatedScalarFieldContainer[str]
+    existing: ExistingPolicy
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_IDS_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    skipped: int
+    deleted: int
+    not_found: int
+    skipped_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, inserted: _Optional[int] = ..., skipped: _Optional[int] = ..., deleted: _Optional[int] = ..., not_found: _Optional[int] = ..., skipped_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("shard", "ids", "include_values")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    include_values: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., include_values: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("vectors",)
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
+
+class ShardSearchRequest(_message.Message):
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    query_vector: _containers.RepeatedScalarFieldContainer[float]
+    top_k: int
+    ef_search: int
+    include_content: bool
+    include_metadata: bool
+    include_values: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ...) -> None: ...
+
+class ShardHit(_message.Message):
+    __slots__ = ("vector", "score", "distance")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    vector: _deeplake_service_pb2.Vector
+    score: float
+    distance: float
+    def __init__(self, vector: _Optional[_Union[_deeplake_service_pb2.Vector, _Mapping]] = ..., score: _Optional[float] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class ShardSearchResponse(_message.Message):
+    __slots__ = ("hits", "vectors_scanned", "index_hits", "database_time_ms")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_HITS_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
+    vectors_scanned: int
+    index_hits: int
+    database_time_ms: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., vectors_scanned: _Optional[int] = ..., index_hits: _Optional[int] = ..., database_time_ms: _Optional[float] = ...) -> None: ...
+
+class DropShardRequest(_message.Message):
+    __slots__ = ("shard",)
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+
+class DropShardResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
+
+class ShardStatsRequest(_message.Message):
+    __slots__ = ("shard",)
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+
+class ShardStatsResponse(_message.Message):
+    __slots__ = ("vector_count", "storage_bytes")
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    vector_count: int
+    storage_bytes: int
+    def __init__(self, vector_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ...) -> None: ...
+
+class NodeStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatusResponse(_message.Message):
+    __slots__ = ("node_id", "open_shards", "vector_count")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    open_shards: int
+    vector_count: int
+    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ...) -> None: ...

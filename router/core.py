@@ -1,0 +1,410 @@
+"""The router core: every public operation, called by both the REST and the gRPC adapters.
+
+Each method takes and returns deeplake.v1 messages and raises TributaryError subclasses. All
+validation happens here, before the first write leaves the router, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid as uuidlib
+from collections import defaultdict
+from typing import Awaitable, Callable, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from consensus import commands
+from consensus.client import CatalogCache, MetaClient
+from consensus.placement import plan_placement
+from consensus.state import DEFAULT_TENANT, DatasetRecord
+from proto import deeplake_service_pb2 as pb
+from proto import node_pb2
+from router.routing import merge_top_k, shard_of
+from router.shard_client import ShardClient
+from tributary import __version__, errors, limits, validation
+
+log = logging.getLogger("tributary.router")
+T = TypeVar("T")
+
+_STALE_RETRIES = 3
+
+
+def _timestamp(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(int(ms))
+    return ts
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RouterCore:
+    def __init__(self, meta: MetaClient, catalog: CatalogCache, shards: ShardClient,
+                 min_nodes: int = 1):
+        self.meta = meta
+        self.catalog = catalog
+        self.shards = shards
+        self.min_nodes = min_nodes
+
+    # ---- catalog helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def tenant_of(tenant_id: str) -> str:
+        tenant = tenant_id or DEFAULT_TENANT
+        validation.check_name(tenant, "tenant id")
+        return tenant
+
+    async def dataset(self, tenant_id: str, name: str) -> DatasetRecord:
+        tenant = self.tenant_of(tenant_id)
+        validation.check_name(name)
+        record = self.catalog.state.dataset_by_name(tenant, name)
+        if record is None:
+            # It may have been created through another router: read the leader's state.
+            await self.catalog.refresh(linearizable=True)
+            record = self.catalog.state.dataset_by_name(tenant, name)
+        if record is None:
+            raise errors.NotFound(f"dataset '{name}' not found")
+        return record
+
+    def node_address(self, node_id: str) -> str:
+        node = self.catalog.state.nodes.get(node_id)
+        if node is None:
+            raise errors.Unavailable(f"node '{node_id}' is not registered")
+        return node.address
+
+    def shard_ref(self, record: DatasetRecord, shard: int) -> node_pb2.ShardRef:
+        return node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+
+    async def on_shard(self, tenant_id: str, name: str, shard: int,
+                       call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]]) -> T:
+        """Runs one node call with the current placement, refreshing it on StaleEpoch."""
+        for attempt in range(_STALE_RETRIES + 1):
+            record = await self.dataset(tenant_id, name)
+            address = self.node_address(record.placement[shard])
+            try:
+                return await call(record, address, self.shard_ref(record, shard))
+            except errors.StaleEpoch:
+                if attempt == _STALE_RETRIES:
+                    raise
+                await self.catalog.refresh(linearizable=True)
+        raise AssertionError("unreachable")
+
+    def to_dataset_pb(self, record: DatasetRecord, vector_count: int = 0,
+                      storage_size: int = 0) -> pb.Dataset:
+        return pb.Dataset(
+            id=record.name, name=record.name, description=record.description,
+            dimensions=record.dimensions, metric_type=record.metric_type,
+            index_type=record.index_type, metadata=record.metadata,
+            storage_location=f"shards/{record.uuid}", vector_count=vector_count,
+            storage_size=storage_size, created_at=_timestamp(record.created_at_ms),
+            updated_at=_timestamp(record.updated_at_ms), tenant_id=record.tenant_id,
+            shard_count=record.shard_count)
+
+    # ---- datasets ------------------------------------------------------------------------------
+
+    async def create_dataset(self, request: pb.CreateDatasetRequest) -> pb.CreateDatasetResponse:
+        tenant = self.tenant_of(request.tenant_id)
+        name = validation.check_name(request.name)
+        dimensions = validation.check_dimensions(request.dimensions)
+        metric = validation.check_metric(request.metric_type or "cosine")
+        index_type = validation.check_index_type(request.index_type or "hnsw")
+        metadata = validation.check_metadata(dict(request.metadata))
+        if request.shard_count < 0 or request.shard_count > limits.shard_count_max:
+            raise errors.InvalidArgument(
+                f"shard_count must be between 1 and {limits.shard_count_max}, "
+                f"got {request.shard_count}")
+        if request.storage_location:
+            raise errors.InvalidArgument("storage_location is chosen by the cluster; leave it "
+                                         "empty")
+        status = await self.meta.leader_status()
+        live = list(status.live_nodes)
+        if not live:
+            raise errors.Unavailable("no live shard nodes to place the dataset on")
+        shard_count = request.shard_count or max(1, len(live))
+        if request.overwrite:
+            await self._delete_dataset(tenant, name, missing_ok=True)
+        placement = plan_placement(tenant, name, shard_count, live)
+        result = await self.meta.propose(commands.CreateDataset(
+            uuid=str(uuidlib.uuid4()), tenant_id=tenant, name=name,
+            description=request.description, dimensions=dimensions, metric_type=metric,
+            index_type=index_type, metadata=metadata, placement=placement, at_ms=_now_ms()))
+        await self.catalog.refresh()
+        record = self.catalog.state.datasets.get(result["uuid"])
+        if record is None:
+            record = await self.dataset(tenant, name)
+        return pb.CreateDatasetResponse(dataset=self.to_dataset_pb(record),
+                                        message=f"dataset '{name}' created with "
+                                                f"{shard_count} shard(s)")
+
+    async def _dataset_counts(self, record: DatasetRecord) -> tuple[int, int]:
+        async def one(shard: int):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Stats",
+                                           node_pb2.ShardStatsRequest(shard=ref)))
+        stats = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
+        return sum(s.vector_count for s in stats), sum(s.storage_bytes for s in stats)
+
+    async def get_dataset(self, request: pb.GetDatasetRequest) -> pb.GetDatasetResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        count, size = await self._dataset_counts(record)
+        return pb.GetDatasetResponse(dataset=self.to_dataset_pb(record, count, size))
+
+    async def list_datasets(self, request: pb.ListDatasetsRequest) -> pb.ListDatasetsResponse:
+        tenant = self.tenant_of(request.tenant_id)
+        page_size = request.page_size or limits.list_page_size_max
+        if not 1 <= page_size <= limits.list_page_size_max:
+            raise errors.InvalidArgument(
+                f"page_size must be between 1 and {limits.list_page_size_max}")
+        await self.catalog.refresh(linearizable=True)
+        records = self.catalog.state.datasets_of(tenant)
+        after = request.page_token
+        page = [r for r in records if r.name > after][:page_size]
+        more = len([r for r in records if r.name > after]) > page_size
+        return pb.ListDatasetsResponse(
+            datasets=[self.to_dataset_pb(r) for r in page], total_count=len(records),
+            next_page_token=page[-1].name if more and page else "")
+
+    async def delete_dataset(self, request: pb.DeleteDatasetRequest) -> pb.DeleteDatasetResponse:
+        tenant = self.tenant_of(request.tenant_id)
+        name = validation.check_name(request.dataset_id)
+        await self._delete_dataset(tenant, name, missing_ok=False)
+        return pb.DeleteDatasetResponse(success=True, message=f"dataset '{name}' deleted")
+
+    async def _delete_dataset(self, tenant: str, name: str, missing_ok: bool) -> None:
+        try:
+            record = await self.dataset(tenant, name)
+        except errors.NotFound:
+            if missing_ok:
+                return
+            raise
+        await self.meta.propose(commands.DeleteDataset(tenant, name, _now_ms()))
+        await self.catalog.refresh()
+        # The catalog no longer names the dataset, so it is gone for every reader. Dropping the
+        # files is cleanup: a node that misses it removes them when it next starts.
+        for shard, node_id in enumerate(record.placement):
+            node = self.catalog.state.nodes.get(node_id)
+            if node is None:
+                continue
+            try:
+                await self.shards.call(node.address, "DropShard", node_pb2.DropShardRequest(
+                    shard=self.shard_ref(record, shard)))
+            except errors.TributaryError as exc:
+                log.warning("could not drop %s/%d on %s: %s", record.uuid, shard, node_id,
+                            exc.message)
+
+    # ---- vectors -------------------------------------------------------------------------------
+
+    def _validated_vectors(self, record: DatasetRecord, vectors) -> list[pb.Vector]:
+        validation.check_batch_size(len(vectors))
+        seen: set[str] = set()
+        out = []
+        for position, vector in enumerate(vectors):
+            what = f"vector {position}" + (f" ('{vector.id}')" if vector.id else "")
+            if not vector.id:
+                raise errors.InvalidArgument(f"{what} has no id")
+            validation.check_vector_id(vector.id)
+            if vector.id in seen:
+                raise errors.InvalidArgument(f"vector id '{vector.id}' appears twice in the batch")
+            seen.add(vector.id)
+            values = validation.as_vector(list(vector.values), record.dimensions,
+                                          record.metric_type, what=what)
+            if len(vector.content.encode("utf-8")) > limits.content_bytes_max:
+                raise errors.InvalidArgument(f"{what} content is larger than "
+                                             f"{limits.content_bytes_max} bytes")
+            validation.check_metadata(dict(vector.metadata))
+            clean = pb.Vector()
+            clean.CopyFrom(vector)
+            del clean.values[:]
+            clean.values.extend(values.tolist())
+            clean.dataset_id = ""
+            out.append(clean)
+        return out
+
+    async def insert_vectors(self, request: pb.InsertVectorsRequest) -> pb.InsertVectorsResponse:
+        started = time.perf_counter()
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        if request.batch_size < 0:
+            raise errors.InvalidArgument("batch_size must not be negative")
+        if request.skip_existing and request.overwrite:
+            raise errors.InvalidArgument("skip_existing and overwrite are mutually exclusive")
+        vectors = self._validated_vectors(record, request.vectors)
+        policy = (node_pb2.EXISTING_OVERWRITE if request.overwrite else
+                  node_pb2.EXISTING_SKIP if request.skip_existing else node_pb2.EXISTING_ERROR)
+        by_shard: dict[int, list[pb.Vector]] = defaultdict(list)
+        for vector in vectors:
+            by_shard[shard_of(vector.id, record.shard_count)].append(vector)
+
+        if policy == node_pb2.EXISTING_ERROR and len(by_shard) > 1:
+            # Refuse duplicates before any shard writes, so the common error leaves nothing
+            # half-written. (Full cross-shard atomicity is the 2PC path's job.)
+            existing = await self._existing_ids(record, {s: [v.id for v in vs]
+                                                         for s, vs in by_shard.items()})
+            if existing:
+                raise errors.AlreadyExists(
+                    f"{len(existing)} vector(s) already exist, e.g. '{sorted(existing)[0]}'; "
+                    "use overwrite or skip_existing")
+
+        async def write(shard: int, batch: list[pb.Vector]):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Write", node_pb2.WriteRequest(
+                                               shard=ref, upserts=batch, existing=policy)))
+        results = await asyncio.gather(*(write(s, b) for s, b in by_shard.items()))
+        skipped_ids = [i for r in results for i in r.skipped_ids]
+        return pb.InsertVectorsResponse(
+            inserted_count=sum(r.inserted for r in results),
+            skipped_count=sum(r.skipped for r in results), failed_count=0,
+            error_messages=[f"vector '{i}' already exists; skipped" for i in skipped_ids[:100]],
+            processing_time_ms=(time.perf_counter() - started) * 1000)
+
+    async def insert_vector(self, request: pb.InsertVectorRequest) -> pb.InsertVectorResponse:
+        response = await self.insert_vectors(pb.InsertVectorsRequest(
+            dataset_id=request.dataset_id, vectors=[request.vector],
+            overwrite=request.overwrite, tenant_id=request.tenant_id))
+        return pb.InsertVectorResponse(vector_id=request.vector.id,
+                                       success=response.inserted_count == 1,
+                                       message="inserted")
+
+    async def _existing_ids(self, record: DatasetRecord, ids_by_shard: dict[int, list[str]]
+                            ) -> set[str]:
+        async def probe(shard: int, ids: list[str]):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Get", node_pb2.GetRequest(
+                                               shard=ref, ids=ids, include_values=False)))
+        found = await asyncio.gather(*(probe(s, ids) for s, ids in ids_by_shard.items()))
+        return {v.id for response in found for v in response.vectors}
+
+    async def get_vector(self, request: pb.GetVectorRequest) -> pb.GetVectorResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        validation.check_vector_id(request.vector_id)
+        shard = shard_of(request.vector_id, record.shard_count)
+        response = await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Get", node_pb2.GetRequest(
+                                               shard=ref, ids=[request.vector_id],
+                                               include_values=True)))
+        if not response.vectors:
+            raise errors.NotFound(f"vector '{request.vector_id}' not found in dataset "
+                                  f"'{record.name}'")
+        vector = response.vectors[0]
+        vector.dataset_id = record.name
+        vector.tenant_id = record.tenant_id
+        return pb.GetVectorResponse(vector=vector)
+
+    async def delete_vectors(self, request: pb.DeleteVectorsRequest) -> pb.DeleteVectorsResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        ids = list(dict.fromkeys(request.vector_ids))
+        if not ids:
+            raise errors.InvalidArgument("vector_ids is empty")
+        if len(ids) > limits.batch_vectors_max:
+            raise errors.InvalidArgument(f"the batch holds {len(ids)} ids, more than "
+                                         f"batch_vectors_max={limits.batch_vectors_max}")
+        for vector_id in ids:
+            validation.check_vector_id(vector_id)
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for vector_id in ids:
+            by_shard[shard_of(vector_id, record.shard_count)].append(vector_id)
+
+        async def delete(shard: int, batch: list[str]):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Write", node_pb2.WriteRequest(
+                                               shard=ref, delete_ids=batch)))
+        results = await asyncio.gather(*(delete(s, b) for s, b in by_shard.items()))
+        return pb.DeleteVectorsResponse(deleted_count=sum(r.deleted for r in results),
+                                        not_found_count=sum(r.not_found for r in results))
+
+    async def delete_vector(self, request: pb.DeleteVectorRequest) -> pb.DeleteVectorResponse:
+        validation.check_vector_id(request.vector_id)
+        result = await self.delete_vectors(pb.DeleteVectorsRequest(
+            dataset_id=request.dataset_id, vector_ids=[request.vector_id],
+            tenant_id=request.tenant_id))
+        if result.deleted_count == 0:
+            raise errors.NotFound(f"vector '{request.vector_id}' not found in dataset "
+                                  f"'{request.dataset_id}'")
+        return pb.DeleteVectorResponse(success=True, message="deleted")
+
+    # ---- search --------------------------------------------------------------------------------
+
+    async def search_vectors(self, request: pb.SearchVectorsRequest) -> pb.SearchVectorsResponse:
+        started = time.perf_counter()
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        options = request.options
+        top_k = validation.check_top_k(options.top_k or 10)
+        if options.ef_search < 0 or options.ef_search > limits.ef_search_max:
+            raise errors.InvalidArgument(f"ef_search must be between 0 and "
+                                         f"{limits.ef_search_max}")
+        if options.metric_type and options.metric_type != record.metric_type:
+            raise errors.InvalidArgument(
+                f"dataset '{record.name}' uses metric '{record.metric_type}'; a search cannot "
+                f"switch it to '{options.metric_type}'")
+        if options.filters:
+            raise errors.Unimplemented("filters are not supported yet")
+        query = validation.as_vector(list(request.query_vector), record.dimensions,
+                                     record.metric_type, what="query_vector")
+
+        async def search(shard: int):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Search", node_pb2.ShardSearchRequest(
+                                               shard=ref, query_vector=query.tolist(),
+                                               top_k=top_k, ef_search=options.ef_search,
+                                               include_content=options.include_content,
+                                               include_metadata=options.include_metadata)))
+        db_started = time.perf_counter()
+        responses = await asyncio.gather(*(search(s) for s in range(record.shard_count)))
+        db_ms = (time.perf_counter() - db_started) * 1000
+        post_started = time.perf_counter()
+        merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
+                             top_k)
+        results = []
+        for rank, (score, _, hit) in enumerate(merged, start=1):
+            if options.min_score and score < options.min_score:
+                continue
+            if options.threshold and score < options.threshold:
+                continue
+            if options.max_distance and hit.distance > options.max_distance:
+                continue
+            vector = hit.vector
+            vector.dataset_id = record.name
+            vector.tenant_id = record.tenant_id
+            results.append(pb.SearchResult(vector=vector, score=score, distance=hit.distance,
+                                           rank=len(results) + 1))
+        stats = pb.SearchStats(
+            vectors_scanned=sum(r.vectors_scanned for r in responses),
+            index_hits=sum(r.index_hits for r in responses),
+            filtered_results=len(merged) - len(results), database_time_ms=db_ms,
+            post_processing_time_ms=(time.perf_counter() - post_started) * 1000)
+        return pb.SearchVectorsResponse(
+            results=results, total_found=len(results),
+            has_more=sum(len(r.hits) for r in responses) > len(merged),
+            query_time_ms=(time.perf_counter() - started) * 1000, stats=stats)
+
+    # ---- health --------------------------------------------------------------------------------
+
+    async def health(self) -> tuple[bool, pb.HealthCheckResponse]:
+        """Healthy when the meta group has a leader and every registered node is live."""
+        dependencies: dict[str, str] = {}
+        healthy = True
+        try:
+            status = await self.meta.leader_status()
+            dependencies["meta"] = f"leader {status.leader_raft_address}, term {status.raft_term}"
+            registered, live = set(status.registered_nodes), set(status.live_nodes)
+            dependencies["nodes"] = f"{len(live & registered)}/{len(registered)} live"
+            if registered - live or len(registered) < self.min_nodes:
+                healthy = False
+                missing = sorted(registered - live)
+                dependencies["nodes"] += (f"; down: {', '.join(missing)}" if missing else
+                                          f"; waiting for {self.min_nodes} node(s)")
+        except errors.TributaryError as exc:
+            healthy = False
+            dependencies["meta"] = f"no leader: {exc.message}"
+        response = pb.HealthCheckResponse(
+            status="healthy" if healthy else "unhealthy", service="tributary-router",
+            version=__version__, timestamp=_timestamp(_now_ms()), dependencies=dependencies)
+        return healthy, response

@@ -1,0 +1,97 @@
+"""gRPC adapter (grpc.aio) for deeplake.v1. Each RPC calls one RouterCore method; errors map
+through tributary.errors, with the same message REST puts in its body."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from prometheus_client import generate_latest
+
+from proto import deeplake_service_pb2 as pb
+from proto import deeplake_service_pb2_grpc as pb_grpc
+from router.core import RouterCore
+from router.metrics import REQUEST_LATENCY, REQUESTS
+from tributary import errors
+
+log = logging.getLogger("tributary.router.grpc")
+
+
+def _rpc(core_method_name: str):
+    async def handler(self, request, context):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await getattr(self.core, core_method_name)(request)
+        except errors.TributaryError as exc:
+            code = exc.grpc_code
+            await context.abort(exc.grpc_code, exc.message)
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in %s", core_method_name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            REQUESTS.labels("grpc", core_method_name, code.name).inc()
+            REQUEST_LATENCY.labels("grpc", core_method_name).observe(
+                time.perf_counter() - started)
+    return handler
+
+
+async def _unimplemented(self, request, context):
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented yet")
+
+
+class DatasetService(pb_grpc.DatasetServiceServicer):
+    def __init__(self, core: RouterCore):
+        self.core = core
+
+    CreateDataset = _rpc("create_dataset")
+    GetDataset = _rpc("get_dataset")
+    ListDatasets = _rpc("list_datasets")
+    DeleteDataset = _rpc("delete_dataset")
+    UpdateDataset = _unimplemented
+    GetDatasetStats = _unimplemented
+
+
+class VectorService(pb_grpc.VectorServiceServicer):
+    def __init__(self, core: RouterCore):
+        self.core = core
+
+    InsertVector = _rpc("insert_vector")
+    InsertVectors = _rpc("insert_vectors")
+    GetVector = _rpc("get_vector")
+    DeleteVector = _rpc("delete_vector")
+    DeleteVectors = _rpc("delete_vectors")
+    UpdateVector = _unimplemented
+    ListVectors = _unimplemented
+
+
+class SearchService(pb_grpc.SearchServiceServicer):
+    def __init__(self, core: RouterCore):
+        self.core = core
+
+    SearchVectors = _rpc("search_vectors")
+    SearchByText = _unimplemented
+    HybridSearch = _unimplemented
+
+
+class HealthService(pb_grpc.HealthServiceServicer):
+    def __init__(self, core: RouterCore):
+        self.core = core
+
+    async def Check(self, request, context):
+        healthy, response = await self.core.health()
+        return response
+
+    async def GetMetrics(self, request, context):
+        return pb.GetMetricsResponse(prometheus_text=generate_latest().decode())
+
+
+def add_services(server: grpc.aio.Server, core: RouterCore) -> None:
+    pb_grpc.add_DatasetServiceServicer_to_server(DatasetService(core), server)
+    pb_grpc.add_VectorServiceServicer_to_server(VectorService(core), server)
+    pb_grpc.add_SearchServiceServicer_to_server(SearchService(core), server)
+    pb_grpc.add_HealthServiceServicer_to_server(HealthService(core), server)

@@ -1,0 +1,224 @@
+"""REST adapter (aiohttp) under /api/v1. Each handler parses, calls one RouterCore method and
+renders the answer. Errors become JSON bodies with the status from tributary.errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proto import deeplake_service_pb2 as pb
+from router.core import RouterCore
+from router.metrics import REQUEST_LATENCY, REQUESTS
+from tributary import errors, limits, validation
+
+log = logging.getLogger("tributary.router.rest")
+
+# proto3's JSON mapping renders int64 as strings; REST users expect numbers for these.
+_INT64_FIELDS = {"vector_count", "storage_size", "vectors_scanned", "index_hits",
+                 "filtered_results", "total_count"}
+
+CORE = web.AppKey("core", RouterCore)
+
+
+def to_json(message) -> dict:
+    doc = json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                    always_print_fields_with_no_presence=True)
+    return _fix_ints(doc)
+
+
+def _fix_ints(value):
+    if isinstance(value, dict):
+        return {k: (int(v) if k in _INT64_FIELDS and isinstance(v, str) else _fix_ints(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fix_ints(v) for v in value]
+    return value
+
+
+async def _body(request: web.Request) -> dict:
+    if not request.body_exists:
+        return {}
+    raw = await request.read()
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidArgument(f"malformed JSON body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise errors.InvalidArgument("the JSON body must be an object")
+    return doc
+
+
+def _stringify_metadata(doc: dict) -> dict:
+    if "metadata" in doc:
+        doc["metadata"] = validation.check_metadata(doc["metadata"])
+    return doc
+
+
+def parse(message_type, doc: dict):
+    """Builds a request message from JSON, with a 400 that names the bad field."""
+    try:
+        return json_format.ParseDict(doc, message_type(), ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise errors.InvalidArgument(f"invalid request: {exc}") from None
+
+
+def _tenant(request: web.Request) -> str:
+    return request.headers.get("X-Tenant-Id", request.query.get("tenant_id", ""))
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource \
+        else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except errors.TributaryError as exc:
+        status = exc.http_status
+        return web.json_response(exc.to_json(), status=exc.http_status)
+    except web.HTTPRequestEntityTooLarge:
+        status = 413
+        err = errors.PayloadTooLarge(f"request body is larger than {limits.request_bytes_max} "
+                                     "bytes")
+        return web.json_response(err.to_json(), status=413)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status >= 400:
+            kind = {404: errors.NotFound, 405: errors.InvalidArgument}.get(exc.status,
+                                                                          errors.InvalidArgument)
+            body = kind(f"{request.method} {request.path}: {exc.reason}").to_json()
+            return web.json_response(body, status=exc.status)
+        raise
+    except Exception as exc:  # noqa: BLE001 - one place turns surprises into a 500 body
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response(errors.Internal(f"{type(exc).__name__}: {exc}").to_json(),
+                                 status=500)
+    finally:
+        REQUESTS.labels("rest", route, str(status)).inc()
+        REQUEST_LATENCY.labels("rest", route).observe(time.perf_counter() - started)
+
+
+async def create_dataset(request: web.Request) -> web.Response:
+    doc = _stringify_metadata(await _body(request))
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].create_dataset(parse(pb.CreateDatasetRequest, doc))
+    return web.json_response(to_json(response), status=201)
+
+
+async def list_datasets(request: web.Request) -> web.Response:
+    try:
+        page_size = int(request.query.get("page_size", "0"))
+    except ValueError:
+        raise errors.InvalidArgument("page_size must be an integer") from None
+    response = await request.app[CORE].list_datasets(pb.ListDatasetsRequest(
+        tenant_id=_tenant(request), page_size=page_size,
+        page_token=request.query.get("page_token", "")))
+    return web.json_response(to_json(response))
+
+
+async def get_dataset(request: web.Request) -> web.Response:
+    response = await request.app[CORE].get_dataset(pb.GetDatasetRequest(
+        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def delete_dataset(request: web.Request) -> web.Response:
+    response = await request.app[CORE].delete_dataset(pb.DeleteDatasetRequest(
+        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def insert_vectors(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    vectors = doc.get("vectors")
+    if not isinstance(vectors, list):
+        raise errors.InvalidArgument("the body must hold a 'vectors' list")
+    if len(vectors) > limits.batch_vectors_max:
+        raise errors.InvalidArgument(f"the batch holds {len(vectors)} vectors, more than "
+                                     f"batch_vectors_max={limits.batch_vectors_max}")
+    for vector in vectors:
+        if isinstance(vector, dict):
+            _stringify_metadata(vector)
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].insert_vectors(parse(pb.InsertVectorsRequest, doc))
+    return web.json_response(to_json(response), status=201)
+
+
+async def get_vector(request: web.Request) -> web.Response:
+    response = await request.app[CORE].get_vector(pb.GetVectorRequest(
+        dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
+        tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def delete_vector(request: web.Request) -> web.Response:
+    response = await request.app[CORE].delete_vector(pb.DeleteVectorRequest(
+        dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
+        tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def delete_vectors(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    ids = doc.get("vector_ids", doc.get("ids"))
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise errors.InvalidArgument("the body must hold a 'vector_ids' list of strings")
+    response = await request.app[CORE].delete_vectors(pb.DeleteVectorsRequest(
+        dataset_id=request.match_info["dataset_id"], vector_ids=ids,
+        tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def search(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].search_vectors(parse(pb.SearchVectorsRequest, doc))
+    return web.json_response(to_json(response))
+
+
+async def health(request: web.Request) -> web.Response:
+    healthy, response = await request.app[CORE].health()
+    return web.json_response(to_json(response), status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    state = core.catalog.state
+    return web.json_response({"catalog_version": state.version,
+                              "datasets": len(state.datasets), "tenants": len(state.tenants),
+                              "nodes": sorted(state.nodes), "limits": limits.as_dict()})
+
+
+def make_app(core: RouterCore) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=limits.request_bytes_max)
+    app[CORE] = core
+    base = "/api/v1"
+    app.router.add_post(f"{base}/datasets", create_dataset)
+    app.router.add_get(f"{base}/datasets", list_datasets)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}", get_dataset)
+    app.router.add_delete(f"{base}/datasets/{{dataset_id}}", delete_dataset)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors", insert_vectors)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors/batch", insert_vectors)
+    app.router.add_delete(f"{base}/datasets/{{dataset_id}}/vectors/batch", delete_vectors)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", get_vector)
+    app.router.add_delete(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", delete_vector)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/search", search)
+    app.router.add_get(f"{base}/health", health)
+    app.router.add_get(f"{base}/metrics", metrics)
+    app.router.add_get(f"{base}/stats", stats)
+    return app

@@ -1,0 +1,31 @@
+"""Pure routing helpers: which shard a vector id lives on, and the scatter-gather top-k merge."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+def stable_hash(key: str) -> int:
+    """A hash that is the same in every process and release (unlike Python's hash())."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def shard_of(vector_id: str, shard_count: int) -> int:
+    return stable_hash(vector_id) % shard_count
+
+
+def merge_top_k(per_shard: Iterable[list[tuple[float, str, T]]], top_k: int
+                ) -> list[tuple[float, str, T]]:
+    """Merges per-shard hit lists of (score, vector_id, payload) into the global top-k.
+
+    Higher scores win. Ties break on vector id so the order is deterministic whatever the order
+    in which shards answered. Each input list may be in any order.
+    """
+    if top_k <= 0:
+        return []
+    candidates = (item for hits in per_shard for item in hits)
+    return heapq.nsmallest(top_k, candidates, key=lambda item: (-item[0], item[1]))

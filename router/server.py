@@ -1,0 +1,93 @@
+"""`tributary router`: REST and gRPC front ends over one RouterCore."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from consensus.client import CatalogCache, MetaClient
+from proto import deeplake_service_pb2 as pb
+from router.core import RouterCore
+from router.grpc_api import add_services
+from router.rest import make_app
+from router.shard_client import GrpcShardClient
+from tributary import errors, limits
+
+log = logging.getLogger("tributary.router")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http", default="127.0.0.1:8000", help="REST listen address")
+    parser.add_argument("--grpc", default="127.0.0.1:50051", help="public gRPC listen address")
+    parser.add_argument("--meta", required=True, help="comma-separated meta gRPC addresses")
+    parser.add_argument("--min-nodes", type=int, default=1,
+                        help="health stays 503 until this many nodes are registered")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    meta = MetaClient([a for a in args.meta.split(",") if a])
+    catalog = CatalogCache(meta)
+    while True:
+        try:
+            await catalog.refresh()
+            break
+        except errors.TributaryError as exc:
+            log.warning("waiting for meta group: %s", exc.message)
+            await asyncio.sleep(0.5)
+    catalog.start()
+    shards = GrpcShardClient()
+    core = RouterCore(meta, catalog, shards, min_nodes=args.min_nodes)
+
+    grpc_server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+        ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
+    add_services(grpc_server, core)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    service_names = [pb.DESCRIPTOR.services_by_name[s].full_name for s in
+                     ("DatasetService", "VectorService", "SearchService", "HealthService")]
+    reflection.enable_server_reflection(service_names + [reflection.SERVICE_NAME,
+                                                         health.SERVICE_NAME], grpc_server)
+    if grpc_server.add_insecure_port(args.grpc) == 0:
+        raise SystemExit(f"cannot bind gRPC address {args.grpc}")
+    await grpc_server.start()
+
+    runner = web.AppRunner(make_app(core), access_log=None)
+    await runner.setup()
+    host, port = args.http.rsplit(":", 1)
+    site = web.TCPSite(runner, host, int(port))
+    await site.start()
+    log.info("router serving REST on %s and gRPC on %s", args.http, args.grpc)
+
+    async def track_health():
+        while True:
+            healthy, _ = await core.health()
+            status = (health_pb2.HealthCheckResponse.SERVING if healthy
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            for name in [""] + service_names:
+                await health_servicer.set(name, status)
+            await asyncio.sleep(1)
+
+    tracker = asyncio.create_task(track_health())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    tracker.cancel()
+    await catalog.stop()
+    await runner.cleanup()
+    await grpc_server.stop(grace=1)
+    await shards.close()
+    await meta.close()
+
+
+def run(args: argparse.Namespace) -> None:
+    asyncio.run(serve(args))

@@ -1,0 +1,1 @@
+"""A shard replica: one Deep Lake dataset (store of record) plus one hnswlib index (a cache)."""

@@ -1,0 +1,56 @@
+"""Plain records the shard engine reads and writes. No server types here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass
+class VectorRecord:
+    id: str
+    values: np.ndarray | None
+    document_id: str = ""
+    chunk_id: str = ""
+    content: str = ""
+    content_hash: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    language: str = ""
+    chunk_index: int = 0
+    chunk_count: int = 0
+    model: str = ""
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+
+
+class ExistingPolicy(Enum):
+    ERROR = 0
+    SKIP = 1
+    OVERWRITE = 2
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    not_found: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Hit:
+    record: VectorRecord
+    score: float
+    distance: float
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[Hit]
+    vectors_scanned: int
+    index_hits: int
+    database_time_ms: float

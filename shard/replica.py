@@ -1,0 +1,330 @@
+"""ShardReplica: one Deep Lake dataset plus one hnswlib index.
+
+Contract:
+- The Deep Lake dataset is the store of record. A write returns only after its single Deep Lake
+  commit, so an acknowledged write survives kill -9. A write that fails is rolled back and leaves
+  nothing behind: one batch is one commit, all or nothing.
+- The hnswlib index is a cache. It is saved with the store version it covers when the replica
+  closes; on open it is loaded only if that version is still the store's, otherwise it is rebuilt
+  from the store.
+- Every public method is safe to call from several threads. One lock serializes them, because
+  hnswlib's add_items and resize_index are not safe alongside knn_query.
+
+Rows are addressed through in-memory maps (id -> row, id -> label), rebuilt from the store on open.
+hnswlib labels are stable integers kept in the `label` column, because Deep Lake row numbers shift
+when rows are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+import deeplake
+import hnswlib
+import numpy as np
+
+from shard.records import ExistingPolicy, Hit, SearchOutcome, VectorRecord, WriteResult
+from shard.scoring import HNSW_SPACE, scores_from_hnsw
+from tributary import limits
+from tributary.errors import AlreadyExists, Internal, InvalidArgument
+
+log = logging.getLogger("tributary.shard")
+
+_TEXT_COLUMNS = ("id", "document_id", "chunk_id", "content", "content_hash", "content_type",
+                 "language", "model")
+_INT_COLUMNS = ("label", "chunk_index", "chunk_count", "created_at_ms", "updated_at_ms")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ShardReplica:
+    def __init__(self, path: str, dimensions: int, metric: str):
+        self.path = path
+        self.dimensions = dimensions
+        self.metric = metric
+        self._lock = threading.RLock()
+        self._store_url = "file://" + os.path.join(path, "store")
+        self._index_path = os.path.join(path, "hnsw.bin")
+        self._index_meta_path = os.path.join(path, "hnsw.json")
+        os.makedirs(path, exist_ok=True)
+        self._ds = self._open_or_create_store()
+        self._load_maps()
+        self._index = self._open_index()
+
+    # ---- opening -------------------------------------------------------------------------------
+
+    def _open_or_create_store(self):
+        if deeplake.exists(self._store_url):
+            ds = deeplake.open(self._store_url)
+            # Anything not committed by the previous process is not acknowledged; drop it.
+            return ds
+        ds = deeplake.create(self._store_url)
+        ds.add_column("label", deeplake.types.Int64())
+        for name in _TEXT_COLUMNS:
+            ds.add_column(name, deeplake.types.Text())
+        ds.add_column("values", deeplake.types.Array(deeplake.types.Float32(),
+                                                     shape=[self.dimensions]))
+        ds.add_column("metadata", deeplake.types.Dict())
+        for name in _INT_COLUMNS[1:]:
+            ds.add_column(name, deeplake.types.Int64())
+        ds.metadata["dimensions"] = self.dimensions
+        ds.metadata["metric"] = self.metric
+        ds.commit("create shard store")
+        return ds
+
+    def _load_maps(self) -> None:
+        count = len(self._ds)
+        ids = list(self._ds["id"][:]) if count else []
+        labels = np.asarray(self._ds["label"][:], dtype=np.int64) if count else np.zeros(0, np.int64)
+        self._ids: list[str] = ids
+        self._row_of: dict[str, int] = {vid: row for row, vid in enumerate(ids)}
+        self._label_of: dict[str, int] = {vid: int(label) for vid, label in zip(ids, labels)}
+        self._id_of_label: dict[int, str] = {v: k for k, v in self._label_of.items()}
+        self._next_label = int(labels.max()) + 1 if count else 0
+        if len(self._row_of) != count:
+            raise Internal(f"shard store at {self.path} holds duplicate ids")
+
+    def _new_index(self, capacity: int) -> hnswlib.Index:
+        index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
+        index.init_index(max_elements=max(capacity, limits.hnsw_initial_capacity_vectors),
+                         M=limits.hnsw_m, ef_construction=limits.hnsw_ef_construction,
+                         allow_replace_deleted=False)
+        index.set_ef(limits.ef_search_default)
+        return index
+
+    def _open_index(self) -> hnswlib.Index:
+        count = len(self._ids)
+        saved = self._read_index_meta()
+        if saved and saved.get("store_version") == self._ds.version and \
+                saved.get("count") == count and os.path.exists(self._index_path):
+            index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
+            index.load_index(self._index_path, max_elements=max(count * 2,
+                                                                limits.hnsw_initial_capacity_vectors))
+            index.set_ef(limits.ef_search_default)
+            if index.get_current_count() - len(index.get_ids_list()) >= 0:
+                log.info("shard %s: loaded HNSW index covering %d vectors", self.path, count)
+                return index
+        # No index saved for this exact store version: rebuild from the store of record.
+        index = self._new_index(count * 2)
+        if count:
+            values = np.asarray(self._ds["values"][:], dtype=np.float32)
+            labels = np.asarray(self._ds["label"][:], dtype=np.int64)
+            index.add_items(values, labels, num_threads=2)
+        log.info("shard %s: rebuilt HNSW index over %d vectors", self.path, count)
+        return index
+
+    def _read_index_meta(self) -> dict | None:
+        try:
+            with open(self._index_meta_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def save_index(self) -> None:
+        """Persists the index with the store version it covers (used by the next open)."""
+        with self._lock:
+            tmp = self._index_path + ".tmp"
+            self._index.save_index(tmp)
+            os.replace(tmp, self._index_path)
+            meta_tmp = self._index_meta_path + ".tmp"
+            with open(meta_tmp, "w") as f:
+                json.dump({"store_version": self._ds.version, "count": len(self._ids)}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(meta_tmp, self._index_meta_path)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.save_index()
+            except Exception:  # noqa: BLE001 - the index is a cache; losing it costs a rebuild
+                log.exception("shard %s: could not save HNSW index", self.path)
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return len(self._ids)
+
+    def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
+        with self._lock:
+            rows = [self._row_of[i] for i in ids if i in self._row_of]
+            return self._read_rows(rows, include_values=include_values)
+
+    def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
+                   include_metadata: bool = True) -> list[VectorRecord]:
+        if not rows:
+            return []
+        ds = self._ds
+        columns = {name: ds[name][rows] for name in _TEXT_COLUMNS
+                   if include_content or name != "content"}
+        ints = {name: ds[name][rows] for name in _INT_COLUMNS[1:]}
+        metadata = ds["metadata"][rows] if include_metadata else [None] * len(rows)
+        values = np.asarray(ds["values"][rows], dtype=np.float32) if include_values else None
+        out = []
+        for i in range(len(rows)):
+            out.append(VectorRecord(
+                id=columns["id"][i],
+                values=None if values is None else values[i],
+                document_id=columns["document_id"][i], chunk_id=columns["chunk_id"][i],
+                content=columns["content"][i] if "content" in columns else "",
+                content_hash=columns["content_hash"][i],
+                metadata={} if metadata[i] is None else {k: str(v) for k, v in
+                                                         dict(metadata[i]).items()},
+                content_type=columns["content_type"][i], language=columns["language"][i],
+                model=columns["model"][i], chunk_index=int(ints["chunk_index"][i]),
+                chunk_count=int(ints["chunk_count"][i]),
+                created_at_ms=int(ints["created_at_ms"][i]),
+                updated_at_ms=int(ints["updated_at_ms"][i])))
+        return out
+
+    def search(self, query: np.ndarray, top_k: int, ef_search: int = 0,
+               include_content: bool = False, include_metadata: bool = False,
+               include_values: bool = False) -> SearchOutcome:
+        """Top-k by score (higher is better). `query` must already be validated/normalized."""
+        with self._lock:
+            started = time.perf_counter()
+            live = len(self._ids)
+            if live == 0:
+                return SearchOutcome([], 0, 0, 0.0)
+            k = min(top_k, live)
+            self._index.set_ef(max(ef_search or limits.ef_search_default, k))
+            labels, raw = self._index.knn_query(query.reshape(1, -1), k=k)
+            scores, distances = scores_from_hnsw(self.metric, raw[0])
+            found = [(self._id_of_label[int(lb)], float(s), float(d))
+                     for lb, s, d in zip(labels[0], scores, distances)
+                     if int(lb) in self._id_of_label]
+            rows = [self._row_of[vid] for vid, _, _ in found]
+            records = self._read_rows(rows, include_values=include_values,
+                                      include_content=include_content,
+                                      include_metadata=include_metadata)
+            hits = [Hit(rec, s, d) for rec, (_, s, d) in zip(records, found)]
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return SearchOutcome(hits, vectors_scanned=live, index_hits=len(hits),
+                                 database_time_ms=elapsed_ms)
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def write(self, upserts: list[VectorRecord], delete_ids: list[str],
+              existing: ExistingPolicy = ExistingPolicy.ERROR) -> WriteResult:
+        """Applies a batch as one Deep Lake commit. Raises InvalidArgument / AlreadyExists before
+        touching the store; on any store failure rolls back and re-raises. Returns after commit."""
+        with self._lock:
+            result = WriteResult()
+            seen: set[str] = set()
+            for record in upserts:
+                if record.id in seen:
+                    raise InvalidArgument(f"vector id '{record.id}' appears twice in the batch")
+                seen.add(record.id)
+                if record.values is None or record.values.shape != (self.dimensions,):
+                    raise InvalidArgument(f"vector '{record.id}' must have dimension "
+                                          f"{self.dimensions}")
+            if seen & set(delete_ids):
+                raise InvalidArgument("a batch may not both write and delete the same id")
+
+            to_append: list[VectorRecord] = []
+            replaced_rows: list[int] = []
+            for record in upserts:
+                if record.id in self._row_of:
+                    if existing is ExistingPolicy.ERROR:
+                        raise AlreadyExists(f"vector '{record.id}' already exists; "
+                                            "use overwrite or skip_existing")
+                    if existing is ExistingPolicy.SKIP:
+                        result.skipped += 1
+                        result.skipped_ids.append(record.id)
+                        continue
+                    replaced_rows.append(self._row_of[record.id])
+                to_append.append(record)
+            deleted_rows = []
+            for vid in dict.fromkeys(delete_ids):
+                if vid in self._row_of:
+                    deleted_rows.append(self._row_of[vid])
+                else:
+                    result.not_found += 1
+            result.deleted = len(deleted_rows)
+            result.inserted = len(to_append)
+            if not to_append and not deleted_rows:
+                return result
+
+            now = _now_ms()
+            created = {}
+            if replaced_rows:
+                old = self._ds["created_at_ms"][replaced_rows]
+                created = {self._ids[r]: int(c) for r, c in zip(replaced_rows, old)}
+            labels = list(range(self._next_label, self._next_label + len(to_append)))
+            gone_rows = sorted(set(replaced_rows) | set(deleted_rows), reverse=True)
+            try:
+                for row in gone_rows:
+                    self._ds.delete(row)
+                if to_append:
+                    self._ds.append(self._columns_for(to_append, labels, created, now))
+                self._ds.commit()
+            except Exception as exc:
+                self._rollback()
+                raise Internal(f"shard store write failed: {exc}") from exc
+
+            # The store is durable; now bring the cache and maps in line.
+            gone_ids = [self._ids[r] for r in gone_rows]
+            for vid in gone_ids:
+                label = self._label_of.pop(vid)
+                self._id_of_label.pop(label, None)
+                self._index.mark_deleted(label)
+            self._next_label += len(to_append)
+            if gone_rows:
+                gone_set = set(gone_rows)
+                self._ids = [vid for row, vid in enumerate(self._ids) if row not in gone_set]
+            for record, label in zip(to_append, labels):
+                self._ids.append(record.id)
+                self._label_of[record.id] = label
+                self._id_of_label[label] = record.id
+            self._row_of = {vid: row for row, vid in enumerate(self._ids)}
+            if to_append:
+                needed = self._index.get_current_count() + len(to_append)
+                if needed > self._index.get_max_elements():
+                    self._index.resize_index(max(needed, self._index.get_max_elements() * 2))
+                self._index.add_items(np.stack([r.values for r in to_append]),
+                                      np.asarray(labels, dtype=np.int64), num_threads=1)
+            return result
+
+    def _columns_for(self, records: list[VectorRecord], labels: list[int],
+                     created: dict[str, int], now: int) -> dict:
+        return {
+            "label": np.asarray(labels, dtype=np.int64),
+            "id": [r.id for r in records],
+            "document_id": [r.document_id for r in records],
+            "chunk_id": [r.chunk_id for r in records],
+            "content": [r.content for r in records],
+            "content_hash": [r.content_hash for r in records],
+            "content_type": [r.content_type for r in records],
+            "language": [r.language for r in records],
+            "model": [r.model for r in records],
+            "values": np.stack([r.values for r in records]).astype(np.float32),
+            "metadata": [dict(r.metadata) for r in records],
+            "chunk_index": np.asarray([r.chunk_index for r in records], dtype=np.int64),
+            "chunk_count": np.asarray([r.chunk_count for r in records], dtype=np.int64),
+            "created_at_ms": np.asarray([created.get(r.id, now) for r in records], dtype=np.int64),
+            "updated_at_ms": np.full(len(records), now, dtype=np.int64),
+        }
+
+    def _rollback(self) -> None:
+        try:
+            self._ds.rollback()
+        except Exception:  # noqa: BLE001 - reopen is the last resort to drop uncommitted rows
+            self._ds = deeplake.open(self._store_url)
+        self._load_maps()
+
+
+def directory_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total

@@ -1,0 +1,173 @@
+"""`tributary up`: a whole local cluster on loopback, in the foreground.
+
+It starts the meta members, the nodes and the routers as child processes, restarts a child that
+dies, prints the endpoints once GET /api/v1/health answers 200, and on SIGINT/SIGTERM stops every
+child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
+<data-dir>/logs/<name>.log. Children die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of
+`tributary up` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from tributary import limits
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: str
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        log.close()
+        self.started_at = time.monotonic()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default="./tributary-data")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=50051)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--meta", type=int, default=3)
+    parser.add_argument("--routers", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1", help="address every process binds")
+    parser.add_argument("--internal-port-base", type=int, default=7100,
+                        help="meta Raft ports start here, meta gRPC at +10, nodes at +100")
+    parser.add_argument("--ready-timeout", type=float, default=90.0,
+                        help="seconds to wait for a healthy cluster")
+
+
+def plan(args: argparse.Namespace) -> list[Child]:
+    if not 1 <= args.meta <= 9 or args.meta % 2 == 0:
+        raise SystemExit("--meta must be an odd number between 1 and 9")
+    if not 1 <= args.nodes <= 64:
+        raise SystemExit("--nodes must be between 1 and 64")
+    if not 1 <= args.routers <= 16:
+        raise SystemExit("--routers must be between 1 and 16")
+    data_dir = os.path.abspath(args.data_dir)
+    os.makedirs(os.path.join(data_dir, "logs"), exist_ok=True)
+    host, base = args.host, args.internal_port_base
+    raft = [f"{host}:{base + i}" for i in range(args.meta)]
+    meta_grpc = [f"{host}:{base + 10 + i}" for i in range(args.meta)]
+    meta_list = ",".join(meta_grpc)
+    exe = [sys.executable, "-m", "tributary.cli"]
+    children = []
+    for i in range(args.meta):
+        peers = [f"--peer={raft[j]}={meta_grpc[j]}" for j in range(args.meta) if j != i]
+        children.append(Child(f"meta-{i}", exe + [
+            "meta", "--raft", raft[i], "--grpc", meta_grpc[i],
+            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers,
+            os.path.join(data_dir, "logs", f"meta-{i}.log")))
+    for i in range(args.nodes):
+        children.append(Child(f"node-{i}", exe + [
+            "node", "--listen", f"{host}:{base + 100 + i}", "--meta", meta_list,
+            "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}"],
+            os.path.join(data_dir, "logs", f"node-{i}.log")))
+    for i in range(args.routers):
+        children.append(Child(f"router-{i}", exe + [
+            "router", "--http", f"{host}:{args.http_port + i}",
+            "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
+            "--min-nodes", str(args.nodes)],
+            os.path.join(data_dir, "logs", f"router-{i}.log")))
+    return children
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def stop_all(children: list[Child]) -> None:
+    for child in children:
+        if child.process and child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + limits.shutdown_grace_ms / 1000
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+def run(args: argparse.Namespace) -> None:
+    children = plan(args)
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    data_dir = os.path.abspath(args.data_dir)
+    print(f"tributary: starting {args.meta} meta, {args.nodes} node(s), {args.routers} "
+          f"router(s); data in {data_dir}", flush=True)
+    for child in children:
+        child.start()
+    health_url = f"http://{args.host}:{args.http_port}/api/v1/health"
+    deadline = time.monotonic() + args.ready_timeout
+    ready = False
+    try:
+        while not stopping:
+            for child in children:
+                code = child.process.poll() if child.process else None
+                if code is not None:
+                    print(f"tributary: {child.name} exited with {code}; restarting "
+                          f"(log: {child.log_path})", file=sys.stderr, flush=True)
+                    child.restarts += 1
+                    time.sleep(min(2.0, 0.2 * child.restarts))
+                    child.start()
+            if not ready:
+                if _healthy(health_url):
+                    ready = True
+                    print(json.dumps({
+                        "status": "ready",
+                        "rest": [f"http://{args.host}:{args.http_port + i}/api/v1"
+                                 for i in range(args.routers)],
+                        "grpc": [f"{args.host}:{args.grpc_port + i}"
+                                 for i in range(args.routers)],
+                        "data_dir": data_dir}), flush=True)
+                    print(f"tributary: ready. REST http://{args.host}:{args.http_port}/api/v1 "
+                          f"gRPC {args.host}:{args.grpc_port}. Ctrl-C stops.", flush=True)
+                elif time.monotonic() > deadline:
+                    print(f"tributary: not healthy after {args.ready_timeout:.0f}s; see logs in "
+                          f"{os.path.join(data_dir, 'logs')}", file=sys.stderr, flush=True)
+                    deadline = float("inf")
+            time.sleep(0.2)
+    finally:
+        print("tributary: stopping", flush=True)
+        stop_all(children)
+        print("tributary: stopped", flush=True)

@@ -1,0 +1,131 @@
+"""Input checks shared by the router and the shard engine. Each raises InvalidArgument with a
+message that says what is wrong, before anything is written."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+import numpy as np
+
+from tributary import limits
+from tributary.errors import InvalidArgument
+
+METRICS = ("cosine", "l2", "ip")
+INDEX_TYPES = ("hnsw", "flat")
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{what} must be a non-empty string")
+    if len(name.encode("utf-8")) > limits.name_bytes_max:
+        raise InvalidArgument(f"{what} is longer than {limits.name_bytes_max} bytes")
+    if "/" in name or "\\" in name or ".." in name:
+        raise InvalidArgument(f"{what} '{name}' must not contain '/', '\\' or '..'")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
+        raise InvalidArgument(f"{what} must not contain control or unassigned characters")
+    if name.strip() != name:
+        raise InvalidArgument(f"{what} must not start or end with whitespace")
+    return name
+
+
+def check_vector_id(vector_id: str) -> str:
+    if not isinstance(vector_id, str) or not vector_id:
+        raise InvalidArgument("vector id must be a non-empty string")
+    if len(vector_id.encode("utf-8")) > limits.vector_id_bytes_max:
+        raise InvalidArgument(f"vector id is longer than {limits.vector_id_bytes_max} bytes")
+    if any(unicodedata.category(ch) == "Cc" for ch in vector_id):
+        raise InvalidArgument("vector id must not contain control characters")
+    return vector_id
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise InvalidArgument(f"metric_type must be one of {', '.join(METRICS)}, got '{metric}'")
+    return metric
+
+
+def check_index_type(index_type: str) -> str:
+    if index_type not in INDEX_TYPES:
+        raise InvalidArgument(f"index_type must be one of {', '.join(INDEX_TYPES)}, "
+                              f"got '{index_type}'")
+    return index_type
+
+
+def check_dimensions(dimensions: int) -> int:
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+        raise InvalidArgument("dimensions must be an integer")
+    if not 1 <= dimensions <= limits.dimensions_max:
+        raise InvalidArgument(f"dimensions must be between 1 and {limits.dimensions_max}, "
+                              f"got {dimensions}")
+    return dimensions
+
+
+def as_vector(values, dimensions: int, metric: str, what: str = "vector") -> np.ndarray:
+    """Returns the values as float32, normalized for cosine. Raises InvalidArgument for an empty,
+    wrong-length, non-numeric, NaN or Inf vector, and for a zero vector under cosine."""
+    if values is None or len(values) == 0:
+        raise InvalidArgument(f"{what} is empty")
+    if len(values) != dimensions:
+        raise InvalidArgument(f"{what} has dimension {len(values)}, dataset expects {dimensions}")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must contain only numbers") from None
+    if array.ndim != 1:
+        raise InvalidArgument(f"{what} must be a flat list of numbers")
+    if not np.all(np.isfinite(array)):
+        raise InvalidArgument(f"{what} contains NaN or Inf")
+    if np.any(np.abs(array) > np.finfo(np.float32).max):
+        raise InvalidArgument(f"{what} has a value outside the float32 range")
+    array = array.astype(np.float32)
+    if metric == "cosine":
+        norm = float(np.linalg.norm(array.astype(np.float64)))
+        if norm == 0.0 or not math.isfinite(norm):
+            raise InvalidArgument(f"{what} is a zero vector, which has no cosine direction")
+        array = (array / norm).astype(np.float32)
+    return array
+
+
+def check_top_k(top_k: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise InvalidArgument("top_k must be an integer")
+    if not 1 <= top_k <= limits.top_k_max:
+        raise InvalidArgument(f"top_k must be between 1 and {limits.top_k_max}, got {top_k}")
+    return top_k
+
+
+def check_batch_size(count: int) -> None:
+    if count == 0:
+        raise InvalidArgument("the batch holds no vectors")
+    if count > limits.batch_vectors_max:
+        raise InvalidArgument(f"the batch holds {count} vectors, more than batch_vectors_max="
+                              f"{limits.batch_vectors_max}")
+
+
+def check_metadata(metadata) -> dict[str, str]:
+    """Metadata is a flat map of string keys to scalar values, stored as strings."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidArgument("metadata must be an object of string keys to scalar values")
+    if len(metadata) > limits.metadata_keys_max:
+        raise InvalidArgument(f"metadata has more than {limits.metadata_keys_max} keys")
+    out: dict[str, str] = {}
+    size = 0
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument("metadata keys must be non-empty strings")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidArgument(f"metadata '{key}' is NaN or Inf")
+            value = repr(value) if isinstance(value, float) else str(value)
+        elif not isinstance(value, str):
+            raise InvalidArgument(f"metadata '{key}' must be a string, number or boolean")
+        size += len(key.encode()) + len(value.encode())
+        out[key] = value
+    if size > limits.metadata_bytes_max:
+        raise InvalidArgument(f"metadata is larger than {limits.metadata_bytes_max} bytes")
+    return out
