@@ -2,9 +2,9 @@
 
 The pysyncobj object owns the replicated state; its single `@replicated` method only decodes the
 command and calls the pure `state.apply`. A gRPC server beside it serves the internal Meta API
-(proto/meta.proto) to routers and nodes. Node liveness is soft state kept by the leader in memory:
-heartbeats would otherwise fill the Raft log, and a new leader gives every registered node one
-liveness timeout of grace before it counts it dead.
+(proto/meta.proto) to routers and nodes. Node liveness is soft state kept by the leader in memory,
+because heartbeats would otherwise fill the Raft log. A new leader counts a node live only once it
+has itself received a heartbeat from it, so health never reports a node that is not serving.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class MetaStateMachine(SyncObj):
             connectionTimeout=3.5,
             logCompactionMinEntries=10_000,
             logCompactionMinTime=600,
+            # In Kubernetes a rescheduled member keeps its DNS name but not its IP; pysyncobj's
+            # default 10-minute DNS cache would keep peers dialing the old address.
+            dnsCacheTime=5.0,
+            dnsFailCacheTime=2.0,
             # The fork-based dump would copy the gRPC server's threads' state; keep it in-process.
             useFork=False,
         )
@@ -85,7 +89,6 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self.machine = machine
         self.raft_to_grpc = raft_to_grpc
         self.last_seen: dict[str, float] = {}
-        self.leader_since: float | None = None
         self.lock = threading.Lock()
 
     def _guard(self, context, fn):
@@ -103,9 +106,6 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             leader = self._leader()
             raise NotLeader(f"not the leader; leader is "
                             f"{self.raft_to_grpc.get(leader or '', 'unknown')}")
-        with self.lock:
-            if self.leader_since is None:
-                self.leader_since = time.monotonic()
 
     def Propose(self, request, context):
         def run():
@@ -142,19 +142,14 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         now = time.monotonic()
         timeout_s = limits.node_liveness_timeout_ms / 1000
         with self.lock:
-            in_grace = self.leader_since is not None and now - self.leader_since < timeout_s
             return sorted(n for n in self.machine.meta.nodes
-                          if now - self.last_seen.get(n, -1e18) < timeout_s or in_grace)
+                          if now - self.last_seen.get(n, -1e18) < timeout_s)
 
     def Status(self, request, context):
         is_leader = self.machine._isLeader()
-        if is_leader:
+        if not is_leader:
+            # Heartbeats seen in an earlier term must not vouch for nodes in a later one.
             with self.lock:
-                if self.leader_since is None:
-                    self.leader_since = time.monotonic()
-        else:
-            with self.lock:
-                self.leader_since = None
                 self.last_seen.clear()
         leader = self._leader()
         status = self.machine.getStatus()

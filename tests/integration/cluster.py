@@ -1,0 +1,148 @@
+"""Real local clusters for integration tests: `tributary up` as a child process on loopback."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import httpx
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1,
+             what: str = "condition"):
+    """Polls predicate until it returns a truthy value or the deadline passes (then fails)."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last one
+            last_exc = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s}s (last error: {last_exc!r})")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_plan(meta: int, nodes: int, routers: int) -> tuple[int, int, int]:
+    """Finds (http_port, grpc_port, internal_base) whose every derived port is free."""
+    for _ in range(200):
+        base = random.randrange(20_000, 55_000, 200)
+        http, grpc_port = base + 150, base + 170
+        ports = ([base + i for i in range(meta)] + [base + 10 + i for i in range(meta)]
+                 + [base + 100 + i for i in range(nodes)]
+                 + [http + i for i in range(routers)] + [grpc_port + i for i in range(routers)])
+        if all(_port_free(p) for p in ports):
+            return http, grpc_port, base
+    raise RuntimeError("no free port range found")
+
+
+class Cluster:
+    def __init__(self, data_dir: str, meta: int = 3, nodes: int = 2, routers: int = 1):
+        self.data_dir = str(data_dir)
+        self.meta, self.nodes, self.routers = meta, nodes, routers
+        self.http_port, self.grpc_port, self.internal_base = free_port_plan(meta, nodes, routers)
+        self.process: subprocess.Popen | None = None
+        self._output_offset = 0
+        self.output_path = os.path.join(self.data_dir, "up.out")
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/v1"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def meta_grpc(self, i: int) -> str:
+        return f"127.0.0.1:{self.internal_base + 10 + i}"
+
+    def node_address(self, i: int) -> str:
+        return f"127.0.0.1:{self.internal_base + 100 + i}"
+
+    def start(self, timeout_s: float = 90.0) -> "Cluster":
+        os.makedirs(self.data_dir, exist_ok=True)
+        # Only this run's output counts: a restart appends to the same file.
+        self._output_offset = os.path.getsize(self.output_path) \
+            if os.path.exists(self.output_path) else 0
+        out = open(self.output_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tributary.cli", "up", "--data-dir", self.data_dir,
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+             "--internal-port-base", str(self.internal_base), "--meta", str(self.meta),
+             "--nodes", str(self.nodes), "--routers", str(self.routers)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        def ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tributary up exited: {self.output()}")
+            return '"status": "ready"' in self.output()[self._output_offset:]
+        wait_for(ready, timeout_s, 0.2, "cluster ready line")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.rest}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def output(self) -> str:
+        with open(self.output_path, errors="replace") as f:
+            return f.read()
+
+    def pids(self) -> list[int]:
+        """Every live process of the cluster: the supervisor and its children."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+                             capture_output=True, text=True).stdout.split()
+        return [self.process.pid] + [int(p) for p in out]
+
+    def kill9_everything(self) -> None:
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        wait_for(lambda: not _group_alive(pgid), 10, 0.1, "process group gone")
+
+    def stop(self, timeout_s: float = 15.0) -> float:
+        """SIGTERM the supervisor; returns how long the whole group took to exit."""
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        pgid = os.getpgid(self.process.pid)
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+            wait_for(lambda: not _group_alive(pgid), timeout_s, 0.1, "children gone")
+        finally:
+            if _group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+        return time.monotonic() - started
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Zombies still count for killpg; look for processes that are not zombies.
+    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True,
+                         text=True).stdout.split()
+    return any(not s.startswith("Z") for s in out)

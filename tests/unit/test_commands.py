@@ -1,0 +1,156 @@
+"""Specification of the Raft command codec in consensus/commands.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus import commands as c
+
+texts = st.text(max_size=20)
+ints = st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
+string_maps = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4)
+
+STRATEGIES = {
+    "RegisterNode": st.builds(c.RegisterNode, node_id=texts, address=texts, at_ms=ints),
+    "CreateTenant": st.builds(c.CreateTenant, tenant_id=texts, at_ms=ints),
+    "CreateDataset": st.builds(
+        c.CreateDataset, uuid=texts, tenant_id=texts, name=texts, description=texts,
+        dimensions=ints, metric_type=texts, index_type=texts, metadata=string_maps,
+        placement=st.lists(texts, max_size=5).map(tuple), at_ms=ints),
+    "UpdateDataset": st.builds(
+        c.UpdateDataset, tenant_id=texts, name=texts, description=st.none() | texts,
+        metadata=st.none() | string_maps, at_ms=ints),
+    "DeleteDataset": st.builds(c.DeleteDataset, tenant_id=texts, name=texts, at_ms=ints),
+    "PlaceShard": st.builds(c.PlaceShard, dataset_uuid=texts, shard=ints, node_id=texts,
+                            at_ms=ints),
+    "Barrier": st.builds(c.Barrier, at_ms=ints),
+}
+
+any_command = st.one_of(*STRATEGIES.values())
+
+
+def example_of(cls):
+    return {
+        c.RegisterNode: c.RegisterNode("n1", "127.0.0.1:7000", 5),
+        c.CreateTenant: c.CreateTenant("t1", 5),
+        c.CreateDataset: c.CreateDataset("u1", "t1", "docs", "d", 8, "cosine", "hnsw",
+                                         {"k": "v"}, ("n1", "n2"), 5),
+        c.UpdateDataset: c.UpdateDataset("t1", "docs", None, {"k": "v"}, 5),
+        c.DeleteDataset: c.DeleteDataset("t1", "docs", 5),
+        c.PlaceShard: c.PlaceShard("u1", 0, "n2", 5),
+        c.Barrier: c.Barrier(5),
+    }[cls]
+
+
+def test_strategies_cover_every_declared_command_type():
+    assert set(STRATEGIES) == set(c.COMMAND_TYPES)
+
+
+@pytest.mark.parametrize("name", sorted(c.COMMAND_TYPES))
+def test_every_command_type_round_trips_through_encode_and_decode(name):
+    command = example_of(c.COMMAND_TYPES[name])
+    decoded = c.decode(c.encode(command))
+    assert type(decoded) is type(command)
+    assert decoded == command
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_command)
+def test_any_command_round_trips_with_equal_fields_and_type(command):
+    decoded = c.decode(c.encode(command))
+    assert type(decoded) is type(command)
+    assert decoded == command
+
+
+@settings(max_examples=100, deadline=None)
+@given(STRATEGIES["CreateDataset"])
+def test_decoded_create_dataset_placement_is_a_tuple(command):
+    decoded = c.decode(c.encode(command))
+    assert isinstance(decoded.placement, tuple)
+    assert decoded.placement == command.placement
+
+
+@settings(max_examples=100, deadline=None)
+@given(any_command)
+def test_encoding_is_canonical_json_tagged_with_the_type_name(command):
+    text = c.encode(command)
+    doc = json.loads(text)
+    assert doc["type"] == type(command).__name__
+    assert set(doc["fields"]) == {f.name for f in dataclasses.fields(command)}
+    # Canonical: equal commands encode to identical text.
+    assert c.encode(c.decode(text)) == text
+
+
+def test_encode_refuses_an_object_that_is_not_a_command():
+    @dataclasses.dataclass(frozen=True)
+    class NotACommand:
+        at_ms: int
+
+    with pytest.raises(TypeError):
+        c.encode(NotACommand(1))
+    with pytest.raises(TypeError):
+        c.encode({"type": "Barrier", "fields": {"at_ms": 1}})
+
+
+def test_decode_refuses_an_unknown_type_tag():
+    with pytest.raises(c.CommandDecodeError):
+        c.decode(json.dumps({"type": "DropEverything", "fields": {"at_ms": 1}}))
+
+
+def test_decode_refuses_a_type_tag_that_names_a_non_command_builtin():
+    with pytest.raises(c.CommandDecodeError):
+        c.decode(json.dumps({"type": "CommandDecodeError", "fields": {}}))
+
+
+@pytest.mark.parametrize("name", sorted(c.COMMAND_TYPES))
+def test_decode_refuses_a_document_with_a_missing_field(name):
+    doc = json.loads(c.encode(example_of(c.COMMAND_TYPES[name])))
+    dropped = sorted(doc["fields"])[0]
+    del doc["fields"][dropped]
+    with pytest.raises(c.CommandDecodeError):
+        c.decode(json.dumps(doc))
+
+
+@pytest.mark.parametrize("name", sorted(c.COMMAND_TYPES))
+def test_decode_refuses_a_document_with_an_extra_field(name):
+    doc = json.loads(c.encode(example_of(c.COMMAND_TYPES[name])))
+    doc["fields"]["__class__"] = "x"
+    with pytest.raises(c.CommandDecodeError):
+        c.decode(json.dumps(doc))
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "not json",
+    "{",
+    "[]",
+    "null",
+    "42",
+    '"Barrier"',
+    '{"fields": {"at_ms": 1}}',
+    '{"type": "Barrier"}',
+    '{"type": "Barrier", "fields": null}',
+    '{"type": "Barrier", "fields": ["at_ms"]}',
+    '{"type": ["Barrier"], "fields": {"at_ms": 1}}',
+    '{"type": "CreateDataset", "fields": {"uuid": "u", "tenant_id": "t", "name": "n", '
+    '"description": "", "dimensions": 2, "metric_type": "l2", "index_type": "flat", '
+    '"metadata": {}, "placement": 7, "at_ms": 1}}',
+])
+def test_decode_refuses_malformed_documents_with_command_decode_error(text):
+    with pytest.raises(c.CommandDecodeError):
+        c.decode(text)
+
+
+def test_command_decode_error_is_a_value_error():
+    assert issubclass(c.CommandDecodeError, ValueError)
+
+
+def test_commands_are_immutable():
+    command = c.Barrier(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        command.at_ms = 2  # type: ignore[misc]
