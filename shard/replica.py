@@ -161,8 +161,9 @@ class ShardReplica:
         if not rows:
             return []
         ds = self._ds
-        columns = {name: ds[name][rows] for name in _TEXT_COLUMNS
-                   if include_content or name != "content"}
+        # Deep Lake reads an empty Text cell back as None; records always carry strings.
+        columns = {name: ["" if v is None else v for v in ds[name][rows]]
+                   for name in _TEXT_COLUMNS if include_content or name != "content"}
         ints = {name: ds[name][rows] for name in _INT_COLUMNS[1:]}
         metadata = ds["metadata"][rows] if include_metadata else [None] * len(rows)
         values = np.asarray(ds["values"][rows], dtype=np.float32) if include_values else None

@@ -108,13 +108,21 @@ def from_wire(code: grpc.StatusCode, details: str | None) -> TributaryError:
         cls = _BY_NAME.get(doc.get("type", ""))
         if cls is not None:
             return cls(str(doc.get("message", "")))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         pass
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return Unavailable(f"peer unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"peer timed out: {details}")
-    for cls in all_error_types():
-        if cls.grpc_code == code and cls is not TributaryError:
-            return cls(details or code.name)
-    return Internal(details or code.name)
+    cls = _BY_CODE.get(code, Internal)
+    return cls(details or code.name)
+
+
+# A bare status from a peer that did not send our details maps to the plainest class for its
+# code. FAILED_PRECONDITION is deliberately not StaleEpoch: only a node that says so is stale.
+_BY_CODE: dict[grpc.StatusCode, type[TributaryError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}

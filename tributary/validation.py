@@ -66,6 +66,8 @@ def as_vector(values, dimensions: int, metric: str, what: str = "vector") -> np.
     wrong-length, non-numeric, NaN or Inf vector, and for a zero vector under cosine."""
     if values is None or len(values) == 0:
         raise InvalidArgument(f"{what} is empty")
+    if any(isinstance(v, (bool, str, bytes)) for v in values):
+        raise InvalidArgument(f"{what} must contain only numbers")
     if len(values) != dimensions:
         raise InvalidArgument(f"{what} has dimension {len(values)}, dataset expects {dimensions}")
     try:
@@ -78,13 +80,21 @@ def as_vector(values, dimensions: int, metric: str, what: str = "vector") -> np.
         raise InvalidArgument(f"{what} contains NaN or Inf")
     if np.any(np.abs(array) > np.finfo(np.float32).max):
         raise InvalidArgument(f"{what} has a value outside the float32 range")
-    array = array.astype(np.float32)
+    stored = array.astype(np.float32)
     if metric == "cosine":
-        norm = float(np.linalg.norm(array.astype(np.float64)))
+        # Normalize in float64 from the float32 values actually stored, so neither huge
+        # (norm overflows float32) nor tiny (norm underflows) components lose the unit norm.
+        wide = stored.astype(np.float64)
+        norm = float(np.linalg.norm(wide))
         if norm == 0.0 or not math.isfinite(norm):
             raise InvalidArgument(f"{what} is a zero vector, which has no cosine direction")
-        array = (array / norm).astype(np.float32)
-    return array
+        unit = wide / norm
+        if not np.all(np.isfinite(unit)) or abs(float(np.linalg.norm(unit)) - 1.0) > 1e-3:
+            raise InvalidArgument(f"{what} is too small to normalize in float32")
+        stored = unit.astype(np.float32)
+        if float(np.linalg.norm(stored.astype(np.float64))) < 0.5:
+            raise InvalidArgument(f"{what} is too small to normalize in float32")
+    return stored
 
 
 def check_top_k(top_k: int) -> int:
@@ -96,7 +106,7 @@ def check_top_k(top_k: int) -> int:
 
 
 def check_batch_size(count: int) -> None:
-    if count == 0:
+    if count <= 0:
         raise InvalidArgument("the batch holds no vectors")
     if count > limits.batch_vectors_max:
         raise InvalidArgument(f"the batch holds {count} vectors, more than batch_vectors_max="

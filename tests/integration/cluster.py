@@ -146,3 +146,16 @@ def _group_alive(pgid: int) -> bool:
     out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True,
                          text=True).stdout.split()
     return any(not s.startswith("Z") for s in out)
+
+
+def child_pid(cluster: Cluster, needle: str) -> int:
+    """The pid of the cluster child whose command line contains needle (e.g. a port)."""
+    for pid in cluster.pids()[1:]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline:
+            return pid
+    raise LookupError(f"no child with '{needle}' in its command line")

@@ -101,17 +101,12 @@ def test_from_wire_of_a_missing_message_gives_an_empty_message():
     assert rebuilt.message == ""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bare INVALID_ARGUMENT status is rebuilt as "
-                   "PayloadTooLarge (HTTP 413), because PayloadTooLarge shares the gRPC code and "
-                   "comes first in all_error_types()")
 def test_from_wire_of_a_bare_invalid_argument_status_is_invalid_argument():
     rebuilt = from_wire(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
     assert type(rebuilt) is InvalidArgument
     assert type(rebuilt) is not PayloadTooLarge
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="BUG: from_wire raises TypeError when the JSON 'type' is unhashable")
 def test_from_wire_never_raises_for_a_json_type_that_is_not_a_string():
     rebuilt = from_wire(grpc.StatusCode.INTERNAL, '{"type": ["NotFound"], "message": "x"}')
     assert isinstance(rebuilt, TributaryError)

@@ -9,7 +9,7 @@ import pytest
 
 from shard.records import ExistingPolicy, VectorRecord
 from shard.replica import ShardReplica
-from tributary.errors import AlreadyExists, InvalidArgument
+from tributary.errors import AlreadyExists, Internal, InvalidArgument
 from tributary.validation import as_vector
 
 DIM = 8
@@ -200,6 +200,47 @@ def test_error_is_the_default_existing_policy(replica):
     with pytest.raises(AlreadyExists):
         replica.write([record("a", 2)], [])
     assert replica.count() == 1
+
+
+class _FailFirstCommit:
+    """Wraps the replica's Deep Lake dataset so that the next commit fails like a full disk."""
+
+    def __init__(self, ds):
+        self._real = ds
+        self.failed = False
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __getitem__(self, key):
+        return self._real[key]
+
+    def __len__(self):
+        return len(self._real)
+
+    def commit(self, *args):
+        if not self.failed:
+            self.failed = True
+            raise OSError("disk full")
+        return self._real.commit(*args)
+
+
+def test_a_batch_whose_commit_fails_is_rolled_back_and_leaves_nothing_behind(tmp_path):
+    path = str(tmp_path / "s")
+    shard = ShardReplica(path, DIM, "l2")
+    shard.write([record("a", 1)], [])
+    shard._ds = _FailFirstCommit(shard._ds)
+    with pytest.raises(Internal, match="disk full"):
+        shard.write([record("b", 2), record("a", 3)], [], existing=ExistingPolicy.OVERWRITE)
+    assert shard._ds.failed
+    assert shard.count() == 1
+    assert ids_of(shard.get(["a", "b"])) == ["a"]
+    assert np.array_equal(shard.get(["a"])[0].values, vec(1))
+    assert [h.record.id for h in shard.search(vec(2), 5).hits] == ["a"]
+    # The replica stays usable, and a restart sees exactly the acknowledged rows.
+    shard.write([record("c", 4)], [])
+    assert ShardReplica(path, DIM, "l2").count() == 2
+    assert sorted(ids_of(ShardReplica(path, DIM, "l2").get(["a", "b", "c"]))) == ["a", "c"]
 
 
 # ---- existing policies ---------------------------------------------------------------------

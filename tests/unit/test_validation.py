@@ -158,8 +158,8 @@ def test_as_vector_accepts_a_numpy_array():
     assert np.allclose(out, [0.6, 0.8])
 
 
-# Components are zero or comfortably inside the normal float32 range; subnormal inputs are a
-# known bug, pinned by the xfail test below.
+# Components are zero or comfortably inside the normal float32 range; subnormal and huge inputs
+# have their own tests below.
 normal_float32_components = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).filter(
     lambda x: x == 0.0 or abs(x) >= 1e-30)
 
@@ -181,17 +181,11 @@ def test_as_vector_cosine_output_is_unit_norm_float32_in_the_same_direction(valu
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="BUG: validation.py:86 divides the float32 array by the "
-                   "norm in float32; a norm above float32 max becomes inf and the vector "
-                   "silently becomes all zeros instead of unit length")
 def test_as_vector_cosine_normalizes_large_float32_values_to_unit_length():
     out = as_vector([3e38, 3e38], 2, "cosine")  # each value is a valid float32
     assert np.allclose(out, [math.sqrt(0.5)] * 2)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validation.py:86 divides by the norm rounded to "
-                   "float32; for subnormal inputs the rounded norm is far off and the result is "
-                   "not unit length")
 def test_as_vector_cosine_normalizes_subnormal_values_to_unit_length():
     out = as_vector([1.4e-45, 1.4e-45], 2, "cosine")  # gives [1, 1], norm 1.414
     assert abs(float(np.linalg.norm(out.astype(np.float64))) - 1.0) < 1e-5
