@@ -105,19 +105,27 @@ class Op:
 
     def describe(self, origin_ns: int = 0) -> str:
         """A short human-readable line, times in ms relative to `origin_ns`."""
-        start = (self.invoke_ns - origin_ns) / 1e6
-        end = ("inf" if self.end_ns == float("inf")
-               else f"{(self.complete_ns - origin_ns) / 1e6:.3f}")
+        start = _fmt_ns(self.invoke_ns - origin_ns)
+        end = "inf" if self.end_ns == float("inf") else _fmt_ns(self.complete_ns - origin_ns)
         what = f"{self.kind}"
         if self.key is not None:
             what += f"[{self.key!r}]"
         if self.value is not None:
             what += f"({self.value!r})"
         if self.status == OK:
-            what += f" -> {self.output!r}"
+            what += " -> ok" if self.output is None and self.kind != "get" else \
+                f" -> {self.output!r}"
         else:
             what += f" -> {self.status}"
-        return f"#{self.id} p{self.process} {what} @[{start:.3f}, {end}]ms"
+        return f"#{self.id} p{self.process} {what} @[{start}, {end}]"
+
+
+def _fmt_ns(ns: float) -> str:
+    if abs(ns) < 10_000:
+        return f"{ns}ns"
+    if abs(ns) < 10_000_000:
+        return f"{ns / 1e3:.1f}us"
+    return f"{ns / 1e6:.3f}ms"
 
 
 class Call:

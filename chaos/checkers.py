@@ -1,0 +1,283 @@
+"""Checkers over the state a cluster is left in after a chaos run.
+
+Linearizability (`chaos.linearizability`) judges what clients observed during the run. These
+judge the end state against the history, once faults are healed and the cluster has settled:
+
+* `lost_acknowledged_writes(history, final_reads)` - every key must hold a value that some write
+  could have left last. An acknowledged write that nothing could have overwritten must be there.
+* `partial_batches(history, final_state)` - a `batch_put` is atomic: a committed batch is fully
+  visible (except keys that later writes may have overwritten), an unknown batch is all or
+  nothing, a failed batch left no trace.
+* `recovered_within(samples, bound_s)` - availability probes after a heal: the service must be
+  back, and stay back, within the bound.
+
+`final_reads` / `final_state` map key -> value, with None (or a missing key) meaning absent. They
+are the result of reading every key the history wrote once the cluster is quiet. Writes are
+identified by value, so the workload must give every write a unique value (e.g. "p3-w42").
+Write kinds understood: put, delete, insert (put-if-absent), batch_put (value={key: value}),
+batch_delete (value=[key, ...]); reads are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from chaos.history import FAIL, OK, UNKNOWN, Op, freeze, origin_of
+
+ABSENT = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One single-key effect of an op: `value` None means the key becomes absent."""
+
+    op: Op
+    key: Any
+    value: Any
+
+
+def writes_of(op: Op) -> list[Write]:
+    """The single-key writes an op may perform (none for reads and no-op outcomes)."""
+    kind = op.kind
+    if kind == "put":
+        return [Write(op, op.key, op.value)]
+    if kind == "delete":
+        return [Write(op, op.key, ABSENT)]
+    if kind == "insert":
+        if op.status == OK and op.output == "already_exists":
+            return []
+        return [Write(op, op.key, op.value)]
+    if kind == "batch_put":
+        return [Write(op, k, v) for k, v in dict(op.value).items()]
+    if kind == "batch_delete":
+        return [Write(op, k, ABSENT) for k in op.value]
+    return []
+
+
+def _writes_by_key(history: Iterable[Op], include_failed: bool = False) -> dict[Any, list[Write]]:
+    out: dict[Any, list[Write]] = {}
+    for op in history:
+        if op.status == FAIL and not include_failed:
+            continue
+        for w in writes_of(op):
+            out.setdefault(freeze(w.key), []).append(w)
+    return out
+
+
+def _read(final: Mapping, key: Any, missing_is_absent: bool):
+    """(known, frozen value) for a key of the final state."""
+    for k in (key, freeze(key)):
+        try:
+            if k in final:
+                return True, freeze(final[k])
+        except TypeError:  # unhashable spelling of the key
+            continue
+    return missing_is_absent, ABSENT
+
+
+# ---- lost acknowledged writes -----------------------------------------------------------------
+
+@dataclass
+class LostWrite:
+    """A key whose final value no write could have left last.
+
+    kind: "lost" (an acknowledged write should be visible but is not) or "unexpected" (the key
+    holds a value no non-failed op ever wrote). `acceptable` lists the values some write could
+    have left last (None = absent); `acknowledged` the ok writes among them."""
+
+    key: Any
+    kind: str
+    found: Any
+    acceptable: list[Any]
+    acknowledged: list[Op] = field(default_factory=list)
+    explanation: str = ""
+
+
+def acceptable_final_values(writes: Sequence[Write]) -> set:
+    """Values (frozen; None = absent) that some linearization of these writes leaves last.
+
+    A write can be last unless an acknowledged write certainly came after it (was invoked after
+    it completed). Unknown writes never complete, so nothing certainly follows them. The initial
+    absent state can be last only if no write certainly took effect."""
+    definite = [w for w in writes if w.op.status == OK]
+    out = set()
+    for w in writes:
+        end = w.op.end_ns
+        if not any(end < d.op.invoke_ns for d in definite):
+            out.add(freeze(w.value))
+    if not definite:
+        out.add(ABSENT)
+    return out
+
+
+def lost_acknowledged_writes(history: Iterable[Op], final_reads: Mapping, *,
+                             missing_is_absent: bool = True) -> list[LostWrite]:
+    """Keys whose final value contradicts the acknowledged writes (empty list: all good).
+
+    Every put acknowledged ok and not possibly overwritten/deleted afterwards by an ok or unknown
+    op must be present; when several writes may each be the last one, the final value must be one
+    of theirs. Keys missing from `final_reads` count as absent unless `missing_is_absent=False`,
+    in which case they are not judged."""
+    history = list(history)
+    origin = origin_of(history)
+    by_key = _writes_by_key(history)
+    failed_values = {k: {freeze(w.value) for w in ws}
+                     for k, ws in _writes_by_key([op for op in history if op.status == FAIL],
+                                                 include_failed=True).items()}
+    findings: list[LostWrite] = []
+    keys = list(by_key)
+    for k, v in final_reads.items():
+        fk = freeze(k)
+        if fk not in by_key and v is not None:
+            keys.append(fk)
+    for key in keys:
+        known, found = _read(final_reads, key, missing_is_absent)
+        if not known:
+            continue
+        writes = by_key.get(key, [])
+        acceptable = acceptable_final_values(writes)
+        if found in acceptable:
+            continue
+        written = {freeze(w.value) for w in writes}
+        acked = [w.op for w in writes if w.op.status == OK and freeze(w.value) in acceptable
+                 and w.value is not ABSENT]
+        if found is not ABSENT and found not in written:
+            kind = "unexpected"
+            why = ("a value written only by a failed op" if found in failed_values.get(key, ())
+                   else "a value no op wrote")
+            text = f"key {key!r} holds {found!r}: {why}"
+        else:
+            kind = "lost"
+            text = (f"key {key!r} holds {'nothing' if found is ABSENT else repr(found)}, but "
+                    f"the last write must be one of "
+                    f"{sorted(map(repr, acceptable))}")
+        if acked:
+            text += "; acknowledged writes that should be visible:\n" + "\n".join(
+                "  " + op.describe(origin) for op in acked)
+        findings.append(LostWrite(key=key, kind=kind, found=found,
+                                  acceptable=sorted(acceptable, key=repr), acknowledged=acked,
+                                  explanation=text))
+    return findings
+
+
+# ---- batch atomicity --------------------------------------------------------------------------
+
+@dataclass
+class BatchViolation:
+    """A batch_put seen partially (or, when committed, not at all; when failed, applied).
+
+    kind: "partial" (some keys show the batch, others certainly do not), "lost" (a committed
+    batch shows on no key that only it could explain), "failed_applied" (a failed batch's value
+    is visible). Keys are split into `present` (hold the batch's value), `missing` (hold
+    something else, and no other write could have come after the batch) and `overwritten`
+    (hold something else that a later or concurrent write may explain)."""
+
+    op: Op
+    kind: str
+    present: list[Any]
+    missing: list[Any]
+    overwritten: list[Any]
+    explanation: str = ""
+
+
+def partial_batches(history: Iterable[Op], final_state: Mapping, *,
+                    missing_is_absent: bool = True) -> list[BatchViolation]:
+    history = list(history)
+    origin = origin_of(history)
+    by_key = _writes_by_key(history)
+    violations: list[BatchViolation] = []
+    for op in history:
+        if op.kind != "batch_put":
+            continue
+        present, missing, overwritten = [], [], []
+        for k, v in dict(op.value).items():
+            known, found = _read(final_state, k, missing_is_absent)
+            if not known:
+                continue
+            if found == freeze(v):
+                present.append(k)
+                continue
+            # Could another (non-failed) write on k have landed after this batch?
+            later = [w for w in by_key.get(freeze(k), [])
+                     if w.op is not op and not w.op.precedes(op)]
+            (overwritten if later else missing).append(k)
+        kind = None
+        if op.status == OK and missing:
+            kind = "partial" if present else "lost"
+        elif op.status == UNKNOWN and missing and present:
+            kind = "partial"
+        elif op.status == FAIL and present:
+            # Only a violation if no non-failed op wrote the same value to those keys.
+            own = [k for k in present
+                   if not any(w.op is not op and freeze(w.value) == freeze(op.value[k])
+                              for w in by_key.get(freeze(k), []))]
+            if own:
+                kind = "failed_applied"
+                present = own
+        if kind is None:
+            continue
+        text = (f"batch {op.describe(origin)}: {kind}; present on {present!r}, missing on "
+                f"{missing!r}, possibly overwritten on {overwritten!r}")
+        violations.append(BatchViolation(op=op, kind=kind, present=present, missing=missing,
+                                         overwritten=overwritten, explanation=text))
+    return violations
+
+
+# ---- recovery ---------------------------------------------------------------------------------
+
+@dataclass
+class RecoveryResult:
+    """`recovered_at_s`: seconds after `since` of the first successful probe after which every
+    probe succeeded (None: still failing at the last probe, or no probe)."""
+
+    ok: bool
+    recovered_at_s: float | None
+    bound_s: float
+    last_failure_s: float | None
+    probes: int
+    explanation: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _sample(s: Any) -> tuple[float, bool]:
+    if isinstance(s, Mapping):
+        return float(s["t"]), bool(s["ok"])
+    if hasattr(s, "t") and hasattr(s, "ok"):
+        return float(s.t), bool(s.ok)
+    t, ok = s
+    return float(t), bool(ok)
+
+
+def recovered_within(samples: Iterable[Any], bound_s: float, *,
+                     since: float = 0.0) -> RecoveryResult:
+    """Did the service recover within `bound_s` seconds of `since` (the heal) and stay up?
+
+    `samples` are probes as (t_seconds, ok) pairs, {"t": .., "ok": ..} dicts or objects with
+    `t` and `ok`; t is in seconds on the same clock as `since` (e.g. seconds since the heal with
+    since=0, or time.monotonic() values with since=heal time). Probes before `since` are ignored.
+    """
+    probes = sorted(p for p in map(_sample, samples) if p[0] >= since)
+    if not probes:
+        return RecoveryResult(False, None, bound_s, None, 0,
+                              "no probe after the heal: recovery not observed")
+    failures = [t for t, ok in probes if not ok]
+    last_failure = (failures[-1] - since) if failures else None
+    after = [t for t, ok in probes if ok and (not failures or t > failures[-1])]
+    if not after:
+        return RecoveryResult(False, None, bound_s, last_failure, len(probes),
+                              f"still failing at the last probe "
+                              f"({probes[-1][0] - since:.3f}s after the heal)")
+    recovered = after[0] - since
+    ok = recovered <= bound_s
+    text = (f"recovered {recovered:.3f}s after the heal (bound {bound_s:.3f}s)"
+            + (f", last failed probe at {last_failure:.3f}s" if last_failure is not None else "")
+            + ("" if ok else ": too slow"))
+    return RecoveryResult(ok, recovered, bound_s, last_failure, len(probes), text)
+
+
+__all__ = ["Write", "writes_of", "acceptable_final_values", "LostWrite",
+           "lost_acknowledged_writes", "BatchViolation", "partial_batches", "RecoveryResult",
+           "recovered_within"]

@@ -1,0 +1,26 @@
+"""`chaos` sub-commands, for `python -m chaos ...` and (wired by the main CLI) `tributary chaos ...`.
+
+The main CLI does:
+
+    p = sub.add_parser("chaos", help="fault injection")
+    chaos.cli.add_arguments(p)
+    p.set_defaults(func=chaos.cli.run)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from chaos import proxy
+
+    sub = parser.add_subparsers(dest="chaos_command", required=True)
+    p = sub.add_parser("proxy", help="run the fault-injecting TCP proxy (Toxiproxy v2 HTTP API)",
+                       description=proxy.__doc__.splitlines()[0])
+    proxy.add_arguments(p)
+    p.set_defaults(chaos_func=proxy.run)
+
+
+def run(args: argparse.Namespace) -> None:
+    args.chaos_func(args)
