@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test test-unit test-integration proto proto-check bench clean lint
+.PHONY: venv up test test-unit test-integration test-2pc-full proto bench clean
 
 venv: $(STAMP)
 
@@ -28,14 +28,20 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
+# The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 5).
+test-2pc-full: $(STAMP)
+	TRIBUTARY_2PC_TXNS=50 $(PY) -m pytest -q tests/integration/test_two_phase_commit.py
+
 # Regenerates the committed protobuf/gRPC modules. tests/unit/test_proto_fresh.py fails when
 # they are stale.
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
 		proto/deeplake_service.proto proto/node.proto proto/meta.proto
 
+# `make bench` runs the default sizes (~10 min on 2 cores); pass flags through BENCH_ARGS, e.g.
+# make bench BENCH_ARGS="--quick --e2e"
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tributary-data .pytest_cache

@@ -130,6 +130,11 @@ def render_inprocess(r: dict, threads: int) -> tuple[str, list[dict]]:
          f">= {TARGETS['recall']}",
          check("recall@10 >= 0.95", r["recall"]["shard"],
                r["recall"]["shard"] >= TARGETS["recall"])),
+        ("  recall parity (shard - hnswlib)", "", "",
+         _fmt(r["recall"]["shard"] - r["recall"]["hnswlib"], 3), ">= -0.01",
+         check("shard recall within 0.01 of hnswlib",
+               r["recall"]["shard"] - r["recall"]["hnswlib"],
+               r["recall"]["shard"] - r["recall"]["hnswlib"] >= -0.01)),
         ("QPS, 1 thread", _fmt(s["hnswlib_1t"]["qps"]), _fmt(s["shard_1t"]["qps"]),
          _fmt(rat["qps_1t"], 3), f">= {TARGETS['qps_ratio']}x",
          check("shard QPS 1t >= 0.8x hnswlib", rat["qps_1t"],
@@ -149,6 +154,8 @@ def render_inprocess(r: dict, threads: int) -> tuple[str, list[dict]]:
          _fmt(s[f"shard_{threads}t"]["p99_ms"], 3), "", "", ""),
         ("ingest vectors/s (batches)", _fmt(r["ingest"]["hnswlib"]["vectors_per_s"]),
          _fmt(r["ingest"]["shard"]["vectors_per_s"]), _fmt(rat["ingest"], 3), "", ""),
+        ("  median of per-batch ratios", "", "", _fmt(rat["ingest_paired_batch_median"], 3),
+         "", ""),
         ("RSS bytes/vector", _fmt(rss["hnswlib"]["bytes_per_vector"]),
          _fmt(rss["shard"]["bytes_per_vector"]), _fmt(rat["rss_per_vector"], 2),
          f"<= {TARGETS['rss_ratio']}x",
@@ -233,12 +240,16 @@ def render_e2e(r: dict, threads: int) -> tuple[str, list[dict]]:
     return table, checks
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop clusters and clean up.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="tributary-bench-")
     os.makedirs(work_dir, exist_ok=True)
     import deeplake

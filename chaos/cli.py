@@ -1,4 +1,4 @@
-"""`chaos` sub-commands, for `python -m chaos ...` and (wired by the main CLI) `tributary chaos ...`.
+"""`chaos` sub-commands for `python -m chaos ...` and (wired by the main CLI) `tributary chaos`.
 
 The main CLI does:
 

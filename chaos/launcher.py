@@ -33,11 +33,17 @@ def _free_port(host: str) -> int:
 
 
 class ProxyServer:
-    """A running Toxiproxy-API server process; use as a context manager or start()/stop()."""
+    """A running Toxiproxy-API server process; use as a context manager or start()/stop().
+
+    Output goes to `log_path` (a temporary file by default, removed after a clean exit).
+    `extra_args` are appended to the command line of whichever server is started.
+    """
 
     def __init__(self, *, seed: int | None = None, prefer_external: bool = True,
-                 host: str = "127.0.0.1", log_path: str | None = None):
+                 host: str = "127.0.0.1", log_path: str | None = None,
+                 extra_args: list[str] | None = None):
         self.seed = seed
+        self.extra_args = list(extra_args or [])
         self.host = host
         self.port: int | None = None
         self.external = find_toxiproxy_server() if prefer_external else None
@@ -45,6 +51,7 @@ class ProxyServer:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self._log = None
+        self._owns_log = log_path is None
 
     @property
     def api_url(self) -> str:
@@ -55,9 +62,9 @@ class ProxyServer:
         if self.external:
             self.port = _free_port(self.host)
             return ([self.external, "-host", self.host, "-port", str(self.port)]
-                    + (["-seed", *seed] if seed else []))
+                    + (["-seed", *seed] if seed else []) + self.extra_args)
         return ([sys.executable, "-m", "chaos", "proxy", "--listen", f"{self.host}:0"]
-                + (["--seed", *seed] if seed else []))
+                + (["--seed", *seed] if seed else []) + self.extra_args)
 
     def start(self, timeout_s: float = 20.0) -> "ProxyServer":
         if self.log_path is None:
@@ -81,12 +88,14 @@ class ProxyServer:
             if self.port is not None and self._answers():
                 return self
             time.sleep(0.05)
+        output = self.output()
         self.stop()
-        raise TimeoutError(f"{self.kind} did not answer within {timeout_s}s:\n{self.output()}")
+        raise TimeoutError(f"{self.kind} did not answer within {timeout_s}s:\n{output}")
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.api_url}/version", timeout=1.0) as r:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
+            with opener.open(f"{self.api_url}/version", timeout=1.0) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -109,6 +118,12 @@ class ProxyServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        # A temporary log is kept only when the server failed, for whoever debugs it.
+        if self._owns_log and self.process is not None and self.process.returncode == 0:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
 
     def __enter__(self) -> "ProxyServer":
         return self.start()

@@ -400,8 +400,9 @@ def _explain(model: Model, key: Any, ops: list[Op], prefix: list[Op], state: Any
     candidates = ([op for op in rest if op.invoke_ns <= blocking.complete_ns]
                   if blocking is not None else [])
     candidates.sort(key=lambda op: (op.invoke_ns, op.id))
-    lines = [f"key {key!r}: not linearizable against {model.name} ({len(ops)} op(s) on this "
-             f"key after dropping failed and unknown reads)."]
+    where = "the history" if key is None else f"key {key!r}"
+    lines = [f"{where}: not linearizable against {model.name} ({len(ops)} op(s) after dropping "
+             f"failed ops and unknown reads)."]
     lines.append(f"Longest linearizable prefix found: {len(prefix)} op(s), leaving state "
                  f"{model.describe_state(state)}:")
     shown = prefix[-limit:]

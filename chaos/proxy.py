@@ -13,10 +13,13 @@ every chunk, so adding, updating or removing one affects live connections, as in
 Whether a toxic applies to a connection ("toxicity") is drawn once per connection and toxic
 from a random.Random derived from the server's --seed, so a run is reproducible.
 
-Deliberate differences from Toxiproxy 2.x (all stricter, so a client that works here works
-there): unknown or negative toxic attributes and a toxicity outside [0, 1] are 400s; a toxic
-update may not change its type or stream; an omitted `listen` means 127.0.0.1:0 rather than
-every interface.  Half-closes are forwarded (Toxiproxy closes the whole connection instead).
+Deliberate differences from Toxiproxy 2.x.  Input is checked more strictly, so a request
+accepted here is accepted there: unknown or negative toxic attributes and a toxicity outside
+[0, 1] are 400s, and a toxic update may not change its type or stream.  An omitted `listen`
+means 127.0.0.1:0 rather than every interface.  Half-closes are forwarded (Toxiproxy closes
+the whole connection instead).
+Not implemented: GET /metrics, the `noop` toxic, and the toxiproxy-server flags other than
+its seed and config file.
 """
 
 from __future__ import annotations
@@ -255,10 +258,30 @@ class Direction:
     def __init__(self, conn: "Connection", stream: str, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter):
         self.conn, self.stream, self.reader, self.writer = conn, stream, reader, writer
+        self.rng = random.Random(conn.rng.getrandbits(64))   # draws independent of the other way
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_CHUNKS)
         self.changed = asyncio.Event()
+        self._interrupt = asyncio.get_running_loop().create_future()
         self.states: dict[int, _ToxicState] = {}
         self.tasks: list[asyncio.Task] = []
+
+    def toxics_changed(self) -> None:
+        self.changed.set()
+        interrupt, self._interrupt = self._interrupt, asyncio.get_running_loop().create_future()
+        if not interrupt.done():
+            interrupt.set_result(None)
+
+    async def _toxic_sleep(self, seconds: float, toxic: Toxic) -> None:
+        """Sleeps, but returns early once `toxic` is removed or updated (as Toxiproxy does,
+        whose toxics pass held data on at once when interrupted)."""
+        loop = asyncio.get_running_loop()
+        end, version = loop.time() + seconds, toxic.version
+        while True:
+            remaining = end - loop.time()
+            if (remaining <= 0 or toxic.version != version
+                    or not any(t is toxic for t in self.conn.proxy.toxics)):
+                return
+            await asyncio.wait({self._interrupt}, timeout=remaining)
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._read_loop()),
@@ -288,7 +311,7 @@ class Direction:
             seen.add(toxic.uid)
             state = self.states.get(toxic.uid)
             if state is None or state.version != toxic.version:
-                enabled = toxic.toxicity >= 1.0 or self.conn.rng.random() < toxic.toxicity
+                enabled = toxic.toxicity >= 1.0 or self.rng.random() < toxic.toxicity
                 fresh = _ToxicState(version=toxic.version, enabled=enabled, started=now)
                 if state is not None:
                     fresh.count = state.count
@@ -357,9 +380,9 @@ class Direction:
 
     async def _finish(self, active: list[tuple[Toxic, _ToxicState]]) -> None:
         """The source half-closed: apply slow_close, then half-close the destination."""
-        delay = sum(t.attributes["delay"] for t, _ in active if t.type == "slow_close")
-        if delay:
-            await asyncio.sleep(delay / 1000.0)
+        for toxic, _ in active:
+            if toxic.type == "slow_close" and toxic.attributes["delay"]:
+                await self._toxic_sleep(toxic.attributes["delay"] / 1000.0, toxic)
         if self.writer.can_write_eof() and not self.writer.is_closing():
             self.writer.write_eof()
         self.conn.direction_done(self)
@@ -373,7 +396,7 @@ class Direction:
                      ready: float) -> None:
         """Passes data through active[i:], then writes it to the destination."""
         loop = asyncio.get_running_loop()
-        rng = self.conn.rng
+        rng = self.rng
         while i < len(active):
             toxic, state = active[i]
             a = toxic.attributes
@@ -385,13 +408,13 @@ class Direction:
                 ready += max(0.0, delay_ms) / 1000.0
                 wait = ready - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._toxic_sleep(wait, toxic)
             elif kind == "bandwidth" and a["rate"] > 0:
                 bytes_per_s = a["rate"] * 1000.0
                 step = max(1, a["rate"] * 100)        # 100 ms worth of bytes per write
                 for off in range(0, len(data), step):
                     piece = data[off:off + step]
-                    await asyncio.sleep(len(piece) / bytes_per_s)
+                    await self._toxic_sleep(len(piece) / bytes_per_s, toxic)
                     await self._chain(active, i + 1, piece, loop.time())
                 return
             elif kind == "slicer" and a["average_size"] > 0:
@@ -401,7 +424,7 @@ class Direction:
                     await self._chain(active, i + 1, data[off:off + size], ready)
                     off += size
                     if a["delay"] and n + 1 < len(sizes):
-                        await asyncio.sleep(a["delay"] / 1_000_000.0)
+                        await self._toxic_sleep(a["delay"] / 1_000_000.0, toxic)
                 return
             elif kind == "limit_data":
                 remaining = a["bytes"] - state.count
@@ -469,7 +492,7 @@ class Connection:
 
     def toxics_changed(self) -> None:
         for d in self.directions:
-            d.changed.set()
+            d.toxics_changed()
 
     def direction_done(self, direction: Direction) -> None:
         self._done.add(direction.stream)
@@ -692,7 +715,8 @@ class ChaosServer:
             raise ApiError(400, "bad request body: a toxic must be a JSON object")
         if body.get("type") not in (None, toxic.type):
             raise ApiError(400, "invalid toxic type: a toxic's type cannot be changed")
-        if body.get("stream") not in (None, toxic.stream):
+        stream = body.get("stream")
+        if stream not in (None, "") and str(stream).lower() != toxic.stream:
             raise ApiError(400, "stream was invalid: a toxic's stream cannot be changed")
         toxicity = toxic.toxicity
         if body.get("toxicity") is not None:
@@ -865,9 +889,17 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             pass
     server = ChaosServer(seed=args.seed)
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
-            await server.populate(json.load(f))
-    sock = await bind_listener(args.listen)
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                await server.populate(json.load(f))
+        except (OSError, ValueError, ApiError) as exc:
+            await server.close()
+            raise SystemExit(f"chaos proxy: --config {args.config}: {exc}") from exc
+    try:
+        sock = await bind_listener(args.listen)
+    except (OSError, ValueError) as exc:
+        await server.close()
+        raise SystemExit(f"chaos proxy: --listen {args.listen}: {exc}") from exc
     address = bound_address(sock)
     runner = web.AppRunner(build_app(server), access_log=None)
     await runner.setup()

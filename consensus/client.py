@@ -19,6 +19,7 @@ import grpc
 from consensus import commands, state as meta_state
 from proto import meta_pb2, meta_pb2_grpc
 from tributary import errors, limits
+from tributary.grpc_options import internal_channel_options
 
 log = logging.getLogger("tributary.meta.client")
 
@@ -28,7 +29,8 @@ class MetaClient:
         if not addresses:
             raise ValueError("at least one meta address is required")
         self.addresses = list(addresses)
-        self._channels = {a: grpc.aio.insecure_channel(a) for a in self.addresses}
+        self._channels = {a: grpc.aio.insecure_channel(a, options=internal_channel_options())
+                          for a in self.addresses}
         self._stubs = {a: meta_pb2_grpc.MetaStub(ch) for a, ch in self._channels.items()}
         self._preferred = 0
 

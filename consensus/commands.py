@@ -68,6 +68,31 @@ class PlaceShard:
 
 
 @dataclass(frozen=True)
+class DecideTxn:
+    """Records a 2PC decision. The first decision for a txn_id wins; later ones get it back.
+
+    participants are "dataset_uuid/shard" strings. A COMMIT carrying an idempotency_key that
+    already names another committed txn is recorded as ABORT and answered with that txn's
+    outcome, so a retried batch applies nothing twice.
+    """
+
+    txn_id: str
+    decision: str
+    participants: tuple[str, ...]
+    idempotency_key: str
+    outcome_json: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class AckTxns:
+    """Participants confirm they applied their txns' decisions; fully acked txns are forgotten."""
+
+    acks: tuple[tuple[str, str], ...]
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class Barrier:
     """Changes nothing. Committing it proves the leader is current, for linearizable reads."""
 
@@ -75,7 +100,8 @@ class Barrier:
 
 
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
-    RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard, Barrier)}
+    RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
+    DecideTxn, AckTxns, Barrier)}
 
 
 class CommandDecodeError(ValueError):
@@ -99,8 +125,11 @@ def decode(text: str) -> Any:
         expected = {f.name for f in dataclasses.fields(cls)}
         if set(raw) != expected:
             raise CommandDecodeError(f"{cls.__name__} fields {sorted(raw)} != {sorted(expected)}")
-        if "placement" in raw:
-            raw = {**raw, "placement": tuple(raw["placement"])}
+        for name in ("placement", "participants"):
+            if name in raw:
+                raw = {**raw, name: tuple(raw[name])}
+        if "acks" in raw:
+            raw = {**raw, "acks": tuple(tuple(a) for a in raw["acks"])}
         return cls(**raw)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CommandDecodeError):

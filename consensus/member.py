@@ -25,7 +25,7 @@ from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state
 from proto import meta_pb2, meta_pb2_grpc
-from tributary import limits
+from tributary import faults, limits
 from tributary.errors import InvalidArgument, NotLeader, TributaryError, Unavailable
 
 log = logging.getLogger("tributary.meta")
@@ -77,6 +77,9 @@ class MetaStateMachine(SyncObj):
             command = commands.decode(command_json)
         except commands.CommandDecodeError as exc:
             return json.dumps({"error": {"type": "InvalidArgument", "message": str(exc)}})
+        if isinstance(command, commands.DecideTxn) and self._isLeader():
+            # Test-only crash point: the leader dies while applying a 2PC decision.
+            faults.crash_point(faults.META_LEADER_ON_DECIDE)
         self.meta, result = meta_state.apply(self.meta, command)
         return json.dumps({**result, "version": self.meta.version})
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consensus import commands as c
+from tributary import limits
 
 DEFAULT_TENANT = "default"
 
@@ -50,6 +51,29 @@ class DatasetRecord:
         return len(self.placement)
 
 
+TXN_COMMIT = "commit"
+TXN_ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class TxnRecord:
+    txn_id: str
+    decision: str
+    participants: tuple[str, ...]
+    acked: tuple[str, ...]
+    idempotency_key: str
+    outcome_json: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    txn_id: str
+    outcome_json: str
+    at_ms: int
+
+
 @dataclass(frozen=True)
 class MetaState:
     version: int = 0
@@ -57,6 +81,13 @@ class MetaState:
     # Keyed by dataset uuid. Names are unique per tenant (see dataset_by_name).
     datasets: dict[str, DatasetRecord] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    # 2PC decisions not yet confirmed by every participant.
+    txns: dict[str, TxnRecord] = field(default_factory=dict)
+    # Committed batches by idempotency key, kept for idempotency_ttl_ms.
+    idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    # Decisions every participant confirmed: txn_id -> [decision, at_ms], kept for
+    # txn_tombstone_ttl_ms so a coordinator that arrives late still meets the first decision.
+    txn_tombstones: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
         for record in self.datasets.values():
@@ -155,7 +186,58 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         return _bump(state, datasets={**state.datasets, record.uuid: record}), \
             {"epoch": record.epoch}
 
+    if isinstance(command, c.DecideTxn):
+        return _decide_txn(state, command)
+
+    if isinstance(command, c.AckTxns):
+        txns = dict(state.txns)
+        tombstones = dict(state.txn_tombstones)
+        for txn_id, participant in command.acks:
+            record = txns.get(txn_id)
+            if record is None or participant in record.acked:
+                continue
+            record = dataclasses.replace(record, acked=tuple(sorted({*record.acked,
+                                                                     participant})))
+            if set(record.acked) >= set(record.participants):
+                del txns[txn_id]
+                tombstones[txn_id] = (record.decision, command.at_ms)
+            else:
+                txns[txn_id] = record
+        if txns == state.txns:
+            return state, {}
+        return _bump(state, txns=txns, txn_tombstones=tombstones), {}
+
     return state, _error("InvalidArgument", f"unknown command {type(command).__name__}")
+
+
+def _decide_txn(state: MetaState, command: c.DecideTxn) -> tuple[MetaState, dict[str, Any]]:
+    existing = state.txns.get(command.txn_id)
+    if existing is not None:
+        return state, {"decision": existing.decision, "outcome_json": existing.outcome_json,
+                       "first": False}
+    if command.txn_id in state.txn_tombstones:
+        return state, {"decision": state.txn_tombstones[command.txn_id][0], "outcome_json": "",
+                       "first": False}
+    if command.decision not in (TXN_COMMIT, TXN_ABORT):
+        return state, _error("InvalidArgument", f"unknown decision '{command.decision}'")
+    # Expire old idempotency records here, where the clock is the proposer's (pure apply).
+    idempotency = {k: v for k, v in state.idempotency.items()
+                   if command.at_ms - v.at_ms < limits.idempotency_ttl_ms}
+    decision, outcome, duplicate_of = command.decision, command.outcome_json, ""
+    key = command.idempotency_key
+    if key and key in idempotency and decision == TXN_COMMIT:
+        decision, duplicate_of = TXN_ABORT, idempotency[key].txn_id
+        outcome = idempotency[key].outcome_json
+    record = TxnRecord(command.txn_id, decision, tuple(command.participants), (),
+                       key, outcome, command.at_ms)
+    if decision == TXN_COMMIT and key:
+        idempotency[key] = IdempotencyRecord(key, command.txn_id, outcome, command.at_ms)
+    tombstones = {k: v for k, v in state.txn_tombstones.items()
+                  if command.at_ms - v[1] < limits.txn_tombstone_ttl_ms}
+    state = _bump(state, txns={**state.txns, command.txn_id: record}, idempotency=idempotency,
+                  txn_tombstones=tombstones)
+    return state, {"decision": decision, "outcome_json": outcome, "first": True,
+                   "duplicate_of": duplicate_of}
 
 
 def _bump(state: MetaState, **changes: Any) -> MetaState:
@@ -169,6 +251,10 @@ def to_doc(state: MetaState) -> dict[str, Any]:
         "datasets": {k: {**dataclasses.asdict(v), "placement": list(v.placement)}
                      for k, v in state.datasets.items()},
         "nodes": {k: dataclasses.asdict(v) for k, v in state.nodes.items()},
+        "txns": {k: {**dataclasses.asdict(v), "participants": list(v.participants),
+                     "acked": list(v.acked)} for k, v in state.txns.items()},
+        "idempotency": {k: dataclasses.asdict(v) for k, v in state.idempotency.items()},
+        "txn_tombstones": {k: list(v) for k, v in state.txn_tombstones.items()},
     }
 
 
@@ -179,4 +265,9 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
         datasets={k: DatasetRecord(**{**v, "placement": tuple(v["placement"])})
                   for k, v in doc["datasets"].items()},
         nodes={k: NodeRecord(**v) for k, v in doc["nodes"].items()},
+        txns={k: TxnRecord(**{**v, "participants": tuple(v["participants"]),
+                              "acked": tuple(v["acked"])})
+              for k, v in doc.get("txns", {}).items()},
+        idempotency={k: IdempotencyRecord(**v) for k, v in doc.get("idempotency", {}).items()},
+        txn_tombstones={k: (v[0], int(v[1])) for k, v in doc.get("txn_tombstones", {}).items()},
     )

@@ -25,6 +25,7 @@ from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
 from node.convert import record_from_proto, record_to_proto
+from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
@@ -76,6 +77,22 @@ class ShardHost:
                     self.replicas[key] = replica
         return record, replica
 
+    async def replica_unfenced(self, dataset_uuid: str, shard: int) -> ShardReplica | None:
+        """The replica for applying an already-decided txn: no epoch check, since the decision
+        was made under the epoch the txn prepared with. None if the dataset is gone."""
+        key = (dataset_uuid, shard)
+        if key in self.replicas:
+            return self.replicas[key]
+        record = self.catalog.state.datasets.get(dataset_uuid)
+        if record is None:
+            return None
+        async with self._open_lock:
+            if key not in self.replicas:
+                self.replicas[key] = await asyncio.to_thread(
+                    ShardReplica, self.shard_path(dataset_uuid, shard), record.dimensions,
+                    record.metric_type)
+        return self.replicas[key]
+
     async def reopen_from_disk(self) -> None:
         root = os.path.join(self.data_dir, "shards")
         if not os.path.isdir(root):
@@ -124,23 +141,49 @@ def _guarded(handler):
 
 
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
-    def __init__(self, host: ShardHost):
+    def __init__(self, host: ShardHost, participant: Participant):
         self.host = host
+        self.participant = participant
 
     @_guarded
     async def Write(self, request, context):
+        """A one-shard batch: one phase, but it still honours the locks of prepared txns."""
         record, replica = await self.host.replica(request.shard)
         upserts = [record_from_proto(v, record.dimensions, record.metric_type)
                    for v in request.upserts]
-        result = await asyncio.to_thread(replica.write, upserts, list(request.delete_ids),
-                                         ExistingPolicy(int(request.existing)))
+        ids = [v.id for v in upserts] + list(request.delete_ids)
+        locks = self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard)
+        holder = f"write-{uuid.uuid4().hex}"
+        await locks.acquire(list(dict.fromkeys(ids)), holder, limits.txn_lock_wait_ms / 1000)
+        try:
+            result = await asyncio.to_thread(replica.write, upserts, list(request.delete_ids),
+                                             ExistingPolicy(int(request.existing)))
+        finally:
+            await locks.release(holder)
         return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
                                       deleted=result.deleted, not_found=result.not_found,
                                       skipped_ids=result.skipped_ids)
 
     @_guarded
+    async def Prepare(self, request, context):
+        return await self.participant.prepare(request)
+
+    @_guarded
+    async def Commit(self, request, context):
+        return node_pb2.TxnResponse(applied=await self.participant.commit(request.txn_id,
+                                                                          request.shard))
+
+    @_guarded
+    async def Abort(self, request, context):
+        return node_pb2.TxnResponse(applied=await self.participant.abort(request.txn_id,
+                                                                         request.shard))
+
+    @_guarded
     async def Get(self, request, context):
         record, replica = await self.host.replica(request.shard)
+        await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
+                                         ).wait_unlocked(list(request.ids),
+                                                         limits.txn_prepared_timeout_ms / 1000)
         found = await asyncio.to_thread(replica.get, list(request.ids), request.include_values)
         return node_pb2.GetResponse(vectors=[record_to_proto(r, record.dimensions)
                                              for r in found])
@@ -174,7 +217,11 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     async def Status(self, request, context):
         return node_pb2.NodeStatusResponse(
             node_id=self.host.node_id, open_shards=len(self.host.replicas),
-            vector_count=sum(r.count() for r in self.host.replicas.values()))
+            vector_count=sum(r.count() for r in self.host.replicas.values()),
+            prepared_txns=len(self.participant.prepared),
+            locked_ids=self.participant.locked_ids(),
+            max_in_doubt_ms=self.participant.max_in_doubt_ms,
+            resolved_txns=self.participant.resolved)
 
 
 def _load_node_id(data_dir: str, given: str | None) -> str:
@@ -221,12 +268,18 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.5)
     host = ShardHost(node_id, args.data_dir, catalog)
     await host.reopen_from_disk()
+    participant = Participant(host, meta, catalog)
+    staged = await participant.load_staged()
+    if staged:
+        # Reads would otherwise see the state before a txn this node may have to apply.
+        log.info("resolving %d prepared transaction(s) before serving", staged)
+        await participant.resolve_all()
     catalog.start()
 
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    node_pb2_grpc.add_ShardNodeServicer_to_server(ShardNodeService(host), server)
+    node_pb2_grpc.add_ShardNodeServicer_to_server(ShardNodeService(host, participant), server)
     if server.add_insecure_port(args.listen) == 0:
         raise SystemExit(f"cannot bind node address {args.listen}")
     await server.start()
@@ -241,12 +294,14 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(limits.node_heartbeat_interval_ms / 1000)
 
     beat = asyncio.create_task(heartbeats())
+    resolver = asyncio.create_task(participant.background())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     beat.cancel()
+    resolver.cancel()
     await catalog.stop()
     await server.stop(grace=2)
     await asyncio.to_thread(host.close)

@@ -140,11 +140,77 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("node_id", "open_shards", "vector_count")
+    __slots__ = ("node_id", "open_shards", "vector_count", "prepared_txns", "locked_ids", "max_in_doubt_ms", "resolved_txns")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_SHARDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_TXNS_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_DOUBT_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_TXNS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     open_shards: int
     vector_count: int
-    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ...) -> None: ...
+    prepared_txns: int
+    locked_ids: int
+    max_in_doubt_ms: float
+    resolved_txns: int
+    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ...) -> None: ...
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("txn_id", "shard", "upserts", "delete_ids", "existing", "participants")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    shard: ShardRef
+    upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    delete_ids: _containers.RepeatedScalarFieldContainer[str]
+    existing: ExistingPolicy
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, txn_id: _Optional[str] = ..., shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PrepareResponse(_message.Message):
+    __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_IDS_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    skipped: int
+    deleted: int
+    not_found: int
+    skipped_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, inserted: _Optional[int] = ..., skipped: _Optional[int] = ..., deleted: _Optional[int] = ..., not_found: _Optional[int] = ..., skipped_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TxnRequest(_message.Message):
+    __slots__ = ("txn_id", "shard")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    shard: ShardRef
+    def __init__(self, txn_id: _Optional[str] = ..., shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+
+class TxnResponse(_message.Message):
+    __slots__ = ("applied",)
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    def __init__(self, applied: _Optional[bool] = ...) -> None: ...
+
+class StagedTxn(_message.Message):
+    __slots__ = ("request", "prepared_at_ms", "apply_upserts", "apply_deletes", "vote")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    APPLY_UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    APPLY_DELETES_FIELD_NUMBER: _ClassVar[int]
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    request: PrepareRequest
+    prepared_at_ms: int
+    apply_upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    apply_deletes: _containers.RepeatedScalarFieldContainer[str]
+    vote: PrepareResponse
+    def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ...) -> None: ...

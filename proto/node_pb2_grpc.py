@@ -64,6 +64,21 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.NodeStatusResponse.FromString,
                 _registered_method=True)
+        self.Prepare = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Prepare',
+                request_serializer=proto_dot_node__pb2.PrepareRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.PrepareResponse.FromString,
+                _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Commit',
+                request_serializer=proto_dot_node__pb2.TxnRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.Abort = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Abort',
+                request_serializer=proto_dot_node__pb2.TxnRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.TxnResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -106,6 +121,26 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prepare(self, request, context):
+        """Two-phase commit, participant side. Prepare stages the batch durably and locks its ids;
+        Commit and Abort are idempotent by txn_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Abort(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +173,21 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_node__pb2.NodeStatusRequest.FromString,
                     response_serializer=proto_dot_node__pb2.NodeStatusResponse.SerializeToString,
+            ),
+            'Prepare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prepare,
+                    request_deserializer=proto_dot_node__pb2.PrepareRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.PrepareResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=proto_dot_node__pb2.TxnRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.TxnResponse.SerializeToString,
+            ),
+            'Abort': grpc.unary_unary_rpc_method_handler(
+                    servicer.Abort,
+                    request_deserializer=proto_dot_node__pb2.TxnRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.TxnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +352,87 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/Status',
             proto_dot_node__pb2.NodeStatusRequest.SerializeToString,
             proto_dot_node__pb2.NodeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prepare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Prepare',
+            proto_dot_node__pb2.PrepareRequest.SerializeToString,
+            proto_dot_node__pb2.PrepareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Commit',
+            proto_dot_node__pb2.TxnRequest.SerializeToString,
+            proto_dot_node__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Abort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Abort',
+            proto_dot_node__pb2.TxnRequest.SerializeToString,
+            proto_dot_node__pb2.TxnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.routing import merge_top_k, shard_of
 from router.shard_client import ShardClient
+from router.txn import Coordinator, ShardBatch
 from tributary import __version__, errors, limits, validation
 
 log = logging.getLogger("tributary.router")
@@ -48,6 +49,7 @@ class RouterCore:
         self.catalog = catalog
         self.shards = shards
         self.min_nodes = min_nodes
+        self.coordinator = Coordinator(meta, catalog, shards, self._on_shard_for)
 
     # ---- catalog helpers -----------------------------------------------------------------------
 
@@ -224,42 +226,42 @@ class RouterCore:
             out.append(clean)
         return out
 
-    async def insert_vectors(self, request: pb.InsertVectorsRequest) -> pb.InsertVectorsResponse:
+    async def insert_vectors(self, request: pb.InsertVectorsRequest,
+                             idempotency_key: str = "") -> pb.InsertVectorsResponse:
+        """All of the batch or none of it: one phase on one shard, 2PC across shards."""
         started = time.perf_counter()
         record = await self.dataset(request.tenant_id, request.dataset_id)
         if request.batch_size < 0:
             raise errors.InvalidArgument("batch_size must not be negative")
         if request.skip_existing and request.overwrite:
             raise errors.InvalidArgument("skip_existing and overwrite are mutually exclusive")
+        self._check_idempotency_key(idempotency_key)
         vectors = self._validated_vectors(record, request.vectors)
         policy = (node_pb2.EXISTING_OVERWRITE if request.overwrite else
                   node_pb2.EXISTING_SKIP if request.skip_existing else node_pb2.EXISTING_ERROR)
-        by_shard: dict[int, list[pb.Vector]] = defaultdict(list)
+        batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
         for vector in vectors:
-            by_shard[shard_of(vector.id, record.shard_count)].append(vector)
-
-        if policy == node_pb2.EXISTING_ERROR and len(by_shard) > 1:
-            # Refuse duplicates before any shard writes, so the common error leaves nothing
-            # half-written. (Full cross-shard atomicity is the 2PC path's job.)
-            existing = await self._existing_ids(record, {s: [v.id for v in vs]
-                                                         for s, vs in by_shard.items()})
-            if existing:
-                raise errors.AlreadyExists(
-                    f"{len(existing)} vector(s) already exist, e.g. '{sorted(existing)[0]}'; "
-                    "use overwrite or skip_existing")
-
-        async def write(shard: int, batch: list[pb.Vector]):
-            return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Write", node_pb2.WriteRequest(
-                                               shard=ref, upserts=batch, existing=policy)))
-        results = await asyncio.gather(*(write(s, b) for s, b in by_shard.items()))
-        skipped_ids = [i for r in results for i in r.skipped_ids]
+            batches[shard_of(vector.id, record.shard_count)].upserts.append(vector)
+        outcome = await self.coordinator.write(record, dict(batches), policy, idempotency_key)
         return pb.InsertVectorsResponse(
-            inserted_count=sum(r.inserted for r in results),
-            skipped_count=sum(r.skipped for r in results), failed_count=0,
-            error_messages=[f"vector '{i}' already exists; skipped" for i in skipped_ids[:100]],
+            inserted_count=outcome.inserted, skipped_count=outcome.skipped, failed_count=0,
+            error_messages=[f"vector '{i}' already exists; skipped"
+                            for i in outcome.skipped_ids[:100]],
             processing_time_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _check_idempotency_key(key: str) -> None:
+        if len(key.encode("utf-8")) > limits.idempotency_key_bytes_max:
+            raise errors.InvalidArgument(f"Idempotency-Key is longer than "
+                                         f"{limits.idempotency_key_bytes_max} bytes")
+        if any(ord(ch) < 32 for ch in key):
+            raise errors.InvalidArgument("Idempotency-Key must not contain control characters")
+
+    def _on_shard_for(self, record: DatasetRecord):
+        async def on_shard(shard: int, call):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: call(address, ref))
+        return on_shard
 
     async def insert_vector(self, request: pb.InsertVectorRequest) -> pb.InsertVectorResponse:
         response = await self.insert_vectors(pb.InsertVectorsRequest(
@@ -268,16 +270,6 @@ class RouterCore:
         return pb.InsertVectorResponse(vector_id=request.vector.id,
                                        success=response.inserted_count == 1,
                                        message="inserted")
-
-    async def _existing_ids(self, record: DatasetRecord, ids_by_shard: dict[int, list[str]]
-                            ) -> set[str]:
-        async def probe(shard: int, ids: list[str]):
-            return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Get", node_pb2.GetRequest(
-                                               shard=ref, ids=ids, include_values=False)))
-        found = await asyncio.gather(*(probe(s, ids) for s, ids in ids_by_shard.items()))
-        return {v.id for response in found for v in response.vectors}
 
     async def get_vector(self, request: pb.GetVectorRequest) -> pb.GetVectorResponse:
         record = await self.dataset(request.tenant_id, request.dataset_id)
@@ -296,8 +288,10 @@ class RouterCore:
         vector.tenant_id = record.tenant_id
         return pb.GetVectorResponse(vector=vector)
 
-    async def delete_vectors(self, request: pb.DeleteVectorsRequest) -> pb.DeleteVectorsResponse:
+    async def delete_vectors(self, request: pb.DeleteVectorsRequest,
+                             idempotency_key: str = "") -> pb.DeleteVectorsResponse:
         record = await self.dataset(request.tenant_id, request.dataset_id)
+        self._check_idempotency_key(idempotency_key)
         ids = list(dict.fromkeys(request.vector_ids))
         if not ids:
             raise errors.InvalidArgument("vector_ids is empty")
@@ -306,18 +300,13 @@ class RouterCore:
                                          f"batch_vectors_max={limits.batch_vectors_max}")
         for vector_id in ids:
             validation.check_vector_id(vector_id)
-        by_shard: dict[int, list[str]] = defaultdict(list)
+        batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
         for vector_id in ids:
-            by_shard[shard_of(vector_id, record.shard_count)].append(vector_id)
-
-        async def delete(shard: int, batch: list[str]):
-            return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Write", node_pb2.WriteRequest(
-                                               shard=ref, delete_ids=batch)))
-        results = await asyncio.gather(*(delete(s, b) for s, b in by_shard.items()))
-        return pb.DeleteVectorsResponse(deleted_count=sum(r.deleted for r in results),
-                                        not_found_count=sum(r.not_found for r in results))
+            batches[shard_of(vector_id, record.shard_count)].deletes.append(vector_id)
+        outcome = await self.coordinator.write(record, dict(batches), node_pb2.EXISTING_ERROR,
+                                               idempotency_key)
+        return pb.DeleteVectorsResponse(deleted_count=outcome.deleted,
+                                        not_found_count=outcome.not_found)
 
     async def delete_vector(self, request: pb.DeleteVectorRequest) -> pb.DeleteVectorResponse:
         validation.check_vector_id(request.vector_id)

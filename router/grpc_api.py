@@ -18,12 +18,22 @@ from tributary import errors
 log = logging.getLogger("tributary.router.grpc")
 
 
-def _rpc(core_method_name: str):
+def _idempotency_key(context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "idempotency-key":
+            return value
+    return ""
+
+
+def _rpc(core_method_name: str, idempotent_writes: bool = False):
     async def handler(self, request, context):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await getattr(self.core, core_method_name)(request)
+            method = getattr(self.core, core_method_name)
+            if idempotent_writes:
+                return await method(request, _idempotency_key(context))
+            return await method(request)
         except errors.TributaryError as exc:
             code = exc.grpc_code
             await context.abort(exc.grpc_code, exc.message)
@@ -61,10 +71,10 @@ class VectorService(pb_grpc.VectorServiceServicer):
         self.core = core
 
     InsertVector = _rpc("insert_vector")
-    InsertVectors = _rpc("insert_vectors")
+    InsertVectors = _rpc("insert_vectors", idempotent_writes=True)
     GetVector = _rpc("get_vector")
     DeleteVector = _rpc("delete_vector")
-    DeleteVectors = _rpc("delete_vectors")
+    DeleteVectors = _rpc("delete_vectors", idempotent_writes=True)
     UpdateVector = _unimplemented
     ListVectors = _unimplemented
 

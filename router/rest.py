@@ -71,6 +71,10 @@ def _tenant(request: web.Request) -> str:
     return request.headers.get("X-Tenant-Id", request.query.get("tenant_id", ""))
 
 
+def _idempotency_key(request: web.Request) -> str:
+    return request.headers.get("Idempotency-Key", "")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     started = time.perf_counter()
@@ -149,7 +153,8 @@ async def insert_vectors(request: web.Request) -> web.Response:
             _stringify_metadata(vector)
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].insert_vectors(parse(pb.InsertVectorsRequest, doc))
+    response = await request.app[CORE].insert_vectors(parse(pb.InsertVectorsRequest, doc),
+                                                      _idempotency_key(request))
     return web.json_response(to_json(response), status=201)
 
 
@@ -174,7 +179,7 @@ async def delete_vectors(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("the body must hold a 'vector_ids' list of strings")
     response = await request.app[CORE].delete_vectors(pb.DeleteVectorsRequest(
         dataset_id=request.match_info["dataset_id"], vector_ids=ids,
-        tenant_id=_tenant(request)))
+        tenant_id=_tenant(request)), _idempotency_key(request))
     return web.json_response(to_json(response))
 
 

@@ -8,6 +8,7 @@ import grpc
 
 from proto import node_pb2, node_pb2_grpc
 from tributary import errors, limits
+from tributary.grpc_options import internal_channel_options
 
 
 class ShardClient(Protocol):
@@ -24,23 +25,35 @@ class GrpcShardClient:
     def _stub(self, address: str) -> node_pb2_grpc.ShardNodeStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=[
-                ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-                ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
+            channel = grpc.aio.insecure_channel(address, options=internal_channel_options())
             self._channels[address] = channel
             stub = self._stubs[address] = node_pb2_grpc.ShardNodeStub(channel)
         return stub
 
     async def call(self, address: str, method: str, request):
+        rpc = getattr(self._stub(address), method)
         try:
-            return await getattr(self._stub(address), method)(
-                request, timeout=limits.node_rpc_timeout_ms / 1000)
+            return await rpc(request, timeout=limits.node_rpc_timeout_ms / 1000)
+        except grpc.aio.AioRpcError as exc:
+            if not _never_sent(exc):
+                raise errors.from_wire(exc.code(), exc.details()) from None
+        # The channel was still backing off from a peer that restarted, so the call was never
+        # sent. Waiting for the channel (briefly) is then safe for every method, even writes.
+        try:
+            return await rpc(request, timeout=limits.grpc_reconnect_backoff_max_ms / 1000 * 2,
+                             wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             raise errors.from_wire(exc.code(), exc.details()) from None
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+
+
+def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    details = (exc.details() or "").lower()
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "connection refused" in details)
 
 
 __all__ = ["ShardClient", "GrpcShardClient", "node_pb2"]

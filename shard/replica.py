@@ -151,6 +151,10 @@ class ShardReplica:
     def count(self) -> int:
         return len(self._ids)
 
+    def existing_ids(self, ids: list[str]) -> list[str]:
+        with self._lock:
+            return [i for i in ids if i in self._row_of]
+
     def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
         with self._lock:
             rows = [self._row_of[i] for i in ids if i in self._row_of]

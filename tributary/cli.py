@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("up", help="run a whole local cluster in the foreground")
     up.add_arguments(p)
     p.set_defaults(func=up.run)
+    import chaos.cli
+    p = sub.add_parser("chaos", help="fault injection (Toxiproxy-compatible proxy)")
+    chaos.cli.add_arguments(p)
+    p.set_defaults(func=chaos.cli.run)
     p = sub.add_parser("admin", help="operator commands")
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
     s = admin_sub.add_parser("status", help="leader, nodes and catalog")

@@ -46,6 +46,14 @@ class AlreadyExists(TributaryError):
     grpc_code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class Aborted(TributaryError):
+    """A transaction lost a conflict or was aborted by recovery; retrying may succeed."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ABORTED
+    retriable = True
+
+
 class PayloadTooLarge(TributaryError):
     http_status = 413
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT

@@ -1,6 +1,22 @@
-"""Every limit in one place, with the unit last. Checked at import time for consistency."""
+"""Every limit in one place, with the unit last. Checked at import time for consistency.
+
+A few timing limits can be overridden through the environment (TRIBUTARY_<NAME upper-cased>) so
+tests can shorten them; everything else is fixed here.
+"""
 
 from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(f"TRIBUTARY_{name.upper()}")
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"TRIBUTARY_{name.upper()} must be an integer, got {raw!r}") from None
 
 batch_vectors_max = 10_000
 request_bytes_max = 64 * 1024 * 1024
@@ -27,6 +43,20 @@ meta_rpc_timeout_ms = 5_000
 node_rpc_timeout_ms = 30_000
 catalog_refresh_interval_ms = 1_000
 shutdown_grace_ms = 8_000
+# Internal gRPC channels reconnect quickly: a restarted peer is back within a second or two, and
+# gRPC's default backoff (up to 120 s) would keep failing calls to it long after.
+grpc_reconnect_backoff_min_ms = 100
+grpc_reconnect_backoff_max_ms = 1_000
+
+# Two-phase commit.
+txn_prepared_timeout_ms = _env_int("txn_prepared_timeout_ms", 5_000)
+txn_lock_wait_ms = _env_int("txn_lock_wait_ms", 2_000)
+txn_resolve_interval_ms = 200
+txn_ack_batch_interval_ms = 200
+txn_participants_max = shard_count_max
+idempotency_key_bytes_max = 255
+idempotency_ttl_ms = 24 * 3600 * 1000
+txn_tombstone_ttl_ms = 3600 * 1000
 
 
 def as_dict() -> dict[str, int]:
@@ -44,6 +74,10 @@ def check() -> None:
         raise ValueError("request_bytes_max must fit in one gRPC message")
     if node_heartbeat_interval_ms * 3 > node_liveness_timeout_ms:
         raise ValueError("node_liveness_timeout_ms must cover at least three heartbeats")
+    if txn_lock_wait_ms >= node_rpc_timeout_ms:
+        raise ValueError("txn_lock_wait_ms must be shorter than node_rpc_timeout_ms")
+    if txn_prepared_timeout_ms <= txn_resolve_interval_ms:
+        raise ValueError("txn_prepared_timeout_ms must exceed txn_resolve_interval_ms")
     if shutdown_grace_ms >= 10_000:
         raise ValueError("shutdown_grace_ms must leave room for the 10 s stop promise")
 

@@ -54,8 +54,10 @@ def free_port_plan(meta: int, nodes: int, routers: int) -> tuple[int, int, int]:
 
 
 class Cluster:
-    def __init__(self, data_dir: str, meta: int = 3, nodes: int = 2, routers: int = 1):
+    def __init__(self, data_dir: str, meta: int = 3, nodes: int = 2, routers: int = 1,
+                 env: dict[str, str] | None = None):
         self.data_dir = str(data_dir)
+        self.env = {**os.environ, **(env or {})}
         self.meta, self.nodes, self.routers = meta, nodes, routers
         self.http_port, self.grpc_port, self.internal_base = free_port_plan(meta, nodes, routers)
         self.process: subprocess.Popen | None = None
@@ -87,7 +89,7 @@ class Cluster:
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
              "--internal-port-base", str(self.internal_base), "--meta", str(self.meta),
              "--nodes", str(self.nodes), "--routers", str(self.routers)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         out.close()
         self.wait_ready(timeout_s)
         return self

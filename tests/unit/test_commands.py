@@ -28,6 +28,11 @@ STRATEGIES = {
     "DeleteDataset": st.builds(c.DeleteDataset, tenant_id=texts, name=texts, at_ms=ints),
     "PlaceShard": st.builds(c.PlaceShard, dataset_uuid=texts, shard=ints, node_id=texts,
                             at_ms=ints),
+    "DecideTxn": st.builds(c.DecideTxn, txn_id=texts, decision=st.sampled_from(
+        ["commit", "abort"]), participants=st.lists(texts, max_size=4).map(tuple),
+        idempotency_key=texts, outcome_json=texts, at_ms=ints),
+    "AckTxns": st.builds(c.AckTxns, acks=st.lists(st.tuples(texts, texts), max_size=4).map(
+        tuple), at_ms=ints),
     "Barrier": st.builds(c.Barrier, at_ms=ints),
 }
 
@@ -43,6 +48,8 @@ def example_of(cls):
         c.UpdateDataset: c.UpdateDataset("t1", "docs", None, {"k": "v"}, 5),
         c.DeleteDataset: c.DeleteDataset("t1", "docs", 5),
         c.PlaceShard: c.PlaceShard("u1", 0, "n2", 5),
+        c.DecideTxn: c.DecideTxn("x1", "commit", ("u1/0", "u1/1"), "t1/u1/key", "{}", 5),
+        c.AckTxns: c.AckTxns((("x1", "u1/0"),), 5),
         c.Barrier: c.Barrier(5),
     }[cls]
 

@@ -491,7 +491,7 @@ def sequential_executions(draw):
     return ops
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequential_executions())
 def test_stretched_sequential_executions_are_linearizable(ops):
     result = check_kv(ops)
@@ -499,7 +499,7 @@ def test_stretched_sequential_executions_are_linearizable(ops):
     assert_witness(result, KVModel())
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequential_executions(), st.randoms(use_true_random=False))
 def test_a_read_of_a_never_written_value_is_caught(ops, rnd):
     gets = [op for op in ops if op.kind == "get" and op.status == "ok"]
@@ -515,7 +515,7 @@ def test_a_read_of_a_never_written_value_is_caught(ops, rnd):
     assert victim.id in {op.id for op in result.failures[0].candidates}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequential_executions())
 def test_verdict_survives_a_json_round_trip(ops):
     from chaos.history import history_from_json, history_to_json
@@ -555,7 +555,7 @@ def catalog_executions(draw):
     return ops
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(catalog_executions())
 def test_stretched_catalog_executions_are_linearizable(ops):
     result = check_catalog(ops)
@@ -570,7 +570,8 @@ def simulate(n_ops: int, n_keys: int, n_clients: int, seed: int, *, p_unknown=0.
              p_fail=0.02, max_duration=60, stale_reads=False) -> list[Op]:
     """A linearizable history: each client runs ops back to back, every op takes effect at a
     random instant inside its interval, effects are applied in instant order. With
-    `stale_reads`, a few reads return the value the key held before its latest write."""
+    `stale_reads`, some reads return a value that two writes, ordered in real time before the
+    read, have certainly replaced (a definite violation, since every value is written once)."""
     rng = random.Random(seed)
     clocks = [rng.randint(0, 20) for _ in range(n_clients)]
     planned = []
@@ -587,17 +588,23 @@ def simulate(n_ops: int, n_keys: int, n_clients: int, seed: int, *, p_unknown=0.
         planned.append((rng.uniform(t0, t1), i, c, kind, f"k{rng.randrange(n_keys)}", t0, t1,
                         status, applied))
     store: dict = {}
-    previous: dict = {}
+    written: dict = {}  # key -> [(value, t0, t1)] of ok writes, in effect order
     ops = []
     for effect, i, c, kind, key, t0, t1, status, applied in sorted(planned):
         value = f"v{i}" if kind == "put" else None
         output = None
         if kind == "get":
             output = store.get(key)
-            if stale_reads and key in previous and rng.random() < 0.05:
-                output = previous[key]
+            if stale_reads and status == "ok" and rng.random() < 0.3:
+                ws = written.get(key, [])
+                # an old put P and a later write W with P < W < this read in real time
+                stale = [p for p in ws if p[0] is not None and any(
+                    p[2] < w[1] and w[2] < t0 for w in ws)]
+                if stale:
+                    output = stale[-1][0]
         elif applied:
-            previous[key] = store.get(key)
+            if status == "ok":
+                written.setdefault(key, []).append((value, t0, t1))
             if kind == "put":
                 store[key] = value
             else:

@@ -1,0 +1,340 @@
+"""Two-phase commit, participant side, plus the id locks every write and read respects.
+
+A participant's states for one txn (explicit transitions, see TRANSITIONS):
+    (none) --prepare--> PREPARED --commit--> (applied, forgotten)
+                                 --abort---> (dropped, forgotten)
+Prepare validates the batch, locks its ids, decides what applying it means (ids skipped under
+EXISTING_SKIP are removed, upserts overwrite, so applying twice gives the same state), and writes
+that plan to <replica>/txns/<txn_id>.bin with fsync before voting yes. The plan is a protobuf
+message (StagedTxn), never a pickle.
+
+Recovery. A txn prepared for longer than txn_prepared_timeout_ms is resolved against the meta
+group: a recorded decision is applied; no decision means abort, which the participant records
+itself (first writer wins, so a slow coordinator's later COMMIT gets ABORT back). On start, a
+node resolves every staged txn before it serves anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from consensus import commands
+from consensus.client import CatalogCache, MetaClient
+from consensus.state import TXN_ABORT, TXN_COMMIT
+from node.convert import record_from_proto
+from proto import node_pb2
+from shard.records import ExistingPolicy
+from shard.replica import ShardReplica
+from tributary import errors, faults, limits
+
+log = logging.getLogger("tributary.node.txn")
+
+PREPARED = "prepared"
+APPLIED = "applied"
+DROPPED = "dropped"
+TRANSITIONS = {(None, PREPARED), (PREPARED, APPLIED), (PREPARED, DROPPED)}
+
+_TXN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_valid_transition(old: str | None, new: str) -> bool:
+    return (old, new) in TRANSITIONS
+
+
+def participant_name(dataset_uuid: str, shard: int) -> str:
+    return f"{dataset_uuid}/{shard}"
+
+
+class IdLocks:
+    """Exclusive locks on vector ids within one replica, held by a txn or a plain write.
+
+    acquire() takes all ids at once or none, so no holder ever waits while holding part of a
+    batch in this replica. Waits are bounded; a timeout is a retriable Aborted.
+    """
+
+    def __init__(self):
+        self.owner: dict[str, str] = {}
+        self._changed = asyncio.Condition()
+
+    def held(self) -> int:
+        return len(self.owner)
+
+    async def acquire(self, ids: list[str], holder: str, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        async with self._changed:
+            while True:
+                blocking = {self.owner[i] for i in ids if self.owner.get(i, holder) != holder}
+                if not blocking:
+                    for i in ids:
+                        self.owner[i] = holder
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.Aborted(
+                        f"ids are locked by transaction {sorted(blocking)[0]}; retry")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def release(self, holder: str) -> None:
+        async with self._changed:
+            for i in [i for i, h in self.owner.items() if h == holder]:
+                del self.owner[i]
+            self._changed.notify_all()
+
+    async def wait_unlocked(self, ids: list[str], wait_s: float) -> None:
+        """Readers wait for in-doubt writes to resolve, so they never see half a txn."""
+        deadline = time.monotonic() + wait_s
+        async with self._changed:
+            while any(i in self.owner for i in ids):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.Unavailable("ids are held by an unresolved transaction; retry")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+
+@dataclass
+class PreparedTxn:
+    txn_id: str
+    dataset_uuid: str
+    shard: int
+    staged: node_pb2.StagedTxn
+    path: str
+    state: str = PREPARED
+
+
+class Participant:
+    def __init__(self, host, meta: MetaClient, catalog: CatalogCache):
+        self.host = host
+        self.meta = meta
+        self.catalog = catalog
+        self.locks: dict[tuple[str, int], IdLocks] = {}
+        # Keyed by (txn_id, participant): one txn may touch several shards on this node.
+        self.prepared: dict[tuple[str, str], PreparedTxn] = {}
+        self._pending_acks: list[tuple[str, str]] = []
+        self._txn_lock = asyncio.Lock()
+        self.max_in_doubt_ms = 0.0
+        self.resolved = 0
+
+    def locks_for(self, dataset_uuid: str, shard: int) -> IdLocks:
+        key = (dataset_uuid, shard)
+        if key not in self.locks:
+            self.locks[key] = IdLocks()
+        return self.locks[key]
+
+    def locked_ids(self) -> int:
+        return sum(locks.held() for locks in self.locks.values())
+
+    @staticmethod
+    def _staged_path(replica: ShardReplica, txn_id: str) -> str:
+        return os.path.join(replica.path, "txns", f"{txn_id}.bin")
+
+    # ---- phase 1 -------------------------------------------------------------------------------
+
+    async def prepare(self, request: node_pb2.PrepareRequest) -> node_pb2.PrepareResponse:
+        if not _TXN_ID.match(request.txn_id):
+            raise errors.InvalidArgument("txn_id must be 1-64 letters, digits, '-' or '_'")
+        ref = request.shard
+        key = (request.txn_id, participant_name(ref.dataset_uuid, ref.shard))
+        if key in self.prepared:
+            return self.prepared[key].staged.vote
+        record, replica = await self.host.replica(request.shard)
+        upserts = [record_from_proto(v, record.dimensions, record.metric_type)
+                   for v in request.upserts]
+        ids = [v.id for v in upserts] + list(request.delete_ids)
+        if len(set(ids)) != len(ids):
+            raise errors.InvalidArgument("a batch may not name the same id twice")
+        locks = self.locks_for(ref.dataset_uuid, ref.shard)
+        await locks.acquire(ids, request.txn_id, limits.txn_lock_wait_ms / 1000)
+        if key in self.prepared:
+            # A retried Prepare raced with the first one while it waited for locks.
+            return self.prepared[key].staged.vote
+        try:
+            existing = set(await asyncio.to_thread(replica.existing_ids, ids))
+            policy = ExistingPolicy(int(request.existing))
+            present = [v.id for v in upserts if v.id in existing]
+            if present and policy is ExistingPolicy.ERROR:
+                raise errors.AlreadyExists(f"vector '{present[0]}' already exists; use "
+                                           "overwrite or skip_existing")
+            skipped = set(present) if policy is ExistingPolicy.SKIP else set()
+            deletes = [i for i in request.delete_ids if i in existing]
+            vote = node_pb2.PrepareResponse(
+                inserted=len(upserts) - len(skipped), skipped=len(skipped),
+                deleted=len(deletes), not_found=len(request.delete_ids) - len(deletes),
+                skipped_ids=sorted(skipped))
+            staged = node_pb2.StagedTxn(
+                request=request, prepared_at_ms=int(time.time() * 1000),
+                apply_upserts=[v for v in request.upserts if v.id not in skipped],
+                apply_deletes=deletes, vote=vote)
+            path = self._staged_path(replica, request.txn_id)
+            await asyncio.to_thread(_write_durably, path, staged.SerializeToString())
+        except BaseException:
+            await locks.release(request.txn_id)
+            raise
+        self.prepared[key] = PreparedTxn(request.txn_id, ref.dataset_uuid, ref.shard, staged,
+                                         path)
+        return vote
+
+    # ---- phase 2 -------------------------------------------------------------------------------
+
+    async def commit(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
+        faults.crash_point(faults.PARTICIPANT_AFTER_VOTE)
+        return await self._finish((txn_id, participant_name(ref.dataset_uuid, ref.shard)),
+                                  TXN_COMMIT)
+
+    async def abort(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
+        key = (txn_id, participant_name(ref.dataset_uuid, ref.shard))
+        if key not in self.prepared:
+            # Never prepared here (or already dropped): confirm so the decision can be forgotten.
+            self._pending_acks.append(key)
+            return False
+        return await self._finish(key, TXN_ABORT)
+
+    async def _finish(self, key: tuple[str, str], decision: str) -> bool:
+        """Applies or drops a prepared txn. Idempotent: an unknown key is already done."""
+        txn_id = key[0]
+        async with self._txn_lock:
+            txn = self.prepared.get(key)
+            if txn is None:
+                return False
+            new_state = APPLIED if decision == TXN_COMMIT else DROPPED
+            if not is_valid_transition(txn.state, new_state):
+                raise errors.Internal(f"txn {txn_id}: {txn.state} -> {new_state} is not allowed")
+            if decision == TXN_COMMIT:
+                replica = await self.host.replica_unfenced(txn.dataset_uuid, txn.shard)
+                if replica is not None:
+                    dataset = self.catalog.state.datasets.get(txn.dataset_uuid)
+                    dims = replica.dimensions if dataset is None else dataset.dimensions
+                    metric = replica.metric if dataset is None else dataset.metric_type
+                    upserts = [record_from_proto(v, dims, metric)
+                               for v in txn.staged.apply_upserts]
+                    await asyncio.to_thread(replica.write, upserts,
+                                            list(txn.staged.apply_deletes),
+                                            ExistingPolicy.OVERWRITE)
+            await asyncio.to_thread(_remove, txn.path)
+            txn.state = new_state
+            del self.prepared[key]
+            in_doubt_ms = time.time() * 1000 - txn.staged.prepared_at_ms
+            self.max_in_doubt_ms = max(self.max_in_doubt_ms, in_doubt_ms)
+            self.resolved += 1
+            await self.locks_for(txn.dataset_uuid, txn.shard).release(txn_id)
+            self._pending_acks.append(key)
+            return True
+
+    # ---- recovery ------------------------------------------------------------------------------
+
+    async def load_staged(self) -> int:
+        """Reloads staged txns of every open replica and re-takes their locks."""
+        loaded = 0
+        for (dataset_uuid, shard), replica in list(self.host.replicas.items()):
+            directory = os.path.join(replica.path, "txns")
+            if not os.path.isdir(directory):
+                continue
+            for name in sorted(os.listdir(directory)):
+                path = os.path.join(directory, name)
+                if not name.endswith(".bin"):
+                    await asyncio.to_thread(_remove, path)   # a torn .tmp from a crash
+                    continue
+                staged = node_pb2.StagedTxn()
+                with open(path, "rb") as f:
+                    staged.ParseFromString(f.read())
+                txn_id = staged.request.txn_id
+                ids = [v.id for v in staged.request.upserts] + list(staged.request.delete_ids)
+                await self.locks_for(dataset_uuid, shard).acquire(ids, txn_id, 0)
+                self.prepared[(txn_id, participant_name(dataset_uuid, shard))] = PreparedTxn(
+                    txn_id, dataset_uuid, shard, staged, path)
+                loaded += 1
+        return loaded
+
+    async def resolve_all(self) -> None:
+        """Blocks until no prepared txn is left (used before a restarted node serves)."""
+        while self.prepared:
+            await self.resolve_due(force=True)
+            if self.prepared:
+                await asyncio.sleep(limits.txn_resolve_interval_ms / 1000)
+
+    async def resolve_due(self, force: bool = False) -> None:
+        now_ms = time.time() * 1000
+        due = [t for t in list(self.prepared.values())
+               if now_ms - t.staged.prepared_at_ms >= limits.txn_prepared_timeout_ms]
+        if not due and not force:
+            return
+        try:
+            state = await self.catalog.refresh(linearizable=True)
+        except errors.TributaryError as exc:
+            log.warning("cannot read txn decisions: %s", exc.message)
+            return
+        for key, txn in list(self.prepared.items()):
+            decision = None
+            record = state.txns.get(txn.txn_id)
+            if record is not None:
+                decision = record.decision
+            elif txn.txn_id in state.txn_tombstones:
+                decision = state.txn_tombstones[txn.txn_id][0]
+            elif txn in due:
+                participants = tuple(txn.staged.request.participants) or (
+                    participant_name(txn.dataset_uuid, txn.shard),)
+                try:
+                    result = await self.meta.propose(commands.DecideTxn(
+                        txn.txn_id, TXN_ABORT, participants, "", "", int(time.time() * 1000)))
+                except errors.TributaryError as exc:
+                    log.warning("cannot record abort of %s: %s", txn.txn_id, exc.message)
+                    continue
+                decision = result["decision"]
+                log.info("txn %s timed out prepared; meta decision is %s", txn.txn_id,
+                         decision)
+            if decision is not None:
+                await self._finish(key, decision)
+
+    async def background(self) -> None:
+        """Resolves timed-out txns and sends batched acks, until cancelled."""
+        last_ack = time.monotonic()
+        while True:
+            await asyncio.sleep(limits.txn_resolve_interval_ms / 1000)
+            try:
+                await self.resolve_due()
+            except Exception:  # noqa: BLE001 - keep resolving on the next round
+                log.exception("txn resolution failed")
+            if self._pending_acks and (time.monotonic() - last_ack) * 1000 >= \
+                    limits.txn_ack_batch_interval_ms:
+                acks, self._pending_acks = self._pending_acks, []
+                try:
+                    await self.meta.propose(commands.AckTxns(tuple(acks),
+                                                             int(time.time() * 1000)))
+                    last_ack = time.monotonic()
+                except errors.TributaryError as exc:
+                    log.debug("ack failed, will retry: %s", exc.message)
+                    self._pending_acks = acks + self._pending_acks
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex[:6]}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

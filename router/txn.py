@@ -1,0 +1,212 @@
+"""Atomic write batches: one phase for one shard, two-phase commit across shards.
+
+The router is the 2PC coordinator. Its states for one txn, with the allowed transitions:
+
+    STARTED -> PREPARING -> DECIDING -> COMMITTING -> COMMITTED
+                   |            |
+                   +------------+-----> ABORTING -> ABORTED
+
+The decision is recorded in the meta group (DecideTxn) before phase two starts, so a router
+that dies after deciding blocks nobody: participants that time out ask the group and apply what
+it recorded. The first recorded decision wins. The client is answered once the decision is
+recorded and every reachable participant has applied it; a participant that is down applies it
+on recovery before it serves again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from consensus import commands
+from consensus.client import MetaClient
+from consensus.state import TXN_ABORT, TXN_COMMIT, DatasetRecord
+from proto import deeplake_service_pb2 as pb
+from proto import node_pb2
+from router.metrics import TXN_LATENCY, TXNS
+from tributary import errors, faults, limits
+
+log = logging.getLogger("tributary.router.txn")
+
+STARTED, PREPARING, DECIDING, COMMITTING, COMMITTED, ABORTING, ABORTED = (
+    "started", "preparing", "deciding", "committing", "committed", "aborting", "aborted")
+TRANSITIONS = {
+    (STARTED, PREPARING), (PREPARING, DECIDING), (PREPARING, ABORTING),
+    (DECIDING, COMMITTING), (DECIDING, ABORTING), (COMMITTING, COMMITTED),
+    (ABORTING, ABORTED),
+}
+
+
+def is_transition_valid(old: str, new: str) -> bool:
+    return (old, new) in TRANSITIONS
+
+
+@dataclass
+class ShardBatch:
+    upserts: list[pb.Vector] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchOutcome:
+    inserted: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    not_found: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+    txn_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BatchOutcome":
+        return cls(**json.loads(text))
+
+
+# on_shard(shard, call) runs call(address, ref) against the shard's current placement,
+# refreshing it on StaleEpoch (RouterCore.on_shard).
+OnShard = Callable[[int, Callable[[str, node_pb2.ShardRef], Awaitable]], Awaitable]
+
+
+class Coordinator:
+    def __init__(self, meta: MetaClient, catalog, shards, on_shard_factory):
+        self.meta = meta
+        self.catalog = catalog
+        self.shards = shards
+        self.on_shard_factory = on_shard_factory
+
+    async def write(self, record: DatasetRecord, batches: dict[int, ShardBatch],
+                    existing: int, idempotency_key: str = "") -> BatchOutcome:
+        """Applies all of `batches` or none of them. Raises the error of the first participant
+        that voted no, Aborted when the group decided abort, Unavailable when the decision's
+        fate is unknown (retry with the same idempotency key to learn it)."""
+        on_shard: OnShard = self.on_shard_factory(record)
+        if len(batches) == 1 and not idempotency_key:
+            (shard, batch), = batches.items()
+            response = await on_shard(shard, lambda address, ref: self.shards.call(
+                address, "Write", node_pb2.WriteRequest(
+                    shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
+                    existing=existing)))
+            return BatchOutcome(response.inserted, response.skipped, response.deleted,
+                                response.not_found, list(response.skipped_ids))
+        return await self._two_phase(record, batches, existing, idempotency_key, on_shard)
+
+    async def _two_phase(self, record: DatasetRecord, batches: dict[int, ShardBatch],
+                         existing: int, idempotency_key: str, on_shard: OnShard
+                         ) -> BatchOutcome:
+        txn_id = uuid.uuid4().hex
+        state = STARTED
+        scoped_key = f"{record.tenant_id}/{record.uuid}/{idempotency_key}" \
+            if idempotency_key else ""
+        participants = tuple(f"{record.uuid}/{s}" for s in sorted(batches))
+        if scoped_key:
+            # A retry of a batch that committed returns the first outcome without preparing
+            # again (its prepare could now fail, e.g. on ids the first attempt created).
+            catalog_state = await self.catalog.refresh(linearizable=True)
+            earlier = catalog_state.idempotency.get(scoped_key)
+            if earlier is not None:
+                TXNS.labels("deduplicated").inc()
+                return BatchOutcome.from_json(earlier.outcome_json)
+        TXNS.labels("started").inc()
+
+        def move(new: str) -> None:
+            nonlocal state
+            if not is_transition_valid(state, new):
+                raise errors.Internal(f"coordinator {txn_id}: {state} -> {new} not allowed")
+            state = new
+
+        move(PREPARING)
+        started = time.perf_counter()
+
+        async def prepare(shard: int, batch: ShardBatch):
+            return shard, await on_shard(shard, lambda address, ref: self.shards.call(
+                address, "Prepare", node_pb2.PrepareRequest(
+                    txn_id=txn_id, shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
+                    existing=existing, participants=participants)))
+
+        results = await asyncio.gather(*(prepare(s, b) for s, b in batches.items()),
+                                       return_exceptions=True)
+        TXN_LATENCY.labels("prepare").observe(time.perf_counter() - started)
+        refusal = next((r for r in results if isinstance(r, BaseException)), None)
+        faults.crash_point(faults.ROUTER_AFTER_PREPARE)
+        votes = {shard: vote for shard, vote in (r for r in results
+                                                 if not isinstance(r, BaseException))}
+        outcome = BatchOutcome(
+            inserted=sum(v.inserted for v in votes.values()),
+            skipped=sum(v.skipped for v in votes.values()),
+            deleted=sum(v.deleted for v in votes.values()),
+            not_found=sum(v.not_found for v in votes.values()),
+            skipped_ids=[i for v in votes.values() for i in v.skipped_ids], txn_id=txn_id)
+
+        if refusal is not None:
+            move(ABORTING)
+            await self._record(txn_id, TXN_ABORT, participants, "", "")
+            await self._phase_two(batches, txn_id, "Abort", on_shard)
+            move(ABORTED)
+            TXNS.labels("aborted").inc()
+            if isinstance(refusal, errors.TributaryError):
+                raise refusal
+            raise errors.Internal(f"prepare failed: {refusal!r}")
+
+        move(DECIDING)
+        result = await self._record(txn_id, TXN_COMMIT, participants, scoped_key,
+                                    outcome.to_json())
+        faults.crash_point(faults.ROUTER_AFTER_DECISION)
+        if result["decision"] != TXN_COMMIT:
+            move(ABORTING)
+            await self._phase_two(batches, txn_id, "Abort", on_shard)
+            move(ABORTED)
+            if result.get("duplicate_of"):
+                # A retry of a batch that already committed: answer as the first time did.
+                TXNS.labels("deduplicated").inc()
+                return BatchOutcome.from_json(result["outcome_json"])
+            TXNS.labels("aborted").inc()
+            raise errors.Aborted(f"transaction {txn_id} was aborted by recovery before it "
+                                 "could commit; retry")
+        move(COMMITTING)
+        commit_started = time.perf_counter()
+        await self._phase_two(batches, txn_id, "Commit", on_shard, crash_midway=True)
+        TXN_LATENCY.labels("commit").observe(time.perf_counter() - commit_started)
+        move(COMMITTED)
+        TXNS.labels("committed").inc()
+        return outcome
+
+    async def _record(self, txn_id: str, decision: str, participants: tuple[str, ...],
+                      scoped_key: str, outcome_json: str) -> dict:
+        try:
+            return await self.meta.propose(commands.DecideTxn(
+                txn_id, decision, participants, scoped_key, outcome_json,
+                int(time.time() * 1000)))
+        except errors.TributaryError as exc:
+            TXNS.labels("in_doubt").inc()
+            if decision == TXN_ABORT:
+                # Participants find no decision after their timeout and abort on their own.
+                return {"decision": TXN_ABORT}
+            raise errors.Unavailable(
+                f"could not record the decision of transaction {txn_id} ({exc.message}); its "
+                "outcome is unknown: retry with the same Idempotency-Key to learn it") from None
+
+    async def _phase_two(self, batches: dict[int, ShardBatch], txn_id: str, method: str,
+                         on_shard: OnShard, crash_midway: bool = False) -> None:
+        shards = sorted(batches)
+
+        async def send(shard: int) -> None:
+            try:
+                await on_shard(shard, lambda address, ref: self.shards.call(
+                    address, method, node_pb2.TxnRequest(txn_id=txn_id, shard=ref)))
+            except errors.TributaryError as exc:
+                # Unreachable participants apply the recorded decision on recovery.
+                log.warning("%s of txn %s on shard %d deferred to recovery: %s", method,
+                            txn_id, shard, exc.message)
+
+        if crash_midway and len(shards) > 1:
+            await send(shards[0])
+            faults.crash_point(faults.ROUTER_MID_COMMIT)
+            shards = shards[1:]
+        await asyncio.gather(*(send(s) for s in shards))

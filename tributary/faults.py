@@ -1,0 +1,45 @@
+"""Deterministic crash points for tests. Inert unless TRIBUTARY_FAULT_DIR is set.
+
+A test arms a point by creating the file <TRIBUTARY_FAULT_DIR>/<point>. The first process that
+reaches an armed point consumes the arming (an atomic rename, so exactly one process fires) and
+kills itself with SIGKILL, as a power cut would. Production processes never set the variable, so
+`crash_point` is one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ROUTER_AFTER_PREPARE = "router_after_prepare"
+ROUTER_AFTER_DECISION = "router_after_decision"
+ROUTER_MID_COMMIT = "router_mid_commit"
+PARTICIPANT_AFTER_VOTE = "participant_after_vote"
+META_LEADER_ON_DECIDE = "meta_leader_on_decide"
+
+POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
+          PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE)
+
+
+def crash_point(name: str) -> None:
+    directory = os.environ.get("TRIBUTARY_FAULT_DIR")
+    if not directory:
+        return
+    armed = os.path.join(directory, name)
+    try:
+        os.rename(armed, os.path.join(directory, f"{name}.fired.{os.getpid()}"))
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(directory: str, name: str) -> None:
+    """Arms one crash at `name` (test helper)."""
+    if name not in POINTS:
+        raise ValueError(f"unknown crash point {name}")
+    with open(os.path.join(directory, name), "w"):
+        pass
+
+
+def fired(directory: str, name: str) -> int:
+    return sum(1 for f in os.listdir(directory) if f.startswith(f"{name}.fired."))
