@@ -27,6 +27,7 @@ from consensus.state import DatasetRecord
 from node.convert import record_from_proto, record_to_proto
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
+from shard import filters
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from tributary import limits
@@ -193,14 +194,29 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         record, replica = await self.host.replica(request.shard)
         query = as_vector(list(request.query_vector), record.dimensions, record.metric_type,
                           what="query_vector")
+        ast = filters.build_filter_ast(dict(request.filters) or None,
+                                       request.filter_expression or None)
+        where = filters.compile_filter(ast) if ast is not None else None
         outcome = await asyncio.to_thread(
             replica.search, np.asarray(query), request.top_k, request.ef_search,
-            request.include_content, request.include_metadata, request.include_values)
+            request.include_content, request.include_metadata, request.include_values, where)
         return node_pb2.ShardSearchResponse(
             hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, record.dimensions),
                                     score=h.score, distance=h.distance) for h in outcome.hits],
             vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
-            database_time_ms=outcome.database_time_ms)
+            database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
+            strategy=outcome.strategy)
+
+    @_guarded
+    async def List(self, request, context):
+        record, replica = await self.host.replica(request.shard)
+        limit = max(1, min(request.limit or limits.list_page_size_max,
+                           limits.list_page_size_max))
+        found, last, exhausted = await asyncio.to_thread(
+            replica.list_after, request.after_label, limit, request.include_values)
+        return node_pb2.ListResponse(vectors=[record_to_proto(r, record.dimensions)
+                                              for r in found], last_label=last,
+                                     exhausted=exhausted, total=replica.count())
 
     @_guarded
     async def DropShard(self, request, context):
@@ -293,7 +309,20 @@ async def serve(args: argparse.Namespace) -> None:
                 log.debug("heartbeat failed: %s", exc.message)
             await asyncio.sleep(limits.node_heartbeat_interval_ms / 1000)
 
+    async def save_indexes():
+        # The index is a cache; saving it bounds the work a restart does after kill -9.
+        while True:
+            await asyncio.sleep(5)
+            for replica in list(host.replicas.values()):
+                try:
+                    await asyncio.to_thread(replica.maybe_save,
+                                            limits.hnsw_save_interval_ms / 1000,
+                                            limits.hnsw_save_every_vectors)
+                except Exception:  # noqa: BLE001 - a failed save costs restart time only
+                    log.exception("saving index of %s failed", replica.path)
+
     beat = asyncio.create_task(heartbeats())
+    saver = asyncio.create_task(save_indexes())
     resolver = asyncio.create_task(participant.background())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -301,6 +330,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     beat.cancel()
+    saver.cancel()
     resolver.cancel()
     await catalog.stop()
     await server.stop(grace=2)

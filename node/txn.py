@@ -163,6 +163,10 @@ class Participant:
             existing = set(await asyncio.to_thread(replica.existing_ids, ids))
             policy = ExistingPolicy(int(request.existing))
             present = [v.id for v in upserts if v.id in existing]
+            if policy is ExistingPolicy.REQUIRE:
+                absent = [v.id for v in upserts if v.id not in existing]
+                if absent:
+                    raise errors.NotFound(f"vector '{absent[0]}' not found")
             if present and policy is ExistingPolicy.ERROR:
                 raise errors.AlreadyExists(f"vector '{present[0]}' already exists; use "
                                            "overwrite or skip_existing")

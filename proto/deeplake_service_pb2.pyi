@@ -115,7 +115,7 @@ class SearchResult(_message.Message):
     def __init__(self, vector: _Optional[_Union[Vector, _Mapping]] = ..., score: _Optional[float] = ..., distance: _Optional[float] = ..., rank: _Optional[int] = ..., explanation: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SearchOptions(_message.Message):
-    __slots__ = ("top_k", "threshold", "metric_type", "include_content", "include_metadata", "filters", "deduplicate", "group_by_document", "rerank", "ef_search", "nprobe", "max_distance", "min_score")
+    __slots__ = ("top_k", "threshold", "metric_type", "include_content", "include_metadata", "filters", "deduplicate", "group_by_document", "rerank", "ef_search", "nprobe", "max_distance", "min_score", "filter")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class SearchOptions(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     top_k: int
     threshold: float
     metric_type: str
@@ -149,7 +150,8 @@ class SearchOptions(_message.Message):
     nprobe: int
     max_distance: float
     min_score: float
-    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., metric_type: _Optional[str] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., filters: _Optional[_Mapping[str, str]] = ..., deduplicate: _Optional[bool] = ..., group_by_document: _Optional[bool] = ..., rerank: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., max_distance: _Optional[float] = ..., min_score: _Optional[float] = ...) -> None: ...
+    filter: str
+    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., metric_type: _Optional[str] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., filters: _Optional[_Mapping[str, str]] = ..., deduplicate: _Optional[bool] = ..., group_by_document: _Optional[bool] = ..., rerank: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., max_distance: _Optional[float] = ..., min_score: _Optional[float] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class CreateDatasetRequest(_message.Message):
     __slots__ = ("name", "description", "dimensions", "metric_type", "index_type", "metadata", "storage_location", "overwrite", "tenant_id", "shard_count")

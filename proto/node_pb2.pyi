@@ -13,9 +13,11 @@ class ExistingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXISTING_ERROR: _ClassVar[ExistingPolicy]
     EXISTING_SKIP: _ClassVar[ExistingPolicy]
     EXISTING_OVERWRITE: _ClassVar[ExistingPolicy]
+    EXISTING_REQUIRE: _ClassVar[ExistingPolicy]
 EXISTING_ERROR: ExistingPolicy
 EXISTING_SKIP: ExistingPolicy
 EXISTING_OVERWRITE: ExistingPolicy
+EXISTING_REQUIRE: ExistingPolicy
 
 class ShardRef(_message.Message):
     __slots__ = ("dataset_uuid", "shard", "epoch")
@@ -70,7 +72,14 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
-    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values")
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters")
+    class FiltersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SHARD_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +87,8 @@ class ShardSearchRequest(_message.Message):
     INCLUDE_CONTENT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -85,7 +96,9 @@ class ShardSearchRequest(_message.Message):
     include_content: bool
     include_metadata: bool
     include_values: bool
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ...) -> None: ...
+    filter_expression: str
+    filters: _containers.ScalarMap[str, str]
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ShardHit(_message.Message):
     __slots__ = ("vector", "score", "distance")
@@ -98,16 +111,20 @@ class ShardHit(_message.Message):
     def __init__(self, vector: _Optional[_Union[_deeplake_service_pb2.Vector, _Mapping]] = ..., score: _Optional[float] = ..., distance: _Optional[float] = ...) -> None: ...
 
 class ShardSearchResponse(_message.Message):
-    __slots__ = ("hits", "vectors_scanned", "index_hits", "database_time_ms")
+    __slots__ = ("hits", "vectors_scanned", "index_hits", "database_time_ms", "filtered_out", "strategy")
     HITS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_SCANNED_FIELD_NUMBER: _ClassVar[int]
     INDEX_HITS_FIELD_NUMBER: _ClassVar[int]
     DATABASE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_OUT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
     vectors_scanned: int
     index_hits: int
     database_time_ms: float
-    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., vectors_scanned: _Optional[int] = ..., index_hits: _Optional[int] = ..., database_time_ms: _Optional[float] = ...) -> None: ...
+    filtered_out: int
+    strategy: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., vectors_scanned: _Optional[int] = ..., index_hits: _Optional[int] = ..., database_time_ms: _Optional[float] = ..., filtered_out: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
 
 class DropShardRequest(_message.Message):
     __slots__ = ("shard",)
@@ -120,6 +137,30 @@ class DropShardResponse(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     dropped: bool
     def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("shard", "after_label", "limit", "include_values")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    after_label: int
+    limit: int
+    include_values: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., after_label: _Optional[int] = ..., limit: _Optional[int] = ..., include_values: _Optional[bool] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("vectors", "last_label", "exhausted", "total")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    last_label: int
+    exhausted: bool
+    total: int
+    def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., last_label: _Optional[int] = ..., exhausted: _Optional[bool] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ShardStatsRequest(_message.Message):
     __slots__ = ("shard",)

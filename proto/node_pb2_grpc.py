@@ -59,6 +59,11 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.ShardStatsRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.ShardStatsResponse.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/List',
+                request_serializer=proto_dot_node__pb2.ListRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.ListResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/tributary.node.v1.ShardNode/Status',
                 request_serializer=proto_dot_node__pb2.NodeStatusRequest.SerializeToString,
@@ -111,6 +116,13 @@ class ShardNodeServicer:
 
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Pages through a shard in row order (stable labels), never by offset.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -168,6 +180,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=proto_dot_node__pb2.ShardStatsRequest.FromString,
                     response_serializer=proto_dot_node__pb2.ShardStatsResponse.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=proto_dot_node__pb2.ListRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.ListResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -325,6 +342,33 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/Stats',
             proto_dot_node__pb2.ShardStatsRequest.SerializeToString,
             proto_dot_node__pb2.ShardStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/List',
+            proto_dot_node__pb2.ListRequest.SerializeToString,
+            proto_dot_node__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,

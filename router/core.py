@@ -7,6 +7,7 @@ validation happens here, before the first write leaves the router, so bad input 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid as uuidlib
@@ -22,6 +23,7 @@ from consensus.state import DEFAULT_TENANT, DatasetRecord
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.routing import merge_top_k, shard_of
+from shard import filters
 from router.shard_client import ShardClient
 from router.txn import Coordinator, ShardBatch
 from tributary import __version__, errors, limits, validation
@@ -40,6 +42,23 @@ def _timestamp(ms: int) -> Timestamp:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _encode_page_token(shard: int, after_label: int) -> str:
+    return base64.urlsafe_b64encode(f"{shard}:{after_label}".encode()).decode()
+
+
+def _decode_page_token(token: str, shard_count: int) -> tuple[int, int]:
+    if not token:
+        return 0, -1
+    try:
+        shard, after = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        shard_no, after_label = int(shard), int(after)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument("page_token is not a token this API returned") from None
+    if not 0 <= shard_no < shard_count or after_label < -1:
+        raise errors.InvalidArgument("page_token is not a token this API returned")
+    return shard_no, after_label
 
 
 class RouterCore:
@@ -308,6 +327,59 @@ class RouterCore:
         return pb.DeleteVectorsResponse(deleted_count=outcome.deleted,
                                         not_found_count=outcome.not_found)
 
+    async def update_vector(self, request: pb.UpdateVectorRequest) -> pb.UpdateVectorResponse:
+        """Replaces a vector's fields. Omitted values keep the stored ones; an unknown id is
+        NotFound (the write requires the id to exist, checked under the shard's lock)."""
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        validation.check_vector_id(request.vector_id)
+        if request.vector.id and request.vector.id != request.vector_id:
+            raise errors.InvalidArgument("the body's vector id differs from the one in the path")
+        vector = pb.Vector()
+        vector.CopyFrom(request.vector)
+        vector.id = request.vector_id
+        if not vector.values:
+            current = await self.get_vector(pb.GetVectorRequest(
+                dataset_id=request.dataset_id, vector_id=request.vector_id,
+                tenant_id=request.tenant_id))
+            vector.values.extend(current.vector.values)
+        clean = self._validated_vectors(record, [vector])
+        shard = shard_of(vector.id, record.shard_count)
+        await self.coordinator.write(record, {shard: ShardBatch(upserts=clean)},
+                                     node_pb2.EXISTING_REQUIRE)
+        updated = await self.get_vector(pb.GetVectorRequest(
+            dataset_id=request.dataset_id, vector_id=request.vector_id,
+            tenant_id=request.tenant_id))
+        return pb.UpdateVectorResponse(vector=updated.vector, message="updated")
+
+    async def list_vectors(self, request: pb.ListVectorsRequest) -> pb.ListVectorsResponse:
+        """Pages through the dataset shard by shard in row order. The token names a shard and
+        the last label returned there, so a page costs a binary search, never an offset scan."""
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        page_size = request.page_size or 100
+        if not 1 <= page_size <= limits.list_page_size_max:
+            raise errors.InvalidArgument(
+                f"page_size must be between 1 and {limits.list_page_size_max}")
+        shard, after = _decode_page_token(request.page_token, record.shard_count)
+        vectors: list[pb.Vector] = []
+        total = 0
+        while shard < record.shard_count and len(vectors) < page_size:
+            response = await self.on_shard(
+                record.tenant_id, record.name, shard,
+                lambda _r, address, ref: self.shards.call(address, "List", node_pb2.ListRequest(
+                    shard=ref, after_label=after, limit=page_size - len(vectors),
+                    include_values=request.include_values)))
+            for vector in response.vectors:
+                vector.dataset_id = record.name
+                vector.tenant_id = record.tenant_id
+            vectors.extend(response.vectors)
+            after = response.last_label
+            if response.exhausted:
+                shard, after = shard + 1, -1
+        token = "" if shard >= record.shard_count else _encode_page_token(shard, after)
+        counts, _ = await self._dataset_counts(record)
+        total = counts
+        return pb.ListVectorsResponse(vectors=vectors, next_page_token=token, total_count=total)
+
     async def delete_vector(self, request: pb.DeleteVectorRequest) -> pb.DeleteVectorResponse:
         validation.check_vector_id(request.vector_id)
         result = await self.delete_vectors(pb.DeleteVectorsRequest(
@@ -332,8 +404,11 @@ class RouterCore:
             raise errors.InvalidArgument(
                 f"dataset '{record.name}' uses metric '{record.metric_type}'; a search cannot "
                 f"switch it to '{options.metric_type}'")
-        if options.filters:
-            raise errors.Unimplemented("filters are not supported yet")
+        # Parse here so a bad filter is a 400 before any shard is asked.
+        filters.build_filter_ast(dict(options.filters) or None, options.filter or None)
+        shrink = options.deduplicate or options.group_by_document
+        # Dedupe and grouping drop hits after the merge; ask shards for more so top_k survive.
+        shard_k = min(limits.top_k_max, top_k * 4) if shrink else top_k
         query = validation.as_vector(list(request.query_vector), record.dimensions,
                                      record.metric_type, what="query_vector")
 
@@ -342,17 +417,32 @@ class RouterCore:
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Search", node_pb2.ShardSearchRequest(
                                                shard=ref, query_vector=query.tolist(),
-                                               top_k=top_k, ef_search=options.ef_search,
+                                               top_k=shard_k, ef_search=options.ef_search,
                                                include_content=options.include_content,
-                                               include_metadata=options.include_metadata)))
+                                               include_metadata=options.include_metadata,
+                                               filter_expression=options.filter,
+                                               filters=dict(options.filters))))
         db_started = time.perf_counter()
         responses = await asyncio.gather(*(search(s) for s in range(record.shard_count)))
         db_ms = (time.perf_counter() - db_started) * 1000
         post_started = time.perf_counter()
         merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
-                             top_k)
+                             shard_k)
         results = []
-        for rank, (score, _, hit) in enumerate(merged, start=1):
+        seen_hashes: set[str] = set()
+        seen_documents: set[str] = set()
+        for score, _, hit in merged:
+            if len(results) == top_k:
+                break
+            if options.deduplicate and hit.vector.content_hash:
+                if hit.vector.content_hash in seen_hashes:
+                    continue
+                seen_hashes.add(hit.vector.content_hash)
+            if options.group_by_document and hit.vector.document_id:
+                # The best-scoring chunk stands for its document.
+                if hit.vector.document_id in seen_documents:
+                    continue
+                seen_documents.add(hit.vector.document_id)
             if options.min_score and score < options.min_score:
                 continue
             if options.threshold and score < options.threshold:
@@ -362,12 +452,17 @@ class RouterCore:
             vector = hit.vector
             vector.dataset_id = record.name
             vector.tenant_id = record.tenant_id
+            if not options.include_content:
+                vector.content = ""
+            explanation = {"shard_strategy": ",".join(sorted({r.strategy for r in responses
+                                                              if r.strategy}))}
             results.append(pb.SearchResult(vector=vector, score=score, distance=hit.distance,
-                                           rank=len(results) + 1))
+                                           rank=len(results) + 1, explanation=explanation))
         stats = pb.SearchStats(
             vectors_scanned=sum(r.vectors_scanned for r in responses),
             index_hits=sum(r.index_hits for r in responses),
-            filtered_results=len(merged) - len(results), database_time_ms=db_ms,
+            filtered_results=sum(r.filtered_out for r in responses) + len(merged) - len(results),
+            database_time_ms=db_ms,
             post_processing_time_ms=(time.perf_counter() - post_started) * 1000)
         return pb.SearchVectorsResponse(
             results=results, total_found=len(results),

@@ -75,8 +75,8 @@ class VectorService(pb_grpc.VectorServiceServicer):
     GetVector = _rpc("get_vector")
     DeleteVector = _rpc("delete_vector")
     DeleteVectors = _rpc("delete_vectors", idempotent_writes=True)
-    UpdateVector = _unimplemented
-    ListVectors = _unimplemented
+    UpdateVector = _rpc("update_vector")
+    ListVectors = _rpc("list_vectors")
 
 
 class SearchService(pb_grpc.SearchServiceServicer):

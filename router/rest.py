@@ -165,6 +165,28 @@ async def get_vector(request: web.Request) -> web.Response:
     return web.json_response(to_json(response))
 
 
+async def update_vector(request: web.Request) -> web.Response:
+    doc = _stringify_metadata(await _body(request))
+    vector = parse(pb.Vector, doc)
+    response = await request.app[CORE].update_vector(pb.UpdateVectorRequest(
+        dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
+        vector=vector, tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def list_vectors(request: web.Request) -> web.Response:
+    try:
+        page_size = int(request.query.get("page_size", "0"))
+    except ValueError:
+        raise errors.InvalidArgument("page_size must be an integer") from None
+    include_values = request.query.get("include_values", "false").lower() in ("1", "true")
+    response = await request.app[CORE].list_vectors(pb.ListVectorsRequest(
+        dataset_id=request.match_info["dataset_id"], page_size=page_size,
+        page_token=request.query.get("page_token", ""), tenant_id=_tenant(request),
+        include_values=include_values))
+    return web.json_response(to_json(response))
+
+
 async def delete_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].delete_vector(pb.DeleteVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
@@ -220,7 +242,9 @@ def make_app(core: RouterCore) -> web.Application:
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors", insert_vectors)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors/batch", insert_vectors)
     app.router.add_delete(f"{base}/datasets/{{dataset_id}}/vectors/batch", delete_vectors)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}/vectors", list_vectors)
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", get_vector)
+    app.router.add_put(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", update_vector)
     app.router.add_delete(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", delete_vector)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search", search)
     app.router.add_get(f"{base}/health", health)

@@ -30,6 +30,7 @@ class ExistingPolicy(Enum):
     ERROR = 0
     SKIP = 1
     OVERWRITE = 2
+    REQUIRE = 3
 
 
 @dataclass
@@ -54,3 +55,5 @@ class SearchOutcome:
     vectors_scanned: int
     index_hits: int
     database_time_ms: float
+    filtered_out: int = 0
+    strategy: str = "hnsw"

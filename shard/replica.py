@@ -4,9 +4,15 @@ Contract:
 - The Deep Lake dataset is the store of record. A write returns only after its single Deep Lake
   commit, so an acknowledged write survives kill -9. A write that fails is rolled back and leaves
   nothing behind: one batch is one commit, all or nothing.
-- The hnswlib index is a cache. It is saved with the store version it covers when the replica
-  closes; on open it is loaded only if that version is still the store's, otherwise it is rebuilt
-  from the store.
+- The hnswlib index is a cache. It is saved with the label watermark it covers (every label up
+  to it was added, and the deletes committed before the save are marked), on close and
+  periodically (`maybe_save`). On open the saved index is loaded and checked against the store:
+  store rows missing from it are added (all rows past the watermark, plus any repair), and labels
+  the store no longer holds are marked deleted. Only a missing or unreadable file means a full
+  rebuild from the store.
+- Filtered search estimates the filter's selectivity on a sample: a selective filter gets an
+  exact scan over the matching rows, a broad one HNSW with over-fetch and a vectorized post-filter
+  (shard/filters.py). No per-candidate Python callback runs inside hnswlib.
 - Every public method is safe to call from several threads. One lock serializes them, because
   hnswlib's add_items and resize_index are not safe alongside knn_query.
 
@@ -27,10 +33,13 @@ import deeplake
 import hnswlib
 import numpy as np
 
+import bisect
+
+from shard import filters as flt
 from shard.records import ExistingPolicy, Hit, SearchOutcome, VectorRecord, WriteResult
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
 from tributary import limits
-from tributary.errors import AlreadyExists, Internal, InvalidArgument
+from tributary.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 
 log = logging.getLogger("tributary.shard")
 
@@ -55,7 +64,11 @@ class ShardReplica:
         os.makedirs(path, exist_ok=True)
         self._ds = self._open_or_create_store()
         self._load_maps()
+        self._filter_columns: _FilterColumns | None = None
+        self._rng = np.random.default_rng(0)
         self._index = self._open_index()
+        self._saved_at = time.monotonic()
+        self._labels_at_save = self._next_label
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -83,6 +96,9 @@ class ShardReplica:
         ids = list(self._ds["id"][:]) if count else []
         labels = np.asarray(self._ds["label"][:], dtype=np.int64) if count else np.zeros(0, np.int64)
         self._ids: list[str] = ids
+        # Labels in row order: ascending, because rows are appended with increasing labels and
+        # deletes keep the order. The List cursor binary-searches it.
+        self._labels: list[int] = [int(x) for x in labels]
         self._row_of: dict[str, int] = {vid: row for row, vid in enumerate(ids)}
         self._label_of: dict[str, int] = {vid: int(label) for vid, label in zip(ids, labels)}
         self._id_of_label: dict[int, str] = {v: k for k, v in self._label_of.items()}
@@ -101,22 +117,53 @@ class ShardReplica:
     def _open_index(self) -> hnswlib.Index:
         count = len(self._ids)
         saved = self._read_index_meta()
-        if saved and saved.get("store_version") == self._ds.version and \
-                saved.get("count") == count and os.path.exists(self._index_path):
-            index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
-            index.load_index(self._index_path, max_elements=max(count * 2,
-                                                                limits.hnsw_initial_capacity_vectors))
-            index.set_ef(limits.ef_search_default)
-            if index.get_current_count() - len(index.get_ids_list()) >= 0:
-                log.info("shard %s: loaded HNSW index covering %d vectors", self.path, count)
-                return index
-        # No index saved for this exact store version: rebuild from the store of record.
+        if saved and saved.get("dimensions") == self.dimensions and \
+                saved.get("metric") == self.metric and os.path.exists(self._index_path):
+            try:
+                return self._load_and_repair(saved, count)
+            except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
+                log.exception("shard %s: saved index unusable; rebuilding", self.path)
         index = self._new_index(count * 2)
         if count:
             values = np.asarray(self._ds["values"][:], dtype=np.float32)
-            labels = np.asarray(self._ds["label"][:], dtype=np.int64)
-            index.add_items(values, labels, num_threads=2)
+            index.add_items(values, np.asarray(self._labels, dtype=np.int64), num_threads=2)
+        self.index_repairs = {"rebuilt": count, "added": 0, "marked_deleted": 0}
         log.info("shard %s: rebuilt HNSW index over %d vectors", self.path, count)
+        return index
+
+    def _load_and_repair(self, saved: dict, count: int) -> hnswlib.Index:
+        index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
+        index.load_index(self._index_path,
+                         max_elements=max(count * 2, limits.hnsw_initial_capacity_vectors))
+        index.set_ef(limits.ef_search_default)
+        watermark = int(saved.get("watermark", -1))
+        in_index = np.asarray(index.get_ids_list(), dtype=np.int64)
+        live = np.asarray(self._labels, dtype=np.int64)
+        # Store rows the index lacks: everything past the watermark, and (repair) anything at or
+        # below it that is missing.
+        missing_rows = np.flatnonzero(~np.isin(live, in_index))
+        # Labels the store no longer holds: deleted after the save (or a torn save); mark them.
+        stale = in_index[~np.isin(in_index, live)]
+        marked = 0
+        for label in stale.tolist():
+            try:
+                index.mark_deleted(label)
+                marked += 1
+            except RuntimeError:
+                pass    # already marked in the saved file
+        if len(missing_rows):
+            needed = index.get_current_count() + len(missing_rows)
+            if needed > index.get_max_elements():
+                index.resize_index(needed * 2)
+            rows = missing_rows.tolist()
+            values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
+                len(rows), self.dimensions)
+            index.add_items(values, live[missing_rows], num_threads=2)
+        repaired = int(np.sum(live[missing_rows] <= watermark)) if len(missing_rows) else 0
+        self.index_repairs = {"rebuilt": 0, "added": int(len(missing_rows)),
+                              "repaired_below_watermark": repaired, "marked_deleted": marked}
+        log.info("shard %s: loaded HNSW index (watermark %d), added %d rows, marked %d "
+                 "deleted", self.path, watermark, len(missing_rows), marked)
         return index
 
     def _read_index_meta(self) -> dict | None:
@@ -134,10 +181,23 @@ class ShardReplica:
             os.replace(tmp, self._index_path)
             meta_tmp = self._index_meta_path + ".tmp"
             with open(meta_tmp, "w") as f:
-                json.dump({"store_version": self._ds.version, "count": len(self._ids)}, f)
+                json.dump({"watermark": self._next_label - 1, "count": len(self._ids),
+                           "dimensions": self.dimensions, "metric": self.metric}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(meta_tmp, self._index_meta_path)
+            self._saved_at = time.monotonic()
+            self._labels_at_save = self._next_label
+
+    def maybe_save(self, every_s: float, every_vectors: int) -> bool:
+        """Saves the index if enough time or enough new vectors passed since the last save."""
+        with self._lock:
+            due = (self._next_label - self._labels_at_save >= every_vectors or
+                   (self._next_label != self._labels_at_save and
+                    time.monotonic() - self._saved_at >= every_s))
+            if due:
+                self.save_index()
+            return due
 
     def close(self) -> None:
         with self._lock:
@@ -190,28 +250,99 @@ class ShardReplica:
 
     def search(self, query: np.ndarray, top_k: int, ef_search: int = 0,
                include_content: bool = False, include_metadata: bool = False,
-               include_values: bool = False) -> SearchOutcome:
-        """Top-k by score (higher is better). `query` must already be validated/normalized."""
+               include_values: bool = False,
+               where: flt.CompiledFilter | None = None) -> SearchOutcome:
+        """Top-k by score (higher is better). `query` must already be validated/normalized.
+
+        With `where`, only matching rows are returned. Strategy: estimate the selectivity on a
+        sample; when few rows match (at most filter_exact_rows_max) scan them exactly, which
+        keeps recall at 1.0; otherwise ask HNSW for enough candidates that top_k are expected to
+        pass, post-filter them with a vectorized mask, and widen the search until top_k pass or
+        every row was considered."""
         with self._lock:
             started = time.perf_counter()
             live = len(self._ids)
             if live == 0:
                 return SearchOutcome([], 0, 0, 0.0)
-            k = min(top_k, live)
-            self._index.set_ef(max(ef_search or limits.ef_search_default, k))
-            labels, raw = self._index.knn_query(query.reshape(1, -1), k=k)
-            scores, distances = scores_from_hnsw(self.metric, raw[0])
-            found = [(self._id_of_label[int(lb)], float(s), float(d))
-                     for lb, s, d in zip(labels[0], scores, distances)
-                     if int(lb) in self._id_of_label]
+            ef = max(ef_search or limits.ef_search_default, min(top_k, live))
+            filtered_out, strategy = 0, "hnsw"
+            if where is None:
+                found, scanned = self._hnsw(query, min(top_k, live), ef), live
+            else:
+                view = self._filter_view()
+                selectivity = flt.estimate_selectivity(where, view, 1000, self._rng)
+                if selectivity * live <= limits.filter_exact_rows_max:
+                    strategy = "exact"
+                    rows = np.flatnonzero(where.mask(view))
+                    found, scanned = self._exact(query, rows, top_k), len(rows)
+                    filtered_out = live - len(rows)
+                else:
+                    strategy = "hnsw_overfetch"
+                    found, scanned, filtered_out = self._overfetch(query, top_k, ef, where, view,
+                                                                   selectivity)
             rows = [self._row_of[vid] for vid, _, _ in found]
             records = self._read_rows(rows, include_values=include_values,
                                       include_content=include_content,
                                       include_metadata=include_metadata)
             hits = [Hit(rec, s, d) for rec, (_, s, d) in zip(records, found)]
             elapsed_ms = (time.perf_counter() - started) * 1000
-            return SearchOutcome(hits, vectors_scanned=live, index_hits=len(hits),
-                                 database_time_ms=elapsed_ms)
+            return SearchOutcome(hits, vectors_scanned=scanned, index_hits=len(hits),
+                                 database_time_ms=elapsed_ms, filtered_out=filtered_out,
+                                 strategy=strategy)
+
+    def _hnsw(self, query: np.ndarray, k: int, ef: int) -> list[tuple[str, float, float]]:
+        self._index.set_ef(max(ef, k))
+        labels, raw = self._index.knn_query(query.reshape(1, -1), k=k)
+        scores, distances = scores_from_hnsw(self.metric, raw[0])
+        return [(self._id_of_label[int(lb)], float(s), float(d))
+                for lb, s, d in zip(labels[0], scores, distances) if int(lb) in self._id_of_label]
+
+    def _exact(self, query: np.ndarray, rows: np.ndarray, k: int
+               ) -> list[tuple[str, float, float]]:
+        """Brute force over `rows`, with hnswlib's own distance, so scores match HNSW's."""
+        if len(rows) == 0:
+            return []
+        labels = [self._labels[r] for r in rows.tolist()]
+        vectors = np.asarray(self._index.get_items(labels), dtype=np.float32)
+        if self.metric == "l2":
+            diff = vectors - query.reshape(1, -1)
+            raw = np.einsum("ij,ij->i", diff, diff)
+        else:
+            raw = 1.0 - vectors @ query
+        k = min(k, len(rows))
+        best = np.argpartition(raw, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        best = best[np.lexsort((np.asarray([self._ids[rows[i]] for i in best]), raw[best]))]
+        scores, distances = scores_from_hnsw(self.metric, raw[best])
+        return [(self._ids[int(rows[i])], float(s), float(d))
+                for i, s, d in zip(best, scores, distances)]
+
+    def _overfetch(self, query: np.ndarray, top_k: int, ef: int, where, view, selectivity: float
+                   ) -> tuple[list[tuple[str, float, float]], int, int]:
+        live = len(self._ids)
+        fetch = min(live, max(top_k * 2, int(top_k / max(selectivity, 1e-6) * 1.5) + 10))
+        while True:
+            candidates = self._hnsw(query, fetch, max(ef, fetch))
+            rows = np.asarray([self._row_of[vid] for vid, _, _ in candidates], dtype=np.int64)
+            keep = where.mask(view, rows=rows) if len(rows) else np.zeros(0, bool)
+            passed = [c for c, ok in zip(candidates, keep.tolist()) if ok]
+            if len(passed) >= top_k or fetch >= live:
+                return passed[:top_k], len(candidates), int(len(candidates) - len(passed))
+            fetch = min(live, fetch * 4)
+
+    def _filter_view(self) -> flt.ColumnView:
+        if self._filter_columns is None:
+            self._filter_columns = _FilterColumns.from_store(self._ds, len(self._ids))
+        return self._filter_columns.view()
+
+    def list_after(self, after_label: int, limit: int, include_values: bool
+                   ) -> tuple[list[VectorRecord], int, bool]:
+        """Rows with label > after_label, in row order: (records, last label, exhausted)."""
+        with self._lock:
+            start = bisect.bisect_right(self._labels, after_label)
+            rows = list(range(start, min(start + limit, len(self._ids))))
+            records = self._read_rows(rows, include_values=include_values)
+            last = self._labels[rows[-1]] if rows else after_label
+            return records, last, start + len(rows) >= len(self._ids)
 
     # ---- writes --------------------------------------------------------------------------------
 
@@ -235,6 +366,8 @@ class ShardReplica:
             to_append: list[VectorRecord] = []
             replaced_rows: list[int] = []
             for record in upserts:
+                if existing is ExistingPolicy.REQUIRE and record.id not in self._row_of:
+                    raise NotFound(f"vector '{record.id}' not found")
                 if record.id in self._row_of:
                     if existing is ExistingPolicy.ERROR:
                         raise AlreadyExists(f"vector '{record.id}' already exists; "
@@ -263,11 +396,13 @@ class ShardReplica:
                 created = {self._ids[r]: int(c) for r, c in zip(replaced_rows, old)}
             labels = list(range(self._next_label, self._next_label + len(to_append)))
             gone_rows = sorted(set(replaced_rows) | set(deleted_rows), reverse=True)
+            new_columns = self._columns_for(to_append, labels, created, now) if to_append \
+                else None
             try:
                 for row in gone_rows:
                     self._ds.delete(row)
                 if to_append:
-                    self._ds.append(self._columns_for(to_append, labels, created, now))
+                    self._ds.append(new_columns)
                 self._ds.commit()
             except Exception as exc:
                 self._rollback()
@@ -283,8 +418,12 @@ class ShardReplica:
             if gone_rows:
                 gone_set = set(gone_rows)
                 self._ids = [vid for row, vid in enumerate(self._ids) if row not in gone_set]
+                self._labels = [lb for row, lb in enumerate(self._labels) if row not in gone_set]
+            if self._filter_columns is not None:
+                self._filter_columns.apply(sorted(gone_rows), new_columns)
             for record, label in zip(to_append, labels):
                 self._ids.append(record.id)
+                self._labels.append(label)
                 self._label_of[record.id] = label
                 self._id_of_label[label] = record.id
             self._row_of = {vid: row for row, vid in enumerate(self._ids)}
@@ -322,6 +461,50 @@ class ShardReplica:
         except Exception:  # noqa: BLE001 - reopen is the last resort to drop uncommitted rows
             self._ds = deeplake.open(self._store_url)
         self._load_maps()
+
+
+class _FilterColumns:
+    """In-memory columns the filters read, built from the store on the first filtered search and
+    then kept in step with every write (deletes, then appends), under the replica's lock."""
+
+    def __init__(self, standard: dict[str, np.ndarray], metadata: flt.MetadataColumns):
+        self.standard = standard
+        self.metadata = metadata
+
+    @classmethod
+    def from_store(cls, ds, count: int) -> "_FilterColumns":
+        standard: dict[str, np.ndarray] = {}
+        for name in sorted(flt.TEXT_FIELDS):
+            values = list(ds[name][:]) if count else []
+            standard[name] = _object_array(["" if v is None else v for v in values])
+        for name in sorted(flt.NUMERIC_FIELDS):
+            standard[name] = np.asarray(ds[name][:] if count else [], dtype=np.int64)
+        metadata = flt.MetadataColumns(
+            (dict(m) if m is not None else None) for m in (ds["metadata"][:] if count else []))
+        return cls(standard, metadata)
+
+    def apply(self, deleted_rows: list[int], appended: dict | None) -> None:
+        if deleted_rows:
+            for name in self.standard:
+                self.standard[name] = np.delete(self.standard[name], deleted_rows)
+            self.metadata.delete(deleted_rows)
+        if appended is not None:
+            for name in flt.TEXT_FIELDS:
+                self.standard[name] = np.concatenate(
+                    [self.standard[name], _object_array(appended[name])])
+            for name in flt.NUMERIC_FIELDS:
+                self.standard[name] = np.concatenate(
+                    [self.standard[name], np.asarray(appended[name], dtype=np.int64)])
+            self.metadata.append(appended["metadata"])
+
+    def view(self) -> flt.ColumnView:
+        return flt.ColumnView(self.standard, self.metadata)
+
+
+def _object_array(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def directory_bytes(path: str) -> int:

@@ -35,6 +35,10 @@ hnsw_m = 16
 hnsw_ef_construction = 200
 hnsw_initial_capacity_vectors = 1_024
 list_page_size_max = 1_000
+# A filter matching at most this many rows of a shard is answered by an exact scan of them.
+filter_exact_rows_max = 20_000
+hnsw_save_interval_ms = 60_000
+hnsw_save_every_vectors = 100_000
 datasets_per_tenant_max = 10_000
 
 node_heartbeat_interval_ms = 500

@@ -1,0 +1,107 @@
+"""Promise 7: HNSW is a cache over Deep Lake, saved with a watermark and repaired on open; and
+filtered search keeps its recall whichever strategy the selectivity estimate picks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shard import filters
+from shard.records import VectorRecord
+from shard.replica import ShardReplica
+from tributary import limits
+
+
+def records(data: np.ndarray, start: int = 0, category=None) -> list[VectorRecord]:
+    return [VectorRecord(id=f"v{start + i}", values=row,
+                         metadata={"category": category(start + i) if category else "x"})
+            for i, row in enumerate(data)]
+
+
+def top1(replica: ShardReplica, q: np.ndarray) -> str:
+    return replica.search(q, 1, ef_search=200).hits[0].record.id
+
+
+def test_reopen_after_a_save_adds_only_rows_past_the_watermark(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3_000, 16)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 16, "l2")
+    replica.write(records(data[:2_000]), [])
+    replica.save_index()
+    replica.write(records(data[2_000:], start=2_000), ["v5", "v6"])
+    # No close(): the process "dies" with the saved index 1,000 rows and 2 deletes behind.
+    reopened = ShardReplica(str(tmp_path), 16, "l2")
+    assert reopened.index_repairs["rebuilt"] == 0
+    assert reopened.index_repairs["added"] == 1_000
+    assert reopened.index_repairs["marked_deleted"] == 2
+    assert reopened.count() == 2_998
+    for i in (0, 1_999, 2_000, 2_999):
+        assert top1(reopened, data[i]) == f"v{i}"
+    assert top1(reopened, data[5]) != "v5"
+
+
+def test_a_corrupt_saved_index_is_rebuilt_from_the_store(tmp_path):
+    data = np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "ip")
+    replica.write(records(data), [])
+    replica.close()
+    (tmp_path / "hnsw.bin").write_bytes(b"not an index")
+    reopened = ShardReplica(str(tmp_path), 8, "ip")
+    assert reopened.index_repairs["rebuilt"] == 500
+    assert reopened.count() == 500
+
+
+def test_clean_close_then_open_needs_no_repair(tmp_path):
+    data = np.random.default_rng(2).standard_normal((400, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data), [])
+    replica.write([], ["v1"])
+    replica.close()
+    reopened = ShardReplica(str(tmp_path), 8, "l2")
+    assert reopened.index_repairs == {"rebuilt": 0, "added": 0, "repaired_below_watermark": 0,
+                                      "marked_deleted": 0}
+    assert top1(reopened, data[3]) == "v3"
+
+
+def test_maybe_save_saves_once_enough_vectors_arrived(tmp_path):
+    data = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data[:100]), [])
+    assert not replica.maybe_save(every_s=3600, every_vectors=200)
+    replica.write(records(data[100:], start=100), [])
+    assert replica.maybe_save(every_s=3600, every_vectors=200)
+    assert not replica.maybe_save(every_s=3600, every_vectors=200)
+
+
+@pytest.mark.parametrize("fraction,strategy", [(0.01, "exact"), (0.5, "hnsw_overfetch")])
+def test_filtered_search_recall_holds_for_selective_and_broad_filters(tmp_path, monkeypatch,
+                                                                      fraction, strategy):
+    # Lower the exact-scan threshold so 4,000 rows exercise both strategies.
+    monkeypatch.setattr(limits, "filter_exact_rows_max", 200)
+    rng = np.random.default_rng(4)
+    n = 4_000
+    data = rng.standard_normal((n, 16)).astype(np.float32)
+    chosen = set(rng.choice(n, int(n * fraction), replace=False).tolist())
+    replica = ShardReplica(str(tmp_path), 16, "l2")
+    replica.write(records(data, category=lambda i: "in" if i in chosen else "out"), [])
+    where = filters.compile_filter(filters.parse_filter("category = 'in'"))
+    found_total = 0
+    for q in rng.standard_normal((20, 16)).astype(np.float32):
+        outcome = replica.search(q, 10, ef_search=128, where=where, include_metadata=True)
+        assert outcome.strategy == strategy
+        assert all(h.record.metadata["category"] == "in" for h in outcome.hits)
+        distances = np.linalg.norm(data - q, axis=1)
+        truth = [f"v{i}" for i in np.argsort(distances) if i in chosen][:10]
+        found_total += len({h.record.id for h in outcome.hits} & set(truth))
+    assert found_total / (20 * 10) >= 0.95
+
+
+def test_filter_columns_follow_writes_after_the_first_filtered_search(tmp_path):
+    data = np.random.default_rng(5).standard_normal((50, 4)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 4, "l2")
+    replica.write(records(data[:40], category=lambda i: "a"), [])
+    where = filters.compile_filter(filters.parse_filter("category = 'b'"))
+    assert replica.search(data[0], 5, where=where).hits == []
+    replica.write(records(data[40:], start=40, category=lambda i: "b"), ["v0"])
+    hits = replica.search(data[45], 5, where=where).hits
+    assert hits[0].record.id == "v45" and len(hits) == 5
