@@ -13,8 +13,13 @@ Contract:
 - Filtered search estimates the filter's selectivity on a sample: a selective filter gets an
   exact scan over the matching rows, a broad one HNSW with over-fetch and a vectorized post-filter
   (shard/filters.py). No per-candidate Python callback runs inside hnswlib.
-- Every public method is safe to call from several threads. One lock serializes them, because
-  hnswlib's add_items and resize_index are not safe alongside knn_query.
+- A write is searchable when it is acknowledged, before it is in the HNSW graph: new rows wait
+  in a pending buffer that every search scans exactly, while a background thread moves them into
+  hnswlib in chunks of index_chunk_vectors. So ingest never waits for graph insertion.
+- Every public method is safe to call from several threads. `_lock` guards the store, the maps
+  and the pending buffer; a readers-writer lock guards the hnswlib index (concurrent knn_query
+  is safe, add_items and resize_index are not). Lock order is always `_lock`, then the index
+  lock, and the indexer never holds both while waiting.
 
 Rows are addressed through in-memory maps (id -> row, id -> label), rebuilt from the store on open.
 hnswlib labels are stable integers kept in the `label` column, because Deep Lake row numbers shift
@@ -36,6 +41,7 @@ import numpy as np
 import bisect
 
 from shard import filters as flt
+from shard.rwlock import ReadWriteLock
 from shard.records import ExistingPolicy, Hit, SearchOutcome, VectorRecord, WriteResult
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
 from tributary import limits
@@ -58,6 +64,15 @@ class ShardReplica:
         self.dimensions = dimensions
         self.metric = metric
         self._lock = threading.RLock()
+        self._index_lock = ReadWriteLock()
+        # Rows committed to the store but not yet in the graph: FIFO chunks of (labels, vectors),
+        # plus a label -> vector view for lookups. Deleted pending labels leave the view at once;
+        # if the indexer already took them, it marks them deleted after adding (_deleted_pending).
+        self._pending_chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_vectors: dict[int, np.ndarray] = {}
+        self._deleted_pending: set[int] = set()
+        self._pending_changed = threading.Condition(self._lock)
+        self._closing = False
         self._store_url = "file://" + os.path.join(path, "store")
         self._index_path = os.path.join(path, "hnsw.bin")
         self._index_meta_path = os.path.join(path, "hnsw.json")
@@ -66,9 +81,19 @@ class ShardReplica:
         self._load_maps()
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
+        self._to_enqueue: list[int] = []
         self._index = self._open_index()
         self._saved_at = time.monotonic()
         self._labels_at_save = self._next_label
+        if self._to_enqueue:
+            # Rows the saved index lacks are searchable now (exact scan) and indexed behind.
+            rows = self._to_enqueue
+            values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
+                len(rows), self.dimensions)
+            self._enqueue(np.asarray([self._labels[r] for r in rows], dtype=np.int64), values)
+        self._indexer = threading.Thread(target=self._index_loop, daemon=True,
+                                         name=f"indexer-{os.path.basename(path)}")
+        self._indexer.start()
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -151,14 +176,8 @@ class ShardReplica:
                 marked += 1
             except RuntimeError:
                 pass    # already marked in the saved file
-        if len(missing_rows):
-            needed = index.get_current_count() + len(missing_rows)
-            if needed > index.get_max_elements():
-                index.resize_index(needed * 2)
-            rows = missing_rows.tolist()
-            values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
-                len(rows), self.dimensions)
-            index.add_items(values, live[missing_rows], num_threads=2)
+        # Missing rows go to the pending buffer (see __init__): the replica serves at once.
+        self._to_enqueue = missing_rows.tolist()
         repaired = int(np.sum(live[missing_rows] <= watermark)) if len(missing_rows) else 0
         self.index_repairs = {"rebuilt": 0, "added": int(len(missing_rows)),
                               "repaired_below_watermark": repaired, "marked_deleted": marked}
@@ -175,13 +194,16 @@ class ShardReplica:
 
     def save_index(self) -> None:
         """Persists the index with the store version it covers (used by the next open)."""
-        with self._lock:
+        with self._lock, self._index_lock.write():
             tmp = self._index_path + ".tmp"
             self._index.save_index(tmp)
             os.replace(tmp, self._index_path)
             meta_tmp = self._index_meta_path + ".tmp"
             with open(meta_tmp, "w") as f:
-                json.dump({"watermark": self._next_label - 1, "count": len(self._ids),
+                # Every label below the oldest pending one is in the graph.
+                watermark = (int(self._pending_chunks[0][0][0]) - 1 if self._pending_chunks
+                             else self._next_label - 1)
+                json.dump({"watermark": watermark, "count": len(self._ids),
                            "dimensions": self.dimensions, "metric": self.metric}, f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -200,6 +222,10 @@ class ShardReplica:
             return due
 
     def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._pending_changed.notify_all()
+        self._indexer.join(timeout=60)
         with self._lock:
             try:
                 self.save_index()
@@ -291,11 +317,49 @@ class ShardReplica:
                                  strategy=strategy)
 
     def _hnsw(self, query: np.ndarray, k: int, ef: int) -> list[tuple[str, float, float]]:
-        self._index.set_ef(max(ef, k))
-        labels, raw = self._index.knn_query(query.reshape(1, -1), k=k)
-        scores, distances = scores_from_hnsw(self.metric, raw[0])
-        return [(self._id_of_label[int(lb)], float(s), float(d))
-                for lb, s, d in zip(labels[0], scores, distances) if int(lb) in self._id_of_label]
+        """Top-k over the graph plus an exact scan of the pending buffer, merged by distance."""
+        labels_out: list[np.ndarray] = []
+        raw_out: list[np.ndarray] = []
+        indexed_live = len(self._ids) - len(self._pending_vectors)
+        with self._index_lock.read():
+            k_graph = min(k, indexed_live, self._index.get_current_count())
+            if k_graph > 0:
+                self._index.set_ef(max(ef, k_graph))
+                try:
+                    labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
+                except RuntimeError:
+                    # Too many deleted neighbours for a full answer at this ef: widen it once.
+                    self._index.set_ef(max(ef, k_graph) * 4)
+                    labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
+                labels_out.append(labels[0].astype(np.int64))
+                raw_out.append(raw[0])
+        for chunk_labels, chunk_vectors in self._pending_chunks:
+            labels_out.append(chunk_labels)
+            raw_out.append(self._raw_distances(chunk_vectors, query))
+        if not labels_out:
+            return []
+        all_labels = np.concatenate(labels_out)
+        all_raw = np.concatenate(raw_out)
+        order = np.argsort(all_raw, kind="stable")
+        found, seen = [], set()
+        for i in order.tolist():
+            label = int(all_labels[i])
+            if label in seen or label not in self._id_of_label:
+                continue
+            seen.add(label)
+            found.append(i)
+            if len(found) == k:
+                break
+        scores, distances = scores_from_hnsw(self.metric, all_raw[found])
+        return [(self._id_of_label[int(all_labels[i])], float(s), float(d))
+                for i, s, d in zip(found, scores, distances)]
+
+    def _raw_distances(self, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """hnswlib's own distance: squared L2, or 1 - inner product."""
+        if self.metric == "l2":
+            diff = vectors - query.reshape(1, -1)
+            return np.einsum("ij,ij->i", diff, diff)
+        return 1.0 - vectors @ query
 
     def _exact(self, query: np.ndarray, rows: np.ndarray, k: int
                ) -> list[tuple[str, float, float]]:
@@ -303,18 +367,27 @@ class ShardReplica:
         if len(rows) == 0:
             return []
         labels = [self._labels[r] for r in rows.tolist()]
-        vectors = np.asarray(self._index.get_items(labels), dtype=np.float32)
-        if self.metric == "l2":
-            diff = vectors - query.reshape(1, -1)
-            raw = np.einsum("ij,ij->i", diff, diff)
-        else:
-            raw = 1.0 - vectors @ query
+        vectors = self._vectors_of(labels)
+        raw = self._raw_distances(vectors, query)
         k = min(k, len(rows))
         best = np.argpartition(raw, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         best = best[np.lexsort((np.asarray([self._ids[rows[i]] for i in best]), raw[best]))]
         scores, distances = scores_from_hnsw(self.metric, raw[best])
         return [(self._ids[int(rows[i])], float(s), float(d))
                 for i, s, d in zip(best, scores, distances)]
+
+    def _vectors_of(self, labels: list[int]) -> np.ndarray:
+        pending = [lb for lb in labels if lb in self._pending_vectors]
+        if not pending:
+            with self._index_lock.read():
+                return np.asarray(self._index.get_items(labels), dtype=np.float32)
+        indexed = [lb for lb in labels if lb not in self._pending_vectors]
+        found = {lb: self._pending_vectors[lb] for lb in pending}
+        if indexed:
+            with self._index_lock.read():
+                fetched = np.asarray(self._index.get_items(indexed), dtype=np.float32)
+            found.update(zip(indexed, fetched))
+        return np.stack([found[lb] for lb in labels]).astype(np.float32)
 
     def _overfetch(self, query: np.ndarray, top_k: int, ef: int, where, view, selectivity: float
                    ) -> tuple[list[tuple[str, float, float]], int, int]:
@@ -410,10 +483,18 @@ class ShardReplica:
 
             # The store is durable; now bring the cache and maps in line.
             gone_ids = [self._ids[r] for r in gone_rows]
+            graph_deletes = []
             for vid in gone_ids:
                 label = self._label_of.pop(vid)
                 self._id_of_label.pop(label, None)
-                self._index.mark_deleted(label)
+                if self._pending_vectors.pop(label, None) is not None:
+                    self._deleted_pending.add(label)
+                else:
+                    graph_deletes.append(label)
+            if graph_deletes:
+                with self._index_lock.write():
+                    for label in graph_deletes:
+                        self._index.mark_deleted(label)
             self._next_label += len(to_append)
             if gone_rows:
                 gone_set = set(gone_rows)
@@ -428,12 +509,64 @@ class ShardReplica:
                 self._id_of_label[label] = record.id
             self._row_of = {vid: row for row, vid in enumerate(self._ids)}
             if to_append:
-                needed = self._index.get_current_count() + len(to_append)
-                if needed > self._index.get_max_elements():
-                    self._index.resize_index(max(needed, self._index.get_max_elements() * 2))
-                self._index.add_items(np.stack([r.values for r in to_append]),
-                                      np.asarray(labels, dtype=np.int64), num_threads=1)
+                self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
+
+    # ---- background indexing -------------------------------------------------------------------
+
+    def _enqueue(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        with self._lock:
+            step = limits.index_chunk_vectors
+            for start in range(0, len(labels), step):
+                chunk = (labels[start:start + step], vectors[start:start + step])
+                self._pending_chunks.append(chunk)
+                self._pending_vectors.update(zip(chunk[0].tolist(), chunk[1]))
+            self._pending_changed.notify_all()
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending_vectors)
+
+    def wait_indexed(self, timeout_s: float = 600.0) -> bool:
+        """Blocks until every acknowledged row is in the graph (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._pending_chunks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._pending_changed.wait(remaining)
+            return True
+
+    def _index_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending_chunks and not self._closing:
+                    self._pending_changed.wait()
+                if not self._pending_chunks:
+                    return      # closing, and everything is indexed
+                labels, vectors = self._pending_chunks[0]
+            try:
+                with self._index_lock.write():
+                    needed = self._index.get_current_count() + len(labels)
+                    if needed > self._index.get_max_elements():
+                        self._index.resize_index(max(needed, self._index.get_max_elements() * 2))
+                    self._index.add_items(vectors, labels, num_threads=1)
+            except Exception:  # noqa: BLE001 - the rows stay pending (still searchable)
+                log.exception("shard %s: indexing a chunk failed; retrying", self.path)
+                time.sleep(1)
+                continue
+            with self._lock:
+                self._pending_chunks.pop(0)
+                dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
+                for lb in labels.tolist():
+                    self._pending_vectors.pop(lb, None)
+                if dead:
+                    with self._index_lock.write():
+                        for lb in dead:
+                            self._index.mark_deleted(lb)
+                    self._deleted_pending.difference_update(dead)
+                self._pending_changed.notify_all()
 
     def _columns_for(self, records: list[VectorRecord], labels: list[int],
                      created: dict[str, int], now: int) -> dict:

@@ -38,8 +38,12 @@ list_page_size_max = 1_000
 # A filter matching at most this many rows of a shard is answered by an exact scan of them.
 filter_exact_rows_max = 20_000
 hnsw_save_interval_ms = 60_000
+# Vectors the background indexer adds per hold of the index write lock (bounds query stalls).
+index_chunk_vectors = 1_000
 hnsw_save_every_vectors = 100_000
 datasets_per_tenant_max = 10_000
+# Datasets one multi-dataset search may name (each fans out to all of its shards).
+multi_search_datasets_max = 64
 
 node_heartbeat_interval_ms = 500
 node_liveness_timeout_ms = 5_000

@@ -27,6 +27,7 @@ def test_reopen_after_a_save_adds_only_rows_past_the_watermark(tmp_path):
     data = rng.standard_normal((3_000, 16)).astype(np.float32)
     replica = ShardReplica(str(tmp_path), 16, "l2")
     replica.write(records(data[:2_000]), [])
+    assert replica.wait_indexed()
     replica.save_index()
     replica.write(records(data[2_000:], start=2_000), ["v5", "v6"])
     # No close(): the process "dies" with the saved index 1,000 rows and 2 deletes behind.
@@ -35,9 +36,28 @@ def test_reopen_after_a_save_adds_only_rows_past_the_watermark(tmp_path):
     assert reopened.index_repairs["added"] == 1_000
     assert reopened.index_repairs["marked_deleted"] == 2
     assert reopened.count() == 2_998
+    assert reopened.wait_indexed()
     for i in (0, 1_999, 2_000, 2_999):
         assert top1(reopened, data[i]) == f"v{i}"
     assert top1(reopened, data[5]) != "v5"
+
+
+def test_an_acknowledged_write_is_searchable_before_it_is_indexed(tmp_path):
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((2_000, 16)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 16, "cosine")
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    replica.write(records(unit), [])
+    # Whatever the indexer has done so far, every row is found by its own vector...
+    for i in range(0, 2_000, 97):
+        assert top1(replica, unit[i]) == f"v{i}"
+    # ... and deletes of rows still pending hide them at once and stay hidden once indexed.
+    replica.write([], [f"v{i}" for i in range(1_990, 2_000)])
+    assert replica.wait_indexed()
+    assert replica.pending_count() == 0
+    for i in range(1_990, 2_000):
+        assert top1(replica, unit[i]) != f"v{i}"
+    assert top1(replica, unit[5]) == "v5"
 
 
 def test_a_corrupt_saved_index_is_rebuilt_from_the_store(tmp_path):
