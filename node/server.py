@@ -208,6 +208,31 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             strategy=outcome.strategy)
 
     @_guarded
+    async def SoftDelete(self, request, context):
+        _, replica = await self.host.replica(request.shard)
+        ids = list(request.ids)
+        await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
+                                         ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
+        affected, missing = await asyncio.to_thread(replica.soft_delete, ids)
+        return node_pb2.IdsResponse(affected=affected, not_found=missing)
+
+    @_guarded
+    async def Restore(self, request, context):
+        _, replica = await self.host.replica(request.shard)
+        ids = list(request.ids)
+        await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
+                                         ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
+        affected, missing = await asyncio.to_thread(replica.restore, ids)
+        return node_pb2.IdsResponse(affected=affected, not_found=missing)
+
+    @_guarded
+    async def Compact(self, request, context):
+        _, replica = await self.host.replica(request.shard)
+        report = await asyncio.to_thread(replica.compact)
+        return node_pb2.CompactResponse(purged=report["purged"], indexed=report["indexed"],
+                                        seconds=report["seconds"])
+
+    @_guarded
     async def List(self, request, context):
         record, replica = await self.host.replica(request.shard)
         limit = max(1, min(request.limit or limits.list_page_size_max,
@@ -227,7 +252,9 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     async def Stats(self, request, context):
         _, replica = await self.host.replica(request.shard)
         size = await asyncio.to_thread(directory_bytes, replica.path)
-        return node_pb2.ShardStatsResponse(vector_count=replica.count(), storage_bytes=size)
+        return node_pb2.ShardStatsResponse(vector_count=replica.count(), storage_bytes=size,
+                                           soft_deleted_count=replica.soft_deleted_count(),
+                                           pending_index_count=replica.pending_count())
 
     @_guarded
     async def Status(self, request, context):

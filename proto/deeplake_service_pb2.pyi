@@ -408,6 +408,62 @@ class DeleteVectorResponse(_message.Message):
     message: str
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
+class SoftDeleteVectorsRequest(_message.Message):
+    __slots__ = ("dataset_id", "vector_ids", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    vector_ids: _containers.RepeatedScalarFieldContainer[str]
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., vector_ids: _Optional[_Iterable[str]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class SoftDeleteVectorsResponse(_message.Message):
+    __slots__ = ("soft_deleted_count", "not_found_count")
+    SOFT_DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_COUNT_FIELD_NUMBER: _ClassVar[int]
+    soft_deleted_count: int
+    not_found_count: int
+    def __init__(self, soft_deleted_count: _Optional[int] = ..., not_found_count: _Optional[int] = ...) -> None: ...
+
+class RestoreVectorsRequest(_message.Message):
+    __slots__ = ("dataset_id", "vector_ids", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    vector_ids: _containers.RepeatedScalarFieldContainer[str]
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., vector_ids: _Optional[_Iterable[str]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class RestoreVectorsResponse(_message.Message):
+    __slots__ = ("restored_count", "not_found_count")
+    RESTORED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_COUNT_FIELD_NUMBER: _ClassVar[int]
+    restored_count: int
+    not_found_count: int
+    def __init__(self, restored_count: _Optional[int] = ..., not_found_count: _Optional[int] = ...) -> None: ...
+
+class CompactDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class CompactDatasetResponse(_message.Message):
+    __slots__ = ("purged_count", "indexed_count", "compaction_time_ms", "message")
+    PURGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COMPACTION_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    purged_count: int
+    indexed_count: int
+    compaction_time_ms: float
+    message: str
+    def __init__(self, purged_count: _Optional[int] = ..., indexed_count: _Optional[int] = ..., compaction_time_ms: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
 class DeleteVectorsRequest(_message.Message):
     __slots__ = ("dataset_id", "vector_ids", "tenant_id")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -595,3 +651,15 @@ class GetMetricsResponse(_message.Message):
     prometheus_text: str
     metrics: _containers.ScalarMap[str, float]
     def __init__(self, prometheus_text: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class MultiDatasetSearchRequest(_message.Message):
+    __slots__ = ("dataset_ids", "query_vector", "options", "tenant_id")
+    DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    query_vector: _containers.RepeatedScalarFieldContainer[float]
+    options: SearchOptions
+    tenant_id: str
+    def __init__(self, dataset_ids: _Optional[_Iterable[str]] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...

@@ -65,6 +65,11 @@ class DatasetServiceStub:
                 request_serializer=proto_dot_deeplake__service__pb2.GetDatasetStatsRequest.SerializeToString,
                 response_deserializer=proto_dot_deeplake__service__pb2.GetDatasetStatsResponse.FromString,
                 _registered_method=True)
+        self.CompactDataset = channel.unary_unary(
+                '/deeplake.v1.DatasetService/CompactDataset',
+                request_serializer=proto_dot_deeplake__service__pb2.CompactDatasetRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.CompactDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer:
@@ -107,6 +112,13 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompactDataset(self, request, context):
+        """Tributary addition (VecStore's compact): purge soft-deleted vectors, rebuild the index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatasetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +151,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.GetDatasetStats,
                     request_deserializer=proto_dot_deeplake__service__pb2.GetDatasetStatsRequest.FromString,
                     response_serializer=proto_dot_deeplake__service__pb2.GetDatasetStatsResponse.SerializeToString,
+            ),
+            'CompactDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactDataset,
+                    request_deserializer=proto_dot_deeplake__service__pb2.CompactDatasetRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.CompactDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +331,33 @@ class DatasetService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CompactDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.DatasetService/CompactDataset',
+            proto_dot_deeplake__service__pb2.CompactDatasetRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.CompactDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class VectorServiceStub:
     """Vector Operations Service
@@ -359,6 +403,16 @@ class VectorServiceStub:
                 '/deeplake.v1.VectorService/DeleteVectors',
                 request_serializer=proto_dot_deeplake__service__pb2.DeleteVectorsRequest.SerializeToString,
                 response_deserializer=proto_dot_deeplake__service__pb2.DeleteVectorsResponse.FromString,
+                _registered_method=True)
+        self.SoftDeleteVectors = channel.unary_unary(
+                '/deeplake.v1.VectorService/SoftDeleteVectors',
+                request_serializer=proto_dot_deeplake__service__pb2.SoftDeleteVectorsRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.SoftDeleteVectorsResponse.FromString,
+                _registered_method=True)
+        self.RestoreVectors = channel.unary_unary(
+                '/deeplake.v1.VectorService/RestoreVectors',
+                request_serializer=proto_dot_deeplake__service__pb2.RestoreVectorsRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.RestoreVectorsResponse.FromString,
                 _registered_method=True)
 
 
@@ -409,6 +463,19 @@ class VectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SoftDeleteVectors(self, request, context):
+        """Tributary additions (VecStore's soft delete and restore).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreVectors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -446,6 +513,16 @@ def add_VectorServiceServicer_to_server(servicer, server):
                     servicer.DeleteVectors,
                     request_deserializer=proto_dot_deeplake__service__pb2.DeleteVectorsRequest.FromString,
                     response_serializer=proto_dot_deeplake__service__pb2.DeleteVectorsResponse.SerializeToString,
+            ),
+            'SoftDeleteVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.SoftDeleteVectors,
+                    request_deserializer=proto_dot_deeplake__service__pb2.SoftDeleteVectorsRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.SoftDeleteVectorsResponse.SerializeToString,
+            ),
+            'RestoreVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreVectors,
+                    request_deserializer=proto_dot_deeplake__service__pb2.RestoreVectorsRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.RestoreVectorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -648,6 +725,60 @@ class VectorService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SoftDeleteVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.VectorService/SoftDeleteVectors',
+            proto_dot_deeplake__service__pb2.SoftDeleteVectorsRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.SoftDeleteVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.VectorService/RestoreVectors',
+            proto_dot_deeplake__service__pb2.RestoreVectorsRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.RestoreVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class SearchServiceStub:
     """Search Service
@@ -674,6 +805,11 @@ class SearchServiceStub:
                 request_serializer=proto_dot_deeplake__service__pb2.HybridSearchRequest.SerializeToString,
                 response_deserializer=proto_dot_deeplake__service__pb2.HybridSearchResponse.FromString,
                 _registered_method=True)
+        self.MultiDatasetSearch = channel.unary_unary(
+                '/deeplake.v1.SearchService/MultiDatasetSearch',
+                request_serializer=proto_dot_deeplake__service__pb2.MultiDatasetSearchRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.SearchVectorsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -698,6 +834,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MultiDatasetSearch(self, request, context):
+        """Tributary addition: POST /search/multi-dataset. Searches several of one tenant's datasets
+        (same dimensions and metric) and merges the hits; each hit's vector.dataset_id names its
+        dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -715,6 +860,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.HybridSearch,
                     request_deserializer=proto_dot_deeplake__service__pb2.HybridSearchRequest.FromString,
                     response_serializer=proto_dot_deeplake__service__pb2.HybridSearchResponse.SerializeToString,
+            ),
+            'MultiDatasetSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiDatasetSearch,
+                    request_deserializer=proto_dot_deeplake__service__pb2.MultiDatasetSearchRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.SearchVectorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -799,6 +949,33 @@ class SearchService:
             '/deeplake.v1.SearchService/HybridSearch',
             proto_dot_deeplake__service__pb2.HybridSearchRequest.SerializeToString,
             proto_dot_deeplake__service__pb2.HybridSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MultiDatasetSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.SearchService/MultiDatasetSearch',
+            proto_dot_deeplake__service__pb2.MultiDatasetSearchRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.SearchVectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

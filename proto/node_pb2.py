@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import deeplake_service_pb2 as proto_dot_deeplake__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/node.proto\x12\x11tributary.node.v1\x1a\x1cproto/deeplake_service.proto\">\n\x08ShardRef\x12\x14\n\x0c\x64\x61taset_uuid\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"\xa9\x01\n\x0cWriteRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12$\n\x07upserts\x18\x02 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\ndelete_ids\x18\x03 \x03(\t\x12\x33\n\x08\x65xisting\x18\x04 \x01(\x0e\x32!.tributary.node.v1.ExistingPolicy\"k\n\rWriteResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x05\x12\x11\n\tnot_found\x18\x04 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x05 \x03(\t\"]\n\nGetRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x16\n\x0einclude_values\x18\x03 \x01(\x08\"3\n\x0bGetResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.deeplake.v1.Vector\"\xd3\x02\n\x12ShardSearchRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x14\n\x0cquery_vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\tef_search\x18\x04 \x01(\x05\x12\x17\n\x0finclude_content\x18\x05 \x01(\x08\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\x12\x19\n\x11\x66ilter_expression\x18\x08 \x01(\t\x12\x43\n\x07\x66ilters\x18\t \x03(\x0b\x32\x32.tributary.node.v1.ShardSearchRequest.FiltersEntry\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x08ShardHit\x12#\n\x06vector\x18\x01 \x01(\x0b\x32\x13.deeplake.v1.Vector\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64istance\x18\x03 \x01(\x02\"\xaf\x01\n\x13ShardSearchResponse\x12)\n\x04hits\x18\x01 \x03(\x0b\x32\x1b.tributary.node.v1.ShardHit\x12\x17\n\x0fvectors_scanned\x18\x02 \x01(\x03\x12\x12\n\nindex_hits\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x61tabase_time_ms\x18\x04 \x01(\x01\x12\x14\n\x0c\x66iltered_out\x18\x05 \x01(\x03\x12\x10\n\x08strategy\x18\x06 \x01(\t\">\n\x10\x44ropShardRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"$\n\x11\x44ropShardResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"u\n\x0bListRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x13\n\x0b\x61\x66ter_label\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x16\n\x0einclude_values\x18\x04 \x01(\x08\"j\n\x0cListResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\nlast_label\x18\x02 \x01(\x03\x12\x11\n\texhausted\x18\x03 \x01(\x08\x12\r\n\x05total\x18\x04 \x01(\x03\"?\n\x11ShardStatsRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"A\n\x12ShardStatsResponse\x12\x14\n\x0cvector_count\x18\x01 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x02 \x01(\x03\"\x13\n\x11NodeStatusRequest\"\xab\x01\n\x12NodeStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bopen_shards\x18\x02 \x01(\x05\x12\x14\n\x0cvector_count\x18\x03 \x01(\x03\x12\x15\n\rprepared_txns\x18\x04 \x01(\x05\x12\x12\n\nlocked_ids\x18\x05 \x01(\x05\x12\x17\n\x0fmax_in_doubt_ms\x18\x06 \x01(\x01\x12\x15\n\rresolved_txns\x18\x07 \x01(\x03\"\xd1\x01\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12*\n\x05shard\x18\x02 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12$\n\x07upserts\x18\x03 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\ndelete_ids\x18\x04 \x03(\t\x12\x33\n\x08\x65xisting\x18\x05 \x01(\x0e\x32!.tributary.node.v1.ExistingPolicy\x12\x14\n\x0cparticipants\x18\x06 \x03(\t\"m\n\x0fPrepareResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x05\x12\x11\n\tnot_found\x18\x04 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x05 \x03(\t\"H\n\nTxnRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12*\n\x05shard\x18\x02 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"\x1e\n\x0bTxnResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"\xcc\x01\n\tStagedTxn\x12\x32\n\x07request\x18\x01 \x01(\x0b\x32!.tributary.node.v1.PrepareRequest\x12\x16\n\x0eprepared_at_ms\x18\x02 \x01(\x03\x12*\n\rapply_upserts\x18\x03 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x15\n\rapply_deletes\x18\x04 \x03(\t\x12\x30\n\x04vote\x18\x05 \x01(\x0b\x32\".tributary.node.v1.PrepareResponse*e\n\x0e\x45xistingPolicy\x12\x12\n\x0e\x45XISTING_ERROR\x10\x00\x12\x11\n\rEXISTING_SKIP\x10\x01\x12\x16\n\x12\x45XISTING_OVERWRITE\x10\x02\x12\x14\n\x10\x45XISTING_REQUIRE\x10\x03\x32\xa7\x06\n\tShardNode\x12J\n\x05Write\x12\x1f.tributary.node.v1.WriteRequest\x1a .tributary.node.v1.WriteResponse\x12\x44\n\x03Get\x12\x1d.tributary.node.v1.GetRequest\x1a\x1e.tributary.node.v1.GetResponse\x12W\n\x06Search\x12%.tributary.node.v1.ShardSearchRequest\x1a&.tributary.node.v1.ShardSearchResponse\x12V\n\tDropShard\x12#.tributary.node.v1.DropShardRequest\x1a$.tributary.node.v1.DropShardResponse\x12T\n\x05Stats\x12$.tributary.node.v1.ShardStatsRequest\x1a%.tributary.node.v1.ShardStatsResponse\x12G\n\x04List\x12\x1e.tributary.node.v1.ListRequest\x1a\x1f.tributary.node.v1.ListResponse\x12U\n\x06Status\x12$.tributary.node.v1.NodeStatusRequest\x1a%.tributary.node.v1.NodeStatusResponse\x12P\n\x07Prepare\x12!.tributary.node.v1.PrepareRequest\x1a\".tributary.node.v1.PrepareResponse\x12G\n\x06\x43ommit\x12\x1d.tributary.node.v1.TxnRequest\x1a\x1e.tributary.node.v1.TxnResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.tributary.node.v1.TxnRequest\x1a\x1e.tributary.node.v1.TxnResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/node.proto\x12\x11tributary.node.v1\x1a\x1cproto/deeplake_service.proto\">\n\x08ShardRef\x12\x14\n\x0c\x64\x61taset_uuid\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"\xa9\x01\n\x0cWriteRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12$\n\x07upserts\x18\x02 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\ndelete_ids\x18\x03 \x03(\t\x12\x33\n\x08\x65xisting\x18\x04 \x01(\x0e\x32!.tributary.node.v1.ExistingPolicy\"k\n\rWriteResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x05\x12\x11\n\tnot_found\x18\x04 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x05 \x03(\t\"]\n\nGetRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x16\n\x0einclude_values\x18\x03 \x01(\x08\"3\n\x0bGetResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.deeplake.v1.Vector\"\xd3\x02\n\x12ShardSearchRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x14\n\x0cquery_vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\tef_search\x18\x04 \x01(\x05\x12\x17\n\x0finclude_content\x18\x05 \x01(\x08\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\x12\x19\n\x11\x66ilter_expression\x18\x08 \x01(\t\x12\x43\n\x07\x66ilters\x18\t \x03(\x0b\x32\x32.tributary.node.v1.ShardSearchRequest.FiltersEntry\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x08ShardHit\x12#\n\x06vector\x18\x01 \x01(\x0b\x32\x13.deeplake.v1.Vector\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64istance\x18\x03 \x01(\x02\"\xaf\x01\n\x13ShardSearchResponse\x12)\n\x04hits\x18\x01 \x03(\x0b\x32\x1b.tributary.node.v1.ShardHit\x12\x17\n\x0fvectors_scanned\x18\x02 \x01(\x03\x12\x12\n\nindex_hits\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x61tabase_time_ms\x18\x04 \x01(\x01\x12\x14\n\x0c\x66iltered_out\x18\x05 \x01(\x03\x12\x10\n\x08strategy\x18\x06 \x01(\t\">\n\x10\x44ropShardRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"$\n\x11\x44ropShardResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"E\n\nIdsRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\"2\n\x0bIdsResponse\x12\x10\n\x08\x61\x66\x66\x65\x63ted\x18\x01 \x01(\x05\x12\x11\n\tnot_found\x18\x02 \x01(\x05\"<\n\x0e\x43ompactRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"C\n\x0f\x43ompactResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\x12\x0f\n\x07indexed\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"u\n\x0bListRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12\x13\n\x0b\x61\x66ter_label\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x16\n\x0einclude_values\x18\x04 \x01(\x08\"j\n\x0cListResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\nlast_label\x18\x02 \x01(\x03\x12\x11\n\texhausted\x18\x03 \x01(\x08\x12\r\n\x05total\x18\x04 \x01(\x03\"?\n\x11ShardStatsRequest\x12*\n\x05shard\x18\x01 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"z\n\x12ShardStatsResponse\x12\x14\n\x0cvector_count\x18\x01 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x02 \x01(\x03\x12\x1a\n\x12soft_deleted_count\x18\x03 \x01(\x03\x12\x1b\n\x13pending_index_count\x18\x04 \x01(\x03\"\x13\n\x11NodeStatusRequest\"\xab\x01\n\x12NodeStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bopen_shards\x18\x02 \x01(\x05\x12\x14\n\x0cvector_count\x18\x03 \x01(\x03\x12\x15\n\rprepared_txns\x18\x04 \x01(\x05\x12\x12\n\nlocked_ids\x18\x05 \x01(\x05\x12\x17\n\x0fmax_in_doubt_ms\x18\x06 \x01(\x01\x12\x15\n\rresolved_txns\x18\x07 \x01(\x03\"\xd1\x01\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12*\n\x05shard\x18\x02 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\x12$\n\x07upserts\x18\x03 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x12\n\ndelete_ids\x18\x04 \x03(\t\x12\x33\n\x08\x65xisting\x18\x05 \x01(\x0e\x32!.tributary.node.v1.ExistingPolicy\x12\x14\n\x0cparticipants\x18\x06 \x03(\t\"m\n\x0fPrepareResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x05\x12\x11\n\tnot_found\x18\x04 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x05 \x03(\t\"H\n\nTxnRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12*\n\x05shard\x18\x02 \x01(\x0b\x32\x1b.tributary.node.v1.ShardRef\"\x1e\n\x0bTxnResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"\xcc\x01\n\tStagedTxn\x12\x32\n\x07request\x18\x01 \x01(\x0b\x32!.tributary.node.v1.PrepareRequest\x12\x16\n\x0eprepared_at_ms\x18\x02 \x01(\x03\x12*\n\rapply_upserts\x18\x03 \x03(\x0b\x32\x13.deeplake.v1.Vector\x12\x15\n\rapply_deletes\x18\x04 \x03(\t\x12\x30\n\x04vote\x18\x05 \x01(\x0b\x32\".tributary.node.v1.PrepareResponse*e\n\x0e\x45xistingPolicy\x12\x12\n\x0e\x45XISTING_ERROR\x10\x00\x12\x11\n\rEXISTING_SKIP\x10\x01\x12\x16\n\x12\x45XISTING_OVERWRITE\x10\x02\x12\x14\n\x10\x45XISTING_REQUIRE\x10\x03\x32\x90\x08\n\tShardNode\x12J\n\x05Write\x12\x1f.tributary.node.v1.WriteRequest\x1a .tributary.node.v1.WriteResponse\x12\x44\n\x03Get\x12\x1d.tributary.node.v1.GetRequest\x1a\x1e.tributary.node.v1.GetResponse\x12W\n\x06Search\x12%.tributary.node.v1.ShardSearchRequest\x1a&.tributary.node.v1.ShardSearchResponse\x12V\n\tDropShard\x12#.tributary.node.v1.DropShardRequest\x1a$.tributary.node.v1.DropShardResponse\x12T\n\x05Stats\x12$.tributary.node.v1.ShardStatsRequest\x1a%.tributary.node.v1.ShardStatsResponse\x12K\n\nSoftDelete\x12\x1d.tributary.node.v1.IdsRequest\x1a\x1e.tributary.node.v1.IdsResponse\x12H\n\x07Restore\x12\x1d.tributary.node.v1.IdsRequest\x1a\x1e.tributary.node.v1.IdsResponse\x12P\n\x07\x43ompact\x12!.tributary.node.v1.CompactRequest\x1a\".tributary.node.v1.CompactResponse\x12G\n\x04List\x12\x1e.tributary.node.v1.ListRequest\x1a\x1f.tributary.node.v1.ListResponse\x12U\n\x06Status\x12$.tributary.node.v1.NodeStatusRequest\x1a%.tributary.node.v1.NodeStatusResponse\x12P\n\x07Prepare\x12!.tributary.node.v1.PrepareRequest\x1a\".tributary.node.v1.PrepareResponse\x12G\n\x06\x43ommit\x12\x1d.tributary.node.v1.TxnRequest\x1a\x1e.tributary.node.v1.TxnResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.tributary.node.v1.TxnRequest\x1a\x1e.tributary.node.v1.TxnResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SHARDSEARCHREQUEST_FILTERSENTRY']._loaded_options = None
   _globals['_SHARDSEARCHREQUEST_FILTERSENTRY']._serialized_options = b'8\001'
-  _globals['_EXISTINGPOLICY']._serialized_start=2456
-  _globals['_EXISTINGPOLICY']._serialized_end=2557
+  _globals['_EXISTINGPOLICY']._serialized_start=2767
+  _globals['_EXISTINGPOLICY']._serialized_end=2868
   _globals['_SHARDREF']._serialized_start=69
   _globals['_SHARDREF']._serialized_end=131
   _globals['_WRITEREQUEST']._serialized_start=134
@@ -58,28 +58,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DROPSHARDREQUEST']._serialized_end=1226
   _globals['_DROPSHARDRESPONSE']._serialized_start=1228
   _globals['_DROPSHARDRESPONSE']._serialized_end=1264
-  _globals['_LISTREQUEST']._serialized_start=1266
-  _globals['_LISTREQUEST']._serialized_end=1383
-  _globals['_LISTRESPONSE']._serialized_start=1385
-  _globals['_LISTRESPONSE']._serialized_end=1491
-  _globals['_SHARDSTATSREQUEST']._serialized_start=1493
-  _globals['_SHARDSTATSREQUEST']._serialized_end=1556
-  _globals['_SHARDSTATSRESPONSE']._serialized_start=1558
-  _globals['_SHARDSTATSRESPONSE']._serialized_end=1623
-  _globals['_NODESTATUSREQUEST']._serialized_start=1625
-  _globals['_NODESTATUSREQUEST']._serialized_end=1644
-  _globals['_NODESTATUSRESPONSE']._serialized_start=1647
-  _globals['_NODESTATUSRESPONSE']._serialized_end=1818
-  _globals['_PREPAREREQUEST']._serialized_start=1821
-  _globals['_PREPAREREQUEST']._serialized_end=2030
-  _globals['_PREPARERESPONSE']._serialized_start=2032
-  _globals['_PREPARERESPONSE']._serialized_end=2141
-  _globals['_TXNREQUEST']._serialized_start=2143
-  _globals['_TXNREQUEST']._serialized_end=2215
-  _globals['_TXNRESPONSE']._serialized_start=2217
-  _globals['_TXNRESPONSE']._serialized_end=2247
-  _globals['_STAGEDTXN']._serialized_start=2250
-  _globals['_STAGEDTXN']._serialized_end=2454
-  _globals['_SHARDNODE']._serialized_start=2560
-  _globals['_SHARDNODE']._serialized_end=3367
+  _globals['_IDSREQUEST']._serialized_start=1266
+  _globals['_IDSREQUEST']._serialized_end=1335
+  _globals['_IDSRESPONSE']._serialized_start=1337
+  _globals['_IDSRESPONSE']._serialized_end=1387
+  _globals['_COMPACTREQUEST']._serialized_start=1389
+  _globals['_COMPACTREQUEST']._serialized_end=1449
+  _globals['_COMPACTRESPONSE']._serialized_start=1451
+  _globals['_COMPACTRESPONSE']._serialized_end=1518
+  _globals['_LISTREQUEST']._serialized_start=1520
+  _globals['_LISTREQUEST']._serialized_end=1637
+  _globals['_LISTRESPONSE']._serialized_start=1639
+  _globals['_LISTRESPONSE']._serialized_end=1745
+  _globals['_SHARDSTATSREQUEST']._serialized_start=1747
+  _globals['_SHARDSTATSREQUEST']._serialized_end=1810
+  _globals['_SHARDSTATSRESPONSE']._serialized_start=1812
+  _globals['_SHARDSTATSRESPONSE']._serialized_end=1934
+  _globals['_NODESTATUSREQUEST']._serialized_start=1936
+  _globals['_NODESTATUSREQUEST']._serialized_end=1955
+  _globals['_NODESTATUSRESPONSE']._serialized_start=1958
+  _globals['_NODESTATUSRESPONSE']._serialized_end=2129
+  _globals['_PREPAREREQUEST']._serialized_start=2132
+  _globals['_PREPAREREQUEST']._serialized_end=2341
+  _globals['_PREPARERESPONSE']._serialized_start=2343
+  _globals['_PREPARERESPONSE']._serialized_end=2452
+  _globals['_TXNREQUEST']._serialized_start=2454
+  _globals['_TXNREQUEST']._serialized_end=2526
+  _globals['_TXNRESPONSE']._serialized_start=2528
+  _globals['_TXNRESPONSE']._serialized_end=2558
+  _globals['_STAGEDTXN']._serialized_start=2561
+  _globals['_STAGEDTXN']._serialized_end=2765
+  _globals['_SHARDNODE']._serialized_start=2871
+  _globals['_SHARDNODE']._serialized_end=3911
 # @@protoc_insertion_point(module_scope)

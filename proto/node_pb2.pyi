@@ -138,6 +138,38 @@ class DropShardResponse(_message.Message):
     dropped: bool
     def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
 
+class IdsRequest(_message.Message):
+    __slots__ = ("shard", "ids")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IdsResponse(_message.Message):
+    __slots__ = ("affected", "not_found")
+    AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    affected: int
+    not_found: int
+    def __init__(self, affected: _Optional[int] = ..., not_found: _Optional[int] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("shard",)
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("purged", "indexed", "seconds")
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    indexed: int
+    seconds: float
+    def __init__(self, purged: _Optional[int] = ..., indexed: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class ListRequest(_message.Message):
     __slots__ = ("shard", "after_label", "limit", "include_values")
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -169,12 +201,16 @@ class ShardStatsRequest(_message.Message):
     def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
 
 class ShardStatsResponse(_message.Message):
-    __slots__ = ("vector_count", "storage_bytes")
+    __slots__ = ("vector_count", "storage_bytes", "soft_deleted_count", "pending_index_count")
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
     STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOFT_DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_INDEX_COUNT_FIELD_NUMBER: _ClassVar[int]
     vector_count: int
     storage_bytes: int
-    def __init__(self, vector_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ...) -> None: ...
+    soft_deleted_count: int
+    pending_index_count: int
+    def __init__(self, vector_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., soft_deleted_count: _Optional[int] = ..., pending_index_count: _Optional[int] = ...) -> None: ...
 
 class NodeStatusRequest(_message.Message):
     __slots__ = ()

@@ -59,6 +59,21 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.ShardStatsRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.ShardStatsResponse.FromString,
                 _registered_method=True)
+        self.SoftDelete = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/SoftDelete',
+                request_serializer=proto_dot_node__pb2.IdsRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.IdsResponse.FromString,
+                _registered_method=True)
+        self.Restore = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Restore',
+                request_serializer=proto_dot_node__pb2.IdsRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.IdsResponse.FromString,
+                _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Compact',
+                request_serializer=proto_dot_node__pb2.CompactRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.CompactResponse.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/tributary.node.v1.ShardNode/List',
                 request_serializer=proto_dot_node__pb2.ListRequest.SerializeToString,
@@ -116,6 +131,25 @@ class ShardNodeServicer:
 
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SoftDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compact(self, request, context):
+        """Purges soft-deleted rows and rebuilds the graph; queries go on meanwhile.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -180,6 +214,21 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=proto_dot_node__pb2.ShardStatsRequest.FromString,
                     response_serializer=proto_dot_node__pb2.ShardStatsResponse.SerializeToString,
+            ),
+            'SoftDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.SoftDelete,
+                    request_deserializer=proto_dot_node__pb2.IdsRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.IdsResponse.SerializeToString,
+            ),
+            'Restore': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=proto_dot_node__pb2.IdsRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.IdsResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=proto_dot_node__pb2.CompactRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.CompactResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
@@ -342,6 +391,87 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/Stats',
             proto_dot_node__pb2.ShardStatsRequest.SerializeToString,
             proto_dot_node__pb2.ShardStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SoftDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/SoftDelete',
+            proto_dot_node__pb2.IdsRequest.SerializeToString,
+            proto_dot_node__pb2.IdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Restore',
+            proto_dot_node__pb2.IdsRequest.SerializeToString,
+            proto_dot_node__pb2.IdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Compact',
+            proto_dot_node__pb2.CompactRequest.SerializeToString,
+            proto_dot_node__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,79 @@ def _decode_page_token(token: str, shard_count: int) -> tuple[int, int]:
     return shard_no, after_label
 
 
+# Dataset fields fixed at creation. An update may repeat their current values (a REST client may
+# send back the dataset it read) but never change them.
+IMMUTABLE_DATASET_FIELDS = ("id", "name", "dimensions", "metric_type", "index_type",
+                            "shard_count", "storage_location")
+
+
+def immutable_field_conflicts(record: DatasetRecord, requested: dict) -> list[str]:
+    """What an update asking for `requested` ({field: value}) would change that cannot change."""
+    current = {"id": record.name, "name": record.name, "dimensions": record.dimensions,
+               "metric_type": record.metric_type, "index_type": record.index_type,
+               "shard_count": record.shard_count, "storage_location": f"shards/{record.uuid}"}
+    problems = []
+    for field, value in requested.items():
+        if field not in current:
+            problems.append(f"'{field}' is not a dataset field an update can name")
+        elif isinstance(value, bool) or value != current[field]:
+            problems.append(f"{field} cannot be changed (dataset '{record.name}' has "
+                            f"{current[field]!r}, the request asks for {value!r})")
+    if problems:
+        problems.append("only description and metadata can be updated; create a new dataset "
+                        "to change the others")
+    return problems
+
+
+def check_same_shape(records: list[DatasetRecord]) -> None:
+    """Datasets searched together must share dimensions (one query vector) and metric (scores
+    that compare). Raises InvalidArgument listing every dataset's value otherwise."""
+    for attribute, why in (("dimensions", "one query vector must fit every dataset"),
+                           ("metric_type", "scores compare only under one metric")):
+        if len({getattr(r, attribute) for r in records}) > 1:
+            listing = ", ".join(f"'{r.name}': {getattr(r, attribute)}" for r in records)
+            raise errors.InvalidArgument(
+                f"a multi-dataset search needs datasets of equal {attribute} ({why}); "
+                f"got {listing}")
+
+
+def merge_dataset_results(per_dataset: list[tuple[str, list[pb.SearchResult]]], top_k: int,
+                          deduplicate: bool = False) -> list[pb.SearchResult]:
+    """Merges each dataset's ranked results into one top_k list: higher score first, ties broken
+    by (dataset, vector id). With deduplicate, a content_hash seen in a better hit of another
+    dataset is dropped (each dataset's own list is already deduplicated). Ranks restart at 1."""
+    everything = sum(len(results) for _, results in per_dataset)
+    merged = merge_top_k(([(r.score, (name, r.vector.id), r) for r in results]
+                          for name, results in per_dataset), everything)
+    out: list[pb.SearchResult] = []
+    seen_hashes: set[str] = set()
+    for _, (name, _id), result in merged:
+        if len(out) == top_k:
+            break
+        if deduplicate and result.vector.content_hash:
+            if result.vector.content_hash in seen_hashes:
+                continue
+            seen_hashes.add(result.vector.content_hash)
+        hit = pb.SearchResult()
+        hit.CopyFrom(result)
+        hit.vector.dataset_id = name
+        hit.rank = len(out) + 1
+        out.append(hit)
+    return out
+
+
+def dataset_stats_map(record: DatasetRecord,
+                      per_shard: list[node_pb2.ShardStatsResponse]) -> dict[str, str]:
+    """The `stats` map of GetDatasetStats: placement and per-shard counts, as strings."""
+    stats = {"shard_count": str(record.shard_count), "placement_epoch": str(record.epoch),
+             "tenant_id": record.tenant_id, "dataset_uuid": record.uuid}
+    for shard, (node_id, answer) in enumerate(zip(record.placement, per_shard)):
+        stats[f"shard.{shard}.vectors"] = str(answer.vector_count)
+        stats[f"shard.{shard}.storage_bytes"] = str(answer.storage_bytes)
+        stats[f"shard.{shard}.node"] = node_id
+    return stats
+
+
 class RouterCore:
     def __init__(self, meta: MetaClient, catalog: CatalogCache, shards: ShardClient,
                  min_nodes: int = 1):
@@ -69,6 +142,7 @@ class RouterCore:
         self.shards = shards
         self.min_nodes = min_nodes
         self.coordinator = Coordinator(meta, catalog, shards, self._on_shard_for)
+        self.started_monotonic = time.monotonic()
 
     # ---- catalog helpers -----------------------------------------------------------------------
 
@@ -216,6 +290,65 @@ class RouterCore:
             except errors.TributaryError as exc:
                 log.warning("could not drop %s/%d on %s: %s", record.uuid, shard, node_id,
                             exc.message)
+
+    async def update_dataset(self, request: pb.UpdateDatasetRequest,
+                             clear_description: bool = False, clear_metadata: bool = False,
+                             immutable: dict | None = None) -> pb.UpdateDatasetResponse:
+        """Changes a dataset's description and/or metadata (metadata is replaced as a whole).
+
+        proto3 cannot tell an empty field from an absent one, so an empty description or an
+        empty metadata map means "keep". The REST adapter passes clear_description /
+        clear_metadata when its body explicitly sends "" / {}. `immutable` holds the fields fixed
+        at creation that a REST body named (see IMMUTABLE_DATASET_FIELDS); any value other than
+        the current one is InvalidArgument."""
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        problems = immutable_field_conflicts(record, immutable or {})
+        if problems:
+            raise errors.InvalidArgument("; ".join(problems))
+        metadata = validation.check_metadata(dict(request.metadata))
+        description = request.description if request.description or clear_description else None
+        new_metadata = metadata if metadata or clear_metadata else None
+        if description == record.description:
+            description = None
+        if new_metadata == record.metadata:
+            new_metadata = None
+        if description is None and new_metadata is None:
+            message = f"dataset '{record.name}' unchanged"
+        else:
+            await self.meta.propose(commands.UpdateDataset(
+                tenant_id=record.tenant_id, name=record.name, description=description,
+                metadata=new_metadata, at_ms=_now_ms()))
+            # Linearizable, so the answer shows this update whichever member serves the read.
+            await self.catalog.refresh(linearizable=True)
+            record = self.catalog.state.datasets.get(record.uuid) or await self.dataset(
+                record.tenant_id, record.name)
+            changed = [f for f, v in (("description", description), ("metadata", new_metadata))
+                       if v is not None]
+            message = f"dataset '{record.name}' updated: {', '.join(changed)}"
+        count, size = await self._dataset_counts(record)
+        return pb.UpdateDatasetResponse(dataset=self.to_dataset_pb(record, count, size),
+                                        message=message)
+
+    async def _shard_stats(self, record: DatasetRecord) -> list[node_pb2.ShardStatsResponse]:
+        """Every shard's Stats answer, in shard order."""
+        async def one(shard: int):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Stats",
+                                           node_pb2.ShardStatsRequest(shard=ref)))
+        return list(await asyncio.gather(*(one(s) for s in range(record.shard_count))))
+
+    async def get_dataset_stats(self, request: pb.GetDatasetStatsRequest
+                                ) -> pb.GetDatasetStatsResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        per_shard = await self._shard_stats(record)
+        # A StaleEpoch retry refreshed the catalog: report the placement the answers came from.
+        record = self.catalog.state.datasets.get(record.uuid, record)
+        return pb.GetDatasetStatsResponse(
+            dataset_id=record.name, vector_count=sum(s.vector_count for s in per_shard),
+            storage_size=sum(s.storage_bytes for s in per_shard), dimensions=record.dimensions,
+            metric_type=record.metric_type, index_type=record.index_type,
+            stats=dataset_stats_map(record, per_shard))
 
     # ---- vectors -------------------------------------------------------------------------------
 
@@ -380,6 +513,62 @@ class RouterCore:
         total = counts
         return pb.ListVectorsResponse(vectors=vectors, next_page_token=token, total_count=total)
 
+    async def _per_shard_ids(self, tenant_id: str, dataset_id: str, vector_ids, method: str
+                             ) -> tuple[int, int]:
+        """Runs an id-list RPC on every shard the ids live on; returns summed (affected,
+        not_found). Per shard, not atomic across shards (soft delete and restore are
+        reversible, so they do not pay for 2PC)."""
+        record = await self.dataset(tenant_id, dataset_id)
+        ids = list(dict.fromkeys(vector_ids))
+        if not ids:
+            raise errors.InvalidArgument("vector_ids is empty")
+        if len(ids) > limits.batch_vectors_max:
+            raise errors.InvalidArgument(f"the batch holds {len(ids)} ids, more than "
+                                         f"batch_vectors_max={limits.batch_vectors_max}")
+        for vector_id in ids:
+            validation.check_vector_id(vector_id)
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for vector_id in ids:
+            by_shard[shard_of(vector_id, record.shard_count)].append(vector_id)
+
+        async def one(shard: int, batch: list[str]):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, method, node_pb2.IdsRequest(
+                                               shard=ref, ids=batch)))
+        results = await asyncio.gather(*(one(s, b) for s, b in by_shard.items()))
+        return sum(r.affected for r in results), sum(r.not_found for r in results)
+
+    async def soft_delete_vectors(self, request: pb.SoftDeleteVectorsRequest
+                                  ) -> pb.SoftDeleteVectorsResponse:
+        done, missing = await self._per_shard_ids(request.tenant_id, request.dataset_id,
+                                                  request.vector_ids, "SoftDelete")
+        return pb.SoftDeleteVectorsResponse(soft_deleted_count=done, not_found_count=missing)
+
+    async def restore_vectors(self, request: pb.RestoreVectorsRequest
+                              ) -> pb.RestoreVectorsResponse:
+        done, missing = await self._per_shard_ids(request.tenant_id, request.dataset_id,
+                                                  request.vector_ids, "Restore")
+        return pb.RestoreVectorsResponse(restored_count=done, not_found_count=missing)
+
+    async def compact_dataset(self, request: pb.CompactDatasetRequest
+                              ) -> pb.CompactDatasetResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        started = time.perf_counter()
+
+        async def one(shard: int):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "Compact",
+                                           node_pb2.CompactRequest(shard=ref)))
+        reports = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
+        purged = sum(r.purged for r in reports)
+        return pb.CompactDatasetResponse(
+            purged_count=purged, indexed_count=sum(r.indexed for r in reports),
+            compaction_time_ms=(time.perf_counter() - started) * 1000,
+            message=f"purged {purged} soft-deleted vector(s) and rebuilt "
+                    f"{record.shard_count} shard index(es)")
+
     async def delete_vector(self, request: pb.DeleteVectorRequest) -> pb.DeleteVectorResponse:
         validation.check_vector_id(request.vector_id)
         result = await self.delete_vectors(pb.DeleteVectorsRequest(
@@ -469,6 +658,51 @@ class RouterCore:
             has_more=sum(len(r.hits) for r in responses) > len(merged),
             query_time_ms=(time.perf_counter() - started) * 1000, stats=stats)
 
+    async def multi_dataset_search(self, request: pb.MultiDatasetSearchRequest
+                                   ) -> pb.SearchVectorsResponse:
+        """Searches several of one tenant's datasets and merges the hits by score, ties broken by
+        (dataset, vector id). Names resolve only within the request's tenant, so another
+        tenant's dataset is NotFound. The datasets must share dimensions and metric."""
+        started = time.perf_counter()
+        tenant = self.tenant_of(request.tenant_id)
+        names = list(request.dataset_ids)
+        if not names:
+            raise errors.InvalidArgument("dataset_ids is empty; name at least one dataset")
+        if len(names) > limits.multi_search_datasets_max:
+            raise errors.InvalidArgument(
+                f"dataset_ids names {len(names)} datasets, more than "
+                f"multi_search_datasets_max={limits.multi_search_datasets_max}")
+        for position, name in enumerate(names):
+            validation.check_name(name)
+            if name in names[:position]:
+                raise errors.InvalidArgument(f"dataset '{name}' appears twice in dataset_ids")
+        records = [await self.dataset(tenant, name) for name in names]
+        check_same_shape(records)
+        options = request.options
+        top_k = validation.check_top_k(options.top_k or 10)
+        validation.as_vector(list(request.query_vector), records[0].dimensions,
+                             records[0].metric_type, what="query_vector")
+        responses = await asyncio.gather(*(self.search_vectors(pb.SearchVectorsRequest(
+            dataset_id=record.name, query_vector=request.query_vector, options=options,
+            tenant_id=tenant)) for record in records))
+        post_started = time.perf_counter()
+        results = merge_dataset_results(
+            [(record.name, list(response.results))
+             for record, response in zip(records, responses)], top_k, options.deduplicate)
+        candidates = sum(len(response.results) for response in responses)
+        stats = pb.SearchStats(
+            vectors_scanned=sum(r.stats.vectors_scanned for r in responses),
+            index_hits=sum(r.stats.index_hits for r in responses),
+            filtered_results=sum(r.stats.filtered_results for r in responses)
+            + candidates - len(results),
+            database_time_ms=max(r.stats.database_time_ms for r in responses),
+            post_processing_time_ms=max(r.stats.post_processing_time_ms for r in responses)
+            + (time.perf_counter() - post_started) * 1000)
+        return pb.SearchVectorsResponse(
+            results=results, total_found=len(results),
+            has_more=any(r.has_more for r in responses) or candidates > len(results),
+            query_time_ms=(time.perf_counter() - started) * 1000, stats=stats)
+
     # ---- health --------------------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, pb.HealthCheckResponse]:
@@ -492,3 +726,36 @@ class RouterCore:
             status="healthy" if healthy else "unhealthy", service="tributary-router",
             version=__version__, timestamp=_timestamp(_now_ms()), dependencies=dependencies)
         return healthy, response
+
+    async def service_stats(self) -> dict:
+        """GET /stats: catalog counts, node liveness, router uptime and the limits (REST only; no
+        deeplake.v1 message holds it). Answers from the cached catalog when the meta group is
+        unreachable, and says so in `meta`."""
+        meta = "ok"
+        try:
+            await self.catalog.refresh()
+        except errors.TributaryError as exc:
+            meta = f"catalog refresh failed, cached state shown: {exc.message}"
+        live: list[str] | None = None
+        try:
+            live = sorted((await self.meta.leader_status()).live_nodes)
+        except errors.TributaryError as exc:
+            meta = f"no leader: {exc.message}"
+        state = self.catalog.state
+        per_tenant = {tenant: 0 for tenant in state.tenants}
+        for record in state.datasets.values():
+            per_tenant[record.tenant_id] = per_tenant.get(record.tenant_id, 0) + 1
+        return {
+            "catalog_version": state.version,
+            "tenants": len(state.tenants),
+            "datasets": len(state.datasets),
+            "nodes": sorted(state.nodes),
+            "node_count": len(state.nodes),
+            "live_nodes": live,
+            "live_node_count": None if live is None else len(live),
+            "datasets_per_tenant": dict(sorted(per_tenant.items())),
+            "router_uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "version": __version__,
+            "meta": meta,
+            "limits": limits.as_dict(),
+        }

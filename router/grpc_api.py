@@ -62,8 +62,11 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
     GetDataset = _rpc("get_dataset")
     ListDatasets = _rpc("list_datasets")
     DeleteDataset = _rpc("delete_dataset")
-    UpdateDataset = _unimplemented
-    GetDatasetStats = _unimplemented
+    CompactDataset = _rpc("compact_dataset")
+    # proto3 cannot send "" or {} on purpose: an empty description or metadata map keeps the
+    # stored one (REST can clear them with an explicit "" / {}).
+    UpdateDataset = _rpc("update_dataset")
+    GetDatasetStats = _rpc("get_dataset_stats")
 
 
 class VectorService(pb_grpc.VectorServiceServicer):
@@ -76,6 +79,8 @@ class VectorService(pb_grpc.VectorServiceServicer):
     DeleteVector = _rpc("delete_vector")
     DeleteVectors = _rpc("delete_vectors", idempotent_writes=True)
     UpdateVector = _rpc("update_vector")
+    SoftDeleteVectors = _rpc("soft_delete_vectors")
+    RestoreVectors = _rpc("restore_vectors")
     ListVectors = _rpc("list_vectors")
 
 
@@ -86,6 +91,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
     SearchVectors = _rpc("search_vectors")
     SearchByText = _unimplemented
     HybridSearch = _unimplemented
+    MultiDatasetSearch = _rpc("multi_dataset_search")
 
 
 class HealthService(pb_grpc.HealthServiceServicer):

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
+from router.core import IMMUTABLE_DATASET_FIELDS
 from router.metrics import REQUEST_LATENCY, REQUESTS
 from tributary import errors, limits, validation
 
@@ -20,7 +21,7 @@ log = logging.getLogger("tributary.router.rest")
 
 # proto3's JSON mapping renders int64 as strings; REST users expect numbers for these.
 _INT64_FIELDS = {"vector_count", "storage_size", "vectors_scanned", "index_hits",
-                 "filtered_results", "total_count"}
+                 "filtered_results", "total_count", "purged_count", "indexed_count"}
 
 CORE = web.AppKey("core", RouterCore)
 
@@ -187,6 +188,30 @@ async def list_vectors(request: web.Request) -> web.Response:
     return web.json_response(to_json(response))
 
 
+async def soft_delete_vector(request: web.Request) -> web.Response:
+    response = await request.app[CORE].soft_delete_vectors(pb.SoftDeleteVectorsRequest(
+        dataset_id=request.match_info["dataset_id"],
+        vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
+    if response.soft_deleted_count == 0 and response.not_found_count:
+        raise errors.NotFound(f"vector '{request.match_info['vector_id']}' not found")
+    return web.json_response(to_json(response))
+
+
+async def restore_vector(request: web.Request) -> web.Response:
+    response = await request.app[CORE].restore_vectors(pb.RestoreVectorsRequest(
+        dataset_id=request.match_info["dataset_id"],
+        vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
+    if response.restored_count == 0:
+        raise errors.NotFound(f"vector '{request.match_info['vector_id']}' is not soft-deleted")
+    return web.json_response(to_json(response))
+
+
+async def compact_dataset(request: web.Request) -> web.Response:
+    response = await request.app[CORE].compact_dataset(pb.CompactDatasetRequest(
+        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
 async def delete_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].delete_vector(pb.DeleteVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
@@ -223,11 +248,60 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    state = core.catalog.state
-    return web.json_response({"catalog_version": state.version,
-                              "datasets": len(state.datasets), "tenants": len(state.tenants),
-                              "nodes": sorted(state.nodes), "limits": limits.as_dict()})
+    return web.json_response(await request.app[CORE].service_stats())
+
+
+# Output-only fields of a GET /datasets/{id} answer: ignored by PUT, so a client may send back
+# the dataset it read with a new description or metadata.
+_DATASET_OUTPUT_ONLY = ("vector_count", "storage_size", "created_at", "updated_at")
+
+
+def split_update_body(doc: dict) -> tuple[dict, dict, bool, bool]:
+    """Splits a PUT /datasets/{id} body into (UpdateDatasetRequest fields, immutable fields it
+    names, clear_description, clear_metadata). null or absent means keep; an explicit "" or {}
+    clears, which the proto3 request alone cannot say."""
+    doc = dict(doc)
+    immutable = {k: doc.pop(k) for k in list(doc) if k in IMMUTABLE_DATASET_FIELDS}
+    if "dataset_id" in doc:
+        immutable["id"] = doc.pop("dataset_id")
+    for key in _DATASET_OUTPUT_ONLY:
+        doc.pop(key, None)
+    unknown = sorted(set(doc) - {"description", "metadata", "tenant_id"})
+    if unknown:
+        raise errors.InvalidArgument(
+            f"unknown field(s) {', '.join(unknown)}; an update changes description and metadata")
+    for key in ("description", "metadata"):
+        if key in doc and doc[key] is None:
+            del doc[key]
+    _stringify_metadata(doc)
+    return doc, immutable, doc.get("description") == "", doc.get("metadata") == {}
+
+
+async def update_dataset(request: web.Request) -> web.Response:
+    doc, immutable, clear_description, clear_metadata = split_update_body(await _body(request))
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].update_dataset(
+        parse(pb.UpdateDatasetRequest, doc), clear_description=clear_description,
+        clear_metadata=clear_metadata, immutable=immutable)
+    return web.json_response(to_json(response))
+
+
+async def get_dataset_stats(request: web.Request) -> web.Response:
+    response = await request.app[CORE].get_dataset_stats(pb.GetDatasetStatsRequest(
+        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+    return web.json_response(to_json(response))
+
+
+async def multi_dataset_search(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    ids = doc.get("dataset_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise errors.InvalidArgument("the body must hold a 'dataset_ids' list of strings")
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].multi_dataset_search(
+        parse(pb.MultiDatasetSearchRequest, doc))
+    return web.json_response(to_json(response))
 
 
 def make_app(core: RouterCore) -> web.Application:
@@ -246,8 +320,18 @@ def make_app(core: RouterCore) -> web.Application:
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", get_vector)
     app.router.add_put(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", update_vector)
     app.router.add_delete(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}", delete_vector)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}/soft-delete",
+                        soft_delete_vector)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/vectors/{{vector_id}}/restore",
+                        restore_vector)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/compact", compact_dataset)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search", search)
     app.router.add_get(f"{base}/health", health)
     app.router.add_get(f"{base}/metrics", metrics)
     app.router.add_get(f"{base}/stats", stats)
+    app.router.add_put(f"{base}/datasets/{{dataset_id}}", update_dataset)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}/stats", get_dataset_stats)
+    app.router.add_post(f"{base}/search/multi-dataset", multi_dataset_search)
+    from router.openapi import add_openapi_routes  # GET /openapi.json and /docs
+    add_openapi_routes(app)
     return app

@@ -52,6 +52,9 @@ log = logging.getLogger("tributary.shard")
 _TEXT_COLUMNS = ("id", "document_id", "chunk_id", "content", "content_hash", "content_type",
                  "language", "model")
 _INT_COLUMNS = ("label", "chunk_index", "chunk_count", "created_at_ms", "updated_at_ms")
+# 0 (or empty, in stores made before the column existed) means active; otherwise the time of the
+# soft delete. Soft-deleted rows stay in the store until compaction and can be restored.
+_SOFT_DELETE_COLUMN = "deleted_at_ms"
 
 
 def _now_ms() -> int:
@@ -91,6 +94,9 @@ class ShardReplica:
             values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
                 len(rows), self.dimensions)
             self._enqueue(np.asarray([self._labels[r] for r in rows], dtype=np.int64), values)
+        self._index_generation = 0
+        for vid in self._soft_deleted:
+            self._hide_label(self._label_of[vid])
         self._indexer = threading.Thread(target=self._index_loop, daemon=True,
                                          name=f"indexer-{os.path.basename(path)}")
         self._indexer.start()
@@ -100,7 +106,9 @@ class ShardReplica:
     def _open_or_create_store(self):
         if deeplake.exists(self._store_url):
             ds = deeplake.open(self._store_url)
-            # Anything not committed by the previous process is not acknowledged; drop it.
+            if _SOFT_DELETE_COLUMN not in [c.name for c in ds.schema.columns]:
+                ds.add_column(_SOFT_DELETE_COLUMN, deeplake.types.Int64())
+                ds.commit("add soft-delete column")
             return ds
         ds = deeplake.create(self._store_url)
         ds.add_column("label", deeplake.types.Int64())
@@ -111,6 +119,7 @@ class ShardReplica:
         ds.add_column("metadata", deeplake.types.Dict())
         for name in _INT_COLUMNS[1:]:
             ds.add_column(name, deeplake.types.Int64())
+        ds.add_column(_SOFT_DELETE_COLUMN, deeplake.types.Int64())
         ds.metadata["dimensions"] = self.dimensions
         ds.metadata["metric"] = self.metric
         ds.commit("create shard store")
@@ -130,6 +139,12 @@ class ShardReplica:
         self._next_label = int(labels.max()) + 1 if count else 0
         if len(self._row_of) != count:
             raise Internal(f"shard store at {self.path} holds duplicate ids")
+        deleted = self._ds[_SOFT_DELETE_COLUMN][:] if count else []
+        self._soft_deleted: set[str] = {vid for vid, when in zip(ids, deleted)
+                                        if when is not None and int(when) > 0}
+        for vid in self._soft_deleted:
+            # Searches map labels through _id_of_label; soft-deleted rows must not come back.
+            self._id_of_label.pop(self._label_of[vid], None)
 
     def _new_index(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
@@ -235,7 +250,11 @@ class ShardReplica:
     # ---- reads ---------------------------------------------------------------------------------
 
     def count(self) -> int:
-        return len(self._ids)
+        """Active vectors (soft-deleted ones are not counted)."""
+        return len(self._ids) - len(self._soft_deleted)
+
+    def soft_deleted_count(self) -> int:
+        return len(self._soft_deleted)
 
     def existing_ids(self, ids: list[str]) -> list[str]:
         with self._lock:
@@ -243,7 +262,8 @@ class ShardReplica:
 
     def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
         with self._lock:
-            rows = [self._row_of[i] for i in ids if i in self._row_of]
+            rows = [self._row_of[i] for i in ids
+                    if i in self._row_of and i not in self._soft_deleted]
             return self._read_rows(rows, include_values=include_values)
 
     def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
@@ -320,7 +340,7 @@ class ShardReplica:
         """Top-k over the graph plus an exact scan of the pending buffer, merged by distance."""
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
-        indexed_live = len(self._ids) - len(self._pending_vectors)
+        indexed_live = len(self._ids) - len(self._pending_vectors) - len(self._soft_deleted)
         with self._index_lock.read():
             k_graph = min(k, indexed_live, self._index.get_current_count())
             if k_graph > 0:
@@ -364,6 +384,9 @@ class ShardReplica:
     def _exact(self, query: np.ndarray, rows: np.ndarray, k: int
                ) -> list[tuple[str, float, float]]:
         """Brute force over `rows`, with hnswlib's own distance, so scores match HNSW's."""
+        if self._soft_deleted:
+            rows = np.asarray([r for r in rows.tolist() if self._ids[r] not in self._soft_deleted],
+                              dtype=np.int64)
         if len(rows) == 0:
             return []
         labels = [self._labels[r] for r in rows.tolist()]
@@ -413,9 +436,10 @@ class ShardReplica:
         with self._lock:
             start = bisect.bisect_right(self._labels, after_label)
             rows = list(range(start, min(start + limit, len(self._ids))))
-            records = self._read_rows(rows, include_values=include_values)
             last = self._labels[rows[-1]] if rows else after_label
-            return records, last, start + len(rows) >= len(self._ids)
+            exhausted = start + len(rows) >= len(self._ids)
+            rows = [r for r in rows if self._ids[r] not in self._soft_deleted]
+            return self._read_rows(rows, include_values=include_values), last, exhausted
 
     # ---- writes --------------------------------------------------------------------------------
 
@@ -487,6 +511,9 @@ class ShardReplica:
             for vid in gone_ids:
                 label = self._label_of.pop(vid)
                 self._id_of_label.pop(label, None)
+                if vid in self._soft_deleted:
+                    self._soft_deleted.discard(vid)     # already hidden from the graph
+                    continue
                 if self._pending_vectors.pop(label, None) is not None:
                     self._deleted_pending.add(label)
                 else:
@@ -511,6 +538,109 @@ class ShardReplica:
             if to_append:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
+
+    # ---- soft delete, restore, compaction ------------------------------------------------------
+
+    def soft_delete(self, ids: list[str]) -> tuple[int, int]:
+        """Hides rows from reads and searches without removing them (one commit).
+        Returns (soft-deleted, not found); already soft-deleted ids count as done."""
+        with self._lock:
+            targets = [i for i in dict.fromkeys(ids)
+                       if i in self._row_of and i not in self._soft_deleted]
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+            if targets:
+                now = int(time.time() * 1000)
+                try:
+                    for vid in targets:
+                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = now
+                    self._ds.commit()
+                except Exception as exc:
+                    self._rollback()
+                    raise Internal(f"shard store write failed: {exc}") from exc
+                for vid in targets:
+                    self._soft_deleted.add(vid)
+                    label = self._label_of[vid]
+                    self._id_of_label.pop(label, None)
+                    self._hide_label(label)
+            return len(targets), missing
+
+    def restore(self, ids: list[str]) -> tuple[int, int]:
+        """Brings soft-deleted rows back. Returns (restored, not soft-deleted or unknown)."""
+        with self._lock:
+            targets = [i for i in dict.fromkeys(ids) if i in self._soft_deleted]
+            if targets:
+                try:
+                    for vid in targets:
+                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = 0
+                    self._ds.commit()
+                except Exception as exc:
+                    self._rollback()
+                    raise Internal(f"shard store write failed: {exc}") from exc
+                for vid in targets:
+                    self._soft_deleted.discard(vid)
+                    label = self._label_of[vid]
+                    self._id_of_label[label] = vid
+                    self._unhide_label(label, self._row_of[vid])
+            return len(targets), len(set(ids)) - len(targets)
+
+    def _hide_label(self, label: int) -> None:
+        if self._pending_vectors.pop(label, None) is not None:
+            self._deleted_pending.add(label)
+            return
+        with self._index_lock.write():
+            try:
+                self._index.mark_deleted(label)
+            except RuntimeError:
+                pass    # already marked (e.g. in a saved index)
+
+    def _unhide_label(self, label: int, row: int) -> None:
+        if label in self._deleted_pending:
+            # Still in a pending chunk: make it visible to the exact scan again.
+            self._deleted_pending.discard(label)
+            self._pending_vectors[label] = np.asarray(self._ds["values"][row], dtype=np.float32)
+            return
+        with self._index_lock.write():
+            self._index.unmark_deleted(label)
+
+    def compact(self) -> dict:
+        """Removes soft-deleted rows for good, then rebuilds the graph without any deleted
+        element. The build runs outside the replica lock (reads and writes go on); the new graph
+        is reconciled with writes made meanwhile and swapped in under the locks, atomically."""
+        started = time.perf_counter()
+        with self._lock:
+            purged = len(self._soft_deleted)
+            if self._soft_deleted:
+                self.write([], sorted(self._soft_deleted), ExistingPolicy.ERROR)
+            snapshot = np.asarray(self._labels, dtype=np.int64)
+            values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
+                len(snapshot), self.dimensions) if len(snapshot) else
+                np.zeros((0, self.dimensions), np.float32))
+        rebuilt = self._new_index(len(snapshot) * 2)
+        if len(snapshot):
+            rebuilt.add_items(values, snapshot, num_threads=2)
+        in_snapshot = set(snapshot.tolist())
+        with self._lock, self._index_lock.write():
+            live = np.asarray(self._labels, dtype=np.int64)
+            for label in snapshot[~np.isin(snapshot, live)].tolist():
+                rebuilt.mark_deleted(label)
+            for vid in self._soft_deleted:
+                label = self._label_of[vid]
+                if label in in_snapshot and label not in self._deleted_pending:
+                    rebuilt.mark_deleted(label)
+            self._index = rebuilt
+            self._index_generation += 1
+            # Rows added after the snapshot are pending or were indexed into the old graph.
+            late_rows = [r for r, lb in enumerate(self._labels)
+                         if lb not in self._pending_vectors and lb not in in_snapshot
+                         and self._ids[r] not in self._soft_deleted]
+        if late_rows:
+            late_values = np.asarray(self._ds["values"][late_rows], dtype=np.float32).reshape(
+                len(late_rows), self.dimensions)
+            self._enqueue(np.asarray([self._labels[r] for r in late_rows], dtype=np.int64),
+                          late_values)
+        return {"purged": purged, "indexed": int(len(snapshot)),
+                "late_rows": len(late_rows),
+                "seconds": round(time.perf_counter() - started, 3)}
 
     # ---- background indexing -------------------------------------------------------------------
 
@@ -546,6 +676,7 @@ class ShardReplica:
                 if not self._pending_chunks:
                     return      # closing, and everything is indexed
                 labels, vectors = self._pending_chunks[0]
+                generation = self._index_generation
             try:
                 with self._index_lock.write():
                     needed = self._index.get_current_count() + len(labels)
@@ -557,6 +688,8 @@ class ShardReplica:
                 time.sleep(1)
                 continue
             with self._lock:
+                if generation != self._index_generation:
+                    continue    # compaction swapped the graph meanwhile: add the chunk again
                 self._pending_chunks.pop(0)
                 dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
                 for lb in labels.tolist():
@@ -586,6 +719,7 @@ class ShardReplica:
             "chunk_count": np.asarray([r.chunk_count for r in records], dtype=np.int64),
             "created_at_ms": np.asarray([created.get(r.id, now) for r in records], dtype=np.int64),
             "updated_at_ms": np.full(len(records), now, dtype=np.int64),
+            _SOFT_DELETE_COLUMN: np.zeros(len(records), dtype=np.int64),
         }
 
     def _rollback(self) -> None:

@@ -125,3 +125,51 @@ def test_filter_columns_follow_writes_after_the_first_filtered_search(tmp_path):
     replica.write(records(data[40:], start=40, category=lambda i: "b"), ["v0"])
     hits = replica.search(data[45], 5, where=where).hits
     assert hits[0].record.id == "v45" and len(hits) == 5
+
+
+def test_soft_delete_hides_and_restore_brings_back_across_reopen(tmp_path):
+    data = np.random.default_rng(11).standard_normal((300, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data), [])
+    assert replica.soft_delete(["v1", "v2", "nope"]) == (2, 1)
+    assert replica.soft_delete(["v1"]) == (0, 0)
+    assert replica.count() == 298 and replica.soft_deleted_count() == 2
+    assert replica.get(["v1"]) == []
+    assert top1(replica, data[1]) != "v1"
+    replica.close()
+    reopened = ShardReplica(str(tmp_path), 8, "l2")
+    assert reopened.count() == 298 and reopened.get(["v2"]) == []
+    assert top1(reopened, data[2]) != "v2"
+    assert reopened.restore(["v2", "v3"]) == (1, 1)
+    assert top1(reopened, data[2]) == "v2"
+    assert [r.id for r in reopened.get(["v2"])] == ["v2"]
+
+
+def test_soft_deleted_pending_rows_stay_hidden_once_indexed_and_restore_works(tmp_path):
+    data = np.random.default_rng(12).standard_normal((3_000, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data), [])
+    replica.soft_delete(["v2999", "v0"])         # likely still pending, or already indexed
+    assert replica.wait_indexed()
+    assert top1(replica, data[2999]) != "v2999" and top1(replica, data[0]) != "v0"
+    replica.restore(["v2999"])
+    assert top1(replica, data[2999]) == "v2999"
+
+
+def test_compaction_purges_soft_deleted_rows_and_rebuilds_the_graph(tmp_path):
+    data = np.random.default_rng(13).standard_normal((1_000, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data), [])
+    replica.write([], [f"v{i}" for i in range(100)])
+    replica.soft_delete([f"v{i}" for i in range(100, 150)])
+    report = replica.compact()
+    assert report["purged"] == 50
+    assert replica.count() == 850 and replica.soft_deleted_count() == 0
+    assert replica.existing_ids(["v120"]) == []
+    assert replica.restore(["v120"]) == (0, 1)
+    replica.write(records(data[:10]), [])          # ids v0..v9 were hard-deleted: reusable
+    assert replica.wait_indexed()
+    for i in (0, 5, 150, 999):
+        assert top1(replica, data[i]) == f"v{i}"
+    replica.close()
+    assert ShardReplica(str(tmp_path), 8, "l2").count() == 860

@@ -1,0 +1,631 @@
+"""OpenAPI 3.1 document for the REST API, served at GET /openapi.json, and a docs page at GET /docs.
+
+The document is generated from two sources:
+- the aiohttp router (`app.router.routes()`): the methods and path templates the app serves;
+- `OPERATIONS` below: a hand-written table of summaries, parameters, bodies and statuses, whose
+  JSON Schemas are derived from the deeplake.v1 message descriptors (`message_schema`).
+
+A route the app registers but `OPERATIONS` does not describe still appears in the document, as a
+stub marked `x-undocumented: true`; tests/integration/test_openapi.py fails on such stubs and on
+table entries the app does not serve, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from proto import deeplake_service_pb2 as pb
+from tributary import __version__, errors, limits
+
+BASE = "/api/v1"
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+OPENAPI_VERSION = "3.1.0"
+UNDOCUMENTED = "x-undocumented"
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+
+_SCALARS: dict[int, dict] = {
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "uint32", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "uint32", "minimum": 0},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+}
+_INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64,
+                FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_UINT64,
+                FieldDescriptor.TYPE_FIXED64}
+
+
+def _int64_numbers() -> set[str]:
+    """The int64 fields rest.py renders as numbers (imported late: rest.make_app imports this
+    module)."""
+    from router.rest import _INT64_FIELDS
+    return set(_INT64_FIELDS)
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf >= 5 has is_repeated; older versions only `label`.
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+class SchemaBuilder:
+    """Converts message descriptors to JSON Schemas following the proto3 JSON mapping as the REST
+    layer renders it (`preserving_proto_field_name=True`): field names as in the proto, int64 as
+    an integer where rest.py converts it (else a string, as proto3 JSON says), repeated as an
+    array, maps as objects, Timestamp as a date-time string, enums as their names.
+
+    Named schemas are collected in `self.components` and referenced with $ref. In request mode a
+    message `Foo` becomes `FooInput`: unknown fields are rejected (the REST layer parses with
+    ignore_unknown_fields=False) and `metadata` maps also accept numbers and booleans (stored as
+    strings)."""
+
+    def __init__(self, int64_as_number: set[str] | None = None):
+        self.int64_as_number = _int64_numbers() if int64_as_number is None else int64_as_number
+        self.components: dict[str, dict] = {}
+
+    def ref(self, descriptor: Descriptor, request: bool = False) -> dict:
+        name = descriptor.name + ("Input" if request else "")
+        if name not in self.components:
+            self.components[name] = {}  # placeholder: stops recursion on cyclic messages
+            self.components[name] = self.message_schema(descriptor, request=request)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def message_schema(self, descriptor: Descriptor, request: bool = False,
+                       exclude: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                       descriptions: dict[str, str] | None = None) -> dict:
+        properties = {}
+        for field in descriptor.fields:
+            if field.name in exclude:
+                continue
+            schema = self.field_schema(field, request)
+            if descriptions and field.name in descriptions:
+                schema = {**schema, "description": descriptions[field.name]}
+            properties[field.name] = schema
+        schema: dict[str, Any] = {"type": "object", "title": descriptor.full_name,
+                                  "properties": properties}
+        if request:
+            schema["additionalProperties"] = False
+        if required:
+            schema["required"] = list(required)
+        return schema
+
+    def field_schema(self, field: FieldDescriptor, request: bool = False) -> dict:
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            value_field = message.fields_by_name["value"]
+            value = self.single_schema(value_field, request)
+            if request and field.name == "metadata" and \
+                    value_field.type == FieldDescriptor.TYPE_STRING:
+                value = {"type": ["string", "number", "boolean"],
+                         "description": "numbers and booleans are stored as strings"}
+            return {"type": "object", "additionalProperties": value}
+        single = self.single_schema(field, request)
+        if _is_repeated(field):
+            return {"type": "array", "items": single}
+        return single
+
+    def single_schema(self, field: FieldDescriptor, request: bool = False) -> dict:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.full_name == _TIMESTAMP:
+                return {"type": "string", "format": "date-time"}
+            return self.ref(field.message_type, request)
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+        if field.type in _INT64_TYPES:
+            if field.name in self.int64_as_number or request:
+                # Parsing accepts numbers for int64 fields; rest.py renders these as numbers.
+                return {"type": "integer", "format": "int64"}
+            return {"type": "string", "format": "int64"}
+        return dict(_SCALARS[field.type])
+
+
+def message_to_json_schema(descriptor: Descriptor) -> tuple[dict, dict]:
+    """The JSON Schema of one message (response mode) and the named schemas it references."""
+    builder = SchemaBuilder()
+    return builder.message_schema(descriptor), builder.components
+
+
+# ---- the hand-written table ---------------------------------------------------------------------
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["type", "message", "retriable"],
+        "properties": {
+            "type": {"type": "string",
+                     "enum": sorted(cls.__name__ for cls in errors.all_error_types()),
+                     "description": "the tributary.errors class name"},
+            "message": {"type": "string"},
+            "retriable": {"type": "boolean",
+                          "description": "true when the same request may succeed if retried"},
+        }}},
+}
+
+_STATUS_TEXT = {
+    400: "Invalid argument (InvalidArgument): a bad body, field, name or parameter.",
+    404: "Not found (NotFound): the dataset or vector does not exist for this tenant.",
+    409: "Conflict: AlreadyExists, or Aborted (a transaction lost a conflict; retriable).",
+    413: f"Payload too large (PayloadTooLarge): the body exceeds {limits.request_bytes_max} "
+         "bytes.",
+    500: "Internal error (Internal).",
+    503: "Unavailable, StaleEpoch or NotLeader: the cluster cannot serve now; retriable.",
+    504: "Deadline exceeded (DeadlineExceeded): a shard node did not answer in time; retriable.",
+}
+
+_TENANT = {"name": "X-Tenant-Id", "in": "header", "required": False,
+           "description": "The tenant whose datasets are addressed (default tenant `default`). "
+                          "The `tenant_id` query parameter is accepted as a fallback.",
+           "schema": {"type": "string"}}
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "A retry with the same key and dataset returns the first "
+                               "outcome instead of writing again.",
+                "schema": {"type": "string"}}
+_DATASET_ID = {"name": "dataset_id", "in": "path", "required": True,
+               "description": "The dataset name.", "schema": {"type": "string"}}
+_VECTOR_ID = {"name": "vector_id", "in": "path", "required": True,
+              "description": "The vector id.", "schema": {"type": "string"}}
+_PAGE_SIZE = {"name": "page_size", "in": "query", "required": False,
+              "description": f"Items per page, 1..{limits.list_page_size_max} (0 or absent: the "
+                             "default).",
+              "schema": {"type": "integer", "minimum": 0,
+                         "maximum": limits.list_page_size_max}}
+_PAGE_TOKEN = {"name": "page_token", "in": "query", "required": False,
+               "description": "The `next_page_token` of the previous page.",
+               "schema": {"type": "string"}}
+_INCLUDE_VALUES = {"name": "include_values", "in": "query", "required": False,
+                   "description": "`true` or `1` to return each vector's values.",
+                   "schema": {"type": "boolean", "default": False}}
+
+# Statuses that every data-plane call can meet on top of its own.
+_CLUSTER = (500, 503, 504)
+
+
+def _op(op_id: str, tag: str, summary: str, *, description: str = "", params=(),
+        body: str | dict | None = None, ok: int = 200, ok_schema: str | dict | None = None,
+        ok_text: str = "OK", errors_: tuple[int, ...] = (), ok_content: dict | None = None,
+        extra_responses: dict[int, tuple[str, str | dict]] | None = None) -> dict:
+    return {"operationId": op_id, "tag": tag, "summary": summary, "description": description,
+            "params": list(params), "body": body, "ok": ok, "ok_schema": ok_schema,
+            "ok_text": ok_text, "errors": errors_, "ok_content": ok_content,
+            "extra_responses": extra_responses or {}}
+
+
+# (method, path) -> operation. Schemas named by string are built in `_named_schemas`.
+OPERATIONS: dict[tuple[str, str], dict] = {
+    ("POST", f"{BASE}/datasets"): _op(
+        "createDataset", "datasets", "Create a dataset",
+        description="`shard_count` is optional (0: the number of live nodes). `overwrite: true` "
+                    "replaces an existing dataset of the same name.",
+        params=[_TENANT], body="CreateDatasetBody", ok=201,
+        ok_schema="CreateDatasetResponse", ok_text="Created",
+        errors_=(400, 409, 413) + _CLUSTER),
+    ("GET", f"{BASE}/datasets"): _op(
+        "listDatasets", "datasets", "List the tenant's datasets",
+        description="Ordered by name; follow `next_page_token` until it is empty. Counts are "
+                    "not filled in (use GET /datasets/{dataset_id}).",
+        params=[_TENANT, _PAGE_SIZE, _PAGE_TOKEN], ok_schema="ListDatasetsResponse",
+        errors_=(400, 500, 503)),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}"): _op(
+        "getDataset", "datasets", "Get a dataset, with vector_count and storage_size",
+        params=[_DATASET_ID, _TENANT], ok_schema="GetDatasetResponse",
+        errors_=(400, 404) + _CLUSTER),
+    ("DELETE", f"{BASE}/datasets/{{dataset_id}}"): _op(
+        "deleteDataset", "datasets", "Delete a dataset and all its vectors",
+        params=[_DATASET_ID, _TENANT], ok_schema="DeleteDatasetResponse",
+        errors_=(400, 404, 409) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/vectors"): _op(
+        "insertVectors", "vectors", "Insert vectors",
+        description="Atomic across shards. An id that already exists fails the batch with 409 "
+                    "unless `overwrite` or `skip_existing` is set. The same operation as "
+                    "POST .../vectors/batch.",
+        params=[_DATASET_ID, _TENANT, _IDEMPOTENCY], body="InsertVectorsBody", ok=201,
+        ok_schema="InsertVectorsResponse", ok_text="Created",
+        errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/vectors/batch"): _op(
+        "insertVectorsBatch", "vectors", "Insert vectors (batch alias)",
+        description="The same operation as POST /datasets/{dataset_id}/vectors.",
+        params=[_DATASET_ID, _TENANT, _IDEMPOTENCY], body="InsertVectorsBody", ok=201,
+        ok_schema="InsertVectorsResponse", ok_text="Created",
+        errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("DELETE", f"{BASE}/datasets/{{dataset_id}}/vectors/batch"): _op(
+        "deleteVectors", "vectors", "Delete vectors by id",
+        description="Ids that do not exist are counted in `not_found_count`, not an error.",
+        params=[_DATASET_ID, _TENANT, _IDEMPOTENCY], body="DeleteVectorsBody",
+        ok_schema="DeleteVectorsResponse", errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}/vectors"): _op(
+        "listVectors", "vectors", "List vectors, a page at a time",
+        description="Follow `next_page_token` until it is empty.",
+        params=[_DATASET_ID, _TENANT, _PAGE_SIZE, _PAGE_TOKEN, _INCLUDE_VALUES],
+        ok_schema="ListVectorsResponse", errors_=(400, 404) + _CLUSTER),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
+        "getVector", "vectors", "Get one vector",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="GetVectorResponse",
+        errors_=(400, 404) + _CLUSTER),
+    ("PUT", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
+        "updateVector", "vectors", "Replace a vector's fields",
+        description="The body is a Vector; omitted `values` keep the stored ones. The vector "
+                    "must exist (404 otherwise); a body `id` must match the path.",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT], body="VectorInput",
+        ok_schema="UpdateVectorResponse", errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("DELETE", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
+        "deleteVector", "vectors", "Delete one vector",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="DeleteVectorResponse",
+        errors_=(400, 404, 409) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/search"): _op(
+        "searchVectors", "search", "Search by vector",
+        description="Options: `top_k`, `include_content`, `include_metadata`, `ef_search`, "
+                    "`min_score`, `threshold`, `max_distance`, `deduplicate`, "
+                    "`group_by_document`, `filters` (equality map) and `filter` (an expression "
+                    "such as `category = 'tech' AND year >= 2020`).",
+        params=[_DATASET_ID, _TENANT], body="SearchVectorsBody",
+        ok_schema="SearchVectorsResponse", errors_=(400, 404, 413) + _CLUSTER),
+    ("GET", f"{BASE}/health"): _op(
+        "health", "operations", "Cluster health",
+        description="200 once the meta group has a leader and every registered node is live; "
+                    "503 with the same body otherwise.",
+        ok_schema="HealthCheckResponse", ok_text="Healthy",
+        extra_responses={503: ("Unhealthy (the body says which dependency)",
+                               "HealthCheckResponse")}),
+    ("GET", f"{BASE}/metrics"): _op(
+        "metrics", "operations", "Prometheus metrics",
+        ok_content={"text/plain": {"schema": {"type": "string"}}}),
+    ("GET", f"{BASE}/stats"): _op(
+        "stats", "operations", "Catalog summary and limits", ok_schema="Stats"),
+    ("PUT", f"{BASE}/datasets/{{dataset_id}}"): _op(
+        "updateDataset", "datasets", "Update a dataset's description and metadata",
+        description="Only `description` and `metadata` change; null or absent keeps them, "
+                    "`\"\"` / `{}` clears them. The body may be a dataset read from GET: "
+                    "output-only fields are ignored and immutable fields (name, dimensions, "
+                    "metric_type, index_type, shard_count, ...) must keep their values (400 "
+                    "otherwise).",
+        params=[_DATASET_ID, _TENANT], body="UpdateDatasetBody",
+        ok_schema="UpdateDatasetResponse", errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}/stats"): _op(
+        "getDatasetStats", "datasets", "Dataset statistics",
+        params=[_DATASET_ID, _TENANT], ok_schema="GetDatasetStatsResponse",
+        errors_=(400, 404) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/compact"): _op(
+        "compactDataset", "datasets", "Purge soft-deleted vectors and rebuild the index",
+        params=[_DATASET_ID, _TENANT], ok_schema="CompactDatasetResponse",
+        errors_=(400, 404, 409) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}/soft-delete"): _op(
+        "softDeleteVector", "vectors", "Soft-delete one vector",
+        description="The vector stops appearing in reads and searches until restored or "
+                    "purged by compaction. No body.",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="SoftDeleteVectorsResponse",
+        errors_=(400, 404, 409) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}/restore"): _op(
+        "restoreVector", "vectors", "Restore a soft-deleted vector",
+        description="404 when the vector is not soft-deleted. No body.",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="RestoreVectorsResponse",
+        errors_=(400, 404, 409) + _CLUSTER),
+    ("POST", f"{BASE}/search/multi-dataset"): _op(
+        "multiDatasetSearch", "search", "Search several datasets at once",
+        description="The datasets (of one tenant) must share dimensions and metric; hits are "
+                    "merged and each hit's `vector.dataset_id` names its dataset.",
+        params=[_TENANT], body="MultiDatasetSearchBody", ok_schema="SearchVectorsResponse",
+        errors_=(400, 404, 413) + _CLUSTER),
+    ("GET", OPENAPI_PATH): _op(
+        "openapi", "meta", "This OpenAPI document",
+        ok_content={"application/json": {"schema": {"type": "object"}}}),
+    ("GET", DOCS_PATH): _op(
+        "docs", "meta", "A readable HTML page of this document",
+        ok_content={"text/html": {"schema": {"type": "string"}}}),
+}
+
+
+def _message(name: str):
+    """The deeplake.v1 message class called `name`, or None (the proto may be mid-change)."""
+    return getattr(pb, name, None)
+
+
+def _named_schemas(builder: SchemaBuilder) -> None:
+    """Fills builder.components with the hand-shaped request bodies and helper schemas; response
+    messages named in OPERATIONS are added by `_schema_ref` as they are met."""
+    builder.ref(pb.Vector.DESCRIPTOR, request=True)
+    builder.components["CreateDatasetBody"] = builder.message_schema(
+        pb.CreateDatasetRequest.DESCRIPTOR, request=True, required=("name", "dimensions"),
+        descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
+                      "metric_type": "cosine (default), l2 or ip",
+                      "shard_count": "0: the number of live nodes",
+                      "storage_location": "chosen by the cluster; must be empty"})
+    builder.components["InsertVectorsBody"] = builder.message_schema(
+        pb.InsertVectorsRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        required=("vectors",),
+        descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
+                      "overwrite": "replace vectors whose id exists (exclusive with "
+                                   "skip_existing)",
+                      "skip_existing": "leave vectors whose id exists and count them skipped"})
+    builder.components["InsertVectorsBody"]["properties"]["vectors"]["maxItems"] = \
+        limits.batch_vectors_max
+    if _message("MultiDatasetSearchRequest") is not None:
+        builder.components["MultiDatasetSearchBody"] = builder.message_schema(
+            pb.MultiDatasetSearchRequest.DESCRIPTOR, request=True,
+            required=("dataset_ids", "query_vector"),
+            descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
+    update = builder.message_schema(pb.Dataset.DESCRIPTOR, request=True, descriptions={
+        "description": "null or absent keeps it; \"\" clears it",
+        "metadata": "null or absent keeps it; {} clears it"})
+    for key in ("description", "metadata"):
+        kinds = update["properties"][key]["type"]
+        update["properties"][key]["type"] = [kinds, "null"]
+    for key in ("vector_count", "storage_size", "created_at", "updated_at"):
+        update["properties"][key]["description"] = "output-only; ignored"
+    for key in ("id", "name", "dimensions", "metric_type", "index_type", "shard_count",
+                "storage_location"):
+        update["properties"][key]["description"] = "immutable; must equal the current value"
+    update["properties"]["dataset_id"] = {"type": "string",
+                                          "description": "must equal the path's dataset_id"}
+    update["title"] = "UpdateDatasetBody"
+    builder.components["UpdateDatasetBody"] = update
+    builder.components["SearchVectorsBody"] = builder.message_schema(
+        pb.SearchVectorsRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        required=("query_vector",),
+        descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
+    builder.components["DeleteVectorsBody"] = {
+        "type": "object", "required": ["vector_ids"],
+        "properties": {
+            "vector_ids": {"type": "array", "items": {"type": "string"},
+                           "maxItems": limits.batch_vectors_max},
+            "ids": {"type": "array", "items": {"type": "string"},
+                    "description": "accepted in place of vector_ids"}}}
+    builder.components["Stats"] = {
+        "type": "object", "description": "REST only; no deeplake.v1 message holds it.",
+        "properties": {
+            "catalog_version": {"type": "integer"}, "tenants": {"type": "integer"},
+            "datasets": {"type": "integer"},
+            "nodes": {"type": "array", "items": {"type": "string"}},
+            "node_count": {"type": "integer"},
+            "live_nodes": {"type": ["array", "null"], "items": {"type": "string"},
+                           "description": "null when the meta group has no leader"},
+            "live_node_count": {"type": ["integer", "null"]},
+            "datasets_per_tenant": {"type": "object",
+                                    "additionalProperties": {"type": "integer"}},
+            "router_uptime_s": {"type": "number"}, "version": {"type": "string"},
+            "meta": {"type": "string", "description": "ok, or why the answer is cached"},
+            "limits": {"type": "object", "description": "tributary.limits, name -> value"}}}
+    builder.components["Error"] = _ERROR_SCHEMA
+
+
+def _schema_ref(builder: SchemaBuilder, schema: str | dict) -> dict:
+    if not isinstance(schema, str):
+        return schema
+    if schema not in builder.components:
+        message = _message(schema)
+        if message is None:
+            builder.components[schema] = {"type": "object",
+                                          "description": f"deeplake.v1.{schema} (not in the "
+                                                         "generated proto module)"}
+        else:
+            builder.ref(message.DESCRIPTOR)
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _operation(builder: SchemaBuilder, spec: dict) -> dict:
+    responses: dict[str, dict] = {}
+    ok = {"description": spec["ok_text"]}
+    if spec["ok_content"] is not None:
+        ok["content"] = spec["ok_content"]
+    elif spec["ok_schema"] is not None:
+        ok["content"] = {"application/json": {"schema": _schema_ref(builder,
+                                                                    spec["ok_schema"])}}
+    responses[str(spec["ok"])] = ok
+    for status in spec["errors"]:
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+    for status, (text, schema) in spec["extra_responses"].items():
+        responses[str(status)] = {"description": text, "content": {
+            "application/json": {"schema": _schema_ref(builder, schema)}}}
+    operation: dict[str, Any] = {"operationId": spec["operationId"], "tags": [spec["tag"]],
+                                 "summary": spec["summary"], "responses": responses}
+    if spec["description"]:
+        operation["description"] = spec["description"]
+    if spec["params"]:
+        operation["parameters"] = [dict(p) for p in spec["params"]]
+    if spec["body"] is not None:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _schema_ref(builder, spec["body"])}}}
+    return operation
+
+
+def app_routes(app: web.Application) -> set[tuple[str, str]]:
+    """(method, path template) of every route the app serves, HEAD excluded (aiohttp adds a HEAD
+    for each GET)."""
+    found = set()
+    for route in app.router.routes():
+        if route.method in ("HEAD", "*") or route.resource is None:
+            continue
+        found.add((route.method.upper(), route.resource.canonical))
+    return found
+
+
+def build_document(app: web.Application | None = None) -> dict:
+    """The OpenAPI document: every operation of OPERATIONS, plus a stub for each route of `app`
+    that OPERATIONS does not describe."""
+    builder = SchemaBuilder()
+    _named_schemas(builder)
+    paths: dict[str, dict] = {}
+    for (method, path), spec in OPERATIONS.items():
+        paths.setdefault(path, {})[method.lower()] = _operation(builder, spec)
+    for method, path in sorted(app_routes(app) if app is not None else ()):
+        if (method, path) in OPERATIONS:
+            continue
+        slug = "".join(ch if ch.isalnum() else "_" for ch in path).strip("_")
+        paths.setdefault(path, {})[method.lower()] = {
+            "operationId": f"undocumented_{method.lower()}_{slug}",
+            "summary": "(undocumented: add it to router/openapi.py OPERATIONS)",
+            UNDOCUMENTED: True, "responses": {"default": {"description": "unknown"}}}
+    for path, operations in paths.items():
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        for operation in operations.values():
+            declared = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "path"}
+            operation.setdefault("parameters", []).extend(
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in names if n not in declared)
+            if not operation["parameters"]:
+                del operation["parameters"]
+    error_responses = {
+        f"Error{status}": {"description": text, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+        for status, text in _STATUS_TEXT.items()}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Tributary — Deep Lake Vector Service REST API",
+                 "version": __version__,
+                 "description": "The REST face of deeplake.v1 (proto/deeplake_service.proto). "
+                                "Bodies use the proto3 JSON mapping with the proto field names; "
+                                "int64 counts are rendered as numbers. Errors are "
+                                "`{\"error\": {\"type\", \"message\", \"retriable\"}}`."},
+        "servers": [{"url": "/"}],
+        "tags": [{"name": "datasets"}, {"name": "vectors"}, {"name": "search"},
+                 {"name": "operations"}, {"name": "meta"}],
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(builder.components.items())),
+                       "responses": error_responses},
+    }
+
+
+# ---- the HTML page ------------------------------------------------------------------------------
+
+_METHOD_COLORS = {"get": "#2b6cb0", "post": "#2f855a", "put": "#b7791f", "delete": "#c53030",
+                  "patch": "#6b46c1"}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
+max-width:70rem;padding:0 1rem;color:#1a202c;line-height:1.45}
+h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #e2e8f0;padding-bottom:.2rem}
+details{border:1px solid #e2e8f0;border-radius:6px;margin:.5rem 0;padding:.4rem .8rem}
+summary{cursor:pointer}code,pre{font-family:ui-monospace,Menlo,Consolas,monospace}
+pre{background:#f7fafc;border:1px solid #edf2f7;padding:.6rem;overflow:auto;font-size:.85rem}
+.m{display:inline-block;min-width:4.2rem;text-align:center;color:#fff;border-radius:4px;
+font-weight:600;font-size:.8rem;padding:.1rem .3rem;margin-right:.5rem}
+.p{font-weight:600}.s{color:#4a5568;margin-left:.6rem}table{border-collapse:collapse}
+td,th{border:1px solid #e2e8f0;padding:.2rem .5rem;text-align:left;vertical-align:top}
+.warn{color:#c53030;font-weight:600}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _prose(value: Any) -> str:
+    """Escaped text with `backtick` spans shown as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(value))
+
+
+def _resolve(document: dict, schema: dict) -> tuple[str, dict]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/"):
+        _, _, kind, name = ref.split("/", 3)
+        return name, document["components"][kind][name]
+    return "", schema
+
+
+def render_html(document: dict) -> str:
+    """A self-contained page (no scripts, no external assets) listing every operation."""
+    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+           f"<title>{_esc(document['info']['title'])}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{_esc(document['info']['title'])}</h1>",
+           f"<p>Version {_esc(document['info']['version'])} · OpenAPI "
+           f"{_esc(document['openapi'])} · machine-readable: "
+           f"<a href='{OPENAPI_PATH}'>{OPENAPI_PATH}</a></p>",
+           f"<p>{_prose(document['info'].get('description', ''))}</p>"]
+    by_tag: dict[str, list[tuple[str, str, dict]]] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            tag = (operation.get("tags") or ["other"])[0]
+            by_tag.setdefault(tag, []).append((path, method, operation))
+    order = [t["name"] for t in document.get("tags", [])]
+    for tag in sorted(by_tag, key=lambda t: (order.index(t) if t in order else len(order), t)):
+        out.append(f"<h2 id='tag-{_esc(tag)}'>{_esc(tag)}</h2>")
+        for path, method, operation in by_tag[tag]:
+            color = _METHOD_COLORS.get(method, "#4a5568")
+            warn = " <span class='warn'>undocumented</span>" if operation.get(UNDOCUMENTED) \
+                else ""
+            out.append(f"<details id='{_esc(operation.get('operationId', method + path))}'>"
+                       f"<summary><span class='m' style='background:{color}'>"
+                       f"{_esc(method.upper())}</span><span class='p'>{_esc(path)}</span>"
+                       f"<span class='s'>{_esc(operation.get('summary', ''))}</span>{warn}"
+                       "</summary>")
+            if operation.get("description"):
+                out.append(f"<p>{_prose(operation['description'])}</p>")
+            if operation.get("parameters"):
+                out.append("<table><tr><th>parameter</th><th>in</th><th>required</th>"
+                           "<th>description</th></tr>")
+                for p in operation["parameters"]:
+                    out.append(f"<tr><td><code>{_esc(p['name'])}</code></td><td>{_esc(p['in'])}"
+                               f"</td><td>{'yes' if p.get('required') else 'no'}</td>"
+                               f"<td>{_prose(p.get('description', ''))}</td></tr>")
+                out.append("</table>")
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                name, schema = _resolve(document, body["schema"])
+                out.append(f"<p>Request body <code>{_esc(name or 'object')}</code>:</p>"
+                           f"<pre>{_esc(json.dumps(schema, indent=2))}</pre>")
+            out.append("<table><tr><th>status</th><th>meaning</th></tr>")
+            for status, response in operation.get("responses", {}).items():
+                _, resolved = _resolve(document, response)
+                content = resolved.get("content", {})
+                shape = ""
+                for media, media_doc in content.items():
+                    name, _ = _resolve(document, media_doc.get("schema", {}))
+                    shape = f" <code>{_esc(media)}</code>" + \
+                        (f" <a href='#schema-{_esc(name)}'>{_esc(name)}</a>" if name else "")
+                out.append(f"<tr><td>{_esc(status)}</td><td>"
+                           f"{_esc(resolved.get('description', ''))}{shape}</td></tr>")
+            out.append("</table></details>")
+    out.append("<h2 id='schemas'>schemas</h2>")
+    for name, schema in document["components"]["schemas"].items():
+        out.append(f"<details id='schema-{_esc(name)}'><summary><code>{_esc(name)}</code>"
+                   f"</summary><pre>{_esc(json.dumps(schema, indent=2))}</pre></details>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ---- wiring -------------------------------------------------------------------------------------
+
+_CACHE = web.AppKey("openapi_cache", dict)
+
+
+def _cache(app: web.Application) -> dict:
+    # Filled on first use, when the router is frozen, so routes added after add_openapi_routes
+    # still show up. The dict is put in the app before it starts and only mutated afterwards.
+    cache = app[_CACHE]
+    if "json" not in cache:
+        cache["json"] = build_document(app)
+    return cache
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(_cache(request.app)["json"])
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    cache = _cache(request.app)
+    if "html" not in cache:
+        cache["html"] = render_html(cache["json"])
+    return web.Response(text=cache["html"], content_type="text/html")
+
+
+def add_openapi_routes(app: web.Application) -> None:
+    """GET /openapi.json and GET /docs (outside /api/v1)."""
+    app[_CACHE] = {}
+    app.router.add_get(OPENAPI_PATH, openapi_json)
+    app.router.add_get(DOCS_PATH, docs_page)
