@@ -43,12 +43,15 @@ def is_loopback(address: str) -> bool:
 
 class MetaStateMachine(SyncObj):
     def __init__(self, self_raft: str, partner_raft: list[str], data_dir: str,
-                 password: str | None):
+                 password: str | None, raft_bind: str | None = None):
         os.makedirs(data_dir, exist_ok=True)
         conf = SyncObjConf(
             journalFile=os.path.join(data_dir, "raft.journal"),
             fullDumpFile=os.path.join(data_dir, "raft.dump"),
             password=password,
+            # The address peers know this member by may be a proxy's (chaos tests) or a
+            # Service's; it binds raft_bind then.
+            bindAddress=raft_bind,
             dynamicMembershipChange=False,
             commandsWaitLeader=True,
             # Send each command at once instead of batching it into the next append-entries
@@ -179,6 +182,9 @@ def _parse_peer(text: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raft", required=True, help="this member's Raft address host:port")
+    parser.add_argument("--raft-bind", default=None,
+                        help="address to bind for Raft when peers reach this member through "
+                             "another address (a proxy); default: --raft")
     parser.add_argument("--grpc", required=True, help="this member's internal gRPC address")
     parser.add_argument("--peer", action="append", default=[],
                         help="another member as RAFT=GRPC; repeat per member")
@@ -190,14 +196,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     peers = [_parse_peer(p) for p in args.peer]
-    addresses = [args.raft] + [raft for raft, _ in peers]
+    addresses = [args.raft] + [raft for raft, _ in peers] + (
+        [args.raft_bind] if args.raft_bind else [])
     if not args.password and not all(is_loopback(a) for a in addresses):
         # pysyncobj unpickles whatever reaches its port; off loopback only a password stops that.
         raise SystemExit("refusing to start: a meta member binds or talks to a non-loopback "
                          "address and no --password (TRIBUTARY_META_PASSWORD) is set")
     raft_to_grpc = {args.raft: args.grpc, **dict(peers)}
     machine = MetaStateMachine(args.raft, [raft for raft, _ in peers], args.data_dir,
-                               args.password or None)
+                               args.password or None, args.raft_bind)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])

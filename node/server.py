@@ -208,6 +208,22 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             strategy=outcome.strategy)
 
     @_guarded
+    async def TextSearch(self, request, context):
+        record, replica = await self.host.replica(request.shard)
+        ast = filters.build_filter_ast(dict(request.filters) or None,
+                                       request.filter_expression or None)
+        where = filters.compile_filter(ast) if ast is not None else None
+        outcome = await asyncio.to_thread(
+            replica.text_search, request.query_text, request.top_k, request.include_content,
+            request.include_metadata, False, where)
+        return node_pb2.ShardSearchResponse(
+            hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, record.dimensions),
+                                    score=h.score, distance=h.distance) for h in outcome.hits],
+            vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
+            database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
+            strategy=outcome.strategy)
+
+    @_guarded
     async def SoftDelete(self, request, context):
         _, replica = await self.host.replica(request.shard)
         ids = list(request.ids)

@@ -100,6 +100,31 @@ class ShardSearchRequest(_message.Message):
     filters: _containers.ScalarMap[str, str]
     def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class ShardTextSearchRequest(_message.Message):
+    __slots__ = ("shard", "query_text", "top_k", "include_content", "include_metadata", "filter_expression", "filters")
+    class FiltersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    FILTER_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    query_text: str
+    top_k: int
+    include_content: bool
+    include_metadata: bool
+    filter_expression: str
+    filters: _containers.ScalarMap[str, str]
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_text: _Optional[str] = ..., top_k: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class ShardHit(_message.Message):
     __slots__ = ("vector", "score", "distance")
     VECTOR_FIELD_NUMBER: _ClassVar[int]

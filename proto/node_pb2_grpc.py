@@ -49,6 +49,11 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.ShardSearchRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.ShardSearchResponse.FromString,
                 _registered_method=True)
+        self.TextSearch = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/TextSearch',
+                request_serializer=proto_dot_node__pb2.ShardTextSearchRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.ShardSearchResponse.FromString,
+                _registered_method=True)
         self.DropShard = channel.unary_unary(
                 '/tributary.node.v1.ShardNode/DropShard',
                 request_serializer=proto_dot_node__pb2.DropShardRequest.SerializeToString,
@@ -119,6 +124,13 @@ class ShardNodeServicer:
 
     def Search(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TextSearch(self, request, context):
+        """BM25 over content, ranked by Deep Lake's BM25 index.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -203,6 +215,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
                     request_deserializer=proto_dot_node__pb2.ShardSearchRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.ShardSearchResponse.SerializeToString,
+            ),
+            'TextSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.TextSearch,
+                    request_deserializer=proto_dot_node__pb2.ShardTextSearchRequest.FromString,
                     response_serializer=proto_dot_node__pb2.ShardSearchResponse.SerializeToString,
             ),
             'DropShard': grpc.unary_unary_rpc_method_handler(
@@ -336,6 +353,33 @@ class ShardNode:
             target,
             '/tributary.node.v1.ShardNode/Search',
             proto_dot_node__pb2.ShardSearchRequest.SerializeToString,
+            proto_dot_node__pb2.ShardSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TextSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/TextSearch',
+            proto_dot_node__pb2.ShardTextSearchRequest.SerializeToString,
             proto_dot_node__pb2.ShardSearchResponse.FromString,
             options,
             channel_credentials,

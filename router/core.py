@@ -134,6 +134,35 @@ def dataset_stats_map(record: DatasetRecord,
     return stats
 
 
+def fuse_rankings(vector_hits: list[tuple[str, float]], text_hits: list[tuple[str, float]],
+                  fusion: str, alpha: float, rrf_k: int) -> list[tuple[str, float, dict]]:
+    """Fuses two ranked lists of (id, score), best first. Returns (id, score, explanation)
+    sorted by fused score, ties broken by id. Pure, so it is tested without a cluster."""
+    parts: dict[str, dict] = {}
+    for name, hits in (("vector", vector_hits), ("text", text_hits)):
+        scores = [s for _, s in hits]
+        low, high = (min(scores), max(scores)) if scores else (0.0, 0.0)
+        for rank, (vector_id, score) in enumerate(hits, start=1):
+            entry = parts.setdefault(vector_id, {})
+            entry[f"{name}_rank"] = rank
+            entry[f"{name}_score"] = score
+            entry[f"{name}_normalized"] = 1.0 if high == low else (score - low) / (high - low)
+    fused = []
+    for vector_id, entry in parts.items():
+        if fusion == "rrf":
+            score = sum(1.0 / (rrf_k + entry[f"{n}_rank"]) for n in ("vector", "text")
+                        if f"{n}_rank" in entry)
+        else:
+            score = (alpha * entry.get("vector_normalized", 0.0)
+                     + (1 - alpha) * entry.get("text_normalized", 0.0))
+        explanation = {k: (f"{v:.6g}" if isinstance(v, float) else str(v))
+                       for k, v in sorted(entry.items())}
+        explanation["fusion"] = fusion if fusion == "rrf" else f"alpha={alpha:g}"
+        fused.append((vector_id, float(score), explanation))
+    fused.sort(key=lambda item: (-item[1], item[0]))
+    return fused
+
+
 class RouterCore:
     def __init__(self, meta: MetaClient, catalog: CatalogCache, shards: ShardClient,
                  min_nodes: int = 1):
@@ -657,6 +686,111 @@ class RouterCore:
             results=results, total_found=len(results),
             has_more=sum(len(r.hits) for r in responses) > len(merged),
             query_time_ms=(time.perf_counter() - started) * 1000, stats=stats)
+
+    async def search_by_text(self, request: pb.SearchByTextRequest) -> pb.SearchByTextResponse:
+        """BM25 over content on every shard (Deep Lake's BM25 index), merged by score.
+
+        BM25 statistics are per shard; with hash sharding each shard holds a uniform sample of
+        the dataset, so per-shard scores are close to global ones (Elasticsearch's default
+        query_then_fetch makes the same trade)."""
+        started = time.perf_counter()
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        options = request.options
+        top_k = validation.check_top_k(options.top_k or 10)
+        text = request.query_text
+        if not text or not text.strip():
+            raise errors.InvalidArgument("query_text is empty")
+        if len(text.encode("utf-8")) > limits.text_query_bytes_max:
+            raise errors.InvalidArgument(f"query_text is longer than "
+                                         f"{limits.text_query_bytes_max} bytes")
+        if not any(ch.isalnum() for ch in text):
+            raise errors.InvalidArgument("query_text holds no words to search for")
+        filters.build_filter_ast(dict(options.filters) or None, options.filter or None)
+
+        async def search(shard: int):
+            return await self.on_shard(record.tenant_id, record.name, shard,
+                                       lambda _r, address, ref: self.shards.call(
+                                           address, "TextSearch", node_pb2.ShardTextSearchRequest(
+                                               shard=ref, query_text=text, top_k=top_k,
+                                               include_content=options.include_content,
+                                               include_metadata=options.include_metadata,
+                                               filter_expression=options.filter,
+                                               filters=dict(options.filters))))
+        db_started = time.perf_counter()
+        responses = await asyncio.gather(*(search(s) for s in range(record.shard_count)))
+        db_ms = (time.perf_counter() - db_started) * 1000
+        merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
+                             top_k)
+        results = []
+        for score, _, hit in merged:
+            if options.min_score and score < options.min_score:
+                continue
+            vector = hit.vector
+            vector.dataset_id, vector.tenant_id = record.name, record.tenant_id
+            results.append(pb.SearchResult(vector=vector, score=score, rank=len(results) + 1,
+                                           explanation={"bm25_score": f"{score:.6g}"}))
+        return pb.SearchByTextResponse(
+            results=results, total_found=len(results),
+            has_more=sum(len(r.hits) for r in responses) > len(merged),
+            query_time_ms=(time.perf_counter() - started) * 1000, embedding_time_ms=0.0,
+            stats=pb.SearchStats(vectors_scanned=sum(r.vectors_scanned for r in responses),
+                                 index_hits=sum(r.index_hits for r in responses),
+                                 filtered_results=sum(r.filtered_out for r in responses),
+                                 database_time_ms=db_ms))
+
+    async def hybrid_search(self, request: pb.HybridSearchRequest) -> pb.HybridSearchResponse:
+        """Fuses vector and BM25 results. fusion "rrf" (default): score = sum of
+        1 / (rrf_k + rank) over the lists a vector appears in. fusion "alpha" (VecStore's):
+        each list's scores are min-max normalized to [0, 1], then
+        score = alpha * vector + (1 - alpha) * text. Each result explains its parts."""
+        started = time.perf_counter()
+        options = request.options
+        top_k = validation.check_top_k(options.top_k or 10)
+        fusion = request.fusion or "rrf"
+        if fusion not in ("rrf", "alpha"):
+            raise errors.InvalidArgument(f"fusion must be 'rrf' or 'alpha', got '{fusion}'")
+        alpha = request.alpha if request.alpha else 0.5
+        if not 0.0 <= alpha <= 1.0 or alpha != alpha:
+            raise errors.InvalidArgument("alpha must be between 0 and 1")
+        depth = min(limits.top_k_max, max(top_k * 4, 20))
+        sub_options = pb.SearchOptions()
+        sub_options.CopyFrom(options)
+        sub_options.top_k = depth
+        sub_options.include_content = True
+        sub_options.include_metadata = True
+        vector_part, text_part = await asyncio.gather(
+            self.search_vectors(pb.SearchVectorsRequest(
+                dataset_id=request.dataset_id, query_vector=request.query_vector,
+                options=sub_options, tenant_id=request.tenant_id)),
+            self.search_by_text(pb.SearchByTextRequest(
+                dataset_id=request.dataset_id, query_text=request.query_text,
+                options=sub_options, tenant_id=request.tenant_id)))
+        fused = fuse_rankings(
+            [(r.vector.id, r.score) for r in vector_part.results],
+            [(r.vector.id, r.score) for r in text_part.results], fusion, alpha,
+            limits.rrf_k_default)
+        vectors = {r.vector.id: r.vector for r in text_part.results}
+        vectors.update({r.vector.id: r.vector for r in vector_part.results})
+        distances = {r.vector.id: r.distance for r in vector_part.results}
+        results = []
+        for vector_id, score, explanation in fused[:top_k]:
+            vector = vectors[vector_id]
+            if not options.include_content:
+                vector.content = ""
+            if not options.include_metadata:
+                vector.metadata.clear()
+            results.append(pb.SearchResult(vector=vector, score=score,
+                                           distance=distances.get(vector_id, 0.0),
+                                           rank=len(results) + 1, explanation=explanation))
+        stats = pb.SearchStats(
+            vectors_scanned=vector_part.stats.vectors_scanned + text_part.stats.vectors_scanned,
+            index_hits=vector_part.stats.index_hits + text_part.stats.index_hits,
+            database_time_ms=max(vector_part.stats.database_time_ms,
+                                 text_part.stats.database_time_ms))
+        return pb.HybridSearchResponse(results=results, total_found=len(results),
+                                       has_more=len(fused) > top_k,
+                                       query_time_ms=(time.perf_counter() - started) * 1000,
+                                       stats=stats)
 
     async def multi_dataset_search(self, request: pb.MultiDatasetSearchRequest
                                    ) -> pb.SearchVectorsResponse:

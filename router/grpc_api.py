@@ -89,8 +89,8 @@ class SearchService(pb_grpc.SearchServiceServicer):
         self.core = core
 
     SearchVectors = _rpc("search_vectors")
-    SearchByText = _unimplemented
-    HybridSearch = _unimplemented
+    SearchByText = _rpc("search_by_text")
+    HybridSearch = _rpc("hybrid_search")
     MultiDatasetSearch = _rpc("multi_dataset_search")
 
 

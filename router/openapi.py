@@ -276,6 +276,20 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                     "such as `category = 'tech' AND year >= 2020`).",
         params=[_DATASET_ID, _TENANT], body="SearchVectorsBody",
         ok_schema="SearchVectorsResponse", errors_=(400, 404, 413) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/search/text"): _op(
+        "searchByText", "search", "Search by text (BM25 over content)",
+        description="Ranked by Deep Lake's BM25 index on `content`; `score` is the BM25 score. "
+                    "Options as for vector search (`top_k`, `filter`, `filters`, "
+                    "`include_content`, `include_metadata`, `min_score`).",
+        params=[_DATASET_ID, _TENANT], body="SearchByTextBody",
+        ok_schema="SearchByTextResponse", errors_=(400, 404, 413) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/search/hybrid"): _op(
+        "hybridSearch", "search", "Hybrid search: vector and BM25, fused",
+        description="`fusion`: `rrf` (default; sum of 1/(60 + rank)) or `alpha` (min-max "
+                    "normalized scores, alpha * vector + (1 - alpha) * text; alpha defaults "
+                    "to 0.5). Each result's `explanation` gives its ranks and scores.",
+        params=[_DATASET_ID, _TENANT], body="HybridSearchBody",
+        ok_schema="HybridSearchResponse", errors_=(400, 404, 413) + _CLUSTER),
     ("GET", f"{BASE}/health"): _op(
         "health", "operations", "Cluster health",
         description="200 once the meta group has a leader and every registered node is live; "
@@ -379,6 +393,16 @@ def _named_schemas(builder: SchemaBuilder) -> None:
         pb.SearchVectorsRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
         required=("query_vector",),
         descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
+    builder.components["SearchByTextBody"] = builder.message_schema(
+        pb.SearchByTextRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        required=("query_text",),
+        descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
+    builder.components["HybridSearchBody"] = builder.message_schema(
+        pb.HybridSearchRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        required=("query_vector", "query_text"),
+        descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
+                      "fusion": "rrf (default) or alpha",
+                      "alpha": "weight of the vector part under fusion=alpha (0.5 if unset)"})
     builder.components["DeleteVectorsBody"] = {
         "type": "object", "required": ["vector_ids"],
         "properties": {

@@ -238,6 +238,22 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response(to_json(response))
 
 
+async def search_text(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].search_by_text(parse(pb.SearchByTextRequest, doc))
+    return web.json_response(to_json(response))
+
+
+async def search_hybrid(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].hybrid_search(parse(pb.HybridSearchRequest, doc))
+    return web.json_response(to_json(response))
+
+
 async def health(request: web.Request) -> web.Response:
     healthy, response = await request.app[CORE].health()
     return web.json_response(to_json(response), status=200 if healthy else 503)
@@ -326,6 +342,8 @@ def make_app(core: RouterCore) -> web.Application:
                         restore_vector)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/compact", compact_dataset)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search", search)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/text", search_text)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/hybrid", search_hybrid)
     app.router.add_get(f"{base}/health", health)
     app.router.add_get(f"{base}/metrics", metrics)
     app.router.add_get(f"{base}/stats", stats)

@@ -39,6 +39,7 @@ import hnswlib
 import numpy as np
 
 import bisect
+import re
 
 from shard import filters as flt
 from shard.rwlock import ReadWriteLock
@@ -76,6 +77,7 @@ class ShardReplica:
         self._deleted_pending: set[int] = set()
         self._pending_changed = threading.Condition(self._lock)
         self._closing = False
+        self._text_reader = None
         self._store_url = "file://" + os.path.join(path, "store")
         self._index_path = os.path.join(path, "hnsw.bin")
         self._index_meta_path = os.path.join(path, "hnsw.json")
@@ -113,7 +115,9 @@ class ShardReplica:
         ds = deeplake.create(self._store_url)
         ds.add_column("label", deeplake.types.Int64())
         for name in _TEXT_COLUMNS:
-            ds.add_column(name, deeplake.types.Text())
+            # content carries Deep Lake's BM25 index: text search ranks with it.
+            ds.add_column(name, deeplake.types.Text(deeplake.types.BM25) if name == "content"
+                          else deeplake.types.Text())
         ds.add_column("values", deeplake.types.Array(deeplake.types.Float32(),
                                                      shape=[self.dimensions]))
         ds.add_column("metadata", deeplake.types.Dict())
@@ -430,6 +434,65 @@ class ShardReplica:
             self._filter_columns = _FilterColumns.from_store(self._ds, len(self._ids))
         return self._filter_columns.view()
 
+    def text_search(self, query_text: str, top_k: int, include_content: bool = False,
+                    include_metadata: bool = False, include_values: bool = False,
+                    where: flt.CompiledFilter | None = None) -> SearchOutcome:
+        """BM25 over `content`, ranked by Deep Lake's BM25 index (score = its BM25 score).
+
+        The Deep Lake query runs on a read-only handle outside the replica lock, so a slow text
+        query does not stall writes; ids are mapped back to rows under the lock, and rows that
+        were deleted or soft-deleted meanwhile are dropped."""
+        terms = _bm25_terms(query_text)
+        started = time.perf_counter()
+        with self._lock:
+            live = len(self._ids)
+            fetch = top_k + len(self._soft_deleted)
+        if live == 0:
+            return SearchOutcome([], 0, 0, 0.0, strategy="bm25")
+        if where is not None:
+            fetch = max(fetch * 4, 100)
+        while True:
+            ranked = self._bm25_query(terms, min(fetch, live))
+            with self._lock:
+                candidates = [(vid, score) for vid, score in ranked
+                              if vid in self._row_of and vid not in self._soft_deleted]
+                if where is not None and candidates:
+                    rows = np.asarray([self._row_of[v] for v, _ in candidates], dtype=np.int64)
+                    keep = where.mask(self._filter_view(), rows=rows).tolist()
+                    passed = [c for c, ok in zip(candidates, keep) if ok]
+                else:
+                    passed = candidates
+                if len(passed) >= top_k or fetch >= live or len(ranked) < min(fetch, live):
+                    passed = passed[:top_k]
+                    records = self._read_rows([self._row_of[v] for v, _ in passed],
+                                              include_values=include_values,
+                                              include_content=include_content,
+                                              include_metadata=include_metadata)
+                    hits = [Hit(rec, float(score), 0.0) for rec, (_, score) in
+                            zip(records, passed)]
+                    return SearchOutcome(
+                        hits, vectors_scanned=live, index_hits=len(ranked),
+                        database_time_ms=(time.perf_counter() - started) * 1000,
+                        filtered_out=len(candidates) - len(passed), strategy="bm25")
+            fetch = min(live, fetch * 4)
+
+    def _bm25_query(self, terms: str, limit: int) -> list[tuple[str, float]]:
+        if not terms:
+            return []
+        if self._text_reader is None:
+            self._text_reader = deeplake.open_read_only(self._store_url)
+        else:
+            self._text_reader.refresh()
+        # terms holds only word characters and spaces (see _bm25_terms): nothing to escape.
+        result = self._text_reader.query(
+            f"SELECT id, BM25_SIMILARITY(content, '{terms}') AS score "
+            f"ORDER BY BM25_SIMILARITY(content, '{terms}') DESC LIMIT {int(limit)}")
+        if len(result) == 0:
+            return []
+        ids = list(result["id"][:])
+        scores = np.asarray(result["score"][:], dtype=np.float64).reshape(-1)
+        return [(vid, float(sc)) for vid, sc in zip(ids, scores) if sc > 0]
+
     def list_after(self, after_label: int, limit: int, include_values: bool
                    ) -> tuple[list[VectorRecord], int, bool]:
         """Rows with label > after_label, in row order: (records, last label, exhausted)."""
@@ -728,6 +791,12 @@ class ShardReplica:
         except Exception:  # noqa: BLE001 - reopen is the last resort to drop uncommitted rows
             self._ds = deeplake.open(self._store_url)
         self._load_maps()
+
+
+def _bm25_terms(text: str) -> str:
+    """The query's words only. BM25 tokenizes on word characters anyway, and keeping nothing
+    else means the TQL string literal can hold no quote or backslash."""
+    return " ".join(re.findall(r"\w+", text, flags=re.UNICODE))[:limits.text_query_bytes_max]
 
 
 class _FilterColumns:

@@ -35,6 +35,8 @@ hnsw_m = 16
 hnsw_ef_construction = 200
 hnsw_initial_capacity_vectors = 1_024
 list_page_size_max = 1_000
+text_query_bytes_max = 1_024
+rrf_k_default = 60
 # A filter matching at most this many rows of a shard is answered by an exact scan of them.
 filter_exact_rows_max = 20_000
 hnsw_save_interval_ms = 60_000
