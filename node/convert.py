@@ -6,7 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto import deeplake_service_pb2 as pb
 from shard.records import VectorRecord
-from tributary.validation import as_vector
+from tributary.validation import as_matrix
 
 
 def timestamp(ms: int) -> Timestamp:
@@ -15,14 +15,16 @@ def timestamp(ms: int) -> Timestamp:
     return ts
 
 
-def record_from_proto(vector: pb.Vector, dimensions: int, metric: str) -> VectorRecord:
-    return VectorRecord(
-        id=vector.id, values=as_vector(list(vector.values), dimensions, metric,
-                                       what=f"vector '{vector.id}'"),
-        document_id=vector.document_id, chunk_id=vector.chunk_id, content=vector.content,
-        content_hash=vector.content_hash, metadata=dict(vector.metadata),
-        content_type=vector.content_type, language=vector.language,
-        chunk_index=vector.chunk_index, chunk_count=vector.chunk_count, model=vector.model)
+def records_from_protos(vectors, dimensions: int, metric: str) -> list[VectorRecord]:
+    """Shard records from proto vectors, validating and normalizing all values at once."""
+    vectors = list(vectors)
+    matrix = as_matrix([v.values for v in vectors], dimensions, metric,
+                       names=[v.id for v in vectors])
+    return [VectorRecord(
+        id=v.id, values=matrix[i], document_id=v.document_id, chunk_id=v.chunk_id,
+        content=v.content, content_hash=v.content_hash, metadata=dict(v.metadata),
+        content_type=v.content_type, language=v.language, chunk_index=v.chunk_index,
+        chunk_count=v.chunk_count, model=v.model) for i, v in enumerate(vectors)]
 
 
 def record_to_proto(record: VectorRecord, dimensions: int) -> pb.Vector:

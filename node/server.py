@@ -24,7 +24,7 @@ import numpy as np
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
-from node.convert import record_from_proto, record_to_proto
+from node.convert import record_to_proto, records_from_protos
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filters
@@ -150,8 +150,7 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     async def Write(self, request, context):
         """A one-shard batch: one phase, but it still honours the locks of prepared txns."""
         record, replica = await self.host.replica(request.shard)
-        upserts = [record_from_proto(v, record.dimensions, record.metric_type)
-                   for v in request.upserts]
+        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type)
         ids = [v.id for v in upserts] + list(request.delete_ids)
         locks = self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard)
         holder = f"write-{uuid.uuid4().hex}"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import TXN_ABORT, TXN_COMMIT
-from node.convert import record_from_proto
+from node.convert import records_from_protos
 from proto import node_pb2
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica
@@ -149,8 +149,7 @@ class Participant:
         if key in self.prepared:
             return self.prepared[key].staged.vote
         record, replica = await self.host.replica(request.shard)
-        upserts = [record_from_proto(v, record.dimensions, record.metric_type)
-                   for v in request.upserts]
+        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type)
         ids = [v.id for v in upserts] + list(request.delete_ids)
         if len(set(ids)) != len(ids):
             raise errors.InvalidArgument("a batch may not name the same id twice")
@@ -220,8 +219,7 @@ class Participant:
                     dataset = self.catalog.state.datasets.get(txn.dataset_uuid)
                     dims = replica.dimensions if dataset is None else dataset.dimensions
                     metric = replica.metric if dataset is None else dataset.metric_type
-                    upserts = [record_from_proto(v, dims, metric)
-                               for v in txn.staged.apply_upserts]
+                    upserts = records_from_protos(txn.staged.apply_upserts, dims, metric)
                     await asyncio.to_thread(replica.write, upserts,
                                             list(txn.staged.apply_deletes),
                                             ExistingPolicy.OVERWRITE)

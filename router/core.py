@@ -382,9 +382,10 @@ class RouterCore:
     # ---- vectors -------------------------------------------------------------------------------
 
     def _validated_vectors(self, record: DatasetRecord, vectors) -> list[pb.Vector]:
+        """Checks a whole batch before anything is written: ids, values (all at once, as one
+        matrix), content size and metadata. Returns the vectors with normalized values."""
         validation.check_batch_size(len(vectors))
         seen: set[str] = set()
-        out = []
         for position, vector in enumerate(vectors):
             what = f"vector {position}" + (f" ('{vector.id}')" if vector.id else "")
             if not vector.id:
@@ -393,15 +394,18 @@ class RouterCore:
             if vector.id in seen:
                 raise errors.InvalidArgument(f"vector id '{vector.id}' appears twice in the batch")
             seen.add(vector.id)
-            values = validation.as_vector(list(vector.values), record.dimensions,
-                                          record.metric_type, what=what)
             if len(vector.content.encode("utf-8")) > limits.content_bytes_max:
                 raise errors.InvalidArgument(f"{what} content is larger than "
                                              f"{limits.content_bytes_max} bytes")
-            validation.check_metadata(dict(vector.metadata))
+            if vector.metadata:
+                validation.check_metadata(dict(vector.metadata))
+        matrix = validation.as_matrix([v.values for v in vectors], record.dimensions,
+                                      record.metric_type, names=[v.id for v in vectors])
+        out = []
+        for vector, values in zip(vectors, matrix):
             clean = pb.Vector()
             clean.CopyFrom(vector)
-            del clean.values[:]
+            clean.ClearField("values")
             clean.values.extend(values.tolist())
             clean.dataset_id = ""
             out.append(clean)

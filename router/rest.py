@@ -154,9 +154,38 @@ async def insert_vectors(request: web.Request) -> web.Response:
             _stringify_metadata(vector)
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].insert_vectors(parse(pb.InsertVectorsRequest, doc),
+    response = await request.app[CORE].insert_vectors(_parse_insert(doc),
                                                       _idempotency_key(request))
     return web.json_response(to_json(response), status=201)
+
+
+_FAST_VECTOR_FIELDS = {"id", "document_id", "chunk_id", "values", "content", "content_hash",
+                       "metadata", "content_type", "language", "chunk_index", "chunk_count",
+                       "model", "dimensions", "tenant_id", "dataset_id"}
+
+
+def _parse_insert(doc: dict) -> pb.InsertVectorsRequest:
+    """InsertVectorsRequest from JSON. json_format.ParseDict costs ~0.3 ms per 128-d vector in
+    pure Python, which dominated ingest; plain vectors are built with the message constructor
+    (same types enforced), and anything unusual (timestamps, odd shapes) goes to ParseDict so its
+    error messages stay the same."""
+    vectors = doc.get("vectors")
+    rest = {k: v for k, v in doc.items() if k != "vectors"}
+    request = parse(pb.InsertVectorsRequest, rest)
+    built = []
+    for position, vector in enumerate(vectors):
+        if isinstance(vector, dict) and set(vector) <= _FAST_VECTOR_FIELDS:
+            try:
+                built.append(pb.Vector(**vector))
+                continue
+            except (TypeError, ValueError):
+                pass
+        try:
+            built.append(json_format.ParseDict(vector, pb.Vector()))
+        except (json_format.ParseError, TypeError, AttributeError) as exc:
+            raise errors.InvalidArgument(f"invalid vector {position}: {exc}") from None
+    request.vectors.extend(built)
+    return request
 
 
 async def get_vector(request: web.Request) -> web.Response:

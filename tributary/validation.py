@@ -97,6 +97,50 @@ def as_vector(values, dimensions: int, metric: str, what: str = "vector") -> np.
     return stored
 
 
+def as_matrix(rows: list, dimensions: int, metric: str, names: list[str] | None = None
+              ) -> np.ndarray:
+    """as_vector for a whole batch at once (vectorized): a (n, dimensions) float32 matrix,
+    cosine rows normalized. Raises InvalidArgument naming the first bad row, with the message
+    as_vector would give for it."""
+    if not rows:
+        return np.zeros((0, dimensions), np.float32)
+    if any(len(r) != dimensions for r in rows):
+        bad = next(i for i, r in enumerate(rows) if len(r) != dimensions)
+        as_vector(rows[bad], dimensions, metric, what=_row_name(bad, names))
+    try:
+        wide = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        wide = None
+    if wide is None or wide.ndim != 2 or wide.shape[1] != dimensions:
+        for i, r in enumerate(rows):
+            as_vector(r, dimensions, metric, what=_row_name(i, names))
+        raise InvalidArgument("vectors must be flat lists of numbers")
+    finite = np.isfinite(wide).all(axis=1) & (np.abs(wide) <= np.finfo(np.float32).max).all(
+        axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        as_vector(rows[bad], dimensions, metric, what=_row_name(bad, names))
+    stored = wide.astype(np.float32)
+    if metric != "cosine":
+        return stored
+    back = stored.astype(np.float64)
+    norms = np.linalg.norm(back, axis=1)
+    if not (norms > 0).all() or not np.isfinite(norms).all():
+        bad = int(np.flatnonzero(~((norms > 0) & np.isfinite(norms)))[0])
+        as_vector(rows[bad], dimensions, metric, what=_row_name(bad, names))
+    unit = (back / norms[:, None]).astype(np.float32)
+    unit_norms = np.linalg.norm(unit.astype(np.float64), axis=1)
+    if (np.abs(unit_norms - 1.0) > 1e-3).any():
+        # Tiny components: fall back to the exact per-row rules for the odd row.
+        return np.stack([as_vector(r, dimensions, metric, what=_row_name(i, names))
+                         for i, r in enumerate(rows)])
+    return unit
+
+
+def _row_name(i: int, names: list[str] | None) -> str:
+    return f"vector {i}" + (f" ('{names[i]}')" if names and names[i] else "")
+
+
 def check_top_k(top_k: int) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, int):
         raise InvalidArgument("top_k must be an integer")
