@@ -38,7 +38,7 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
 		proto/deeplake_service.proto proto/node.proto proto/meta.proto
 
-# `make bench` runs the default sizes (~10 min on 2 cores); pass flags through BENCH_ARGS, e.g.
+# `make bench` runs the default sizes (5-10 min on 2 cores); pass flags through BENCH_ARGS, e.g.
 # make bench BENCH_ARGS="--quick --e2e"
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -1,9 +1,11 @@
 """End-to-end benchmark through a real local cluster (`python -m tributary.cli up`).
 
 - Ingest: REST POST /api/v1/datasets/{name}/vectors in batches; vectors/s counts from the first
-  request sent to the last acknowledgement (an acknowledged batch is committed in Deep Lake and
-  added to the shard's HNSW index, i.e. durable and searchable; checked by searching for the last
-  vector right after its ack). Request bodies are JSON-encoded before the clock starts.
+  request sent to the last acknowledgement (an acknowledged batch is committed in Deep Lake, i.e.
+  durable, and searchable: checked by searching for the last vector right after its ack).
+  Request bodies are JSON-encoded before the clock starts. If the nodes keep indexing behind the
+  acknowledgements, the harness then waits for the node processes to go idle, reports how long
+  that took, and an approximate "in the graph" rate; searches are measured after that.
 - Search: gRPC deeplake.v1 SearchService/SearchVectors with a plain synchronous client loop
   (1 and N threads). The same loop runs against the "Python echo-router ceiling"
   (bench/echo_router.py, a separate process answering a canned response captured from the
@@ -137,6 +139,12 @@ class LocalCluster:
             time.sleep(0.2)
         raise TimeoutError(f"cluster not ready in {timeout_s}s:\n{self.output()[-4000:]}")
 
+    def node_pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(self.process.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(line.split(None, 1)[0]) for line in out.splitlines()
+                if "tributary.cli node" in line]
+
     def stop(self, timeout_s: float = 20.0) -> float:
         """SIGTERM the supervisor (it stops its children), then SIGKILL whatever is left of
         the process group. Returns the seconds it took."""
@@ -162,6 +170,32 @@ class LocalCluster:
             self.process.kill()
             self.process.wait(timeout=10)
         return time.monotonic() - started
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def wait_nodes_idle(cluster: "LocalCluster", idle_cpu: float = 0.15, interval_s: float = 0.5,
+                    timeout_s: float = 900.0) -> float:
+    """Waits until the shard node processes use less than `idle_cpu` CPU-seconds per second,
+    i.e. any background indexing behind the acknowledgements is done. Returns seconds waited
+    (resolution `interval_s`)."""
+    pids = cluster.node_pids()
+    started = time.monotonic()
+    before = sum(_cpu_seconds(p) for p in pids)
+    while time.monotonic() - started < timeout_s:
+        time.sleep(interval_s)
+        now = sum(_cpu_seconds(p) for p in pids)
+        if (now - before) / interval_s < idle_cpu:
+            return max(0.0, time.monotonic() - started - interval_s)
+        before = now
+    return time.monotonic() - started
 
 
 class EchoRouter:
@@ -272,7 +306,11 @@ def run_e2e(ds: Dataset, *, work_dir: str, ef: int, batch: int, reps: int, threa
             searchable = bool(hit.get("results")) and hit["results"][0]["vector"]["id"] == \
                 str(last)
             rates = [n / t for n, t in spent]
+            log("  waiting for the nodes to go idle (background indexing)")
+            settle_s = wait_nodes_idle(cluster)
             result["ingest"] = {"vectors_per_s": total / ingest_s, "seconds": ingest_s,
+                                "nodes_busy_after_last_ack_s": settle_s,
+                                "approx_in_graph_vectors_per_s": total / (ingest_s + settle_s),
                                 "vectors": total, "batches": len(bodies), "batch_size": batch,
                                 "concurrency": ingest_concurrency,
                                 "batch_median_vectors_per_s": float(np.median(rates)),

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             index.knn_query(q.reshape(1, -1), k=10, num_threads=1)
         how = "loaded"
         count = index.get_current_count()
+        pending_after_open, indexed_s = 0, open_s
     else:
         from shard.replica import ShardReplica
         handler = _OpenLog()
@@ -70,12 +71,18 @@ def main(argv: list[str] | None = None) -> None:
         shard_log.setLevel(logging.INFO)
         before = rss_kb()
         tiny = ShardReplica(args.warmup_path, args.dim, args.metric)
+        if hasattr(tiny, "wait_indexed"):
+            tiny.wait_indexed(600)
         tiny.search(queries[0], 1, ef_search=args.ef)
         warm = rss_kb()
         handler.messages.clear()
         started = time.perf_counter()
         replica = ShardReplica(args.path, args.dim, args.metric)
         open_s = time.perf_counter() - started
+        pending_after_open = replica.pending_count() if hasattr(replica, "pending_count") else 0
+        if hasattr(replica, "wait_indexed"):
+            replica.wait_indexed(3600)
+        indexed_s = time.perf_counter() - started
         for q in queries:
             replica.search(q, 10, ef_search=args.ef)
         text = " ".join(handler.messages)
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({
         "system": args.system, "count": count, "rss_before_kb": before, "rss_warm_kb": warm,
         "rss_after_kb": after, "peak_kb": status_kb("VmHWM"), "open_s": open_s, "index": how,
+        "pending_after_open": pending_after_open, "seconds_until_fully_indexed": indexed_s,
         "bytes_per_vector": (after - warm) * 1024 / max(1, count),
         "bytes_per_vector_incl_fixed": (after - before) * 1024 / max(1, count),
         "fixed_kb": warm - before,

@@ -38,6 +38,29 @@ TARGETS = {
 }
 
 
+SOURCE_DIRS = ("shard", "router", "node", "consensus", "tributary", "proto")
+
+
+def source_fingerprint() -> dict[str, str]:
+    """sha256 of every .py file of the system under test. The tree may be edited while a long
+    run is going; comparing the fingerprints at start and end tells whether that happened."""
+    import hashlib
+    repo = os.path.dirname(HERE)
+    out = {}
+    for top in SOURCE_DIRS:
+        for root, _, files in os.walk(os.path.join(repo, top)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(root, name)
+                    try:
+                        with open(path, "rb") as f:
+                            out[os.path.relpath(path, repo)] = hashlib.sha256(
+                                f.read()).hexdigest()[:16]
+                    except OSError:
+                        pass
+    return out
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -46,9 +69,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=None,
-                   help="comma-separated dataset sizes (default 100000; --quick: 20000)")
+                   help="comma-separated sizes of the clustered 128-d dataset (default 100000; "
+                        "--quick: 20000)")
+    p.add_argument("--isotropic-sizes", default=None,
+                   help="comma-separated sizes of the isotropic 384-d dataset (default: half of "
+                        "each --sizes entry, since a 384-d graph builds ~3x slower)")
     p.add_argument("--quick", action="store_true",
-                   help="20k vectors, 500 queries, shorter loops: about 1-2 minutes")
+                   help="20k clustered / 10k isotropic vectors, 500 queries, shorter loops: "
+                        "about 1-2 minutes")
     p.add_argument("--datasets", default="clustered,isotropic",
                    help=f"comma-separated generators from {GENERATORS} (clustered is 128-d, "
                         "isotropic 384-d)")
@@ -79,6 +107,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.sizes is None:
         args.sizes = "20000" if args.quick else "100000"
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.isotropic_size_list = ([int(s) for s in args.isotropic_sizes.split(",") if s.strip()]
+                                if args.isotropic_sizes else [n // 2 for n in args.size_list])
     args.queries = args.queries or (500 if args.quick else 1000)
     args.max_seconds = args.max_seconds or (2.0 if args.quick else 5.0)
     args.dataset_list = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -152,10 +182,10 @@ def render_inprocess(r: dict, threads: int) -> tuple[str, list[dict]]:
          _fmt(s["shard_1t"]["p99_ms"] / s["hnswlib_1t"]["p99_ms"], 1), "", ""),
         (f"p99 latency ms, {threads} threads", _fmt(s[f"hnswlib_{threads}t"]["p99_ms"], 3),
          _fmt(s[f"shard_{threads}t"]["p99_ms"], 3), "", "", ""),
-        ("ingest vectors/s (batches)", _fmt(r["ingest"]["hnswlib"]["vectors_per_s"]),
+        ("ingest vectors/s, in the graph", _fmt(r["ingest"]["hnswlib"]["vectors_per_s"]),
          _fmt(r["ingest"]["shard"]["vectors_per_s"]), _fmt(rat["ingest"], 3), "", ""),
-        ("  median of per-batch ratios", "", "", _fmt(rat["ingest_paired_batch_median"], 3),
-         "", ""),
+        ("  shard to ack (durable)", "", _fmt(r["ingest"]["shard"]["ack_vectors_per_s"]),
+         _fmt(rat["ingest_ack"], 3), "", ""),
         ("RSS bytes/vector", _fmt(rss["hnswlib"]["bytes_per_vector"]),
          _fmt(rss["shard"]["bytes_per_vector"]), _fmt(rat["rss_per_vector"], 2),
          f"<= {TARGETS['rss_ratio']}x",
@@ -172,9 +202,12 @@ def render_inprocess(r: dict, threads: int) -> tuple[str, list[dict]]:
     no_rebuild = restart["index"] == "loaded" and fresh["shard_index"] == "loaded"
     rows += [
         ("restart s: close + reopen", "", _fmt(restart["close_s"] + restart["reopen_s"], 3), "",
-         "no rebuild", check("restart loads the HNSW index (no rebuild)", restart["index"],
-                             no_rebuild)),
-        ("  index on reopen", "", f"{restart['index']} / {fresh['shard_index']}", "", "", ""),
+         "no rebuild", check("restart loads the HNSW index (no rebuild)",
+                             f"{restart['index']} / {fresh['shard_index']}", no_rebuild)),
+        ("  index on reopen: in-process / fresh", "",
+         f"{restart['index']} / {fresh['shard_index']}", "", "", ""),
+        ("  s until fully indexed, fresh", "", _fmt(fresh["shard_fully_indexed_s"], 3), "",
+         "", ""),
         ("open s, fresh process", _fmt(fresh["hnswlib_load_s"], 3),
          _fmt(fresh["shard_open_s"], 3),
          _fmt(fresh["shard_open_s"] / fresh["hnswlib_load_s"], 1)
@@ -211,6 +244,10 @@ def render_e2e(r: dict, threads: int) -> tuple[str, list[dict]]:
                ing["last_vector_searchable_after_ack"])),
         ("  searchable right after ack", "", "yes" if ing["last_vector_searchable_after_ack"]
          else "NO", "", "", ""),
+        ("  nodes busy after last ack, s", "", _fmt(ing["nodes_busy_after_last_ack_s"], 1), "",
+         "", ""),
+        ("  approx. in-graph vectors/s", "", _fmt(ing["approx_in_graph_vectors_per_s"]), "", "",
+         ""),
         ("recall@10 via gRPC", "", _fmt(r["recall"], 3), "", f">= {TARGETS['recall']}",
          check("e2e recall@10 >= 0.95", r["recall"], r["recall"] >= TARGETS["recall"])),
         ("QPS, 1 thread", _fmt(s["echo_1t"]["qps"]), _fmt(s["cluster_1t"]["qps"]),
@@ -260,34 +297,36 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "versions": {"hnswlib": getattr(hnswlib, "__version__", "0.8.0"),
                      "deeplake": deeplake.__version__},
-        "config": {k: v for k, v in vars(args).items() if k not in ("size_list",
-                                                                     "dataset_list")},
+        "config": {k: v for k, v in vars(args).items()
+                   if k not in ("size_list", "dataset_list", "isotropic_size_list")},
         "targets": TARGETS, "inprocess": [], "e2e": None, "checks": []}
     tables: list[str] = []
+    sources_at_start = source_fingerprint()
+    report["sources"] = sources_at_start
     wall = time.perf_counter()
     try:
         if not args.e2e_only:
             from bench.inprocess import run_inprocess
-            for size in args.size_list:
-                for kind in args.dataset_list:
-                    _log(f"[{time.perf_counter() - wall:6.1f}s] {kind} n={size}: generating data "
-                         "and ground truth")
-                    ds = make_dataset(kind, size, args.queries, metric=args.metric,
-                                      seed=args.seed)
-                    res = run_inprocess(ds, work_dir=os.path.join(work_dir, f"{kind}-{size}"),
-                                        ef=args.ef, batch=args.batch, reps=args.reps,
-                                        ingest_reps=args.ingest_reps, threads=args.threads,
-                                        max_seconds=args.max_seconds,
-                                        log=lambda m: _log(f"[{time.perf_counter() - wall:6.1f}s]"
-                                                           f"{m}"))
-                    del ds
-                    shutil.rmtree(os.path.join(work_dir, f"{kind}-{size}"), ignore_errors=True) \
-                        if not args.keep else None
-                    report["inprocess"].append(res)
-                    table, checks = render_inprocess(res, args.threads)
-                    report["checks"] += checks
-                    tables.append(table)
-                    print(table, flush=True)
+            sizes = {"clustered": args.size_list, "isotropic": args.isotropic_size_list}
+            plan = [(kind, n) for kind in args.dataset_list for n in sizes[kind]]
+            for kind, size in plan:
+                _log(f"[{time.perf_counter() - wall:6.1f}s] {kind} n={size}: generating data "
+                     "and ground truth")
+                ds = make_dataset(kind, size, args.queries, metric=args.metric, seed=args.seed)
+                case_dir = os.path.join(work_dir, f"{kind}-{size}")
+                res = run_inprocess(ds, work_dir=case_dir, ef=args.ef, batch=args.batch,
+                                    reps=args.reps, ingest_reps=args.ingest_reps,
+                                    threads=args.threads, max_seconds=args.max_seconds,
+                                    log=lambda m: _log(f"[{time.perf_counter() - wall:6.1f}s]"
+                                                       f"{m}"))
+                del ds
+                if not args.keep:
+                    shutil.rmtree(case_dir, ignore_errors=True)
+                report["inprocess"].append(res)
+                table, checks = render_inprocess(res, args.threads)
+                report["checks"] += checks
+                tables.append(table)
+                print(table, flush=True)
         if args.e2e:
             from bench.e2e import run_e2e
             _log(f"[{time.perf_counter() - wall:6.1f}s] e2e: clustered n={args.e2e_size}: "
@@ -306,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(table)
             print(table, flush=True)
     finally:
+        sources_at_end = source_fingerprint()
+        report["sources_changed_during_run"] = sorted(
+            name for name in set(sources_at_start) | set(sources_at_end)
+            if sources_at_start.get(name) != sources_at_end.get(name))
         report["wall_seconds"] = time.perf_counter() - wall
         report["machine"]["loadavg_end"] = list(os.getloadavg())
         if args.out:
@@ -325,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         value = f"{value:.3g}" if isinstance(value, float) else str(value)
         lines.append(f"  {'met   ' if c['met'] else 'MISSED'}  {c['dataset']} n={c['size']:,}: "
                      f"{c['target']} (value {value})")
+    if report["sources_changed_during_run"]:
+        lines.append("WARNING: source files changed during the run, so parts of it measured "
+                     "different code: " + ", ".join(report["sources_changed_during_run"]))
     if args.out:
         lines.append(f"JSON: {args.out}")
     print("\n".join(lines), flush=True)

@@ -414,6 +414,11 @@ class VectorServiceStub:
                 request_serializer=proto_dot_deeplake__service__pb2.RestoreVectorsRequest.SerializeToString,
                 response_deserializer=proto_dot_deeplake__service__pb2.RestoreVectorsResponse.FromString,
                 _registered_method=True)
+        self.BulkInsertVectors = channel.stream_unary(
+                '/deeplake.v1.VectorService/BulkInsertVectors',
+                request_serializer=proto_dot_deeplake__service__pb2.InsertVectorsRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.InsertVectorsResponse.FromString,
+                _registered_method=True)
 
 
 class VectorServiceServicer:
@@ -476,6 +481,15 @@ class VectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BulkInsertVectors(self, request_iterator, context):
+        """Tributary addition: a client stream of batches for large loads. Each message is one batch
+        (atomic on its own, as InsertVectors); the answer totals them. dataset_id may be given in
+        the first message only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -523,6 +537,11 @@ def add_VectorServiceServicer_to_server(servicer, server):
                     servicer.RestoreVectors,
                     request_deserializer=proto_dot_deeplake__service__pb2.RestoreVectorsRequest.FromString,
                     response_serializer=proto_dot_deeplake__service__pb2.RestoreVectorsResponse.SerializeToString,
+            ),
+            'BulkInsertVectors': grpc.stream_unary_rpc_method_handler(
+                    servicer.BulkInsertVectors,
+                    request_deserializer=proto_dot_deeplake__service__pb2.InsertVectorsRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.InsertVectorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -769,6 +788,33 @@ class VectorService:
             '/deeplake.v1.VectorService/RestoreVectors',
             proto_dot_deeplake__service__pb2.RestoreVectorsRequest.SerializeToString,
             proto_dot_deeplake__service__pb2.RestoreVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkInsertVectors(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/deeplake.v1.VectorService/BulkInsertVectors',
+            proto_dot_deeplake__service__pb2.InsertVectorsRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.InsertVectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,3 +77,17 @@ class MetaStatusResponse(_message.Message):
     raft_term: int
     commit_index: int
     def __init__(self, has_leader: _Optional[bool] = ..., is_leader: _Optional[bool] = ..., leader_raft_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., version: _Optional[int] = ..., registered_nodes: _Optional[_Iterable[str]] = ..., live_nodes: _Optional[_Iterable[str]] = ..., raft_term: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
+class RouterHeartbeatRequest(_message.Message):
+    __slots__ = ("router_id",)
+    ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
+    router_id: str
+    def __init__(self, router_id: _Optional[str] = ...) -> None: ...
+
+class RouterHeartbeatResponse(_message.Message):
+    __slots__ = ("live_routers", "settled")
+    LIVE_ROUTERS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    live_routers: int
+    settled: bool
+    def __init__(self, live_routers: _Optional[int] = ..., settled: _Optional[bool] = ...) -> None: ...

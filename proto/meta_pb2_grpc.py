@@ -54,6 +54,11 @@ class MetaStub:
                 request_serializer=proto_dot_meta__pb2.MetaStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_meta__pb2.MetaStatusResponse.FromString,
                 _registered_method=True)
+        self.RouterHeartbeat = channel.unary_unary(
+                '/tributary.meta.v1.Meta/RouterHeartbeat',
+                request_serializer=proto_dot_meta__pb2.RouterHeartbeatRequest.SerializeToString,
+                response_deserializer=proto_dot_meta__pb2.RouterHeartbeatResponse.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -86,6 +91,14 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RouterHeartbeat(self, request, context):
+        """Router liveness, so each router can take its share (1/N) of a tenant's rate limit. Served by
+        the leader only; soft state in the leader's memory like node liveness.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_meta__pb2.MetaStatusRequest.FromString,
                     response_serializer=proto_dot_meta__pb2.MetaStatusResponse.SerializeToString,
+            ),
+            'RouterHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouterHeartbeat,
+                    request_deserializer=proto_dot_meta__pb2.RouterHeartbeatRequest.FromString,
+                    response_serializer=proto_dot_meta__pb2.RouterHeartbeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class Meta:
             '/tributary.meta.v1.Meta/Status',
             proto_dot_meta__pb2.MetaStatusRequest.SerializeToString,
             proto_dot_meta__pb2.MetaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouterHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.meta.v1.Meta/RouterHeartbeat',
+            proto_dot_meta__pb2.RouterHeartbeatRequest.SerializeToString,
+            proto_dot_meta__pb2.RouterHeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,8 @@ DEFAULT_EXEMPT = (
     "/api/v1/health", "/api/v1/metrics",
     "/deeplake.v1.HealthService/Check", "/deeplake.v1.HealthService/GetMetrics",
     "/grpc.health.v1.Health/",
+    # Server reflection describes the public proto, nothing more.
+    "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/",
 )
 
 

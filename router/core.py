@@ -434,6 +434,40 @@ class RouterCore:
                             for i in outcome.skipped_ids[:100]],
             processing_time_ms=(time.perf_counter() - started) * 1000)
 
+    async def bulk_insert_vectors(self, batches, idempotency_key: str = ""
+                                  ) -> pb.InsertVectorsResponse:
+        """Inserts a stream of InsertVectorsRequest batches, each atomic on its own. Stops at
+        the first failing batch and raises its error (earlier batches stay committed); the
+        error message says how many vectors were inserted before it."""
+        started = time.perf_counter()
+        total = pb.InsertVectorsResponse()
+        first = None
+        index = 0
+        async for batch in batches:
+            if first is None:
+                first = batch
+            if not batch.dataset_id:
+                batch.dataset_id = first.dataset_id
+            if not batch.tenant_id:
+                batch.tenant_id = first.tenant_id
+            if batch.dataset_id != first.dataset_id:
+                raise errors.InvalidArgument("every batch of a bulk insert must name the same "
+                                             "dataset")
+            key = f"{idempotency_key}#{index}" if idempotency_key else ""
+            try:
+                result = await self.insert_vectors(batch, key)
+            except errors.TributaryError as exc:
+                raise type(exc)(f"batch {index} failed after {total.inserted_count} vector(s) "
+                                f"were inserted: {exc.message}") from None
+            total.inserted_count += result.inserted_count
+            total.skipped_count += result.skipped_count
+            total.error_messages.extend(result.error_messages[:100])
+            index += 1
+        if first is None:
+            raise errors.InvalidArgument("the bulk insert stream held no batches")
+        total.processing_time_ms = (time.perf_counter() - started) * 1000
+        return total
+
     @staticmethod
     def _check_idempotency_key(key: str) -> None:
         if len(key.encode("utf-8")) > limits.idempotency_key_bytes_max:
@@ -615,6 +649,15 @@ class RouterCore:
     # ---- search --------------------------------------------------------------------------------
 
     async def search_vectors(self, request: pb.SearchVectorsRequest) -> pb.SearchVectorsResponse:
+        """Scatter-gather top-k search; the last answer of search_vectors_stream."""
+        final = None
+        async for final in self.search_vectors_stream(request):
+            pass
+        return final
+
+    async def search_vectors_stream(self, request: pb.SearchVectorsRequest):
+        """Yields the merged answer so far each time a shard answers; the last one is complete
+        (every shard merged). Validation errors are raised before anything is yielded."""
         started = time.perf_counter()
         record = await self.dataset(request.tenant_id, request.dataset_id)
         options = request.options
@@ -645,8 +688,21 @@ class RouterCore:
                                                filter_expression=options.filter,
                                                filters=dict(options.filters))))
         db_started = time.perf_counter()
-        responses = await asyncio.gather(*(search(s) for s in range(record.shard_count)))
-        db_ms = (time.perf_counter() - db_started) * 1000
+        pending = [asyncio.ensure_future(search(s)) for s in range(record.shard_count)]
+        responses = []
+        try:
+            for finished in asyncio.as_completed(pending):
+                responses.append(await finished)
+                db_ms = (time.perf_counter() - db_started) * 1000
+                yield self._merge_search(record, options, top_k, shard_k, responses, started,
+                                         db_ms)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    def _merge_search(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
+                      shard_k: int, responses: list, started: float, db_ms: float
+                      ) -> pb.SearchVectorsResponse:
         post_started = time.perf_counter()
         merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
                              shard_k)

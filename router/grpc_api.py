@@ -3,6 +3,7 @@ through tributary.errors, with the same message REST puts in its body."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -25,6 +26,19 @@ def _idempotency_key(context) -> str:
     return ""
 
 
+async def _within_deadline(context, call):
+    """Honours the client's deadline: the core call is cancelled when it runs out (a cancelled
+    2PC coordinator is safe: participants resolve through the meta group)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return await call
+    try:
+        return await asyncio.wait_for(call, max(remaining, 0.001))
+    except asyncio.TimeoutError:
+        raise errors.DeadlineExceeded("the request's deadline passed before it completed") \
+            from None
+
+
 def _rpc(core_method_name: str, idempotent_writes: bool = False):
     async def handler(self, request, context):
         started = time.perf_counter()
@@ -32,8 +46,8 @@ def _rpc(core_method_name: str, idempotent_writes: bool = False):
         try:
             method = getattr(self.core, core_method_name)
             if idempotent_writes:
-                return await method(request, _idempotency_key(context))
-            return await method(request)
+                return await _within_deadline(context, method(request, _idempotency_key(context)))
+            return await _within_deadline(context, method(request))
         except errors.TributaryError as exc:
             code = exc.grpc_code
             await context.abort(exc.grpc_code, exc.message)
@@ -72,6 +86,20 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
 class VectorService(pb_grpc.VectorServiceServicer):
     def __init__(self, core: RouterCore):
         self.core = core
+
+    async def BulkInsertVectors(self, request_iterator, context):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await _within_deadline(context, self.core.bulk_insert_vectors(
+                request_iterator, _idempotency_key(context)))
+        except errors.TributaryError as exc:
+            code = exc.grpc_code
+            await context.abort(exc.grpc_code, exc.message)
+        finally:
+            REQUESTS.labels("grpc", "bulk_insert_vectors", code.name).inc()
+            REQUEST_LATENCY.labels("grpc", "bulk_insert_vectors").observe(
+                time.perf_counter() - started)
 
     InsertVector = _rpc("insert_vector")
     InsertVectors = _rpc("insert_vectors", idempotent_writes=True)

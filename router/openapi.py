@@ -276,6 +276,15 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                     "such as `category = 'tech' AND year >= 2020`).",
         params=[_DATASET_ID, _TENANT], body="SearchVectorsBody",
         ok_schema="SearchVectorsResponse", errors_=(400, 404, 413) + _CLUSTER),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}/search/stream"): _op(
+        "searchStream", "search", "WebSocket query stream",
+        description="Upgrade to a WebSocket, then send search bodies (as for POST .../search) "
+                    "as text frames. Each query is answered by one `{\"type\": \"partial\"}` "
+                    "frame per shard merged so far and a final `{\"type\": \"complete\"}` "
+                    "frame with the whole SearchVectorsResponse and its stats; a bad query gets "
+                    "`{\"type\": \"error\"}` and the socket stays open.",
+        params=[_DATASET_ID, _TENANT], ok=101,
+        ok_text="Switching Protocols: the WebSocket is open", errors_=(404,) + _CLUSTER),
     ("POST", f"{BASE}/datasets/{{dataset_id}}/search/text"): _op(
         "searchByText", "search", "Search by text (BM25 over content)",
         description="Ranked by Deep Lake's BM25 index on `content`; `score` is the BM25 score. "
@@ -343,6 +352,11 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "docs", "meta", "A readable HTML page of this document",
         ok_content={"text/html": {"schema": {"type": "string"}}}),
 }
+
+# The admin API (/admin/...) and the 401/403/429 of authenticated operations: router/admin.py.
+from router.admin import extend_openapi as _extend_openapi  # noqa: E402
+
+_extend_openapi(OPERATIONS, _STATUS_TEXT, _op)
 
 
 def _message(name: str):

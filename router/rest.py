@@ -267,6 +267,41 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response(to_json(response))
 
 
+async def search_stream(request: web.Request) -> web.WebSocketResponse:
+    """WebSocket query stream. Each text frame is a search body (as POST .../search); the server
+    answers with one {"type": "partial"} frame per shard as its hits are merged in, then one
+    {"type": "complete"} frame holding the full response with its stats. A bad query gets an
+    {"type": "error"} frame and the connection stays open for the next one."""
+    ws = web.WebSocketResponse(max_msg_size=limits.request_bytes_max, heartbeat=30)
+    await ws.prepare(request)
+    core = request.app[CORE]
+    async for message in ws:
+        if message.type != web.WSMsgType.TEXT:
+            if message.type == web.WSMsgType.ERROR:
+                break
+            continue
+        try:
+            try:
+                doc = json.loads(message.data)
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"malformed JSON frame: {exc}") from None
+            if not isinstance(doc, dict):
+                raise errors.InvalidArgument("a frame must be a JSON object")
+            doc["dataset_id"] = request.match_info["dataset_id"]
+            doc.setdefault("tenant_id", _tenant(request))
+            query = parse(pb.SearchVectorsRequest, doc)
+            previous, done = None, 0
+            async for partial in core.search_vectors_stream(query):
+                if previous is not None:
+                    await ws.send_json({"type": "partial", "shards_done": done,
+                                        **to_json(previous)})
+                previous, done = partial, done + 1
+            await ws.send_json({"type": "complete", "shards_done": done, **to_json(previous)})
+        except errors.TributaryError as exc:
+            await ws.send_json({"type": "error", **exc.to_json()})
+    return ws
+
+
 async def search_text(request: web.Request) -> web.Response:
     doc = await _body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
@@ -350,7 +385,9 @@ async def multi_dataset_search(request: web.Request) -> web.Response:
 
 
 def make_app(core: RouterCore) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
+    from router import admin, auth, input_guard  # credentials/scope, then hostile bodies
+    app = web.Application(middlewares=[error_middleware, auth.rest_middleware,
+                                       input_guard.rest_middleware],
                           client_max_size=limits.request_bytes_max)
     app[CORE] = core
     base = "/api/v1"
@@ -371,6 +408,7 @@ def make_app(core: RouterCore) -> web.Application:
                         restore_vector)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/compact", compact_dataset)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search", search)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}/search/stream", search_stream)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/text", search_text)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/hybrid", search_hybrid)
     app.router.add_get(f"{base}/health", health)
@@ -379,6 +417,7 @@ def make_app(core: RouterCore) -> web.Application:
     app.router.add_put(f"{base}/datasets/{{dataset_id}}", update_dataset)
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/stats", get_dataset_stats)
     app.router.add_post(f"{base}/search/multi-dataset", multi_dataset_search)
+    admin.add_routes(app)  # /admin/tenants, /admin/keys (router/admin.py)
     from router.openapi import add_openapi_routes  # GET /openapi.json and /docs
     add_openapi_routes(app)
     return app

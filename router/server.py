@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from consensus.client import CatalogCache, MetaClient
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
+from router import auth, quotas
 from router.grpc_api import add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
@@ -29,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meta", required=True, help="comma-separated meta gRPC addresses")
     parser.add_argument("--min-nodes", type=int, default=1,
                         help="health stays 503 until this many nodes are registered")
+    auth.add_arguments(parser)  # credentials, JWT keys, exempt routes (router/auth.py)
 
 
 async def serve(args: argparse.Namespace) -> None:
+    # First, so a router exposed without credentials exits before doing anything.
+    auth_config = auth.config_from_args(args, [args.http, args.grpc])
     meta = MetaClient([a for a in args.meta.split(",") if a])
     catalog = CatalogCache(meta)
     while True:
@@ -44,11 +48,18 @@ async def serve(args: argparse.Namespace) -> None:
     catalog.start()
     shards = GrpcShardClient()
     core = RouterCore(meta, catalog, shards, min_nodes=args.min_nodes)
+    # Both adapters serve the core behind authentication, authorization and tenant quotas.
+    authenticator = auth.Authenticator(auth_config, catalog)
+    router_count = quotas.RouterCount(meta)
+    router_count.start()
+    guarded = auth.GuardedCore(core, authenticator, quotas.QuotaEnforcer(core, router_count))
+    log.info("authentication %s", "on" if authenticator.enabled else
+             "off (loopback only, no credentials configured)")
 
-    grpc_server = grpc.aio.server(options=[
+    grpc_server = grpc.aio.server(interceptors=[auth.AuthInterceptor(authenticator)], options=[
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    add_services(grpc_server, core)
+    add_services(grpc_server, guarded)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     service_names = [pb.DESCRIPTOR.services_by_name[s].full_name for s in
@@ -59,7 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"cannot bind gRPC address {args.grpc}")
     await grpc_server.start()
 
-    runner = web.AppRunner(make_app(core), access_log=None)
+    runner = web.AppRunner(make_app(guarded), access_log=None)
     await runner.setup()
     host, port = args.http.rsplit(":", 1)
     site = web.TCPSite(runner, host, int(port))
@@ -82,6 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     tracker.cancel()
+    await router_count.stop()
     await catalog.stop()
     await runner.cleanup()
     await grpc_server.stop(grace=1)
