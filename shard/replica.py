@@ -84,6 +84,7 @@ class ShardReplica:
         os.makedirs(path, exist_ok=True)
         self._ds = self._open_or_create_store()
         self._load_maps()
+        self._small = _SmallFields(self._ds, self._labels)
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
@@ -272,30 +273,30 @@ class ShardReplica:
 
     def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
                    include_metadata: bool = True) -> list[VectorRecord]:
+        """Records for rows. The short fields come from memory (_SmallFields); the store is
+        read only for content, metadata and values, and only when asked for."""
         if not rows:
             return []
         ds = self._ds
-        # Deep Lake reads an empty Text cell back as None; records always carry strings.
-        columns = {name: ["" if v is None else v for v in ds[name][rows]]
-                   for name in _TEXT_COLUMNS if include_content or name != "content"}
-        ints = {name: ds[name][rows] for name in _INT_COLUMNS[1:]}
-        metadata = ds["metadata"][rows] if include_metadata else [None] * len(rows)
-        values = np.asarray(ds["values"][rows], dtype=np.float32) if include_values else None
+        content = (["" if v is None else v for v in ds["content"][rows]] if include_content
+                   else None)
+        metadata = ds["metadata"][rows] if include_metadata else None
+        values = (np.asarray(ds["values"][rows], dtype=np.float32).reshape(
+            len(rows), self.dimensions) if include_values else None)
+        small = self._small
         out = []
-        for i in range(len(rows)):
+        for i, row in enumerate(rows):
+            label = self._labels[row]
+            text = {name: small.text[name].get(label, "") for name in _SMALL_TEXT}
             out.append(VectorRecord(
-                id=columns["id"][i],
-                values=None if values is None else values[i],
-                document_id=columns["document_id"][i], chunk_id=columns["chunk_id"][i],
-                content=columns["content"][i] if "content" in columns else "",
-                content_hash=columns["content_hash"][i],
-                metadata={} if metadata[i] is None else {k: str(v) for k, v in
-                                                         dict(metadata[i]).items()},
-                content_type=columns["content_type"][i], language=columns["language"][i],
-                model=columns["model"][i], chunk_index=int(ints["chunk_index"][i]),
-                chunk_count=int(ints["chunk_count"][i]),
-                created_at_ms=int(ints["created_at_ms"][i]),
-                updated_at_ms=int(ints["updated_at_ms"][i])))
+                id=self._ids[row], values=None if values is None else values[i],
+                content="" if content is None else content[i],
+                metadata={} if metadata is None or metadata[i] is None else
+                {k: str(v) for k, v in dict(metadata[i]).items()},
+                chunk_index=small.ints["chunk_index"].get(label, 0),
+                chunk_count=small.ints["chunk_count"].get(label, 0),
+                created_at_ms=int(small.created[row]), updated_at_ms=int(small.updated[row]),
+                **text))
         return out
 
     def search(self, query: np.ndarray, top_k: int, ef_search: int = 0,
@@ -570,6 +571,7 @@ class ShardReplica:
 
             # The store is durable; now bring the cache and maps in line.
             gone_ids = [self._ids[r] for r in gone_rows]
+            gone_labels = [self._label_of[vid] for vid in gone_ids]
             graph_deletes = []
             for vid in gone_ids:
                 label = self._label_of.pop(vid)
@@ -592,6 +594,7 @@ class ShardReplica:
                 self._labels = [lb for row, lb in enumerate(self._labels) if row not in gone_set]
             if self._filter_columns is not None:
                 self._filter_columns.apply(sorted(gone_rows), new_columns)
+            self._small.apply(sorted(gone_rows), gone_labels, new_columns, labels)
             for record, label in zip(to_append, labels):
                 self._ids.append(record.id)
                 self._labels.append(label)
@@ -791,12 +794,58 @@ class ShardReplica:
         except Exception:  # noqa: BLE001 - reopen is the last resort to drop uncommitted rows
             self._ds = deeplake.open(self._store_url)
         self._load_maps()
+        self._small = _SmallFields(self._ds, self._labels)
 
 
 def _bm25_terms(text: str) -> str:
     """The query's words only. BM25 tokenizes on word characters anyway, and keeping nothing
     else means the TQL string literal can hold no quote or backslash."""
     return " ".join(re.findall(r"\w+", text, flags=re.UNICODE))[:limits.text_query_bytes_max]
+
+
+_SMALL_TEXT = ("document_id", "chunk_id", "content_hash", "content_type", "language", "model")
+_SMALL_INT = ("chunk_index", "chunk_count")
+
+
+class _SmallFields:
+    """The short fields every search hit carries, in memory, so a plain search reads nothing
+    from the store (reading ten Deep Lake columns cost ~1.5 ms per query, seven times the graph
+    search). Text and small ints are sparse, keyed by label (only non-empty values cost
+    memory); the two timestamps are dense numpy arrays in row order."""
+
+    def __init__(self, ds, labels: list[int]):
+        count = len(labels)
+        self.text: dict[str, dict[int, str]] = {}
+        for name in _SMALL_TEXT:
+            values = ds[name][:] if count else []
+            self.text[name] = {lb: v for lb, v in zip(labels, values) if v}
+        self.ints: dict[str, dict[int, int]] = {}
+        for name in _SMALL_INT:
+            values = np.asarray(ds[name][:], dtype=np.int64) if count else np.zeros(0, np.int64)
+            nonzero = np.flatnonzero(values)
+            self.ints[name] = {labels[i]: int(values[i]) for i in nonzero.tolist()}
+        self.created = (np.asarray(ds["created_at_ms"][:], dtype=np.int64) if count
+                        else np.zeros(0, np.int64))
+        self.updated = (np.asarray(ds["updated_at_ms"][:], dtype=np.int64) if count
+                        else np.zeros(0, np.int64))
+
+    def apply(self, deleted_rows: list[int], deleted_labels: list[int], appended: dict | None,
+              appended_labels: list[int]) -> None:
+        for label in deleted_labels:
+            for column in (*self.text.values(), *self.ints.values()):
+                column.pop(label, None)
+        if deleted_rows:
+            self.created = np.delete(self.created, deleted_rows)
+            self.updated = np.delete(self.updated, deleted_rows)
+        if appended is not None:
+            for name in _SMALL_TEXT:
+                self.text[name].update((lb, v) for lb, v in zip(appended_labels, appended[name])
+                                       if v)
+            for name in _SMALL_INT:
+                self.ints[name].update((lb, int(v)) for lb, v in zip(appended_labels,
+                                                                     appended[name]) if v)
+            self.created = np.concatenate([self.created, appended["created_at_ms"]])
+            self.updated = np.concatenate([self.updated, appended["updated_at_ms"]])
 
 
 class _FilterColumns:
