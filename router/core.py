@@ -126,9 +126,13 @@ def dataset_stats_map(record: DatasetRecord,
                       per_shard: list[node_pb2.ShardStatsResponse]) -> dict[str, str]:
     """The `stats` map of GetDatasetStats: placement and per-shard counts, as strings."""
     stats = {"shard_count": str(record.shard_count), "placement_epoch": str(record.epoch),
-             "tenant_id": record.tenant_id, "dataset_uuid": record.uuid}
+             "tenant_id": record.tenant_id, "dataset_uuid": record.uuid,
+             "active_vectors": str(sum(a.vector_count for a in per_shard)),
+             "deleted_vectors": str(sum(a.soft_deleted_count for a in per_shard)),
+             "pending_index_vectors": str(sum(a.pending_index_count for a in per_shard))}
     for shard, (node_id, answer) in enumerate(zip(record.placement, per_shard)):
         stats[f"shard.{shard}.vectors"] = str(answer.vector_count)
+        stats[f"shard.{shard}.deleted"] = str(answer.soft_deleted_count)
         stats[f"shard.{shard}.storage_bytes"] = str(answer.storage_bytes)
         stats[f"shard.{shard}.node"] = node_id
     return stats
