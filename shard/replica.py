@@ -310,45 +310,78 @@ class ShardReplica:
         keeps recall at 1.0; otherwise ask HNSW for enough candidates that top_k are expected to
         pass, post-filter them with a vectorized mask, and widen the search until top_k pass or
         every row was considered."""
+        started = time.perf_counter()
+        if where is None:
+            # The graph search runs outside _lock (index read lock only), so searches of one
+            # replica run in parallel; only the id mapping and row reads take _lock.
+            with self._lock:
+                live = len(self._ids)
+                if live == 0:
+                    return SearchOutcome([], 0, 0, 0.0)
+                k = min(top_k, live)
+                ef = max(ef_search or limits.ef_search_default, k)
+                snapshot = self._graph_snapshot()
+            labels, raw = self._candidates(query, k, ef, *snapshot)
+            with self._lock:
+                found = self._resolve(labels, raw, k)
+                return self._outcome(found, started, live, 0, "hnsw", include_values,
+                                     include_content, include_metadata)
         with self._lock:
-            started = time.perf_counter()
             live = len(self._ids)
             if live == 0:
                 return SearchOutcome([], 0, 0, 0.0)
             ef = max(ef_search or limits.ef_search_default, min(top_k, live))
-            filtered_out, strategy = 0, "hnsw"
-            if where is None:
-                found, scanned = self._hnsw(query, min(top_k, live), ef), live
+            view = self._filter_view()
+            selectivity = flt.estimate_selectivity(where, view, 1000, self._rng)
+            if selectivity * live <= limits.filter_exact_rows_max:
+                strategy = "exact"
+                rows = np.flatnonzero(where.mask(view))
+                found, scanned = self._exact(query, rows, top_k), len(rows)
+                filtered_out = live - len(rows)
             else:
-                view = self._filter_view()
-                selectivity = flt.estimate_selectivity(where, view, 1000, self._rng)
-                if selectivity * live <= limits.filter_exact_rows_max:
-                    strategy = "exact"
-                    rows = np.flatnonzero(where.mask(view))
-                    found, scanned = self._exact(query, rows, top_k), len(rows)
-                    filtered_out = live - len(rows)
-                else:
-                    strategy = "hnsw_overfetch"
-                    found, scanned, filtered_out = self._overfetch(query, top_k, ef, where, view,
-                                                                   selectivity)
-            rows = [self._row_of[vid] for vid, _, _ in found]
-            records = self._read_rows(rows, include_values=include_values,
-                                      include_content=include_content,
-                                      include_metadata=include_metadata)
-            hits = [Hit(rec, s, d) for rec, (_, s, d) in zip(records, found)]
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            return SearchOutcome(hits, vectors_scanned=scanned, index_hits=len(hits),
-                                 database_time_ms=elapsed_ms, filtered_out=filtered_out,
-                                 strategy=strategy)
+                strategy = "hnsw_overfetch"
+                found, scanned, filtered_out = self._overfetch(query, top_k, ef, where, view,
+                                                               selectivity)
+            return self._outcome(found, started, scanned, filtered_out, strategy,
+                                 include_values, include_content, include_metadata)
+
+    def _outcome(self, found: list[tuple[str, float, float]], started: float, scanned: int,
+                 filtered_out: int, strategy: str, include_values: bool, include_content: bool,
+                 include_metadata: bool) -> SearchOutcome:
+        """Reads the hit rows and builds the answer. The caller holds _lock."""
+        rows = [self._row_of[vid] for vid, _, _ in found]
+        records = self._read_rows(rows, include_values=include_values,
+                                  include_content=include_content,
+                                  include_metadata=include_metadata)
+        hits = [Hit(rec, sc, d) for rec, (_, sc, d) in zip(records, found)]
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return SearchOutcome(hits, vectors_scanned=scanned, index_hits=len(hits),
+                             database_time_ms=elapsed_ms, filtered_out=filtered_out,
+                             strategy=strategy)
 
     def _hnsw(self, query: np.ndarray, k: int, ef: int) -> list[tuple[str, float, float]]:
-        """Top-k over the graph plus an exact scan of the pending buffer, merged by distance."""
+        """Top-k over the graph plus the pending buffer. The caller holds _lock."""
+        labels, raw = self._candidates(query, k, ef, *self._graph_snapshot())
+        return self._resolve(labels, raw, k)
+
+    def _graph_snapshot(self) -> tuple[list, int]:
+        """What a graph search needs from the replica state (caller holds _lock): the pending
+        chunks (immutable arrays) and how many live rows the graph holds."""
+        indexed_live = len(self._ids) - len(self._pending_vectors) - len(self._soft_deleted)
+        return list(self._pending_chunks), indexed_live
+
+    def _candidates(self, query: np.ndarray, k: int, ef: int, pending: list,
+                    indexed_live: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and hnswlib distances from the graph and an exact scan of `pending`, best
+        first. Needs only the index read lock, so searches run in parallel (knn_query releases
+        the GIL). Labels may name rows deleted meanwhile; _resolve drops them."""
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
-        indexed_live = len(self._ids) - len(self._pending_vectors) - len(self._soft_deleted)
         with self._index_lock.read():
-            k_graph = min(k, indexed_live, self._index.get_current_count())
+            k_graph = min(k, max(indexed_live, 0), self._index.get_current_count())
             if k_graph > 0:
+                # ef is index-wide in hnswlib; concurrent searches asking different ef values
+                # may run with each other's (a quality, not a safety, difference).
                 self._index.set_ef(max(ef, k_graph))
                 try:
                     labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
@@ -358,26 +391,31 @@ class ShardReplica:
                     labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
                 labels_out.append(labels[0].astype(np.int64))
                 raw_out.append(raw[0])
-        for chunk_labels, chunk_vectors in self._pending_chunks:
+        for chunk_labels, chunk_vectors in pending:
             labels_out.append(chunk_labels)
             raw_out.append(self._raw_distances(chunk_vectors, query))
         if not labels_out:
-            return []
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         all_labels = np.concatenate(labels_out)
         all_raw = np.concatenate(raw_out)
         order = np.argsort(all_raw, kind="stable")
+        return all_labels[order], all_raw[order]
+
+    def _resolve(self, labels: np.ndarray, raw: np.ndarray, k: int
+                 ) -> list[tuple[str, float, float]]:
+        """Maps candidate labels to (id, score, distance), dropping deleted and duplicate
+        labels, keeping the best k. The caller holds _lock."""
         found, seen = [], set()
-        for i in order.tolist():
-            label = int(all_labels[i])
+        for i, label in enumerate(labels.tolist()):
             if label in seen or label not in self._id_of_label:
                 continue
             seen.add(label)
             found.append(i)
             if len(found) == k:
                 break
-        scores, distances = scores_from_hnsw(self.metric, all_raw[found])
-        return [(self._id_of_label[int(all_labels[i])], float(s), float(d))
-                for i, s, d in zip(found, scores, distances)]
+        scores, distances = scores_from_hnsw(self.metric, raw[found])
+        return [(self._id_of_label[int(labels[i])], float(sc), float(d))
+                for i, sc, d in zip(found, scores, distances)]
 
     def _raw_distances(self, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
         """hnswlib's own distance: squared L2, or 1 - inner product."""

@@ -173,3 +173,38 @@ def test_compaction_purges_soft_deleted_rows_and_rebuilds_the_graph(tmp_path):
         assert top1(replica, data[i]) == f"v{i}"
     replica.close()
     assert ShardReplica(str(tmp_path), 8, "l2").count() == 860
+
+
+def test_searches_run_alongside_writes_deletes_and_compaction_without_errors(tmp_path):
+    import threading
+    rng = np.random.default_rng(21)
+    data = rng.standard_normal((4_000, 8)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 8, "l2")
+    replica.write(records(data[:1_000]), [])
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        while not stop.is_set():
+            try:
+                hits = replica.search(local.standard_normal(8).astype(np.float32), 5).hits
+                assert len({h.record.id for h in hits}) == len(hits)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for b in range(1, 4):
+        replica.write(records(data[b * 1_000:(b + 1) * 1_000], start=b * 1_000), [])
+        replica.write([], [f"v{i}" for i in range(b * 100, b * 100 + 50)])
+        replica.soft_delete([f"v{b * 1_000 + 1}"])
+    replica.compact()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+    assert replica.wait_indexed()
+    assert top1(replica, data[3_999]) == "v3999"
