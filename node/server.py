@@ -224,20 +224,19 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def SoftDelete(self, request, context):
-        _, replica = await self.host.replica(request.shard)
-        ids = list(request.ids)
-        await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
-                                         ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
-        affected, missing = await asyncio.to_thread(replica.soft_delete, ids)
-        return node_pb2.IdsResponse(affected=affected, not_found=missing)
+        return await self._on_ids(request, ShardReplica.soft_delete)
 
     @_guarded
     async def Restore(self, request, context):
+        return await self._on_ids(request, ShardReplica.restore)
+
+    async def _on_ids(self, request, operation) -> node_pb2.IdsResponse:
+        """Soft delete or restore: waits for in-doubt txns on the ids, then one commit."""
         _, replica = await self.host.replica(request.shard)
         ids = list(request.ids)
         await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
                                          ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
-        affected, missing = await asyncio.to_thread(replica.restore, ids)
+        affected, missing = await asyncio.to_thread(operation, replica, ids)
         return node_pb2.IdsResponse(affected=affected, not_found=missing)
 
     @_guarded
