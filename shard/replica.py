@@ -633,12 +633,19 @@ class ShardReplica:
             if self._filter_columns is not None:
                 self._filter_columns.apply(sorted(gone_rows), new_columns)
             self._small.apply(sorted(gone_rows), gone_labels, new_columns, labels)
+            if gone_rows:
+                # Deletes shift every later row: renumber (O(rows), as Deep Lake's delete is).
+                for vid in gone_ids:
+                    self._row_of.pop(vid, None)
+                first = min(gone_rows)
+                for row in range(first, len(self._ids)):
+                    self._row_of[self._ids[row]] = row
             for record, label in zip(to_append, labels):
+                self._row_of[record.id] = len(self._ids)
                 self._ids.append(record.id)
                 self._labels.append(label)
                 self._label_of[record.id] = label
                 self._id_of_label[label] = record.id
-            self._row_of = {vid: row for row, vid in enumerate(self._ids)}
             if to_append:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
