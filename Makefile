@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test test-unit test-integration test-2pc-full proto bench clean
+.PHONY: venv up test test-unit test-integration test-2pc-full chaos proto bench clean
 
 venv: $(STAMP)
 
@@ -32,11 +32,17 @@ test-integration: $(STAMP)
 test-2pc-full: $(STAMP)
 	TRIBUTARY_2PC_TXNS=50 $(PY) -m pytest -q tests/integration/test_two_phase_commit.py
 
+# The full chaos matrix (~20 min on 2 cores): each nemesis alone, meta faults, everything at once
+# with several seeds, and the CLI's failure path. `make test` runs one short seeded chaos run.
+# One run by hand: .venv/bin/tributary chaos run --seed 7 --duration 60
+chaos: $(STAMP)
+	TRIBUTARY_CHAOS_FULL=1 $(PY) -m pytest -q -s tests/integration/test_chaos_harness.py
+
 # Regenerates the committed protobuf/gRPC modules. tests/unit/test_proto_fresh.py fails when
 # they are stale.
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
-		proto/deeplake_service.proto proto/node.proto proto/meta.proto
+		proto/deeplake_service.proto proto/node.proto proto/meta.proto proto/admin.proto
 
 # `make bench` runs the default sizes (5-10 min on 2 cores); pass flags through BENCH_ARGS, e.g.
 # make bench BENCH_ARGS="--quick --e2e"

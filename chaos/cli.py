@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proxy.add_arguments(p)
     p.set_defaults(chaos_func=proxy.run)
 
+    from chaos import run as chaos_run
+    p = sub.add_parser("run", help="one seeded chaos run against a fully proxied local cluster",
+                       description=chaos_run.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    chaos_run.add_arguments(p)
+    p.set_defaults(chaos_func=chaos_run.run)
+
 
 def run(args: argparse.Namespace) -> None:
     args.chaos_func(args)

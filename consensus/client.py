@@ -84,6 +84,11 @@ class MetaClient:
             node_id=node_id, address=address), timeout_s=limits.node_heartbeat_interval_ms / 1000 * 4)
         return response.version
 
+    async def router_heartbeat(self, router_id: str) -> meta_pb2.RouterHeartbeatResponse:
+        """Tells the leader this router is alive; answers how many routers are."""
+        return await self._call("RouterHeartbeat", meta_pb2.RouterHeartbeatRequest(
+            router_id=router_id), timeout_s=limits.router_heartbeat_interval_ms / 1000 * 2)
+
     async def leader_status(self, timeout_s: float = 2.0) -> meta_pb2.MetaStatusResponse:
         """Status as the leader sees it; raises Unavailable when no member leads."""
         deadline = time.monotonic() + timeout_s

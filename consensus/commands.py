@@ -99,9 +99,69 @@ class Barrier:
     at_ms: int
 
 
+# ---- tenants and API keys (the admin API; applied by consensus/tenancy.py) ---------------------
+
+@dataclass(frozen=True)
+class ProvisionTenant:
+    """Creates a tenant with a display name, quotas and a status. Refused if it exists (the
+    older CreateTenant, and a tenant's first dataset, create one with no quotas)."""
+
+    tenant_id: str
+    name: str
+    quotas: dict[str, float]
+    status: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class SetTenantQuotas:
+    """Merges `quotas` into the tenant's; a null value removes that limit (unlimited)."""
+
+    tenant_id: str
+    quotas: dict[str, float | None]
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class SetTenantStatus:
+    tenant_id: str
+    status: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class DeleteTenant:
+    """Removes a tenant that has no datasets left, and revokes its API keys."""
+
+    tenant_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CreateApiKey:
+    """Stores an API key by its sha256 only. role: admin | tenant; access: read_only |
+    read_write; datasets: an allow-list within the tenant (empty: every dataset)."""
+
+    key_id: str
+    key_hash: str
+    tenant_id: str
+    role: str
+    access: str
+    datasets: tuple[str, ...]
+    description: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class RevokeApiKey:
+    key_id: str
+    at_ms: int
+
+
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
-    DecideTxn, AckTxns, Barrier)}
+    DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
+    DeleteTenant, CreateApiKey, RevokeApiKey)}
 
 
 class CommandDecodeError(ValueError):
@@ -125,7 +185,7 @@ def decode(text: str) -> Any:
         expected = {f.name for f in dataclasses.fields(cls)}
         if set(raw) != expected:
             raise CommandDecodeError(f"{cls.__name__} fields {sorted(raw)} != {sorted(expected)}")
-        for name in ("placement", "participants"):
+        for name in ("placement", "participants", "datasets"):
             if name in raw:
                 raw = {**raw, name: tuple(raw[name])}
         if "acks" in raw:

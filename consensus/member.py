@@ -172,6 +172,30 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             raft_term=int(status.get("raft_term", 0)),
             commit_index=int(status.get("commit_idx", 0)))
 
+    def RouterHeartbeat(self, request, context):
+        """Router liveness (soft state, leader only): the count of routers heard from recently,
+        which each router divides tenant rate limits by."""
+        def run():
+            now = time.monotonic()
+            with self.lock:
+                if not self.machine._isLeader():
+                    # Forget what an earlier term saw; count afresh once leader.
+                    self.__dict__["router_seen"] = {}
+                    self.__dict__["router_leading_since"] = None
+                    raise NotLeader("not the leader")
+                seen = self.__dict__.setdefault("router_seen", {})
+                if self.__dict__.get("router_leading_since") is None:
+                    self.__dict__["router_leading_since"] = now
+                if request.router_id:
+                    seen[request.router_id] = now
+                timeout_s = limits.router_liveness_timeout_ms / 1000
+                for router_id in [r for r, at in seen.items() if now - at >= timeout_s]:
+                    del seen[router_id]
+                settled = now - self.__dict__["router_leading_since"] >= timeout_s
+                return meta_pb2.RouterHeartbeatResponse(live_routers=max(1, len(seen)),
+                                                        settled=settled)
+        return self._guard(context, run)
+
 
 def _parse_peer(text: str) -> tuple[str, str]:
     raft, sep, grpc_addr = text.partition("=")

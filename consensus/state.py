@@ -18,6 +18,18 @@ from tributary import limits
 DEFAULT_TENANT = "default"
 
 
+def _setstate_with_defaults(self, pickled: dict) -> None:
+    """Unpickling (pysyncobj's full dump) a record written before a field existed fills that
+    field with its default, so an upgraded member loads its old snapshot."""
+    for f in dataclasses.fields(self):
+        if f.name not in pickled:
+            if f.default is not dataclasses.MISSING:
+                pickled[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                pickled[f.name] = f.default_factory()
+    self.__dict__.update(pickled)
+
+
 @dataclass(frozen=True)
 class NodeRecord:
     node_id: str
@@ -28,6 +40,28 @@ class NodeRecord:
 @dataclass(frozen=True)
 class TenantRecord:
     tenant_id: str
+    created_at_ms: int
+    # Set through the admin API (consensus/tenancy.py). A tenant created implicitly by its first
+    # dataset is active with no quotas (unlimited).
+    name: str = ""
+    status: str = "active"
+    quotas: dict[str, float] = field(default_factory=dict)
+    updated_at_ms: int = 0
+
+    __setstate__ = _setstate_with_defaults
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key, stored only as the sha256 of the whole key (keys are 256-bit random)."""
+
+    key_id: str
+    key_hash: str
+    tenant_id: str
+    role: str
+    access: str
+    datasets: tuple[str, ...]
+    description: str
     created_at_ms: int
 
 
@@ -88,6 +122,10 @@ class MetaState:
     # Decisions every participant confirmed: txn_id -> [decision, at_ms], kept for
     # txn_tombstone_ttl_ms so a coordinator that arrives late still meets the first decision.
     txn_tombstones: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # API keys by key_id (consensus/tenancy.py).
+    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+
+    __setstate__ = _setstate_with_defaults
 
     def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
         for record in self.datasets.values():
@@ -108,6 +146,15 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     """Applies one command. Never raises for a refused command; returns the error as a result."""
     if isinstance(command, c.Barrier):
         return state, {"version": state.version}
+
+    # Tenants, quotas, statuses and API keys live in their own module (imported late: it builds
+    # on this module's records).
+    from consensus import tenancy
+    if isinstance(command, tenancy.COMMANDS):
+        return tenancy.apply(state, command)
+    refused = tenancy.refuse_by_status(state, command)
+    if refused is not None:
+        return state, refused
 
     if isinstance(command, c.RegisterNode):
         old = state.nodes.get(command.node_id)
@@ -255,6 +302,8 @@ def to_doc(state: MetaState) -> dict[str, Any]:
                      "acked": list(v.acked)} for k, v in state.txns.items()},
         "idempotency": {k: dataclasses.asdict(v) for k, v in state.idempotency.items()},
         "txn_tombstones": {k: list(v) for k, v in state.txn_tombstones.items()},
+        "api_keys": {k: {**dataclasses.asdict(v), "datasets": list(v.datasets)}
+                     for k, v in getattr(state, "api_keys", {}).items()},
     }
 
 
@@ -270,4 +319,6 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
               for k, v in doc.get("txns", {}).items()},
         idempotency={k: IdempotencyRecord(**v) for k, v in doc.get("idempotency", {}).items()},
         txn_tombstones={k: (v[0], int(v[1])) for k, v in doc.get("txn_tombstones", {}).items()},
+        api_keys={k: ApiKeyRecord(**{**v, "datasets": tuple(v["datasets"])})
+                  for k, v in doc.get("api_keys", {}).items()},
     )

@@ -1,5 +1,6 @@
-"""The admin API (REST, outside /api/v1 like seed 002's /admin/namespaces): tenants with quotas
-and statuses, and API keys. Every route needs an admin credential while auth is on (the REST
+"""The admin API: tenants with quotas and statuses, and API keys. REST outside /api/v1 (like
+seed 002's /admin/namespaces) and gRPC `tributary.admin.v1.AdminService` (proto/admin.proto),
+both over `AdminOps`. Every route needs an admin credential while auth is on (the REST
 middleware in router/auth.py checks it before the handler runs; handlers check again).
 
     POST   /admin/tenants                      {tenant_id, name?, quotas?, status?}
@@ -28,6 +29,7 @@ import time
 from aiohttp import web
 
 from consensus import commands, tenancy
+from proto import admin_pb2, admin_pb2_grpc
 from proto import deeplake_service_pb2 as pb
 from router import auth
 from tributary import errors, limits, validation
@@ -42,11 +44,6 @@ def _now_ms() -> int:
 def _guarded(request: web.Request):
     from router.rest import CORE
     return request.app[CORE]
-
-
-def _core(request: web.Request):
-    guarded = _guarded(request)
-    return getattr(guarded, "raw", guarded)
 
 
 def _check_admin(write: bool) -> None:
@@ -88,74 +85,191 @@ def _status_from(value) -> str:
     return value
 
 
-async def _tenant(request: web.Request):
-    core = _core(request)
-    tenant_id = validation.check_name(request.match_info["tenant_id"], "tenant id")
-    record = core.catalog.state.tenants.get(tenant_id)
-    if record is None:
+def new_api_key() -> tuple[str, str]:
+    """(key_id, key): `trb_<12 hex>_<43 url-safe chars>`, 256 random bits after the id."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"trb_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+class AdminOps:
+    """The admin operations, shared by the REST routes and the gRPC AdminService. Arguments are
+    plain values and dicts; answers are the REST JSON documents."""
+
+    def __init__(self, guarded):
+        self.core = getattr(guarded, "raw", guarded)
+        quotas = getattr(guarded, "quotas", None)
+        if quotas is None:
+            from router.quotas import QuotaEnforcer
+            quotas = QuotaEnforcer(self.core)
+        self.quotas = quotas
+
+    async def _record(self, tenant_id: str):
+        tenant_id = validation.check_name(tenant_id, "tenant id")
+        catalog = self.core.catalog
+        record = catalog.state.tenants.get(tenant_id)
+        if record is None:
+            await catalog.refresh(linearizable=True)
+            record = catalog.state.tenants.get(tenant_id)
+        if record is None:
+            raise errors.NotFound(f"tenant '{tenant_id}' not found")
+        return record
+
+    async def _answer(self, tenant_id: str) -> dict:
+        await self.core.catalog.refresh()
+        state = self.core.catalog.state
+        record = state.tenants.get(tenant_id)
+        if record is None:
+            raise errors.Unavailable(f"tenant '{tenant_id}' is not in the catalog yet; retry")
+        return {"tenant": tenant_doc(state, record)}
+
+    async def create_tenant(self, doc: dict) -> dict:
+        unknown = sorted(set(doc) - {"tenant_id", "id", "name", "quotas", "status"})
+        if unknown:
+            raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
+        tenant_id = validation.check_name(doc.get("tenant_id") or doc.get("id") or "",
+                                          "tenant id")
+        name = doc.get("name") or ""
+        if not isinstance(name, str) or len(name.encode("utf-8")) > limits.name_bytes_max:
+            raise errors.InvalidArgument(f"name must be a string of at most "
+                                         f"{limits.name_bytes_max} bytes")
+        quotas = {k: v for k, v in _quotas_from(doc.get("quotas"), allow_null=True).items()
+                  if v is not None}
+        status = _status_from(doc.get("status") or tenancy.ACTIVE)
+        await self.core.meta.propose(commands.ProvisionTenant(
+            tenant_id=tenant_id, name=name, quotas=quotas, status=status, at_ms=_now_ms()))
+        return await self._answer(tenant_id)
+
+    async def list_tenants(self) -> dict:
+        await self.core.catalog.refresh(linearizable=True)
+        state = self.core.catalog.state
+        tenants = [tenant_doc(state, r) for _, r in sorted(state.tenants.items())]
+        return {"tenants": tenants, "total_count": len(tenants)}
+
+    async def get_tenant(self, tenant_id: str) -> dict:
+        record = await self._record(tenant_id)
+        return {"tenant": tenant_doc(self.core.catalog.state, record)}
+
+    async def update_quotas(self, tenant_id: str, quotas: dict) -> dict:
+        quotas = _quotas_from(quotas, allow_null=True)
+        record = await self._record(tenant_id)
+        await self.core.meta.propose(commands.SetTenantQuotas(
+            tenant_id=record.tenant_id, quotas=quotas, at_ms=_now_ms()))
+        return await self._answer(record.tenant_id)
+
+    async def update_status(self, tenant_id: str, status) -> dict:
+        status = _status_from(status)
+        record = await self._record(tenant_id)
+        await self.core.meta.propose(commands.SetTenantStatus(
+            tenant_id=record.tenant_id, status=status, at_ms=_now_ms()))
+        return await self._answer(record.tenant_id)
+
+    async def tenant_stats(self, tenant_id: str) -> dict:
+        record = await self._record(tenant_id)
+        return await self.quotas.tenant_stats(record.tenant_id)
+
+    async def delete_tenant(self, tenant_id: str) -> dict:
+        """Marks the tenant pending_deletion (no new writes or datasets), deletes its datasets,
+        then removes it and revokes its keys. A retry after a failure part-way resumes."""
+        record = await self._record(tenant_id)
+        tenant_id, core = record.tenant_id, self.core
+        if record.status != tenancy.PENDING_DELETION:
+            await core.meta.propose(commands.SetTenantStatus(
+                tenant_id=tenant_id, status=tenancy.PENDING_DELETION, at_ms=_now_ms()))
         await core.catalog.refresh(linearizable=True)
-        record = core.catalog.state.tenants.get(tenant_id)
-    if record is None:
-        raise errors.NotFound(f"tenant '{tenant_id}' not found")
-    return core, record
+        deleted = 0
+        for dataset in core.catalog.state.datasets_of(tenant_id):
+            try:
+                await core.delete_dataset(pb.DeleteDatasetRequest(dataset_id=dataset.name,
+                                                                  tenant_id=tenant_id))
+                deleted += 1
+            except errors.NotFound:
+                pass
+        result = await core.meta.propose(commands.DeleteTenant(tenant_id=tenant_id,
+                                                               at_ms=_now_ms()))
+        await core.catalog.refresh()
+        return {"deleted": True, "tenant_id": tenant_id, "datasets_deleted": deleted,
+                "revoked_keys": result.get("revoked_keys", [])}
+
+    async def create_key(self, doc: dict) -> dict:
+        unknown = sorted(set(doc) - {"tenant_id", "role", "access", "datasets", "description"})
+        if unknown:
+            raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
+        role = doc.get("role") or tenancy.ROLE_TENANT
+        if role not in tenancy.ROLES:
+            raise errors.InvalidArgument(f"role must be one of {', '.join(tenancy.ROLES)}")
+        access = doc.get("access") or tenancy.READ_WRITE_ACCESS
+        if access not in tenancy.ACCESSES:
+            raise errors.InvalidArgument(f"access must be one of {', '.join(tenancy.ACCESSES)}")
+        datasets = doc.get("datasets") or []
+        if not isinstance(datasets, list) or len(datasets) > limits.api_key_datasets_max:
+            raise errors.InvalidArgument(f"datasets must be a list of at most "
+                                         f"{limits.api_key_datasets_max} dataset names")
+        datasets = [validation.check_name(d) for d in datasets]
+        description = doc.get("description") or ""
+        if not isinstance(description, str) or \
+                len(description.encode("utf-8")) > limits.api_key_description_bytes_max:
+            raise errors.InvalidArgument(f"description must be a string of at most "
+                                         f"{limits.api_key_description_bytes_max} bytes")
+        tenant_id = doc.get("tenant_id") or ""
+        if role == tenancy.ROLE_ADMIN:
+            if tenant_id or datasets:
+                raise errors.InvalidArgument("an admin key names no tenant_id and no datasets")
+        else:
+            await self._record(tenant_id)
+        key_id, key = new_api_key()
+        at_ms = _now_ms()
+        await self.core.meta.propose(commands.CreateApiKey(
+            key_id=key_id, key_hash=auth.sha256_hex(key), tenant_id=tenant_id, role=role,
+            access=access, datasets=tuple(datasets), description=description, at_ms=at_ms))
+        await self.core.catalog.refresh()
+        return {"key": key, "key_id": key_id, "tenant_id": tenant_id, "role": role,
+                "access": access, "datasets": datasets, "description": description,
+                "created_at_ms": at_ms,
+                "note": "store the key now: the cluster keeps only its sha256"}
+
+    async def list_keys(self, tenant_id: str | None) -> dict:
+        await self.core.catalog.refresh(linearizable=True)
+        keys = [key_doc(k) for _, k in sorted(self.core.catalog.state.api_keys.items())
+                if tenant_id is None or k.tenant_id == tenant_id]
+        return {"keys": keys, "total_count": len(keys)}
+
+    async def revoke_key(self, key_id: str) -> dict:
+        if not key_id or len(key_id) > limits.name_bytes_max:
+            raise errors.InvalidArgument("key_id must be 1 to 255 characters")
+        await self.core.meta.propose(commands.RevokeApiKey(key_id=key_id, at_ms=_now_ms()))
+        await self.core.catalog.refresh()
+        return {"revoked": True, "key_id": key_id}
 
 
-async def _answer_tenant(core, tenant_id: str, status: int = 200) -> web.Response:
-    await core.catalog.refresh()
-    state = core.catalog.state
-    record = state.tenants.get(tenant_id)
-    if record is None:
-        raise errors.Unavailable(f"tenant '{tenant_id}' is not in the catalog yet; retry")
-    return web.json_response({"tenant": tenant_doc(state, record)}, status=status)
+# ---- REST ---------------------------------------------------------------------------------------
 
+def _ops(request: web.Request) -> AdminOps:
+    return AdminOps(_guarded(request))
 
-# ---- tenants ------------------------------------------------------------------------------------
 
 async def create_tenant(request: web.Request) -> web.Response:
     _check_admin(write=True)
-    doc = await _doc(request)
-    unknown = sorted(set(doc) - {"tenant_id", "id", "name", "quotas", "status"})
-    if unknown:
-        raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
-    tenant_id = validation.check_name(doc.get("tenant_id", doc.get("id", "")), "tenant id")
-    name = doc.get("name") or ""
-    if not isinstance(name, str) or len(name.encode("utf-8")) > limits.name_bytes_max:
-        raise errors.InvalidArgument(f"name must be a string of at most "
-                                     f"{limits.name_bytes_max} bytes")
-    quotas = {k: v for k, v in _quotas_from(doc.get("quotas"), allow_null=True).items()
-              if v is not None}
-    status = _status_from(doc.get("status", tenancy.ACTIVE))
-    core = _core(request)
-    await core.meta.propose(commands.ProvisionTenant(tenant_id=tenant_id, name=name,
-                                                     quotas=quotas, status=status,
-                                                     at_ms=_now_ms()))
-    return await _answer_tenant(core, tenant_id, status=201)
+    answer = await _ops(request).create_tenant(await _doc(request))
+    return web.json_response(answer, status=201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
     _check_admin(write=False)
-    core = _core(request)
-    await core.catalog.refresh(linearizable=True)
-    state = core.catalog.state
-    tenants = [tenant_doc(state, r) for _, r in sorted(state.tenants.items())]
-    return web.json_response({"tenants": tenants, "total_count": len(tenants)})
+    return web.json_response(await _ops(request).list_tenants())
 
 
 async def get_tenant(request: web.Request) -> web.Response:
     _check_admin(write=False)
-    core, record = await _tenant(request)
-    return web.json_response({"tenant": tenant_doc(core.catalog.state, record)})
+    return web.json_response(await _ops(request).get_tenant(request.match_info["tenant_id"]))
 
 
 async def update_quotas(request: web.Request) -> web.Response:
     _check_admin(write=True)
     doc = await _doc(request)
-    core, record = await _tenant(request)
     # Seed 002 sends the quotas flat; {"quotas": {...}} is accepted too.
-    quotas = _quotas_from(doc["quotas"] if set(doc) == {"quotas"} else doc, allow_null=True)
-    await core.meta.propose(commands.SetTenantQuotas(tenant_id=record.tenant_id, quotas=quotas,
-                                                     at_ms=_now_ms()))
-    return await _answer_tenant(core, record.tenant_id)
+    quotas = doc["quotas"] if set(doc) == {"quotas"} else doc
+    return web.json_response(await _ops(request).update_quotas(
+        request.match_info["tenant_id"], quotas))
 
 
 async def update_status(request: web.Request) -> web.Response:
@@ -163,122 +277,34 @@ async def update_status(request: web.Request) -> web.Response:
     doc = await _doc(request)
     if set(doc) != {"status"}:
         raise errors.InvalidArgument("the body must be {\"status\": ...}")
-    status = _status_from(doc["status"])
-    core, record = await _tenant(request)
-    await core.meta.propose(commands.SetTenantStatus(tenant_id=record.tenant_id, status=status,
-                                                     at_ms=_now_ms()))
-    return await _answer_tenant(core, record.tenant_id)
+    return web.json_response(await _ops(request).update_status(
+        request.match_info["tenant_id"], doc["status"]))
 
 
 async def tenant_stats(request: web.Request) -> web.Response:
     _check_admin(write=False)
-    core, record = await _tenant(request)
-    quotas = getattr(_guarded(request), "quotas", None)
-    if quotas is None:
-        from router.quotas import QuotaEnforcer
-        quotas = QuotaEnforcer(core)
-    return web.json_response(await quotas.tenant_stats(record.tenant_id))
+    return web.json_response(await _ops(request).tenant_stats(request.match_info["tenant_id"]))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:
-    """Marks the tenant pending_deletion (no new writes or datasets), deletes its datasets, then
-    removes it and revokes its keys. A retry after a failure part-way resumes."""
     _check_admin(write=True)
-    core, record = await _tenant(request)
-    tenant_id = record.tenant_id
-    if record.status != tenancy.PENDING_DELETION:
-        await core.meta.propose(commands.SetTenantStatus(
-            tenant_id=tenant_id, status=tenancy.PENDING_DELETION, at_ms=_now_ms()))
-    await core.catalog.refresh(linearizable=True)
-    deleted = 0
-    for dataset in core.catalog.state.datasets_of(tenant_id):
-        try:
-            await core.delete_dataset(pb.DeleteDatasetRequest(dataset_id=dataset.name,
-                                                              tenant_id=tenant_id))
-            deleted += 1
-        except errors.NotFound:
-            pass
-    result = await core.meta.propose(commands.DeleteTenant(tenant_id=tenant_id,
-                                                           at_ms=_now_ms()))
-    await core.catalog.refresh()
-    return web.json_response({"deleted": True, "tenant_id": tenant_id,
-                              "datasets_deleted": deleted,
-                              "revoked_keys": result.get("revoked_keys", [])})
-
-
-# ---- API keys -----------------------------------------------------------------------------------
-
-def new_api_key() -> tuple[str, str]:
-    """(key_id, key): `trb_<12 hex>_<43 url-safe chars>`, 256 random bits after the id."""
-    key_id = secrets.token_hex(6)
-    return key_id, f"trb_{key_id}_{secrets.token_urlsafe(32)}"
+    return web.json_response(await _ops(request).delete_tenant(request.match_info["tenant_id"]))
 
 
 async def create_key(request: web.Request) -> web.Response:
     _check_admin(write=True)
-    doc = await _doc(request)
-    unknown = sorted(set(doc) - {"tenant_id", "role", "access", "datasets", "description"})
-    if unknown:
-        raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
-    role = doc.get("role", tenancy.ROLE_TENANT)
-    if role not in tenancy.ROLES:
-        raise errors.InvalidArgument(f"role must be one of {', '.join(tenancy.ROLES)}")
-    access = doc.get("access", tenancy.READ_WRITE_ACCESS)
-    if access not in tenancy.ACCESSES:
-        raise errors.InvalidArgument(f"access must be one of {', '.join(tenancy.ACCESSES)}")
-    datasets = doc.get("datasets") or []
-    if not isinstance(datasets, list) or len(datasets) > limits.api_key_datasets_max:
-        raise errors.InvalidArgument(f"datasets must be a list of at most "
-                                     f"{limits.api_key_datasets_max} dataset names")
-    datasets = [validation.check_name(d) for d in datasets]
-    description = doc.get("description") or ""
-    if not isinstance(description, str) or \
-            len(description.encode("utf-8")) > limits.api_key_description_bytes_max:
-        raise errors.InvalidArgument(f"description must be a string of at most "
-                                     f"{limits.api_key_description_bytes_max} bytes")
-    tenant_id = doc.get("tenant_id") or ""
-    if role == tenancy.ROLE_ADMIN:
-        if tenant_id or datasets:
-            raise errors.InvalidArgument("an admin key names no tenant_id and no datasets")
-    else:
-        validation.check_name(tenant_id, "tenant id")
-    core = _core(request)
-    if role == tenancy.ROLE_TENANT and tenant_id not in core.catalog.state.tenants:
-        await core.catalog.refresh(linearizable=True)
-        if tenant_id not in core.catalog.state.tenants:
-            raise errors.NotFound(f"tenant '{tenant_id}' not found; create it with "
-                                  "POST /admin/tenants")
-    key_id, key = new_api_key()
-    at_ms = _now_ms()
-    await core.meta.propose(commands.CreateApiKey(
-        key_id=key_id, key_hash=auth.sha256_hex(key), tenant_id=tenant_id, role=role,
-        access=access, datasets=tuple(datasets), description=description, at_ms=at_ms))
-    await core.catalog.refresh()
-    return web.json_response({
-        "key": key, "key_id": key_id, "tenant_id": tenant_id, "role": role, "access": access,
-        "datasets": datasets, "description": description, "created_at_ms": at_ms,
-        "note": "store the key now: the cluster keeps only its sha256"}, status=201)
+    answer = await _ops(request).create_key(await _doc(request))
+    return web.json_response(answer, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     _check_admin(write=False)
-    core = _core(request)
-    await core.catalog.refresh(linearizable=True)
-    tenant_id = request.query.get("tenant_id")
-    keys = [key_doc(k) for _, k in sorted(core.catalog.state.api_keys.items())
-            if tenant_id is None or k.tenant_id == tenant_id]
-    return web.json_response({"keys": keys, "total_count": len(keys)})
+    return web.json_response(await _ops(request).list_keys(request.query.get("tenant_id")))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     _check_admin(write=True)
-    core = _core(request)
-    key_id = request.match_info["key_id"]
-    if len(key_id) > limits.name_bytes_max:
-        raise errors.InvalidArgument("key_id is too long")
-    await core.meta.propose(commands.RevokeApiKey(key_id=key_id, at_ms=_now_ms()))
-    await core.catalog.refresh()
-    return web.json_response({"revoked": True, "key_id": key_id})
+    return web.json_response(await _ops(request).revoke_key(request.match_info["key_id"]))
 
 
 def add_routes(app: web.Application) -> None:
@@ -292,6 +318,127 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/keys", create_key)
     app.router.add_get(f"{PREFIX}/keys", list_keys)
     app.router.add_delete(f"{PREFIX}/keys/{{key_id}}", revoke_key)
+
+
+# ---- gRPC (proto/admin.proto) ------------------------------------------------------------------
+
+def quotas_to_pb(quotas: dict) -> admin_pb2.TenantQuotas:
+    message = admin_pb2.TenantQuotas()
+    for name, value in quotas.items():
+        setattr(message, name, float(value) if name in tenancy.FRACTIONAL_QUOTAS
+                else int(value))
+    return message
+
+
+def quotas_from_pb(message: admin_pb2.TenantQuotas) -> dict:
+    return {name: getattr(message, name) for name in tenancy.QUOTA_NAMES
+            if message.HasField(name)}
+
+
+def tenant_to_pb(doc: dict) -> admin_pb2.Tenant:
+    return admin_pb2.Tenant(
+        tenant_id=doc["tenant_id"], name=doc["name"], status=doc["status"],
+        quotas=quotas_to_pb(doc["quotas"]), created_at_ms=doc["created_at_ms"],
+        updated_at_ms=doc["updated_at_ms"], dataset_count=doc["dataset_count"])
+
+
+def key_to_pb(doc: dict) -> admin_pb2.ApiKey:
+    return admin_pb2.ApiKey(
+        key_id=doc["key_id"], tenant_id=doc["tenant_id"], role=doc["role"],
+        access=doc["access"], datasets=doc["datasets"], description=doc["description"],
+        created_at_ms=doc["created_at_ms"])
+
+
+def _grpc(write: bool):
+    """Admin check (again; the interceptor checked first) and error mapping for one RPC."""
+    def wrap(fn):
+        async def handler(self, request, context):
+            try:
+                _check_admin(write)
+                return await fn(self, request)
+            except errors.TributaryError as exc:
+                await context.abort(exc.grpc_code, exc.message)
+        handler.__name__ = fn.__name__
+        return handler
+    return wrap
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, guarded):
+        self.ops = AdminOps(guarded)
+
+    @_grpc(write=True)
+    async def CreateTenant(self, request):
+        doc = {"tenant_id": request.tenant_id, "name": request.name,
+               "quotas": quotas_from_pb(request.quotas), "status": request.status}
+        return admin_pb2.TenantResponse(tenant=tenant_to_pb(
+            (await self.ops.create_tenant(doc))["tenant"]))
+
+    @_grpc(write=False)
+    async def GetTenant(self, request):
+        return admin_pb2.TenantResponse(tenant=tenant_to_pb(
+            (await self.ops.get_tenant(request.tenant_id))["tenant"]))
+
+    @_grpc(write=False)
+    async def ListTenants(self, request):
+        answer = await self.ops.list_tenants()
+        return admin_pb2.ListTenantsResponse(
+            tenants=[tenant_to_pb(t) for t in answer["tenants"]],
+            total_count=answer["total_count"])
+
+    @_grpc(write=True)
+    async def DeleteTenant(self, request):
+        answer = await self.ops.delete_tenant(request.tenant_id)
+        return admin_pb2.DeleteTenantResponse(deleted=True,
+                                              datasets_deleted=answer["datasets_deleted"],
+                                              revoked_keys=answer["revoked_keys"])
+
+    @_grpc(write=True)
+    async def UpdateTenantQuotas(self, request):
+        quotas: dict = quotas_from_pb(request.quotas)
+        for name in request.clear:
+            quotas[name] = None
+        return admin_pb2.TenantResponse(tenant=tenant_to_pb(
+            (await self.ops.update_quotas(request.tenant_id, quotas))["tenant"]))
+
+    @_grpc(write=True)
+    async def UpdateTenantStatus(self, request):
+        return admin_pb2.TenantResponse(tenant=tenant_to_pb(
+            (await self.ops.update_status(request.tenant_id, request.status))["tenant"]))
+
+    @_grpc(write=False)
+    async def GetTenantStats(self, request):
+        doc = await self.ops.tenant_stats(request.tenant_id)
+        return admin_pb2.GetTenantStatsResponse(
+            tenant_id=doc["tenant_id"], status=doc["status"],
+            dataset_count=doc["dataset_count"], vector_count=doc["vector_count"],
+            storage_bytes=doc["storage_bytes"], quotas=quotas_to_pb(doc["quotas"]),
+            quota_utilization=doc["quota_utilization"], live_routers=doc["live_routers"],
+            this_router=doc["this_router"])
+
+    @_grpc(write=True)
+    async def CreateApiKey(self, request):
+        doc = {"tenant_id": request.tenant_id, "role": request.role, "access": request.access,
+               "datasets": list(request.datasets), "description": request.description}
+        answer = await self.ops.create_key(doc)
+        return admin_pb2.CreateApiKeyResponse(key=answer["key"], api_key=key_to_pb(answer))
+
+    @_grpc(write=False)
+    async def ListApiKeys(self, request):
+        answer = await self.ops.list_keys(request.tenant_id or None)
+        return admin_pb2.ListApiKeysResponse(keys=[key_to_pb(k) for k in answer["keys"]],
+                                             total_count=answer["total_count"])
+
+    @_grpc(write=True)
+    async def RevokeApiKey(self, request):
+        answer = await self.ops.revoke_key(request.key_id)
+        return admin_pb2.RevokeApiKeyResponse(revoked=True, key_id=answer["key_id"])
+
+
+def add_grpc_service(server, guarded) -> str:
+    """Registers AdminService; returns its full name (for reflection)."""
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(guarded), server)
+    return admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 # ---- OpenAPI ------------------------------------------------------------------------------------

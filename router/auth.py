@@ -33,6 +33,7 @@ Auth is off only when no credential source is configured and every listen addres
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -58,6 +59,7 @@ log = logging.getLogger("tributary.router.auth")
 
 API_KEY_PATTERN = re.compile(r"trb_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 ADMIN_PREFIX = "/admin/"
+ADMIN_SERVICE = "/tributary.admin.v1.AdminService/"
 
 # Served without credentials unless --auth-exempt says otherwise. An entry ending in "/" is a
 # prefix. gRPC entries are full method names.
@@ -339,7 +341,7 @@ _ACCESS_WORDS = {"read": False, "read_only": False, "write": True, "read_write":
 def principal_from_claims(claims: dict) -> Principal:
     subject = f"jwt {claims.get('sub', '')}".strip()
     access = claims.get("access", "read_write")
-    if access not in _ACCESS_WORDS:
+    if not isinstance(access, str) or access not in _ACCESS_WORDS:
         raise errors.Unauthenticated("invalid token: access must be read_only or read_write")
     can_write = _ACCESS_WORDS[access]
     if claims.get("role") == "admin":
@@ -355,7 +357,8 @@ def principal_from_claims(claims: dict) -> Principal:
     datasets: dict[str, bool] | None = None
     if isinstance(raw, list) and all(isinstance(d, str) for d in raw):
         datasets = {d: can_write for d in raw}
-    elif isinstance(raw, dict) and all(isinstance(k, str) and v in _ACCESS_WORDS
+    elif isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                       and v in _ACCESS_WORDS
                                        for k, v in raw.items()):
         datasets = {k: can_write and _ACCESS_WORDS[v] for k, v in raw.items()}
     elif raw is not None:
@@ -376,17 +379,23 @@ def _bearer(authorization: str | None, api_key: str | None) -> str | None:
 
 # ---- what a route or RPC needs, before its body is parsed ---------------------------------------
 
-# POST routes that only read.
-READ_POSTS = {"/api/v1/datasets/{dataset_id}/search", "/api/v1/search/multi-dataset"}
 READ_RPCS = {"GetDataset", "ListDatasets", "GetDatasetStats", "GetVector", "ListVectors",
              "SearchVectors", "SearchByText", "HybridSearch", "MultiDatasetSearch", "Check",
              "GetMetrics"}
 
 
+def is_read_route(method: str, canonical: str) -> bool:
+    """GET and HEAD read; so do the search POSTs (.../search, .../search/text, /search/...).
+    Every other route is a write, so a new route defaults to needing write access."""
+    if method in ("GET", "HEAD"):
+        return True
+    return method == "POST" and (canonical.endswith("/search") or "/search/" in canonical)
+
+
 def rest_route_check(principal: Principal, request: web.Request) -> None:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else request.path
-    write = not (request.method in ("GET", "HEAD") or canonical in READ_POSTS)
+    write = not is_read_route(request.method, canonical)
     if canonical.startswith(ADMIN_PREFIX) or request.path.startswith(ADMIN_PREFIX):
         require_admin(principal, write)
         return
@@ -397,11 +406,17 @@ def rest_route_check(principal: Principal, request: web.Request) -> None:
     check_dataset(principal, request.match_info.get("dataset_id", ""), write)
 
 
-def grpc_method_check(principal: Principal, method: str, request: Any) -> None:
+def grpc_method_check(principal: Principal, method: str, request: Any = None) -> None:
+    """request is None for a client stream: its messages are checked one by one later."""
     name = method.rsplit("/", 1)[-1]
+    if method.startswith(ADMIN_SERVICE):
+        require_admin(principal, write=not name.startswith(("Get", "List")))
+        return
     write = name not in READ_RPCS
     if write:
         check_write(principal, name)
+    if request is None:
+        return
     resolve_tenant(principal, getattr(request, "tenant_id", "") or "")
     dataset = getattr(request, "dataset_id", "")
     if isinstance(dataset, str):
@@ -423,9 +438,12 @@ async def rest_middleware(request: web.Request, handler):
     from router.rest import CORE
 
     authenticator = getattr(request.app.get(CORE), "authenticator", None)
+    resource = request.match_info.route.resource
+    # Exemption follows the route the request matched (its template), not the raw path.
+    route = resource.canonical if resource is not None else request.path
     try:
         if authenticator is None or not authenticator.enabled \
-                or authenticator.is_exempt(request.path):
+                or (resource is not None and authenticator.is_exempt(route)):
             principal = OPEN
         else:
             principal = await authenticator.authenticate(_bearer(
@@ -443,59 +461,78 @@ async def rest_middleware(request: web.Request, handler):
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """The gRPC edge: authenticates every non-exempt RPC and checks its scope."""
+    """The gRPC edge: authenticates every non-exempt RPC (unary or streaming) and checks its
+    scope; exempt RPCs run as OPEN."""
 
     def __init__(self, authenticator: Authenticator):
         self.authenticator = authenticator
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
         auth = self.authenticator
-        exempt = not auth.enabled or auth.is_exempt(method)
-        if handler.unary_unary is None:
-            if exempt:
-                return handler
-            return _refuse_streaming(handler, method)
-        inner = handler.unary_unary
+        if handler is None or not auth.enabled:
+            return handler
+        method = handler_call_details.method
+        exempt = auth.is_exempt(method)
         metadata = dict(handler_call_details.invocation_metadata or ())
 
-        async def wrapped(request, context):
+        async def admit(context, request=None) -> Principal:
+            if exempt:
+                return OPEN
             try:
-                if exempt:
-                    principal = OPEN
-                else:
-                    principal = await auth.authenticate(_bearer(metadata.get("authorization"),
-                                                                 metadata.get("api-key")))
-                    grpc_method_check(principal, method, request)
+                principal = await auth.authenticate(_bearer(metadata.get("authorization"),
+                                                             metadata.get("api-key")))
+                grpc_method_check(principal, method, request)
+                return principal
             except errors.TributaryError as exc:
                 await context.abort(exc.grpc_code, exc.message)
-            tokens = (_PRINCIPAL.set(principal), _GRPC_CONTEXT.set(context))
-            try:
-                return await inner(request, context)
-            finally:
+                raise  # abort raises; this is for type checkers
+
+        def bind(principal: Principal, context):
+            return _PRINCIPAL.set(principal), _GRPC_CONTEXT.set(context)
+
+        def unbind(tokens) -> None:
+            with contextlib.suppress(ValueError):
                 _GRPC_CONTEXT.reset(tokens[1])
                 _PRINCIPAL.reset(tokens[0])
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        codec = dict(request_deserializer=handler.request_deserializer,
+                     response_serializer=handler.response_serializer)
+        if handler.unary_unary is not None:
+            async def unary_unary(request, context):
+                tokens = bind(await admit(context, request), context)
+                try:
+                    return await handler.unary_unary(request, context)
+                finally:
+                    unbind(tokens)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+        if handler.stream_unary is not None:
+            async def stream_unary(request_iterator, context):
+                tokens = bind(await admit(context), context)
+                try:
+                    return await handler.stream_unary(request_iterator, context)
+                finally:
+                    unbind(tokens)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
 
+        inner = handler.unary_stream or handler.stream_stream
 
-def _refuse_streaming(handler, method: str):
-    async def refuse(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            f"{method} is not served with authentication on")
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse, handler.request_deserializer, handler.response_serializer)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            refuse, handler.request_deserializer, handler.response_serializer)
-    return grpc.stream_stream_rpc_method_handler(
-        refuse, handler.request_deserializer, handler.response_serializer)
+        async def streaming(request_or_iterator, context):
+            is_unary = handler.unary_stream is not None
+            tokens = bind(await admit(context, request_or_iterator if is_unary else None),
+                          context)
+            try:
+                result = inner(request_or_iterator, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+            finally:
+                unbind(tokens)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(streaming, **codec)
+        return grpc.stream_stream_rpc_method_handler(streaming, **codec)
 
 
 # ---- the core wrapper ---------------------------------------------------------------------------
@@ -533,10 +570,16 @@ OPS: dict[str, Op] = {
     "restore_vectors": Op(True, batch=lambda r: len(r.vector_ids)),
     "list_vectors": Op(False),
     "search_vectors": Op(False, query=True),
+    "search_by_text": Op(False, query=True),
+    "hybrid_search": Op(False, query=True),
     "multi_dataset_search": Op(False, lambda r: list(r.dataset_ids), query=True),
 }
-# Core members served as they are: health is exempt, the rest are not operations.
-PASSTHROUGH = {"health", "service_stats"}
+# Async generators over one request (the WebSocket search stream).
+STREAM_OPS: dict[str, Op] = {
+    "search_vectors_stream": Op(False, query=True),
+}
+# Core members served as they are: health is exempt; helpers are not operations.
+PASSTHROUGH = {"health"}
 
 
 class GuardedCore:
@@ -561,18 +604,33 @@ class GuardedCore:
         attr = getattr(self.raw, name)
         if name in OPS:
             return functools.partial(self._call, name, OPS[name], attr)
+        if name in STREAM_OPS:
+            return functools.partial(self._stream, name, STREAM_OPS[name], attr)
+        if name == "bulk_insert_vectors":
+            return functools.partial(self._bulk, attr)
         if name == "service_stats":
             return self._service_stats
-        if name in PASSTHROUGH or name.startswith("_") or not inspect.iscoroutinefunction(attr):
+        if name in PASSTHROUGH or name.startswith("_"):
             return attr
         # A core operation this table does not know yet: admin-only while auth is on.
-        return functools.partial(self._admin_only, name, attr)
+        if inspect.iscoroutinefunction(attr):
+            return functools.partial(self._admin_only, name, attr)
+        if inspect.isasyncgenfunction(attr):
+            return functools.partial(self._admin_only_stream, name, attr)
+        return attr
+
+    def _check_admin_only(self, name: str) -> None:
+        if self.principal().kind == "tenant":
+            raise errors.PermissionDenied(f"'{name}' is not open to tenant credentials yet")
 
     async def _admin_only(self, name, method, *args, **kwargs):
-        principal = self.principal()
-        if principal.kind == "tenant":
-            raise errors.PermissionDenied(f"'{name}' is not open to tenant credentials yet")
+        self._check_admin_only(name)
         return await method(*args, **kwargs)
+
+    async def _admin_only_stream(self, name, method, *args, **kwargs):
+        self._check_admin_only(name)
+        async for item in method(*args, **kwargs):
+            yield item
 
     async def _service_stats(self):
         stats = await self.raw.service_stats()
@@ -586,36 +644,85 @@ class GuardedCore:
         stats.update(tenant_id=principal.tenant_id, datasets=mine)
         return stats
 
-    async def _call(self, name: str, op: Op, method, request, *args, **kwargs):
+    async def _admit(self, name: str, op: Op, request):
+        """Every check before the core runs; returns (principal, tenant, quota slot)."""
         from router import input_guard
 
         principal = self.principal()
         tenant = resolve_tenant(principal, request.tenant_id)
         if principal.kind == "tenant":
             request.tenant_id = tenant
-        tenant = tenant or DEFAULT_TENANT
+        tenant = validation.check_name(tenant or DEFAULT_TENANT, "tenant id")
         if op.write:
             check_write(principal, name)
         for dataset in op.datasets(request):
             check_dataset(principal, dataset, op.write)
         _check_embedded_tenants(name, request, tenant)
         input_guard.check_request(name, request)
-        if self.quotas is None:
-            result = await method(request, *args, **kwargs)
-        else:
+        slot = None
+        if self.quotas is not None:
             try:
                 slot = await self.quotas.admit(tenant, name, op, request)
             except errors.ResourceExhausted as exc:
                 set_retry_after(exc)
                 raise
-            try:
-                result = await method(request, *args, **kwargs)
+        return principal, tenant, slot
+
+    async def _call(self, name: str, op: Op, method, request, *args, **kwargs):
+        principal, tenant, slot = await self._admit(name, op, request)
+        try:
+            result = await method(request, *args, **kwargs)
+            if slot is not None:
                 slot.succeeded(result)
-            finally:
+        finally:
+            if slot is not None:
                 slot.release()
         if name == "list_datasets" and principal.datasets is not None:
             result = self._filter_listing(result, request, principal, tenant)
         return result
+
+    async def _stream(self, name: str, op: Op, method, request, *args, **kwargs):
+        _, _, slot = await self._admit(name, op, request)
+        try:
+            async for item in method(request, *args, **kwargs):
+                yield item
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _bulk(self, method, batches, *args, **kwargs):
+        """A client stream of InsertVectorsRequest batches: each batch is admitted like one
+        InsertVectors call (tenant, allow-list, sizes, quotas) as the core pulls it."""
+        op = OPS["insert_vectors"]
+        held: dict[str, Any] = {"slot": None, "first": None, "size": 0}
+
+        def finish_previous(succeeded: bool) -> None:
+            slot = held["slot"]
+            if slot is not None:
+                if succeeded:
+                    slot.succeeded(pb.InsertVectorsResponse(inserted_count=held["size"]))
+                slot.release()
+                held["slot"] = None
+
+        async def checked():
+            async for batch in batches:
+                # The core pulls batch n+1 only after batch n committed.
+                finish_previous(True)
+                first = held["first"] = held["first"] or batch
+                if not batch.dataset_id:
+                    batch.dataset_id = first.dataset_id
+                if not batch.tenant_id:
+                    batch.tenant_id = first.tenant_id
+                _, _, held["slot"] = await self._admit("insert_vectors", op, batch)
+                held["size"] = len(batch.vectors)
+                yield batch
+
+        try:
+            result = await method(checked(), *args, **kwargs)
+            finish_previous(True)
+            return result
+        finally:
+            finish_previous(False)
 
     def _filter_listing(self, result, request, principal: Principal, tenant: str):
         """A dataset allow-list also narrows the listing (and its counts and pages)."""

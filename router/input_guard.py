@@ -87,12 +87,15 @@ def check_request(name: str, request) -> None:
             _check_vector_strings(vector, position)
     elif name in ("insert_vector", "update_vector"):
         _check_vector_strings(request.vector, 0)
-    if name in ("search_vectors", "multi_dataset_search"):
-        if len(request.query_vector) > limits.dimensions_max:
-            raise errors.InvalidArgument(f"query_vector has {len(request.query_vector)} "
-                                         f"values, more than dimensions_max="
-                                         f"{limits.dimensions_max}")
-        options = request.options
+    query_vector = getattr(request, "query_vector", None)
+    if query_vector is not None and len(query_vector) > limits.dimensions_max:
+        raise errors.InvalidArgument(f"query_vector has {len(query_vector)} values, more than "
+                                     f"dimensions_max={limits.dimensions_max}")
+    options = getattr(request, "options", None)
+    if options is not None:
         for field in ("threshold", "min_score", "max_distance"):
-            if not math.isfinite(getattr(options, field)):
+            if not math.isfinite(getattr(options, field, 0.0)):
                 raise errors.InvalidArgument(f"options.{field} is NaN or Inf")
+    alpha = getattr(request, "alpha", None)
+    if isinstance(alpha, float) and not math.isfinite(alpha):
+        raise errors.InvalidArgument("alpha is NaN or Inf")

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from consensus.client import CatalogCache, MetaClient
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
-from router import auth, quotas
+from router import admin, auth, quotas
 from router.grpc_api import add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
@@ -60,11 +60,12 @@ async def serve(args: argparse.Namespace) -> None:
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     add_services(grpc_server, guarded)
+    admin_service = admin.add_grpc_service(grpc_server, guarded)  # tributary.admin.v1
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     service_names = [pb.DESCRIPTOR.services_by_name[s].full_name for s in
                      ("DatasetService", "VectorService", "SearchService", "HealthService")]
-    reflection.enable_server_reflection(service_names + [reflection.SERVICE_NAME,
+    reflection.enable_server_reflection(service_names + [admin_service, reflection.SERVICE_NAME,
                                                          health.SERVICE_NAME], grpc_server)
     if grpc_server.add_insecure_port(args.grpc) == 0:
         raise SystemExit(f"cannot bind gRPC address {args.grpc}")

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     s = admin_sub.add_parser("status", help="leader, nodes and catalog")
     s.add_argument("--meta", default="127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112")
     s.set_defaults(func=_admin)
+    from tributary import admin_cli
+    admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

@@ -56,7 +56,9 @@ def _int64_fields() -> set[str]:
     return _int64_names
 
 _ERRORS_BY_NAME = {cls.__name__: cls for cls in errors.all_error_types()}
-_ERRORS_BY_STATUS = {400: errors.InvalidArgument, 404: errors.NotFound,
+_ERRORS_BY_STATUS = {400: errors.InvalidArgument, 401: errors.Unauthenticated,
+                     403: errors.PermissionDenied, 429: errors.ResourceExhausted,
+                     404: errors.NotFound,
                      409: errors.AlreadyExists, 413: errors.PayloadTooLarge,
                      501: errors.Unimplemented, 503: errors.Unavailable,
                      504: errors.DeadlineExceeded}
@@ -152,7 +154,7 @@ class _Operations:
 
     def __init__(self, url: str | None = None, *, transport: str = "rest",
                  tenant_id: str | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, api_key: str | None = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
         self.transport = transport
@@ -168,12 +170,16 @@ class _Operations:
         self.tenant_id = tenant_id or ""
         self.timeout = timeout
         self.headers = dict(headers or {})
+        # An API key or JWT, sent as `Authorization: Bearer` (gRPC metadata `authorization`).
+        self.api_key = api_key
         self._stubs: dict[str, Any] = {}
 
     # ---- building blocks ------------------------------------------------------------------------
 
     def _rest_headers(self, call: _Call) -> dict[str, str]:
         headers = dict(self.headers)
+        if self.api_key:
+            headers.setdefault("Authorization", f"Bearer {self.api_key}")
         if self.tenant_id:
             headers["X-Tenant-Id"] = self.tenant_id
         if call.idempotency_key:
@@ -203,7 +209,10 @@ class _Operations:
             raise errors.InvalidArgument(f"invalid request: {exc}") from None
 
     def _grpc_metadata(self, call: _Call):
-        return (("idempotency-key", call.idempotency_key),) if call.idempotency_key else None
+        metadata = (("idempotency-key", call.idempotency_key),) if call.idempotency_key else ()
+        if self.api_key:
+            metadata += (("authorization", f"Bearer {self.api_key}"),)
+        return metadata or None
 
     @staticmethod
     def _channel_options():
@@ -371,16 +380,18 @@ class TributaryClient(_Operations):
 
     def __init__(self, url: str | None = None, *, transport: str = "rest",
                  tenant_id: str | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, api_key: str | None = None):
         super().__init__(url, transport=transport, tenant_id=tenant_id, timeout=timeout,
-                         headers=headers)
+                         headers=headers, api_key=api_key)
         self._http = None
         self._channel = None
 
     @classmethod
     def from_env(cls, transport: str = "rest", **kwargs) -> "TributaryClient":
-        """Endpoints from TRIBUTARY_REST / TRIBUTARY_GRPC, else the `make up` defaults."""
+        """Endpoints from TRIBUTARY_REST / TRIBUTARY_GRPC, else the `make up` defaults; the
+        credential from TRIBUTARY_API_KEY."""
         url = os.environ.get("TRIBUTARY_REST" if transport == "rest" else "TRIBUTARY_GRPC")
+        kwargs.setdefault("api_key", os.environ.get("TRIBUTARY_API_KEY") or None)
         return cls(url, transport=transport, **kwargs)
 
     def _call(self, call: _Call) -> dict:
@@ -460,15 +471,16 @@ class AsyncTributaryClient(_Operations):
 
     def __init__(self, url: str | None = None, *, transport: str = "rest",
                  tenant_id: str | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, api_key: str | None = None):
         super().__init__(url, transport=transport, tenant_id=tenant_id, timeout=timeout,
-                         headers=headers)
+                         headers=headers, api_key=api_key)
         self._http = None
         self._channel = None
 
     @classmethod
     def from_env(cls, transport: str = "rest", **kwargs) -> "AsyncTributaryClient":
         url = os.environ.get("TRIBUTARY_REST" if transport == "rest" else "TRIBUTARY_GRPC")
+        kwargs.setdefault("api_key", os.environ.get("TRIBUTARY_API_KEY") or None)
         return cls(url, transport=transport, **kwargs)
 
     async def _call(self, call: _Call) -> dict:

@@ -97,6 +97,33 @@ class Internal(TributaryError):
     grpc_code = grpc.StatusCode.INTERNAL
 
 
+class Unauthenticated(TributaryError):
+    """No credentials, or credentials that do not verify (unknown key, bad signature, expired)."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TributaryError):
+    """Valid credentials whose scope does not cover the request (tenant, dataset, write)."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(TributaryError):
+    """A tenant quota or rate limit was hit. `retry_after_s` travels as the REST Retry-After
+    header and the gRPC trailing metadata `retry-after`."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retriable = True
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
 def all_error_types() -> list[type[TributaryError]]:
     found, todo = [], [TributaryError]
     while todo:
@@ -133,4 +160,6 @@ _BY_CODE: dict[grpc.StatusCode, type[TributaryError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }

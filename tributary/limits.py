@@ -46,6 +46,21 @@ hnsw_save_every_vectors = 100_000
 datasets_per_tenant_max = 10_000
 # Datasets one multi-dataset search may name (each fans out to all of its shards).
 multi_search_datasets_max = 64
+# Hostile input (router/input_guard.py): our JSON bodies nest 4 deep; anything past this is a 400
+# before the body is parsed. Descriptions are bounded like content.
+json_depth_max = 32
+description_bytes_max = 64 * 1024
+
+# Authentication, tenants and quotas (router/auth.py, router/quotas.py).
+router_heartbeat_interval_ms = 1_000
+router_liveness_timeout_ms = 3_000
+# Tenant usage (vectors, bytes) for max_vectors / max_storage_bytes is re-read this often.
+tenant_usage_cache_ms = 1_000
+# An unknown but well-formed API key triggers at most one linearizable catalog read this often.
+auth_refresh_min_interval_ms = 1_000
+jwt_leeway_ms = 5_000
+api_key_description_bytes_max = 1_024
+api_key_datasets_max = 1_024
 
 node_heartbeat_interval_ms = 500
 node_liveness_timeout_ms = 5_000
@@ -90,6 +105,8 @@ def check() -> None:
         raise ValueError("txn_prepared_timeout_ms must exceed txn_resolve_interval_ms")
     if shutdown_grace_ms >= 10_000:
         raise ValueError("shutdown_grace_ms must leave room for the 10 s stop promise")
+    if router_heartbeat_interval_ms * 2 > router_liveness_timeout_ms:
+        raise ValueError("router_liveness_timeout_ms must cover at least two heartbeats")
 
 
 check()

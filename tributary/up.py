@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
+import http.client
+import ipaddress
 import json
 import os
 import signal
@@ -62,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="meta Raft ports start here, meta gRPC at +10, nodes at +100")
     parser.add_argument("--ready-timeout", type=float, default=90.0,
                         help="seconds to wait for a healthy cluster")
+    parser.add_argument("--api-key", default=os.environ.get("TRIBUTARY_UP_API_KEY"),
+                        help="turn authentication on with this admin API key (at least 16 "
+                             "characters; routers get only its sha256). Without it auth is "
+                             "off, which only a loopback --host allows. Env "
+                             "TRIBUTARY_UP_API_KEY")
 
 
 def plan(args: argparse.Namespace) -> list[Child]:
@@ -71,6 +79,7 @@ def plan(args: argparse.Namespace) -> list[Child]:
         raise SystemExit("--nodes must be between 1 and 64")
     if not 1 <= args.routers <= 16:
         raise SystemExit("--routers must be between 1 and 16")
+    auth_args = _router_auth_args(args)
     data_dir = os.path.abspath(args.data_dir)
     os.makedirs(os.path.join(data_dir, "logs"), exist_ok=True)
     host, base = args.host, args.internal_port_base
@@ -94,16 +103,47 @@ def plan(args: argparse.Namespace) -> list[Child]:
         children.append(Child(f"router-{i}", exe + [
             "router", "--http", f"{host}:{args.http_port + i}",
             "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
-            "--min-nodes", str(args.nodes)],
+            "--min-nodes", str(args.nodes)] + auth_args,
             os.path.join(data_dir, "logs", f"router-{i}.log")))
     return children
+
+
+def _router_auth_args(args: argparse.Namespace) -> list[str]:
+    """Router flags for --api-key: only the key's sha256 leaves this process (a fast hash is
+    enough for a long random key; hence the length floor)."""
+    key = getattr(args, "api_key", None)
+    if key is None:
+        if not _auth_configured(args) and not _loopback(args.host):
+            raise SystemExit(f"refusing to start: --host {args.host} is not loopback and no "
+                             "--api-key is given (authentication would be off)")
+        return []
+    if len(key) < 16 or key != key.strip():
+        raise SystemExit("--api-key must be at least 16 characters without surrounding spaces; "
+                         "use a random one, e.g. `openssl rand -hex 32`")
+    return ["--auth", "on", "--admin-key-sha256", hashlib.sha256(key.encode()).hexdigest()]
+
+
+def _auth_configured(args: argparse.Namespace) -> bool:
+    """--api-key, or a credential source the routers read from the environment they inherit."""
+    return bool(getattr(args, "api_key", None)) or any(os.environ.get(v) for v in (
+        "TRIBUTARY_JWT_SECRET", "TRIBUTARY_JWT_SECRET_FILE", "TRIBUTARY_JWT_PUBLIC_KEY_FILE",
+        "TRIBUTARY_ADMIN_KEY", "TRIBUTARY_ADMIN_KEY_SHA256"))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         return False
 
 
@@ -159,7 +199,9 @@ def run(args: argparse.Namespace) -> None:
                                  for i in range(args.routers)],
                         "grpc": [f"{args.host}:{args.grpc_port + i}"
                                  for i in range(args.routers)],
-                        "data_dir": data_dir}), flush=True)
+                        "data_dir": data_dir,
+                        "auth": "on" if _auth_configured(args) else "off"}),
+                          flush=True)
                     print(f"tributary: ready. REST http://{args.host}:{args.http_port}/api/v1 "
                           f"gRPC {args.host}:{args.grpc_port}. Ctrl-C stops.", flush=True)
                 elif time.monotonic() > deadline:

@@ -55,8 +55,10 @@ def free_port_plan(meta: int, nodes: int, routers: int) -> tuple[int, int, int]:
 
 class Cluster:
     def __init__(self, data_dir: str, meta: int = 3, nodes: int = 2, routers: int = 1,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None):
         self.data_dir = str(data_dir)
+        # Extra `tributary up` flags, e.g. ["--api-key", KEY]; kept for restarts.
+        self.extra_args = list(extra_args or [])
         self.env = {**os.environ, **(env or {})}
         self.meta, self.nodes, self.routers = meta, nodes, routers
         self.http_port, self.grpc_port, self.internal_base = free_port_plan(meta, nodes, routers)
@@ -88,7 +90,7 @@ class Cluster:
             [sys.executable, "-m", "tributary.cli", "up", "--data-dir", self.data_dir,
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
              "--internal-port-base", str(self.internal_base), "--meta", str(self.meta),
-             "--nodes", str(self.nodes), "--routers", str(self.routers)],
+             "--nodes", str(self.nodes), "--routers", str(self.routers)] + self.extra_args,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         out.close()
         self.wait_ready(timeout_s)

@@ -14,6 +14,9 @@ from consensus import commands as c
 texts = st.text(max_size=20)
 ints = st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
 string_maps = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4)
+quota_values = st.integers(min_value=0, max_value=2 ** 53) | st.floats(
+    min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
+quota_maps = st.dictionaries(texts, quota_values, max_size=7)
 
 STRATEGIES = {
     "RegisterNode": st.builds(c.RegisterNode, node_id=texts, address=texts, at_ms=ints),
@@ -34,6 +37,17 @@ STRATEGIES = {
     "AckTxns": st.builds(c.AckTxns, acks=st.lists(st.tuples(texts, texts), max_size=4).map(
         tuple), at_ms=ints),
     "Barrier": st.builds(c.Barrier, at_ms=ints),
+    "ProvisionTenant": st.builds(c.ProvisionTenant, tenant_id=texts, name=texts,
+                                 quotas=quota_maps, status=texts, at_ms=ints),
+    "SetTenantQuotas": st.builds(c.SetTenantQuotas, tenant_id=texts,
+                                 quotas=st.dictionaries(texts, st.none() | quota_values,
+                                                        max_size=7), at_ms=ints),
+    "SetTenantStatus": st.builds(c.SetTenantStatus, tenant_id=texts, status=texts, at_ms=ints),
+    "DeleteTenant": st.builds(c.DeleteTenant, tenant_id=texts, at_ms=ints),
+    "CreateApiKey": st.builds(
+        c.CreateApiKey, key_id=texts, key_hash=texts, tenant_id=texts, role=texts, access=texts,
+        datasets=st.lists(texts, max_size=4).map(tuple), description=texts, at_ms=ints),
+    "RevokeApiKey": st.builds(c.RevokeApiKey, key_id=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -51,6 +65,16 @@ def example_of(cls):
         c.DecideTxn: c.DecideTxn("x1", "commit", ("u1/0", "u1/1"), "t1/u1/key", "{}", 5),
         c.AckTxns: c.AckTxns((("x1", "u1/0"),), 5),
         c.Barrier: c.Barrier(5),
+        c.ProvisionTenant: c.ProvisionTenant("t1", "Tenant one", {"max_vectors": 10_000,
+                                                                "max_requests_per_second": 2.5},
+                                             "active", 5),
+        c.SetTenantQuotas: c.SetTenantQuotas("t1", {"max_batch_size": 100, "max_vectors": None},
+                                             5),
+        c.SetTenantStatus: c.SetTenantStatus("t1", "read_only", 5),
+        c.DeleteTenant: c.DeleteTenant("t1", 5),
+        c.CreateApiKey: c.CreateApiKey("k1", "ab" * 32, "t1", "tenant", "read_only",
+                                       ("docs",), "ci reader", 5),
+        c.RevokeApiKey: c.RevokeApiKey("k1", 5),
     }[cls]
 
 

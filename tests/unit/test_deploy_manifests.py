@@ -250,12 +250,14 @@ def test_kustomization_lists_every_manifest_but_the_example_secret():
 
 def test_example_secret_is_only_an_example():
     docs = load_all(K8S / "secret.example.yaml")
-    assert [d["kind"] for d in docs] == ["Secret"]
-    secret = docs[0]
-    assert secret["metadata"]["name"] == "tributary-meta"
-    values = {**secret.get("stringData", {}), **secret.get("data", {})}
-    assert set(values) == {"password"}
-    assert "REPLACE" in values["password"].upper()
+    assert [d["kind"] for d in docs] == ["Secret", "Secret"]
+    expected = {"tributary-meta": "password", "tributary-router-auth": "admin-key"}
+    assert [d["metadata"]["name"] for d in docs] == list(expected)
+    for secret in docs:
+        values = {**secret.get("stringData", {}), **secret.get("data", {})}
+        key = expected[secret["metadata"]["name"]]
+        assert set(values) == {key}
+        assert "REPLACE" in values[key].upper()
     assert "EXAMPLE" in (K8S / "secret.example.yaml").read_text().upper()
     assert not of_kind("Secret"), "a Secret must not be deployed by the kustomization"
 
@@ -531,3 +533,18 @@ def test_dockerfile_installs_the_lock_and_runs_tributary_as_non_root():
     assert dockerfile_entrypoint() == ["tributary"]
     ignore = (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().split()
     assert ".venv" in ignore and ".git" in ignore
+
+
+def test_router_credentials_come_from_a_secret_since_routers_listen_off_loopback(monkeypatch):
+    from router import auth
+    c = container(one("Deployment", "tributary-router"))
+    env = {item["name"]: item for item in c.get("env", [])}
+    ref = env["TRIBUTARY_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "tributary-router-auth", "key": "admin-key"}
+    router = compose()["services"]["router"]
+    assert router["environment"]["TRIBUTARY_ADMIN_KEY"] == "${TRIBUTARY_ADMIN_KEY:?set it}"
+    # With the Secret's value in the environment, the router's start-up check passes.
+    _, rest = compose_args(router)
+    args = parse_role("router", rest)
+    monkeypatch.setenv("TRIBUTARY_ADMIN_KEY", "s3cret-from-the-secret")
+    assert auth.config_from_args(args, [args.http, args.grpc]).enabled

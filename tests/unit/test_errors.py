@@ -21,7 +21,7 @@ def test_all_error_types_finds_the_whole_hierarchy_once():
     assert len(ALL) == len(set(ALL))
     for name in ("InvalidArgument", "NotFound", "AlreadyExists", "PayloadTooLarge",
                  "StaleEpoch", "NotLeader", "Unavailable", "DeadlineExceeded", "Unimplemented",
-                 "Internal"):
+                 "Internal", "Unauthenticated", "PermissionDenied", "ResourceExhausted"):
         assert getattr(errors, name) in ALL
     assert all(issubclass(cls, TributaryError) for cls in ALL)
 
@@ -61,8 +61,23 @@ def test_to_json_carries_type_message_and_retriable(cls):
 
 def test_retriable_errors_are_the_transient_ones():
     retriable = {cls.__name__ for cls in ALL if cls.retriable}
-    assert retriable == {"StaleEpoch", "NotLeader", "Unavailable", "DeadlineExceeded", "Aborted"}
+    assert retriable == {"StaleEpoch", "NotLeader", "Unavailable", "DeadlineExceeded", "Aborted",
+                         "ResourceExhausted"}
     assert not InvalidArgument.retriable and not NotFound.retriable
+    assert not errors.Unauthenticated.retriable and not errors.PermissionDenied.retriable
+
+
+def test_auth_and_quota_errors_map_to_401_403_429():
+    assert (errors.Unauthenticated.http_status, errors.Unauthenticated.grpc_code) == (
+        401, grpc.StatusCode.UNAUTHENTICATED)
+    assert (errors.PermissionDenied.http_status, errors.PermissionDenied.grpc_code) == (
+        403, grpc.StatusCode.PERMISSION_DENIED)
+    assert (errors.ResourceExhausted.http_status, errors.ResourceExhausted.grpc_code) == (
+        429, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert errors.ResourceExhausted("x", retry_after_s=7).retry_after_s == 7
+    assert errors.ResourceExhausted("x", retry_after_s=0).retry_after_s == 1
+    # A bare RESOURCE_EXHAUSTED from a peer is usually gRPC's message-size limit, not a quota.
+    assert type(from_wire(grpc.StatusCode.RESOURCE_EXHAUSTED, "too big")) is Internal
 
 
 @pytest.mark.parametrize("code,details,expected", [

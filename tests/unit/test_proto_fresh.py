@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PROTOS = ["proto/deeplake_service.proto", "proto/node.proto", "proto/meta.proto"]
+PROTOS = ["proto/deeplake_service.proto", "proto/node.proto", "proto/meta.proto",
+          "proto/admin.proto"]
 
 
 def test_generated_modules_match_the_proto_sources(tmp_path):

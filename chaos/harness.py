@@ -1,0 +1,353 @@
+"""A Tributary cluster whose every link runs through its own fault proxy.
+
+`ProxiedCluster` starts one Toxiproxy-API server (`chaos.launcher.ProxyServer`: a real
+toxiproxy-server when one is installed, else `chaos/proxy.py`), creates one proxy per link of a
+`chaos.topology.Topology`, then starts the processes directly (not through `tributary up`):
+
+* meta member I: ``tributary meta --raft <identity> --raft-bind <real> --grpc <real>`` with one
+  ``--peer RAFT=GRPC`` per other member, RAFT being the address it knows that peer by (a per-pair
+  link proxy for lower members, see chaos/topology.py);
+* node K: ``tributary node --listen <real> --advertise <router->node-K proxy>
+  --meta <node-K->meta-* proxies>``;
+* the router: ``tributary router --http <real> --meta <router->meta-* proxies>``; clients reach
+  it through the ``client->router-0`` proxy (`rest_url`).
+
+Each process runs in its own session (its own process group), so kill -9, SIGSTOP and SIGCONT
+reach it and only it, and `stop()` kills every group it started. Processes also die with the
+thread that started them (PR_SET_PDEATHSIG), so call `start`/`restart` from the main thread.
+
+The harness talks to proxies through the Toxiproxy HTTP API only, and to meta members directly
+(bypassing proxies, like an operator on the host) only to find the leader (Meta Status RPC).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from chaos.launcher import ProxyServer
+from chaos.topology import (HOST, PortPlan, Topology, identity_proxy, meta_peer_raft,
+                            plan_ports, ports_needed)
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PR_SET_PDEATHSIG = 1
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_base(topo: Topology, rng: random.Random | None = None) -> int:
+    """A base port whose whole consecutive block is free right now."""
+    rng = rng or random.Random()
+    need = ports_needed(topo)
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - need, 50)
+        if all(_port_free(p) for p in range(base, base + need)):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+class ToxiproxyApi:
+    """The few Toxiproxy v2 HTTP calls the harness needs (stdlib only)."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: Any = None, ok_missing: bool = False) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with _NO_PROXY.open(req, timeout=self.timeout_s) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as exc:
+            if ok_missing and exc.code == 404:
+                return None
+            raise RuntimeError(f"toxiproxy {method} {path}: {exc.code} "
+                               f"{exc.read().decode(errors='replace')}") from None
+        return json.loads(raw) if raw.strip() else None
+
+    def populate(self, proxies: list[dict]) -> Any:
+        return self.call("POST", "/populate", proxies)
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self.call("POST", f"/proxies/{name}", {"enabled": enabled})
+
+    def add_toxic(self, proxy: str, toxic: dict) -> None:
+        self.call("POST", f"/proxies/{proxy}/toxics", toxic)
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self.call("DELETE", f"/proxies/{proxy}/toxics/{name}", ok_missing=True)
+
+    def reset(self) -> None:
+        """Re-enables every proxy and removes every toxic."""
+        self.call("POST", "/reset")
+
+    def proxies(self) -> dict:
+        return self.call("GET", "/proxies")
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log_path: str
+    env: dict[str, str]
+    popen: subprocess.Popen | None = None
+    starts: int = 0
+    paused: bool = False
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== chaos harness: start #{self.starts + 1} at "
+                      f"{time.strftime('%H:%M:%S')}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=self.env,
+                                          cwd=_REPO_ROOT, start_new_session=True,
+                                          preexec_fn=_die_with_parent)
+        self.starts += 1
+        self.paused = False
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def signal(self, sig: int) -> bool:
+        """Sends `sig` to the process's group; False when it is already gone."""
+        if self.popen is None:
+            return False
+        try:
+            os.killpg(self.popen.pid, sig)   # start_new_session: pgid == pid
+            return True
+        except ProcessLookupError:
+            return False
+
+    def kill9(self) -> None:
+        if self.signal(signal.SIGKILL):
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.paused = False
+
+
+@dataclass
+class ProxiedCluster:
+    data_dir: str
+    topology: Topology = field(default_factory=Topology)
+    seed: int | None = None
+    env: dict[str, str] | None = None
+    log: Callable[[str], None] = lambda line: None
+    prefer_external_proxy: bool = True
+
+    def __post_init__(self):
+        self.data_dir = os.path.abspath(self.data_dir)
+        self.plan: PortPlan | None = None
+        self.proxy_server: ProxyServer | None = None
+        self.api: ToxiproxyApi | None = None
+        self.procs: dict[str, Proc] = {}
+        self._lock = threading.Lock()
+
+    # ---- addresses ------------------------------------------------------------------------------
+
+    @property
+    def rest_url(self) -> str:
+        """The router's REST API through the client->router-0 proxy."""
+        return f"http://{self.plan.proxies['client->router-0']}/api/v1"
+
+    @property
+    def direct_rest_url(self) -> str:
+        return f"http://{self.plan.router_http['router-0']}/api/v1"
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.data_dir, "logs")
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def _argv(self, member: str) -> list[str]:
+        topo, plan = self.topology, self.plan
+        exe = [sys.executable, "-m", "tributary.cli"]
+        kind = topo.kind_of(member)
+        if kind == "meta":
+            peers = [f"--peer={meta_peer_raft(topo, plan, member, p)}={plan.meta_grpc[p]}"
+                     for p in topo.meta_members if p != member]
+            return exe + ["meta", "--raft", plan.meta_raft_self[member],
+                          "--raft-bind", plan.meta_raft_bind[member],
+                          "--grpc", plan.meta_grpc[member],
+                          "--data-dir", os.path.join(self.data_dir, member)] + peers
+        meta = ",".join(plan.proxies[f"{member}->{m}"] for m in topo.meta_members)
+        if kind == "node":
+            return exe + ["node", "--listen", plan.node_listen[member],
+                          "--advertise", plan.proxies[f"router-0->{member}"],
+                          "--meta", meta, "--data-dir", os.path.join(self.data_dir, member),
+                          "--node-id", member]
+        return exe + ["router", "--http", plan.router_http[member],
+                      "--grpc", plan.router_grpc[member], "--meta", meta,
+                      "--min-nodes", str(topo.nodes)]
+
+    def start(self, timeout_s: float = 120.0) -> "ProxiedCluster":
+        os.makedirs(self.logs_dir, exist_ok=True)
+        self.plan = plan_ports(self.topology, free_base(self.topology))
+        self.proxy_server = ProxyServer(seed=self.seed, prefer_external=self.prefer_external_proxy,
+                                        log_path=os.path.join(self.logs_dir, "proxy.log"))
+        self.proxy_server.start()
+        self.api = ToxiproxyApi(self.proxy_server.api_url)
+        self.api.populate([{"name": name, "listen": listen,
+                            "upstream": self.plan.upstreams[name], "enabled": True}
+                           for name, listen in self.plan.proxies.items()])
+        self.log(f"proxy server: {self.proxy_server.kind} at {self.proxy_server.api_url} "
+                 f"({len(self.plan.proxies)} proxies)")
+        env = {**os.environ, **(self.env or {})}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        for member in self.topology.members:
+            self.procs[member] = Proc(member, self._argv(member),
+                                      os.path.join(self.logs_dir, f"{member}.log"), env)
+        for member in self.topology.members:
+            self.procs[member].start()
+        self.wait_healthy(timeout_s)
+        return self
+
+    def wait_healthy(self, timeout_s: float) -> float:
+        started = time.monotonic()
+        deadline = started + timeout_s
+        while time.monotonic() < deadline:
+            dead = [p.name for p in self.procs.values() if not p.alive]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited while starting; logs in "
+                                   f"{self.logs_dir}")
+            if self.healthy():
+                return time.monotonic() - started
+            time.sleep(0.25)
+        raise TimeoutError(f"cluster not healthy within {timeout_s:.0f}s; logs in {self.logs_dir}")
+
+    def healthy(self, timeout_s: float = 2.0) -> bool:
+        try:
+            with _NO_PROXY.open(f"{self.rest_url}/health", timeout=timeout_s) as r:
+                return r.status == 200
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Kills every process group the harness started, then the proxy server."""
+        for proc in self.procs.values():
+            if proc.popen is None:
+                continue
+            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGKILL)
+        for proc in self.procs.values():
+            if proc.popen is not None:
+                try:
+                    proc.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+        if self.proxy_server is not None:
+            self.proxy_server.stop()
+            self.proxy_server = None
+
+    def __enter__(self) -> "ProxiedCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- faults ---------------------------------------------------------------------------------
+
+    def kill(self, member: str) -> None:
+        self.procs[member].kill9()
+
+    def restart(self, member: str) -> None:
+        proc = self.procs[member]
+        if proc.alive:
+            return
+        proc.start()
+
+    def pause(self, member: str) -> None:
+        proc = self.procs[member]
+        if proc.signal(signal.SIGSTOP):
+            proc.paused = True
+
+    def resume(self, member: str) -> None:
+        proc = self.procs[member]
+        proc.signal(signal.SIGCONT)
+        proc.paused = False
+
+    def set_link(self, proxy: str, enabled: bool) -> None:
+        self.api.set_enabled(proxy, enabled)
+
+    def heal_network(self) -> None:
+        self.api.reset()
+
+    def heal_processes(self) -> list[str]:
+        """SIGCONT every process and restart the dead ones; returns the restarted names."""
+        restarted = []
+        for member, proc in self.procs.items():
+            if proc.alive:
+                proc.signal(signal.SIGCONT)
+                proc.paused = False
+            else:
+                proc.start()
+                restarted.append(member)
+        return restarted
+
+    def meta_leader(self, timeout_s: float = 1.0) -> str | None:
+        """The member that reports itself leader with the highest term (asked directly)."""
+        import grpc
+
+        from proto import meta_pb2, meta_pb2_grpc
+
+        best: tuple[int, str] | None = None
+        for member in self.topology.meta_members:
+            if not self.procs[member].alive or self.procs[member].paused:
+                continue
+            try:
+                with grpc.insecure_channel(self.plan.meta_grpc[member]) as channel:
+                    status = meta_pb2_grpc.MetaStub(channel).Status(
+                        meta_pb2.MetaStatusRequest(), timeout=timeout_s)
+            except grpc.RpcError:
+                continue
+            if status.is_leader and (best is None or status.raft_term > best[0]):
+                best = (status.raft_term, member)
+        return best[1] if best else None
+
+    def describe(self) -> dict:
+        return {"proxy_server": self.proxy_server.kind if self.proxy_server else None,
+                "proxies": dict(self.plan.proxies) if self.plan else {},
+                "processes": {m: " ".join(p.argv[2:]) for m, p in self.procs.items()}}
+
+
+__all__ = ["ProxiedCluster", "ToxiproxyApi", "Proc", "free_base", "identity_proxy"]

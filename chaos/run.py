@@ -1,0 +1,266 @@
+"""`tributary chaos run`: one seeded chaos run against a fully proxied local cluster.
+
+    tributary chaos run --seed 7 --duration 60 [--nemesis partition:node --nemesis kill ...]
+                        [--workload kv --workload batch ...] [--data-dir D]
+
+1. prints the seed and the schedule (a pure function of seed, duration, nemeses and topology:
+   the same command replays the same faults at the same offsets);
+2. starts 3 meta members, 2 nodes and 1 router with every link behind its own proxy
+   (chaos.harness), creates the workloads' datasets;
+3. runs the workloads (chaos.workload) while the nemesis runner applies the schedule, printing a
+   progress line every few seconds and a line per fault;
+4. at `--duration`: the final heal (every proxy reset, every process resumed or restarted), the
+   workloads stop, and probes measure how long the service takes to come back;
+5. reads every written id, then judges the history (chaos.verdict) and prints a report.
+
+Exit status 0 when every checker passes, 1 otherwise. On failure the history, the schedule, the
+nemesis journal and the report are saved under the run's directory in --data-dir (with the
+processes' logs) and the path is printed; on success the run's directory is removed unless
+--keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from chaos.harness import ProxiedCluster
+from chaos.history import OK, UNKNOWN, HistoryRecorder, Op, dump_history
+from chaos.nemesis import (NemesisRunner, NemesisSpec, ScheduleConfig, make_schedule,
+                           parse_specs, schedule_doc)
+from chaos.topology import Topology
+from chaos.verdict import Report, evaluate
+from chaos.workload import WORKLOADS, Http, Workloads, final_reads, probe_recovery, setup_datasets
+
+DEFAULT_DATA_DIR = os.path.join("tributary-data", "chaos")
+DEFAULT_RECOVERY_BOUND_S = 30.0
+
+
+@dataclass
+class RunConfig:
+    seed: int
+    duration_s: float = 60.0
+    nemeses: list[NemesisSpec] = field(default_factory=lambda: parse_specs(None))
+    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
+    data_dir: str = DEFAULT_DATA_DIR
+    recovery_bound_s: float = DEFAULT_RECOVERY_BOUND_S
+    topology: Topology = field(default_factory=Topology)
+    request_timeout_s: float = 5.0
+    linearizability_timeout_s: float = 120.0
+    progress_every_s: float = 5.0
+    keep: bool = False
+    schedule_config: ScheduleConfig = field(default_factory=ScheduleConfig)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    schedule: list
+    journal: list[dict] = field(default_factory=list)
+    history: list[Op] = field(default_factory=list)
+    final_state: dict[str, Any] = field(default_factory=dict)
+    unread: list[str] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    report: Report | None = None
+    error: str | None = None
+    run_dir: str | None = None
+    saved_to: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.report is not None and self.report.ok
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+def _counts_line(history: list[Op]) -> str:
+    ok = sum(1 for op in history if op.status == OK and op.complete_ns is not None)
+    unk = sum(1 for op in history if op.status == UNKNOWN and op.complete_ns is None)
+    fail = len(history) - ok - unk
+    return f"{len(history)} ops: {ok} ok, {fail} fail, {unk} unknown/in flight"
+
+
+def save_artifacts(result: RunResult, directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    cfg = result.config
+    meta = {"seed": cfg.seed, "duration_s": cfg.duration_s,
+            "nemeses": [str(s) for s in cfg.nemeses], "workloads": cfg.workloads}
+    dump_history(result.history, os.path.join(directory, "history.json"), meta=meta)
+    doc = schedule_doc(cfg.seed, cfg.duration_s, cfg.nemeses, cfg.topology, result.schedule,
+                       cfg.schedule_config)
+    with open(os.path.join(directory, "schedule.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(directory, "journal.json"), "w") as f:
+        json.dump(result.journal, f, indent=1)
+    with open(os.path.join(directory, "final_state.json"), "w") as f:
+        json.dump({"final_state": result.final_state, "unread": result.unread,
+                   "recovery_samples": result.samples}, f, indent=1)
+    with open(os.path.join(directory, "report.json"), "w") as f:
+        json.dump({"error": result.error, "timings": result.timings,
+                   "report": result.report.to_dict() if result.report else None}, f, indent=1)
+    return directory
+
+
+def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResult:
+    """One whole run; never raises for cluster trouble (that becomes `result.error`)."""
+    cfg = config
+    schedule = make_schedule(cfg.seed, cfg.duration_s, cfg.nemeses, cfg.topology,
+                             cfg.schedule_config)
+    result = RunResult(cfg, schedule)
+    out(f"chaos run: seed {cfg.seed}, duration {cfg.duration_s:g}s, nemeses "
+        f"{' '.join(map(str, cfg.nemeses))}, workloads {' '.join(cfg.workloads)}")
+    out(f"replay with: tributary chaos run --seed {cfg.seed} --duration {cfg.duration_s:g} "
+        + " ".join(f"--nemesis {s}" for s in cfg.nemeses) + " "
+        + " ".join(f"--workload {w}" for w in cfg.workloads))
+    out(f"schedule ({len(schedule)} events):")
+    for event in schedule:
+        out("  " + event.describe())
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.abspath(os.path.join(cfg.data_dir, f"run-seed{cfg.seed}-{stamp}"))
+    result.run_dir = run_dir
+    cluster = ProxiedCluster(os.path.join(run_dir, "cluster"), cfg.topology, seed=cfg.seed,
+                             env=cfg.env, log=lambda line: out(f"harness: {line}"))
+    recorder = HistoryRecorder()
+    workloads: Workloads | None = None
+    runner = NemesisRunner(cluster, log=out)
+    started = time.monotonic()
+    try:
+        cluster.start()
+        result.timings["cluster_start_s"] = round(time.monotonic() - started, 2)
+        out(f"harness: cluster healthy after {result.timings['cluster_start_s']:.1f}s "
+            f"(logs in {cluster.logs_dir})")
+        http_ = Http(cluster.rest_url, cfg.request_timeout_s)
+        setup_datasets(http_, cfg.workloads)
+        workloads = Workloads(cluster.rest_url, recorder, cfg.workloads, cfg.seed,
+                              cfg.request_timeout_s)
+        t0 = time.monotonic()
+        workloads.start()
+        next_progress = [cfg.progress_every_s]
+
+        def tick(now: float) -> None:
+            if now >= next_progress[0]:
+                next_progress[0] += cfg.progress_every_s
+                active = ", ".join(f"#{i}" for i in sorted(runner.active)) or "none"
+                out(f"[{now:7.2f}s] progress: {_counts_line(recorder.history())}; "
+                    f"active faults: {active}")
+
+        runner.run(schedule, t0, cfg.duration_s, tick=tick)
+        runner.heal_all()
+        healed_at = time.monotonic()
+        workloads.request_stop()
+        out(f"[{healed_at - t0:7.2f}s] workloads stopping; probing recovery "
+            f"(bound {cfg.recovery_bound_s:g}s)")
+        result.samples = probe_recovery(Http(cluster.rest_url, 3.0), healed_at,
+                                        cfg.recovery_bound_s, log=out)
+        ups = [s for s in result.samples if s["ok"]]
+        if ups:
+            out(f"[{time.monotonic() - t0:7.2f}s] service up {ups[0]['t']:.2f}s after the heal "
+                f"(first probe that stayed up: see report)")
+        if not workloads.join(cfg.request_timeout_s * 3 + 10):
+            out("warning: some workload threads are still running")
+        out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
+            f"{len(workloads.keys_to_read())} ids")
+        result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
+                                                        workloads.keys_to_read())
+        result.timings["run_s"] = round(time.monotonic() - t0, 2)
+    except KeyboardInterrupt:
+        result.error = "interrupted"
+        out("chaos run: interrupted")
+    except Exception as exc:  # noqa: BLE001 - report, save, clean up
+        result.error = f"{type(exc).__name__}: {exc}"
+        out(f"chaos run: harness error: {result.error}")
+    finally:
+        if workloads is not None:
+            workloads.request_stop()
+        result.journal = list(runner.journal)
+        cluster.stop()
+
+    result.history = recorder.history()
+    if result.error is None:
+        out(f"checking {len(result.history)} ops ...")
+        check_started = time.monotonic()
+        result.report = evaluate(result.history, result.final_state, unread_keys=result.unread,
+                                 recovery_samples=result.samples,
+                                 recovery_bound_s=cfg.recovery_bound_s,
+                                 linearizability_timeout_s=cfg.linearizability_timeout_s,
+                                 workloads=cfg.workloads)
+        result.timings["check_s"] = round(time.monotonic() - check_started, 2)
+        out(f"report (seed {cfg.seed}):")
+        for line in result.report.lines():
+            out("  " + line)
+    result.timings["total_s"] = round(time.monotonic() - started, 2)
+    if result.ok:
+        out(f"chaos run: PASS (seed {cfg.seed}, {result.timings['total_s']:.0f}s)")
+        if not cfg.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            result.saved_to = save_artifacts(result, run_dir)
+            out(f"chaos run: artifacts kept in {result.saved_to}")
+    else:
+        result.saved_to = save_artifacts(result, run_dir)
+        out(f"chaos run: FAIL (seed {cfg.seed}); history, schedule, journal and report saved in "
+            f"{result.saved_to} (process logs in {os.path.join(run_dir, 'cluster', 'logs')})")
+    return result
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=None,
+                        help="schedule seed (default: random, printed)")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of workload under faults (default %(default)s)")
+    parser.add_argument("--nemesis", action="append", default=None, metavar="NAME[:SCOPE]",
+                        help="a nemesis to use; repeat or comma-separate (default: all). Names: "
+                             "latency, bandwidth, timeout, reset-peer (scope: a link kind "
+                             "client-router, router-node, router-meta, node-meta, meta-meta), "
+                             "partition, kill, pause (scope: meta, node, router), "
+                             "leader-isolation")
+    parser.add_argument("--workload", action="append", default=None, choices=WORKLOADS,
+                        help="a workload to run; repeat (default: all)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="where runs keep their cluster, logs and (on failure) the history "
+                             "(default %(default)s)")
+    parser.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S,
+                        help="seconds the service may take to come back after the final heal")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's directory and artifacts even when it passes")
+
+
+def run(args: argparse.Namespace) -> None:
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    try:
+        specs = parse_specs(args.nemesis)
+    except ValueError as exc:
+        raise SystemExit(f"tributary chaos run: {exc}") from None
+    config = RunConfig(seed=seed, duration_s=args.duration, nemeses=specs,
+                       workloads=args.workload or list(WORKLOADS), data_dir=args.data_dir,
+                       recovery_bound_s=args.recovery_bound, keep=args.keep)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)   # SIGTERM cleans up like Ctrl-C
+    try:
+        result = run_chaos(config, out=lambda line: print(line, flush=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.flush()
+    sys.exit(result.exit_code)
+
+
+__all__ = ["RunConfig", "RunResult", "run_chaos", "save_artifacts", "add_arguments", "run"]

@@ -1,0 +1,356 @@
+"""The verdict of a chaos run: every checker over a recorded history and the final state.
+
+`evaluate(history, final_state, ...)` is pure (no cluster, no clock), so a saved history can be
+judged again (`chaos.run` does it live; the tests feed it doctored histories to prove the checkers
+are not vacuous). Checkers:
+
+* ``kv-linearizable``      put/get/delete per key, batch puts/reads split per key, and the final
+                           reads, against `chaos.linearizability.KVModel` (what `check_kv` does,
+                           with the sound shortcuts described at `_linearizability`).
+* ``catalog-linearizable`` create/drop/list of datasets against `CatalogModel`.
+* ``no-lost-writes``       the final state against the acknowledged writes:
+                           `chaos.checkers.lost_acknowledged_writes`.
+* ``no-partial-batches``   the final state against the multi-shard batches:
+                           `chaos.checkers.partial_batches`.
+* ``batch-reads-atomic``   during the run: a read of every id of a batch that was acknowledged
+                           before the read started saw all of the batch (`batch_read_violations`).
+* ``recovery``             after the final heal the service came back (health 200 and a search on
+                           every dataset) within the bound, and stayed up: `recovered_within`.
+* ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
+                           checkers above judged something (a cluster that answered nothing
+                           would otherwise pass them all).
+
+A checker that has nothing to judge (its workload did not run) is "skipped", which passes. One
+that could not finish (linearizability search out of time, final reads impossible) is
+"inconclusive", which does not pass: a run passes only when every checker says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from chaos.checkers import lost_acknowledged_writes, partial_batches, recovered_within
+from chaos.history import FAIL, OK, UNKNOWN, Op, freeze, origin_of
+from chaos.linearizability import (ILLEGAL, LINEARIZABLE, TIMEOUT, CatalogModel, KVModel,
+                                   check_partition, prepare)
+
+KV_KINDS = ("put", "get", "delete", "insert", "batch_put", "batch_get", "batch_delete")
+CATALOG_KINDS = ("create", "drop", "list")
+WRITE_KINDS = ("put", "delete", "insert", "batch_put", "batch_delete")
+
+PASS = "pass"
+FAILED = "FAIL"
+INCONCLUSIVE = "inconclusive"
+SKIPPED = "skipped"
+
+
+@dataclass
+class CheckerResult:
+    name: str
+    verdict: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (PASS, SKIPPED)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "verdict": self.verdict, "summary": self.summary,
+                "details": self.details}
+
+
+@dataclass
+class Report:
+    checkers: list[CheckerResult]
+    op_counts: dict[str, dict[str, int]]
+    recovery_s: float | None = None
+    recovery_bound_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checkers)
+
+    def checker(self, name: str) -> CheckerResult:
+        for c in self.checkers:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checkers": [c.to_dict() for c in self.checkers],
+                "op_counts": self.op_counts, "recovery_s": self.recovery_s,
+                "recovery_bound_s": self.recovery_bound_s}
+
+    def lines(self, detail_lines: int = 40) -> list[str]:
+        out = ["checkers:"]
+        for c in self.checkers:
+            out.append(f"  {c.verdict.upper() if c.verdict == FAILED else c.verdict:<12} "
+                       f"{c.name:<22} {c.summary}")
+            if not c.ok:
+                shown = 0
+                for d in c.details:
+                    for line in d.splitlines():
+                        if shown >= detail_lines:
+                            break
+                        out.append(f"      {line}")
+                        shown += 1
+        out.append("ops (ok / fail / unknown):")
+        total = Counter()
+        for kind, counts in sorted(self.op_counts.items()):
+            total.update(counts)
+            out.append(f"  {kind:<10} {counts.get(OK, 0):6d} {counts.get(FAIL, 0):6d} "
+                       f"{counts.get(UNKNOWN, 0):6d}")
+        out.append(f"  {'total':<10} {total.get(OK, 0):6d} {total.get(FAIL, 0):6d} "
+                   f"{total.get(UNKNOWN, 0):6d}")
+        if self.recovery_bound_s is not None:
+            rec = "not observed" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
+            out.append(f"recovery: {rec} after the final heal (bound {self.recovery_bound_s:.0f}s)")
+        return out
+
+
+def op_counts(history: Iterable[Op]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter] = {}
+    for op in history:
+        kind = op.kind if op.process != "final" else "final-get"
+        counts.setdefault(kind, Counter())[op.status] += 1
+    return {k: dict(v) for k, v in counts.items()}
+
+
+def batch_read_violations(history: Iterable[Op]) -> list[str]:
+    """Reads of a whole batch, started after the batch was acknowledged, that missed part of it.
+
+    A key of the batch counts as missed when the read saw a value that no other non-failed
+    write of that key (one not finished before the batch began) could explain."""
+    history = list(history)
+    origin = origin_of(history)
+    writes: dict[Any, list[tuple[Op, Any]]] = {}
+    batches: dict[frozenset, list[Op]] = {}
+    for op in history:
+        if op.status == FAIL:
+            continue
+        if op.kind == "batch_put":
+            batches.setdefault(frozenset(op.value), []).append(op)
+            for k, v in dict(op.value).items():
+                writes.setdefault(freeze(k), []).append((op, freeze(v)))
+        elif op.kind in ("put", "insert"):
+            writes.setdefault(freeze(op.key), []).append((op, freeze(op.value)))
+        elif op.kind == "delete":
+            writes.setdefault(freeze(op.key), []).append((op, None))
+        elif op.kind == "batch_delete":
+            for k in op.value:
+                writes.setdefault(freeze(k), []).append((op, None))
+    out: list[str] = []
+    for read in history:
+        if read.kind != "batch_get" or read.status != OK:
+            continue
+        for batch in batches.get(frozenset(read.value), []):
+            if batch.status != OK or not batch.complete_ns < read.invoke_ns:
+                continue
+            values = dict(batch.value)
+            seen = {k: freeze(read.output.get(k)) for k in values}
+            missed = []
+            for k, v in values.items():
+                if seen[k] == freeze(v):
+                    continue
+                explained = any(w is not batch and val == seen[k] and not w.precedes(batch)
+                                for w, val in writes.get(freeze(k), []))
+                if not explained:
+                    missed.append(k)
+            if missed:
+                present = [k for k in values if k not in missed]
+                out.append(f"read {read.describe(origin)} of acknowledged batch "
+                           f"{batch.describe(origin)}: missed {missed!r}, saw the batch on "
+                           f"{present!r}")
+    return out
+
+
+# ---- linearizability, with sound shortcuts -------------------------------------------------------
+#
+# Every unknown op (status "unknown": the client never learned its outcome) may or may not have
+# taken effect, and the search must consider both, anywhere after its invocation: each one
+# multiplies the work, and an outage leaves dozens per key. But a history with some unknown ops
+# REMOVED is a special case of the full one (those ops simply never took effect), so when the
+# reduced history is linearizable the full one is too. The check therefore tries, per partition:
+#
+#   kv:      1. unknown puts whose (unique) value some read returned; other unknown writes dropped
+#            2. as 1, plus every unknown delete
+#            3. the full partition
+#   catalog: 1. no unknown op      2. the full partition
+#
+# and stops at the first linearizable one. Only the full partition can fail a run (ILLEGAL) or
+# leave it inconclusive (search out of time), so the verdict is exactly the full history's.
+
+def _kv_tiers(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    observed = {freeze(op.output) for op in ops if op.kind == "get" and op.status == OK}
+
+    def keep(op: Op, deletes: bool) -> bool:
+        if op.status != UNKNOWN:
+            return True
+        if op.kind == "put":
+            return freeze(op.value) in observed
+        return deletes and op.kind == "delete"
+
+    tiers = [("observed unknown writes only", [op for op in ops if keep(op, False)]),
+             ("plus unknown deletes", [op for op in ops if keep(op, True)])]
+    return [t for t in tiers if len(t[1]) < len(ops)] + [("full", ops)]
+
+
+def _catalog_tiers(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    definite = [op for op in ops if op.status != UNKNOWN]
+    return ([("no unknown ops", definite)] if len(definite) < len(ops) else []) + [("full", ops)]
+
+
+def _linearizability(name: str, ops: list[Op], model, tiers, timeout_s: float,
+                     quick_s: float = 5.0) -> CheckerResult:
+    if not ops:
+        return CheckerResult(name, SKIPPED, "no ops")
+    started = time.monotonic()
+    deadline = started + timeout_s
+    parts = model.partition(prepare(ops, model))
+    origin = origin_of(ops)
+    unresolved: list[tuple[Any, list[Op]]] = []
+    shortcut = 0
+    # Pass 1: the reduced tiers of every partition, each with a short budget.
+    for key, part in parts.items():
+        done = False
+        for _label, reduced in tiers(part)[:-1]:
+            r = check_partition(model, key, reduced, origin=origin,
+                                deadline=min(deadline, time.monotonic() + quick_s))
+            if r.verdict == LINEARIZABLE:
+                done = True
+                shortcut += 1
+                break
+        if not done:
+            unresolved.append((key, part))
+    # Pass 2: the full partitions left, sharing what remains of the budget.
+    failures, timeouts = [], []
+    for i, (key, part) in enumerate(unresolved):
+        share = max(0.0, deadline - time.monotonic()) / (len(unresolved) - i)
+        r = check_partition(model, key, part, origin=origin,
+                            deadline=time.monotonic() + share)
+        if r.verdict == ILLEGAL:
+            failures.append(r)
+        elif r.verdict == TIMEOUT:
+            timeouts.append(r)
+    elapsed = time.monotonic() - started
+    n_ok = sum(1 for op in ops if op.status == OK)
+    n_unknown = sum(1 for op in ops if op.status == UNKNOWN)
+    if failures:
+        return CheckerResult(name, FAILED, f"NOT linearizable on {len(failures)} partition(s): "
+                                           f"{', '.join(repr(f.key) for f in failures[:5])}",
+                             [f.explanation for f in failures])
+    if timeouts:
+        return CheckerResult(name, INCONCLUSIVE, f"search did not finish within {timeout_s:.0f}s "
+                                                 f"on {len(timeouts)} partition(s)",
+                             [r.explanation for r in timeouts])
+    return CheckerResult(name, PASS, f"linearizable: {len(ops)} ops ({n_ok} ok, {n_unknown} "
+                                     f"unknown), {len(parts)} partition(s) ({shortcut} proved on "
+                                     f"a reduced history), {elapsed:.2f}s")
+
+
+# What a workload must have had acknowledged for its run to count: (writes, reads).
+PROGRESS_KINDS = {"kv": (("put", "delete"), ("get",)),
+                  "batch": (("batch_put",), ("batch_get",)),
+                  "catalog": (("create", "drop"), ("list",))}
+
+
+def progress(history: Iterable[Op], workloads: Iterable[str]) -> CheckerResult:
+    ok = Counter(op.kind for op in history if op.status == OK and op.process != "final")
+    missing = []
+    for name in workloads:
+        writes, reads = PROGRESS_KINDS[name]
+        if not sum(ok[k] for k in writes):
+            missing.append(f"{name}: no acknowledged write ({'/'.join(writes)})")
+        if not sum(ok[k] for k in reads):
+            missing.append(f"{name}: no acknowledged read ({'/'.join(reads)})")
+    if missing:
+        return CheckerResult("workloads-made-progress", FAILED, "; ".join(missing))
+    return CheckerResult("workloads-made-progress", PASS,
+                         ", ".join(f"{k} {v}" for k, v in sorted(ok.items())) or "nothing to do")
+
+
+def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
+             unread_keys: Iterable[str] = (), recovery_samples: list | None = None,
+             recovery_bound_s: float | None = None, linearizability_timeout_s: float = 120.0,
+             workloads: Iterable[str] | None = None) -> Report:
+    """Runs every checker; see the module docstring."""
+    history = list(history)
+    final_state = dict(final_state or {})
+    unread = sorted(set(unread_keys))
+    kv_ops = [op for op in history if op.kind in KV_KINDS]
+    catalog_ops = [op for op in history if op.kind in CATALOG_KINDS]
+    checkers = [
+        _linearizability("kv-linearizable", kv_ops, KVModel(), _kv_tiers,
+                         linearizability_timeout_s),
+        _linearizability("catalog-linearizable", catalog_ops, CatalogModel(), _catalog_tiers,
+                         linearizability_timeout_s),
+    ]
+
+    written = [op for op in kv_ops if op.kind in WRITE_KINDS]
+    if not written:
+        checkers.append(CheckerResult("no-lost-writes", SKIPPED, "no writes"))
+    else:
+        lost = lost_acknowledged_writes(written, final_state, missing_is_absent=False)
+        acked = sum(1 for op in written if op.status == OK)
+        if lost:
+            checkers.append(CheckerResult(
+                "no-lost-writes", FAILED, f"{len(lost)} key(s) contradict the acknowledged "
+                                          f"writes", [x.explanation for x in lost]))
+        elif unread:
+            checkers.append(CheckerResult(
+                "no-lost-writes", INCONCLUSIVE, f"{len(unread)} key(s) could not be read after "
+                                                f"the run: {unread[:10]}"))
+        else:
+            checkers.append(CheckerResult(
+                "no-lost-writes", PASS, f"{len(final_state)} key(s) read after the run agree "
+                                        f"with {acked} acknowledged write(s)"))
+
+    batch_ops = [op for op in kv_ops if op.kind == "batch_put"]
+    if not batch_ops:
+        checkers.append(CheckerResult("no-partial-batches", SKIPPED, "no batches"))
+        checkers.append(CheckerResult("batch-reads-atomic", SKIPPED, "no batches"))
+    else:
+        partial = partial_batches(kv_ops, final_state, missing_is_absent=False)
+        counts = Counter(op.status for op in batch_ops)
+        summary = (f"{len(batch_ops)} batch(es): {counts.get(OK, 0)} ok, "
+                   f"{counts.get(UNKNOWN, 0)} unknown, {counts.get(FAIL, 0)} failed")
+        unread_batch = [k for k in unread if any(k in op.value for op in batch_ops)]
+        if partial:
+            checkers.append(CheckerResult("no-partial-batches", FAILED,
+                                          f"{len(partial)} violation(s) in {summary}",
+                                          [v.explanation for v in partial]))
+        elif unread_batch:
+            checkers.append(CheckerResult("no-partial-batches", INCONCLUSIVE,
+                                          f"{len(unread_batch)} batch id(s) unread"))
+        else:
+            checkers.append(CheckerResult("no-partial-batches", PASS,
+                                          f"all-or-nothing in the final state: {summary}"))
+        reads = [op for op in kv_ops if op.kind == "batch_get"]
+        bad = batch_read_violations(kv_ops)
+        n_ok = sum(1 for op in reads if op.status == OK)
+        if bad:
+            checkers.append(CheckerResult("batch-reads-atomic", FAILED,
+                                          f"{len(bad)} read(s) saw part of an acknowledged "
+                                          f"batch", bad))
+        else:
+            checkers.append(CheckerResult("batch-reads-atomic", PASS,
+                                          f"{n_ok} whole-batch read(s) ({len(reads)} issued) saw "
+                                          f"acknowledged batches entirely"))
+
+    recovery_s = None
+    if recovery_bound_s is not None:
+        result = recovered_within(recovery_samples or [], recovery_bound_s)
+        recovery_s = result.recovered_at_s
+        checkers.append(CheckerResult("recovery", PASS if result.ok else FAILED,
+                                      result.explanation))
+    if workloads is not None:
+        checkers.append(progress(history, workloads))
+    return Report(checkers, op_counts(history), recovery_s, recovery_bound_s)
+
+
+__all__ = ["evaluate", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+           "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]

@@ -1,0 +1,226 @@
+"""The chaos harness against a real cluster whose every link runs through its own proxy.
+
+`make test` runs ONE short seeded run (a node partition, router->node latency spikes and kill -9
+of a node, with the kv, batch and catalog workloads) and requires every checker to pass and the
+service to recover within the bound. The same recorded history, doctored (a lost write, a partial
+batch, a partial read, a catalog anomaly), must then FAIL the same verdict code: the checkers are
+not vacuous.
+
+The longer matrix (one nemesis at a time, then everything at once, several seeds, and the CLI's
+failure path) runs only with TRIBUTARY_CHAOS_FULL=1 (`make chaos`). TRIBUTARY_CHAOS_DURATION
+sets its run length (default 60 s).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from chaos.history import OK, UNKNOWN, Op, load_history
+from chaos.nemesis import make_schedule, parse_specs
+from chaos.run import RunConfig, run_chaos, save_artifacts
+from chaos.topology import Topology
+from chaos.verdict import FAILED, PASS, evaluate
+
+pytestmark = pytest.mark.integration
+
+SEED = 1
+DURATION_S = 25.0
+NEMESES = ["partition:node", "latency:router-node", "kill:node"]
+RECOVERY_BOUND_S = 30.0
+FULL = os.environ.get("TRIBUTARY_CHAOS_FULL") == "1"
+FULL_DURATION_S = float(os.environ.get("TRIBUTARY_CHAOS_DURATION", "60"))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    config = RunConfig(seed=SEED, duration_s=DURATION_S, nemeses=parse_specs(NEMESES),
+                       data_dir=str(tmp_path_factory.mktemp("chaos")),
+                       recovery_bound_s=RECOVERY_BOUND_S)
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    result = run_chaos(config, out=out)
+    result.lines = lines
+    return result
+
+
+def verdicts(report) -> dict[str, str]:
+    return {c.name: c.verdict for c in report.checkers}
+
+
+def rejudge(result, history=None, final_state=None):
+    return evaluate(history if history is not None else result.history,
+                    final_state if final_state is not None else result.final_state,
+                    unread_keys=result.unread, recovery_samples=result.samples,
+                    recovery_bound_s=result.config.recovery_bound_s,
+                    workloads=result.config.workloads)
+
+
+def test_short_seeded_run_passes_every_checker(short_run):
+    r = short_run
+    assert r.error is None, r.error
+    report = r.report
+    assert report.ok, "\n".join(report.lines())
+    assert set(verdicts(report).values()) == {PASS}, verdicts(report)
+    assert r.exit_code == 0
+    # Recovery happened, within the bound.
+    assert report.recovery_s is not None and report.recovery_s <= RECOVERY_BOUND_S
+    # The run printed its seed and schedule, and the schedule is the seed's.
+    assert f"seed {SEED}" in r.lines[0]
+    assert r.schedule == make_schedule(SEED, DURATION_S, parse_specs(NEMESES), Topology())
+    assert {e.nemesis for e in r.schedule} == {"partition", "latency", "kill"}
+    # Every fault was really injected and undone.
+    started = {j["event"] for j in r.journal if j["action"] == "start"}
+    ended = {j["event"] for j in r.journal if j["action"] == "end"}
+    assert started == {e.index for e in r.schedule}
+    assert ended == {e.index for e in r.schedule}
+    assert not [j for j in r.journal if j["action"] == "error"]
+    # Enough happened for the verdict to mean something.
+    counts = report.op_counts
+    assert counts["put"].get(OK, 0) >= 10 and counts["get"].get(OK, 0) >= 10
+    assert counts["batch_put"].get(OK, 0) >= 3 and counts["batch_get"].get(OK, 0) >= 1
+    assert counts["list"].get(OK, 0) >= 2
+    assert not r.unread
+
+
+# ---- negative controls: the recorded history, doctored, must fail ------------------------------
+
+def _time_after_workload(history: list[Op]) -> tuple[int, int]:
+    """(just after every workload op completed, the first final read's invocation)."""
+    workload = [op for op in history if op.process != "final"]
+    last = max(op.complete_ns for op in workload if op.complete_ns is not None)
+    first_final = min(op.invoke_ns for op in history if op.process == "final")
+    assert last + 10 < first_final
+    return last + 1, first_final
+
+
+def test_an_injected_lost_write_fails_the_verdict(short_run):
+    history = copy.deepcopy(short_run.history)
+    t, _ = _time_after_workload(history)
+    # A key whose final value only acknowledged writes explain (no unknown write could still
+    # be the last one), so an acknowledged write after all of them must be what is read.
+    unknown_values = {(op.key, op.value) for op in history
+                      if op.status == UNKNOWN and op.kind in ("put", "delete")}
+    candidates = [k for k, v in short_run.final_state.items()
+                  if k.startswith("k") and v is not None and (k, v) not in unknown_values
+                  and not any(op.key == k and op.kind == "delete" and op.status == UNKNOWN
+                              for op in history)]
+    assert candidates, "no key to inject a lost write on"
+    key = candidates[0]
+    history.append(Op(process="injected", kind="put", key=key, value="lost-write",
+                      invoke_ns=t, complete_ns=t + 1, status=OK, id=len(history)))
+    report = rejudge(short_run, history=history)
+    assert not report.ok
+    assert verdicts(report)["no-lost-writes"] == FAILED
+    assert verdicts(report)["kv-linearizable"] == FAILED
+    assert "lost-write" in "\n".join(report.checker("no-lost-writes").details)
+
+
+def test_an_injected_partial_batch_fails_the_verdict(short_run):
+    history = short_run.history
+    batch = next(op for op in history if op.kind == "batch_put" and op.status == OK)
+    final = dict(short_run.final_state)
+    final[sorted(batch.value)[1]] = None
+    report = rejudge(short_run, final_state=final)
+    assert verdicts(report)["no-partial-batches"] == FAILED
+    assert not report.ok
+
+
+def test_an_injected_partial_read_fails_the_verdict(short_run):
+    history = copy.deepcopy(short_run.history)
+    t, _ = _time_after_workload(history)
+    batch = next(op for op in history if op.kind == "batch_put" and op.status == OK)
+    seen = dict(batch.value)
+    seen[sorted(seen)[0]] = None
+    history.append(Op(process="injected", kind="batch_get", value=list(seen), output=seen,
+                      invoke_ns=t, complete_ns=t + 1, status=OK, id=len(history)))
+    report = rejudge(short_run, history=history)
+    assert verdicts(report)["batch-reads-atomic"] == FAILED
+    assert verdicts(report)["kv-linearizable"] == FAILED
+
+
+def test_an_injected_catalog_anomaly_fails_the_verdict(short_run):
+    history = copy.deepcopy(short_run.history)
+    t, _ = _time_after_workload(history)
+    history.append(Op(process="injected", kind="create", key="never-used", output="ok",
+                      invoke_ns=t, complete_ns=t + 1, status=OK, id=len(history)))
+    history.append(Op(process="injected", kind="list", output=[], invoke_ns=t + 2,
+                      complete_ns=t + 3, status=OK, id=len(history) + 1))
+    report = rejudge(short_run, history=history)
+    assert verdicts(report)["catalog-linearizable"] == FAILED
+
+
+def test_a_saved_history_gets_the_same_verdict(short_run, tmp_path):
+    directory = save_artifacts(short_run, str(tmp_path / "saved"))
+    history = load_history(os.path.join(directory, "history.json"))
+    with open(os.path.join(directory, "schedule.json")) as f:
+        schedule = json.load(f)
+    assert schedule["seed"] == SEED and len(schedule["events"]) == len(short_run.schedule)
+    again = rejudge(short_run, history=history)
+    assert verdicts(again) == verdicts(short_run.report)
+
+
+# ---- the full matrix (make chaos) ------------------------------------------------------------------
+
+MATRIX = [
+    # (id, nemeses, seed)
+    ("latency", ["latency"], 101),
+    ("bandwidth", ["bandwidth"], 102),
+    ("timeout", ["timeout"], 103),
+    ("reset-peer", ["reset-peer"], 104),
+    ("partition", ["partition"], 105),
+    ("kill", ["kill"], 106),
+    ("pause", ["pause"], 107),
+    ("leader-isolation", ["leader-isolation"], 108),
+    ("meta-faults", ["partition:meta", "kill:meta", "pause:meta", "leader-isolation",
+                     "latency:meta-meta", "timeout:router-meta"], 109),
+    ("everything-1", None, 1),
+    ("everything-2", None, 2),
+    ("everything-3", None, 3),
+]
+
+full_only = pytest.mark.skipif(not FULL, reason="the full chaos matrix runs with "
+                                                "TRIBUTARY_CHAOS_FULL=1 (make chaos)")
+
+
+@full_only
+@pytest.mark.parametrize("name, nemeses, seed", MATRIX, ids=[m[0] for m in MATRIX])
+def test_matrix(tmp_path, name, nemeses, seed):
+    result = run_chaos(RunConfig(seed=seed, duration_s=FULL_DURATION_S,
+                                 nemeses=parse_specs(nemeses), data_dir=str(tmp_path)),
+                       out=lambda line: print(line, flush=True))
+    assert result.error is None, result.error
+    assert result.report.ok, (f"seed {seed}: history saved in {result.saved_to}\n"
+                              + "\n".join(result.report.lines()))
+
+
+@full_only
+def test_cli_failure_saves_history_and_schedule(tmp_path):
+    """A run that cannot pass (recovery bound 0 s) exits 1 and saves what replays it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tributary.cli", "chaos", "run", "--seed", "7", "--duration",
+         "10", "--nemesis", "kill:node", "--workload", "kv", "--recovery-bound", "0",
+         "--data-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "seed 7" in proc.stdout.splitlines()[0]
+    match = re.search(r"saved in (\S+)", proc.stdout)
+    assert match, proc.stdout
+    saved = match.group(1)
+    assert os.path.exists(os.path.join(saved, "history.json"))
+    with open(os.path.join(saved, "schedule.json")) as f:
+        doc = json.load(f)
+    expected = make_schedule(7, 10, parse_specs(["kill:node"]), Topology())
+    assert [e["index"] for e in doc["events"]] == [e.index for e in expected]
+    assert [(e["nemesis"], e["target"], e["start_s"], e["duration_s"]) for e in doc["events"]] \
+        == [(e.nemesis, e.target, e.start_s, e.duration_s) for e in expected]
