@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
+from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
@@ -31,6 +33,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-nodes", type=int, default=1,
                         help="health stays 503 until this many nodes are registered")
     auth.add_arguments(parser)  # credentials, JWT keys, exempt routes (router/auth.py)
+    parser.add_argument("--tls-cert", default=None,
+                        help="PEM certificate chain: serve REST (https) and gRPC over TLS")
+    parser.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    cert_pem: bytes
+    key_pem: bytes
+    ssl_context: ssl.SSLContext
+
+
+def load_tls(cert_path: str | None, key_path: str | None) -> TlsMaterial | None:
+    """Reads the certificate and key once, for both servers; exits with a clear message when
+    only one is given or they do not load."""
+    if not cert_path and not key_path:
+        return None
+    if not cert_path or not key_path:
+        raise SystemExit("--tls-cert and --tls-key must be given together")
+    try:
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+        with open(key_path, "rb") as f:
+            key_pem = f.read()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"cannot load TLS certificate/key: {exc}") from None
+    return TlsMaterial(cert_pem, key_pem, context)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -67,14 +99,17 @@ async def serve(args: argparse.Namespace) -> None:
                      ("DatasetService", "VectorService", "SearchService", "HealthService")]
     reflection.enable_server_reflection(service_names + [admin_service, reflection.SERVICE_NAME,
                                                          health.SERVICE_NAME], grpc_server)
-    if grpc_server.add_insecure_port(args.grpc) == 0:
+    tls = load_tls(args.tls_cert, args.tls_key)
+    bound = (grpc_server.add_secure_port(args.grpc, grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)])) if tls else grpc_server.add_insecure_port(args.grpc))
+    if bound == 0:
         raise SystemExit(f"cannot bind gRPC address {args.grpc}")
     await grpc_server.start()
 
     runner = web.AppRunner(make_app(guarded), access_log=None)
     await runner.setup()
     host, port = args.http.rsplit(":", 1)
-    site = web.TCPSite(runner, host, int(port))
+    site = web.TCPSite(runner, host, int(port), ssl_context=tls.ssl_context if tls else None)
     await site.start()
     log.info("router serving REST on %s and gRPC on %s", args.http, args.grpc)
 

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="meta Raft ports start here, meta gRPC at +10, nodes at +100")
     parser.add_argument("--ready-timeout", type=float, default=90.0,
                         help="seconds to wait for a healthy cluster")
+    parser.add_argument("--tls-cert", default=None,
+                        help="PEM certificate: routers serve https and gRPC over TLS")
+    parser.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     parser.add_argument("--api-key", default=os.environ.get("TRIBUTARY_UP_API_KEY"),
                         help="turn authentication on with this admin API key (at least 16 "
                              "characters; routers get only its sha256). Without it auth is "
@@ -103,7 +107,7 @@ def plan(args: argparse.Namespace) -> list[Child]:
         children.append(Child(f"router-{i}", exe + [
             "router", "--http", f"{host}:{args.http_port + i}",
             "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
-            "--min-nodes", str(args.nodes)] + auth_args,
+            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args),
             os.path.join(data_dir, "logs", f"router-{i}.log")))
     return children
 
@@ -139,9 +143,21 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _tls_args(args: argparse.Namespace) -> list[str]:
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if bool(cert) != bool(key):
+        raise SystemExit("--tls-cert and --tls-key must be given together")
+    if not cert:
+        return []
+    return ["--tls-cert", os.path.abspath(cert), "--tls-key", os.path.abspath(key)]
+
+
 def _healthy(url: str) -> bool:
+    # The probe only asks our own router whether it is up, over loopback; it does not
+    # authenticate the server, so a self-signed certificate is fine here.
+    context = ssl._create_unverified_context() if url.startswith("https") else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         return False
@@ -177,7 +193,8 @@ def run(args: argparse.Namespace) -> None:
           f"router(s); data in {data_dir}", flush=True)
     for child in children:
         child.start()
-    health_url = f"http://{args.host}:{args.http_port}/api/v1/health"
+    scheme = "https" if getattr(args, "tls_cert", None) else "http"
+    health_url = f"{scheme}://{args.host}:{args.http_port}/api/v1/health"
     deadline = time.monotonic() + args.ready_timeout
     ready = False
     try:
@@ -195,14 +212,14 @@ def run(args: argparse.Namespace) -> None:
                     ready = True
                     print(json.dumps({
                         "status": "ready",
-                        "rest": [f"http://{args.host}:{args.http_port + i}/api/v1"
+                        "rest": [f"{scheme}://{args.host}:{args.http_port + i}/api/v1"
                                  for i in range(args.routers)],
                         "grpc": [f"{args.host}:{args.grpc_port + i}"
                                  for i in range(args.routers)],
                         "data_dir": data_dir,
                         "auth": "on" if _auth_configured(args) else "off"}),
                           flush=True)
-                    print(f"tributary: ready. REST http://{args.host}:{args.http_port}/api/v1 "
+                    print(f"tributary: ready. REST {scheme}://{args.host}:{args.http_port}/api/v1 "
                           f"gRPC {args.host}:{args.grpc_port}. Ctrl-C stops.", flush=True)
                 elif time.monotonic() > deadline:
                     print(f"tributary: not healthy after {args.ready_timeout:.0f}s; see logs in "
