@@ -28,7 +28,6 @@ import random
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable

@@ -57,6 +57,9 @@ class MetaStateMachine(SyncObj):
             # Send each command at once instead of batching it into the next append-entries
             # period (100 ms), which would put ~100 ms on every catalog write and 2PC decision.
             appendEntriesUseBatch=False,
+            # A leader cut off from its quorum steps down after this long (pysyncobj's default
+            # is 30 s, during which an isolated leader still answered is_leader=True).
+            leaderFallbackTimeout=3.0,
             raftMinTimeout=0.4,
             raftMaxTimeout=1.2,
             connectionTimeout=3.5,
