@@ -10,7 +10,6 @@ has itself received a heartbeat from it, so health never reports a node that is 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -26,19 +25,10 @@ from pysyncobj.syncobj import SyncObjException
 from consensus import commands, state as meta_state
 from proto import meta_pb2, meta_pb2_grpc
 from tributary import faults, limits
+from tributary.netaddr import is_loopback  # noqa: F401 - re-exported for callers
 from tributary.errors import InvalidArgument, NotLeader, TributaryError, Unavailable
 
 log = logging.getLogger("tributary.meta")
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class MetaStateMachine(SyncObj):

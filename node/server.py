@@ -141,6 +141,21 @@ def _guarded(handler):
     return wrapper
 
 
+def _compiled_filter(request) -> filters.CompiledFilter | None:
+    ast = filters.build_filter_ast(dict(request.filters) or None,
+                                   request.filter_expression or None)
+    return filters.compile_filter(ast) if ast is not None else None
+
+
+def _search_response(outcome, dimensions: int) -> node_pb2.ShardSearchResponse:
+    return node_pb2.ShardSearchResponse(
+        hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, dimensions),
+                                score=h.score, distance=h.distance) for h in outcome.hits],
+        vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
+        database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
+        strategy=outcome.strategy)
+
+
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     def __init__(self, host: ShardHost, participant: Participant):
         self.host = host
@@ -193,34 +208,19 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         record, replica = await self.host.replica(request.shard)
         query = as_vector(list(request.query_vector), record.dimensions, record.metric_type,
                           what="query_vector")
-        ast = filters.build_filter_ast(dict(request.filters) or None,
-                                       request.filter_expression or None)
-        where = filters.compile_filter(ast) if ast is not None else None
         outcome = await asyncio.to_thread(
             replica.search, np.asarray(query), request.top_k, request.ef_search,
-            request.include_content, request.include_metadata, request.include_values, where)
-        return node_pb2.ShardSearchResponse(
-            hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, record.dimensions),
-                                    score=h.score, distance=h.distance) for h in outcome.hits],
-            vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
-            database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
-            strategy=outcome.strategy)
+            request.include_content, request.include_metadata, request.include_values,
+            _compiled_filter(request))
+        return _search_response(outcome, record.dimensions)
 
     @_guarded
     async def TextSearch(self, request, context):
         record, replica = await self.host.replica(request.shard)
-        ast = filters.build_filter_ast(dict(request.filters) or None,
-                                       request.filter_expression or None)
-        where = filters.compile_filter(ast) if ast is not None else None
         outcome = await asyncio.to_thread(
             replica.text_search, request.query_text, request.top_k, request.include_content,
-            request.include_metadata, False, where)
-        return node_pb2.ShardSearchResponse(
-            hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, record.dimensions),
-                                    score=h.score, distance=h.distance) for h in outcome.hits],
-            vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
-            database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
-            strategy=outcome.strategy)
+            request.include_metadata, False, _compiled_filter(request))
+        return _search_response(outcome, record.dimensions)
 
     @_guarded
     async def SoftDelete(self, request, context):

@@ -39,7 +39,6 @@ import functools
 import hashlib
 import hmac
 import inspect
-import ipaddress
 import logging
 import os
 import re
@@ -53,6 +52,7 @@ from aiohttp import web
 from consensus import tenancy
 from consensus.state import DEFAULT_TENANT
 from proto import deeplake_service_pb2 as pb
+from tributary.netaddr import is_loopback
 from tributary import errors, limits, validation
 
 log = logging.getLogger("tributary.router.auth")
@@ -74,16 +74,6 @@ DEFAULT_EXEMPT = (
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ---- principals ---------------------------------------------------------------------------------
