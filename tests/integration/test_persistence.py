@@ -31,6 +31,8 @@ def test_acknowledged_writes_survive_kill_9_of_every_process(tmp_path):
         restarted = Cluster(tmp_path / "data")
         restarted.http_port, restarted.grpc_port, restarted.internal_base = (
             cluster.http_port, cluster.grpc_port, cluster.internal_base)
+        # Whatever happens below, the restarted cluster must not outlive the test.
+        cluster = restarted
         restarted.start()
         with httpx.Client(base_url=restarted.rest, timeout=60) as client:
             assert client.get("/datasets/durable").json()["dataset"]["vector_count"] == 1_000
@@ -41,7 +43,6 @@ def test_acknowledged_writes_survive_kill_9_of_every_process(tmp_path):
                 hits = client.post("/datasets/durable/search", json={
                     "query_vector": data[i].tolist(), "options": {"top_k": 1}}).json()["results"]
                 assert hits[0]["vector"]["id"] == f"v{i}", i
-        restarted.stop()
     finally:
         cluster.stop()
 
