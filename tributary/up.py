@@ -13,7 +13,6 @@ import argparse
 import ctypes
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from tributary import limits
+from tributary.netaddr import is_loopback
 
 _PR_SET_PDEATHSIG = 1
 
@@ -117,7 +117,7 @@ def _router_auth_args(args: argparse.Namespace) -> list[str]:
     enough for a long random key; hence the length floor)."""
     key = getattr(args, "api_key", None)
     if key is None:
-        if not _auth_configured(args) and not _loopback(args.host):
+        if not _auth_configured(args) and not is_loopback(f"{args.host}:0"):
             raise SystemExit(f"refusing to start: --host {args.host} is not loopback and no "
                              "--api-key is given (authentication would be off)")
         return []
@@ -132,15 +132,6 @@ def _auth_configured(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "api_key", None)) or any(os.environ.get(v) for v in (
         "TRIBUTARY_JWT_SECRET", "TRIBUTARY_JWT_SECRET_FILE", "TRIBUTARY_JWT_PUBLIC_KEY_FILE",
         "TRIBUTARY_ADMIN_KEY", "TRIBUTARY_ADMIN_KEY_SHA256"))
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _tls_args(args: argparse.Namespace) -> list[str]:
