@@ -329,6 +329,7 @@ class ProxiedCluster:
         import grpc
 
         from proto import meta_pb2, meta_pb2_grpc
+        from tributary import cluster_auth
 
         best: tuple[int, str] | None = None
         for member in self.topology.meta_members:
@@ -337,7 +338,8 @@ class ProxiedCluster:
             try:
                 with grpc.insecure_channel(self.plan.meta_grpc[member]) as channel:
                     status = meta_pb2_grpc.MetaStub(channel).Status(
-                        meta_pb2.MetaStatusRequest(), timeout=timeout_s)
+                        meta_pb2.MetaStatusRequest(), timeout=timeout_s,
+                        metadata=cluster_auth.metadata_from_env())
             except grpc.RpcError:
                 continue
             if status.is_leader and (best is None or status.raft_term > best[0]):

@@ -19,16 +19,18 @@ import grpc
 from consensus import commands, state as meta_state
 from proto import meta_pb2, meta_pb2_grpc
 from tributary import errors, limits
+from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
 
 log = logging.getLogger("tributary.meta.client")
 
 
 class MetaClient:
-    def __init__(self, addresses: list[str]):
+    def __init__(self, addresses: list[str], token: ClusterToken | None = None):
         if not addresses:
             raise ValueError("at least one meta address is required")
         self.addresses = list(addresses)
+        self._metadata = token.metadata if token else ()
         self._channels = {a: grpc.aio.insecure_channel(a, options=internal_channel_options())
                           for a in self.addresses}
         self._stubs = {a: meta_pb2_grpc.MetaStub(ch) for a, ch in self._channels.items()}
@@ -48,7 +50,8 @@ class MetaClient:
             remaining = max(0.05, deadline - time.monotonic())
             try:
                 response = await getattr(self._stubs[address], method)(
-                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1))
+                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1),
+                    metadata=self._metadata)
                 self._preferred = index
                 return response
             except grpc.aio.AioRpcError as exc:
@@ -97,7 +100,7 @@ class MetaClient:
                 break
             try:
                 status = await self._stubs[address].Status(meta_pb2.MetaStatusRequest(),
-                                                           timeout=0.5)
+                                                           timeout=0.5, metadata=self._metadata)
             except grpc.aio.AioRpcError:
                 continue
             if status.is_leader:

@@ -24,7 +24,7 @@ from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state
 from proto import meta_pb2, meta_pb2_grpc
-from tributary import faults, limits
+from tributary import cluster_auth, faults, limits
 from tributary.netaddr import is_loopback  # noqa: F401 - re-exported for callers
 from tributary.errors import InvalidArgument, NotLeader, TributaryError, Unavailable
 
@@ -209,6 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password", default=os.environ.get("TRIBUTARY_META_PASSWORD"),
                         help="Raft transport password; required off loopback "
                              "(env TRIBUTARY_META_PASSWORD)")
+    cluster_auth.add_argument(parser)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -219,17 +220,21 @@ def run(args: argparse.Namespace) -> None:
         # pysyncobj unpickles whatever reaches its port; off loopback only a password stops that.
         raise SystemExit("refusing to start: a meta member binds or talks to a non-loopback "
                          "address and no --password (TRIBUTARY_META_PASSWORD) is set")
+    token = cluster_auth.load(args.cluster_secret_file)
     raft_to_grpc = {args.raft: args.grpc, **dict(peers)}
     machine = MetaStateMachine(args.raft, [raft for raft, _ in peers], args.data_dir,
                                args.password or None, args.raft_bind)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[
-        ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-        ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[
+            ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+            ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(machine, raft_to_grpc), server)
     if server.add_insecure_port(args.grpc) == 0:
         raise SystemExit(f"cannot bind meta gRPC address {args.grpc}")
     server.start()
-    log.info("meta member raft=%s grpc=%s peers=%s", args.raft, args.grpc, args.peer)
+    log.info("meta member raft=%s grpc=%s peers=%s internal auth %s", args.raft, args.grpc,
+             args.peer, "on" if token else "off")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

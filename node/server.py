@@ -30,7 +30,7 @@ from proto import node_pb2, node_pb2_grpc
 from shard import filters
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
-from tributary import limits
+from tributary import cluster_auth, limits
 from tributary.errors import Internal, NotFound, StaleEpoch, TributaryError
 from tributary.validation import as_vector
 
@@ -307,12 +307,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated meta member gRPC addresses")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--node-id", default=None, help="stable node id (default: kept in data dir)")
+    cluster_auth.add_argument(parser)
 
 
 async def serve(args: argparse.Namespace) -> None:
+    token = cluster_auth.load(args.cluster_secret_file)
     node_id = _load_node_id(args.data_dir, args.node_id)
     advertise = args.advertise or args.listen
-    meta = MetaClient([a for a in args.meta.split(",") if a])
+    meta = MetaClient([a for a in args.meta.split(",") if a], token)
     catalog = CatalogCache(meta)
     # Registration waits for the meta group: a node with no catalog cannot serve anything.
     while True:
@@ -333,14 +335,16 @@ async def serve(args: argparse.Namespace) -> None:
         await participant.resolve_all()
     catalog.start()
 
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-        ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
+    server = grpc.aio.server(
+        interceptors=[cluster_auth.AioServerInterceptor(token)] if token else None, options=[
+            ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+            ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     node_pb2_grpc.add_ShardNodeServicer_to_server(ShardNodeService(host, participant), server)
     if server.add_insecure_port(args.listen) == 0:
         raise SystemExit(f"cannot bind node address {args.listen}")
     await server.start()
-    log.info("node %s serving on %s", node_id, args.listen)
+    log.info("node %s serving on %s (internal auth %s)", node_id, args.listen,
+             "on" if token else "off")
 
     async def heartbeats():
         while True:

@@ -21,7 +21,7 @@ from router import admin, auth, quotas
 from router.grpc_api import add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
-from tributary import errors, limits
+from tributary import cluster_auth, errors, limits
 
 log = logging.getLogger("tributary.router")
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-nodes", type=int, default=1,
                         help="health stays 503 until this many nodes are registered")
     auth.add_arguments(parser)  # credentials, JWT keys, exempt routes (router/auth.py)
+    cluster_auth.add_argument(parser)  # the token this router sends to nodes and meta
     parser.add_argument("--tls-cert", default=None,
                         help="PEM certificate chain: serve REST (https) and gRPC over TLS")
     parser.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
@@ -68,7 +69,8 @@ def load_tls(cert_path: str | None, key_path: str | None) -> TlsMaterial | None:
 async def serve(args: argparse.Namespace) -> None:
     # First, so a router exposed without credentials exits before doing anything.
     auth_config = auth.config_from_args(args, [args.http, args.grpc])
-    meta = MetaClient([a for a in args.meta.split(",") if a])
+    token = cluster_auth.load(args.cluster_secret_file)
+    meta = MetaClient([a for a in args.meta.split(",") if a], token)
     catalog = CatalogCache(meta)
     while True:
         try:
@@ -78,7 +80,7 @@ async def serve(args: argparse.Namespace) -> None:
             log.warning("waiting for meta group: %s", exc.message)
             await asyncio.sleep(0.5)
     catalog.start()
-    shards = GrpcShardClient()
+    shards = GrpcShardClient(token)
     core = RouterCore(meta, catalog, shards, min_nodes=args.min_nodes)
     # Both adapters serve the core behind authentication, authorization and tenant quotas.
     authenticator = auth.Authenticator(auth_config, catalog)

@@ -8,6 +8,7 @@ import grpc
 
 from proto import node_pb2, node_pb2_grpc
 from tributary import errors, limits
+from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
 
 
@@ -18,7 +19,8 @@ class ShardClient(Protocol):
 class GrpcShardClient:
     """One channel per node address, reused across requests."""
 
-    def __init__(self):
+    def __init__(self, token: ClusterToken | None = None):
+        self._metadata = token.metadata if token else ()
         self._stubs: dict[str, node_pb2_grpc.ShardNodeStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -33,7 +35,8 @@ class GrpcShardClient:
     async def call(self, address: str, method: str, request):
         rpc = getattr(self._stub(address), method)
         try:
-            return await rpc(request, timeout=limits.node_rpc_timeout_ms / 1000)
+            return await rpc(request, timeout=limits.node_rpc_timeout_ms / 1000,
+                             metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if not _never_sent(exc):
                 raise errors.from_wire(exc.code(), exc.details()) from None
@@ -41,7 +44,7 @@ class GrpcShardClient:
         # sent. Waiting for the channel (briefly) is then safe for every method, even writes.
         try:
             return await rpc(request, timeout=limits.grpc_reconnect_backoff_max_ms / 1000 * 2,
-                             wait_for_ready=True)
+                             wait_for_ready=True, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise errors.from_wire(exc.code(), exc.details()) from None
 

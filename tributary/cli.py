@@ -12,9 +12,11 @@ import sys
 def _admin(args: argparse.Namespace) -> None:
     from consensus.client import MetaClient
     from consensus.state import to_doc
+    from tributary import cluster_auth
 
     async def status():
-        client = MetaClient([a for a in args.meta.split(",") if a])
+        client = MetaClient([a for a in args.meta.split(",") if a],
+                            cluster_auth.load(args.cluster_secret_file))
         try:
             leader = await client.leader_status()
             state = await client.get_state(linearizable=True)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from consensus import member
     from node import server as node_server
     from router import server as router_server
-    from tributary import up
+    from tributary import cluster_auth, up
 
     p = sub.add_parser("meta", help="run one member of the metadata Raft group")
     member.add_arguments(p)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
     s = admin_sub.add_parser("status", help="leader, nodes and catalog")
     s.add_argument("--meta", default="127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112")
+    cluster_auth.add_argument(s)
     s.set_defaults(func=_admin)
     from tributary import admin_cli
     admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)

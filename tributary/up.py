@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from tributary import limits
+from tributary import cluster_auth, limits
 from tributary.netaddr import is_loopback
 
 _PR_SET_PDEATHSIG = 1
@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "characters; routers get only its sha256). Without it auth is "
                              "off, which only a loopback --host allows. Env "
                              "TRIBUTARY_UP_API_KEY")
+    cluster_auth.add_argument(parser)
 
 
 def plan(args: argparse.Namespace) -> list[Child]:
@@ -84,6 +85,7 @@ def plan(args: argparse.Namespace) -> list[Child]:
     if not 1 <= args.routers <= 16:
         raise SystemExit("--routers must be between 1 and 16")
     auth_args = _router_auth_args(args)
+    internal_args = _cluster_secret_args(args)
     data_dir = os.path.abspath(args.data_dir)
     os.makedirs(os.path.join(data_dir, "logs"), exist_ok=True)
     host, base = args.host, args.internal_port_base
@@ -96,18 +98,19 @@ def plan(args: argparse.Namespace) -> list[Child]:
         peers = [f"--peer={raft[j]}={meta_grpc[j]}" for j in range(args.meta) if j != i]
         children.append(Child(f"meta-{i}", exe + [
             "meta", "--raft", raft[i], "--grpc", meta_grpc[i],
-            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers,
+            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers + internal_args,
             os.path.join(data_dir, "logs", f"meta-{i}.log")))
     for i in range(args.nodes):
         children.append(Child(f"node-{i}", exe + [
             "node", "--listen", f"{host}:{base + 100 + i}", "--meta", meta_list,
-            "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}"],
+            "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}"]
+            + internal_args,
             os.path.join(data_dir, "logs", f"node-{i}.log")))
     for i in range(args.routers):
         children.append(Child(f"router-{i}", exe + [
             "router", "--http", f"{host}:{args.http_port + i}",
             "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
-            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args),
+            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args) + internal_args,
             os.path.join(data_dir, "logs", f"router-{i}.log")))
     return children
 
@@ -125,6 +128,14 @@ def _router_auth_args(args: argparse.Namespace) -> list[str]:
         raise SystemExit("--api-key must be at least 16 characters without surrounding spaces; "
                          "use a random one, e.g. `openssl rand -hex 32`")
     return ["--auth", "on", "--admin-key-sha256", hashlib.sha256(key.encode()).hexdigest()]
+
+
+def _cluster_secret_args(args: argparse.Namespace) -> list[str]:
+    """Checks the internal-auth secret here, so a bad one fails once and clearly rather than in
+    every child. A secret from the environment reaches the children by inheritance."""
+    path = getattr(args, "cluster_secret_file", None)
+    cluster_auth.load(path)
+    return ["--cluster-secret-file", os.path.abspath(path)] if path else []
 
 
 def _auth_configured(args: argparse.Namespace) -> bool:
@@ -208,7 +219,9 @@ def run(args: argparse.Namespace) -> None:
                         "grpc": [f"{args.host}:{args.grpc_port + i}"
                                  for i in range(args.routers)],
                         "data_dir": data_dir,
-                        "auth": "on" if _auth_configured(args) else "off"}),
+                        "auth": "on" if _auth_configured(args) else "off",
+                        "internal_auth": "on" if cluster_auth.load(
+                            getattr(args, "cluster_secret_file", None)) else "off"}),
                           flush=True)
                     print(f"tributary: ready. REST {scheme}://{args.host}:{args.http_port}/api/v1 "
                           f"gRPC {args.host}:{args.grpc_port}. Ctrl-C stops.", flush=True)

@@ -250,8 +250,9 @@ def test_kustomization_lists_every_manifest_but_the_example_secret():
 
 def test_example_secret_is_only_an_example():
     docs = load_all(K8S / "secret.example.yaml")
-    assert [d["kind"] for d in docs] == ["Secret", "Secret"]
-    expected = {"tributary-meta": "password", "tributary-router-auth": "admin-key"}
+    assert [d["kind"] for d in docs] == ["Secret", "Secret", "Secret"]
+    expected = {"tributary-meta": "password", "tributary-router-auth": "admin-key",
+                "tributary-internal": "cluster-secret"}
     assert [d["metadata"]["name"] for d in docs] == list(expected)
     for secret in docs:
         values = {**secret.get("stringData", {}), **secret.get("data", {})}
@@ -364,6 +365,16 @@ def test_meta_password_comes_from_the_secret():
     ref = env["TRIBUTARY_META_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "tributary-meta", "key": "password"}
     assert "value" not in env["TRIBUTARY_META_PASSWORD"]
+
+
+@pytest.mark.parametrize("kind,name", [("StatefulSet", "tributary-meta"),
+                                       ("StatefulSet", "tributary-node"),
+                                       ("Deployment", "tributary-router")])
+def test_every_role_reads_the_cluster_secret_from_the_secret(kind, name):
+    env = {e["name"]: e for e in container(one(kind, name))["env"]}
+    ref = env["TRIBUTARY_CLUSTER_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "tributary-internal", "key": "cluster-secret"}
+    assert "value" not in env["TRIBUTARY_CLUSTER_SECRET"]
 
 
 @pytest.mark.parametrize("ordinal", [0, 1, 2])
@@ -505,6 +516,14 @@ def test_compose_meta_password_is_required_from_the_environment():
             if isinstance(env, list):
                 env = dict(item.split("=", 1) for item in env)
             assert env["TRIBUTARY_META_PASSWORD"] == "${TRIBUTARY_META_PASSWORD:?set it}"
+
+
+def test_compose_every_process_gets_the_cluster_secret():
+    for name, service in compose()["services"].items():
+        env = service["environment"]
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        assert env["TRIBUTARY_CLUSTER_SECRET"] == "${TRIBUTARY_CLUSTER_SECRET:?set it}", name
 
 
 def test_compose_router_ports_and_healthcheck():
