@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test test-unit test-integration test-2pc-full chaos proto bench clean
+.PHONY: venv up test test-unit test-integration test-2pc-full chaos fuzz proto bench clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ test-2pc-full: $(STAMP)
 # One run by hand: .venv/bin/tributary chaos run --seed 7 --duration 60
 chaos: $(STAMP)
 	TRIBUTARY_CHAOS_FULL=1 $(PY) -m pytest -q -s tests/integration/test_chaos_harness.py
+
+# The long schemathesis run against the REST API's OpenAPI document (~5 min on 2 cores): 200
+# fuzzing cases per operation plus the coverage phase. `make test` runs 50 per operation.
+fuzz: $(STAMP)
+	TRIBUTARY_FUZZ_EXAMPLES=200 TRIBUTARY_FUZZ_COVERAGE=1 $(PY) -m pytest -q \
+		tests/integration/test_fuzz_openapi.py
 
 # Regenerates the committed protobuf/gRPC modules. tests/unit/test_proto_fresh.py fails when
 # they are stale.

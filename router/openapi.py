@@ -193,6 +193,20 @@ _INCLUDE_VALUES = {"name": "include_values", "in": "query", "required": False,
                    "description": "`true` or `1` to return each vector's values.",
                    "schema": {"type": "boolean", "default": False}}
 
+# The credentials router/auth.py accepts, in either header. An operation that auth.DEFAULT_EXEMPT
+# serves without one says `security: []` (router/admin.py marks them).
+SECURITY_SCHEMES = {
+    "api-key": {"type": "apiKey", "in": "header", "name": "api-key",
+                "description": "An API key (`trb_<12 hex>_<43 chars>`, or the bootstrap admin "
+                               "key) or a JWT, in the `api-key` header."},
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "API key or JWT",
+               "description": "`Authorization: Bearer <API key or JWT>`. JWTs are HS256 or RS256 "
+                              "and carry `exp`, `tenant_id` (or `role: admin`) and optionally "
+                              "`access` and `datasets`."},
+}
+# Either scheme on its own is enough.
+SECURITY = [{"api-key": []}, {"bearer": []}]
+
 # Statuses that every data-plane call can meet on top of its own.
 _CLUSTER = (500, 503, 504)
 
@@ -282,9 +296,10 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                     "as text frames. Each query is answered by one `{\"type\": \"partial\"}` "
                     "frame per shard merged so far and a final `{\"type\": \"complete\"}` "
                     "frame with the whole SearchVectorsResponse and its stats; a bad query gets "
-                    "`{\"type\": \"error\"}` and the socket stays open.",
+                    "`{\"type\": \"error\"}` and the socket stays open. A request without "
+                    "the WebSocket upgrade headers is a 400.",
         params=[_DATASET_ID, _TENANT], ok=101,
-        ok_text="Switching Protocols: the WebSocket is open", errors_=(404,) + _CLUSTER),
+        ok_text="Switching Protocols: the WebSocket is open", errors_=(400, 404) + _CLUSTER),
     ("POST", f"{BASE}/datasets/{{dataset_id}}/search/text"): _op(
         "searchByText", "search", "Search by text (BM25 over content)",
         description="Ranked by Deep Lake's BM25 index on `content`; `score` is the BM25 score. "
@@ -474,6 +489,8 @@ def _operation(builder: SchemaBuilder, spec: dict) -> dict:
                                  "summary": spec["summary"], "responses": responses}
     if spec["description"]:
         operation["description"] = spec["description"]
+    if "security" in spec:
+        operation["security"] = spec["security"]
     if spec["params"]:
         operation["parameters"] = [dict(p) for p in spec["params"]]
     if spec["body"] is not None:
@@ -533,9 +550,11 @@ def build_document(app: web.Application | None = None) -> dict:
         "servers": [{"url": "/"}],
         "tags": [{"name": "datasets"}, {"name": "vectors"}, {"name": "search"},
                  {"name": "operations"}, {"name": "meta"}],
+        "security": SECURITY,
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": dict(sorted(builder.components.items())),
-                       "responses": error_responses},
+                       "responses": error_responses,
+                       "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -118,13 +118,22 @@ async def create_dataset(request: web.Request) -> web.Response:
     return web.json_response(to_json(response), status=201)
 
 
-async def list_datasets(request: web.Request) -> web.Response:
+def _page_size(request: web.Request) -> int:
+    """The `page_size` query parameter, range-checked here: a value outside int32 cannot even be
+    put in the request message (protobuf raises ValueError)."""
     try:
         page_size = int(request.query.get("page_size", "0"))
     except ValueError:
         raise errors.InvalidArgument("page_size must be an integer") from None
+    if not 0 <= page_size <= limits.list_page_size_max:
+        raise errors.InvalidArgument(f"page_size must be between 1 and "
+                                     f"{limits.list_page_size_max} (0: the default)")
+    return page_size
+
+
+async def list_datasets(request: web.Request) -> web.Response:
     response = await request.app[CORE].list_datasets(pb.ListDatasetsRequest(
-        tenant_id=_tenant(request), page_size=page_size,
+        tenant_id=_tenant(request), page_size=_page_size(request),
         page_token=request.query.get("page_token", "")))
     return web.json_response(to_json(response))
 
@@ -205,10 +214,7 @@ async def update_vector(request: web.Request) -> web.Response:
 
 
 async def list_vectors(request: web.Request) -> web.Response:
-    try:
-        page_size = int(request.query.get("page_size", "0"))
-    except ValueError:
-        raise errors.InvalidArgument("page_size must be an integer") from None
+    page_size = _page_size(request)
     include_values = request.query.get("include_values", "false").lower() in ("1", "true")
     response = await request.app[CORE].list_vectors(pb.ListVectorsRequest(
         dataset_id=request.match_info["dataset_id"], page_size=page_size,

@@ -161,3 +161,15 @@ def test_grpc_errors_follow_the_error_table(cluster, dataset, case, call, code):
     assert info.value.code() == code
     assert info.value.details()
     assert count(cluster, dataset) == before
+
+
+# Found by tests/integration/test_fuzz_openapi.py: a page_size outside int32 could not be put in
+# the request message, and protobuf's ValueError came back as a 500.
+@pytest.mark.parametrize("page_size", [-1, -(2**40), 2**31, limits.list_page_size_max + 1])
+@pytest.mark.parametrize("listing", ["datasets", "vectors"])
+def test_page_size_out_of_range_is_refused(cluster, dataset, listing, page_size):
+    path = "/datasets" if listing == "datasets" else f"/datasets/{dataset}/vectors"
+    r = httpx.get(f"{cluster.rest}{path}", params={"page_size": page_size}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "InvalidArgument"
+    assert "page_size" in r.json()["error"]["message"]

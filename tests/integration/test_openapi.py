@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from router import openapi
+from router import auth, openapi
 from router.rest import make_app
 
 pytestmark = pytest.mark.integration
@@ -102,6 +102,30 @@ def test_operations_declare_their_inputs_and_statuses(document):
     assert {"page_size", "page_token", "include_values"} <= listing
     assert {"page_size", "page_token"} <= {p["name"] for p in ops[("GET", "/api/v1/datasets")][
         "parameters"]}
+
+
+def test_security_schemes_match_router_auth(document):
+    """The document names both credential headers router/auth.py reads, requires either one
+    everywhere, and lifts the requirement exactly on the routes auth.DEFAULT_EXEMPT serves
+    without credentials."""
+    schemes = document["components"]["securitySchemes"]
+    api_key = schemes["api-key"]
+    assert (api_key["type"], api_key["in"], api_key["name"]) == ("apiKey", "header", "api-key")
+    bearer = schemes["bearer"]
+    assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
+    assert "API key" in bearer["bearerFormat"] and "JWT" in bearer["bearerFormat"]
+    assert document["security"] == [{"api-key": []}, {"bearer": []}]
+    exempt = set()
+    for (method, path), operation in documented_operations(document).items():
+        if "security" in operation:
+            assert operation["security"] == [], (method, path)
+            exempt.add((method, path))
+            assert "401" not in operation["responses"], (method, path)
+        else:
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+    assert exempt == {("GET", path) for path in auth.DEFAULT_EXEMPT
+                      if path in document["paths"]}
+    assert exempt == {("GET", "/api/v1/health"), ("GET", "/api/v1/metrics")}
 
 
 def test_schemas_follow_the_rest_json_mapping(document):
