@@ -78,6 +78,21 @@ def _quotas_from(value, allow_null: bool) -> dict:
     return dict(value or {})
 
 
+_KINDS = {str: "a string", list: "a list"}
+
+
+def _field(doc: dict, name: str, kind: type, default):
+    """An optional body field: absent or null means `default`; anything else must be of `kind`,
+    so `"description": {}` is a 400 rather than silently no description."""
+    value = doc.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise errors.InvalidArgument(f"{name} must be {_KINDS[kind]}, got "
+                                     f"{type(value).__name__}")
+    return value
+
+
 def _status_from(value) -> str:
     if value not in tenancy.STATUSES:
         raise errors.InvalidArgument(f"status must be one of {', '.join(tenancy.STATUSES)}, "
@@ -126,15 +141,15 @@ class AdminOps:
         unknown = sorted(set(doc) - {"tenant_id", "id", "name", "quotas", "status"})
         if unknown:
             raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
-        tenant_id = validation.check_name(doc.get("tenant_id") or doc.get("id") or "",
-                                          "tenant id")
-        name = doc.get("name") or ""
-        if not isinstance(name, str) or len(name.encode("utf-8")) > limits.name_bytes_max:
+        tenant_id = validation.check_name(
+            _field(doc, "tenant_id", str, "") or _field(doc, "id", str, ""), "tenant id")
+        name = _field(doc, "name", str, "")
+        if len(name.encode("utf-8")) > limits.name_bytes_max:
             raise errors.InvalidArgument(f"name must be a string of at most "
                                          f"{limits.name_bytes_max} bytes")
         quotas = {k: v for k, v in _quotas_from(doc.get("quotas"), allow_null=True).items()
                   if v is not None}
-        status = _status_from(doc.get("status") or tenancy.ACTIVE)
+        status = _status_from(_field(doc, "status", str, "") or tenancy.ACTIVE)
         await self.core.meta.propose(commands.ProvisionTenant(
             tenant_id=tenant_id, name=name, quotas=quotas, status=status, at_ms=_now_ms()))
         return await self._answer(tenant_id)
@@ -194,23 +209,22 @@ class AdminOps:
         unknown = sorted(set(doc) - {"tenant_id", "role", "access", "datasets", "description"})
         if unknown:
             raise errors.InvalidArgument(f"unknown field(s) {', '.join(unknown)}")
-        role = doc.get("role") or tenancy.ROLE_TENANT
+        role = _field(doc, "role", str, "") or tenancy.ROLE_TENANT
         if role not in tenancy.ROLES:
             raise errors.InvalidArgument(f"role must be one of {', '.join(tenancy.ROLES)}")
-        access = doc.get("access") or tenancy.READ_WRITE_ACCESS
+        access = _field(doc, "access", str, "") or tenancy.READ_WRITE_ACCESS
         if access not in tenancy.ACCESSES:
             raise errors.InvalidArgument(f"access must be one of {', '.join(tenancy.ACCESSES)}")
-        datasets = doc.get("datasets") or []
-        if not isinstance(datasets, list) or len(datasets) > limits.api_key_datasets_max:
+        datasets = _field(doc, "datasets", list, [])
+        if len(datasets) > limits.api_key_datasets_max:
             raise errors.InvalidArgument(f"datasets must be a list of at most "
                                          f"{limits.api_key_datasets_max} dataset names")
         datasets = [validation.check_name(d) for d in datasets]
-        description = doc.get("description") or ""
-        if not isinstance(description, str) or \
-                len(description.encode("utf-8")) > limits.api_key_description_bytes_max:
+        description = _field(doc, "description", str, "")
+        if len(description.encode("utf-8")) > limits.api_key_description_bytes_max:
             raise errors.InvalidArgument(f"description must be a string of at most "
                                          f"{limits.api_key_description_bytes_max} bytes")
-        tenant_id = doc.get("tenant_id") or ""
+        tenant_id = _field(doc, "tenant_id", str, "")
         if role == tenancy.ROLE_ADMIN:
             if tenant_id or datasets:
                 raise errors.InvalidArgument("an admin key names no tenant_id and no datasets")
@@ -463,7 +477,8 @@ _KEY_SCHEMA = {"type": "object", "properties": {
 
 
 def extend_openapi(operations: dict, status_text: dict, op) -> None:
-    """Adds the admin operations and the 401/403/429 statuses to router/openapi.py's table.
+    """Adds the admin operations and the 401/403/429 statuses to router/openapi.py's table, and
+    marks the operations auth.DEFAULT_EXEMPT serves without credentials (`security: []`).
     Called once by router/openapi.py (which passes its table, status texts and `_op`)."""
     status_text.setdefault(401, "Unauthenticated: missing or invalid credentials (an API key "
                                 "or JWT in 'Authorization: Bearer' or an 'api-key' header).")
@@ -475,6 +490,7 @@ def extend_openapi(operations: dict, status_text: dict, op) -> None:
     exempt = set(auth.DEFAULT_EXEMPT)
     for (_method, path), spec in operations.items():
         if path in exempt:
+            spec["security"] = []  # overrides the document's top-level requirement
             continue
         extra = {401, 403} | ({429} if path.startswith("/api/v1/") else set())
         spec["errors"] = tuple(sorted(set(spec["errors"]) | extra))

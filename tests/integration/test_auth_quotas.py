@@ -1,11 +1,13 @@
 """Authentication, tenant isolation and quotas on a cluster started with `tributary up
 --api-key` (auth on) and an HS256 JWT secret.
 
-The auth matrix walks every REST route the app registers (router.rest.make_app with a dummy
-core) and every RPC of the deeplake.v1 service descriptors, each called with: no credentials,
-a forged JWT, an expired JWT (401 / UNAUTHENTICATED), a read-only key on a write (403 /
-PERMISSION_DENIED), and tenant A's key naming tenant B (403). A's key naming B's dataset by name
-alone gets 404, exactly as a dataset that does not exist: B's datasets cannot be inferred.
+The auth matrix walks every operation of the OpenAPI document that needs a credential
+(router.openapi.build_document; a cross-check holds it equal to the non-exempt routes the app
+registers) and every RPC of the deeplake.v1 service descriptors, so new routes and RPCs are
+covered without touching this file. Each is called with: no credentials, a forged JWT, an
+expired JWT (401 / UNAUTHENTICATED), a read-only key on a write (403 / PERMISSION_DENIED), and
+tenant A's key naming tenant B (403). A's key naming B's dataset by name alone gets 404, exactly
+as a dataset that does not exist: B's datasets cannot be inferred.
 Health and metrics are exempt. The admin API is covered over REST (/admin/...) and gRPC
 (tributary.admin.v1.AdminService). Quotas: 429 + Retry-After for max_batch_size,
 max_results_per_query, max_dimension, max_vectors, max_requests_per_second (also split across
@@ -29,6 +31,7 @@ from google.protobuf import message_factory
 from cluster import Cluster, wait_for
 from proto import deeplake_service_pb2 as pb
 from router import auth
+from router.openapi import app_routes, build_document
 from router.rest import make_app
 
 pytestmark = pytest.mark.integration
@@ -111,18 +114,22 @@ def env(up):
 # ---- the REST matrix ----------------------------------------------------------------------------
 
 class DummyCore:
-    pass
+    """make_app only stores the core; building the router needs no cluster."""
 
 
-def rest_routes() -> list[tuple[str, str]]:
-    app = make_app(DummyCore())
-    routes = {(r.method, r.resource.canonical) for r in app.router.routes()
-              if r.method not in ("HEAD", "*")}
-    return sorted(routes)
+APP = make_app(DummyCore())
 
 
-EXEMPT = {"/api/v1/health", "/api/v1/metrics"}
-ROUTES = [r for r in rest_routes() if r[1] not in EXEMPT]
+def documented_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every operation of the OpenAPI document that needs a
+    credential: the ones without their own `security: []`."""
+    document = build_document(APP)
+    return sorted((method.upper(), path) for path, operations in document["paths"].items()
+                  for method, operation in operations.items()
+                  if operation.get("security", document["security"]))
+
+
+ROUTES = documented_routes()
 
 # Valid bodies, so the "A names B's dataset" case reaches the dataset lookup.
 BODIES = {
@@ -157,6 +164,10 @@ def is_write(method: str, template: str) -> bool:
 
 
 def test_the_matrix_covers_the_admin_api_and_every_data_route():
+    default_auth = auth.Authenticator(auth.AuthConfig(enabled=True))
+    registered = {(method, path) for method, path in app_routes(APP)
+                  if not default_auth.is_exempt(path)}
+    assert set(ROUTES) == registered
     templates = {t for _, t in ROUTES}
     assert {"/admin/keys", "/admin/tenants/{tenant_id}/quotas",
             "/api/v1/datasets/{dataset_id}/vectors"} <= templates
@@ -481,6 +492,24 @@ def test_hostile_bodies_are_400_before_anything_else(env):
     r = env.call("POST", "/datasets", env.a_key,
                  json={"name": "long", "dimensions": DIM, "description": "d" * 70_000})
     assert r.status_code == 400 and "description" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path,body,needle", [
+    ("/admin/keys", {"tenant_id": "alpha", "description": {}}, "description must be a string"),
+    ("/admin/keys", {"tenant_id": "alpha", "datasets": "a-docs"}, "datasets must be a list"),
+    ("/admin/keys", {"tenant_id": ["alpha"]}, "tenant_id must be a string"),
+    ("/admin/keys", {"tenant_id": "alpha", "role": 1}, "role must be a string"),
+    ("/admin/keys", {"tenant_id": "alpha", "access": False}, "access must be a string"),
+    ("/admin/tenants", {"tenant_id": "zeta", "name": 7}, "name must be a string"),
+    ("/admin/tenants", {"tenant_id": "zeta", "status": {}}, "status must be a string"),
+])
+def test_admin_bodies_of_the_wrong_type_are_400_and_create_nothing(env, path, body, needle):
+    keys_before = env.admin("GET", "/admin/keys").json()["keys"]
+    r = env.admin("POST", path, json=body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert env.admin("GET", "/admin/keys").json()["keys"] == keys_before
+    assert env.admin("GET", "/admin/tenants/zeta").status_code == 404
 
 
 def test_python_client_sends_its_credential(env):
