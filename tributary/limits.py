@@ -40,8 +40,10 @@ rrf_k_default = 60
 # A filter matching at most this many rows of a shard is answered by an exact scan of them.
 filter_exact_rows_max = 20_000
 hnsw_save_interval_ms = 60_000
-# Vectors the background indexer adds per hold of the index write lock (bounds query stalls).
-index_chunk_vectors = 1_000
+# Vectors the background indexer adds per hold of the index write lock (bounds query stalls: a
+# search waits for at most one chunk). The indexer runs at low priority, so on a busy box a chunk
+# takes several times its idle time (~75 ms for 250 x 128-d); 1000 stalled searches for ~1 s.
+index_chunk_vectors = 250
 hnsw_save_every_vectors = 100_000
 datasets_per_tenant_max = 10_000
 # Datasets one multi-dataset search may name (each fans out to all of its shards).

@@ -107,6 +107,36 @@ def test_search_include_flags_control_what_hits_carry(replica):
     assert np.array_equal(full.values, vec(1))
 
 
+def test_search_now_answers_as_search_does_when_nothing_is_held(replica):
+    replica.write([record(f"v{i}", i) for i in range(40)], [])
+    replica.wait_indexed()  # else the background indexer may hold the graph: search_now -> None
+    for seed in range(5):
+        now, later = replica.search_now(vec(100 + seed), 5), replica.search(vec(100 + seed), 5)
+        assert [(h.record.id, h.score) for h in now.hits] == \
+            [(h.record.id, h.score) for h in later.hits]
+
+
+def test_search_now_declines_instead_of_waiting_for_a_lock(replica):
+    """A None sends the search to a worker thread; search_now itself never blocks."""
+    import threading
+    replica.write([record(f"v{i}", i) for i in range(10)], [])
+    replica.wait_indexed()
+    for hold in (replica._lock, None):
+        held, release = threading.Event(), threading.Event()
+
+        def holder():
+            with (hold if hold is not None else replica._index_lock.write()):
+                held.set()
+                release.wait(5)
+        thread = threading.Thread(target=holder)
+        thread.start()
+        held.wait(5)
+        try:
+            assert replica.search_now(vec(1), 3) is None
+        finally:
+            release.set()
+            thread.join()
+        assert replica.search_now(vec(1), 3).hits[0].record.id == "v1"
 def test_search_with_top_k_above_the_count_returns_every_vector_once(replica):
     replica.write([record(f"v{i}", i) for i in range(7)], [])
     hits = replica.search(vec(3), 100).hits
@@ -396,3 +426,57 @@ def test_recall_at_10_is_at_least_95_percent_against_brute_force(tmp_path, metri
         for h in hits:
             assert h.score == pytest.approx(exact[int(h.record.id[1:])], rel=1e-4, abs=1e-4)
     assert float(np.mean(recalls)) >= 0.95
+
+
+# ---- the index lock ------------------------------------------------------------------------
+
+
+def test_a_writer_that_takes_the_index_lock_again_at_once_does_not_starve_readers():
+    """The background indexer releases the write lock and takes it again for its next chunk
+    at once; a reader that was waiting must get in between (it used to wait until the indexer
+    ran out of chunks)."""
+    import threading
+    import time
+
+    from shard.rwlock import ReadWriteLock
+
+    lock = ReadWriteLock()
+    stop = threading.Event()
+    writing = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            with lock.write():
+                writing.set()
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        writing.wait(5)
+        waited = []
+        for _ in range(20):
+            started = time.monotonic()
+            with lock.read():
+                waited.append(time.monotonic() - started)
+        assert max(waited) < 2.0  # one 5 ms hold each, even on a loaded box; unbounded before
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_a_waiting_writer_still_stops_new_readers():
+    import threading
+
+    from shard.rwlock import ReadWriteLock
+
+    lock = ReadWriteLock()
+    acquired = threading.Event()
+    with lock.read():
+        writer = threading.Thread(target=lambda: (lock.write().__enter__(), acquired.set()))
+        writer.start()
+        while not lock._writers_waiting:
+            pass
+        assert lock.try_read() is False
+    writer.join(5)
+    assert acquired.is_set()
