@@ -2,39 +2,74 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from proto import deeplake_service_pb2 as pb
 from shard.records import VectorRecord
-from tributary.validation import as_matrix
+from tributary.errors import InvalidArgument
+from tributary.validation import as_matrix, unpack_matrix
 
 
-def timestamp(ms: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMilliseconds(int(ms))
-    return ts
+def records_from_protos(vectors, dimensions: int, metric: str,
+                        packed: bytes = b"") -> list[VectorRecord]:
+    """Shard records from proto vectors, validating and normalizing all values at once.
 
-
-def records_from_protos(vectors, dimensions: int, metric: str) -> list[VectorRecord]:
-    """Shard records from proto vectors, validating and normalizing all values at once."""
+    `packed` holds the vectors' values as one float32 matrix (node.proto's upsert_values); when
+    it is empty, each vector carries its own values (the older encoding)."""
     vectors = list(vectors)
-    matrix = as_matrix([v.values for v in vectors], dimensions, metric,
-                       names=[v.id for v in vectors])
-    return [VectorRecord(
-        id=v.id, values=matrix[i], document_id=v.document_id, chunk_id=v.chunk_id,
-        content=v.content, content_hash=v.content_hash, metadata=dict(v.metadata),
-        content_type=v.content_type, language=v.language, chunk_index=v.chunk_index,
-        chunk_count=v.chunk_count, model=v.model) for i, v in enumerate(vectors)]
+    names = [v.id for v in vectors]
+    if packed:
+        if any(len(v.values) for v in vectors):
+            raise InvalidArgument("a batch carries values both packed and per vector")
+        matrix = unpack_matrix(packed, len(vectors), dimensions, metric, names=names)
+    else:
+        matrix = as_matrix([v.values for v in vectors], dimensions, metric, names=names)
+    records = []
+    for vector, values in zip(vectors, matrix):
+        # ListFields names only the fields that are set: batches are mostly ids and values,
+        # and reading every field of every vector cost more than building the records.
+        fields = {fd.name: value for fd, value in vector.ListFields()
+                  if fd.name in _RECORD_FIELDS}
+        metadata = fields.pop("metadata", None)
+        records.append(VectorRecord(id=vector.id, values=values,
+                                    metadata=dict(metadata) if metadata else {}, **fields))
+    return records
+
+
+# Vector fields a shard record keeps besides id and values (which come separately).
+_RECORD_FIELDS = frozenset(("document_id", "chunk_id", "content", "content_hash", "metadata",
+                            "content_type", "language", "chunk_index", "chunk_count", "model"))
 
 
 def record_to_proto(record: VectorRecord, dimensions: int) -> pb.Vector:
-    vector = pb.Vector(
-        id=record.id, document_id=record.document_id, chunk_id=record.chunk_id,
-        content=record.content, content_hash=record.content_hash, metadata=record.metadata,
-        content_type=record.content_type, language=record.language,
-        chunk_index=record.chunk_index, chunk_count=record.chunk_count, model=record.model,
-        dimensions=dimensions, created_at=timestamp(record.created_at_ms),
-        updated_at=timestamp(record.updated_at_ms))
+    vector = pb.Vector()
+    fill_vector(vector, record, dimensions)
+    return vector
+
+
+def fill_vector(vector: pb.Vector, record: VectorRecord, dimensions: int) -> None:
+    """Writes a record into an empty Vector message in place (e.g. one just added to a response's
+    repeated field, which saves copying a built message into it). Empty fields are skipped:
+    proto3 does not send them anyway, and each assignment costs a Python-level call."""
+    vector.id = record.id
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name)
+        if value:
+            setattr(vector, name, value)
+    if record.metadata:
+        vector.metadata.update(record.metadata)
+    if record.chunk_index:
+        vector.chunk_index = record.chunk_index
+    if record.chunk_count:
+        vector.chunk_count = record.chunk_count
+    vector.dimensions = dimensions
+    # Floored seconds and nanos, as Timestamp.FromMilliseconds computes them (that helper is pure
+    # Python, and every hit carries two timestamps).
+    vector.created_at.seconds, rest = divmod(int(record.created_at_ms), 1000)
+    vector.created_at.nanos = rest * 1_000_000
+    vector.updated_at.seconds, rest = divmod(int(record.updated_at_ms), 1000)
+    vector.updated_at.nanos = rest * 1_000_000
     if record.values is not None:
         vector.values.extend(record.values.tolist())
-    return vector
+
+
+_TEXT_FIELDS = ("document_id", "chunk_id", "content", "content_hash", "content_type", "language",
+                "model")

@@ -24,7 +24,7 @@ import numpy as np
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
-from node.convert import record_to_proto, records_from_protos
+from node.convert import fill_vector, record_to_proto, records_from_protos
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filters
@@ -32,7 +32,7 @@ from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from tributary import cluster_auth, limits
 from tributary.errors import Internal, NotFound, StaleEpoch, TributaryError
-from tributary.validation import as_vector
+from tributary.validation import as_vector, unpack_vector
 
 log = logging.getLogger("tributary.node")
 
@@ -148,12 +148,17 @@ def _compiled_filter(request) -> filters.CompiledFilter | None:
 
 
 def _search_response(outcome, dimensions: int) -> node_pb2.ShardSearchResponse:
-    return node_pb2.ShardSearchResponse(
-        hits=[node_pb2.ShardHit(vector=record_to_proto(h.record, dimensions),
-                                score=h.score, distance=h.distance) for h in outcome.hits],
+    # Hits are filled in place: building ShardHit messages first copied every vector twice.
+    response = node_pb2.ShardSearchResponse(
         vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
         database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
         strategy=outcome.strategy)
+    for h in outcome.hits:
+        hit = response.hits.add()
+        fill_vector(hit.vector, h.record, dimensions)
+        hit.score = h.score
+        hit.distance = h.distance
+    return response
 
 
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
@@ -165,7 +170,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     async def Write(self, request, context):
         """A one-shard batch: one phase, but it still honours the locks of prepared txns."""
         record, replica = await self.host.replica(request.shard)
-        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type)
+        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type,
+                                      request.upsert_values)
         ids = [v.id for v in upserts] + list(request.delete_ids)
         locks = self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard)
         holder = f"write-{uuid.uuid4().hex}"
@@ -206,12 +212,23 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     @_guarded
     async def Search(self, request, context):
         record, replica = await self.host.replica(request.shard)
-        query = as_vector(list(request.query_vector), record.dimensions, record.metric_type,
-                          what="query_vector")
-        outcome = await asyncio.to_thread(
-            replica.search, np.asarray(query), request.top_k, request.ef_search,
-            request.include_content, request.include_metadata, request.include_values,
-            _compiled_filter(request))
+        if request.query_values:
+            query = unpack_vector(request.query_values, record.dimensions, record.metric_type,
+                                  what="query_vector")
+        else:
+            query = as_vector(np.asarray(request.query_vector, dtype=np.float64),
+                              record.dimensions, record.metric_type, what="query_vector")
+        where = _compiled_filter(request)
+        outcome = None
+        if where is None and not (request.include_content or request.include_metadata
+                                  or request.include_values):
+            # A plain search is answered right here when it needs no waiting (see search_now).
+            outcome = replica.search_now(query, request.top_k, request.ef_search)
+        if outcome is None:
+            outcome = await asyncio.to_thread(
+                replica.search, np.asarray(query), request.top_k, request.ef_search,
+                request.include_content, request.include_metadata, request.include_values,
+                where)
         return _search_response(outcome, record.dimensions)
 
     @_guarded

@@ -24,6 +24,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
+
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import TXN_ABORT, TXN_COMMIT
@@ -32,6 +34,7 @@ from proto import node_pb2
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica
 from tributary import errors, faults, limits
+from tributary.validation import pack_values
 
 log = logging.getLogger("tributary.node.txn")
 
@@ -111,6 +114,9 @@ class PreparedTxn:
     staged: node_pb2.StagedTxn
     path: str
     state: str = PREPARED
+    # The validated records to apply, kept from prepare so that commit neither parses nor
+    # validates the batch again. None for a txn reloaded from disk (built from `staged` then).
+    records: list | None = None
 
 
 class Participant:
@@ -122,7 +128,9 @@ class Participant:
         # Keyed by (txn_id, participant): one txn may touch several shards on this node.
         self.prepared: dict[tuple[str, str], PreparedTxn] = {}
         self._pending_acks: list[tuple[str, str]] = []
-        self._txn_lock = asyncio.Lock()
+        # One lock per replica serializes the finishing of its txns (commit, abort, recovery),
+        # while txns of different replicas on this node apply in parallel.
+        self._finish_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self.max_in_doubt_ms = 0.0
         self.resolved = 0
 
@@ -149,7 +157,8 @@ class Participant:
         if key in self.prepared:
             return self.prepared[key].staged.vote
         record, replica = await self.host.replica(request.shard)
-        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type)
+        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type,
+                                      request.upsert_values)
         ids = [v.id for v in upserts] + list(request.delete_ids)
         if len(set(ids)) != len(ids):
             raise errors.InvalidArgument("a batch may not name the same id twice")
@@ -158,35 +167,16 @@ class Participant:
         if key in self.prepared:
             # A retried Prepare raced with the first one while it waited for locks.
             return self.prepared[key].staged.vote
+        path = self._staged_path(replica, request.txn_id)
         try:
-            existing = set(await asyncio.to_thread(replica.existing_ids, ids))
-            policy = ExistingPolicy(int(request.existing))
-            present = [v.id for v in upserts if v.id in existing]
-            if policy is ExistingPolicy.REQUIRE:
-                absent = [v.id for v in upserts if v.id not in existing]
-                if absent:
-                    raise errors.NotFound(f"vector '{absent[0]}' not found")
-            if present and policy is ExistingPolicy.ERROR:
-                raise errors.AlreadyExists(f"vector '{present[0]}' already exists; use "
-                                           "overwrite or skip_existing")
-            skipped = set(present) if policy is ExistingPolicy.SKIP else set()
-            deletes = [i for i in request.delete_ids if i in existing]
-            vote = node_pb2.PrepareResponse(
-                inserted=len(upserts) - len(skipped), skipped=len(skipped),
-                deleted=len(deletes), not_found=len(request.delete_ids) - len(deletes),
-                skipped_ids=sorted(skipped))
-            staged = node_pb2.StagedTxn(
-                request=request, prepared_at_ms=int(time.time() * 1000),
-                apply_upserts=[v for v in request.upserts if v.id not in skipped],
-                apply_deletes=deletes, vote=vote)
-            path = self._staged_path(replica, request.txn_id)
-            await asyncio.to_thread(_write_durably, path, staged.SerializeToString())
+            # One worker-thread hand-off for the plan and its durable write.
+            staged, apply = await asyncio.to_thread(_stage, replica, request, upserts, ids, path)
         except BaseException:
             await locks.release(request.txn_id)
             raise
         self.prepared[key] = PreparedTxn(request.txn_id, ref.dataset_uuid, ref.shard, staged,
-                                         path)
-        return vote
+                                         path, records=apply)
+        return staged.vote
 
     # ---- phase 2 -------------------------------------------------------------------------------
 
@@ -206,24 +196,34 @@ class Participant:
     async def _finish(self, key: tuple[str, str], decision: str) -> bool:
         """Applies or drops a prepared txn. Idempotent: an unknown key is already done."""
         txn_id = key[0]
-        async with self._txn_lock:
+        known = self.prepared.get(key)
+        if known is None:
+            return False
+        lock = self._finish_locks.setdefault((known.dataset_uuid, known.shard), asyncio.Lock())
+        async with lock:
             txn = self.prepared.get(key)
             if txn is None:
                 return False
             new_state = APPLIED if decision == TXN_COMMIT else DROPPED
             if not is_valid_transition(txn.state, new_state):
                 raise errors.Internal(f"txn {txn_id}: {txn.state} -> {new_state} is not allowed")
+            replica = None
             if decision == TXN_COMMIT:
                 replica = await self.host.replica_unfenced(txn.dataset_uuid, txn.shard)
-                if replica is not None:
+            if replica is not None:
+                upserts = txn.records
+                if upserts is None:
                     dataset = self.catalog.state.datasets.get(txn.dataset_uuid)
                     dims = replica.dimensions if dataset is None else dataset.dimensions
                     metric = replica.metric if dataset is None else dataset.metric_type
-                    upserts = records_from_protos(txn.staged.apply_upserts, dims, metric)
-                    await asyncio.to_thread(replica.write, upserts,
-                                            list(txn.staged.apply_deletes),
-                                            ExistingPolicy.OVERWRITE)
-            await asyncio.to_thread(_remove, txn.path)
+                    upserts = records_from_protos(txn.staged.apply_upserts, dims, metric,
+                                                  txn.staged.apply_values)
+                # One worker-thread hand-off for both steps; the staged file goes only after
+                # the write committed.
+                await asyncio.to_thread(_apply_then_remove, replica, upserts,
+                                        list(txn.staged.apply_deletes), txn.path)
+            else:
+                await asyncio.to_thread(_remove, txn.path)
             txn.state = new_state
             del self.prepared[key]
             in_doubt_ms = time.time() * 1000 - txn.staged.prepared_at_ms
@@ -251,8 +251,7 @@ class Participant:
                 with open(path, "rb") as f:
                     staged.ParseFromString(f.read())
                 txn_id = staged.request.txn_id
-                ids = [v.id for v in staged.request.upserts] + list(staged.request.delete_ids)
-                await self.locks_for(dataset_uuid, shard).acquire(ids, txn_id, 0)
+                await self.locks_for(dataset_uuid, shard).acquire(_locked_ids(staged), txn_id, 0)
                 self.prepared[(txn_id, participant_name(dataset_uuid, shard))] = PreparedTxn(
                     txn_id, dataset_uuid, shard, staged, path)
                 loaded += 1
@@ -319,6 +318,70 @@ class Participant:
                     self._pending_acks = acks + self._pending_acks
 
 
+def _stage(replica: ShardReplica, request: node_pb2.PrepareRequest, upserts: list,
+           ids: list[str], path: str) -> tuple[node_pb2.StagedTxn, list]:
+    """Resolves the existing-id policy into the txn's plan and writes it durably (a worker
+    thread runs this; the caller holds the ids' locks). Returns the plan and the records to
+    apply; raises NotFound / AlreadyExists for a "no" vote."""
+    existing = set(replica.existing_ids(ids))
+    policy = ExistingPolicy(int(request.existing))
+    present = [v.id for v in upserts if v.id in existing]
+    if policy is ExistingPolicy.REQUIRE:
+        absent = [v.id for v in upserts if v.id not in existing]
+        if absent:
+            raise errors.NotFound(f"vector '{absent[0]}' not found")
+    if present and policy is ExistingPolicy.ERROR:
+        raise errors.AlreadyExists(f"vector '{present[0]}' already exists; use "
+                                   "overwrite or skip_existing")
+    skipped = set(present) if policy is ExistingPolicy.SKIP else set()
+    deletes = [i for i in request.delete_ids if i in existing]
+    vote = node_pb2.PrepareResponse(
+        inserted=len(upserts) - len(skipped), skipped=len(skipped),
+        deleted=len(deletes), not_found=len(request.delete_ids) - len(deletes),
+        skipped_ids=sorted(skipped))
+    apply = [r for r in upserts if r.id not in skipped]
+    staged = _staged_txn(request, apply, deletes, vote)
+    _write_durably(path, staged.SerializeToString())
+    return staged, apply
+
+
+def _staged_txn(request: node_pb2.PrepareRequest, apply: list, deletes: list[str],
+                vote: node_pb2.PrepareResponse) -> node_pb2.StagedTxn:
+    """The durable plan of a prepared txn. Each vector is written once: the stored request
+    keeps everything but its upserts (its txn id, deletes, participants), apply_upserts holds
+    the vectors to apply without values, and apply_values their values, packed. The ids the txn
+    locked are apply_upserts' and the vote's skipped_ids plus the deletes (_locked_ids)."""
+    staged = node_pb2.StagedTxn(prepared_at_ms=int(time.time() * 1000), apply_deletes=deletes,
+                                vote=vote)
+    kept = staged.request
+    kept.CopyFrom(request)
+    kept.ClearField("upserts")
+    kept.ClearField("upsert_values")
+    if len(apply) == len(request.upserts) and request.upsert_values:
+        # Nothing skipped and values already packed (the usual case): store them as they came.
+        staged.apply_upserts.extend(request.upserts)
+        staged.apply_values = request.upsert_values
+        return staged
+    applied = {r.id for r in apply}
+    staged.apply_upserts.extend(v for v in request.upserts if v.id in applied)
+    for vector in staged.apply_upserts:
+        if vector.values:
+            vector.ClearField("values")     # the older encoding carried values per vector
+    if apply:
+        staged.apply_values = pack_values(np.stack([r.values for r in apply]))
+    return staged
+
+
+def _locked_ids(staged: node_pb2.StagedTxn) -> list[str]:
+    """The ids a staged txn locked at prepare: every upsert (skipped ones too) and delete.
+    Files written before the stored request dropped its upserts list them there."""
+    if staged.request.upserts:
+        upserts = [v.id for v in staged.request.upserts]
+    else:
+        upserts = [v.id for v in staged.apply_upserts] + list(staged.vote.skipped_ids)
+    return upserts + list(staged.request.delete_ids)
+
+
 def _write_durably(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
@@ -333,6 +396,12 @@ def _write_durably(path: str, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _apply_then_remove(replica: ShardReplica, upserts: list, deletes: list[str],
+                       path: str) -> None:
+    replica.write(upserts, deletes, ExistingPolicy.OVERWRITE)
+    _remove(path)
 
 
 def _remove(path: str) -> None:

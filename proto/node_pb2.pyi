@@ -30,16 +30,18 @@ class ShardRef(_message.Message):
     def __init__(self, dataset_uuid: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("shard", "upserts", "delete_ids", "existing")
+    __slots__ = ("shard", "upserts", "delete_ids", "existing", "upsert_values")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
     EXISTING_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_VALUES_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
     existing: ExistingPolicy
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ...) -> None: ...
+    upsert_values: bytes
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., upsert_values: _Optional[bytes] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
@@ -72,7 +74,7 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
-    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters")
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,7 @@ class ShardSearchRequest(_message.Message):
     INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
     FILTER_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VALUES_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -98,7 +101,8 @@ class ShardSearchRequest(_message.Message):
     include_values: bool
     filter_expression: str
     filters: _containers.ScalarMap[str, str]
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    query_values: bytes
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ...) -> None: ...
 
 class ShardTextSearchRequest(_message.Message):
     __slots__ = ("shard", "query_text", "top_k", "include_content", "include_metadata", "filter_expression", "filters")
@@ -260,20 +264,22 @@ class NodeStatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("txn_id", "shard", "upserts", "delete_ids", "existing", "participants")
+    __slots__ = ("txn_id", "shard", "upserts", "delete_ids", "existing", "participants", "upsert_values")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
     EXISTING_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_VALUES_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     shard: ShardRef
     upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
     existing: ExistingPolicy
     participants: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, txn_id: _Optional[str] = ..., shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
+    upsert_values: bytes
+    def __init__(self, txn_id: _Optional[str] = ..., shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., participants: _Optional[_Iterable[str]] = ..., upsert_values: _Optional[bytes] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
     __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
@@ -304,15 +310,17 @@ class TxnResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ...) -> None: ...
 
 class StagedTxn(_message.Message):
-    __slots__ = ("request", "prepared_at_ms", "apply_upserts", "apply_deletes", "vote")
+    __slots__ = ("request", "prepared_at_ms", "apply_upserts", "apply_deletes", "vote", "apply_values")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     PREPARED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     APPLY_UPSERTS_FIELD_NUMBER: _ClassVar[int]
     APPLY_DELETES_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
+    APPLY_VALUES_FIELD_NUMBER: _ClassVar[int]
     request: PrepareRequest
     prepared_at_ms: int
     apply_upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
     apply_deletes: _containers.RepeatedScalarFieldContainer[str]
     vote: PrepareResponse
-    def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ...) -> None: ...
+    apply_values: bytes
+    def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ..., apply_values: _Optional[bytes] = ...) -> None: ...

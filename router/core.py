@@ -12,8 +12,10 @@ import logging
 import time
 import uuid as uuidlib
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from consensus import commands
@@ -122,6 +124,21 @@ def merge_dataset_results(per_dataset: list[tuple[str, list[pb.SearchResult]]], 
     return out
 
 
+def shard_batches(vectors: list[pb.Vector], matrix: np.ndarray, shard_count: int
+                  ) -> dict[int, ShardBatch]:
+    """Splits validated vectors (without values) and their value matrix by shard; each shard's
+    rows are packed once, in its vectors' order."""
+    rows: dict[int, list[int]] = defaultdict(list)
+    batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
+    for position, vector in enumerate(vectors):
+        shard = shard_of(vector.id, shard_count)
+        rows[shard].append(position)
+        batches[shard].upserts.append(vector)
+    for shard, batch in batches.items():
+        batch.values = validation.pack_values(matrix[rows[shard]])
+    return dict(batches)
+
+
 def dataset_stats_map(record: DatasetRecord,
                       per_shard: list[node_pb2.ShardStatsResponse]) -> dict[str, str]:
     """The `stats` map of GetDatasetStats: placement and per-shard counts, as strings."""
@@ -167,6 +184,14 @@ def fuse_rankings(vector_hits: list[tuple[str, float]], text_hits: list[tuple[st
     return fused
 
 
+@dataclass(frozen=True)
+class _SearchPlan:
+    top_k: int
+    shard_k: int
+    # ShardSearchRequest fields every shard gets (all but `shard`).
+    fields: dict
+
+
 class RouterCore:
     def __init__(self, meta: MetaClient, catalog: CatalogCache, shards: ShardClient,
                  min_nodes: int = 1):
@@ -176,6 +201,8 @@ class RouterCore:
         self.min_nodes = min_nodes
         self.coordinator = Coordinator(meta, catalog, shards, self._on_shard_for)
         self.started_monotonic = time.monotonic()
+        self._by_name: dict[tuple[str, str], DatasetRecord] = {}
+        self._by_name_of: dict | None = None
 
     # ---- catalog helpers -----------------------------------------------------------------------
 
@@ -185,14 +212,24 @@ class RouterCore:
         validation.check_name(tenant, "tenant id")
         return tenant
 
+    def _find_dataset(self, tenant: str, name: str) -> DatasetRecord | None:
+        """The cached catalog's dataset named (tenant, name), or None. MetaState.dataset_by_name
+        scans every dataset, and a search looks its dataset up once per shard, so this keeps an
+        index, rebuilt when the catalog's datasets change (each change is a new dict)."""
+        datasets = self.catalog.state.datasets
+        if datasets is not self._by_name_of:
+            self._by_name = {(r.tenant_id, r.name): r for r in datasets.values()}
+            self._by_name_of = datasets
+        return self._by_name.get((tenant, name))
+
     async def dataset(self, tenant_id: str, name: str) -> DatasetRecord:
         tenant = self.tenant_of(tenant_id)
         validation.check_name(name)
-        record = self.catalog.state.dataset_by_name(tenant, name)
+        record = self._find_dataset(tenant, name)
         if record is None:
             # It may have been created through another router: read the leader's state.
             await self.catalog.refresh(linearizable=True)
-            record = self.catalog.state.dataset_by_name(tenant, name)
+            record = self._find_dataset(tenant, name)
         if record is None:
             raise errors.NotFound(f"dataset '{name}' not found")
         return record
@@ -210,7 +247,10 @@ class RouterCore:
                        call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]]) -> T:
         """Runs one node call with the current placement, refreshing it on StaleEpoch."""
         for attempt in range(_STALE_RETRIES + 1):
-            record = await self.dataset(tenant_id, name)
+            # The caller resolved (and so validated) the name already: the first attempt reads
+            # the cached catalog directly; any miss or retry goes through dataset() again.
+            record = (self._find_dataset(tenant_id or DEFAULT_TENANT, name) if attempt == 0
+                      else None) or await self.dataset(tenant_id, name)
             address = self.node_address(record.placement[shard])
             try:
                 return await call(record, address, self.shard_ref(record, shard))
@@ -385,39 +425,55 @@ class RouterCore:
 
     # ---- vectors -------------------------------------------------------------------------------
 
-    def _validated_vectors(self, record: DatasetRecord, vectors) -> list[pb.Vector]:
+    def _validated_vectors(self, record: DatasetRecord, vectors, values=None
+                           ) -> tuple[list[pb.Vector], np.ndarray]:
         """Checks a whole batch before anything is written: ids, values (all at once, as one
-        matrix), content size and metadata. Returns the vectors with normalized values."""
+        matrix), content size and metadata. Returns the vectors, with their values moved out
+        (cleared in place), and the (n, dimensions) float32 matrix of normalized values that
+        travels packed to the nodes.
+
+        `values`, when given, holds the rows of an adapter that parsed them itself (REST reads
+        them from JSON straight into numpy); the vectors then carry none."""
+        vectors = list(vectors)
         validation.check_batch_size(len(vectors))
+        names = [v.id for v in vectors]
         seen: set[str] = set()
-        for position, vector in enumerate(vectors):
-            what = f"vector {position}" + (f" ('{vector.id}')" if vector.id else "")
-            if not vector.id:
-                raise errors.InvalidArgument(f"{what} has no id")
-            validation.check_vector_id(vector.id)
-            if vector.id in seen:
-                raise errors.InvalidArgument(f"vector id '{vector.id}' appears twice in the batch")
-            seen.add(vector.id)
-            if len(vector.content.encode("utf-8")) > limits.content_bytes_max:
-                raise errors.InvalidArgument(f"{what} content is larger than "
-                                             f"{limits.content_bytes_max} bytes")
+        for position, (vector, vector_id) in enumerate(zip(vectors, names)):
+            if not vector_id:
+                raise errors.InvalidArgument(f"vector {position} has no id")
+            validation.check_vector_id(vector_id)
+            if vector_id in seen:
+                raise errors.InvalidArgument(f"vector id '{vector_id}' appears twice in the batch")
+            seen.add(vector_id)
+            content = vector.content
+            # A str of n characters encodes to at most 4n UTF-8 bytes: encode only long ones.
+            if len(content) * 4 > limits.content_bytes_max and \
+                    len(content.encode("utf-8")) > limits.content_bytes_max:
+                raise errors.InvalidArgument(f"vector {position} ('{vector_id}') content is "
+                                             f"larger than {limits.content_bytes_max} bytes")
             if vector.metadata:
                 validation.check_metadata(dict(vector.metadata))
-        matrix = validation.as_matrix([v.values for v in vectors], record.dimensions,
-                                      record.metric_type, names=[v.id for v in vectors])
-        out = []
-        for vector, values in zip(vectors, matrix):
-            clean = pb.Vector()
-            clean.CopyFrom(vector)
-            clean.ClearField("values")
-            clean.values.extend(values.tolist())
-            clean.dataset_id = ""
-            out.append(clean)
-        return out
+        if values is None:
+            rows = [v.values for v in vectors]
+        elif len(values) != len(vectors) or any(len(v.values) for v in vectors):
+            raise errors.Internal("pre-parsed values do not match the batch")
+        else:
+            rows = values
+        matrix = validation.as_matrix(rows, record.dimensions, record.metric_type, names=names)
+        for vector in vectors:
+            # The values travel in the packed matrix, and the dataset is implied by the shard.
+            if values is None:
+                vector.ClearField("values")
+            if vector.dataset_id:
+                vector.ClearField("dataset_id")
+        return vectors, matrix
 
     async def insert_vectors(self, request: pb.InsertVectorsRequest,
-                             idempotency_key: str = "") -> pb.InsertVectorsResponse:
-        """All of the batch or none of it: one phase on one shard, 2PC across shards."""
+                             idempotency_key: str = "", values=None) -> pb.InsertVectorsResponse:
+        """All of the batch or none of it: one phase on one shard, 2PC across shards.
+
+        The request's vectors are consumed: their values move into the packed matrix (see
+        _validated_vectors, which also explains `values`)."""
         started = time.perf_counter()
         record = await self.dataset(request.tenant_id, request.dataset_id)
         if request.batch_size < 0:
@@ -425,13 +481,12 @@ class RouterCore:
         if request.skip_existing and request.overwrite:
             raise errors.InvalidArgument("skip_existing and overwrite are mutually exclusive")
         self._check_idempotency_key(idempotency_key)
-        vectors = self._validated_vectors(record, request.vectors)
+        vectors, matrix = self._validated_vectors(record, request.vectors, values)
         policy = (node_pb2.EXISTING_OVERWRITE if request.overwrite else
                   node_pb2.EXISTING_SKIP if request.skip_existing else node_pb2.EXISTING_ERROR)
-        batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
-        for vector in vectors:
-            batches[shard_of(vector.id, record.shard_count)].upserts.append(vector)
-        outcome = await self.coordinator.write(record, dict(batches), policy, idempotency_key)
+        outcome = await self.coordinator.write(
+            record, shard_batches(vectors, matrix, record.shard_count), policy,
+            idempotency_key)
         return pb.InsertVectorsResponse(
             inserted_count=outcome.inserted, skipped_count=outcome.skipped, failed_count=0,
             error_messages=[f"vector '{i}' already exists; skipped"
@@ -546,9 +601,8 @@ class RouterCore:
                 dataset_id=request.dataset_id, vector_id=request.vector_id,
                 tenant_id=request.tenant_id))
             vector.values.extend(current.vector.values)
-        clean = self._validated_vectors(record, [vector])
-        shard = shard_of(vector.id, record.shard_count)
-        await self.coordinator.write(record, {shard: ShardBatch(upserts=clean)},
+        clean, matrix = self._validated_vectors(record, [vector])
+        await self.coordinator.write(record, shard_batches(clean, matrix, record.shard_count),
                                      node_pb2.EXISTING_REQUIRE)
         updated = await self.get_vector(pb.GetVectorRequest(
             dataset_id=request.dataset_id, vector_id=request.vector_id,
@@ -653,16 +707,40 @@ class RouterCore:
     # ---- search --------------------------------------------------------------------------------
 
     async def search_vectors(self, request: pb.SearchVectorsRequest) -> pb.SearchVectorsResponse:
-        """Scatter-gather top-k search; the last answer of search_vectors_stream."""
-        final = None
-        async for final in self.search_vectors_stream(request):
-            pass
-        return final
+        """Scatter-gather top-k search: every shard at once, one merge at the end (the same
+        answer as the last one of search_vectors_stream)."""
+        started = time.perf_counter()
+        record, plan = await self._search_plan(request)
+        db_started = time.perf_counter()
+        responses = await asyncio.gather(*(self._search_shard(record, shard, plan)
+                                           for shard in range(record.shard_count)))
+        db_ms = (time.perf_counter() - db_started) * 1000
+        return self._merge_search(record, request.options, plan.top_k, plan.shard_k,
+                                  responses, started, db_ms)
 
     async def search_vectors_stream(self, request: pb.SearchVectorsRequest):
         """Yields the merged answer so far each time a shard answers; the last one is complete
         (every shard merged). Validation errors are raised before anything is yielded."""
         started = time.perf_counter()
+        record, plan = await self._search_plan(request)
+        db_started = time.perf_counter()
+        pending = [asyncio.ensure_future(self._search_shard(record, s, plan))
+                   for s in range(record.shard_count)]
+        responses = []
+        try:
+            for finished in asyncio.as_completed(pending):
+                responses.append(await finished)
+                db_ms = (time.perf_counter() - db_started) * 1000
+                yield self._merge_search(record, request.options, plan.top_k, plan.shard_k,
+                                         responses, started, db_ms)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _search_plan(self, request: pb.SearchVectorsRequest
+                           ) -> tuple[DatasetRecord, "_SearchPlan"]:
+        """Validates a search (a bad one is refused before any shard is asked) and builds the
+        per-shard request fields."""
         record = await self.dataset(request.tenant_id, request.dataset_id)
         options = request.options
         top_k = validation.check_top_k(options.top_k or 10)
@@ -678,43 +756,39 @@ class RouterCore:
         shrink = options.deduplicate or options.group_by_document
         # Dedupe and grouping drop hits after the merge; ask shards for more so top_k survive.
         shard_k = min(limits.top_k_max, top_k * 4) if shrink else top_k
-        query = validation.as_vector(list(request.query_vector), record.dimensions,
-                                     record.metric_type, what="query_vector")
+        query = validation.as_vector(np.asarray(request.query_vector, dtype=np.float64),
+                                     record.dimensions, record.metric_type, what="query_vector")
+        return record, _SearchPlan(top_k, shard_k, dict(
+            query_values=validation.pack_values(query), top_k=shard_k,
+            ef_search=options.ef_search, include_content=options.include_content,
+            include_metadata=options.include_metadata, filter_expression=options.filter,
+            filters=dict(options.filters)))
 
-        async def search(shard: int):
-            return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Search", node_pb2.ShardSearchRequest(
-                                               shard=ref, query_vector=query.tolist(),
-                                               top_k=shard_k, ef_search=options.ef_search,
-                                               include_content=options.include_content,
-                                               include_metadata=options.include_metadata,
-                                               filter_expression=options.filter,
-                                               filters=dict(options.filters))))
-        db_started = time.perf_counter()
-        pending = [asyncio.ensure_future(search(s)) for s in range(record.shard_count)]
-        responses = []
-        try:
-            for finished in asyncio.as_completed(pending):
-                responses.append(await finished)
-                db_ms = (time.perf_counter() - db_started) * 1000
-                yield self._merge_search(record, options, top_k, shard_k, responses, started,
-                                         db_ms)
-        finally:
-            for task in pending:
-                task.cancel()
+    async def _search_shard(self, record: DatasetRecord, shard: int, plan: "_SearchPlan"
+                            ) -> node_pb2.ShardSearchResponse:
+        return await self.on_shard(record.tenant_id, record.name, shard,
+                                   lambda _r, address, ref: self.shards.call(
+                                       address, "Search", node_pb2.ShardSearchRequest(
+                                           shard=ref, **plan.fields)))
 
     def _merge_search(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
                       shard_k: int, responses: list, started: float, db_ms: float
                       ) -> pb.SearchVectorsResponse:
+        """Merges shard answers into the response. The results are built in place in the
+        response (each hit's vector copied once, the explanation map set per key): building
+        SearchResult messages and then the response from them copied every vector twice and
+        filled each map through Python's MutableMapping.update."""
         post_started = time.perf_counter()
         merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
                              shard_k)
-        results = []
+        response = pb.SearchVectorsResponse()
+        results = response.results
+        kept = 0
         seen_hashes: set[str] = set()
         seen_documents: set[str] = set()
+        strategies = ",".join(sorted({r.strategy for r in responses if r.strategy}))
         for score, _, hit in merged:
-            if len(results) == top_k:
+            if kept == top_k:
                 break
             if options.deduplicate and hit.vector.content_hash:
                 if hit.vector.content_hash in seen_hashes:
@@ -731,25 +805,28 @@ class RouterCore:
                 continue
             if options.max_distance and hit.distance > options.max_distance:
                 continue
-            vector = hit.vector
+            kept += 1
+            result = results.add()
+            vector = result.vector
+            vector.CopyFrom(hit.vector)
             vector.dataset_id = record.name
             vector.tenant_id = record.tenant_id
-            if not options.include_content:
+            if not options.include_content and vector.content:
                 vector.content = ""
-            explanation = {"shard_strategy": ",".join(sorted({r.strategy for r in responses
-                                                              if r.strategy}))}
-            results.append(pb.SearchResult(vector=vector, score=score, distance=hit.distance,
-                                           rank=len(results) + 1, explanation=explanation))
-        stats = pb.SearchStats(
-            vectors_scanned=sum(r.vectors_scanned for r in responses),
-            index_hits=sum(r.index_hits for r in responses),
-            filtered_results=sum(r.filtered_out for r in responses) + len(merged) - len(results),
-            database_time_ms=db_ms,
-            post_processing_time_ms=(time.perf_counter() - post_started) * 1000)
-        return pb.SearchVectorsResponse(
-            results=results, total_found=len(results),
-            has_more=sum(len(r.hits) for r in responses) > len(merged),
-            query_time_ms=(time.perf_counter() - started) * 1000, stats=stats)
+            result.score = score
+            result.distance = hit.distance
+            result.rank = kept
+            result.explanation["shard_strategy"] = strategies
+        stats = response.stats
+        stats.vectors_scanned = sum(r.vectors_scanned for r in responses)
+        stats.index_hits = sum(r.index_hits for r in responses)
+        stats.filtered_results = sum(r.filtered_out for r in responses) + len(merged) - kept
+        stats.database_time_ms = db_ms
+        response.total_found = kept
+        response.has_more = sum(len(r.hits) for r in responses) > len(merged)
+        stats.post_processing_time_ms = (time.perf_counter() - post_started) * 1000
+        response.query_time_ms = (time.perf_counter() - started) * 1000
+        return response
 
     async def search_by_text(self, request: pb.SearchByTextRequest) -> pb.SearchByTextResponse:
         """BM25 over content on every shard (Deep Lake's BM25 index), merged by score.
@@ -878,8 +955,9 @@ class RouterCore:
         check_same_shape(records)
         options = request.options
         top_k = validation.check_top_k(options.top_k or 10)
-        validation.as_vector(list(request.query_vector), records[0].dimensions,
-                             records[0].metric_type, what="query_vector")
+        validation.as_vector(np.asarray(request.query_vector, dtype=np.float64),
+                             records[0].dimensions, records[0].metric_type,
+                             what="query_vector")
         responses = await asyncio.gather(*(self.search_vectors(pb.SearchVectorsRequest(
             dataset_id=record.name, query_vector=request.query_vector, options=options,
             tenant_id=tenant)) for record in records))

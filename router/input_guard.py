@@ -35,7 +35,9 @@ def json_depth(raw: bytes) -> int:
     C speed: drop escapes, keep only brackets and quotes, drop strings, sum the rest."""
     if not raw:
         return 0
-    skeleton = _ESCAPE.sub(b"", raw).translate(None, _KEEP)
+    # Most bodies hold no backslash at all; finding that out costs a tenth of the substitution.
+    unescaped = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
+    skeleton = unescaped.translate(None, _KEEP)
     skeleton = _STRING.sub(b"", skeleton)
     if not skeleton:
         return 0

@@ -122,11 +122,14 @@ class TenantCounters:
     active_queries: int = 0
 
 
-def estimate_bytes(vectors) -> int:
+def estimate_bytes(vectors, dimensions: int = 0) -> int:
+    """Bytes an insert adds. A vector without values counts `dimensions` of them: the REST
+    adapter hands the core the values of plain vectors as a separate matrix."""
     total = 0
     for v in vectors:
-        total += 4 * len(v.values) + len(v.content.encode("utf-8")) + len(v.id) + \
-            len(v.document_id) + sum(len(k) + len(x) for k, x in v.metadata.items()) + 64
+        total += 4 * (len(v.values) or dimensions) + len(v.content.encode("utf-8")) + \
+            len(v.id) + len(v.document_id) + \
+            sum(len(k) + len(x) for k, x in v.metadata.items()) + 64
     return total
 
 
@@ -248,7 +251,9 @@ class QuotaEnforcer:
         if name in INSERTS and (max_vectors is not None or max_bytes is not None):
             batch_vectors = list(request.vectors) if name == "insert_vectors" \
                 else [request.vector]
-            vectors, nbytes = len(batch_vectors), estimate_bytes(batch_vectors)
+            dataset = self.core.catalog.state.dataset_by_name(tenant, request.dataset_id)
+            vectors = len(batch_vectors)
+            nbytes = estimate_bytes(batch_vectors, dataset.dimensions if dataset else 0)
             usage = await self.usage(tenant)
             if max_vectors is not None and \
                     usage.vectors + usage.inflight_vectors + vectors > max_vectors:

@@ -21,6 +21,11 @@ POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
           PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE)
 
 
+def enabled() -> bool:
+    """Whether crash points can fire in this process (a test set TRIBUTARY_FAULT_DIR)."""
+    return bool(os.environ.get("TRIBUTARY_FAULT_DIR"))
+
+
 def crash_point(name: str) -> None:
     directory = os.environ.get("TRIBUTARY_FAULT_DIR")
     if not directory:
