@@ -69,6 +69,8 @@ _INDEXER_NICE = 19
 # a search goes to a worker thread. Cost bounds, not limits on what a search may ask.
 _NOW_PENDING_MAX = 10_000
 _NOW_EF_MAX = 4 * limits.ef_search_default
+# How long close() lets the indexer keep adding its backlog to the graph before it saves.
+_CLOSE_DRAIN_S = 1.0
 
 
 def _now_ms() -> int:
@@ -90,6 +92,7 @@ class ShardReplica:
         self._deleted_pending: set[int] = set()
         self._pending_changed = threading.Condition(self._lock)
         self._closing = False
+        self._close_deadline = float("inf")
         self._text_reader = None
         self._store_url = "file://" + os.path.join(path, "store")
         self._index_path = os.path.join(path, "hnsw.bin")
@@ -255,8 +258,13 @@ class ShardReplica:
             return due
 
     def close(self) -> None:
+        """Stops the indexer and saves the index. A backlog the indexer cannot finish within
+        _CLOSE_DRAIN_S stays out of the graph: the saved watermark excludes it, so the next open
+        adds it again. (Draining it all could outlast the supervisor's grace period and end in
+        SIGKILL, which loses the index save too.)"""
         with self._lock:
             self._closing = True
+            self._close_deadline = time.monotonic() + _CLOSE_DRAIN_S
             self._pending_changed.notify_all()
         self._indexer.join(timeout=60)
         with self._lock:
@@ -856,6 +864,8 @@ class ShardReplica:
                     self._pending_changed.wait()
                 if not self._pending_chunks:
                     return      # closing, and everything is indexed
+                if self._closing and time.monotonic() >= self._close_deadline:
+                    return      # closing, out of time: the rest is re-added on the next open
                 labels, vectors = self._pending_chunks[0]
                 generation = self._index_generation
             try:

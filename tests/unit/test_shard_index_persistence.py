@@ -76,11 +76,32 @@ def test_clean_close_then_open_needs_no_repair(tmp_path):
     replica = ShardReplica(str(tmp_path), 8, "l2")
     replica.write(records(data), [])
     replica.write([], ["v1"])
+    assert replica.wait_indexed()  # close() only gives the indexer a bounded time
     replica.close()
     reopened = ShardReplica(str(tmp_path), 8, "l2")
     assert reopened.index_repairs == {"rebuilt": 0, "added": 0, "repaired_below_watermark": 0,
                                       "marked_deleted": 0}
     assert top1(reopened, data[3]) == "v3"
+
+
+def test_close_does_not_wait_for_a_long_backlog_and_open_adds_it(tmp_path, monkeypatch):
+    """close() saves after a bounded drain (here none at all), so a node stops within its
+    supervisor's grace period; the rows left out of the graph are added on the next open."""
+    import shard.replica as replica_module
+    monkeypatch.setattr(replica_module, "_CLOSE_DRAIN_S", 0.0)
+    data = np.random.default_rng(3).standard_normal((6_000, 32)).astype(np.float32)
+    replica = ShardReplica(str(tmp_path), 32, "l2")
+    replica.write(records(data), [])   # 24 chunks for the indexer; close() at once
+    replica.close()
+    reopened = ShardReplica(str(tmp_path), 32, "l2")
+    assert reopened.index_repairs["rebuilt"] == 0
+    assert reopened.index_repairs["added"] > 0   # the backlog close() left behind
+    assert reopened.count() == 6_000
+    for i in (0, 2_999, 5_999):
+        assert top1(reopened, data[i]) == f"v{i}"   # found before and after indexing
+    assert reopened.wait_indexed()
+    for i in (1, 3_000, 5_998):
+        assert top1(reopened, data[i]) == f"v{i}"
 
 
 def test_maybe_save_saves_once_enough_vectors_arrived(tmp_path):
