@@ -189,19 +189,21 @@ class Client:
         h = self.rec.invoke(process, "put", key, value)
         reply = self.http.request("POST", f"/datasets/{dataset}/vectors", {
             "overwrite": True, "vectors": [self._vector(rng, key, value)]})
-        return self._resolve_write(h, reply)
+        return self._resolve(h, reply)
 
     def batch_put(self, process: Any, dataset: str, values: dict[str, str],
                   rng: random.Random) -> str:
         h = self.rec.invoke(process, "batch_put", None, dict(values))
         reply = self.http.request("POST", f"/datasets/{dataset}/vectors", {
             "overwrite": True, "vectors": [self._vector(rng, k, v) for k, v in values.items()]})
-        return self._resolve_write(h, reply)
+        return self._resolve(h, reply)
 
-    def _resolve_write(self, h: int, reply: Reply) -> str:
+    def _resolve(self, h: int, reply: Reply, output: Any = None) -> str:
+        """Records the reply as the operation's completion (ok with `output`, fail or unknown,
+        by classify) and returns that status."""
         status = classify(reply)
         if status == OK:
-            self.rec.ok(h)
+            self.rec.ok(h, output)
         elif status == FAIL:
             self.rec.fail(h, reply.message)
         else:
@@ -252,14 +254,7 @@ class Client:
         if _vector_missing(reply):
             self.rec.ok(h, "not_found")
             return OK
-        status = classify(reply)
-        if status == OK:
-            self.rec.ok(h, "deleted")
-        elif status == FAIL:
-            self.rec.fail(h, reply.message)
-        else:
-            self.rec.unknown(h, reply.message)
-        return status
+        return self._resolve(h, reply, "deleted")
 
     def create(self, process: Any, name: str) -> str:
         h = self.rec.invoke(process, "create", name)
@@ -269,14 +264,7 @@ class Client:
         if reply.status == 409 and reply.error_type == "AlreadyExists":
             self.rec.ok(h, "already_exists")
             return OK
-        status = classify(reply)
-        if status == OK:
-            self.rec.ok(h, "ok")
-        elif status == FAIL:
-            self.rec.fail(h, reply.message)
-        else:
-            self.rec.unknown(h, reply.message)
-        return status
+        return self._resolve(h, reply, "ok")
 
     def drop(self, process: Any, name: str) -> str:
         h = self.rec.invoke(process, "drop", name)
@@ -285,14 +273,7 @@ class Client:
         if _dataset_missing(reply):
             self.rec.ok(h, "not_found")
             return OK
-        status = classify(reply)
-        if status == OK:
-            self.rec.ok(h, "ok")
-        elif status == FAIL:
-            self.rec.fail(h, reply.message)
-        else:
-            self.rec.unknown(h, reply.message)
-        return status
+        return self._resolve(h, reply, "ok")
 
     def list(self, process: Any) -> str:
         h = self.rec.invoke(process, "list")
