@@ -40,6 +40,7 @@ from typing import Any, Callable
 from chaos.launcher import ProxyServer
 from chaos.topology import (HOST, PortPlan, Topology, identity_proxy, meta_peer_raft,
                             plan_ports, ports_needed)
+from tributary import local_secrets
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PR_SET_PDEATHSIG = 1
@@ -179,6 +180,7 @@ class ProxiedCluster:
         self.proxy_server: ProxyServer | None = None
         self.api: ToxiproxyApi | None = None
         self.procs: dict[str, Proc] = {}
+        self.secrets: local_secrets.LocalSecrets | None = None
         self._lock = threading.Lock()
 
     # ---- addresses ------------------------------------------------------------------------------
@@ -202,25 +204,28 @@ class ProxiedCluster:
         topo, plan = self.topology, self.plan
         exe = [sys.executable, "-m", "tributary.cli"]
         kind = topo.kind_of(member)
+        auth = self.secrets.child_args(kind)
         if kind == "meta":
             peers = [f"--peer={meta_peer_raft(topo, plan, member, p)}={plan.meta_grpc[p]}"
                      for p in topo.meta_members if p != member]
             return exe + ["meta", "--raft", plan.meta_raft_self[member],
                           "--raft-bind", plan.meta_raft_bind[member],
                           "--grpc", plan.meta_grpc[member],
-                          "--data-dir", os.path.join(self.data_dir, member)] + peers
+                          "--data-dir", os.path.join(self.data_dir, member)] + peers + auth
         meta = ",".join(plan.proxies[f"{member}->{m}"] for m in topo.meta_members)
         if kind == "node":
             return exe + ["node", "--listen", plan.node_listen[member],
                           "--advertise", plan.proxies[f"router-0->{member}"],
                           "--meta", meta, "--data-dir", os.path.join(self.data_dir, member),
-                          "--node-id", member]
+                          "--node-id", member] + auth
         return exe + ["router", "--http", plan.router_http[member],
                       "--grpc", plan.router_grpc[member], "--meta", meta,
-                      "--min-nodes", str(topo.nodes)]
+                      "--min-nodes", str(topo.nodes)] + auth
 
     def start(self, timeout_s: float = 120.0) -> "ProxiedCluster":
         os.makedirs(self.logs_dir, exist_ok=True)
+        # Secure like `tributary up`: the processes get the data dir's secrets.
+        self.secrets = local_secrets.ensure(self.data_dir)
         self.plan = plan_ports(self.topology, free_base(self.topology))
         self.proxy_server = ProxyServer(seed=self.seed, prefer_external=self.prefer_external_proxy,
                                         log_path=os.path.join(self.logs_dir, "proxy.log"))
@@ -328,7 +333,7 @@ class ProxiedCluster:
         """The member that reports itself leader with the highest term (asked directly)."""
         import grpc
 
-        from proto import meta_pb2, meta_pb2_grpc
+        from proto import meta_pb2
         from tributary import cluster_auth
 
         best: tuple[int, str] | None = None
@@ -337,9 +342,10 @@ class ProxiedCluster:
                 continue
             try:
                 with grpc.insecure_channel(self.plan.meta_grpc[member]) as channel:
-                    status = meta_pb2_grpc.MetaStub(channel).Status(
-                        meta_pb2.MetaStatusRequest(), timeout=timeout_s,
-                        metadata=cluster_auth.metadata_from_env())
+                    status = cluster_auth.stub(
+                        meta_pb2.DESCRIPTOR.services_by_name["Meta"], channel,
+                        cluster_auth.load(self.secrets.cluster_secret_file)).Status(
+                        meta_pb2.MetaStatusRequest(), timeout=timeout_s)
             except grpc.RpcError:
                 continue
             if status.is_leader and (best is None or status.raft_term > best[0]):

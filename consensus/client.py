@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 
 from consensus import commands, state as meta_state
-from proto import meta_pb2, meta_pb2_grpc
+from proto import meta_pb2
 from tributary import errors, limits
+from tributary import cluster_auth
 from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
 
@@ -30,10 +31,11 @@ class MetaClient:
         if not addresses:
             raise ValueError("at least one meta address is required")
         self.addresses = list(addresses)
-        self._metadata = token.metadata if token else ()
         self._channels = {a: grpc.aio.insecure_channel(a, options=internal_channel_options())
                           for a in self.addresses}
-        self._stubs = {a: meta_pb2_grpc.MetaStub(ch) for a, ch in self._channels.items()}
+        service = meta_pb2.DESCRIPTOR.services_by_name["Meta"]
+        self._stubs = {a: cluster_auth.stub(service, ch, token)
+                       for a, ch in self._channels.items()}
         self._preferred = 0
 
     async def close(self) -> None:
@@ -50,8 +52,7 @@ class MetaClient:
             remaining = max(0.05, deadline - time.monotonic())
             try:
                 response = await getattr(self._stubs[address], method)(
-                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1),
-                    metadata=self._metadata)
+                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1))
                 self._preferred = index
                 return response
             except grpc.aio.AioRpcError as exc:
@@ -100,7 +101,7 @@ class MetaClient:
                 break
             try:
                 status = await self._stubs[address].Status(meta_pb2.MetaStatusRequest(),
-                                                           timeout=0.5, metadata=self._metadata)
+                                                           timeout=0.5)
             except grpc.aio.AioRpcError:
                 continue
             if status.is_leader:

@@ -10,6 +10,7 @@ has itself received a heartbeat from it, so health never reports a node that is 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from concurrent import futures
 
 import grpc
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state
@@ -31,13 +33,29 @@ from tributary.errors import InvalidArgument, NotLeader, TributaryError, Unavail
 log = logging.getLogger("tributary.meta")
 
 
+SNAPSHOT_FORMAT = "tributary-meta-snapshot"
+SNAPSHOT_VERSION = 1
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 class MetaStateMachine(SyncObj):
     def __init__(self, self_raft: str, partner_raft: list[str], data_dir: str,
                  password: str | None, raft_bind: str | None = None):
         os.makedirs(data_dir, exist_ok=True)
+        # Set before SyncObj.__init__: pysyncobj loads a snapshot from its own thread soon after
+        # it starts, through _load_snapshot, which replaces this.
+        self.meta = meta_state.MetaState()
+        # A pickled snapshot is read only from this member's own disk at start-up, never from
+        # one that arrives over the Raft port later.
+        self._legacy_snapshot_allowed = _starts_with(os.path.join(data_dir, "raft.dump"),
+                                                     _GZIP_MAGIC)
         conf = SyncObjConf(
             journalFile=os.path.join(data_dir, "raft.journal"),
             fullDumpFile=os.path.join(data_dir, "raft.dump"),
+            # Snapshots are JSON through to_doc/from_doc, never pickles: a snapshot also travels
+            # to followers that fell behind, and must not be code.
+            serializer=self._write_snapshot,
+            deserializer=self._load_snapshot,
             password=password,
             # The address peers know this member by may be a proxy's (chaos tests) or a
             # Service's; it binds raft_bind then.
@@ -59,12 +77,56 @@ class MetaStateMachine(SyncObj):
             # default 10-minute DNS cache would keep peers dialing the old address.
             dnsCacheTime=5.0,
             dnsFailCacheTime=2.0,
-            # The fork-based dump would copy the gRPC server's threads' state; keep it in-process.
+            # The fork-based dump would copy the gRPC server's threads' state; keep it in-process
+            # (the serializer then runs on pysyncobj's thread, between two applied commands, so
+            # self.meta is exactly the state at the snapshot's last entry).
             useFork=False,
         )
         super().__init__(self_raft, partner_raft, conf)
-        # Set after SyncObj.__init__ so pysyncobj includes it in its full dump.
-        self.meta = meta_state.MetaState()
+
+    def _write_snapshot(self, path: str, raft_data: tuple) -> None:
+        """pysyncobj's custom serializer: raft_data is (last applied entry, the one before it,
+        the cluster's nodes); entries are (command bytes, index, term)."""
+        last, before, cluster = raft_data
+        doc = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+               "meta": meta_state.to_doc(self.meta),
+               "entries": [_entry_to_doc(last), _entry_to_doc(before)],
+               "cluster": sorted(getattr(n, "address", str(n)) for n in cluster)}
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(doc, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _load_snapshot(self, path: str) -> tuple:
+        """pysyncobj's custom deserializer; also reads, once, a snapshot in the pickled format
+        that members wrote before snapshots were JSON (a local file this member wrote itself),
+        after which the next compaction writes JSON."""
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        legacy_allowed, self._legacy_snapshot_allowed = self._legacy_snapshot_allowed, False
+        if raw[:2] == _GZIP_MAGIC:
+            if not legacy_allowed:
+                raise ValueError("refusing a pickled snapshot received from a peer")
+            return self._load_legacy_snapshot(raw)
+        doc = json.loads(raw)
+        if doc.get("format") != SNAPSHOT_FORMAT or doc.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"{path} is not a version-{SNAPSHOT_VERSION} meta snapshot")
+        self.meta = meta_state.from_doc(doc["meta"])
+        last, before = (_entry_from_doc(e) for e in doc["entries"])
+        return last, before, {TCPNode(address) for address in doc["cluster"]}
+
+    def _load_legacy_snapshot(self, raw: bytes) -> tuple:
+        import gzip
+        import pickle  # noqa: S403 - only our own pre-JSON snapshot file, read once on upgrade
+
+        own, last, before, cluster = pickle.loads(gzip.decompress(raw))  # noqa: S301
+        legacy = own.get("meta") if isinstance(own, dict) else None
+        if legacy is not None:
+            # Through the document form, so the state is of today's types.
+            self.meta = meta_state.from_doc(meta_state.to_doc(legacy))
+        self.forceLogCompaction()
+        log.warning("read a pickled meta snapshot from disk; rewriting it as JSON")
+        return last, before, cluster
 
     @replicated
     def _apply_command(self, command_json: str) -> str:
@@ -190,6 +252,23 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         return self._guard(context, run)
 
 
+def _starts_with(path: str, prefix: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(prefix)) == prefix
+    except OSError:
+        return False
+
+
+def _entry_to_doc(entry: tuple) -> list:
+    command, index, term = entry
+    return [base64.b64encode(command).decode("ascii"), int(index), int(term)]
+
+
+def _entry_from_doc(doc: list) -> tuple:
+    return base64.b64decode(doc[0]), int(doc[1]), int(doc[2])
+
+
 def _parse_peer(text: str) -> tuple[str, str]:
     raft, sep, grpc_addr = text.partition("=")
     if not sep or not raft or not grpc_addr:
@@ -207,23 +286,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="another member as RAFT=GRPC; repeat per member")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--password", default=os.environ.get("TRIBUTARY_META_PASSWORD"),
-                        help="Raft transport password; required off loopback "
-                             "(env TRIBUTARY_META_PASSWORD)")
+                        help="Raft transport password (env TRIBUTARY_META_PASSWORD); prefer "
+                             "--password-file, which keeps it out of the process list")
+    parser.add_argument("--password-file", default=os.environ.get("TRIBUTARY_META_PASSWORD_FILE"),
+                        help="file holding the Raft transport password (env "
+                             "TRIBUTARY_META_PASSWORD_FILE). One of the two is required unless "
+                             "--insecure-dev")
     cluster_auth.add_argument(parser)
+
+
+def raft_password(args: argparse.Namespace) -> str | None:
+    """The Raft transport password. pysyncobj unpickles every frame that reaches its port; with a
+    password its frames are Fernet tokens (AES + HMAC-SHA256), and a frame whose HMAC does not
+    verify is dropped, with its connection, before anything is unpickled. So a member never runs
+    without one, whatever the address, unless --insecure-dev."""
+    password = args.password
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as handle:
+                password = handle.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"cannot read the Raft password file {args.password_file}: "
+                             f"{exc.strerror}") from None
+    if password:
+        if len(password) < limits.raft_password_chars_min:
+            raise SystemExit(f"the Raft password must be at least "
+                             f"{limits.raft_password_chars_min} characters")
+        return password
+    if getattr(args, "insecure_dev", False):
+        return None
+    raise SystemExit("refusing to start the meta member: no Raft password (--password-file, "
+                     "TRIBUTARY_META_PASSWORD_FILE or TRIBUTARY_META_PASSWORD); without one any "
+                     "process that reaches the Raft port can run code in this member. "
+                     "`tributary up` creates one; --insecure-dev runs without, for local "
+                     "development only")
 
 
 def run(args: argparse.Namespace) -> None:
     peers = [_parse_peer(p) for p in args.peer]
     addresses = [args.raft] + [raft for raft, _ in peers] + (
         [args.raft_bind] if args.raft_bind else [])
-    if not args.password and not all(is_loopback(a) for a in addresses):
-        # pysyncobj unpickles whatever reaches its port; off loopback only a password stops that.
-        raise SystemExit("refusing to start: a meta member binds or talks to a non-loopback "
-                         "address and no --password (TRIBUTARY_META_PASSWORD) is set")
-    token = cluster_auth.load(args.cluster_secret_file)
+    password = raft_password(args)
+    if password is None and not all(is_loopback(a) for a in addresses):
+        # Even --insecure-dev stays on loopback: off it, anyone on the network could run code.
+        raise SystemExit("refusing to start: --insecure-dev with a non-loopback Raft address; "
+                         "set a Raft password (--password-file)")
+    token = cluster_auth.require(args, "meta member")
     raft_to_grpc = {args.raft: args.grpc, **dict(peers)}
     machine = MetaStateMachine(args.raft, [raft for raft, _ in peers], args.data_dir,
-                               args.password or None, args.raft_bind)
+                               password, args.raft_bind)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[

@@ -328,7 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    token = cluster_auth.load(args.cluster_secret_file)
+    token = cluster_auth.require(args, "shard node")
     node_id = _load_node_id(args.data_dir, args.node_id)
     advertise = args.advertise or args.listen
     meta = MetaClient([a for a in args.meta.split(",") if a], token)

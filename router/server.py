@@ -69,7 +69,7 @@ def load_tls(cert_path: str | None, key_path: str | None) -> TlsMaterial | None:
 async def serve(args: argparse.Namespace) -> None:
     # First, so a router exposed without credentials exits before doing anything.
     auth_config = auth.config_from_args(args, [args.http, args.grpc])
-    token = cluster_auth.load(args.cluster_secret_file)
+    token = cluster_auth.require(args, "router")
     meta = MetaClient([a for a in args.meta.split(",") if a], token)
     catalog = CatalogCache(meta)
     while True:

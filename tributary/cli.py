@@ -12,11 +12,13 @@ import sys
 def _admin(args: argparse.Namespace) -> None:
     from consensus.client import MetaClient
     from consensus.state import to_doc
-    from tributary import cluster_auth
+    from tributary import cluster_auth, local_secrets
 
     async def status():
-        client = MetaClient([a for a in args.meta.split(",") if a],
-                            cluster_auth.load(args.cluster_secret_file))
+        found = local_secrets.existing(args.data_dir) if args.data_dir else None
+        token = cluster_auth.load(args.cluster_secret_file
+                                  or (found.cluster_secret_file if found else None))
+        client = MetaClient([a for a in args.meta.split(",") if a], token)
         try:
             leader = await client.leader_status()
             state = await client.get_state(linearizable=True)
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
     s = admin_sub.add_parser("status", help="leader, nodes and catalog")
     s.add_argument("--meta", default="127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112")
-    cluster_auth.add_argument(s)
+    s.add_argument("--data-dir", default=None,
+                   help="a local cluster's data dir (from `tributary up`): its cluster secret")
+    s.add_argument("--cluster-secret-file", default=None,
+                   help="file holding the cluster secret (env "
+                        f"{cluster_auth.ENV_SECRET_FILE} or {cluster_auth.ENV_SECRET})")
     s.set_defaults(func=_admin)
     from tributary import admin_cli
     admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)

@@ -87,7 +87,7 @@ txn_tombstone_ttl_ms = 3600 * 1000
 
 
 def as_dict() -> dict[str, int]:
-    return {k: v for k, v in globals().items() if k.endswith(("_max", "_ms", "_default", "_vectors"))
+    return {k: v for k, v in globals().items() if k.endswith(("_max", "_min", "_ms", "_default", "_vectors"))
             or k.startswith("hnsw_")}
 
 
@@ -112,3 +112,9 @@ def check() -> None:
 
 
 check()
+
+# Internal authentication (tributary/cluster_auth.py): a message's proof is accepted when its
+# clock is this close to the server's; nonces are remembered for that long, at most this many.
+internal_proof_skew_ms = 30_000
+internal_proof_nonces_max = 1_000_000
+raft_password_chars_min = 16

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from tributary import cluster_auth, limits
+from tributary import cluster_auth, limits, local_secrets
 from tributary.netaddr import is_loopback
 
 _PR_SET_PDEATHSIG = 1
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="./tributary-data")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=50051)
-    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--meta", type=int, default=3)
     parser.add_argument("--routers", type=int, default=1)
     parser.add_argument("--host", default="127.0.0.1", help="address every process binds")
@@ -69,12 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", default=None,
                         help="PEM certificate: routers serve https and gRPC over TLS")
     parser.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    parser.add_argument("--insecure-dev", action="store_true",
+                        help="no Raft password and no internal authentication (local "
+                             "development only; warns on every start)")
     parser.add_argument("--api-key", default=os.environ.get("TRIBUTARY_UP_API_KEY"),
                         help="turn authentication on with this admin API key (at least 16 "
                              "characters; routers get only its sha256). Without it auth is "
                              "off, which only a loopback --host allows. Env "
                              "TRIBUTARY_UP_API_KEY")
-    cluster_auth.add_argument(parser)
+    parser.add_argument("--cluster-secret-file", default=None,
+                        help="file holding the cluster secret for internal gRPC (env "
+                             f"{cluster_auth.ENV_SECRET_FILE} or {cluster_auth.ENV_SECRET}); "
+                             "default: <data-dir>/secrets/cluster-secret, created on first start")
 
 
 def plan(args: argparse.Namespace) -> list[Child]:
@@ -85,8 +91,8 @@ def plan(args: argparse.Namespace) -> list[Child]:
     if not 1 <= args.routers <= 16:
         raise SystemExit("--routers must be between 1 and 16")
     auth_args = _router_auth_args(args)
-    internal_args = _cluster_secret_args(args)
     data_dir = os.path.abspath(args.data_dir)
+    internal_args = _internal_auth_args(args, data_dir)
     os.makedirs(os.path.join(data_dir, "logs"), exist_ok=True)
     host, base = args.host, args.internal_port_base
     raft = [f"{host}:{base + i}" for i in range(args.meta)]
@@ -98,19 +104,20 @@ def plan(args: argparse.Namespace) -> list[Child]:
         peers = [f"--peer={raft[j]}={meta_grpc[j]}" for j in range(args.meta) if j != i]
         children.append(Child(f"meta-{i}", exe + [
             "meta", "--raft", raft[i], "--grpc", meta_grpc[i],
-            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers + internal_args,
+            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers + internal_args["meta"],
             os.path.join(data_dir, "logs", f"meta-{i}.log")))
     for i in range(args.nodes):
         children.append(Child(f"node-{i}", exe + [
             "node", "--listen", f"{host}:{base + 100 + i}", "--meta", meta_list,
             "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}"]
-            + internal_args,
+            + internal_args["node"],
             os.path.join(data_dir, "logs", f"node-{i}.log")))
     for i in range(args.routers):
         children.append(Child(f"router-{i}", exe + [
             "router", "--http", f"{host}:{args.http_port + i}",
             "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
-            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args) + internal_args,
+            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args)
+            + internal_args["router"],
             os.path.join(data_dir, "logs", f"router-{i}.log")))
     return children
 
@@ -130,12 +137,25 @@ def _router_auth_args(args: argparse.Namespace) -> list[str]:
     return ["--auth", "on", "--admin-key-sha256", hashlib.sha256(key.encode()).hexdigest()]
 
 
-def _cluster_secret_args(args: argparse.Namespace) -> list[str]:
-    """Checks the internal-auth secret here, so a bad one fails once and clearly rather than in
-    every child. A secret from the environment reaches the children by inheritance."""
+def _internal_auth_args(args: argparse.Namespace, data_dir: str) -> dict[str, list[str]]:
+    """The internal-auth flags per child kind. Secure by default: a cluster secret and a Raft
+    password come from the flags or the environment when given, else from the data dir, where
+    the first start creates them (tributary/local_secrets.py). Only --insecure-dev runs without.
+    A bad secret fails here once, clearly, rather than in every child."""
+    if getattr(args, "insecure_dev", False):
+        if not is_loopback(f"{args.host}:0"):
+            raise SystemExit(f"refusing to start: --insecure-dev with --host {args.host}, which "
+                             "is not loopback")
+        return {kind: ["--insecure-dev"] for kind in ("meta", "node", "router")}
     path = getattr(args, "cluster_secret_file", None)
-    cluster_auth.load(path)
-    return ["--cluster-secret-file", os.path.abspath(path)] if path else []
+    given = cluster_auth.load(path)
+    password_given = any(os.environ.get(v) for v in ("TRIBUTARY_META_PASSWORD",
+                                                     "TRIBUTARY_META_PASSWORD_FILE"))
+    made = None if given and password_given else local_secrets.ensure(data_dir)
+    secret_args = (["--cluster-secret-file", os.path.abspath(path)] if path
+                   else [] if given else ["--cluster-secret-file", made.cluster_secret_file])
+    password_args = [] if password_given else ["--password-file", made.raft_password_file]
+    return {"meta": secret_args + password_args, "node": secret_args, "router": secret_args}
 
 
 def _auth_configured(args: argparse.Namespace) -> bool:
@@ -191,6 +211,9 @@ def run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     data_dir = os.path.abspath(args.data_dir)
+    insecure = getattr(args, "insecure_dev", False)
+    if insecure:
+        print(f"tributary: {cluster_auth.INSECURE_WARNING}", file=sys.stderr, flush=True)
     print(f"tributary: starting {args.meta} meta, {args.nodes} node(s), {args.routers} "
           f"router(s); data in {data_dir}", flush=True)
     for child in children:
@@ -220,8 +243,8 @@ def run(args: argparse.Namespace) -> None:
                                  for i in range(args.routers)],
                         "data_dir": data_dir,
                         "auth": "on" if _auth_configured(args) else "off",
-                        "internal_auth": "on" if cluster_auth.load(
-                            getattr(args, "cluster_secret_file", None)) else "off"}),
+                        "internal_auth": "off" if insecure else "on",
+                        "insecure_dev": insecure}),
                           flush=True)
                     print(f"tributary: ready. REST {scheme}://{args.host}:{args.http_port}/api/v1 "
                           f"gRPC {args.host}:{args.grpc_port}. Ctrl-C stops.", flush=True)

@@ -80,6 +80,30 @@ class Cluster:
     def node_address(self, i: int) -> str:
         return f"127.0.0.1:{self.internal_base + 100 + i}"
 
+    def token(self):
+        """The cluster secret's token, from the data dir where `tributary up` made it (None for
+        an --insecure-dev cluster)."""
+        from tributary import cluster_auth, local_secrets
+
+        found = local_secrets.existing(self.data_dir)
+        return cluster_auth.load(found.cluster_secret_file) if found else None
+
+    def meta_stub(self, channel):
+        """A Meta client on `channel` that signs its messages with this cluster's secret."""
+        from proto import meta_pb2
+        from tributary import cluster_auth
+
+        return cluster_auth.stub(meta_pb2.DESCRIPTOR.services_by_name["Meta"], channel,
+                                 self.token())
+
+    def node_stub(self, channel):
+        """A ShardNode client on `channel` that signs its messages with this cluster's secret."""
+        from proto import node_pb2
+        from tributary import cluster_auth
+
+        return cluster_auth.stub(node_pb2.DESCRIPTOR.services_by_name["ShardNode"], channel,
+                                 self.token())
+
     def start(self, timeout_s: float = 90.0) -> "Cluster":
         os.makedirs(self.data_dir, exist_ok=True)
         # Only this run's output counts: a restart appends to the same file.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cluster import Cluster, child_pid, wait_for
-from proto import meta_pb2, meta_pb2_grpc, node_pb2, node_pb2_grpc
+from proto import meta_pb2, node_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def meta_status(cluster: Cluster, i: int) -> meta_pb2.MetaStatusResponse | None:
     try:
         with grpc.insecure_channel(cluster.meta_grpc(i)) as channel:
-            return meta_pb2_grpc.MetaStub(channel).Status(meta_pb2.MetaStatusRequest(), timeout=1)
+            return cluster.meta_stub(channel).Status(meta_pb2.MetaStatusRequest(), timeout=1)
     except grpc.RpcError:
         return None
 
@@ -113,7 +113,7 @@ def test_node_refuses_a_stale_placement_epoch(cluster):
     import time
 
     async def move_shard():
-        meta = MetaClient([cluster.meta_grpc(i) for i in range(cluster.meta)])
+        meta = MetaClient([cluster.meta_grpc(i) for i in range(cluster.meta)], cluster.token())
         try:
             state = await meta.get_state(linearizable=True)
             record = state.dataset_by_name("default", "fenced")
@@ -128,7 +128,7 @@ def test_node_refuses_a_stale_placement_epoch(cluster):
     record, address, new_epoch, _ = asyncio.run(move_shard())
     assert new_epoch == record.epoch + 1
     with grpc.insecure_channel(address) as channel:
-        stub = node_pb2_grpc.ShardNodeStub(channel)
+        stub = cluster.node_stub(channel)
         stale = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0, epoch=record.epoch)
 
         def stale_refused():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from cluster import Cluster, wait_for
-from proto import node_pb2, node_pb2_grpc
+from proto import node_pb2
 from router.routing import shard_of
 from tributary import faults
 
@@ -86,7 +86,7 @@ def node_statuses(c: Cluster) -> list[node_pb2.NodeStatusResponse]:
     statuses = []
     for i in range(c.nodes):
         with grpc.insecure_channel(c.node_address(i)) as channel:
-            statuses.append(node_pb2_grpc.ShardNodeStub(channel).Status(
+            statuses.append(c.node_stub(channel).Status(
                 node_pb2.NodeStatusRequest(), timeout=5))
     return statuses
 
