@@ -4,10 +4,12 @@ through tributary.errors, with the same message REST puts in its body."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 
 import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import generate_latest
 
 from proto import deeplake_service_pb2 as pb
@@ -40,6 +42,103 @@ async def _within_deadline(context, call):
     except TimeoutError:
         raise errors.DeadlineExceeded("the request's deadline passed before it completed") \
             from None
+
+
+# A request that failed to decode, and why: set by the wrapped deserializer, read by the wrapped
+# behaviour. grpc.aio deserializes a request in the task that then runs the handler (for a
+# client stream, as the handler reads the stream), so a context variable carries it from one to
+# the other and never to another RPC.
+_UNDECODABLE: contextvars.ContextVar[tuple[object, str] | None] = contextvars.ContextVar(
+    "undecodable_request", default=None)
+
+
+def _tolerant(deserializer):
+    """The deserializer, except that bytes which do not decode give an empty message of the type
+    (remembered in _UNDECODABLE) instead of an exception, which grpc.aio would answer UNKNOWN
+    with a server traceback. protobuf raises DecodeError for a truncated message, bad UTF-8 in
+    a string, a packed field whose length is not a multiple of its element size, a wrong wire
+    type and garbage; anything else a deserializer raises is treated the same way."""
+    message_type = getattr(deserializer, "__self__", None)
+
+    def deserialize(raw: bytes):
+        try:
+            return deserializer(raw)
+        except (DecodeError, ValueError, TypeError, RuntimeError) as exc:
+            empty = message_type() if isinstance(message_type, type) else object()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            _UNDECODABLE.set((empty, f"malformed request message: {reason}"))
+            return empty
+    return deserialize
+
+
+def _undecodable_reason(request) -> str | None:
+    marked = _UNDECODABLE.get()
+    if marked is not None and marked[0] is request:
+        return marked[1]
+    return None
+
+
+class ProtocolErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Answers INVALID_ARGUMENT, with a one-line reason, to a request message that does not
+    decode, for every RPC of the server (unary or streaming, any service). Placed after the
+    authentication interceptor, so a caller without credentials still gets UNAUTHENTICATED
+    first; the authentication edge sees an empty message in place of the undecodable one."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = handler_call_details.method
+
+        async def refuse(context, reason: str):
+            REQUESTS.labels("grpc", method, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+        async def checked_stream(request_iterator, context):
+            async for request in request_iterator:
+                reason = _undecodable_reason(request)
+                if reason is not None:
+                    await refuse(context, reason)
+                yield request
+
+        codec = dict(request_deserializer=_tolerant(handler.request_deserializer),
+                     response_serializer=handler.response_serializer)
+        if handler.unary_unary is not None:
+            async def unary_unary(request, context):
+                reason = _undecodable_reason(request)
+                if reason is not None:
+                    await refuse(context, reason)
+                return await handler.unary_unary(request, context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+        if handler.unary_stream is not None:
+            async def unary_stream(request, context):
+                reason = _undecodable_reason(request)
+                if reason is not None:
+                    await refuse(context, reason)
+                async for response in _responses(handler.unary_stream(request, context)):
+                    yield response
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
+        if handler.stream_unary is not None:
+            async def stream_unary(request_iterator, context):
+                return await handler.stream_unary(checked_stream(request_iterator, context),
+                                                  context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+
+        async def stream_stream(request_iterator, context):
+            async for response in _responses(
+                    handler.stream_stream(checked_stream(request_iterator, context), context)):
+                yield response
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
+
+
+async def _responses(result):
+    """A streaming behaviour's responses, whether it is an async generator or a coroutine that
+    writes them with context.write and returns None."""
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
 
 
 def _rpc(core_method_name: str, idempotent_writes: bool = False):

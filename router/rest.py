@@ -91,6 +91,14 @@ def _idempotency_key(request: web.Request) -> str:
     return request.headers.get("Idempotency-Key", "")
 
 
+# nginx's status for a request whose client closed the connection before the answer.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _too_large(message: str) -> web.Response:
+    return web.json_response(errors.PayloadTooLarge(message).to_json(), status=413)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     started = time.perf_counter()
@@ -98,6 +106,15 @@ async def error_middleware(request: web.Request, handler):
         else "unmatched"
     status = 500
     try:
+        if request.content_length is not None and \
+                request.content_length > limits.request_bytes_max:
+            # Refused on the declared length, before any of the body is read; the connection
+            # is closed after the answer instead of draining the body the client announced.
+            status = 413
+            response = _too_large(f"the declared Content-Length {request.content_length} is "
+                                  f"larger than request_bytes_max={limits.request_bytes_max}")
+            response.force_close()
+            return response
         response = await handler(request)
         status = response.status
         return response
@@ -106,16 +123,23 @@ async def error_middleware(request: web.Request, handler):
         return web.json_response(exc.to_json(), status=exc.http_status)
     except web.HTTPRequestEntityTooLarge:
         status = 413
-        err = errors.PayloadTooLarge(f"request body is larger than {limits.request_bytes_max} "
-                                     "bytes")
-        return web.json_response(err.to_json(), status=413)
+        return _too_large(f"request body is larger than {limits.request_bytes_max} bytes")
+    except ConnectionResetError:
+        # The client went away mid-body (aiohttp: "Connection lost"). Nobody hears an answer;
+        # it is counted as 499 (client closed request), not as a server error.
+        status = CLIENT_CLOSED_REQUEST
+        log.info("client closed the connection during %s %s", request.method, request.path)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status >= 400:
             kind = {404: errors.NotFound, 405: errors.InvalidArgument}.get(exc.status,
                                                                           errors.InvalidArgument)
             body = kind(f"{request.method} {request.path}: {exc.reason}").to_json()
-            return web.json_response(body, status=exc.status)
+            # Keeps aiohttp's own headers, such as the Allow of a 405 (RFC 9110 15.5.6).
+            headers = {k: v for k, v in exc.headers.items()
+                       if k.lower() not in ("content-type", "content-length")}
+            return web.json_response(body, status=exc.status, headers=headers)
         raise
     except Exception as exc:  # noqa: BLE001 - one place turns surprises into a 500 body
         log.exception("unhandled error on %s %s", request.method, request.path)

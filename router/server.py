@@ -18,7 +18,7 @@ from consensus.client import CatalogCache, MetaClient
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
 from router import admin, auth, quotas
-from router.grpc_api import add_services
+from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
 from tributary import cluster_auth, errors, limits
@@ -90,7 +90,10 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("authentication %s", "on" if authenticator.enabled else
              "off (loopback only, no credentials configured)")
 
-    grpc_server = grpc.aio.server(interceptors=[auth.AuthInterceptor(authenticator)], options=[
+    # Authentication first, so a caller without credentials hears UNAUTHENTICATED even when its
+    # request does not decode; then undecodable requests are INVALID_ARGUMENT.
+    grpc_server = grpc.aio.server(interceptors=[auth.AuthInterceptor(authenticator),
+                                                ProtocolErrorInterceptor()], options=[
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     add_services(grpc_server, guarded)
