@@ -74,7 +74,7 @@ class ShardHost:
                 if replica is None:
                     replica = await asyncio.to_thread(
                         ShardReplica, self.shard_path(ref.dataset_uuid, ref.shard),
-                        record.dimensions, record.metric_type)
+                        record.dimensions, record.metric_type, record.index_type or "hnsw")
                     self.replicas[key] = replica
         return record, replica
 
@@ -91,7 +91,7 @@ class ShardHost:
             if key not in self.replicas:
                 self.replicas[key] = await asyncio.to_thread(
                     ShardReplica, self.shard_path(dataset_uuid, shard), record.dimensions,
-                    record.metric_type)
+                    record.metric_type, record.index_type or "hnsw")
         return self.replicas[key]
 
     async def reopen_from_disk(self) -> None:
@@ -110,7 +110,8 @@ class ShardHost:
                     continue
                 if shard < record.shard_count and record.placement[shard] == self.node_id:
                     replica = await asyncio.to_thread(ShardReplica, path, record.dimensions,
-                                                      record.metric_type)
+                                                      record.metric_type,
+                                                      record.index_type or "hnsw")
                     self.replicas[(dataset_uuid, shard)] = replica
                     log.info("reopened replica %s/%d with %d vectors", dataset_uuid, shard,
                              replica.count())
@@ -221,14 +222,14 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         where = _compiled_filter(request)
         outcome = None
         if where is None and not (request.include_content or request.include_metadata
-                                  or request.include_values):
+                                  or request.include_values or request.exact):
             # A plain search is answered right here when it needs no waiting (see search_now).
             outcome = replica.search_now(query, request.top_k, request.ef_search)
         if outcome is None:
             outcome = await asyncio.to_thread(
                 replica.search, np.asarray(query), request.top_k, request.ef_search,
                 request.include_content, request.include_metadata, request.include_values,
-                where)
+                where, request.exact)
         return _search_response(outcome, record.dimensions)
 
     @_guarded

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -371,16 +372,18 @@ class GetVectorResponse(_message.Message):
     def __init__(self, vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class UpdateVectorRequest(_message.Message):
-    __slots__ = ("dataset_id", "vector_id", "vector", "tenant_id")
+    __slots__ = ("dataset_id", "vector_id", "vector", "tenant_id", "update_mask")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     vector_id: str
     vector: Vector
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., vector_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, dataset_id: _Optional[str] = ..., vector_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., tenant_id: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class UpdateVectorResponse(_message.Message):
     __slots__ = ("vector", "message")
@@ -507,16 +510,18 @@ class ListVectorsResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("dataset_id", "query_vector", "options", "tenant_id")
+    __slots__ = ("dataset_id", "query_vector", "options", "tenant_id", "exact")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     options: SearchOptions
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    exact: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class SearchVectorsResponse(_message.Message):
     __slots__ = ("results", "total_found", "has_more", "query_time_ms", "stats")
@@ -561,7 +566,7 @@ class SearchByTextResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., total_found: _Optional[int] = ..., has_more: _Optional[bool] = ..., query_time_ms: _Optional[float] = ..., embedding_time_ms: _Optional[float] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ...) -> None: ...
 
 class HybridSearchRequest(_message.Message):
-    __slots__ = ("dataset_id", "query_vector", "query_text", "options", "alpha", "fusion", "tenant_id")
+    __slots__ = ("dataset_id", "query_vector", "query_text", "options", "alpha", "fusion", "tenant_id", "rrf_k")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -569,6 +574,7 @@ class HybridSearchRequest(_message.Message):
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     FUSION_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     query_text: str
@@ -576,7 +582,8 @@ class HybridSearchRequest(_message.Message):
     alpha: float
     fusion: str
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    rrf_k: int
+    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ..., tenant_id: _Optional[str] = ..., rrf_k: _Optional[int] = ...) -> None: ...
 
 class HybridSearchResponse(_message.Message):
     __slots__ = ("results", "total_found", "has_more", "query_time_ms", "stats")

@@ -30,18 +30,20 @@ class ShardRef(_message.Message):
     def __init__(self, dataset_uuid: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("shard", "upserts", "delete_ids", "existing", "upsert_values")
+    __slots__ = ("shard", "upserts", "delete_ids", "existing", "upsert_values", "update_paths")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
     EXISTING_FIELD_NUMBER: _ClassVar[int]
     UPSERT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_PATHS_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
     existing: ExistingPolicy
     upsert_values: bytes
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., upsert_values: _Optional[bytes] = ...) -> None: ...
+    update_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., upsert_values: _Optional[bytes] = ..., update_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
@@ -74,7 +76,7 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
-    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values")
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values", "exact")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,7 @@ class ShardSearchRequest(_message.Message):
     FILTER_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     QUERY_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -102,7 +105,8 @@ class ShardSearchRequest(_message.Message):
     filter_expression: str
     filters: _containers.ScalarMap[str, str]
     query_values: bytes
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ...) -> None: ...
+    exact: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class ShardTextSearchRequest(_message.Message):
     __slots__ = ("shard", "query_text", "top_k", "include_content", "include_metadata", "filter_expression", "filters")

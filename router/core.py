@@ -762,7 +762,7 @@ class RouterCore:
             query_values=validation.pack_values(query), top_k=shard_k,
             ef_search=options.ef_search, include_content=options.include_content,
             include_metadata=options.include_metadata, filter_expression=options.filter,
-            filters=dict(options.filters)))
+            filters=dict(options.filters), exact=request.exact))
 
     async def _search_shard(self, record: DatasetRecord, shard: int, plan: "_SearchPlan"
                             ) -> node_pb2.ShardSearchResponse:

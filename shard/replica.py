@@ -77,11 +77,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+INDEX_TYPES = ("hnsw", "flat")
+
+
 class ShardReplica:
-    def __init__(self, path: str, dimensions: int, metric: str):
+    def __init__(self, path: str, dimensions: int, metric: str, index_type: str = "hnsw"):
+        """Opens (or creates) the replica at `path`. `index_type` "hnsw" serves searches from
+        an hnswlib graph; "flat" builds no graph at all and answers every search by an exact
+        scan of an in-memory float32 matrix. Raises InvalidArgument for another index type."""
+        if index_type not in INDEX_TYPES:
+            raise InvalidArgument(f"index_type must be one of {', '.join(INDEX_TYPES)}")
         self.path = path
         self.dimensions = dimensions
         self.metric = metric
+        self.index_type = index_type
         self._lock = threading.RLock()
         self._index_lock = ReadWriteLock()
         # Rows committed to the store but not yet in the graph: FIFO chunks of (labels, vectors),
@@ -104,7 +113,15 @@ class ShardReplica:
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
-        self._index = self._open_index()
+        # The rows' vectors as one contiguous matrix in row order, for exact scans: always kept
+        # for a flat replica, built on the first exact search of an HNSW one (see _exact_matrix).
+        self._matrix: _VectorMatrix | None = None
+        if index_type == "flat":
+            self._index = None
+            self.index_repairs = {"rebuilt": 0, "added": 0, "marked_deleted": 0}
+            self._matrix = self._matrix_from_store()
+        else:
+            self._index = self._open_index()
         self._saved_at = time.monotonic()
         self._labels_at_save = self._next_label
         if self._to_enqueue:
@@ -116,9 +133,11 @@ class ShardReplica:
         self._index_generation = 0
         for vid in self._soft_deleted:
             self._hide_label(self._label_of[vid])
-        self._indexer = threading.Thread(target=self._index_loop, daemon=True,
-                                         name=f"indexer-{os.path.basename(path)}")
-        self._indexer.start()
+        self._indexer = None
+        if self._index is not None:
+            self._indexer = threading.Thread(target=self._index_loop, daemon=True,
+                                             name=f"indexer-{os.path.basename(path)}")
+            self._indexer.start()
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -229,7 +248,10 @@ class ShardReplica:
             return None
 
     def save_index(self) -> None:
-        """Persists the index with the store version it covers (used by the next open)."""
+        """Persists the index with the store version it covers (used by the next open). A flat
+        replica has no index to persist: its matrix is read from the store on open."""
+        if self._index is None:
+            return
         with self._lock, self._index_lock.write():
             tmp = self._index_path + ".tmp"
             self._index.save_index(tmp)
@@ -249,6 +271,8 @@ class ShardReplica:
 
     def maybe_save(self, every_s: float, every_vectors: int) -> bool:
         """Saves the index if enough time or enough new vectors passed since the last save."""
+        if self._index is None:
+            return False
         with self._lock:
             due = (self._next_label - self._labels_at_save >= every_vectors or
                    (self._next_label != self._labels_at_save and
@@ -266,7 +290,8 @@ class ShardReplica:
             self._closing = True
             self._close_deadline = time.monotonic() + _CLOSE_DRAIN_S
             self._pending_changed.notify_all()
-        self._indexer.join(timeout=60)
+        if self._indexer is not None:
+            self._indexer.join(timeout=60)
         with self._lock:
             try:
                 self.save_index()
@@ -329,8 +354,11 @@ class ShardReplica:
     def search(self, query: np.ndarray, top_k: int, ef_search: int = 0,
                include_content: bool = False, include_metadata: bool = False,
                include_values: bool = False,
-               where: flt.CompiledFilter | None = None) -> SearchOutcome:
+               where: flt.CompiledFilter | None = None, exact: bool = False) -> SearchOutcome:
         """Top-k by score (higher is better). `query` must already be validated/normalized.
+
+        A flat replica, or any replica asked for `exact`, scans every (matching) row by brute
+        force: the answer is the true top-k (recall 1.0), and ef_search plays no part.
 
         With `where`, only matching rows are returned. Strategy: estimate the selectivity on a
         sample; when few rows match (at most filter_exact_rows_max) scan them exactly, which
@@ -338,6 +366,9 @@ class ShardReplica:
         pass, post-filter them with a vectorized mask, and widen the search until top_k pass or
         every row was considered."""
         started = time.perf_counter()
+        if exact or self._index is None:
+            return self._exact_search(query, top_k, where, started, include_values,
+                                      include_content, include_metadata)
         if where is None:
             # The graph search runs outside _lock (index read lock only), so searches of one
             # replica run in parallel; only the id mapping and row reads take _lock.
@@ -381,6 +412,8 @@ class ShardReplica:
         _NOW_EF_MAX. The caller then runs search() on a worker thread. Handing a ~0.3 ms graph
         search to a thread cost about as much again as the search itself."""
         started = time.perf_counter()
+        if self._index is None:
+            return None     # a flat scan is CPU work: it belongs on a worker thread
         if max(ef_search, top_k) > _NOW_EF_MAX or not self._lock.acquire(blocking=False):
             return None
         try:
@@ -407,6 +440,50 @@ class ShardReplica:
             return self._outcome(found, started, live, 0, "hnsw", False, False, False)
         finally:
             self._lock.release()
+
+    def _exact_search(self, query: np.ndarray, top_k: int, where: flt.CompiledFilter | None,
+                      started: float, include_values: bool, include_content: bool,
+                      include_metadata: bool) -> SearchOutcome:
+        """Brute force over every active row that passes `where` (filter first, then score).
+        The scan runs outside _lock on a snapshot of the matrix (appends write past it, deletes
+        copy it), so searches scan in parallel and writes go on; a row deleted during the scan
+        is dropped when the hits are resolved."""
+        with self._lock:
+            live = len(self._ids)
+            if live == 0:
+                return SearchOutcome([], 0, 0, 0.0)
+            values, labels, sqnorms = self._exact_matrix().snapshot()
+            rows = None
+            if where is not None:
+                rows = np.flatnonzero(where.mask(self._filter_view()))
+            hidden = np.fromiter((self._row_of[vid] for vid in self._soft_deleted),
+                                 dtype=np.int64, count=len(self._soft_deleted))
+        if len(hidden):
+            rows = np.setdiff1d(np.arange(live) if rows is None else rows, hidden,
+                                assume_unique=True)
+        scanned = live if rows is None else len(rows)
+        # Twice top_k: rows deleted while the scan ran drop out in _resolve.
+        cand_labels, raw = _exact_top(values, sqnorms, labels, query, rows,
+                                      min(2 * top_k, scanned), self.metric)
+        with self._lock:
+            found = self._resolve(cand_labels, raw, top_k)
+            return self._outcome(found, started, scanned, live - len(hidden) - scanned,
+                                 "flat" if self._index is None else "exact", include_values,
+                                 include_content, include_metadata)
+
+    def _exact_matrix(self) -> "_VectorMatrix":
+        """The in-memory matrix (caller holds _lock). An HNSW replica builds it from the store
+        on its first exact search and keeps it in step with writes from then on: the memory of
+        a second copy of the vectors is paid only by datasets that ask for exact answers."""
+        if self._matrix is None:
+            self._matrix = self._matrix_from_store()
+        return self._matrix
+
+    def _matrix_from_store(self) -> "_VectorMatrix":
+        count = len(self._ids)
+        values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
+            count, self.dimensions) if count else np.zeros((0, self.dimensions), np.float32))
+        return _VectorMatrix(values, np.asarray(self._labels, dtype=np.int64))
 
     def _outcome(self, found: list[tuple[str, float, float]], started: float, scanned: int,
                  filtered_out: int, strategy: str, include_values: bool, include_content: bool,
@@ -696,7 +773,7 @@ class ShardReplica:
                     self._deleted_pending.add(label)
                 else:
                     graph_deletes.append(label)
-            if graph_deletes:
+            if graph_deletes and self._index is not None:
                 with self._index_lock.write():
                     for label in graph_deletes:
                         self._index.mark_deleted(label)
@@ -707,6 +784,9 @@ class ShardReplica:
                 self._labels = [lb for row, lb in enumerate(self._labels) if row not in gone_set]
             if self._filter_columns is not None:
                 self._filter_columns.apply(sorted(gone_rows), new_columns)
+            if self._matrix is not None:
+                self._matrix.apply(sorted(gone_rows), labels,
+                                   new_columns["values"] if to_append else None)
             self._small.apply(sorted(gone_rows), gone_labels, new_columns, labels)
             if gone_rows:
                 # Deletes shift every later row: renumber (O(rows), as Deep Lake's delete is).
@@ -723,7 +803,7 @@ class ShardReplica:
             self._labels.extend(labels)
             self._label_of.update(zip(appended_ids, labels))
             self._id_of_label.update(zip(labels, appended_ids))
-            if to_append:
+            if to_append and self._index is not None:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
 
@@ -772,6 +852,8 @@ class ShardReplica:
             return len(targets), len(set(ids)) - len(targets)
 
     def _hide_label(self, label: int) -> None:
+        if self._index is None:
+            return      # flat: the exact scan skips soft-deleted rows itself
         if self._pending_vectors.pop(label, None) is not None:
             self._deleted_pending.add(label)
             return
@@ -782,6 +864,8 @@ class ShardReplica:
                 pass    # already marked (e.g. in a saved index)
 
     def _unhide_label(self, label: int, row: int) -> None:
+        if self._index is None:
+            return
         if label in self._deleted_pending:
             # Still in a pending chunk: make it visible to the exact scan again.
             self._deleted_pending.discard(label)
@@ -799,6 +883,10 @@ class ShardReplica:
             purged = len(self._soft_deleted)
             if self._soft_deleted:
                 self.write([], sorted(self._soft_deleted), ExistingPolicy.ERROR)
+            if self._index is None:
+                # Flat: purging the rows (and their matrix rows) is the whole compaction.
+                return {"purged": purged, "indexed": len(self._ids), "late_rows": 0,
+                        "seconds": round(time.perf_counter() - started, 3)}
             snapshot = np.asarray(self._labels, dtype=np.int64)
             values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
                 len(snapshot), self.dimensions) if len(snapshot) else
@@ -920,6 +1008,77 @@ class ShardReplica:
             self._ds = deeplake.open(self._store_url)
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
+        if self._matrix is not None:
+            self._matrix = self._matrix_from_store()
+
+
+def _exact_top(values: np.ndarray, sqnorms: np.ndarray, labels: np.ndarray, query: np.ndarray,
+               rows: np.ndarray | None, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of `values` (only `rows` of it, when given) for `query`, as (labels,
+    hnswlib-style raw distances) best first: 1 - inner product for ip and cosine, squared L2
+    (by the expansion |x|^2 - 2 x.q + |q|^2, one BLAS matrix-vector product) for l2."""
+    if k <= 0 or len(values) == 0 or (rows is not None and len(rows) == 0):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    if rows is not None and len(rows) * 2 < len(values):
+        values, sqnorms, labels, rows = values[rows], sqnorms[rows], labels[rows], None
+    products = values @ query
+    if metric == "l2":
+        raw = np.maximum(sqnorms - 2.0 * products + float(query @ query), 0.0)
+    else:
+        raw = 1.0 - products
+    if rows is not None:
+        raw, labels = raw[rows], labels[rows]
+    k = min(k, len(raw))
+    best = np.argpartition(raw, k - 1)[:k] if k < len(raw) else np.arange(len(raw))
+    best = best[np.lexsort((labels[best], raw[best]))]
+    return labels[best], raw[best]
+
+
+class _VectorMatrix:
+    """The replica's vectors, row for row with the store, as one contiguous float32 matrix
+    (with labels and squared norms). Appends fill spare capacity in place, past every snapshot
+    taken before; deletes build new arrays. So a snapshot (views of the first n rows) stays
+    valid and unchanged while it is scanned outside the replica's lock. Mutated under _lock."""
+
+    def __init__(self, values: np.ndarray, labels: np.ndarray):
+        self._values = np.ascontiguousarray(values, dtype=np.float32)
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self._sqnorms = np.einsum("ij,ij->i", self._values, self._values)
+        self._count = len(self._labels)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self._count
+        return self._values[:n], self._labels[:n], self._sqnorms[:n]
+
+    def apply(self, deleted_rows: list[int], labels: list[int], values: np.ndarray | None
+              ) -> None:
+        """Removes `deleted_rows` (row numbers before the write), then appends `values`."""
+        if deleted_rows:
+            keep = np.ones(self._count, dtype=bool)
+            keep[deleted_rows] = False
+            self._values = self._values[:self._count][keep]
+            self._labels = self._labels[:self._count][keep]
+            self._sqnorms = self._sqnorms[:self._count][keep]
+            self._count = len(self._labels)
+        if values is None or not len(values):
+            return
+        added = len(values)
+        needed = self._count + added
+        if needed > len(self._labels):
+            capacity = max(needed, 2 * len(self._labels), 1024)
+            grown = np.empty((capacity, values.shape[1]), dtype=np.float32)
+            grown[:self._count] = self._values[:self._count]
+            self._values = grown
+            self._labels = np.concatenate([self._labels[:self._count],
+                                           np.empty(capacity - self._count, np.int64)])
+            self._sqnorms = np.concatenate([self._sqnorms[:self._count],
+                                            np.empty(capacity - self._count, np.float32)])
+        block = np.asarray(values, dtype=np.float32)
+        self._values[self._count:needed] = block
+        self._labels[self._count:needed] = labels
+        self._sqnorms[self._count:needed] = np.einsum("ij,ij->i", block, block)
+        self._count = needed
 
 
 def _lower_thread_priority(nice: int) -> None:
