@@ -1,7 +1,11 @@
 """`tributary chaos run`: one seeded chaos run against a fully proxied local cluster.
 
+    tributary chaos run --scenario NAME [--seed 7] [--duration 60] [--workload kv ...]
     tributary chaos run --seed 7 --duration 60 [--nemesis partition:node --nemesis kill ...]
                         [--workload kv --workload batch ...] [--data-dir D]
+
+A scenario (`tributary chaos list`, chaos/scenarios.py) names a mix of nemeses and a default
+duration; without --scenario, the nemeses are those given by --nemesis (default: all).
 
 1. prints the seed and the schedule (a pure function of seed, duration, nemeses and topology:
    the same command replays the same faults at the same offsets);
@@ -32,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from chaos import scenarios
 from chaos.harness import ProxiedCluster
 from chaos.history import OK, UNKNOWN, HistoryRecorder, Op, dump_history
 from chaos.nemesis import (NemesisRunner, NemesisSpec, ScheduleConfig, make_schedule,
@@ -42,12 +47,13 @@ from chaos.workload import WORKLOADS, Http, Workloads, final_reads, probe_recove
 
 DEFAULT_DATA_DIR = os.path.join("tributary-data", "chaos")
 DEFAULT_RECOVERY_BOUND_S = 30.0
+DEFAULT_DURATION_S = scenarios.DEFAULT_DURATION_S
 
 
 @dataclass
 class RunConfig:
     seed: int
-    duration_s: float = 60.0
+    duration_s: float = DEFAULT_DURATION_S
     nemeses: list[NemesisSpec] = field(default_factory=lambda: parse_specs(None))
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     data_dir: str = DEFAULT_DATA_DIR
@@ -59,6 +65,7 @@ class RunConfig:
     keep: bool = False
     schedule_config: ScheduleConfig = field(default_factory=ScheduleConfig)
     env: dict[str, str] = field(default_factory=dict)
+    scenario: str | None = None     # the registry name the nemeses came from, if any
 
 
 @dataclass
@@ -95,7 +102,7 @@ def _counts_line(history: list[Op]) -> str:
 def save_artifacts(result: RunResult, directory: str) -> str:
     os.makedirs(directory, exist_ok=True)
     cfg = result.config
-    meta = {"seed": cfg.seed, "duration_s": cfg.duration_s,
+    meta = {"seed": cfg.seed, "duration_s": cfg.duration_s, "scenario": cfg.scenario,
             "nemeses": [str(s) for s in cfg.nemeses], "workloads": cfg.workloads}
     dump_history(result.history, os.path.join(directory, "history.json"), meta=meta)
     doc = schedule_doc(cfg.seed, cfg.duration_s, cfg.nemeses, cfg.topology, result.schedule,
@@ -113,17 +120,28 @@ def save_artifacts(result: RunResult, directory: str) -> str:
     return directory
 
 
+def replay_command(cfg: RunConfig) -> str:
+    """The command line that replays the run's schedule (by scenario name when it has one)."""
+    words = ["tributary chaos run"]
+    if cfg.scenario:
+        words.append(f"--scenario {cfg.scenario}")
+    words += [f"--seed {cfg.seed}", f"--duration {cfg.duration_s:g}"]
+    if not cfg.scenario:
+        words += [f"--nemesis {s}" for s in cfg.nemeses]
+    words += [f"--workload {w}" for w in cfg.workloads]
+    return " ".join(words)
+
+
 def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResult:
     """One whole run; never raises for cluster trouble (that becomes `result.error`)."""
     cfg = config
     schedule = make_schedule(cfg.seed, cfg.duration_s, cfg.nemeses, cfg.topology,
                              cfg.schedule_config)
     result = RunResult(cfg, schedule)
-    out(f"chaos run: seed {cfg.seed}, duration {cfg.duration_s:g}s, nemeses "
-        f"{' '.join(map(str, cfg.nemeses))}, workloads {' '.join(cfg.workloads)}")
-    out(f"replay with: tributary chaos run --seed {cfg.seed} --duration {cfg.duration_s:g} "
-        + " ".join(f"--nemesis {s}" for s in cfg.nemeses) + " "
-        + " ".join(f"--workload {w}" for w in cfg.workloads))
+    out(f"chaos run: seed {cfg.seed}, duration {cfg.duration_s:g}s, "
+        + (f"scenario {cfg.scenario}, " if cfg.scenario else "")
+        + f"nemeses {' '.join(map(str, cfg.nemeses))}, workloads {' '.join(cfg.workloads)}")
+    out(f"replay with: {replay_command(cfg)}")
     out(f"schedule ({len(schedule)} events):")
     for event in schedule:
         out("  " + event.describe())
@@ -221,9 +239,13 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="schedule seed (default: random, printed)")
-    parser.add_argument("--duration", type=float, default=60.0,
-                        help="seconds of workload under faults (default %(default)s)")
-    parser.add_argument("--nemesis", action="append", default=None, metavar="NAME[:SCOPE]",
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds of workload under faults (default: the scenario's, or "
+                             f"{DEFAULT_DURATION_S:g})")
+    faults = parser.add_mutually_exclusive_group()
+    faults.add_argument("--scenario", default=None, metavar="NAME",
+                        help="a named fault mix (list them with `tributary chaos list`)")
+    faults.add_argument("--nemesis", action="append", default=None, metavar="NAME[:SCOPE]",
                         help="a nemesis to use; repeat or comma-separate (default: all). Names: "
                              "latency, bandwidth, timeout, reset-peer (scope: a link kind "
                              "client-router, router-node, router-meta, node-meta, meta-meta), "
@@ -240,15 +262,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the run's directory and artifacts even when it passes")
 
 
-def run(args: argparse.Namespace) -> None:
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run that the command line asks for; raises ValueError for an unknown scenario or
+    nemesis (before anything starts)."""
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
-    try:
+    duration_s = args.duration
+    if args.scenario is not None:
+        scenario = scenarios.get(args.scenario)
+        specs = scenario.specs()
+        if duration_s is None:
+            duration_s = scenario.duration_s
+    else:
         specs = parse_specs(args.nemesis)
+    if duration_s is None:
+        duration_s = DEFAULT_DURATION_S
+    if duration_s <= 0:
+        raise ValueError(f"--duration must be positive, not {duration_s:g}")
+    return RunConfig(seed=seed, duration_s=duration_s, nemeses=specs,
+                     workloads=args.workload or list(WORKLOADS), data_dir=args.data_dir,
+                     recovery_bound_s=args.recovery_bound, keep=args.keep,
+                     scenario=args.scenario)
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        config = config_from_args(args)
     except ValueError as exc:
         raise SystemExit(f"tributary chaos run: {exc}") from None
-    config = RunConfig(seed=seed, duration_s=args.duration, nemeses=specs,
-                       workloads=args.workload or list(WORKLOADS), data_dir=args.data_dir,
-                       recovery_bound_s=args.recovery_bound, keep=args.keep)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -262,4 +302,5 @@ def run(args: argparse.Namespace) -> None:
     sys.exit(result.exit_code)
 
 
-__all__ = ["RunConfig", "RunResult", "run_chaos", "save_artifacts", "add_arguments", "run"]
+__all__ = ["RunConfig", "RunResult", "run_chaos", "replay_command", "config_from_args",
+           "save_artifacts", "add_arguments", "run"]

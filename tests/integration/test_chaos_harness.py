@@ -1,14 +1,15 @@
 """The chaos harness against a real cluster whose every link runs through its own proxy.
 
-`make test` runs ONE short seeded run (a node partition, router->node latency spikes and kill -9
-of a node, with the kv, batch and catalog workloads) and requires every checker to pass and the
-service to recover within the bound. The same recorded history, doctored (a lost write, a partial
-batch, a partial read, a catalog anomaly), must then FAIL the same verdict code: the checkers are
-not vacuous.
+`make test` runs ONE short seeded run of the `node-faults` scenario (a node partition,
+router->node latency spikes and kill -9 of a node, with the kv, batch and catalog workloads) and
+requires every checker to pass and the service to recover within the bound. The same recorded
+history, doctored (a lost write, a partial batch, a partial read, a catalog anomaly), must then
+FAIL the same verdict code: the checkers are not vacuous. It also runs one short scenario by name
+through the command line (`tributary chaos run --scenario NAME`), as an operator would.
 
-The longer matrix (one nemesis at a time, then everything at once, several seeds, and the CLI's
-failure path) runs only with TRIBUTARY_CHAOS_FULL=1 (`make chaos`). TRIBUTARY_CHAOS_DURATION
-sets its run length (default 60 s).
+The matrix (every scenario of chaos/scenarios.py at each of its seeds, and the CLI's failure
+path) runs only with TRIBUTARY_CHAOS_FULL=1 (`make chaos`). TRIBUTARY_CHAOS_DURATION sets its
+run length (default: each scenario's own).
 """
 
 from __future__ import annotations
@@ -25,25 +26,33 @@ import pytest
 from chaos.history import OK, UNKNOWN, Op, load_history
 from chaos.nemesis import make_schedule, parse_specs
 from chaos.run import RunConfig, run_chaos, save_artifacts
+from chaos.scenarios import SCENARIOS, get as get_scenario
 from chaos.topology import Topology
 from chaos.verdict import FAILED, PASS, evaluate
 
 pytestmark = pytest.mark.integration
 
+# make test's run: the node-faults scenario, shortened.
+SHORT = get_scenario("node-faults")
 SEED = 1
 DURATION_S = 25.0
-NEMESES = ["partition:node", "latency:router-node", "kill:node"]
 RECOVERY_BOUND_S = 30.0
+# The run by name through the command line: 8 s in which seed 5 kills node-1, then partitions it.
+CLI_SCENARIO = "node-faults"
+CLI_SEED = 5
+CLI_DURATION_S = 8.0
 FULL = os.environ.get("TRIBUTARY_CHAOS_FULL") == "1"
-FULL_DURATION_S = float(os.environ.get("TRIBUTARY_CHAOS_DURATION", "60"))
+FULL_DURATION_S = (float(os.environ["TRIBUTARY_CHAOS_DURATION"])
+                   if os.environ.get("TRIBUTARY_CHAOS_DURATION") else None)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRIBUTARY = os.path.join(os.path.dirname(sys.executable), "tributary")
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    config = RunConfig(seed=SEED, duration_s=DURATION_S, nemeses=parse_specs(NEMESES),
+    config = RunConfig(seed=SEED, duration_s=DURATION_S, nemeses=SHORT.specs(),
                        data_dir=str(tmp_path_factory.mktemp("chaos")),
-                       recovery_bound_s=RECOVERY_BOUND_S)
+                       recovery_bound_s=RECOVERY_BOUND_S, scenario=SHORT.name)
     lines: list[str] = []
 
     def out(line: str) -> None:
@@ -78,7 +87,7 @@ def test_short_seeded_run_passes_every_checker(short_run):
     assert report.recovery_s is not None and report.recovery_s <= RECOVERY_BOUND_S
     # The run printed its seed and schedule, and the schedule is the seed's.
     assert f"seed {SEED}" in r.lines[0]
-    assert r.schedule == make_schedule(SEED, DURATION_S, parse_specs(NEMESES), Topology())
+    assert r.schedule == make_schedule(SEED, DURATION_S, SHORT.specs(), Topology())
     assert {e.nemesis for e in r.schedule} == {"partition", "latency", "kill"}
     # Every fault was really injected and undone.
     started = {j["event"] for j in r.journal if j["action"] == "start"}
@@ -171,38 +180,49 @@ def test_a_saved_history_gets_the_same_verdict(short_run, tmp_path):
     assert verdicts(again) == verdicts(short_run.report)
 
 
+# ---- a scenario by name, through the command line -------------------------------------------------
+
+def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
+    """`tributary chaos run --scenario NAME` plays that scenario's faults and exits 0 on a pass."""
+    proc = subprocess.run(
+        [TRIBUTARY, "chaos", "run", "--scenario", CLI_SCENARIO, "--seed", str(CLI_SEED),
+         "--duration", f"{CLI_DURATION_S:g}", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert f"seed {CLI_SEED}" in lines[0] and f"scenario {CLI_SCENARIO}" in lines[0], lines[0]
+    assert (f"replay with: tributary chaos run --scenario {CLI_SCENARIO} --seed {CLI_SEED} "
+            f"--duration {CLI_DURATION_S:g}") in proc.stdout
+    # The printed schedule is the scenario's, and it holds at least one fault.
+    expected = make_schedule(CLI_SEED, CLI_DURATION_S, get_scenario(CLI_SCENARIO).specs(),
+                             Topology())
+    assert expected
+    for event in expected:
+        assert "  " + event.describe() in lines
+    assert f"chaos run: PASS (seed {CLI_SEED}" in proc.stdout
+    # A pass removes the run's directory (nothing is left running or kept).
+    assert os.listdir(tmp_path) == []
+
+
 # ---- the full matrix (make chaos) ------------------------------------------------------------------
 
-MATRIX = [
-    # (id, nemeses, seed)
-    ("latency", ["latency"], 101),
-    ("bandwidth", ["bandwidth"], 102),
-    ("timeout", ["timeout"], 103),
-    ("reset-peer", ["reset-peer"], 104),
-    ("partition", ["partition"], 105),
-    ("kill", ["kill"], 106),
-    ("pause", ["pause"], 107),
-    ("leader-isolation", ["leader-isolation"], 108),
-    ("meta-faults", ["partition:meta", "kill:meta", "pause:meta", "leader-isolation",
-                     "latency:meta-meta", "timeout:router-meta"], 109),
-    ("everything-1", None, 1),
-    ("everything-2", None, 2),
-    ("everything-3", None, 3),
-]
+MATRIX = [(scenario, seed) for scenario in SCENARIOS for seed in scenario.matrix_seeds]
 
 full_only = pytest.mark.skipif(not FULL, reason="the full chaos matrix runs with "
                                                 "TRIBUTARY_CHAOS_FULL=1 (make chaos)")
 
 
 @full_only
-@pytest.mark.parametrize("name, nemeses, seed", MATRIX, ids=[m[0] for m in MATRIX])
-def test_matrix(tmp_path, name, nemeses, seed):
-    result = run_chaos(RunConfig(seed=seed, duration_s=FULL_DURATION_S,
-                                 nemeses=parse_specs(nemeses), data_dir=str(tmp_path)),
+@pytest.mark.parametrize("scenario, seed", MATRIX,
+                         ids=[f"{scenario.name}-{seed}" for scenario, seed in MATRIX])
+def test_every_scenario_passes_every_checker_at_each_matrix_seed(tmp_path, scenario, seed):
+    duration_s = FULL_DURATION_S or scenario.duration_s
+    result = run_chaos(RunConfig(seed=seed, duration_s=duration_s, nemeses=scenario.specs(),
+                                 data_dir=str(tmp_path), scenario=scenario.name),
                        out=lambda line: print(line, flush=True))
     assert result.error is None, result.error
-    assert result.report.ok, (f"seed {seed}: history saved in {result.saved_to}\n"
-                              + "\n".join(result.report.lines()))
+    assert result.report.ok, (f"{scenario.name} seed {seed}: history saved in "
+                              f"{result.saved_to}\n" + "\n".join(result.report.lines()))
 
 
 @full_only

@@ -1,0 +1,96 @@
+"""The named chaos scenarios: the one list behind `tributary chaos list`, `tributary chaos run
+--scenario NAME` and the pytest chaos matrix (`make chaos`).
+
+A scenario is data: which nemeses it plays (specs as `chaos.nemesis` parses them), how long it
+runs by default, and the seeds the matrix runs it with. Adding a scenario here adds it to the
+command line and to the matrix at once; nothing else lists scenarios.
+
+Pure: no I/O, nothing started. `tributary chaos run --scenario NAME --seed S --duration D`
+replays exactly what the matrix ran for (NAME, S) at duration D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.nemesis import NemesisSpec, parse_specs
+
+# A run's length unless its scenario or --duration says otherwise (TRIBUTARY_CHAOS_DURATION
+# overrides it for every scenario of `make chaos`).
+DEFAULT_DURATION_S = 60.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One named fault mix.
+
+    `nemeses` are nemesis specs (`NAME` or `NAME:SCOPE`); empty means every nemesis.
+    `matrix_seeds` are the seeds `make chaos` runs it with, one run per seed.
+    """
+
+    name: str
+    description: str
+    nemeses: tuple[str, ...]
+    matrix_seeds: tuple[int, ...]
+    duration_s: float = DEFAULT_DURATION_S
+
+    def specs(self) -> list[NemesisSpec]:
+        """The parsed nemesis specs; raises ValueError for a spec the nemeses do not know."""
+        return parse_specs(list(self.nemeses) or None)
+
+    @property
+    def meta_faults(self) -> bool:
+        """True when some fault of the mix can hit the metadata Raft group: a meta member, or a
+        link to or between meta members (an unscoped nemesis can pick any of them)."""
+        return any(spec.scope is None or "meta" in spec.scope for spec in self.specs())
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("node-faults",
+             "a node partitioned, router->node latency spikes, kill -9 of a node",
+             ("partition:node", "latency:router-node", "kill:node"),
+             matrix_seeds=(110,)),
+    Scenario("latency", "latency and jitter toxics on any link, both directions",
+             ("latency",), matrix_seeds=(101,)),
+    Scenario("bandwidth", "bandwidth limits (1-50 KB/s) on any link",
+             ("bandwidth",), matrix_seeds=(102,)),
+    Scenario("timeout", "data blackholed on any link, the connection closed late or never",
+             ("timeout",), matrix_seeds=(103,)),
+    Scenario("reset-peer", "TCP resets on any link",
+             ("reset-peer",), matrix_seeds=(104,)),
+    Scenario("partition", "one member (sometimes with a meta minority) cut off from the rest",
+             ("partition",), matrix_seeds=(105,)),
+    Scenario("kill", "kill -9 of any member, restarted when the event ends",
+             ("kill",), matrix_seeds=(106,)),
+    Scenario("pause", "SIGSTOP of any member, SIGCONT when the event ends",
+             ("pause",), matrix_seeds=(107,)),
+    Scenario("leader-isolation", "whichever meta member leads is partitioned from the rest",
+             ("leader-isolation",), matrix_seeds=(108,)),
+    Scenario("meta-faults",
+             "only the meta group: partitions, kills, pauses, leader isolation, Raft latency "
+             "and router->meta timeouts",
+             ("partition:meta", "kill:meta", "pause:meta", "leader-isolation",
+              "latency:meta-meta", "timeout:router-meta"),
+             matrix_seeds=(109,)),
+    Scenario("all-at-once", "every nemesis on any target, in turns, sometimes two at once",
+             (), matrix_seeds=(1, 2, 3)),
+)
+
+BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+
+class UnknownScenario(ValueError):
+    """A scenario name that is not in SCENARIOS; the message lists the valid names."""
+
+
+def get(name: str) -> Scenario:
+    """The scenario called `name`; raises UnknownScenario (naming every valid one) otherwise."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UnknownScenario(f"unknown scenario {name!r} (scenarios: "
+                              f"{', '.join(s.name for s in SCENARIOS)})") from None
+
+
+__all__ = ["DEFAULT_DURATION_S", "Scenario", "SCENARIOS", "BY_NAME", "UnknownScenario",
+           "get"]
