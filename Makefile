@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test test-unit test-integration test-2pc-full chaos fuzz proto bench clean
+.PHONY: venv node-example up test test-unit test-integration test-2pc-full chaos fuzz proto bench clean
 
 venv: $(STAMP)
 
@@ -16,16 +16,33 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The Node.js example's packages (exact versions from its package-lock.json), so that `make test`
+# runs that example too. Where node or npm is missing this installs nothing and says so; the
+# example's test is then skipped with a warning in the pytest summary.
+NODE_EXAMPLE := docs/examples/node
+NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.installed
+
+node-example: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_EXAMPLE)/package-lock.json $(NODE_EXAMPLE)/package.json
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		echo "npm ci in $(NODE_EXAMPLE)"; \
+		cd $(NODE_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error && \
+		touch node_modules/.installed; \
+	else \
+		echo "WARNING: node or npm is not installed: the Node.js example will not be tested"; \
+	fi
+
 up: $(STAMP)
 	$(VENV)/bin/tributary up
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -q -x --durations=15 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -q tests/integration
 
 # The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 5).
