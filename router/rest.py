@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import deeplake_service_pb2 as pb
@@ -75,8 +76,49 @@ def _stringify_metadata(doc: dict) -> dict:
     return doc
 
 
+_NUMERIC_TYPES = frozenset({
+    FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SFIXED64})
+
+
+def refuse_numeric_strings(descriptor, doc, path: str = "") -> None:
+    """Raises InvalidArgument naming the field when a JSON string stands where the message has
+    a number (`"top_k": "5"`). The proto3 JSON mapping would accept it (json_format parses
+    "5" for an integer and "1.5" or "NaN" for a float), but the REST API takes numbers as JSON
+    numbers only, as its OpenAPI document says. Maps (metadata) are left alone: their values
+    are strings."""
+    if not isinstance(doc, dict):
+        return
+    for name, value in doc.items():
+        field = descriptor.fields_by_name.get(name)
+        if field is None or value is None:
+            continue
+        where = f"{path}{name}"
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            continue
+        items = value if isinstance(value, list) and _is_repeated(field) else [value]
+        if field.type in _NUMERIC_TYPES:
+            text = next((item for item in items if type(item) is str), None)
+            if text is not None:
+                raise errors.InvalidArgument(
+                    f"{where} must be a JSON number, not the string {text[:40]!r}")
+        elif message is not None and message.full_name != "google.protobuf.Timestamp":
+            for position, item in enumerate(items):
+                inner = f"{where}[{position}]." if items is value else f"{where}."
+                refuse_numeric_strings(message, item, inner)
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 5; older versions: `label`
+    return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
 def parse(message_type, doc: dict):
     """Builds a request message from JSON, with a 400 that names the bad field."""
+    refuse_numeric_strings(message_type.DESCRIPTOR, doc)
     try:
         return json_format.ParseDict(doc, message_type(), ignore_unknown_fields=False)
     except json_format.ParseError as exc:
@@ -227,9 +269,10 @@ def _parse_insert(doc: dict) -> tuple[pb.InsertVectorsRequest, np.ndarray | None
     request = parse(pb.InsertVectorsRequest, rest)
     values = _plain_vectors(vectors, request)
     if values is not None:
-        return request, values
+        return request, values  # numbers only: the matrix's dtype and the constructor say so
     built = []
     for position, vector in enumerate(vectors):
+        refuse_numeric_strings(pb.Vector.DESCRIPTOR, vector, f"vectors[{position}].")
         if isinstance(vector, dict) and set(vector) <= _FAST_VECTOR_FIELDS:
             try:
                 built.append(pb.Vector(**vector))

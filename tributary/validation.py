@@ -21,6 +21,8 @@ def check_name(name: str, what: str = "dataset name") -> str:
         raise InvalidArgument(f"{what} must be a non-empty string")
     if len(name.encode("utf-8")) > limits.name_bytes_max:
         raise InvalidArgument(f"{what} is longer than {limits.name_bytes_max} bytes")
+    if name in (".", ".."):
+        raise InvalidArgument(f"{what} must not be '.' or '..', which read as paths")
     if "/" in name or "\\" in name or ".." in name:
         raise InvalidArgument(f"{what} '{name}' must not contain '/', '\\' or '..'")
     # Printable ASCII has none of these categories (checked in C); others are checked per char.

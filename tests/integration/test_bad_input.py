@@ -10,6 +10,7 @@ import grpc
 import httpx
 import pytest
 
+from proto import admin_pb2, admin_pb2_grpc
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
 from tributary import limits
@@ -173,3 +174,58 @@ def test_page_size_out_of_range_is_refused(cluster, dataset, listing, page_size)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["type"] == "InvalidArgument"
     assert "page_size" in r.json()["error"]["message"]
+
+
+# '.' and '..' read as "this directory" and "the parent": refused as names like every other
+# name that could be read as a path, over REST and gRPC, for datasets and tenants.
+@pytest.mark.parametrize("name", [".", ".."])
+def test_dot_names_are_refused_for_datasets_and_tenants(cluster, name):
+    r = httpx.post(f"{cluster.rest}/datasets", json={"name": name, "dimensions": 4}, timeout=30)
+    assert r.status_code == 400, r.text
+    root = cluster.rest.removesuffix("/api/v1")
+    r = httpx.post(f"{root}/admin/tenants", json={"tenant_id": name}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert name not in [t["tenant_id"] for t in
+                        httpx.get(f"{root}/admin/tenants", timeout=30).json()["tenants"]]
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            Stubs(channel).datasets.CreateDataset(pb.CreateDatasetRequest(name=name,
+                                                                          dimensions=4))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            admin.CreateTenant(admin_pb2.CreateTenantRequest(tenant_id=name))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert name not in [d["name"] for d in httpx.get(f"{cluster.rest}/datasets").json()[
+        "datasets"]]
+
+
+# Strings where the API takes numbers: proto3's JSON mapping would read "5" as 5, but the
+# REST API takes JSON numbers only, as its OpenAPI document says (router/openapi.py types them
+# integer / number); the 400 names the field.
+NUMERIC_STRINGS = {
+    "dimensions": ("/datasets", lambda ds: {"name": f"{ds}-s", "dimensions": "4"}),
+    "shard_count": ("/datasets", lambda ds: {"name": f"{ds}-s", "dimensions": 4,
+                                             "shard_count": "1"}),
+    "top_k": ("/datasets/{ds}/search", lambda ds: {"query_vector": [1, 2, 3, 4],
+                                                   "options": {"top_k": "5"}}),
+    "query_vector": ("/datasets/{ds}/search", lambda ds: {"query_vector": ["1", 2, 3, 4]}),
+    "min_score": ("/datasets/{ds}/search", lambda ds: {"query_vector": [1, 2, 3, 4],
+                                                       "options": {"min_score": "NaN"}}),
+    "values": ("/datasets/{ds}/vectors", lambda ds: {"vectors": [
+        {"id": "s1", "values": [1, 2, 3, 4]}, {"id": "s2", "values": ["1", "2", "3", "4"]}]}),
+    "chunk_index": ("/datasets/{ds}/vectors", lambda ds: {"vectors": [
+        {"id": "s3", "values": [1, 2, 3, 4], "chunk_index": "2"}]}),
+}
+
+
+@pytest.mark.parametrize("field", sorted(NUMERIC_STRINGS))
+def test_a_string_where_a_number_is_expected_is_refused_naming_the_field(cluster, dataset,
+                                                                        field):
+    path, body = NUMERIC_STRINGS[field]
+    before = count(cluster, dataset)
+    r = httpx.post(cluster.rest + path.format(ds=dataset), json=body(dataset), timeout=30)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"]
+    assert count(cluster, dataset) == before
+    assert httpx.get(f"{cluster.rest}/datasets/{dataset}-s", timeout=30).status_code == 404
