@@ -19,7 +19,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def test_http_api_flow(cluster):
+def test_rest_create_insert_search_finds_the_inserted_vector(cluster):
     name = unique("integration-test")
     with httpx.Client(base_url=cluster.rest.removesuffix("/api/v1"), timeout=30) as client:
         dataset_response = client.post("/api/v1/datasets", json={
@@ -42,7 +42,7 @@ def test_http_api_flow(cluster):
         assert results["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_grpc_api_flow(cluster):
+def test_grpc_create_insert_search_finds_the_inserted_vector(cluster):
     name = unique("grpc-test")
     with grpc.insecure_channel(cluster.grpc_target) as channel:
         dataset_client = deeplake_service_pb2_grpc.DatasetServiceStub(channel)

@@ -40,7 +40,7 @@ def self_signed(directory) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-def test_rest_and_grpc_over_tls(tmp_path):
+def test_tls_cluster_serves_rest_and_grpc_and_refuses_plain_http(tmp_path):
     cert, key = self_signed(tmp_path)
     cluster = Cluster(tmp_path / "data", nodes=1,
                       extra_args=["--tls-cert", cert, "--tls-key", key]).start()

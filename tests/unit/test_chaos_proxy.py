@@ -195,12 +195,12 @@ STREAMS = ["downstream", "upstream"]
 
 # --------------------------------------------------------------------------- the API
 
-def test_version_and_running(tp):
+def test_server_reports_running_and_a_version(tp):
     assert tp.running()
     assert json.loads(tp.version())["version"]
 
 
-def test_create_list_get_delete(tp, make_proxy, echo):
+def test_created_proxy_binds_a_real_port_is_listed_forwards_and_is_deleted(tp, make_proxy, echo):
     proxy = make_proxy()
     host, port = host_port(proxy.listen)
     assert port != 0, "port 0 must be reported as the bound port"
@@ -274,7 +274,7 @@ def test_bad_toxic_attributes_are_rejected(server, make_proxy):
     assert proxy.toxics() == {}
 
 
-def test_toxic_defaults_and_removal(make_proxy):
+def test_toxics_default_their_name_stream_and_toxicity_and_are_removed_once(make_proxy):
     proxy = make_proxy()
     proxy.add_toxic(type="latency", attributes={"latency": 10})
     proxy.add_toxic(type="bandwidth", stream="upstream", name="slow-up", toxicity=0.5,
@@ -500,7 +500,8 @@ def test_unreachable_upstream_closes_client(make_proxy):
 
 # --------------------------------------------------------------------------- raw-HTTP-only parts
 
-def test_populate_update_and_toxic_update_over_http(server, tp, make_proxy, api, echo):
+def test_populate_is_idempotent_patch_keeps_the_address_and_toxic_updates_reach_live_connections(
+        server, tp, make_proxy, api, echo):
     # toxiproxy-python implements populate() client-side and has no call for POST /populate,
     # PATCH, or updating a toxic, so these use raw HTTP.
     body = [{"name": "pop-a", "listen": "127.0.0.1:0", "upstream": echo.address},
@@ -590,7 +591,7 @@ def test_config_file_populates_at_start_and_sigterm_exits_cleanly(server, echo, 
     assert srv.process.returncode == 0, srv.output()
 
 
-def test_cli_wiring():
+def test_proxy_command_takes_listen_and_seed_and_defaults_to_the_toxiproxy_port():
     from chaos import cli, proxy
 
     parser = argparse.ArgumentParser()

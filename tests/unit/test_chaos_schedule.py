@@ -61,7 +61,7 @@ def test_different_seeds_give_different_schedules():
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_schedule_shape(seed):
+def test_events_are_numbered_bounded_by_the_run_at_most_two_at_once_and_hit_real_targets(seed):
     duration = 90
     config = ScheduleConfig()
     events = make_schedule(seed, duration, ALL, TOPO, config)
@@ -121,14 +121,14 @@ def test_schedule_round_trips_through_json():
     assert [Event.from_dict(d) for d in doc["events"]] == events
 
 
-def test_short_and_empty_schedules():
+def test_runs_too_short_or_without_nemeses_have_no_faults_and_zero_duration_is_refused():
     assert make_schedule(1, 3, ALL, TOPO) == []      # shorter than warmup + one event
     assert make_schedule(1, 60, [], TOPO) == []
     with pytest.raises(ValueError):
         make_schedule(1, 0, ALL, TOPO)
 
 
-def test_nemesis_specs():
+def test_nemesis_specs_default_to_all_drop_duplicates_and_refuse_unknown_names_and_scopes():
     assert parse_specs(None) == [NemesisSpec(n) for n in NEMESES]
     assert parse_specs(["kill:meta,latency", "kill:meta"]) == [
         NemesisSpec("kill", "meta"), NemesisSpec("latency")]
@@ -191,7 +191,7 @@ def test_partition_cuts_exactly_the_links_of_the_side():
         TOPO.cut({"node-9"})
 
 
-def test_topology_limits():
+def test_topology_refuses_an_even_meta_group_and_several_routers():
     with pytest.raises(ValueError):
         Topology(meta=2)
     with pytest.raises(ValueError):
@@ -229,7 +229,7 @@ def _err(status, type_, retriable=False):
     (Reply(None, error="TimeoutError: timed out"), UNKNOWN),
     (Reply(None, error="ConnectionRefusedError"), UNKNOWN),
 ])
-def test_outcome_classification(reply, expected):
+def test_replies_are_ok_fail_or_unknown_by_status_and_retriability(reply, expected):
     assert classify(reply) == expected
 
 

@@ -85,7 +85,7 @@ def test_snapshot_is_a_copy():
     assert snap[0].status == "unknown" and rec.history()[0].status == "ok"
 
 
-def test_operation_context_manager():
+def test_operation_context_records_the_answer_or_unknown_when_none_came():
     rec = HistoryRecorder()
     with rec.operation(0, "get", "k") as call:
         call.ok("v")
@@ -182,7 +182,7 @@ def test_json_rejects_unencodable_values():
         history_to_json([op(0, "put", "k", object(), None, 0, 1)])
 
 
-def test_validate_history():
+def test_validate_history_refuses_inverted_times_open_ok_ops_bad_statuses_and_reused_ids():
     validate_history(sample_history())
     with pytest.raises(ValueError):
         validate_history([op(0, "put", "k", "v", None, 5, 1)])
@@ -194,7 +194,7 @@ def test_validate_history():
         validate_history([op(0, "put", "k", "v", None, 0, 1), op(0, "get", "k", None, "v", 2, 3)])
 
 
-def test_number_ops_and_freeze():
+def test_number_ops_fills_missing_ids_after_the_highest_and_freeze_compares_by_value():
     ops = [Op(0, "get", "k"), Op(0, "get", "k", id=3), Op(0, "get", "k")]
     number_ops(ops)
     assert [o.id for o in ops] == [4, 3, 5]
@@ -240,7 +240,7 @@ def test_overwritten_write_may_be_gone_but_the_newer_one_may_not():
     assert finding.kind == "lost" and [o.id for o in finding.acknowledged] == [1]
 
 
-def test_delete_after_write():
+def test_acknowledged_delete_after_a_write_leaves_the_key_absent():
     h = [op(0, "put", "k", "a", None, 0, 1), op(1, "delete", "k", None, None, 2, 3)]
     assert lost(h, {"k": None}) == []
     assert lost(h, {"k": "a"})[0].kind == "lost"
@@ -294,7 +294,7 @@ def test_values_compare_after_freezing():
     assert lost(h, {("ds", "v"): (1.0, 2.0)}) == []
 
 
-def test_acceptable_final_values_directly():
+def test_only_the_last_acknowledged_write_is_an_acceptable_final_value():
     from chaos.checkers import Write
     a = op(0, "put", "k", "a", None, 0, 1)
     b = op(1, "put", "k", "b", None, 2, 3)
@@ -377,14 +377,14 @@ def test_non_batch_ops_are_ignored_by_partial_batches():
 # ---- recovery ---------------------------------------------------------------------------------
 
 
-def test_recovered_quickly():
+def test_recovery_within_the_bound_is_timed_at_the_first_lasting_success():
     samples = [(0.0, False), (0.5, False), (1.0, True), (1.5, True), (2.0, True)]
     r = recovered_within(samples, bound_s=2.0)
     assert r.ok and bool(r) and r.recovered_at_s == 1.0 and r.last_failure_s == 0.5
     assert r.probes == 5 and "1.000s" in r.explanation
 
 
-def test_recovered_too_slowly():
+def test_recovery_past_the_bound_fails_as_too_slow():
     samples = [(t / 2, t >= 9) for t in range(12)]
     r = recovered_within(samples, bound_s=2.0)
     assert not r.ok and r.recovered_at_s == 4.5 and "too slow" in r.explanation
@@ -409,7 +409,7 @@ def test_all_probes_ok_recovers_at_the_first_probe():
     assert r.ok and r.recovered_at_s == 0.25 and r.last_failure_s is None
 
 
-def test_since_offsets_and_sample_shapes():
+def test_recovery_is_timed_from_the_heal_over_any_sample_shape_and_order():
     heal = 100.0
     samples = [{"t": 99.0, "ok": False},  # before the heal: ignored
                SimpleNamespace(t=100.5, ok=False),

@@ -71,7 +71,7 @@ def test_empty_history_is_linearizable():
     assert result.key is None
 
 
-def test_sequential_put_get_delete_get():
+def test_sequential_put_get_delete_get_linearizes_in_real_time_order():
     h = H().get("k", None, 0, 1).put("k", "a", 2, 3).get("k", "a", 4, 5).delete("k", 6, 7) \
         .get("k", None, 8, 9).put("k", "b", 10, 11).get("k", "b", 12, 13)
     result = kv(h)
@@ -233,7 +233,7 @@ def test_value_seen_from_unknown_write_then_old_value_is_illegal():
     assert not kv(h).ok
 
 
-def test_unknown_delete():
+def test_unknown_delete_may_take_effect_once_and_is_never_undone():
     base = [("put", "k", "a", None, 0, 1, "ok"), ("delete", "k", None, None, 2, None, "unknown")]
 
     def with_reads(*reads):
@@ -369,7 +369,7 @@ def cat(history: C):
     return check_catalog(history.ops)
 
 
-def test_catalog_sequential():
+def test_sequential_catalog_creates_drops_and_lists_are_linearizable():
     h = C().list([], 0, 1).create("a", "ok", 2, 3).create("a", "already_exists", 4, 5) \
         .list(["a"], 6, 7).create("b", "ok", 8, 9).list({"b", "a"}, 10, 11) \
         .drop("a", "ok", 12, 13).drop("a", "not_found", 14, 15).list(["b"], 16, 17)
@@ -378,7 +378,7 @@ def test_catalog_sequential():
     assert_witness(result, CatalogModel())
 
 
-def test_catalog_violations():
+def test_double_create_drop_of_absent_name_and_stale_list_are_illegal():
     assert not cat(C().create("a", "ok", 0, 1).create("a", "ok", 2, 3)).ok
     assert not cat(C().create("a", "ok", 0, 1).drop("a", "not_found", 2, 3)).ok
     assert not cat(C().drop("a", "ok", 0, 1)).ok
@@ -389,7 +389,7 @@ def test_catalog_violations():
     assert not cat(C().create("a", "ok", 0, 1).drop("a", "ok", 2, 3).list(["a"], 4, 5)).ok
 
 
-def test_catalog_concurrent_creates_of_one_name():
+def test_concurrent_creates_of_one_name_have_one_winner_and_lists_never_go_back():
     # only one of two concurrent creates can win
     assert not cat(C().create("a", "ok", 0, 10).create("a", "ok", 1, 11)).ok
     assert cat(C().create("a", "ok", 0, 10).create("a", "already_exists", 1, 11)).ok
@@ -398,7 +398,7 @@ def test_catalog_concurrent_creates_of_one_name():
     assert not cat(C().create("a", "ok", 0, 10).list(["a"], 1, 2).list([], 3, 4)).ok
 
 
-def test_catalog_unknown_and_failed_ops():
+def test_unknown_catalog_ops_may_apply_or_not_and_failed_ones_never_apply():
     unknown = C().create("a", None, 0, None, status="unknown")
     assert cat(unknown).ok
     seen = C().create("a", None, 0, None, status="unknown").list(["a"], 5, 6)
@@ -675,7 +675,7 @@ def threaded_history(n_ops: int, n_keys: int, n_clients: int, seed: int) -> list
     return recorder.history()
 
 
-def test_performance_2000_ops_50_keys_8_clients():
+def test_2000_threaded_ops_on_50_keys_are_checked_within_10_s():
     ops = threaded_history(2000, 50, 8, seed=7)
     assert len(ops) == 2000
     started = time.monotonic()
@@ -686,7 +686,7 @@ def test_performance_2000_ops_50_keys_8_clients():
     assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
-def test_performance_simulated_2000_ops_with_heavy_overlap():
+def test_2000_heavily_overlapping_simulated_ops_are_checked_within_10_s():
     ops = simulate(2000, 50, 8, seed=11, max_duration=400, p_unknown=0.05)
     started = time.monotonic()
     result = check_kv(ops)
