@@ -43,6 +43,7 @@ import bisect
 import re
 
 from shard import filters as flt
+from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
 from shard.records import ExistingPolicy, Hit, SearchOutcome, VectorRecord, WriteResult
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
@@ -122,6 +123,8 @@ class ShardReplica:
             self._matrix = self._matrix_from_store()
         else:
             self._index = self._open_index()
+        # ef is index-wide in hnswlib; the gate makes it per query (shard/ef_gate.py).
+        self._ef_gate = EfGate(self._index, limits.ef_search_default)
         self._saved_at = time.monotonic()
         self._labels_at_save = self._next_label
         if self._to_enqueue:
@@ -430,9 +433,12 @@ class ShardReplica:
         if not self._index_lock.try_read():
             return None
         try:
-            labels, raw = self._candidates(query, k, ef, *snapshot, locked=True)
+            candidates = self._candidates(query, k, ef, *snapshot, locked=True)
         finally:
             self._index_lock.release_read()
+        if candidates is None:
+            return None     # another ef's searches hold the graph
+        labels, raw = candidates
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -511,25 +517,22 @@ class ShardReplica:
         return list(self._pending_chunks), indexed_live
 
     def _candidates(self, query: np.ndarray, k: int, ef: int, pending: list,
-                    indexed_live: int, locked: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    indexed_live: int, locked: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Labels and hnswlib distances from the graph and an exact scan of `pending`, best
         first. Needs only the index read lock (taken here unless `locked` says the caller holds
         it), so searches run in parallel (knn_query releases the GIL). Labels may name rows
-        deleted meanwhile; _resolve drops them."""
+        deleted meanwhile; _resolve drops them. With `locked` (search_now) it never waits:
+        None means the graph is busy with searches at another ef."""
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
         with contextlib.nullcontext() if locked else self._index_lock.read():
             k_graph = min(k, max(indexed_live, 0), self._index.get_current_count())
             if k_graph > 0:
-                # ef is index-wide in hnswlib; concurrent searches asking different ef values
-                # may run with each other's (a quality, not a safety, difference).
-                self._index.set_ef(max(ef, k_graph))
-                try:
-                    labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
-                except RuntimeError:
-                    # Too many deleted neighbours for a full answer at this ef: widen it once.
-                    self._index.set_ef(max(ef, k_graph) * 4)
-                    labels, raw = self._index.knn_query(query.reshape(1, -1), k=k_graph)
+                found = self._knn(query, k_graph, max(ef, k_graph), blocking=not locked)
+                if found is None:
+                    return None
+                labels, raw = found
                 labels_out.append(labels[0].astype(np.int64))
                 raw_out.append(raw[0])
         for chunk_labels, chunk_vectors in pending:
@@ -541,6 +544,23 @@ class ShardReplica:
         all_raw = np.concatenate(raw_out)
         order = np.argsort(all_raw, kind="stable")
         return all_labels[order], all_raw[order]
+
+    def _knn(self, query: np.ndarray, k: int, ef: int, blocking: bool
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+        """knn_query at exactly `ef` (through the ef gate); the caller holds the index read
+        lock. None only when not `blocking` and the gate would have made it wait."""
+        for attempt_ef in (ef, ef * 4):
+            if not self._ef_gate.acquire(attempt_ef, blocking):
+                return None
+            try:
+                return self._index.knn_query(query.reshape(1, -1), k=k)
+            except RuntimeError:
+                # Too many deleted neighbours for a full answer at this ef: widen it once.
+                if attempt_ef != ef:
+                    raise
+            finally:
+                self._ef_gate.release()
+        raise AssertionError("unreachable")
 
     def _resolve(self, labels: np.ndarray, raw: np.ndarray, k: int
                  ) -> list[tuple[str, float, float]]:
@@ -904,6 +924,7 @@ class ShardReplica:
                 if label in in_snapshot and label not in self._deleted_pending:
                     rebuilt.mark_deleted(label)
             self._index = rebuilt
+            self._ef_gate = EfGate(rebuilt, limits.ef_search_default)
             self._index_generation += 1
             # Rows added after the snapshot are pending or were indexed into the old graph.
             late_rows = [r for r, lb in enumerate(self._labels)
