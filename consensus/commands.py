@@ -39,6 +39,9 @@ class CreateDataset:
     metadata: dict[str, str]
     placement: tuple[str, ...]
     at_ms: int
+    # Every copy's node per shard (placement[shard], the primary, among them); empty: one copy.
+    replication_factor: int = 1
+    copies: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,49 @@ class AckTxns:
 class Barrier:
     """Changes nothing. Committing it proves the leader is current, for linearizable reads."""
 
+    at_ms: int
+
+
+# ---- replication (applied by consensus/replication.py) -----------------------------------------
+
+@dataclass(frozen=True)
+class SetInSync:
+    """Takes a copy out of a shard's in-sync set (in_sync=False: it missed a write; proposed by
+    the primary before it acknowledges that write) or puts it back (in_sync=True: it caught up).
+    `term` is the proposer's view of the shard's primary term: a proposer from an older term is
+    refused, so a deposed primary cannot shrink the set. The primary itself never leaves."""
+
+    dataset_uuid: str
+    shard: int
+    node_id: str
+    in_sync: bool
+    term: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class PromotePrimary:
+    """Makes an in-sync copy the shard's primary in term `term + 1`; refused unless `term` is the
+    current term (so two failover attempts cannot both win). The old primary leaves the in-sync
+    set: it may hold writes nobody acknowledged, so it recovers like a copy that was away."""
+
+    dataset_uuid: str
+    shard: int
+    node_id: str
+    term: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class ReplaceCopy:
+    """Gives a shard a new copy on `new_node` in place of `old_node`, a copy outside the in-sync
+    set (a node away for too long). The new copy starts outside the in-sync set and joins it
+    once it has caught up."""
+
+    dataset_uuid: str
+    shard: int
+    old_node: str
+    new_node: str
     at_ms: int
 
 
@@ -161,7 +207,7 @@ class RevokeApiKey:
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
     DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
-    DeleteTenant, CreateApiKey, RevokeApiKey)}
+    DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy)}
 
 
 class CommandDecodeError(ValueError):
@@ -182,12 +228,17 @@ def decode(text: str) -> Any:
         doc = json.loads(text)
         cls = COMMAND_TYPES[doc["type"]]
         raw = doc["fields"]
-        expected = {f.name for f in dataclasses.fields(cls)}
-        if set(raw) != expected:
+        fields = dataclasses.fields(cls)
+        expected = {f.name for f in fields}
+        # A field added later may be absent (a proposer from before it); it takes its default.
+        optional = {f.name for f in fields if f.default is not dataclasses.MISSING}
+        if not set(raw) <= expected or not expected - optional <= set(raw):
             raise CommandDecodeError(f"{cls.__name__} fields {sorted(raw)} != {sorted(expected)}")
         for name in ("placement", "participants", "datasets"):
             if name in raw:
                 raw = {**raw, name: tuple(raw[name])}
+        if "copies" in raw:
+            raw = {**raw, "copies": tuple(tuple(c) for c in raw["copies"])}
         if "acks" in raw:
             raw = {**raw, "acks": tuple(tuple(a) for a in raw["acks"])}
         return cls(**raw)

@@ -9,137 +9,13 @@ returns {"error": {"type", "message"}} with the type of a tributary.errors class
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
-from consensus import commands as c
+from consensus import commands as c, replication, tenancy
+from consensus.records import (  # noqa: F401 - the records are part of this module's interface
+    DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
+    MetaState, NodeRecord, TenantRecord, TxnRecord, bump as _bump, error as _error)
 from tributary import limits
-
-DEFAULT_TENANT = "default"
-
-
-def _setstate_with_defaults(self, pickled: dict) -> None:
-    """Unpickling (pysyncobj's full dump) a record written before a field existed fills that
-    field with its default, so an upgraded member loads its old snapshot."""
-    for f in dataclasses.fields(self):
-        if f.name not in pickled:
-            if f.default is not dataclasses.MISSING:
-                pickled[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                pickled[f.name] = f.default_factory()
-    self.__dict__.update(pickled)
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    node_id: str
-    address: str
-    registered_at_ms: int
-
-
-@dataclass(frozen=True)
-class TenantRecord:
-    tenant_id: str
-    created_at_ms: int
-    # Set through the admin API (consensus/tenancy.py). A tenant created implicitly by its first
-    # dataset is active with no quotas (unlimited).
-    name: str = ""
-    status: str = "active"
-    quotas: dict[str, float] = field(default_factory=dict)
-    updated_at_ms: int = 0
-
-    __setstate__ = _setstate_with_defaults
-
-
-@dataclass(frozen=True)
-class ApiKeyRecord:
-    """An API key, stored only as the sha256 of the whole key (keys are 256-bit random)."""
-
-    key_id: str
-    key_hash: str
-    tenant_id: str
-    role: str
-    access: str
-    datasets: tuple[str, ...]
-    description: str
-    created_at_ms: int
-
-
-@dataclass(frozen=True)
-class DatasetRecord:
-    uuid: str
-    tenant_id: str
-    name: str
-    description: str
-    dimensions: int
-    metric_type: str
-    index_type: str
-    metadata: dict[str, str]
-    placement: tuple[str, ...]
-    epoch: int
-    created_at_ms: int
-    updated_at_ms: int
-
-    @property
-    def shard_count(self) -> int:
-        return len(self.placement)
-
-
-TXN_COMMIT = "commit"
-TXN_ABORT = "abort"
-
-
-@dataclass(frozen=True)
-class TxnRecord:
-    txn_id: str
-    decision: str
-    participants: tuple[str, ...]
-    acked: tuple[str, ...]
-    idempotency_key: str
-    outcome_json: str
-    decided_at_ms: int
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    key: str
-    txn_id: str
-    outcome_json: str
-    at_ms: int
-
-
-@dataclass(frozen=True)
-class MetaState:
-    version: int = 0
-    tenants: dict[str, TenantRecord] = field(default_factory=dict)
-    # Keyed by dataset uuid. Names are unique per tenant (see dataset_by_name).
-    datasets: dict[str, DatasetRecord] = field(default_factory=dict)
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)
-    # 2PC decisions not yet confirmed by every participant.
-    txns: dict[str, TxnRecord] = field(default_factory=dict)
-    # Committed batches by idempotency key, kept for idempotency_ttl_ms.
-    idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
-    # Decisions every participant confirmed: txn_id -> [decision, at_ms], kept for
-    # txn_tombstone_ttl_ms so a coordinator that arrives late still meets the first decision.
-    txn_tombstones: dict[str, tuple[str, int]] = field(default_factory=dict)
-    # API keys by key_id (consensus/tenancy.py).
-    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
-
-    __setstate__ = _setstate_with_defaults
-
-    def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
-        for record in self.datasets.values():
-            if record.tenant_id == tenant_id and record.name == name:
-                return record
-        return None
-
-    def datasets_of(self, tenant_id: str) -> list[DatasetRecord]:
-        return sorted((d for d in self.datasets.values() if d.tenant_id == tenant_id),
-                      key=lambda d: d.name)
-
-
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message}}
 
 
 def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
@@ -147,9 +23,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     if isinstance(command, c.Barrier):
         return state, {"version": state.version}
 
-    # Tenants, quotas, statuses and API keys live in their own module (imported late: it builds
-    # on this module's records).
-    from consensus import tenancy
+    # Tenants, quotas, statuses and API keys live in their own module.
     if isinstance(command, tenancy.COMMANDS):
         return tenancy.apply(state, command)
     refused = tenancy.refuse_by_status(state, command)
@@ -183,6 +57,10 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         unknown = sorted(set(command.placement) - set(state.nodes))
         if not command.placement or unknown:
             return state, _error("InvalidArgument", f"placement names unknown nodes {unknown}")
+        bad_copies = replication.check_copies(tuple(command.placement), command.copies,
+                                              command.replication_factor, state.nodes)
+        if bad_copies:
+            return state, _error("InvalidArgument", bad_copies)
         tenants = state.tenants
         if command.tenant_id not in tenants:
             # Tenants are created implicitly by their first dataset until the admin API lands.
@@ -193,7 +71,9 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
             description=command.description, dimensions=command.dimensions,
             metric_type=command.metric_type, index_type=command.index_type,
             metadata=dict(command.metadata), placement=tuple(command.placement), epoch=1,
-            created_at_ms=command.at_ms, updated_at_ms=command.at_ms)
+            created_at_ms=command.at_ms, updated_at_ms=command.at_ms,
+            replication_factor=command.replication_factor)
+        record = replication.normalized(record, command.copies)
         datasets = {**state.datasets, record.uuid: record}
         return _bump(state, tenants=tenants, datasets=datasets), {"uuid": record.uuid}
 
@@ -232,6 +112,9 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
                                      updated_at_ms=command.at_ms)
         return _bump(state, datasets={**state.datasets, record.uuid: record}), \
             {"epoch": record.epoch}
+
+    if isinstance(command, replication.COMMANDS):
+        return replication.apply(state, command)
 
     if isinstance(command, c.DecideTxn):
         return _decide_txn(state, command)
@@ -287,15 +170,13 @@ def _decide_txn(state: MetaState, command: c.DecideTxn) -> tuple[MetaState, dict
                    "duplicate_of": duplicate_of}
 
 
-def _bump(state: MetaState, **changes: Any) -> MetaState:
-    return dataclasses.replace(state, version=state.version + 1, **changes)
-
-
 def to_doc(state: MetaState) -> dict[str, Any]:
     return {
         "version": state.version,
         "tenants": {k: dataclasses.asdict(v) for k, v in state.tenants.items()},
-        "datasets": {k: {**dataclasses.asdict(v), "placement": list(v.placement)}
+        "datasets": {k: {**dataclasses.asdict(v), "placement": list(v.placement),
+                         "copies": [list(c) for c in v.copies],
+                         "in_sync": [list(c) for c in v.in_sync], "terms": list(v.terms)}
                      for k, v in state.datasets.items()},
         "nodes": {k: dataclasses.asdict(v) for k, v in state.nodes.items()},
         "txns": {k: {**dataclasses.asdict(v), "participants": list(v.participants),
@@ -311,7 +192,11 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
     return MetaState(
         version=int(doc["version"]),
         tenants={k: TenantRecord(**v) for k, v in doc["tenants"].items()},
-        datasets={k: DatasetRecord(**{**v, "placement": tuple(v["placement"])})
+        datasets={k: DatasetRecord(**{
+            **v, "placement": tuple(v["placement"]),
+            "copies": tuple(tuple(c) for c in v.get("copies", ())),
+            "in_sync": tuple(tuple(c) for c in v.get("in_sync", ())),
+            "terms": tuple(int(t) for t in v.get("terms", ()))})
                   for k, v in doc["datasets"].items()},
         nodes={k: NodeRecord(**v) for k, v in doc["nodes"].items()},
         txns={k: TxnRecord(**{**v, "participants": tuple(v["participants"]),

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from consensus import commands as c
-from consensus.state import ApiKeyRecord, MetaState, TenantRecord, _bump, _error
+from consensus.records import ApiKeyRecord, MetaState, TenantRecord, bump as _bump, error as _error
 
 COMMANDS = (c.ProvisionTenant, c.SetTenantQuotas, c.SetTenantStatus, c.DeleteTenant,
             c.CreateApiKey, c.RevokeApiKey)

@@ -90,7 +90,9 @@ def test_create_dataset_records_it_with_epoch_one_and_the_given_fields(with_node
     assert record == DatasetRecord(
         uuid="u1", tenant_id="t1", name="docs", description="a dataset", dimensions=8,
         metric_type="cosine", index_type="hnsw", metadata={"team": "search"},
-        placement=("n1", "n2"), epoch=1, created_at_ms=100, updated_at_ms=100)
+        placement=("n1", "n2"), epoch=1, created_at_ms=100, updated_at_ms=100,
+        replication_factor=1, copies=(("n1",), ("n2",)), in_sync=(("n1",), ("n2",)),
+        terms=(1, 1))
     assert record.shard_count == 2
     assert state.dataset_by_name("t1", "docs") is record
     assert state.version == with_nodes.version + 1

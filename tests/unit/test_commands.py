@@ -24,7 +24,9 @@ STRATEGIES = {
     "CreateDataset": st.builds(
         c.CreateDataset, uuid=texts, tenant_id=texts, name=texts, description=texts,
         dimensions=ints, metric_type=texts, index_type=texts, metadata=string_maps,
-        placement=st.lists(texts, max_size=5).map(tuple), at_ms=ints),
+        placement=st.lists(texts, max_size=5).map(tuple), at_ms=ints,
+        replication_factor=ints,
+        copies=st.lists(st.lists(texts, max_size=3).map(tuple), max_size=4).map(tuple)),
     "UpdateDataset": st.builds(
         c.UpdateDataset, tenant_id=texts, name=texts, description=st.none() | texts,
         metadata=st.none() | string_maps, at_ms=ints),
@@ -48,6 +50,12 @@ STRATEGIES = {
         c.CreateApiKey, key_id=texts, key_hash=texts, tenant_id=texts, role=texts, access=texts,
         datasets=st.lists(texts, max_size=4).map(tuple), description=texts, at_ms=ints),
     "RevokeApiKey": st.builds(c.RevokeApiKey, key_id=texts, at_ms=ints),
+    "SetInSync": st.builds(c.SetInSync, dataset_uuid=texts, shard=ints, node_id=texts,
+                           in_sync=st.booleans(), term=ints, at_ms=ints),
+    "PromotePrimary": st.builds(c.PromotePrimary, dataset_uuid=texts, shard=ints,
+                                node_id=texts, term=ints, at_ms=ints),
+    "ReplaceCopy": st.builds(c.ReplaceCopy, dataset_uuid=texts, shard=ints, old_node=texts,
+                             new_node=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -75,6 +83,9 @@ def example_of(cls):
         c.CreateApiKey: c.CreateApiKey("k1", "ab" * 32, "t1", "tenant", "read_only",
                                        ("docs",), "ci reader", 5),
         c.RevokeApiKey: c.RevokeApiKey("k1", 5),
+        c.SetInSync: c.SetInSync("u1", 0, "n2", False, 3, 5),
+        c.PromotePrimary: c.PromotePrimary("u1", 0, "n2", 3, 5),
+        c.ReplaceCopy: c.ReplaceCopy("u1", 0, "n2", "n3", 5),
     }[cls]
 
 
@@ -145,6 +156,13 @@ def test_decode_refuses_a_document_with_a_missing_field(name):
     del doc["fields"][dropped]
     with pytest.raises(c.CommandDecodeError):
         c.decode(json.dumps(doc))
+
+
+def test_a_create_from_before_replication_decodes_with_one_copy():
+    doc = json.loads(c.encode(example_of(c.CreateDataset)))
+    del doc["fields"]["replication_factor"], doc["fields"]["copies"]
+    decoded = c.decode(json.dumps(doc))
+    assert decoded.replication_factor == 1 and decoded.copies == ()
 
 
 @pytest.mark.parametrize("name", sorted(c.COMMAND_TYPES))

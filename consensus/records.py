@@ -1,0 +1,169 @@
+"""The records of the metadata state: frozen dataclasses, and MetaState that holds them.
+
+Kept apart from the transition functions (state.py, tenancy.py, replication.py), which all build
+on these records, so that none of those modules imports another's internals in a cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TENANT = "default"
+
+
+def _setstate_with_defaults(self, pickled: dict) -> None:
+    """Unpickling (pysyncobj's full dump) a record written before a field existed fills that
+    field with its default, so an upgraded member loads its old snapshot."""
+    for f in dataclasses.fields(self):
+        if f.name not in pickled:
+            if f.default is not dataclasses.MISSING:
+                pickled[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                pickled[f.name] = f.default_factory()
+    self.__dict__.update(pickled)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    address: str
+    registered_at_ms: int
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    tenant_id: str
+    created_at_ms: int
+    # Set through the admin API (consensus/tenancy.py). A tenant created implicitly by its first
+    # dataset is active with no quotas (unlimited).
+    name: str = ""
+    status: str = "active"
+    quotas: dict[str, float] = field(default_factory=dict)
+    updated_at_ms: int = 0
+
+    __setstate__ = _setstate_with_defaults
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key, stored only as the sha256 of the whole key (keys are 256-bit random)."""
+
+    key_id: str
+    key_hash: str
+    tenant_id: str
+    role: str
+    access: str
+    datasets: tuple[str, ...]
+    description: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    uuid: str
+    tenant_id: str
+    name: str
+    description: str
+    dimensions: int
+    metric_type: str
+    index_type: str
+    metadata: dict[str, str]
+    # placement[shard] is the shard's primary copy.
+    placement: tuple[str, ...]
+    epoch: int
+    created_at_ms: int
+    updated_at_ms: int
+    # Replication (consensus/replication.py), per shard: every copy's node (sorted; the primary
+    # among them), the in-sync copies (the primary always among them) and the primary term,
+    # which only grows. Empty tuples are a dataset from before replication: one copy, the
+    # primary, in term 1.
+    replication_factor: int = 1
+    copies: tuple[tuple[str, ...], ...] = ()
+    in_sync: tuple[tuple[str, ...], ...] = ()
+    terms: tuple[int, ...] = ()
+
+    __setstate__ = _setstate_with_defaults
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.placement)
+
+    def primary_of(self, shard: int) -> str:
+        return self.placement[shard]
+
+    def copies_of(self, shard: int) -> tuple[str, ...]:
+        return self.copies[shard] if self.copies else (self.placement[shard],)
+
+    def in_sync_of(self, shard: int) -> tuple[str, ...]:
+        return self.in_sync[shard] if self.in_sync else (self.placement[shard],)
+
+    def term_of(self, shard: int) -> int:
+        return self.terms[shard] if self.terms else 1
+
+    def shards_on(self, node_id: str) -> list[int]:
+        """The shards of which `node_id` holds a copy."""
+        return [s for s in range(self.shard_count) if node_id in self.copies_of(s)]
+
+
+TXN_COMMIT = "commit"
+TXN_ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class TxnRecord:
+    txn_id: str
+    decision: str
+    participants: tuple[str, ...]
+    acked: tuple[str, ...]
+    idempotency_key: str
+    outcome_json: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    txn_id: str
+    outcome_json: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class MetaState:
+    version: int = 0
+    tenants: dict[str, TenantRecord] = field(default_factory=dict)
+    # Keyed by dataset uuid. Names are unique per tenant (see dataset_by_name).
+    datasets: dict[str, DatasetRecord] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    # 2PC decisions not yet confirmed by every participant.
+    txns: dict[str, TxnRecord] = field(default_factory=dict)
+    # Committed batches by idempotency key, kept for idempotency_ttl_ms.
+    idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    # Decisions every participant confirmed: txn_id -> [decision, at_ms], kept for
+    # txn_tombstone_ttl_ms so a coordinator that arrives late still meets the first decision.
+    txn_tombstones: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # API keys by key_id (consensus/tenancy.py).
+    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+
+    __setstate__ = _setstate_with_defaults
+
+    def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
+        for record in self.datasets.values():
+            if record.tenant_id == tenant_id and record.name == name:
+                return record
+        return None
+
+    def datasets_of(self, tenant_id: str) -> list[DatasetRecord]:
+        return sorted((d for d in self.datasets.values() if d.tenant_id == tenant_id),
+                      key=lambda d: d.name)
+
+
+def error(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message}}
+
+
+def bump(state: MetaState, **changes: Any) -> MetaState:
+    """The state with `changes` and the next version."""
+    return dataclasses.replace(state, version=state.version + 1, **changes)

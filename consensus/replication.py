@@ -1,0 +1,141 @@
+"""Replication records in the catalog: the pure transitions of a shard's copies, in-sync set and
+primary term (SetInSync, PromotePrimary, ReplaceCopy), and the checks a dataset's copies must
+pass when it is created.
+
+Like state.apply these are pure: no clock, no I/O; a refused command returns an error result and
+leaves the state as it was. Invariants every transition keeps, per shard (tests/unit/
+test_replication_apply.py checks them over random command sequences):
+- the copies are on distinct known nodes, and the primary is one of them;
+- the in-sync set is a subset of the copies and always holds the primary;
+- the term never decreases, and a primary changes only with term + 1;
+- every change bumps the dataset's placement epoch, so requests planned on the old view are
+  fenced (a node refuses a stale epoch, the router refreshes and retries).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from consensus import commands as c
+from consensus.records import DatasetRecord, MetaState, bump, error
+
+COMMANDS = (c.SetInSync, c.PromotePrimary, c.ReplaceCopy)
+
+
+def check_copies(placement: tuple[str, ...], copies: tuple[tuple[str, ...], ...],
+                 replication_factor: int, known_nodes) -> str | None:
+    """Why a create's copies are not acceptable, or None."""
+    if replication_factor < 1:
+        return f"replication_factor must be at least 1, got {replication_factor}"
+    if not copies:
+        return None if replication_factor == 1 else "copies are missing"
+    if len(copies) != len(placement):
+        return f"copies name {len(copies)} shard(s), placement {len(placement)}"
+    for shard, (primary, nodes) in enumerate(zip(placement, copies)):
+        if len(set(nodes)) != len(nodes):
+            return f"shard {shard} has two copies on one node"
+        if len(nodes) != replication_factor:
+            return f"shard {shard} has {len(nodes)} copies, not {replication_factor}"
+        if primary not in nodes:
+            return f"shard {shard}'s primary {primary} is not among its copies"
+        unknown = sorted(set(nodes) - set(known_nodes))
+        if unknown:
+            return f"shard {shard}'s copies name unknown nodes {unknown}"
+    return None
+
+
+def normalized(record: DatasetRecord, copies: tuple[tuple[str, ...], ...]) -> DatasetRecord:
+    """A new dataset's record with its replication fields filled: every copy in sync, term 1."""
+    per_shard = copies or tuple((p,) for p in record.placement)
+    sorted_copies = tuple(tuple(sorted(nodes)) for nodes in per_shard)
+    return dataclasses.replace(record, copies=sorted_copies, in_sync=sorted_copies,
+                               terms=tuple(1 for _ in record.placement))
+
+
+def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
+    record = state.datasets.get(command.dataset_uuid)
+    if record is None:
+        return state, error("NotFound", f"dataset uuid {command.dataset_uuid} not found")
+    if not isinstance(command.shard, int) or not 0 <= command.shard < record.shard_count:
+        return state, error("InvalidArgument", f"shard {command.shard} out of range")
+    record = normalized(record, record.copies) if not record.terms else record
+    shard = command.shard
+    if isinstance(command, c.SetInSync):
+        return _set_in_sync(state, record, shard, command)
+    if isinstance(command, c.PromotePrimary):
+        return _promote(state, record, shard, command)
+    return _replace_copy(state, record, shard, command)
+
+
+def _stale_term(record: DatasetRecord, shard: int, term: int) -> dict[str, Any] | None:
+    current = record.term_of(shard)
+    if term != current:
+        return error("StaleEpoch", f"shard {shard} is in primary term {current}, not {term}")
+    return None
+
+
+def _with_shard(record: DatasetRecord, shard: int, at_ms: int, **per_shard: Any) -> DatasetRecord:
+    """The record with the named per-shard fields of `shard` replaced, and the epoch bumped."""
+    changes = {}
+    for name, value in per_shard.items():
+        values = list(getattr(record, name))
+        values[shard] = value
+        changes[name] = tuple(values)
+    return dataclasses.replace(record, epoch=record.epoch + 1, updated_at_ms=at_ms, **changes)
+
+
+def _store(state: MetaState, record: DatasetRecord, result: dict[str, Any]):
+    return bump(state, datasets={**state.datasets, record.uuid: record}), \
+        {**result, "epoch": record.epoch, "term": record.term_of(result.get("shard", 0))}
+
+
+def _set_in_sync(state, record, shard, command: c.SetInSync):
+    refused = _stale_term(record, shard, command.term)
+    if refused:
+        return state, refused
+    in_sync = set(record.in_sync_of(shard))
+    if command.node_id not in record.copies_of(shard):
+        return state, error("InvalidArgument",
+                            f"{command.node_id} holds no copy of shard {shard}")
+    if command.in_sync == (command.node_id in in_sync):
+        return state, {"changed": False, "epoch": record.epoch, "term": record.term_of(shard)}
+    if not command.in_sync and command.node_id == record.primary_of(shard):
+        return state, error("InvalidArgument", "the primary cannot leave the in-sync set")
+    in_sync = in_sync | {command.node_id} if command.in_sync else in_sync - {command.node_id}
+    record = _with_shard(record, shard, command.at_ms, in_sync=tuple(sorted(in_sync)))
+    return _store(state, record, {"changed": True, "shard": shard})
+
+
+def _promote(state, record, shard, command: c.PromotePrimary):
+    refused = _stale_term(record, shard, command.term)
+    if refused:
+        return state, refused
+    old = record.primary_of(shard)
+    if command.node_id == old:
+        return state, error("InvalidArgument", f"{command.node_id} is already the primary")
+    if command.node_id not in record.in_sync_of(shard):
+        return state, error("InvalidArgument",
+                            f"only an in-sync copy can be promoted; {command.node_id} is not one")
+    in_sync = tuple(sorted(set(record.in_sync_of(shard)) - {old}))
+    record = _with_shard(record, shard, command.at_ms, placement=command.node_id,
+                         in_sync=in_sync, terms=record.term_of(shard) + 1)
+    return _store(state, record, {"changed": True, "shard": shard, "old_primary": old})
+
+
+def _replace_copy(state, record, shard, command: c.ReplaceCopy):
+    copies = record.copies_of(shard)
+    if command.old_node not in copies:
+        return state, error("InvalidArgument",
+                            f"{command.old_node} holds no copy of shard {shard}")
+    if command.old_node in record.in_sync_of(shard):
+        return state, error("InvalidArgument", f"{command.old_node} is in sync; take it out of "
+                                               "the in-sync set first")
+    if command.new_node not in state.nodes:
+        return state, error("InvalidArgument", f"unknown node '{command.new_node}'")
+    if command.new_node in copies:
+        return state, error("InvalidArgument",
+                            f"{command.new_node} already holds a copy of shard {shard}")
+    new_copies = tuple(sorted((set(copies) - {command.old_node}) | {command.new_node}))
+    record = _with_shard(record, shard, command.at_ms, copies=new_copies)
+    return _store(state, record, {"changed": True, "shard": shard})
