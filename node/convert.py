@@ -22,16 +22,30 @@ def records_from_protos(vectors, dimensions: int, metric: str,
         matrix = unpack_matrix(packed, len(vectors), dimensions, metric, names=names)
     else:
         matrix = as_matrix([v.values for v in vectors], dimensions, metric, names=names)
-    records = []
-    for vector, values in zip(vectors, matrix):
-        # ListFields names only the fields that are set: batches are mostly ids and values,
-        # and reading every field of every vector cost more than building the records.
-        fields = {fd.name: value for fd, value in vector.ListFields()
-                  if fd.name in _RECORD_FIELDS}
-        metadata = fields.pop("metadata", None)
-        records.append(VectorRecord(id=vector.id, values=values,
-                                    metadata=dict(metadata) if metadata else {}, **fields))
-    return records
+    return [_record(vector, values) for vector, values in zip(vectors, matrix)]
+
+
+def update_records_from_protos(vectors, paths: frozenset[str], dimensions: int, metric: str,
+                               packed: bytes = b"") -> list[VectorRecord]:
+    """Shard records for an update (ShardReplica.update) that changes the fields in `paths`. An
+    unset field reads as empty, which is what a named field absent from the body means: clear
+    it. Values are read only when `paths` names them; otherwise the vectors must carry none
+    and the records hold None (the stored values stay)."""
+    vectors = list(vectors)
+    if "values" in paths:
+        return records_from_protos(vectors, dimensions, metric, packed)
+    if packed or any(len(v.values) for v in vectors):
+        raise InvalidArgument("an update whose paths do not name values carries no values")
+    return [_record(vector, None) for vector in vectors]
+
+
+def _record(vector, values) -> VectorRecord:
+    # ListFields names only the fields that are set: batches are mostly ids and values, and
+    # reading every field of every vector cost more than building the records.
+    fields = {fd.name: value for fd, value in vector.ListFields() if fd.name in _RECORD_FIELDS}
+    metadata = fields.pop("metadata", None)
+    return VectorRecord(id=vector.id, values=values,
+                        metadata=dict(metadata) if metadata else {}, **fields)
 
 
 # Vector fields a shard record keeps besides id and values (which come separately).

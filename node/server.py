@@ -24,14 +24,15 @@ import numpy as np
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
-from node.convert import fill_vector, record_to_proto, records_from_protos
+from node.convert import (fill_vector, record_to_proto, records_from_protos,
+                          update_records_from_protos)
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filters
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from tributary import cluster_auth, limits
-from tributary.errors import Internal, NotFound, StaleEpoch, TributaryError
+from tributary.errors import Internal, InvalidArgument, NotFound, StaleEpoch, TributaryError
 from tributary.validation import as_vector, unpack_vector
 
 log = logging.getLogger("tributary.node")
@@ -169,17 +170,31 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def Write(self, request, context):
-        """A one-shard batch: one phase, but it still honours the locks of prepared txns."""
+        """A one-shard batch: one phase, but it still honours the locks of prepared txns.
+        With update_paths it is an update: ShardReplica.update merges the named fields into the
+        stored rows under the replica's lock."""
         record, replica = await self.host.replica(request.shard)
-        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type,
-                                      request.upsert_values)
+        paths = frozenset(request.update_paths)
+        if paths:
+            if request.delete_ids or request.existing != node_pb2.EXISTING_REQUIRE:
+                raise InvalidArgument("an update (update_paths) is a write of existing "
+                                      "vectors only: EXISTING_REQUIRE and no deletes")
+            upserts = update_records_from_protos(request.upserts, paths, record.dimensions,
+                                                 record.metric_type, request.upsert_values)
+        else:
+            upserts = records_from_protos(request.upserts, record.dimensions,
+                                          record.metric_type, request.upsert_values)
         ids = [v.id for v in upserts] + list(request.delete_ids)
         locks = self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard)
         holder = f"write-{uuid.uuid4().hex}"
         await locks.acquire(list(dict.fromkeys(ids)), holder, limits.txn_lock_wait_ms / 1000)
         try:
-            result = await asyncio.to_thread(replica.write, upserts, list(request.delete_ids),
-                                             ExistingPolicy(int(request.existing)))
+            if paths:
+                result = await asyncio.to_thread(replica.update, upserts, paths)
+            else:
+                result = await asyncio.to_thread(replica.write, upserts,
+                                                 list(request.delete_ids),
+                                                 ExistingPolicy(int(request.existing)))
         finally:
             await locks.release(holder)
         return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,

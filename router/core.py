@@ -26,6 +26,7 @@ from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.routing import merge_top_k, shard_of
 from shard import filters
+from shard.records import UPDATABLE_FIELDS
 from router.shard_client import ShardClient
 from router.txn import Coordinator, ShardBatch
 from tributary import __version__, errors, limits, validation
@@ -155,6 +156,51 @@ def dataset_stats_map(record: DatasetRecord,
     return stats
 
 
+# Vector fields that belong to the store or to the request's path. A REST body may carry them (a
+# vector read back from GET): they are ignored there, and a body id must match the path. An
+# update mask may not name them.
+VECTOR_OUTPUT_FIELDS = ("id", "dataset_id", "tenant_id", "dimensions", "created_at",
+                        "updated_at")
+_VECTOR_FIELD_OF_JSON_NAME = {field.json_name: field.name
+                              for field in pb.Vector.DESCRIPTOR.fields}
+
+
+def resolve_update_paths(mask: list[str] | None, vector: pb.Vector,
+                         present: list[str] | None = None) -> frozenset[str]:
+    """The Vector fields an update changes (AIP-134). `mask` is the explicit update mask when the
+    caller sent one (an empty list counts as none); `present`, the fields a REST body named
+    (each may be its JSON name, as the body parser accepts both). With neither, the populated
+    fields of `vector` (all a proto3 message can say). "*" in a mask names every updatable
+    field. Raises InvalidArgument naming a mask path that is unknown or not updatable, and when
+    the update would clear values (a vector always has values)."""
+    updatable = ", ".join(UPDATABLE_FIELDS)
+    if mask:
+        paths: set[str] = set()
+        for path in mask:
+            if path == "*":
+                paths.update(UPDATABLE_FIELDS)
+            elif path in UPDATABLE_FIELDS:
+                paths.add(path)
+            elif path in VECTOR_OUTPUT_FIELDS:
+                raise errors.InvalidArgument(
+                    f"update_mask names '{path}', which an update cannot change; updatable "
+                    f"fields: {updatable}")
+            else:
+                raise errors.InvalidArgument(
+                    f"update_mask names '{path}', which is not a vector field; updatable "
+                    f"fields: {updatable} (or '*' for all of them)")
+    elif present is not None:
+        names = {_VECTOR_FIELD_OF_JSON_NAME.get(name, name) for name in present}
+        paths = names - set(VECTOR_OUTPUT_FIELDS)
+    else:
+        paths = {field.name for field, _ in vector.ListFields()} - set(VECTOR_OUTPUT_FIELDS)
+    if "values" in paths and not vector.values:
+        raise errors.InvalidArgument(
+            "values cannot be cleared (a vector always has values): send new values, or leave "
+            "values out of the update to keep the stored ones")
+    return frozenset(paths)
+
+
 def fuse_rankings(vector_hits: list[tuple[str, float]], text_hits: list[tuple[str, float]],
                   fusion: str, alpha: float, rrf_k: int) -> list[tuple[str, float, dict]]:
     """Fuses two ranked lists of (id, score), best first. Returns (id, score, explanation)
@@ -179,6 +225,10 @@ def fuse_rankings(vector_hits: list[tuple[str, float]], text_hits: list[tuple[st
         explanation = {k: (f"{v:.6g}" if isinstance(v, float) else str(v))
                        for k, v in sorted(entry.items())}
         explanation["fusion"] = fusion if fusion == "rrf" else f"alpha={alpha:g}"
+        if fusion == "rrf":
+            explanation["rrf_k"] = str(rrf_k)
+        else:
+            explanation["alpha"] = f"{alpha:g}"
         fused.append((vector_id, float(score), explanation))
     fused.sort(key=lambda item: (-item[1], item[0]))
     return fused
@@ -445,14 +495,7 @@ class RouterCore:
             if vector_id in seen:
                 raise errors.InvalidArgument(f"vector id '{vector_id}' appears twice in the batch")
             seen.add(vector_id)
-            content = vector.content
-            # A str of n characters encodes to at most 4n UTF-8 bytes: encode only long ones.
-            if len(content) * 4 > limits.content_bytes_max and \
-                    len(content.encode("utf-8")) > limits.content_bytes_max:
-                raise errors.InvalidArgument(f"vector {position} ('{vector_id}') content is "
-                                             f"larger than {limits.content_bytes_max} bytes")
-            if vector.metadata:
-                validation.check_metadata(dict(vector.metadata))
+            self._check_vector_fields(position, vector)
         if values is None:
             rows = [v.values for v in vectors]
         elif len(values) != len(vectors) or any(len(v.values) for v in vectors):
@@ -467,6 +510,18 @@ class RouterCore:
             if vector.dataset_id:
                 vector.ClearField("dataset_id")
         return vectors, matrix
+
+    @staticmethod
+    def _check_vector_fields(position: int, vector: pb.Vector) -> None:
+        """Content size and metadata of one vector of a write (values are checked apart)."""
+        content = vector.content
+        # A str of n characters encodes to at most 4n UTF-8 bytes: encode only long ones.
+        if len(content) * 4 > limits.content_bytes_max and \
+                len(content.encode("utf-8")) > limits.content_bytes_max:
+            raise errors.InvalidArgument(f"vector {position} ('{vector.id}') content is "
+                                         f"larger than {limits.content_bytes_max} bytes")
+        if vector.metadata:
+            validation.check_metadata(dict(vector.metadata))
 
     async def insert_vectors(self, request: pb.InsertVectorsRequest,
                              idempotency_key: str = "", values=None) -> pb.InsertVectorsResponse:
@@ -586,28 +641,49 @@ class RouterCore:
         return pb.DeleteVectorsResponse(deleted_count=outcome.deleted,
                                         not_found_count=outcome.not_found)
 
-    async def update_vector(self, request: pb.UpdateVectorRequest) -> pb.UpdateVectorResponse:
-        """Replaces a vector's fields. Omitted values keep the stored ones; an unknown id is
-        NotFound (the write requires the id to exist, checked under the shard's lock)."""
+    async def update_vector(self, request: pb.UpdateVectorRequest,
+                            present: list[str] | None = None) -> pb.UpdateVectorResponse:
+        """Changes the fields of an existing vector that the update names (AIP-134; see
+        resolve_update_paths for how `update_mask`, `present` and the populated fields name
+        them). Fields not named keep their stored values; a named field that `request.vector`
+        leaves empty is cleared. The node merges the named fields into the stored row under
+        the shard's lock, in one commit, so a concurrent update of other fields is not lost and
+        a failed update changes nothing. An unknown (or soft-deleted) id is NotFound."""
         record = await self.dataset(request.tenant_id, request.dataset_id)
         validation.check_vector_id(request.vector_id)
         if request.vector.id and request.vector.id != request.vector_id:
             raise errors.InvalidArgument("the body's vector id differs from the one in the path")
-        vector = pb.Vector()
-        vector.CopyFrom(request.vector)
-        vector.id = request.vector_id
-        if not vector.values:
-            current = await self.get_vector(pb.GetVectorRequest(
-                dataset_id=request.dataset_id, vector_id=request.vector_id,
-                tenant_id=request.tenant_id))
-            vector.values.extend(current.vector.values)
-        clean, matrix = self._validated_vectors(record, [vector])
-        await self.coordinator.write(record, shard_batches(clean, matrix, record.shard_count),
-                                     node_pb2.EXISTING_REQUIRE)
-        updated = await self.get_vector(pb.GetVectorRequest(
-            dataset_id=request.dataset_id, vector_id=request.vector_id,
-            tenant_id=request.tenant_id))
-        return pb.UpdateVectorResponse(vector=updated.vector, message="updated")
+        mask = list(request.update_mask.paths) if request.HasField("update_mask") else None
+        paths = resolve_update_paths(mask, request.vector, present)
+        current = pb.GetVectorRequest(dataset_id=request.dataset_id,
+                                      vector_id=request.vector_id, tenant_id=request.tenant_id)
+        if not paths:
+            unchanged = await self.get_vector(current)
+            return pb.UpdateVectorResponse(vector=unchanged.vector,
+                                           message="unchanged: the update names no field")
+        # Only the named fields travel, so the node takes exactly them from the upsert.
+        vector = pb.Vector(id=request.vector_id)
+        for name in paths - {"values", "metadata"}:
+            setattr(vector, name, getattr(request.vector, name))
+        if "metadata" in paths:
+            vector.metadata.update(request.vector.metadata)
+        self._check_vector_fields(0, vector)
+        packed = b""
+        if "values" in paths:
+            packed = validation.pack_values(validation.as_matrix(
+                [request.vector.values], record.dimensions, record.metric_type,
+                names=[request.vector_id]))
+        write = node_pb2.WriteRequest(upserts=[vector], existing=node_pb2.EXISTING_REQUIRE,
+                                      upsert_values=packed, update_paths=sorted(paths))
+
+        async def update(_record, address: str, ref: node_pb2.ShardRef):
+            write.shard.CopyFrom(ref)
+            return await self.shards.call(address, "Write", write)
+        await self.on_shard(record.tenant_id, record.name,
+                            shard_of(request.vector_id, record.shard_count), update)
+        updated = await self.get_vector(current)
+        return pb.UpdateVectorResponse(vector=updated.vector,
+                                       message=f"updated: {', '.join(sorted(paths))}")
 
     async def list_vectors(self, request: pb.ListVectorsRequest) -> pb.ListVectorsResponse:
         """Pages through the dataset shard by shard in row order. The token names a shard and
@@ -799,11 +875,12 @@ class RouterCore:
                 if hit.vector.document_id in seen_documents:
                     continue
                 seen_documents.add(hit.vector.document_id)
-            if options.min_score and score < options.min_score:
+            # Presence, not truthiness: a bound of 0 is a bound (see SearchOptions).
+            if options.HasField("min_score") and score < options.min_score:
                 continue
-            if options.threshold and score < options.threshold:
+            if options.HasField("threshold") and score < options.threshold:
                 continue
-            if options.max_distance and hit.distance > options.max_distance:
+            if options.HasField("max_distance") and hit.distance > options.max_distance:
                 continue
             kept += 1
             result = results.add()
@@ -864,7 +941,9 @@ class RouterCore:
                              top_k)
         results = []
         for score, _, hit in merged:
-            if options.min_score and score < options.min_score:
+            if options.HasField("min_score") and score < options.min_score:
+                continue
+            if options.HasField("threshold") and score < options.threshold:
                 continue
             vector = hit.vector
             vector.dataset_id, vector.tenant_id = record.name, record.tenant_id
@@ -890,9 +969,14 @@ class RouterCore:
         fusion = request.fusion or "rrf"
         if fusion not in ("rrf", "alpha"):
             raise errors.InvalidArgument(f"fusion must be 'rrf' or 'alpha', got '{fusion}'")
-        alpha = request.alpha if request.alpha else 0.5
+        # Presence, not truthiness: an explicit alpha of 0 (text only) or rrf_k of 0 is kept.
+        alpha = request.alpha if request.HasField("alpha") else 0.5
         if not 0.0 <= alpha <= 1.0 or alpha != alpha:
-            raise errors.InvalidArgument("alpha must be between 0 and 1")
+            raise errors.InvalidArgument(f"alpha must be between 0 and 1, got {alpha:g}")
+        rrf_k = request.rrf_k if request.HasField("rrf_k") else limits.rrf_k_default
+        if not 0 <= rrf_k <= limits.rrf_k_max:
+            raise errors.InvalidArgument(f"rrf_k must be between 0 and {limits.rrf_k_max}, "
+                                         f"got {rrf_k}")
         depth = min(limits.top_k_max, max(top_k * 4, 20))
         sub_options = pb.SearchOptions()
         sub_options.CopyFrom(options)
@@ -908,8 +992,7 @@ class RouterCore:
                 options=sub_options, tenant_id=request.tenant_id)))
         fused = fuse_rankings(
             [(r.vector.id, r.score) for r in vector_part.results],
-            [(r.vector.id, r.score) for r in text_part.results], fusion, alpha,
-            limits.rrf_k_default)
+            [(r.vector.id, r.score) for r in text_part.results], fusion, alpha, rrf_k)
         vectors = {r.vector.id: r.vector for r in text_part.results}
         vectors.update({r.vector.id: r.vector for r in vector_part.results})
         distances = {r.vector.id: r.distance for r in vector_part.results}

@@ -21,6 +21,7 @@ from aiohttp import web
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from proto import deeplake_service_pb2 as pb
+from shard.records import UPDATABLE_FIELDS
 from tributary import __version__, errors, limits
 
 BASE = "/api/v1"
@@ -189,6 +190,15 @@ _PAGE_SIZE = {"name": "page_size", "in": "query", "required": False,
 _PAGE_TOKEN = {"name": "page_token", "in": "query", "required": False,
                "description": "The `next_page_token` of the previous page.",
                "schema": {"type": "string"}}
+_MASK_PATH = "(?:" + "|".join((*UPDATABLE_FIELDS, r"\*")) + ")"
+_MASK_PATTERN = rf"^ *(?:{_MASK_PATH} *(?:, *{_MASK_PATH} *)*)?$"
+_UPDATE_MASK = {"name": "update_mask", "in": "query", "required": False,
+                "description": "Comma-separated vector fields to change (AIP-134), e.g. "
+                               "`content,metadata`; `*` names them all. Without it, the fields "
+                               "present in the body change. A named field absent from the body "
+                               f"is cleared. Updatable: {', '.join(UPDATABLE_FIELDS)}; any other "
+                               "name is a 400 that names it.",
+                "schema": {"type": "string", "pattern": _MASK_PATTERN}}
 _INCLUDE_VALUES = {"name": "include_values", "in": "query", "required": False,
                    "description": "`true` or `1` to return each vector's values.",
                    "schema": {"type": "boolean", "default": False}}
@@ -273,10 +283,16 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="GetVectorResponse",
         errors_=(400, 404) + _CLUSTER),
     ("PUT", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
-        "updateVector", "vectors", "Replace a vector's fields",
-        description="The body is a Vector; omitted `values` keep the stored ones. The vector "
-                    "must exist (404 otherwise); a body `id` must match the path.",
-        params=[_DATASET_ID, _VECTOR_ID, _TENANT], body="VectorInput",
+        "updateVector", "vectors", "Update a vector's fields (AIP-134)",
+        description="Changes only the fields named by `update_mask` or, without it, the fields "
+                    "present in the body (the body is a Vector); every other field keeps its "
+                    "stored value. To clear a field, name it in `update_mask` and leave it out "
+                    "of the body, or send it as `null`. `values` can be replaced, not cleared. "
+                    "Output-only fields in the body (`id`, `created_at`, ...) are ignored; a "
+                    "body `id` must match the path. The vector must exist (404 otherwise). "
+                    "Fields are merged into the stored row atomically: a failed update "
+                    "changes nothing.",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT, _UPDATE_MASK], body="VectorInput",
         ok_schema="UpdateVectorResponse", errors_=(400, 404, 409, 413) + _CLUSTER),
     ("DELETE", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
         "deleteVector", "vectors", "Delete one vector",
@@ -310,9 +326,11 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         ok_schema="SearchByTextResponse", errors_=(400, 404, 413) + _CLUSTER),
     ("POST", f"{BASE}/datasets/{{dataset_id}}/search/hybrid"): _op(
         "hybridSearch", "search", "Hybrid search: vector and BM25, fused",
-        description="`fusion`: `rrf` (default; sum of 1/(60 + rank)) or `alpha` (min-max "
-                    "normalized scores, alpha * vector + (1 - alpha) * text; alpha defaults "
-                    "to 0.5). Each result's `explanation` gives its ranks and scores.",
+        description="`fusion`: `rrf` (default; sum of 1/(rrf_k + rank), rrf_k defaults to "
+                    "60) or `alpha` (min-max normalized scores, alpha * vector + (1 - alpha) "
+                    "* text; alpha defaults to 0.5, and an explicit 0 ranks by text alone). "
+                    "Each result's `explanation` gives its ranks, scores and the alpha or "
+                    "rrf_k used.",
         params=[_DATASET_ID, _TENANT], body="HybridSearchBody",
         ok_schema="HybridSearchResponse", errors_=(400, 404, 413) + _CLUSTER),
     ("GET", f"{BASE}/health"): _op(
@@ -434,7 +452,13 @@ def _named_schemas(builder: SchemaBuilder) -> None:
         required=("query_vector", "query_text"),
         descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
                       "fusion": "rrf (default) or alpha",
-                      "alpha": "weight of the vector part under fusion=alpha (0.5 if unset)"})
+                      "alpha": "weight of the vector part under fusion=alpha, 0 (text "
+                               "only) to 1 (vector only); 0.5 if unset",
+                      "rrf_k": "the k of 1 / (k + rank) under fusion=rrf; 60 if unset"})
+    hybrid = builder.components["HybridSearchBody"]["properties"]
+    hybrid["alpha"].update(minimum=0, maximum=1)
+    if "rrf_k" in hybrid:
+        hybrid["rrf_k"].update(minimum=0, maximum=limits.rrf_k_max)
     builder.components["DeleteVectorsBody"] = {
         "type": "object", "required": ["vector_ids"],
         "properties": {

@@ -3,6 +3,7 @@ renders the answer. Errors become JSON bodies with the status from tributary.err
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import time
@@ -122,7 +123,38 @@ def parse(message_type, doc: dict):
     try:
         return json_format.ParseDict(doc, message_type(), ignore_unknown_fields=False)
     except json_format.ParseError as exc:
-        raise errors.InvalidArgument(f"invalid request: {exc}") from None
+        unknown = unknown_field_message(message_type.DESCRIPTOR, doc)
+        raise errors.InvalidArgument(unknown or f"invalid request: {exc}") from None
+
+
+def unknown_field_message(descriptor, doc, where: str = "") -> str | None:
+    """Names the first field of the JSON object `doc` that the message `descriptor` lacks,
+    with the field names the API speaks (the proto's snake_case ones; json_format's own error
+    lists camelCase JSON names such as 'topK') and the closest one. None if every field is
+    known (the parse failed for another reason)."""
+    if not isinstance(doc, dict):
+        return None
+    by_json_name = {field.json_name: field for field in descriptor.fields}
+    for key, value in doc.items():
+        field = descriptor.fields_by_name.get(key) or by_json_name.get(key)
+        if field is None:
+            names = [known.name for known in descriptor.fields]
+            squashed = {name.replace("_", "").lower(): name for name in names}
+            guess = squashed.get(str(key).replace("_", "").lower()) or next(
+                iter(difflib.get_close_matches(str(key), names, n=1)), None)
+            hint = f"; did you mean '{guess}'?" if guess else "."
+            return (f"invalid request: unknown field '{where}{key}'{hint} The fields of "
+                    f"{descriptor.name} are: {', '.join(names)}")
+        message = field.message_type
+        if message is None or message.GetOptions().map_entry:
+            continue
+        repeated = field.is_repeated and isinstance(value, list)
+        for position, item in enumerate(value if repeated else [value]):
+            inner = f"{where}{key}[{position}]." if repeated else f"{where}{key}."
+            found = unknown_field_message(message, item, inner)
+            if found:
+                return found
+    return None
 
 
 def _tenant(request: web.Request) -> str:
@@ -324,11 +356,22 @@ async def get_vector(request: web.Request) -> web.Response:
 
 
 async def update_vector(request: web.Request) -> web.Response:
-    doc = _stringify_metadata(await _body(request))
-    vector = parse(pb.Vector, doc)
-    response = await request.app[CORE].update_vector(pb.UpdateVectorRequest(
+    """PUT a vector (AIP-134): `?update_mask=a,b` names the fields to change, else the fields
+    the body names do. Fields not named keep their stored values; a named field that the body
+    leaves out (or sends as null) is cleared."""
+    doc = await _body(request)
+    present = list(doc)
+    # null means "clear", as absence from a body whose mask names the field does.
+    doc = {key: value for key, value in doc.items() if value is not None}
+    vector = parse(pb.Vector, _stringify_metadata(doc))
+    update = pb.UpdateVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
-        vector=vector, tenant_id=_tenant(request)))
+        vector=vector, tenant_id=_tenant(request))
+    paths = [path.strip() for path in request.query.get("update_mask", "").split(",")
+             if path.strip()]
+    if paths:
+        update.update_mask.paths.extend(paths)
+    response = await request.app[CORE].update_vector(update, present=present)
     return web.json_response(to_json(response))
 
 
@@ -356,7 +399,12 @@ async def restore_vector(request: web.Request) -> web.Response:
         dataset_id=request.match_info["dataset_id"],
         vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
     if response.restored_count == 0:
-        raise errors.NotFound(f"vector '{request.match_info['vector_id']}' is not soft-deleted")
+        vector_id = request.match_info["vector_id"]
+        if response.not_found_count:
+            # Never written, deleted, or purged by compaction: nothing to restore.
+            raise errors.NotFound(f"vector '{vector_id}' not found in dataset "
+                                  f"'{request.match_info['dataset_id']}'")
+        raise errors.NotFound(f"vector '{vector_id}' is not soft-deleted (it is live)")
     return web.json_response(to_json(response))
 
 

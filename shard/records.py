@@ -26,6 +26,12 @@ class VectorRecord:
     updated_at_ms: int = 0
 
 
+# The fields of a stored vector that an update may change (its AIP-134 update paths). The id,
+# the dataset and the timestamps are the store's own.
+UPDATABLE_FIELDS = ("document_id", "chunk_id", "values", "content", "content_hash", "metadata",
+                    "content_type", "language", "chunk_index", "chunk_count", "model")
+
+
 class ExistingPolicy(Enum):
     ERROR = 0
     SKIP = 1

@@ -45,7 +45,8 @@ import re
 from shard import filters as flt
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
-from shard.records import ExistingPolicy, Hit, SearchOutcome, VectorRecord, WriteResult
+from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
+                           VectorRecord, WriteResult)
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
 from tributary import limits
 from tributary.errors import AlreadyExists, Internal, InvalidArgument, NotFound
@@ -827,6 +828,31 @@ class ShardReplica:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
 
+    def update(self, changes: list[VectorRecord], paths: frozenset[str]) -> WriteResult:
+        """Updates existing vectors field by field (AIP-134). For each record, the fields named
+        in `paths` replace the stored ones (an empty one clears it) and every other field keeps
+        its stored value; without "values" in `paths` the records' values are ignored (None is
+        fine). The stored rows are read and the merged rows written under one hold of `_lock`,
+        so no other write interleaves, and as one commit through write(), which rolls back on
+        failure. Raises InvalidArgument for a path that is not an updatable field and NotFound
+        for an id that does not exist or is soft-deleted (reads do not see it either), both
+        before touching the store."""
+        unknown = sorted(set(paths) - set(UPDATABLE_FIELDS))
+        if unknown:
+            raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
+                                  f"{', '.join(UPDATABLE_FIELDS)}")
+        with self._lock:
+            for change in changes:
+                if change.id not in self._row_of or change.id in self._soft_deleted:
+                    raise NotFound(f"vector '{change.id}' not found")
+            stored = self._read_rows([self._row_of[change.id] for change in changes],
+                                     include_values="values" not in paths)
+            for change, current in zip(changes, stored):
+                for name in paths:
+                    value = getattr(change, name)
+                    setattr(current, name, dict(value) if name == "metadata" else value)
+            return self.write(stored, [], ExistingPolicy.REQUIRE)
+
     # ---- soft delete, restore, compaction ------------------------------------------------------
 
     def soft_delete(self, ids: list[str]) -> tuple[int, int]:
@@ -853,7 +879,8 @@ class ShardReplica:
             return len(targets), missing
 
     def restore(self, ids: list[str]) -> tuple[int, int]:
-        """Brings soft-deleted rows back. Returns (restored, not soft-deleted or unknown)."""
+        """Brings soft-deleted rows back. Returns (restored, not found): an id the shard does not
+        hold (never written, deleted or purged) is not found; a live one counts in neither."""
         with self._lock:
             targets = [i for i in dict.fromkeys(ids) if i in self._soft_deleted]
             if targets:
@@ -869,7 +896,8 @@ class ShardReplica:
                     label = self._label_of[vid]
                     self._id_of_label[label] = vid
                     self._unhide_label(label, self._row_of[vid])
-            return len(targets), len(set(ids)) - len(targets)
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+            return len(targets), missing
 
     def _hide_label(self, label: int) -> None:
         if self._index is None:

@@ -118,3 +118,7 @@ check()
 internal_proof_skew_ms = 30_000
 internal_proof_nonces_max = 1_000_000
 raft_password_chars_min = 16
+
+# Hybrid search (router/core.py): the largest rrf_k a request may give, the k of 1 / (k + rank);
+# far above the usual 60 (rrf_k_default), where every rank already scores almost alike.
+rrf_k_max = 10_000

@@ -63,6 +63,9 @@ def test_every_seed_message_field_keeps_its_name_number_and_kind():
     assert len(seed) == 15
     scalar = {"string": F.TYPE_STRING, "int32": F.TYPE_INT32, "int64": F.TYPE_INT64,
               "float": F.TYPE_FLOAT, "double": F.TYPE_DOUBLE, "bool": F.TYPE_BOOL}
+    # Labels are not compared: `optional` (proto3 field presence) on a seed field, as on
+    # SearchOptions.min_score or HybridSearchRequest.alpha, is compatible. It keeps the name,
+    # number, type and wire format, and a seed client that never sets presence still works.
     for message, fields in seed.items():
         ours = pb.DESCRIPTOR.message_types_by_name[message].fields_by_name
         for name, (kind, number) in fields.items():
