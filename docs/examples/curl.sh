@@ -39,7 +39,10 @@ call POST "/datasets/$DATASET/vectors" '{
 call POST "/datasets/$DATASET/search" '{"query_vector": [0.1, 0.2, 0.3, 0.4],
   "options": {"top_k": 5, "include_content": true, "include_metadata": true}}'
 
-call GET "/datasets/$DATASET/vectors/a1"                            # get one vector
+call GET "/datasets/$DATASET/vectors/a1"          # get one vector (cosine: values normalized)
+# Change only the content; document_id, metadata and values stay (AIP-134). To clear a field,
+# name it in ?update_mask= and leave it out of the body.
+call PUT "/datasets/$DATASET/vectors/a1" '{"content": "rivers merge"}'
 call DELETE "/datasets/$DATASET/vectors/a2"                         # delete one
 call DELETE "/datasets/$DATASET/vectors/batch" '{"vector_ids": ["a1"]}'
 call GET /datasets                                                  # list
