@@ -95,6 +95,8 @@ class ShardReplica:
         self.index_type = index_type
         self._lock = threading.RLock()
         self._index_lock = ReadWriteLock()
+        # One save at a time (the periodic save and close may meet); taken before the others.
+        self._save_lock = threading.Lock()
         # Rows committed to the store but not yet in the graph: FIFO chunks of (labels, vectors),
         # plus a label -> vector view for lookups. Deleted pending labels leave the view at once;
         # if the indexer already took them, it marks them deleted after adding (_deleted_pending).
@@ -252,26 +254,39 @@ class ShardReplica:
             return None
 
     def save_index(self) -> None:
-        """Persists the index with the store version it covers (used by the next open). A flat
-        replica has no index to persist: its matrix is read from the store on open."""
+        """Persists the index with the label watermark it covers (used by the next open),
+        without stalling searches or writes. `_lock` is held only to read the watermark. The
+        graph is written to a temporary file under a background read hold of the index lock:
+        searches go on beside it (even when the indexer waits to add a chunk), and only graph
+        changes wait, for as long as hnswlib takes to write the file into the page cache. The
+        metadata file and the renames come after, outside every lock. (Before, the whole save held `_lock` and the
+        index write lock, so every search and write waited for it.) A flat replica has no index
+        to persist: its matrix is read from the store on open."""
         if self._index is None:
             return
-        with self._lock, self._index_lock.write():
-            tmp = self._index_path + ".tmp"
-            self._index.save_index(tmp)
-            os.replace(tmp, self._index_path)
-            meta_tmp = self._index_meta_path + ".tmp"
-            with open(meta_tmp, "w") as f:
+        with self._save_lock:
+            with self._lock:
                 # Every label below the oldest pending one is in the graph.
                 watermark = (int(self._pending_chunks[0][0][0]) - 1 if self._pending_chunks
                              else self._next_label - 1)
-                json.dump({"watermark": watermark, "count": len(self._ids),
+                count, next_label = len(self._ids), self._next_label
+                generation = self._index_generation
+            tmp = self._index_path + ".tmp"
+            with self._index_lock.read_background():
+                if self._index_generation != generation:
+                    watermark = -1  # compaction swapped the graph meanwhile: claim no label
+                _write_graph(self._index, tmp)
+            os.replace(tmp, self._index_path)
+            meta_tmp = self._index_meta_path + ".tmp"
+            with open(meta_tmp, "w") as f:
+                json.dump({"watermark": watermark, "count": count,
                            "dimensions": self.dimensions, "metric": self.metric}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(meta_tmp, self._index_meta_path)
-            self._saved_at = time.monotonic()
-            self._labels_at_save = self._next_label
+            with self._lock:
+                self._saved_at = time.monotonic()
+                self._labels_at_save = next_label
 
     def maybe_save(self, every_s: float, every_vectors: int) -> bool:
         """Saves the index if enough time or enough new vectors passed since the last save."""
@@ -281,9 +296,9 @@ class ShardReplica:
             due = (self._next_label - self._labels_at_save >= every_vectors or
                    (self._next_label != self._labels_at_save and
                     time.monotonic() - self._saved_at >= every_s))
-            if due:
-                self.save_index()
-            return due
+        if due:
+            self.save_index()   # outside _lock: it takes only the locks it needs, briefly
+        return due
 
     def close(self) -> None:
         """Stops the indexer and saves the index. A backlog the indexer cannot finish within
@@ -296,11 +311,10 @@ class ShardReplica:
             self._pending_changed.notify_all()
         if self._indexer is not None:
             self._indexer.join(timeout=60)
-        with self._lock:
-            try:
-                self.save_index()
-            except Exception:  # noqa: BLE001 - the index is a cache; losing it costs a rebuild
-                log.exception("shard %s: could not save HNSW index", self.path)
+        try:
+            self.save_index()
+        except Exception:  # noqa: BLE001 - the index is a cache; losing it costs a rebuild
+            log.exception("shard %s: could not save HNSW index", self.path)
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -1059,6 +1073,12 @@ class ShardReplica:
         self._small = _SmallFields(self._ds, self._labels)
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
+
+
+def _write_graph(index: hnswlib.Index, path: str) -> None:
+    """Writes the graph to `path` (hnswlib's own format, read by load_index). A function of
+    its own so that tests can observe a save in progress."""
+    index.save_index(path)
 
 
 def _exact_top(values: np.ndarray, sqnorms: np.ndarray, labels: np.ndarray, query: np.ndarray,

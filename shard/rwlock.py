@@ -10,6 +10,11 @@ the next writer: the indexer takes the lock again for its next chunk within micr
 woken readers are even scheduled, so without this turn a search waited until the indexer ran
 out of chunks (seconds to minutes under steady ingest). Each hold is one bounded chunk, so
 queries never wait for more than one.
+
+One reader is special: a background read (saving the index to a file) is long, so while one is
+held, new readers enter even though a writer waits. Holding them back would gain the writer
+nothing (it waits for the background reader anyway) and would stall every search for the whole
+save.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ class ReadWriteLock:
         # Readers that were waiting when the last writer released: they may enter although a
         # writer waits, and writers wait until they did.
         self._admitted = 0
+        self._background = 0
 
     def _may_read(self) -> bool:
-        return not self._writer and (not self._writers_waiting or self._admitted > 0)
+        return not self._writer and (not self._writers_waiting or self._admitted > 0 or
+                                     self._background > 0)
 
     def _enter_read(self) -> None:
         if self._admitted:
@@ -54,6 +61,20 @@ class ReadWriteLock:
             yield
         finally:
             self.release_read()
+
+    @contextmanager
+    def read_background(self):
+        """A read hold for long work (saving the index): it waits like any reader, but while
+        it is held, other readers are not held back by waiting writers."""
+        with self.read():
+            with self._cond:
+                self._background += 1
+                self._cond.notify_all()     # readers held back by a waiting writer may enter
+            try:
+                yield
+            finally:
+                with self._cond:
+                    self._background -= 1
 
     def try_read(self) -> bool:
         """Takes a read hold only if that needs no waiting. True means the caller holds it and

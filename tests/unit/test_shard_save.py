@@ -1,0 +1,113 @@
+"""Saving the HNSW index does not stall the replica: searches and writes complete while a save
+is in progress (the save is made observable by slowing its file write), including while the
+background indexer waits to add a chunk; the saved file still loads without a rebuild."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import shard.replica as replica_module
+from shard.records import ExistingPolicy, VectorRecord
+from shard.replica import ShardReplica
+from shard.rwlock import ReadWriteLock
+
+DIM = 8
+
+
+def records(first: int, count: int) -> list[VectorRecord]:
+    rng = np.random.default_rng(first)
+    return [VectorRecord(id=f"v{first + i}", values=rng.normal(size=DIM).astype(np.float32))
+            for i in range(count)]
+
+
+def finishes_within(seconds: float, work) -> tuple[bool, object]:
+    """Runs `work` on a thread: (finished in time, its result)."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), out.get("value")
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_searches_and_writes_complete_while_the_index_is_being_saved(tmp_path, monkeypatch):
+    path = str(tmp_path / "shard")
+    replica = ShardReplica(path, DIM, "l2")
+    replica.write(records(0, 500), [])
+    assert replica.wait_indexed(60)
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(index, target):
+        writing.set()
+        release.wait(30)
+        index.save_index(target)
+
+    monkeypatch.setattr(replica_module, "_write_graph", slow_write)
+    saver = threading.Thread(target=replica.save_index)
+    saver.start()
+    try:
+        assert writing.wait(10)
+        query = records(0, 1)[0].values
+        done, outcome = finishes_within(5, lambda: replica.search(query, 5))
+        assert done, "a search waited for the index save"
+        assert outcome.hits[0].record.id == "v0"
+        # A write is acknowledged during the save; its rows go to the pending buffer, and the
+        # indexer then waits for the graph. Searches still complete and see the new rows.
+        new = records(500, 300)
+        done, result = finishes_within(5, lambda: replica.write(new, []))
+        assert done and result.inserted == 300
+        assert wait_for(lambda: replica._index_lock._writers_waiting > 0)
+        late = new[200].values
+        done, outcome = finishes_within(5, lambda: replica.search(late, 1))
+        assert done, "a search waited behind the indexer that waits for the save"
+        assert outcome.hits[0].record.id == "v700"
+        assert saver.is_alive()     # the save was in progress all along
+    finally:
+        release.set()
+        saver.join(30)
+    assert not saver.is_alive()
+    replica.close()
+    reopened = ShardReplica(path, DIM, "l2")
+    try:
+        assert reopened.index_repairs["rebuilt"] == 0
+        assert reopened.count() == 800
+        assert reopened.search(late, 1).hits[0].record.id == "v700"
+    finally:
+        reopened.close()
+
+
+def test_readers_pass_a_waiting_writer_while_a_background_reader_holds_the_lock():
+    lock = ReadWriteLock()
+    with lock.read_background():
+        writer_in = threading.Event()
+
+        def writer():
+            with lock.write():
+                writer_in.set()
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        assert wait_for(lambda: lock._writers_waiting > 0)
+        assert lock.try_read(), "a reader was held back during a background read"
+        lock.release_read()
+        assert not writer_in.is_set()
+    assert writer_in.wait(5)
+    thread.join(5)
+    # Without a background reader, a waiting writer holds new readers back (fairness).
+    with lock.read():
+        thread = threading.Thread(target=lambda: lock.write().__enter__(), daemon=True)
+        thread.start()
+        assert wait_for(lambda: lock._writers_waiting > 0)
+        assert not lock.try_read()
