@@ -1,9 +1,11 @@
 """Saving the HNSW index does not stall the replica: searches and writes complete while a save
 is in progress (the save is made observable by slowing its file write), including while the
-background indexer waits to add a chunk; the saved file still loads without a rebuild."""
+background indexer waits to add a chunk; the saved file still loads without a rebuild, and a
+failed save keeps the previous file."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -47,18 +49,20 @@ def test_searches_and_writes_complete_while_the_index_is_being_saved(tmp_path, m
     replica = ShardReplica(path, DIM, "l2")
     replica.write(records(0, 500), [])
     assert replica.wait_indexed(60)
-    writing, release = threading.Event(), threading.Event()
+    writing, release = tmp_path / "writing", tmp_path / "release"
 
     def slow_write(index, target):
-        writing.set()
-        release.wait(30)
+        writing.touch()
+        deadline = time.monotonic() + 30
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
         index.save_index(target)
 
     monkeypatch.setattr(replica_module, "_write_graph", slow_write)
     saver = threading.Thread(target=replica.save_index)
     saver.start()
     try:
-        assert writing.wait(10)
+        assert wait_for(writing.exists)
         query = records(0, 1)[0].values
         done, outcome = finishes_within(5, lambda: replica.search(query, 5))
         assert done, "a search waited for the index save"
@@ -75,7 +79,7 @@ def test_searches_and_writes_complete_while_the_index_is_being_saved(tmp_path, m
         assert outcome.hits[0].record.id == "v700"
         assert saver.is_alive()     # the save was in progress all along
     finally:
-        release.set()
+        release.touch()
         saver.join(30)
     assert not saver.is_alive()
     replica.close()
@@ -86,6 +90,31 @@ def test_searches_and_writes_complete_while_the_index_is_being_saved(tmp_path, m
         assert reopened.search(late, 1).hits[0].record.id == "v700"
     finally:
         reopened.close()
+
+
+def test_a_failed_graph_write_raises_and_keeps_the_previous_index(tmp_path, monkeypatch):
+    path = str(tmp_path / "shard")
+    replica = ShardReplica(path, DIM, "l2")
+    try:
+        replica.write(records(0, 100), [])
+        assert replica.wait_indexed(60)
+        replica.save_index()
+        with open(os.path.join(path, "hnsw.bin"), "rb") as f:
+            saved = f.read()
+
+        def broken_write(index, target):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(replica_module, "_write_graph", broken_write)
+        replica.write(records(100, 50), [])
+        assert replica.wait_indexed(60)
+        with pytest.raises(OSError):
+            replica.save_index()
+        with open(os.path.join(path, "hnsw.bin"), "rb") as f:
+            assert f.read() == saved
+    finally:
+        monkeypatch.undo()
+        replica.close()
 
 
 def test_readers_pass_a_waiting_writer_while_a_background_reader_holds_the_lock():
