@@ -16,12 +16,9 @@ group). Nothing here imports from tests/."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,63 +32,21 @@ from bench.datasets import Dataset, recall_at_k
 from bench.timing import query_loop, summarize
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
-from tributary import limits
+from tributary import limits, procs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PR_SET_PDEATHSIG = 1
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                  ("grpc.max_send_message_length", limits.grpc_message_bytes_max)]
-
-
-def _session_dying_with_parent(sig: int):
-    """preexec_fn: own process group (so it can be killed as a group) and a signal when the
-    benchmark process dies, so an interrupted run leaves no cluster behind."""
-    def preexec():
-        os.setsid()
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-        except OSError:
-            pass
-    return preexec
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def free_port_plan(meta: int, nodes: int) -> tuple[int, int, int]:
     """(http_port, grpc_port, internal_base) with every derived port free (layout of
     tributary/up.py: meta Raft at base+i, meta gRPC at base+10+i, nodes at base+100+i)."""
-    for _ in range(200):
-        base = random.randrange(20_000, 55_000, 200)
-        http, grpc_port = base + 150, base + 170
-        ports = ([base + i for i in range(meta)] + [base + 10 + i for i in range(meta)]
-                 + [base + 100 + i for i in range(nodes)] + [http, grpc_port])
-        if all(_port_free(p) for p in ports):
-            return http, grpc_port, base
-    raise RuntimeError("no free port range found")
+    return procs.cluster_port_plan(meta, nodes)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True,
-                         text=True).stdout.split()
-    return any(not s.startswith("Z") for s in out)
+    return procs.free_port()
 
 
 class LocalCluster:
@@ -129,7 +84,7 @@ class LocalCluster:
                  "--internal-port-base", str(self.internal_base), "--nodes", str(self.nodes),
                  "--meta", str(self.meta)],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_session_dying_with_parent(signal.SIGTERM))
+                preexec_fn=procs.new_session_dying_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -159,9 +114,9 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 pass
         deadline = time.monotonic() + timeout_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while procs.group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _group_alive(pgid):
+        if procs.group_alive(pgid):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
@@ -213,7 +168,8 @@ class EchoRouter:
             [sys.executable, "-m", "bench.echo_router", "--port", str(self.port),
              "--response", self.response_path],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, preexec_fn=_session_dying_with_parent(signal.SIGKILL))
+            stdin=subprocess.DEVNULL,
+            preexec_fn=procs.new_session_dying_with_parent(signal.SIGKILL))
         deadline = time.monotonic() + timeout_s
         with grpc.insecure_channel(self.target, options=_GRPC_OPTIONS) as channel:
             stub = pb_grpc.SearchServiceStub(channel)

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,22 +26,7 @@ import time
 import httpx
 import numpy as np
 
-
-def _free_base() -> int:
-    for base in range(31_000, 60_000, 300):
-        ports = [base + i for i in range(3)] + [base + 10 + i for i in range(3)] + \
-                [base + 100 + i for i in range(8)] + [base + 150, base + 170]
-        ok = True
-        for port in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
+from tributary import procs
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -67,12 +51,11 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/txn.json")
     args = parser.parse_args()
 
-    base = _free_base()
-    http_port = base + 150
+    http_port, grpc_port, base = procs.cluster_port_plan(meta=3, nodes=args.nodes)
     data_dir = tempfile.mkdtemp(prefix="tributary-bench-txn-")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tributary.cli", "up", "--data-dir", data_dir,
-         "--http-port", str(http_port), "--grpc-port", str(base + 170),
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
          "--internal-port-base", str(base), "--nodes", str(args.nodes)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     rest = f"http://127.0.0.1:{http_port}/api/v1"

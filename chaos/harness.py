@@ -22,12 +22,10 @@ The harness talks to proxies through the Toxiproxy HTTP API only, and to meta me
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,39 +38,16 @@ from typing import Any, Callable
 from chaos.launcher import ProxyServer
 from chaos.topology import (HOST, PortPlan, Topology, identity_proxy, meta_peer_raft,
                             plan_ports, ports_needed)
-from tributary import local_secrets
+from tributary import local_secrets, procs
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PR_SET_PDEATHSIG = 1
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
-
-
 def free_base(topo: Topology, rng: random.Random | None = None) -> int:
-    """A base port whose whole consecutive block is free right now."""
-    rng = rng or random.Random()
-    need = ports_needed(topo)
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - need, 50)
-        if all(_port_free(p) for p in range(base, base + need)):
-            return base
-    raise RuntimeError("no free port block found")
+    """A base port whose whole consecutive block is free right now, below the ephemeral range
+    (tributary.procs), so no outgoing connection takes the port of a disabled proxy."""
+    return procs.free_port_block(range(ports_needed(topo)), HOST, step=50, rng=rng)
 
 
 class ToxiproxyApi:
@@ -134,7 +109,7 @@ class Proc:
             self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env=self.env,
                                           cwd=_REPO_ROOT, start_new_session=True,
-                                          preexec_fn=_die_with_parent)
+                                          preexec_fn=procs.die_with_parent)
         self.starts += 1
         self.paused = False
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from tributary import procs
 
 _READY = re.compile(r"chaos proxy API listening on (\S+):(\d+)")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,12 +25,6 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def find_toxiproxy_server() -> str | None:
     """$TOXIPROXY_SERVER if set, else `toxiproxy-server` on PATH, else None."""
     return os.environ.get("TOXIPROXY_SERVER") or shutil.which("toxiproxy-server")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ProxyServer:
@@ -60,7 +55,7 @@ class ProxyServer:
     def _command(self) -> list[str]:
         seed = [] if self.seed is None else [str(self.seed)]
         if self.external:
-            self.port = _free_port(self.host)
+            self.port = procs.free_port(self.host)
             return ([self.external, "-host", self.host, "-port", str(self.port)]
                     + (["-seed", *seed] if seed else []) + self.extra_args)
         return ([sys.executable, "-m", "chaos", "proxy", "--listen", f"{self.host}:0"]

@@ -10,7 +10,6 @@ child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import http.client
 import json
@@ -24,18 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from tributary import cluster_auth, limits, local_secrets
+from tributary import cluster_auth, limits, local_secrets, procs
 from tributary.netaddr import is_loopback
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
 
 @dataclass
 class Child:
@@ -49,7 +38,7 @@ class Child:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                        stdin=subprocess.DEVNULL, preexec_fn=procs.die_with_parent)
         log.close()
         self.started_at = time.monotonic()
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Callable
 
 import httpx
+
+from tributary import procs
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1,
@@ -30,27 +30,9 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, interval_
     raise TimeoutError(f"{what} not reached within {timeout_s}s (last error: {last_exc!r})")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def free_port_plan(meta: int, nodes: int, routers: int) -> tuple[int, int, int]:
     """Finds (http_port, grpc_port, internal_base) whose every derived port is free."""
-    for _ in range(200):
-        base = random.randrange(20_000, 55_000, 200)
-        http, grpc_port = base + 150, base + 170
-        ports = ([base + i for i in range(meta)] + [base + 10 + i for i in range(meta)]
-                 + [base + 100 + i for i in range(nodes)]
-                 + [http + i for i in range(routers)] + [grpc_port + i for i in range(routers)])
-        if all(_port_free(p) for p in ports):
-            return http, grpc_port, base
-    raise RuntimeError("no free port range found")
+    return procs.cluster_port_plan(meta, nodes, routers)
 
 
 class Cluster:
@@ -115,7 +97,9 @@ class Cluster:
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
              "--internal-port-base", str(self.internal_base), "--meta", str(self.meta),
              "--nodes", str(self.nodes), "--routers", str(self.routers)] + self.extra_args,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
+            stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            # Its own process group, and SIGTERM (a clean stop) if the test run dies.
+            preexec_fn=procs.new_session_dying_with_parent(signal.SIGTERM))
         out.close()
         self.wait_ready(timeout_s)
         return self
@@ -147,7 +131,7 @@ class Cluster:
         pgid = os.getpgid(self.process.pid)
         os.killpg(pgid, signal.SIGKILL)
         self.process.wait(timeout=10)
-        wait_for(lambda: not _group_alive(pgid), 10, 0.1, "process group gone")
+        wait_for(lambda: not procs.group_alive(pgid), 10, 0.1, "process group gone")
 
     def stop(self, timeout_s: float = 15.0) -> float:
         """SIGTERM the supervisor; returns how long the whole group took to exit."""
@@ -158,22 +142,13 @@ class Cluster:
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout_s)
-            wait_for(lambda: not _group_alive(pgid), timeout_s, 0.1, "children gone")
+            wait_for(lambda: not procs.group_alive(pgid), timeout_s, 0.1, "children gone")
         finally:
-            if _group_alive(pgid):
+            if procs.group_alive(pgid):
                 os.killpg(pgid, signal.SIGKILL)
         return time.monotonic() - started
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # Zombies still count for killpg; look for processes that are not zombies.
-    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True,
-                         text=True).stdout.split()
-    return any(not s.startswith("Z") for s in out)
 
 
 def child_pid(cluster: Cluster, needle: str) -> int:

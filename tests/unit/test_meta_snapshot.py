@@ -8,19 +8,17 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
-import socket
 import time
 
 import pytest
 
 from consensus import commands, state as meta_state
 from consensus.member import MetaStateMachine
+from tributary import procs
 
 
 def _free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    return f"127.0.0.1:{procs.free_port()}"
 
 
 def _wait(predicate, timeout_s: float = 20.0):
