@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
@@ -22,8 +21,7 @@ from tributary import errors, limits
 from tributary import cluster_auth
 from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
-
-log = logging.getLogger("tributary.meta.client")
+from tributary.periodic import Periodic
 
 
 class MetaClient:
@@ -61,7 +59,7 @@ class MetaClient:
                     raise last from None
             attempt += 1
             if attempt % len(self.addresses) == 0:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(limits.meta_client_round_pause_ms / 1000)
         raise errors.Unavailable(f"metadata group unavailable: {last.message if last else 'timeout'}")
 
     async def propose(self, command: Any) -> dict[str, Any]:
@@ -93,15 +91,16 @@ class MetaClient:
         return await self._call("RouterHeartbeat", meta_pb2.RouterHeartbeatRequest(
             router_id=router_id), timeout_s=limits.router_heartbeat_interval_ms / 1000 * 2)
 
-    async def leader_status(self, timeout_s: float = 2.0) -> meta_pb2.MetaStatusResponse:
+    async def leader_status(self, timeout_s: float = limits.meta_leader_status_timeout_ms / 1000
+                            ) -> meta_pb2.MetaStatusResponse:
         """Status as the leader sees it; raises Unavailable when no member leads."""
         deadline = time.monotonic() + timeout_s
         for address in self.addresses * 2:
             if time.monotonic() > deadline:
                 break
             try:
-                status = await self._stubs[address].Status(meta_pb2.MetaStatusRequest(),
-                                                           timeout=0.5)
+                status = await self._stubs[address].Status(
+                    meta_pb2.MetaStatusRequest(), timeout=limits.meta_status_timeout_ms / 1000)
             except grpc.aio.AioRpcError:
                 continue
             if status.is_leader:
@@ -114,7 +113,8 @@ class CatalogCache:
         self.client = client
         self.state = meta_state.MetaState()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
+        self._refresher = Periodic(limits.catalog_refresh_interval_ms / 1000, self.refresh,
+                                   "catalog refresh")
 
     async def refresh(self, linearizable: bool = False) -> meta_state.MetaState:
         async with self._lock:
@@ -124,16 +124,9 @@ class CatalogCache:
             return self.state
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        """Refreshes the catalog every catalog_refresh_interval_ms in the background."""
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except errors.TributaryError as exc:
-                log.debug("catalog refresh failed: %s", exc.message)
-            await asyncio.sleep(limits.catalog_refresh_interval_ms / 1000)
+        """Stops the background refresh and waits until it has ended."""
+        await self._refresher.stop()

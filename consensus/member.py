@@ -65,18 +65,15 @@ class MetaStateMachine(SyncObj):
             # Send each command at once instead of batching it into the next append-entries
             # period (100 ms), which would put ~100 ms on every catalog write and 2PC decision.
             appendEntriesUseBatch=False,
-            # A leader cut off from its quorum steps down after this long (pysyncobj's default
-            # is 30 s, during which an isolated leader still answered is_leader=True).
-            leaderFallbackTimeout=3.0,
-            raftMinTimeout=0.4,
-            raftMaxTimeout=1.2,
-            connectionTimeout=3.5,
-            logCompactionMinEntries=10_000,
-            logCompactionMinTime=600,
-            # In Kubernetes a rescheduled member keeps its DNS name but not its IP; pysyncobj's
-            # default 10-minute DNS cache would keep peers dialing the old address.
-            dnsCacheTime=5.0,
-            dnsFailCacheTime=2.0,
+            # Timings from tributary/limits.py (meta_*), which says why each is what it is.
+            leaderFallbackTimeout=limits.meta_leader_fallback_ms / 1000,
+            raftMinTimeout=limits.meta_election_timeout_min_ms / 1000,
+            raftMaxTimeout=limits.meta_election_timeout_max_ms / 1000,
+            connectionTimeout=limits.meta_connect_timeout_ms / 1000,
+            logCompactionMinEntries=limits.meta_log_compaction_entries_min,
+            logCompactionMinTime=limits.meta_log_compaction_interval_min_ms / 1000,
+            dnsCacheTime=limits.meta_dns_cache_ms / 1000,
+            dnsFailCacheTime=limits.meta_dns_fail_cache_ms / 1000,
             # The fork-based dump would copy the gRPC server's threads' state; keep it in-process
             # (the serializer then runs on pysyncobj's thread, between two applied commands, so
             # self.meta is exactly the state at the snapshot's last entry).
@@ -336,7 +333,7 @@ def run(args: argparse.Namespace) -> None:
     machine = MetaStateMachine(args.raft, [raft for raft, _ in peers], args.data_dir,
                                password, args.raft_bind)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16),
+        futures.ThreadPoolExecutor(max_workers=limits.meta_grpc_threads_max),
         interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
@@ -350,5 +347,5 @@ def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    server.stop(grace=1).wait()
+    server.stop(grace=limits.meta_stop_grace_ms / 1000).wait()
     machine.destroy()

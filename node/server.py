@@ -34,6 +34,7 @@ from shard.replica import ShardReplica, directory_bytes
 from tributary import cluster_auth, limits
 from tributary.errors import Internal, InvalidArgument, NotFound, StaleEpoch, TributaryError
 from tributary.validation import as_vector, unpack_vector
+from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.node")
 
@@ -357,7 +358,7 @@ async def serve(args: argparse.Namespace) -> None:
             break
         except TributaryError as exc:
             log.warning("waiting for meta group: %s", exc.message)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(limits.meta_wait_retry_ms / 1000)
     host = ShardHost(node_id, args.data_dir, catalog)
     await host.reopen_from_disk()
     participant = Participant(host, meta, catalog)
@@ -379,39 +380,36 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("node %s serving on %s (internal auth %s)", node_id, args.listen,
              "on" if token else "off")
 
-    async def heartbeats():
-        while True:
-            try:
-                await meta.heartbeat(node_id, advertise)
-            except TributaryError as exc:
-                log.debug("heartbeat failed: %s", exc.message)
-            await asyncio.sleep(limits.node_heartbeat_interval_ms / 1000)
+    async def heartbeat():
+        await meta.heartbeat(node_id, advertise)
 
     async def save_indexes():
         # The index is a cache; saving it bounds the work a restart does after kill -9.
-        while True:
-            await asyncio.sleep(5)
-            for replica in list(host.replicas.values()):
-                try:
-                    await asyncio.to_thread(replica.maybe_save,
-                                            limits.hnsw_save_interval_ms / 1000,
-                                            limits.hnsw_save_every_vectors)
-                except Exception:  # noqa: BLE001 - a failed save costs restart time only
-                    log.exception("saving index of %s failed", replica.path)
+        for replica in list(host.replicas.values()):
+            try:
+                await asyncio.to_thread(replica.maybe_save,
+                                        limits.hnsw_save_interval_ms / 1000,
+                                        limits.hnsw_save_every_vectors)
+            except Exception:  # noqa: BLE001 - a failed save costs restart time only
+                log.exception("saving index of %s failed", replica.path)
 
-    beat = asyncio.create_task(heartbeats())
-    saver = asyncio.create_task(save_indexes())
+    beats = Periodic(limits.node_heartbeat_interval_ms / 1000, heartbeat, "node heartbeat")
+    saver = Periodic(limits.hnsw_save_check_interval_ms / 1000, save_indexes, "index saves",
+                     wait_first=True)
+    beats.start()
+    saver.start()
     resolver = asyncio.create_task(participant.background())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    beat.cancel()
-    saver.cancel()
+    await beats.stop()
+    await saver.stop()
     resolver.cancel()
+    await asyncio.gather(resolver, return_exceptions=True)
     await catalog.stop()
-    await server.stop(grace=2)
+    await server.stop(grace=limits.node_stop_grace_ms / 1000)
     await asyncio.to_thread(host.close)
     await meta.close()
 

@@ -34,8 +34,6 @@ from tributary import __version__, errors, limits, validation
 log = logging.getLogger("tributary.router")
 T = TypeVar("T")
 
-_STALE_RETRIES = 3
-
 
 def _timestamp(ms: int) -> Timestamp:
     ts = Timestamp()
@@ -296,7 +294,7 @@ class RouterCore:
     async def on_shard(self, tenant_id: str, name: str, shard: int,
                        call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]]) -> T:
         """Runs one node call with the current placement, refreshing it on StaleEpoch."""
-        for attempt in range(_STALE_RETRIES + 1):
+        for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.
             record = (self._find_dataset(tenant_id or DEFAULT_TENANT, name) if attempt == 0
@@ -305,7 +303,7 @@ class RouterCore:
             try:
                 return await call(record, address, self.shard_ref(record, shard))
             except errors.StaleEpoch:
-                if attempt == _STALE_RETRIES:
+                if attempt == limits.router_stale_epoch_retries_max:
                     raise
                 await self.catalog.refresh(linearizable=True)
         raise AssertionError("unreachable")

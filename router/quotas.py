@@ -42,6 +42,7 @@ from prometheus_client import Counter
 from consensus import tenancy
 from proto import deeplake_service_pb2 as pb
 from tributary import errors, limits
+from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.router.quotas")
 
@@ -59,7 +60,8 @@ class RouterCount:
         self.meta = meta
         self.router_id = router_id or uuid.uuid4().hex
         self.count = 1
-        self._task: asyncio.Task | None = None
+        self._beats = Periodic(limits.router_heartbeat_interval_ms / 1000, self.beat,
+                               "router heartbeat")
 
     async def beat(self) -> None:
         answer = await self.meta.router_heartbeat(self.router_id)
@@ -67,19 +69,12 @@ class RouterCount:
             self.count = max(1, int(answer.live_routers))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        """Beats every router_heartbeat_interval_ms in the background."""
+        self._beats.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.beat()
-            except errors.TributaryError as exc:
-                log.debug("router heartbeat failed: %s", exc.message)
-            await asyncio.sleep(limits.router_heartbeat_interval_ms / 1000)
+        """Stops the heartbeats and waits until they have ended."""
+        await self._beats.stop()
 
 
 @dataclass

@@ -445,7 +445,8 @@ async def search_stream(request: web.Request) -> web.WebSocketResponse:
     answers with one {"type": "partial"} frame per shard as its hits are merged in, then one
     {"type": "complete"} frame holding the full response with its stats. A bad query gets an
     {"type": "error"} frame and the connection stays open for the next one."""
-    ws = web.WebSocketResponse(max_msg_size=limits.request_bytes_max, heartbeat=30)
+    ws = web.WebSocketResponse(max_msg_size=limits.request_bytes_max,
+                               heartbeat=limits.websocket_heartbeat_ms / 1000)
     await ws.prepare(request)
     core = request.app[CORE]
     async for message in ws:

@@ -22,6 +22,7 @@ from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
 from tributary import cluster_auth, errors, limits
+from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.router")
 
@@ -78,7 +79,7 @@ async def serve(args: argparse.Namespace) -> None:
             break
         except errors.TributaryError as exc:
             log.warning("waiting for meta group: %s", exc.message)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(limits.meta_wait_retry_ms / 1000)
     catalog.start()
     shards = GrpcShardClient(token)
     core = RouterCore(meta, catalog, shards, min_nodes=args.min_nodes)
@@ -119,25 +120,24 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("router serving REST on %s and gRPC on %s", args.http, args.grpc)
 
     async def track_health():
-        while True:
-            healthy, _ = await core.health()
-            status = (health_pb2.HealthCheckResponse.SERVING if healthy
-                      else health_pb2.HealthCheckResponse.NOT_SERVING)
-            for name in [""] + service_names:
-                await health_servicer.set(name, status)
-            await asyncio.sleep(1)
+        healthy, _ = await core.health()
+        status = (health_pb2.HealthCheckResponse.SERVING if healthy
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in [""] + service_names:
+            await health_servicer.set(name, status)
 
-    tracker = asyncio.create_task(track_health())
+    tracker = Periodic(limits.router_health_interval_ms / 1000, track_health,
+                       "health tracking").start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    tracker.cancel()
+    await tracker.stop()
     await router_count.stop()
     await catalog.stop()
     await runner.cleanup()
-    await grpc_server.stop(grace=1)
+    await grpc_server.stop(grace=limits.router_stop_grace_ms / 1000)
     await shards.close()
     await meta.close()
 

@@ -67,12 +67,9 @@ _SOFT_DELETE_COLUMN = "deleted_at_ms"
 # would let any unrelated process on a shared machine starve the graph; +19 still gets a share.
 _INDEXER_NICE = 19
 # Bounds of ShardReplica.search_now, the search an event loop runs itself: the pending rows it may
-# scan exactly (about 0.3 ms at 128-d) and the largest ef_search or top_k it accepts. Beyond them
-# a search goes to a worker thread. Cost bounds, not limits on what a search may ask.
-_NOW_PENDING_MAX = 10_000
+# scan exactly (limits.search_now_pending_rows_max) and the largest ef_search or top_k it accepts.
+# Beyond them a search goes to a worker thread. Cost bounds, not limits on what a search may ask.
 _NOW_EF_MAX = 4 * limits.ef_search_default
-# How long close() lets the indexer keep adding its backlog to the graph before it saves.
-_CLOSE_DRAIN_S = 1.0
 
 
 def _now_ms() -> int:
@@ -305,15 +302,15 @@ class ShardReplica:
 
     def close(self) -> None:
         """Stops the indexer and saves the index. A backlog the indexer cannot finish within
-        _CLOSE_DRAIN_S stays out of the graph: the saved watermark excludes it, so the next open
-        adds it again. (Draining it all could outlast the supervisor's grace period and end in
-        SIGKILL, which loses the index save too.)"""
+        limits.shard_close_drain_ms stays out of the graph: the saved watermark excludes it, so
+        the next open adds it again. (Draining it all could outlast the supervisor's grace
+        period and end in SIGKILL, which loses the index save too.)"""
         with self._lock:
             self._closing = True
-            self._close_deadline = time.monotonic() + _CLOSE_DRAIN_S
+            self._close_deadline = time.monotonic() + limits.shard_close_drain_ms / 1000
             self._pending_changed.notify_all()
         if self._indexer is not None:
-            self._indexer.join(timeout=60)
+            self._indexer.join(timeout=limits.indexer_join_timeout_ms / 1000)
         try:
             self.save_index()
         except Exception:  # noqa: BLE001 - the index is a cache; losing it costs a rebuild
@@ -429,9 +426,9 @@ class ShardReplica:
         """search() of the plain kind (no filter, no stored fields) for a caller that must not
         block, such as an event loop: the answer search() would give, or None when getting it
         would mean waiting for a lock (a write is committing, the indexer holds the graph) or
-        scanning more than _NOW_PENDING_MAX pending rows, or when ef_search or top_k is above
-        _NOW_EF_MAX. The caller then runs search() on a worker thread. Handing a ~0.3 ms graph
-        search to a thread cost about as much again as the search itself."""
+        scanning more than limits.search_now_pending_rows_max pending rows, or when ef_search or
+        top_k is above _NOW_EF_MAX. The caller then runs search() on a worker thread. Handing a
+        ~0.3 ms graph search to a thread cost about as much again as the search itself."""
         started = time.perf_counter()
         if self._index is None:
             return None     # a flat scan is CPU work: it belongs on a worker thread
@@ -441,7 +438,7 @@ class ShardReplica:
             live = len(self._ids)
             if live == 0:
                 return SearchOutcome([], 0, 0, 0.0)
-            if len(self._pending_vectors) > _NOW_PENDING_MAX:
+            if len(self._pending_vectors) > limits.search_now_pending_rows_max:
                 return None
             k = min(top_k, live)
             ef = max(ef_search or limits.ef_search_default, k)
@@ -1030,7 +1027,7 @@ class ShardReplica:
                     self._index.add_items(vectors, labels, num_threads=1)
             except Exception:  # noqa: BLE001 - the rows stay pending (still searchable)
                 log.exception("shard %s: indexing a chunk failed; retrying", self.path)
-                time.sleep(1)
+                time.sleep(limits.indexer_retry_pause_ms / 1000)
                 continue
             with self._lock:
                 if generation != self._index_generation:

@@ -85,6 +85,62 @@ idempotency_key_bytes_max = 255
 idempotency_ttl_ms = 24 * 3600 * 1000
 txn_tombstone_ttl_ms = 3600 * 1000
 
+# ---- Tuning numbers that used to live in the servers (issue 17, item 12) -----------------------
+# Metadata Raft group (consensus/member.py; pysyncobj takes seconds). A follower that hears no
+# leader for a random time between the election min and max starts an election. A leader cut off
+# from its quorum steps down after meta_leader_fallback_ms (pysyncobj's default is 30 s, during
+# which an isolated leader still answered is_leader=True). pysyncobj needs the connect timeout
+# to be at least the election max.
+meta_election_timeout_min_ms = 400
+meta_election_timeout_max_ms = 1_200
+meta_leader_fallback_ms = 3_000
+meta_connect_timeout_ms = 3_500
+# The Raft log is compacted into a snapshot once it holds this many entries and the last
+# compaction is this old.
+meta_log_compaction_entries_min = 10_000
+meta_log_compaction_interval_min_ms = 600_000
+# In Kubernetes a rescheduled member keeps its DNS name but not its IP; pysyncobj's default
+# 10-minute DNS cache would keep peers dialing the old address.
+meta_dns_cache_ms = 5_000
+meta_dns_fail_cache_ms = 2_000
+# Threads of a meta member's gRPC server (each blocks on a Raft commit for up to
+# meta_rpc_timeout_ms).
+meta_grpc_threads_max = 16
+# How long a stopping server lets in-flight RPCs finish; all within shutdown_grace_ms, which
+# the supervisor gives a child before SIGKILL. A node then closes its shards, whose indexers
+# drain for shard_close_drain_ms before the index is saved.
+meta_stop_grace_ms = 1_000
+router_stop_grace_ms = 1_000
+node_stop_grace_ms = 2_000
+shard_close_drain_ms = 1_000
+# A starting node or router asks the meta group again this often until it answers.
+meta_wait_retry_ms = 500
+# MetaClient: the pause after a round over every member failed, and the deadline of the
+# Status call that asks one member whether it leads.
+meta_client_round_pause_ms = 100
+meta_status_timeout_ms = 500
+# MetaClient.leader_status: how long it looks for a member that leads.
+meta_leader_status_timeout_ms = 2_000
+# The router refreshes its placement map and retries a shard call refused for a stale epoch at
+# most this many times.
+router_stale_epoch_retries_max = 3
+# How often the router recomputes the status its gRPC health service reports.
+router_health_interval_ms = 1_000
+# A node checks this often whether a shard's index is due a save (hnsw_save_interval_ms,
+# hnsw_save_every_vectors).
+hnsw_save_check_interval_ms = 5_000
+# ShardReplica.search_now (a search the event loop runs itself) scans at most this many rows not
+# yet in the graph (about 0.3 ms at 128-d); beyond that the search goes to a worker thread. A
+# cost bound, not a limit on what a search may ask.
+search_now_pending_rows_max = 10_000
+# The background indexer: after a chunk failed to go into the graph it waits this long before
+# trying again; close() waits at most this long for the indexer thread to end.
+indexer_retry_pause_ms = 1_000
+indexer_join_timeout_ms = 60_000
+# WebSocket search streams: ping this often, and close a connection that misses the pong.
+websocket_heartbeat_ms = 30_000
+
+
 
 def as_dict() -> dict[str, int]:
     return {k: v for k, v in globals().items() if k.endswith(("_max", "_min", "_ms", "_default", "_vectors"))
@@ -109,6 +165,27 @@ def check() -> None:
         raise ValueError("shutdown_grace_ms must leave room for the 10 s stop promise")
     if router_heartbeat_interval_ms * 2 > router_liveness_timeout_ms:
         raise ValueError("router_liveness_timeout_ms must cover at least two heartbeats")
+    if not 0 < meta_election_timeout_min_ms < meta_election_timeout_max_ms:
+        raise ValueError("meta_election_timeout_min_ms must be positive and below the max")
+    if meta_connect_timeout_ms < meta_election_timeout_max_ms:
+        raise ValueError("meta_connect_timeout_ms must be at least meta_election_timeout_max_ms")
+    if meta_leader_fallback_ms <= meta_election_timeout_max_ms:
+        raise ValueError("meta_leader_fallback_ms must exceed meta_election_timeout_max_ms: a "
+                         "leader steps down only once the others may have elected another")
+    if meta_rpc_timeout_ms <= meta_election_timeout_max_ms:
+        raise ValueError("meta_rpc_timeout_ms must outlast an election")
+    if max(meta_stop_grace_ms, router_stop_grace_ms,
+           node_stop_grace_ms + shard_close_drain_ms) >= shutdown_grace_ms:
+        raise ValueError("a server's stop grace (a node's plus shard_close_drain_ms) must be "
+                         "shorter than shutdown_grace_ms")
+    if hnsw_save_check_interval_ms > hnsw_save_interval_ms:
+        raise ValueError("hnsw_save_check_interval_ms must not exceed hnsw_save_interval_ms")
+    if not meta_status_timeout_ms <= meta_leader_status_timeout_ms <= meta_rpc_timeout_ms:
+        raise ValueError("meta_leader_status_timeout_ms must lie between meta_status_timeout_ms "
+                         "and meta_rpc_timeout_ms")
+    if indexer_join_timeout_ms <= shard_close_drain_ms:
+        raise ValueError("indexer_join_timeout_ms must exceed shard_close_drain_ms")
+
 
 
 check()

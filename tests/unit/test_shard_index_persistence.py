@@ -87,8 +87,7 @@ def test_clean_close_then_open_needs_no_repair(tmp_path):
 def test_close_does_not_wait_for_a_long_backlog_and_open_adds_it(tmp_path, monkeypatch):
     """close() saves after a bounded drain (here none at all), so a node stops within its
     supervisor's grace period; the rows left out of the graph are added on the next open."""
-    import shard.replica as replica_module
-    monkeypatch.setattr(replica_module, "_CLOSE_DRAIN_S", 0.0)
+    monkeypatch.setattr(limits, "shard_close_drain_ms", 0)
     data = np.random.default_rng(3).standard_normal((6_000, 32)).astype(np.float32)
     replica = ShardReplica(str(tmp_path), 32, "l2")
     replica.write(records(data), [])   # 24 chunks for the indexer; close() at once
