@@ -45,10 +45,6 @@ def free_port_plan(meta: int, nodes: int) -> tuple[int, int, int]:
     return procs.cluster_port_plan(meta, nodes)
 
 
-def free_port() -> int:
-    return procs.free_port()
-
-
 class LocalCluster:
     """`python -m tributary.cli up` as a child process group on loopback."""
 
@@ -155,7 +151,7 @@ def wait_nodes_idle(cluster: "LocalCluster", idle_cpu: float = 0.15, interval_s:
 
 class EchoRouter:
     def __init__(self, response_path: str):
-        self.port = free_port()
+        self.port = procs.free_port()
         self.response_path = response_path
         self.process: subprocess.Popen | None = None
 

@@ -25,12 +25,12 @@ import time
 import grpc
 import numpy as np
 
-from bench.e2e import free_port
 from bench.timing import median, query_loop
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
 from proto import node_pb2, node_pb2_grpc
 from tributary import limits
+from tributary.procs import free_port
 
 _SERVER_OPTIONS = [("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                    ("grpc.max_send_message_length", limits.grpc_message_bytes_max)]

@@ -28,7 +28,7 @@ from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
-from shard import filters
+from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from tributary import cluster_auth, limits
@@ -144,10 +144,10 @@ def _guarded(handler):
     return wrapper
 
 
-def _compiled_filter(request) -> filters.CompiledFilter | None:
-    ast = filters.build_filter_ast(dict(request.filters) or None,
-                                   request.filter_expression or None)
-    return filters.compile_filter(ast) if ast is not None else None
+def _compiled_filter(request) -> filter_eval.CompiledFilter | None:
+    ast = filter_parse.build_filter_ast(dict(request.filters) or None,
+                                        request.filter_expression or None)
+    return filter_eval.compile_filter(ast) if ast is not None else None
 
 
 def _search_response(outcome, dimensions: int) -> node_pb2.ShardSearchResponse:

@@ -25,7 +25,7 @@ from consensus.state import DEFAULT_TENANT, DatasetRecord
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.routing import merge_top_k, shard_of
-from shard import filters
+from shard import filter_parse
 from shard.records import UPDATABLE_FIELDS
 from router.shard_client import ShardClient
 from router.txn import Coordinator, ShardBatch
@@ -826,7 +826,7 @@ class RouterCore:
                 f"dataset '{record.name}' uses metric '{record.metric_type}'; a search cannot "
                 f"switch it to '{options.metric_type}'")
         # Parse here so a bad filter is a 400 before any shard is asked.
-        filters.build_filter_ast(dict(options.filters) or None, options.filter or None)
+        filter_parse.build_filter_ast(dict(options.filters) or None, options.filter or None)
         shrink = options.deduplicate or options.group_by_document
         # Dedupe and grouping drop hits after the merge; ask shards for more so top_k survive.
         shard_k = min(limits.top_k_max, top_k * 4) if shrink else top_k
@@ -921,7 +921,7 @@ class RouterCore:
                                          f"{limits.text_query_bytes_max} bytes")
         if not any(ch.isalnum() for ch in text):
             raise errors.InvalidArgument("query_text holds no words to search for")
-        filters.build_filter_ast(dict(options.filters) or None, options.filter or None)
+        filter_parse.build_filter_ast(dict(options.filters) or None, options.filter or None)
 
         async def search(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,

@@ -2,7 +2,7 @@
 
 Already enforced elsewhere and not repeated here: the body size (aiohttp's client_max_size and
 the gRPC message limit, 413), names, vector ids, content and metadata sizes, NaN/Inf in vectors
-and metadata, top_k, ef_search, batch sizes, filter-expression length and depth (shard/filters),
+and metadata, top_k, ef_search, batch sizes, filter-expression length and depth (shard/filter_parse),
 the number of datasets in a multi-dataset search, Idempotency-Key length.
 
 Added here:

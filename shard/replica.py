@@ -12,7 +12,7 @@ Contract:
   rebuild from the store.
 - Filtered search estimates the filter's selectivity on a sample: a selective filter gets an
   exact scan over the matching rows, a broad one HNSW with over-fetch and a vectorized post-filter
-  (shard/filters.py). No per-candidate Python callback runs inside hnswlib.
+  (shard/filter_eval.py). No per-candidate Python callback runs inside hnswlib.
 - A write is searchable when it is acknowledged, before it is in the HNSW graph: new rows wait
   in a pending buffer that every search scans exactly, while a background thread moves them into
   hnswlib in chunks of index_chunk_vectors. So ingest never waits for graph insertion.
@@ -42,7 +42,8 @@ import numpy as np
 import bisect
 import re
 
-from shard import filters as flt
+from shard import filter_eval
+from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
@@ -372,7 +373,8 @@ class ShardReplica:
     def search(self, query: np.ndarray, top_k: int, ef_search: int = 0,
                include_content: bool = False, include_metadata: bool = False,
                include_values: bool = False,
-               where: flt.CompiledFilter | None = None, exact: bool = False) -> SearchOutcome:
+               where: filter_eval.CompiledFilter | None = None,
+               exact: bool = False) -> SearchOutcome:
         """Top-k by score (higher is better). `query` must already be validated/normalized.
 
         A flat replica, or any replica asked for `exact`, scans every (matching) row by brute
@@ -408,7 +410,7 @@ class ShardReplica:
                 return SearchOutcome([], 0, 0, 0.0)
             ef = max(ef_search or limits.ef_search_default, min(top_k, live))
             view = self._filter_view()
-            selectivity = flt.estimate_selectivity(where, view, 1000, self._rng)
+            selectivity = filter_eval.estimate_selectivity(where, view, 1000, self._rng)
             if selectivity * live <= limits.filter_exact_rows_max:
                 strategy = "exact"
                 rows = np.flatnonzero(where.mask(view))
@@ -462,9 +464,10 @@ class ShardReplica:
         finally:
             self._lock.release()
 
-    def _exact_search(self, query: np.ndarray, top_k: int, where: flt.CompiledFilter | None,
-                      started: float, include_values: bool, include_content: bool,
-                      include_metadata: bool) -> SearchOutcome:
+    def _exact_search(self, query: np.ndarray, top_k: int,
+                      where: filter_eval.CompiledFilter | None, started: float,
+                      include_values: bool, include_content: bool, include_metadata: bool
+                      ) -> SearchOutcome:
         """Brute force over every active row that passes `where` (filter first, then score).
         The scan runs outside _lock on a snapshot of the matrix (appends write past it, deletes
         copy it), so searches scan in parallel and writes go on; a row deleted during the scan
@@ -644,14 +647,14 @@ class ShardReplica:
                 return passed[:top_k], len(candidates), int(len(candidates) - len(passed))
             fetch = min(live, fetch * 4)
 
-    def _filter_view(self) -> flt.ColumnView:
+    def _filter_view(self) -> filter_eval.ColumnView:
         if self._filter_columns is None:
             self._filter_columns = _FilterColumns.from_store(self._ds, len(self._ids))
         return self._filter_columns.view()
 
     def text_search(self, query_text: str, top_k: int, include_content: bool = False,
                     include_metadata: bool = False, include_values: bool = False,
-                    where: flt.CompiledFilter | None = None) -> SearchOutcome:
+                    where: filter_eval.CompiledFilter | None = None) -> SearchOutcome:
         """BM25 over `content`, ranked by Deep Lake's BM25 index (score = its BM25 score).
 
         The Deep Lake query runs on a read-only handle outside the replica lock, so a slow text
@@ -1217,19 +1220,19 @@ class _FilterColumns:
     """In-memory columns the filters read, built from the store on the first filtered search and
     then kept in step with every write (deletes, then appends), under the replica's lock."""
 
-    def __init__(self, standard: dict[str, np.ndarray], metadata: flt.MetadataColumns):
+    def __init__(self, standard: dict[str, np.ndarray], metadata: filter_eval.MetadataColumns):
         self.standard = standard
         self.metadata = metadata
 
     @classmethod
     def from_store(cls, ds, count: int) -> "_FilterColumns":
         standard: dict[str, np.ndarray] = {}
-        for name in sorted(flt.TEXT_FIELDS):
+        for name in sorted(TEXT_FIELDS):
             values = list(ds[name][:]) if count else []
             standard[name] = _object_array(["" if v is None else v for v in values])
-        for name in sorted(flt.NUMERIC_FIELDS):
+        for name in sorted(NUMERIC_FIELDS):
             standard[name] = np.asarray(ds[name][:] if count else [], dtype=np.int64)
-        metadata = flt.MetadataColumns(
+        metadata = filter_eval.MetadataColumns(
             (dict(m) if m is not None else None) for m in (ds["metadata"][:] if count else []))
         return cls(standard, metadata)
 
@@ -1239,16 +1242,16 @@ class _FilterColumns:
                 self.standard[name] = np.delete(self.standard[name], deleted_rows)
             self.metadata.delete(deleted_rows)
         if appended is not None:
-            for name in flt.TEXT_FIELDS:
+            for name in TEXT_FIELDS:
                 self.standard[name] = np.concatenate(
                     [self.standard[name], _object_array(appended[name])])
-            for name in flt.NUMERIC_FIELDS:
+            for name in NUMERIC_FIELDS:
                 self.standard[name] = np.concatenate(
                     [self.standard[name], np.asarray(appended[name], dtype=np.int64)])
             self.metadata.append(appended["metadata"])
 
-    def view(self) -> flt.ColumnView:
-        return flt.ColumnView(self.standard, self.metadata)
+    def view(self) -> filter_eval.ColumnView:
+        return filter_eval.ColumnView(self.standard, self.metadata)
 
 
 def _object_array(values: list) -> np.ndarray:

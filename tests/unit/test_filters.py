@@ -1,5 +1,6 @@
-"""Specification of shard/filters.py: the filter language, its NULL semantics, and the vectorized
-evaluator, checked against a plain per-row Python interpreter (the oracle below)."""
+"""Specification of shard/filter_parse.py and shard/filter_eval.py: the filter language, its
+NULL semantics, and the vectorized evaluator, checked against a plain per-row Python interpreter
+(the oracle below)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shard import filters as F
-from shard.filters import (And, ColumnView, Compare, Field, InList, MetadataColumns, Not, Or,
-                           build_filter_ast, compile_filter, estimate_selectivity, filters_to_ast,
-                           parse_filter, referenced_fields, to_expression)
+from shard import filter_parse as F
+from shard.filter_eval import ColumnView, MetadataColumns, compile_filter, estimate_selectivity
+from shard.filter_parse import (And, Compare, Field, InList, Not, Or, build_filter_ast,
+                                filters_to_ast, parse_filter, referenced_fields, to_expression)
 from tributary.errors import Internal, InvalidArgument
 
 

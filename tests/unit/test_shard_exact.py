@@ -10,7 +10,7 @@ import hnswlib
 import numpy as np
 import pytest
 
-from shard import filters as flt
+from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy, VectorRecord
 from shard.replica import ShardReplica
 from tributary import limits
@@ -91,7 +91,7 @@ def test_flat_index_applies_the_filter_before_scoring(tmp_path):
         matrix = write_all(replica, values, "l2",
                            metadata=lambda i: {"parity": "odd" if i % 2 else "even"})
         odd = {str(i): matrix[i] for i in range(1, len(values), 2)}
-        where = flt.compile_filter(flt.build_filter_ast({"parity": "odd"}, None))
+        where = filter_eval.compile_filter(filter_parse.build_filter_ast({"parity": "odd"}, None))
         for query in as_matrix(clustered(20, DIM, seed=5).tolist(), DIM, "l2"):
             outcome = replica.search(query, K, where=where)
             found = [h.record.id for h in outcome.hits]

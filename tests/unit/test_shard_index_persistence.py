@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shard import filters
+from shard import filter_eval, filter_parse
 from shard.records import VectorRecord
 from shard.replica import ShardReplica
 from tributary import limits
@@ -124,7 +124,7 @@ def test_filtered_search_recall_holds_for_selective_and_broad_filters(tmp_path, 
     chosen = set(rng.choice(n, int(n * fraction), replace=False).tolist())
     replica = ShardReplica(str(tmp_path), 16, "l2")
     replica.write(records(data, category=lambda i: "in" if i in chosen else "out"), [])
-    where = filters.compile_filter(filters.parse_filter("category = 'in'"))
+    where = filter_eval.compile_filter(filter_parse.parse_filter("category = 'in'"))
     found_total = 0
     for q in rng.standard_normal((20, 16)).astype(np.float32):
         outcome = replica.search(q, 10, ef_search=128, where=where, include_metadata=True)
@@ -140,7 +140,7 @@ def test_filter_columns_follow_writes_after_the_first_filtered_search(tmp_path):
     data = np.random.default_rng(5).standard_normal((50, 4)).astype(np.float32)
     replica = ShardReplica(str(tmp_path), 4, "l2")
     replica.write(records(data[:40], category=lambda i: "a"), [])
-    where = filters.compile_filter(filters.parse_filter("category = 'b'"))
+    where = filter_eval.compile_filter(filter_parse.parse_filter("category = 'b'"))
     assert replica.search(data[0], 5, where=where).hits == []
     replica.write(records(data[40:], start=40, category=lambda i: "b"), ["v0"])
     hits = replica.search(data[45], 5, where=where).hits
