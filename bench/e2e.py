@@ -39,19 +39,14 @@ _GRPC_OPTIONS = [("grpc.max_receive_message_length", limits.grpc_message_bytes_m
                  ("grpc.max_send_message_length", limits.grpc_message_bytes_max)]
 
 
-def free_port_plan(meta: int, nodes: int) -> tuple[int, int, int]:
-    """(http_port, grpc_port, internal_base) with every derived port free (layout of
-    tributary/up.py: meta Raft at base+i, meta gRPC at base+10+i, nodes at base+100+i)."""
-    return procs.cluster_port_plan(meta, nodes)
-
-
 class LocalCluster:
     """`python -m tributary.cli up` as a child process group on loopback."""
 
     def __init__(self, data_dir: str, nodes: int = 2, meta: int = 3):
         self.data_dir = data_dir
         self.nodes, self.meta = nodes, meta
-        self.http_port, self.grpc_port, self.internal_base = free_port_plan(meta, nodes)
+        # Ports below the ephemeral range, in the layout of `tributary up`.
+        self.http_port, self.grpc_port, self.internal_base = procs.cluster_port_plan(meta, nodes)
         self.process: subprocess.Popen | None = None
         self.output_path = os.path.join(data_dir, "up.out")
 
