@@ -25,6 +25,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state
+from consensus.failover import FailoverController
 from proto import meta_pb2, meta_pb2_grpc
 from tributary import cluster_auth, faults, limits
 from tributary.netaddr import is_loopback  # noqa: F401 - re-exported for callers
@@ -337,10 +338,13 @@ def run(args: argparse.Namespace) -> None:
         interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    meta_pb2_grpc.add_MetaServicer_to_server(MetaService(machine, raft_to_grpc), server)
+    service = MetaService(machine, raft_to_grpc)
+    meta_pb2_grpc.add_MetaServicer_to_server(service, server)
     if server.add_insecure_port(args.grpc) == 0:
         raise SystemExit(f"cannot bind meta gRPC address {args.grpc}")
     server.start()
+    failover = FailoverController(machine, service)
+    failover.start()
     log.info("meta member raft=%s grpc=%s peers=%s internal auth %s", args.raft, args.grpc,
              args.peer, "on" if token else "off")
     stop = threading.Event()
@@ -348,4 +352,5 @@ def run(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop(grace=limits.meta_stop_grace_ms / 1000).wait()
+    failover.stop()
     machine.destroy()

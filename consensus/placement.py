@@ -46,16 +46,16 @@ def _ring_walk(ring: HashRing, key: str) -> list[str]:
 def plan_copies(tenant_id: str, dataset_name: str, shard_count: int, replication_factor: int,
                 live_nodes: list[str]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
     """(primaries, copies per shard): the primaries as plan_placement places them, and
-    `replication_factor` copies per shard on distinct nodes, spread so that no node holds more
-    than ceil(shards * factor / nodes) of this dataset's copies. Raises ValueError when the
-    factor exceeds the live nodes."""
+    `replication_factor` copies per shard on distinct nodes, each extra copy on the least-loaded
+    node (ring order breaks ties), so that no node holds more than one copy above an even share
+    (ceil(shards * factor / nodes)) of this dataset's copies. Raises ValueError when the factor
+    exceeds the live nodes."""
     nodes = sorted(set(live_nodes))
     if not 1 <= replication_factor <= len(nodes):
         raise ValueError(f"replication_factor must be between 1 and the {len(nodes)} live "
                          f"node(s), got {replication_factor}")
     primaries = plan_placement(tenant_id, dataset_name, shard_count, nodes)
     ring = HashRing(nodes=nodes)
-    cap = math.ceil(shard_count * replication_factor / len(nodes))
     load = {n: 0 for n in nodes}
     for primary in primaries:
         load[primary] += 1
@@ -67,8 +67,7 @@ def plan_copies(tenant_id: str, dataset_name: str, shard_count: int, replication
         walk += [n for n in nodes if n not in walk and n != primary]
         while len(chosen) < replication_factor:
             candidates = [n for n in walk if n not in chosen]
-            below_cap = [n for n in candidates if load[n] < cap]
-            pick = (below_cap or sorted(candidates, key=lambda n: load[n]))[0]
+            pick = min(candidates, key=lambda n: (load[n], walk.index(n)))
             load[pick] += 1
             chosen.append(pick)
         copies.append(tuple(sorted(chosen)))

@@ -139,3 +139,51 @@ def _replace_copy(state, record, shard, command: c.ReplaceCopy):
     new_copies = tuple(sorted((set(copies) - {command.old_node}) | {command.new_node}))
     record = _with_shard(record, shard, command.at_ms, copies=new_copies)
     return _store(state, record, {"changed": True, "shard": shard})
+
+
+def plan_repairs(state: MetaState, down_for_ms: dict[str, int], at_ms: int,
+                 failover_after_ms: int, replace_after_ms: int) -> list[Any]:
+    """The commands the meta leader proposes in one round, from how long each registered node
+    has gone without a heartbeat (0 = live; a node missing from the map counts as live):
+    - a primary away for failover_after_ms is replaced by a live in-sync copy (PromotePrimary,
+      the least-loaded candidate first), so writes go on;
+    - a copy away for replace_after_ms leaves the in-sync set and is replaced by a copy on a live
+      node that holds none of the shard (ReplaceCopy), so the replication factor comes back.
+    At most one change per shard and round: each command carries the term or state it was
+    planned on, and the next round plans from the state it produced."""
+    def down(node: str) -> int:
+        return down_for_ms.get(node, 0)
+
+    live = sorted(n for n in state.nodes if down(n) == 0)
+    primaries: dict[str, int] = {n: 0 for n in state.nodes}
+    copies_held: dict[str, int] = {n: 0 for n in state.nodes}
+    for record in state.datasets.values():
+        for shard in range(record.shard_count):
+            primaries[record.primary_of(shard)] = primaries.get(record.primary_of(shard), 0) + 1
+            for node in record.copies_of(shard):
+                copies_held[node] = copies_held.get(node, 0) + 1
+    planned: list[Any] = []
+    for record in sorted(state.datasets.values(), key=lambda r: r.uuid):
+        for shard in range(record.shard_count):
+            primary, term = record.primary_of(shard), record.term_of(shard)
+            if down(primary) >= failover_after_ms:
+                candidates = [n for n in record.in_sync_of(shard) if n != primary and
+                              down(n) == 0]
+                if candidates:
+                    chosen = min(candidates, key=lambda n: (primaries.get(n, 0), n))
+                    primaries[chosen] = primaries.get(chosen, 0) + 1
+                    planned.append(c.PromotePrimary(record.uuid, shard, chosen, term, at_ms))
+                continue
+            away = [n for n in record.copies_of(shard)
+                    if n != primary and down(n) >= replace_after_ms]
+            spare = [n for n in live if n not in record.copies_of(shard)]
+            if not away or not spare:
+                continue
+            old = away[0]
+            if old in record.in_sync_of(shard):
+                planned.append(c.SetInSync(record.uuid, shard, old, False, term, at_ms))
+                continue
+            new = min(spare, key=lambda n: (copies_held.get(n, 0), n))
+            copies_held[new] = copies_held.get(new, 0) + 1
+            planned.append(c.ReplaceCopy(record.uuid, shard, old, new, at_ms))
+    return planned

@@ -26,6 +26,7 @@ from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
 from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
+from node.replication import Replication, write_effect
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filter_eval, filter_parse
@@ -37,6 +38,10 @@ from tributary.validation import as_vector, unpack_vector
 from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.node")
+
+
+# The roles a request to a shard can need (ShardHost.dataset_for).
+PRIMARY, READ, COPY = "write", "read", "replication request"
 
 
 class ShardHost:
@@ -53,21 +58,36 @@ class ShardHost:
         # Paths derive from internal ids only, never from user-given names.
         return os.path.join(self.data_dir, "shards", str(uuid.UUID(dataset_uuid)), str(shard))
 
-    async def dataset_for(self, ref: node_pb2.ShardRef) -> DatasetRecord:
+    async def dataset_for(self, ref: node_pb2.ShardRef, role: str = READ) -> DatasetRecord:
+        """The dataset record, after the fencing checks for a request of `role`: PRIMARY (writes)
+        only on the shard's primary, READ on an in-sync copy, COPY (replication) on any copy.
+        A request planned on an older epoch is refused with StaleEpoch; one planned on a newer
+        epoch than this node knows makes it refresh its catalog first."""
         record = self.catalog.state.datasets.get(ref.dataset_uuid)
-        if record is None or ref.epoch > record.epoch:
+        if record is None or ref.epoch > record.epoch or not self._serves(record, ref.shard,
+                                                                           role):
             await self.catalog.refresh(linearizable=True)
             record = self.catalog.state.datasets.get(ref.dataset_uuid)
         if record is None:
             raise NotFound("dataset not found (it may have been deleted)")
-        if ref.epoch < record.epoch:
+        if role != COPY and ref.epoch < record.epoch:
             raise StaleEpoch(f"placement epoch {ref.epoch} is older than {record.epoch}")
-        if not 0 <= ref.shard < record.shard_count or record.placement[ref.shard] != self.node_id:
-            raise StaleEpoch(f"shard {ref.shard} is not placed on node {self.node_id}")
+        if not 0 <= ref.shard < record.shard_count or not self._serves(record, ref.shard, role):
+            raise StaleEpoch(f"node {self.node_id} does not serve {role}s of shard {ref.shard}")
         return record
 
-    async def replica(self, ref: node_pb2.ShardRef) -> tuple[DatasetRecord, ShardReplica]:
-        record = await self.dataset_for(ref)
+    def _serves(self, record: DatasetRecord, shard: int, role: str) -> bool:
+        if not 0 <= shard < record.shard_count:
+            return False
+        if role == PRIMARY:
+            return record.primary_of(shard) == self.node_id
+        if role == READ:
+            return self.node_id in record.in_sync_of(shard)
+        return self.node_id in record.copies_of(shard)
+
+    async def replica(self, ref: node_pb2.ShardRef, role: str = READ
+                      ) -> tuple[DatasetRecord, ShardReplica]:
+        record = await self.dataset_for(ref, role)
         key = (ref.dataset_uuid, ref.shard)
         replica = self.replicas.get(key)
         if replica is None:
@@ -110,7 +130,7 @@ class ShardHost:
                     log.info("removing replica of deleted dataset %s/%d", dataset_uuid, shard)
                     await asyncio.to_thread(shutil.rmtree, path, True)
                     continue
-                if shard < record.shard_count and record.placement[shard] == self.node_id:
+                if shard < record.shard_count and self.node_id in record.copies_of(shard):
                     replica = await asyncio.to_thread(ShardReplica, path, record.dimensions,
                                                       record.metric_type,
                                                       record.index_type or "hnsw")
@@ -165,16 +185,18 @@ def _search_response(outcome, dimensions: int) -> node_pb2.ShardSearchResponse:
 
 
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
-    def __init__(self, host: ShardHost, participant: Participant):
+    def __init__(self, host: ShardHost, participant: Participant, replication: Replication):
         self.host = host
         self.participant = participant
+        self.replication = replication
 
     @_guarded
     async def Write(self, request, context):
         """A one-shard batch: one phase, but it still honours the locks of prepared txns.
         With update_paths it is an update: ShardReplica.update merges the named fields into the
-        stored rows under the replica's lock."""
-        record, replica = await self.host.replica(request.shard)
+        stored rows under the replica's lock. The write reaches every in-sync copy before it is
+        acknowledged (node/replication.py)."""
+        record, replica = await self.host.replica(request.shard, PRIMARY)
         paths = frozenset(request.update_paths)
         if paths:
             if request.delete_ids or request.existing != node_pb2.EXISTING_REQUIRE:
@@ -190,12 +212,17 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         holder = f"write-{uuid.uuid4().hex}"
         await locks.acquire(list(dict.fromkeys(ids)), holder, limits.txn_lock_wait_ms / 1000)
         try:
-            if paths:
-                result = await asyncio.to_thread(replica.update, upserts, paths)
-            else:
-                result = await asyncio.to_thread(replica.write, upserts,
-                                                 list(request.delete_ids),
-                                                 ExistingPolicy(int(request.existing)))
+            async with self.replication.write_lock(record.uuid, request.shard.shard):
+                record = await self._primary_record(request.shard)
+                if paths:
+                    result = await asyncio.to_thread(replica.update, upserts, paths)
+                else:
+                    result = await asyncio.to_thread(replica.write, upserts,
+                                                     list(request.delete_ids),
+                                                     ExistingPolicy(int(request.existing)))
+                effect = write_effect(request, result.skipped_ids)
+                if effect.write.upserts or effect.write.delete_ids:
+                    await self.replication.replicate(record, request.shard.shard, [effect])
         finally:
             await locks.release(holder)
         return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
@@ -265,17 +292,51 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         return await self._on_ids(request, ShardReplica.restore)
 
     async def _on_ids(self, request, operation) -> node_pb2.IdsResponse:
-        """Soft delete or restore: waits for in-doubt txns on the ids, then one commit."""
-        _, replica = await self.host.replica(request.shard)
+        """Soft delete or restore: waits for in-doubt txns on the ids, then one commit, which
+        reaches every in-sync copy before it is acknowledged."""
+        record, replica = await self.host.replica(request.shard, PRIMARY)
         ids = list(request.ids)
         await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
                                          ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
-        affected, missing = await asyncio.to_thread(operation, replica, ids)
+        async with self.replication.write_lock(record.uuid, request.shard.shard):
+            record = await self._primary_record(request.shard)
+            affected, missing = await asyncio.to_thread(operation, replica, ids)
+            if affected:
+                kind = "soft_delete" if operation is ShardReplica.soft_delete else "restore"
+                op = node_pb2.ReplicatedOp(**{kind: node_pb2.IdsRequest(ids=ids)})
+                await self.replication.replicate(record, request.shard.shard, [op])
         return node_pb2.IdsResponse(affected=affected, not_found=missing)
+
+    async def _primary_record(self, ref: node_pb2.ShardRef) -> DatasetRecord:
+        """The current record under the shard's write lock (its in-sync set may have changed
+        while the write waited), after the new term's resync if this is its first write."""
+        record = await self.host.dataset_for(ref, PRIMARY)
+        await self.replication.ensure_resynced(record, ref.shard)
+        return await self.host.dataset_for(ref, PRIMARY)
+
+    @_guarded
+    async def Replicate(self, request, context):
+        record = await self.host.dataset_for(request.shard, COPY)
+        if record.primary_of(request.shard.shard) == self.host.node_id and \
+                request.term <= record.term_of(request.shard.shard):
+            raise StaleEpoch(f"node {self.host.node_id} is the primary of shard "
+                             f"{request.shard.shard} in term {record.term_of(request.shard.shard)}")
+        last = await self.replication.on_replicate(record, request.shard.shard, request)
+        return node_pb2.ReplicateResponse(last_seq=last)
+
+    @_guarded
+    async def FetchOps(self, request, context):
+        record = await self.host.dataset_for(request.shard, COPY)
+        return await self.replication.on_fetch(record, request.shard.shard, request)
+
+    @_guarded
+    async def CopyStatus(self, request, context):
+        record = await self.host.dataset_for(request.shard, COPY)
+        return self.replication.status(record, request.shard.shard)
 
     @_guarded
     async def Compact(self, request, context):
-        _, replica = await self.host.replica(request.shard)
+        _, replica = await self.host.replica(request.shard, PRIMARY)
         report = await asyncio.to_thread(replica.compact)
         return node_pb2.CompactResponse(purged=report["purged"], indexed=report["indexed"],
                                         seconds=report["seconds"])
@@ -294,6 +355,7 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     @_guarded
     async def DropShard(self, request, context):
         dropped = await self.host.drop(request.shard.dataset_uuid, request.shard.shard)
+        self.replication.forget(request.shard.dataset_uuid, request.shard.shard)
         return node_pb2.DropShardResponse(dropped=dropped)
 
     @_guarded
@@ -361,7 +423,9 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(limits.meta_wait_retry_ms / 1000)
     host = ShardHost(node_id, args.data_dir, catalog)
     await host.reopen_from_disk()
-    participant = Participant(host, meta, catalog)
+    replication = Replication(host, meta, token)
+    participant = Participant(host, meta, catalog, replication)
+    replication.participant = participant
     staged = await participant.load_staged()
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.
@@ -373,7 +437,8 @@ async def serve(args: argparse.Namespace) -> None:
         interceptors=[cluster_auth.AioServerInterceptor(token)] if token else None, options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    node_pb2_grpc.add_ShardNodeServicer_to_server(ShardNodeService(host, participant), server)
+    node_pb2_grpc.add_ShardNodeServicer_to_server(
+        ShardNodeService(host, participant, replication), server)
     if server.add_insecure_port(args.listen) == 0:
         raise SystemExit(f"cannot bind node address {args.listen}")
     await server.start()
@@ -396,8 +461,11 @@ async def serve(args: argparse.Namespace) -> None:
     beats = Periodic(limits.node_heartbeat_interval_ms / 1000, heartbeat, "node heartbeat")
     saver = Periodic(limits.hnsw_save_check_interval_ms / 1000, save_indexes, "index saves",
                      wait_first=True)
+    catch_up = Periodic(limits.replication_catch_up_interval_ms / 1000,
+                        replication.catch_up_all, "replication catch-up", wait_first=True)
     beats.start()
     saver.start()
+    catch_up.start()
     resolver = asyncio.create_task(participant.background())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -406,11 +474,13 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     await beats.stop()
     await saver.stop()
+    await catch_up.stop()
     resolver.cancel()
     await asyncio.gather(resolver, return_exceptions=True)
     await catalog.stop()
     await server.stop(grace=limits.node_stop_grace_ms / 1000)
     await asyncio.to_thread(host.close)
+    await replication.close()
     await meta.close()
 
 

@@ -120,8 +120,10 @@ class PreparedTxn:
 
 
 class Participant:
-    def __init__(self, host, meta: MetaClient, catalog: CatalogCache):
+    def __init__(self, host, meta: MetaClient, catalog: CatalogCache, replication=None):
         self.host = host
+        # node.replication.Replication: a commit applied here reaches the in-sync copies.
+        self.replication = replication
         self.meta = meta
         self.catalog = catalog
         self.locks: dict[tuple[str, int], IdLocks] = {}
@@ -156,7 +158,7 @@ class Participant:
         key = (request.txn_id, participant_name(ref.dataset_uuid, ref.shard))
         if key in self.prepared:
             return self.prepared[key].staged.vote
-        record, replica = await self.host.replica(request.shard)
+        record, replica = await self.host.replica(request.shard, "write")
         upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type,
                                       request.upsert_values)
         ids = [v.id for v in upserts] + list(request.delete_ids)
@@ -176,7 +178,47 @@ class Participant:
             raise
         self.prepared[key] = PreparedTxn(request.txn_id, ref.dataset_uuid, ref.shard, staged,
                                          path, records=apply)
+        try:
+            # The in-sync copies stage the same plan before this participant votes yes.
+            await self._replicate(ref.dataset_uuid, ref.shard, node_pb2.ReplicatedOp(
+                prepare=staged))
+        except BaseException:
+            await self._finish(key, TXN_ABORT, replicate=False)
+            raise
         return staged.vote
+
+    async def adopt(self, dataset_uuid: str, shard: int, staged: node_pb2.StagedTxn) -> None:
+        """A copy stages its primary's prepared plan (a replicated op): the same file, the same
+        locks, so that it can finish the txn if it becomes primary."""
+        key = (staged.request.txn_id, participant_name(dataset_uuid, shard))
+        if key in self.prepared:
+            return
+        replica = await self.host.replica_unfenced(dataset_uuid, shard)
+        if replica is None:
+            return
+        path = self._staged_path(replica, staged.request.txn_id)
+        await asyncio.to_thread(_write_durably, path, staged.SerializeToString())
+        locks = self.locks_for(dataset_uuid, shard)
+        for i in _locked_ids(staged):
+            locks.owner[i] = staged.request.txn_id
+        self.prepared[key] = PreparedTxn(staged.request.txn_id, dataset_uuid, shard, staged, path)
+
+    async def finish_replicated(self, dataset_uuid: str, shard: int, txn_id: str,
+                                decision: str) -> None:
+        """A copy applies or drops a txn on its primary's decision (a replicated op)."""
+        await self._finish((txn_id, participant_name(dataset_uuid, shard)), decision,
+                           replicate=False)
+
+    async def _replicate(self, dataset_uuid: str, shard: int, op: node_pb2.ReplicatedOp) -> None:
+        """Sends `op` to the shard's in-sync copies when this node is its primary."""
+        record = self.catalog.state.datasets.get(dataset_uuid)
+        if self.replication is None or record is None or \
+                record.primary_of(shard) != self.host.node_id:
+            return
+        async with self.replication.write_lock(dataset_uuid, shard):
+            record = self.catalog.state.datasets.get(dataset_uuid) or record
+            await self.replication.ensure_resynced(record, shard)
+            await self.replication.replicate(record, shard, [op])
 
     # ---- phase 2 -------------------------------------------------------------------------------
 
@@ -193,8 +235,9 @@ class Participant:
             return False
         return await self._finish(key, TXN_ABORT)
 
-    async def _finish(self, key: tuple[str, str], decision: str) -> bool:
-        """Applies or drops a prepared txn. Idempotent: an unknown key is already done."""
+    async def _finish(self, key: tuple[str, str], decision: str, replicate: bool = True) -> bool:
+        """Applies or drops a prepared txn, then (on a primary, unless replicate=False) sends the
+        decision to the in-sync copies. Idempotent: an unknown key is already done."""
         txn_id = key[0]
         known = self.prepared.get(key)
         if known is None:
@@ -231,7 +274,10 @@ class Participant:
             self.resolved += 1
             await self.locks_for(txn.dataset_uuid, txn.shard).release(txn_id)
             self._pending_acks.append(key)
-            return True
+        if replicate:
+            await self._replicate(txn.dataset_uuid, txn.shard, node_pb2.ReplicatedOp(
+                finish=node_pb2.TxnFinish(txn_id=txn_id, decision=decision)))
+        return True
 
     # ---- recovery ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "description", "dimensions", "metric_type", "index_type", "metadata", "storage_location", "vector_count", "storage_size", "created_at", "updated_at", "tenant_id", "shard_count")
+    __slots__ = ("id", "name", "description", "dimensions", "metric_type", "index_type", "metadata", "storage_location", "vector_count", "storage_size", "created_at", "updated_at", "tenant_id", "shard_count", "replication_factor")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class Dataset(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -47,7 +48,8 @@ class Dataset(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     tenant_id: str
     shard_count: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., dimensions: _Optional[int] = ..., metric_type: _Optional[str] = ..., index_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., storage_location: _Optional[str] = ..., vector_count: _Optional[int] = ..., storage_size: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., shard_count: _Optional[int] = ...) -> None: ...
+    replication_factor: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., dimensions: _Optional[int] = ..., metric_type: _Optional[str] = ..., index_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., storage_location: _Optional[str] = ..., vector_count: _Optional[int] = ..., storage_size: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., shard_count: _Optional[int] = ..., replication_factor: _Optional[int] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("id", "dataset_id", "document_id", "chunk_id", "values", "content", "content_hash", "metadata", "content_type", "language", "chunk_index", "chunk_count", "model", "dimensions", "created_at", "updated_at", "tenant_id")
@@ -155,7 +157,7 @@ class SearchOptions(_message.Message):
     def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., metric_type: _Optional[str] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., filters: _Optional[_Mapping[str, str]] = ..., deduplicate: _Optional[bool] = ..., group_by_document: _Optional[bool] = ..., rerank: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., max_distance: _Optional[float] = ..., min_score: _Optional[float] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class CreateDatasetRequest(_message.Message):
-    __slots__ = ("name", "description", "dimensions", "metric_type", "index_type", "metadata", "storage_location", "overwrite", "tenant_id", "shard_count")
+    __slots__ = ("name", "description", "dimensions", "metric_type", "index_type", "metadata", "storage_location", "overwrite", "tenant_id", "shard_count", "replication_factor")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +175,7 @@ class CreateDatasetRequest(_message.Message):
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     dimensions: int
@@ -183,7 +186,8 @@ class CreateDatasetRequest(_message.Message):
     overwrite: bool
     tenant_id: str
     shard_count: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., dimensions: _Optional[int] = ..., metric_type: _Optional[str] = ..., index_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., storage_location: _Optional[str] = ..., overwrite: _Optional[bool] = ..., tenant_id: _Optional[str] = ..., shard_count: _Optional[int] = ...) -> None: ...
+    replication_factor: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., dimensions: _Optional[int] = ..., metric_type: _Optional[str] = ..., index_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., storage_location: _Optional[str] = ..., overwrite: _Optional[bool] = ..., tenant_id: _Optional[str] = ..., shard_count: _Optional[int] = ..., replication_factor: _Optional[int] = ...) -> None: ...
 
 class CreateDatasetResponse(_message.Message):
     __slots__ = ("dataset", "message")

@@ -328,3 +328,91 @@ class StagedTxn(_message.Message):
     vote: PrepareResponse
     apply_values: bytes
     def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ..., apply_values: _Optional[bytes] = ...) -> None: ...
+
+class ReplicatedOp(_message.Message):
+    __slots__ = ("seq", "term", "write", "soft_delete", "restore", "prepare", "finish")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    SOFT_DELETE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    term: int
+    write: WriteRequest
+    soft_delete: IdsRequest
+    restore: IdsRequest
+    prepare: StagedTxn
+    finish: TxnFinish
+    def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., soft_delete: _Optional[_Union[IdsRequest, _Mapping]] = ..., restore: _Optional[_Union[IdsRequest, _Mapping]] = ..., prepare: _Optional[_Union[StagedTxn, _Mapping]] = ..., finish: _Optional[_Union[TxnFinish, _Mapping]] = ...) -> None: ...
+
+class TxnFinish(_message.Message):
+    __slots__ = ("txn_id", "decision")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    decision: str
+    def __init__(self, txn_id: _Optional[str] = ..., decision: _Optional[str] = ...) -> None: ...
+
+class ReplicateRequest(_message.Message):
+    __slots__ = ("shard", "term", "ops")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    term: int
+    ops: _containers.RepeatedCompositeFieldContainer[ReplicatedOp]
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., term: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[ReplicatedOp, _Mapping]]] = ...) -> None: ...
+
+class ReplicateResponse(_message.Message):
+    __slots__ = ("last_seq",)
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    last_seq: int
+    def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
+
+class FetchOpsRequest(_message.Message):
+    __slots__ = ("shard", "node_id", "last_seq", "last_term", "ops_max")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    OPS_MAX_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    node_id: str
+    last_seq: int
+    last_term: int
+    ops_max: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., node_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., ops_max: _Optional[int] = ...) -> None: ...
+
+class FetchOpsResponse(_message.Message):
+    __slots__ = ("ops", "start_over", "primary_last_seq", "in_sync", "term")
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    START_OVER_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[ReplicatedOp]
+    start_over: bool
+    primary_last_seq: int
+    in_sync: bool
+    term: int
+    def __init__(self, ops: _Optional[_Iterable[_Union[ReplicatedOp, _Mapping]]] = ..., start_over: _Optional[bool] = ..., primary_last_seq: _Optional[int] = ..., in_sync: _Optional[bool] = ..., term: _Optional[int] = ...) -> None: ...
+
+class CopyStatusRequest(_message.Message):
+    __slots__ = ("shard",)
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+
+class CopyStatusResponse(_message.Message):
+    __slots__ = ("last_seq", "last_term", "primary", "vector_count")
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    last_seq: int
+    last_term: int
+    primary: bool
+    vector_count: int
+    def __init__(self, last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., primary: _Optional[bool] = ..., vector_count: _Optional[int] = ...) -> None: ...

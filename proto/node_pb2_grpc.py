@@ -104,6 +104,21 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.TxnRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.TxnResponse.FromString,
                 _registered_method=True)
+        self.Replicate = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/Replicate',
+                request_serializer=proto_dot_node__pb2.ReplicateRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.ReplicateResponse.FromString,
+                _registered_method=True)
+        self.FetchOps = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/FetchOps',
+                request_serializer=proto_dot_node__pb2.FetchOpsRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.FetchOpsResponse.FromString,
+                _registered_method=True)
+        self.CopyStatus = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/CopyStatus',
+                request_serializer=proto_dot_node__pb2.CopyStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.CopyStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -199,6 +214,27 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replicate(self, request, context):
+        """Replication between the copies of a shard (node/replication.py). The primary sends each
+        operation, with its sequence number and term, to the in-sync copies before it acknowledges;
+        a copy outside the in-sync set pulls what it misses from the primary's operation log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchOps(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +307,21 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=proto_dot_node__pb2.TxnRequest.FromString,
                     response_serializer=proto_dot_node__pb2.TxnResponse.SerializeToString,
+            ),
+            'Replicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=proto_dot_node__pb2.ReplicateRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.ReplicateResponse.SerializeToString,
+            ),
+            'FetchOps': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchOps,
+                    request_deserializer=proto_dot_node__pb2.FetchOpsRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.FetchOpsResponse.SerializeToString,
+            ),
+            'CopyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyStatus,
+                    request_deserializer=proto_dot_node__pb2.CopyStatusRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.CopyStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +702,87 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/Abort',
             proto_dot_node__pb2.TxnRequest.SerializeToString,
             proto_dot_node__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/Replicate',
+            proto_dot_node__pb2.ReplicateRequest.SerializeToString,
+            proto_dot_node__pb2.ReplicateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchOps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/FetchOps',
+            proto_dot_node__pb2.FetchOpsRequest.SerializeToString,
+            proto_dot_node__pb2.FetchOpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/CopyStatus',
+            proto_dot_node__pb2.CopyStatusRequest.SerializeToString,
+            proto_dot_node__pb2.CopyStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

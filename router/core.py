@@ -20,10 +20,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from consensus import commands
 from consensus.client import CatalogCache, MetaClient
-from consensus.placement import plan_placement
+from consensus.placement import plan_copies
 from consensus.state import DEFAULT_TENANT, DatasetRecord
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
+from router.reads import ReadBalancer
 from router.routing import merge_top_k, shard_of
 from shard import filter_parse
 from shard.records import UPDATABLE_FIELDS
@@ -240,6 +241,21 @@ class _SearchPlan:
     fields: dict
 
 
+def shard_health(state, live: set[str]) -> tuple[list[str], list[str]]:
+    """(shards with no live in-sync copy, shards with fewer live in-sync copies than their
+    replication factor), each named "dataset/shard"."""
+    unserved, under = [], []
+    for record in sorted(state.datasets.values(), key=lambda r: (r.tenant_id, r.name)):
+        for shard in range(record.shard_count):
+            serving = [n for n in record.in_sync_of(shard) if n in live]
+            name = f"{record.name}/{shard}"
+            if not serving:
+                unserved.append(name)
+            elif len(serving) < record.replication_factor:
+                under.append(name)
+    return unserved, under
+
+
 class RouterCore:
     def __init__(self, meta: MetaClient, catalog: CatalogCache, shards: ShardClient,
                  min_nodes: int = 1):
@@ -248,6 +264,7 @@ class RouterCore:
         self.shards = shards
         self.min_nodes = min_nodes
         self.coordinator = Coordinator(meta, catalog, shards, self._on_shard_for)
+        self.reads = ReadBalancer()
         self.started_monotonic = time.monotonic()
         self._by_name: dict[tuple[str, str], DatasetRecord] = {}
         self._by_name_of: dict | None = None
@@ -292,16 +309,23 @@ class RouterCore:
         return node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
 
     async def on_shard(self, tenant_id: str, name: str, shard: int,
-                       call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]]) -> T:
-        """Runs one node call with the current placement, refreshing it on StaleEpoch."""
+                       call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]],
+                       read: bool = False) -> T:
+        """Runs one node call with the current placement, refreshing it on StaleEpoch. A write
+        goes to the shard's primary; a read (read=True) to one of its in-sync copies, hedged
+        against a copy that hangs (router/reads.py)."""
         for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.
             record = (self._find_dataset(tenant_id or DEFAULT_TENANT, name) if attempt == 0
                       else None) or await self.dataset(tenant_id, name)
-            address = self.node_address(record.placement[shard])
+            ref = self.shard_ref(record, shard)
             try:
-                return await call(record, address, self.shard_ref(record, shard))
+                if read:
+                    return await self.reads.read(
+                        record.in_sync_of(shard),
+                        lambda node: call(record, self.node_address(node), ref))
+                return await call(record, self.node_address(record.primary_of(shard)), ref)
             except errors.StaleEpoch:
                 if attempt == limits.router_stale_epoch_retries_max:
                     raise
@@ -317,7 +341,7 @@ class RouterCore:
             storage_location=f"shards/{record.uuid}", vector_count=vector_count,
             storage_size=storage_size, created_at=_timestamp(record.created_at_ms),
             updated_at=_timestamp(record.updated_at_ms), tenant_id=record.tenant_id,
-            shard_count=record.shard_count)
+            shard_count=record.shard_count, replication_factor=record.replication_factor)
 
     # ---- datasets ------------------------------------------------------------------------------
 
@@ -340,27 +364,37 @@ class RouterCore:
         if not live:
             raise errors.Unavailable("no live shard nodes to place the dataset on")
         shard_count = request.shard_count or max(1, len(live))
+        if request.HasField("replication_factor"):
+            factor = request.replication_factor
+            if not 1 <= factor <= len(live):
+                raise errors.InvalidArgument(
+                    f"replication_factor must be between 1 and the {len(live)} live node(s), "
+                    f"got {factor}")
+        else:
+            factor = min(limits.replication_factor_default, len(live))
         if request.overwrite:
             await self._delete_dataset(tenant, name, missing_ok=True)
-        placement = plan_placement(tenant, name, shard_count, live)
+        placement, copies = plan_copies(tenant, name, shard_count, factor, live)
         result = await self.meta.propose(commands.CreateDataset(
             uuid=str(uuidlib.uuid4()), tenant_id=tenant, name=name,
             description=request.description, dimensions=dimensions, metric_type=metric,
-            index_type=index_type, metadata=metadata, placement=placement, at_ms=_now_ms()))
+            index_type=index_type, metadata=metadata, placement=placement, at_ms=_now_ms(),
+            replication_factor=factor, copies=copies))
         await self.catalog.refresh()
         record = self.catalog.state.datasets.get(result["uuid"])
         if record is None:
             record = await self.dataset(tenant, name)
         return pb.CreateDatasetResponse(dataset=self.to_dataset_pb(record),
                                         message=f"dataset '{name}' created with "
-                                                f"{shard_count} shard(s)")
+                                                f"{shard_count} shard(s) of {factor} "
+                                                f"cop{'y' if factor == 1 else 'ies'}")
 
     async def _dataset_counts(self, record: DatasetRecord) -> tuple[int, int]:
         async def one(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Stats",
-                                           node_pb2.ShardStatsRequest(shard=ref)))
+                                           node_pb2.ShardStatsRequest(shard=ref)), read=True)
         stats = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
         return sum(s.vector_count for s in stats), sum(s.storage_bytes for s in stats)
 
@@ -401,16 +435,17 @@ class RouterCore:
         await self.catalog.refresh()
         # The catalog no longer names the dataset, so it is gone for every reader. Dropping the
         # files is cleanup: a node that misses it removes them when it next starts.
-        for shard, node_id in enumerate(record.placement):
-            node = self.catalog.state.nodes.get(node_id)
-            if node is None:
-                continue
-            try:
-                await self.shards.call(node.address, "DropShard", node_pb2.DropShardRequest(
-                    shard=self.shard_ref(record, shard)))
-            except errors.TributaryError as exc:
-                log.warning("could not drop %s/%d on %s: %s", record.uuid, shard, node_id,
-                            exc.message)
+        for shard in range(record.shard_count):
+            for node_id in record.copies_of(shard):
+                node = self.catalog.state.nodes.get(node_id)
+                if node is None:
+                    continue
+                try:
+                    await self.shards.call(node.address, "DropShard", node_pb2.DropShardRequest(
+                        shard=self.shard_ref(record, shard)))
+                except errors.TributaryError as exc:
+                    log.warning("could not drop %s/%d on %s: %s", record.uuid, shard, node_id,
+                                exc.message)
 
     async def update_dataset(self, request: pb.UpdateDatasetRequest,
                              clear_description: bool = False, clear_metadata: bool = False,
@@ -456,7 +491,7 @@ class RouterCore:
             return await self.on_shard(record.tenant_id, record.name, shard,
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Stats",
-                                           node_pb2.ShardStatsRequest(shard=ref)))
+                                           node_pb2.ShardStatsRequest(shard=ref)), read=True)
         return list(await asyncio.gather(*(one(s) for s in range(record.shard_count))))
 
     async def get_dataset_stats(self, request: pb.GetDatasetStatsRequest
@@ -610,7 +645,7 @@ class RouterCore:
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Get", node_pb2.GetRequest(
                                                shard=ref, ids=[request.vector_id],
-                                               include_values=True)))
+                                               include_values=True)), read=True)
         if not response.vectors:
             raise errors.NotFound(f"vector '{request.vector_id}' not found in dataset "
                                   f"'{record.name}'")
@@ -699,7 +734,7 @@ class RouterCore:
                 record.tenant_id, record.name, shard,
                 lambda _r, address, ref: self.shards.call(address, "List", node_pb2.ListRequest(
                     shard=ref, after_label=after, limit=page_size - len(vectors),
-                    include_values=request.include_values)))
+                    include_values=request.include_values)), read=True)
             for vector in response.vectors:
                 vector.dataset_id = record.name
                 vector.tenant_id = record.tenant_id
@@ -843,7 +878,7 @@ class RouterCore:
         return await self.on_shard(record.tenant_id, record.name, shard,
                                    lambda _r, address, ref: self.shards.call(
                                        address, "Search", node_pb2.ShardSearchRequest(
-                                           shard=ref, **plan.fields)))
+                                           shard=ref, **plan.fields)), read=True)
 
     def _merge_search(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
                       shard_k: int, responses: list, started: float, db_ms: float
@@ -931,7 +966,7 @@ class RouterCore:
                                                include_content=options.include_content,
                                                include_metadata=options.include_metadata,
                                                filter_expression=options.filter,
-                                               filters=dict(options.filters))))
+                                               filters=dict(options.filters))), read=True)
         db_started = time.perf_counter()
         responses = await asyncio.gather(*(search(s) for s in range(record.shard_count)))
         db_ms = (time.perf_counter() - db_started) * 1000
@@ -1063,25 +1098,39 @@ class RouterCore:
     # ---- health --------------------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, pb.HealthCheckResponse]:
-        """Healthy when the meta group has a leader and every registered node is live."""
+        """Serving (True, 200) when the meta group has a leader, the expected nodes registered
+        and every shard has a live in-sync copy. "degraded" (still 200) when a node is down or a
+        shard has fewer in-sync copies than its replication factor; "unhealthy" (503) when a
+        shard has no serving copy at all."""
         dependencies: dict[str, str] = {}
-        healthy = True
+        healthy, degraded = True, False
         try:
             status = await self.meta.leader_status()
             dependencies["meta"] = f"leader {status.leader_raft_address}, term {status.raft_term}"
             registered, live = set(status.registered_nodes), set(status.live_nodes)
             dependencies["nodes"] = f"{len(live & registered)}/{len(registered)} live"
-            if registered - live or len(registered) < self.min_nodes:
+            if len(registered) < self.min_nodes:
                 healthy = False
-                missing = sorted(registered - live)
-                dependencies["nodes"] += (f"; down: {', '.join(missing)}" if missing else
-                                          f"; waiting for {self.min_nodes} node(s)")
+                dependencies["nodes"] += f"; waiting for {self.min_nodes} node(s)"
+            elif registered - live:
+                degraded = True
+                dependencies["nodes"] += f"; down: {', '.join(sorted(registered - live))}"
+            unserved, under = shard_health(self.catalog.state, live)
+            if unserved:
+                healthy = False
+                dependencies["shards"] = (f"{len(unserved)} shard(s) without a serving copy: "
+                                          f"{', '.join(unserved[:5])}")
+            elif under:
+                degraded = True
+                dependencies["shards"] = (f"{len(under)} shard(s) under-replicated: "
+                                          f"{', '.join(under[:5])}")
         except errors.TributaryError as exc:
             healthy = False
             dependencies["meta"] = f"no leader: {exc.message}"
         response = pb.HealthCheckResponse(
-            status="healthy" if healthy else "unhealthy", service="tributary-router",
-            version=__version__, timestamp=_timestamp(_now_ms()), dependencies=dependencies)
+            status="unhealthy" if not healthy else "degraded" if degraded else "healthy",
+            service="tributary-router", version=__version__, timestamp=_timestamp(_now_ms()),
+            dependencies=dependencies)
         return healthy, response
 
     async def service_stats(self) -> dict:

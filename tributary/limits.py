@@ -141,7 +141,6 @@ indexer_join_timeout_ms = 60_000
 websocket_heartbeat_ms = 30_000
 
 
-
 def as_dict() -> dict[str, int]:
     return {k: v for k, v in globals().items() if k.endswith(("_max", "_min", "_ms", "_default", "_vectors"))
             or k.startswith("hnsw_")}
@@ -187,7 +186,6 @@ def check() -> None:
         raise ValueError("indexer_join_timeout_ms must exceed shard_close_drain_ms")
 
 
-
 check()
 
 # Internal authentication (tributary/cluster_auth.py): a message's proof is accepted when its
@@ -199,3 +197,26 @@ raft_password_chars_min = 16
 # Hybrid search (router/core.py): the largest rrf_k a request may give, the k of 1 / (k + rank);
 # far above the usual 60 (rrf_k_default), where every rank already scores almost alike.
 rrf_k_max = 10_000
+
+# Replication (node/replication.py, consensus/replication.py).
+replication_factor_default = 2
+# A copy that has not answered a replicated op within this long leaves the in-sync set.
+replication_ack_timeout_ms = _env_int("replication_ack_timeout_ms", 2_000)
+replication_segment_ops_max = 10_000
+# Ops each copy keeps in its log. A copy further behind than this starts over from an empty
+# shard; until copies are recovered by file copy, keep it large.
+replication_log_ops_max = _env_int("replication_log_ops_max", 100_000_000)
+replication_fetch_ops_max = 500
+replication_fetch_bytes_max = 16 * 1024 * 1024
+replication_fetch_timeout_ms = 10_000
+replication_catch_up_round_ms = 5_000
+replication_catch_up_interval_ms = 500
+# The meta leader promotes an in-sync copy when a primary has missed heartbeats this long, and
+# gives a shard a new copy when a node holding one has been away this long.
+failover_after_ms = _env_int("failover_after_ms", 2_000)
+copy_replace_after_ms = _env_int("copy_replace_after_ms", 60_000)
+failover_check_interval_ms = 250
+# A read with no answer from one copy after this long (or 4x the copy's usual latency, if more)
+# asks another; a copy that made a read wait is avoided for read_suspect_ms.
+read_hedge_min_ms = 150
+read_suspect_ms = 5_000

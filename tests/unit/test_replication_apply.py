@@ -187,4 +187,57 @@ def test_planned_copies_are_distinct_balanced_and_hold_the_primary(shards, rf, n
         assert primary in per_shard and len(set(per_shard)) == rf
         for n in per_shard:
             load[n] = load.get(n, 0) + 1
-    assert max(load.values()) <= -(-shards * rf // len(nodes))
+    assert max(load.values()) <= -(-shards * rf // len(nodes)) + 1
+
+
+# ---- the meta leader's repair planner ---------------------------------------------------------
+
+from consensus.replication import plan_repairs  # noqa: E402
+
+
+def test_a_primary_away_past_the_failover_delay_is_replaced_by_a_live_in_sync_copy():
+    state = create(cluster())
+    assert plan_repairs(state, {"n1": 1_500}, 99, 2_000, 60_000) == []
+    planned = plan_repairs(state, {"n1": 2_000, "n2": 2_000}, 99, 2_000, 60_000)
+    assert planned == [c.PromotePrimary("u1", 0, "n3", 1, 99),
+                       c.PromotePrimary("u1", 1, "n4", 1, 99)]
+    state, result = apply(state, planned[0])
+    assert "error" not in result and shard0(state)[0] == "n3"
+
+
+def test_no_promotion_without_a_live_in_sync_copy():
+    state = create(cluster(), copies=(("n1", "n2"), ("n2", "n3")), rf=2)
+    state, _ = apply(state, c.SetInSync("u1", 0, "n2", False, 1, 20))
+    assert plan_repairs(state, {"n1": 9_000}, 99, 2_000, 60_000) == []
+
+
+def test_a_copy_away_too_long_leaves_the_in_sync_set_then_moves_to_a_spare_node():
+    state = create(cluster(), copies=(("n1", "n3"), ("n2", "n3")), rf=2)
+    down = {"n3": 61_000}
+    rounds = []
+    for _ in range(4):
+        planned = plan_repairs(state, down, 99, 2_000, 60_000)
+        rounds.append(planned)
+        for command in planned:
+            state, result = apply(state, command)
+            assert "error" not in result, result
+    record = state.datasets["u1"]
+    assert [type(x).__name__ for x in rounds[0]] == ["SetInSync", "SetInSync"]
+    assert {type(x).__name__ for x in rounds[1]} == {"ReplaceCopy"}
+    assert rounds[2] == rounds[3] == []
+    assert "n3" not in record.copies_of(0) + record.copies_of(1)
+    assert all(len(record.copies_of(s)) == 2 for s in (0, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(NODES), st.sampled_from([0, 1_000, 2_000, 70_000])))
+def test_planned_repairs_always_apply_and_keep_the_invariants(down):
+    state = create(cluster(), copies=(("n1", "n2"), ("n2", "n3")), rf=2)
+    for _ in range(5):
+        for command in plan_repairs(state, down, 99, 2_000, 60_000):
+            state, result = apply(state, command)
+            assert "error" not in result, (command, result)
+    record = state.datasets["u1"]
+    for shard in (0, 1):
+        assert record.primary_of(shard) in record.in_sync_of(shard)
+        assert len(set(record.copies_of(shard))) == 2

@@ -1,0 +1,75 @@
+"""The meta leader's repair loop: promotes an in-sync copy when a primary stops heartbeating,
+and replaces a copy whose node stays away (consensus/replication.py plan_repairs decides; this
+thread only measures liveness and proposes).
+
+Liveness is the leader's soft state (MetaService.last_seen). A leader that has just taken over
+has heard from nobody yet, so it plans nothing until it has led for failover_after_ms, and it
+counts a node's absence from the start of its leadership at the earliest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from consensus import commands, replication
+from tributary import limits
+from tributary.errors import TributaryError
+
+log = logging.getLogger("tributary.meta.failover")
+
+
+class FailoverController:
+    def __init__(self, machine, service):
+        self.machine = machine      # consensus.member.MetaStateMachine
+        self.service = service      # consensus.member.MetaService (last_seen, lock)
+        self._stop = threading.Event()
+        self._leading_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="failover", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=limits.failover_check_interval_ms / 1000 * 4)
+
+    def _run(self) -> None:
+        while not self._stop.wait(limits.failover_check_interval_ms / 1000):
+            try:
+                self.round()
+            except Exception:  # noqa: BLE001 - one failed round must not end the loop
+                log.exception("failover round failed")
+
+    def down_for_ms(self, now: float) -> dict[str, int]:
+        """How long each registered node has gone without a heartbeat to this leader, counted
+        from the start of this leadership at the earliest; 0 for a node heard from recently."""
+        with self.service.lock:
+            seen = dict(self.service.last_seen)
+        quiet_s = limits.node_heartbeat_interval_ms * 3 / 1000
+        down = {}
+        for node in self.machine.meta.nodes:
+            last = max(seen.get(node, self._leading_since), self._leading_since)
+            down[node] = int((now - last) * 1000) if now - last > quiet_s else 0
+        return down
+
+    def round(self) -> None:
+        if not self.machine._isLeader():
+            self._leading_since = None
+            return
+        now = time.monotonic()
+        if self._leading_since is None:
+            self._leading_since = now
+        if (now - self._leading_since) * 1000 < limits.failover_after_ms:
+            return
+        planned = replication.plan_repairs(self.machine.meta, self.down_for_ms(now),
+                                           int(time.time() * 1000), limits.failover_after_ms,
+                                           limits.copy_replace_after_ms)
+        for command in planned:
+            try:
+                result = self.machine.propose(commands.encode(command),
+                                              limits.meta_rpc_timeout_ms / 1000)
+                log.warning("repair: %s -> %s", command, result)
+            except TributaryError as exc:
+                log.warning("repair %s not committed: %s", command, exc.message)

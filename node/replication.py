@@ -1,0 +1,447 @@
+"""Replication between the copies of a shard: the node-to-node half of DESIGN.md promise 7.
+
+Roles come from the catalog (consensus/replication.py): per shard, a primary, the copies, the
+in-sync set and the primary term.
+
+- The primary applies a write, gives it the shard's next sequence number, appends it to its
+  operation log (node/oplog.py) and sends it to every other in-sync copy at once. It answers the
+  client only when each of them holds it durably; a copy that fails or misses the deadline is
+  taken out of the in-sync set through Raft first. If that proposal fails (the meta group is
+  away, or this node is no longer primary), the write is not acknowledged.
+- A copy applies operations in sequence order, only from a term at least as new as any it has
+  seen, and logs them too. A gap, or an op whose term differs from the one it holds at that
+  sequence number (a history that diverged under an old primary), is refused.
+- A copy outside the in-sync set catches up by itself: it pulls the ops after its last one from
+  the primary's log (FetchOps). When it has them all, the primary, holding the shard's write lock
+  so that no write slips between, puts it back in the in-sync set. A copy whose log diverged, or
+  that needs ops the primary no longer holds, starts over from an empty shard.
+- A newly promoted primary first pulls any op that another in-sync copy holds beyond its own
+  (the old primary may have reached some copies and not others) and pushes what the others
+  miss, then serves writes in its new term.
+
+The decisions are pure functions (`replicate_decision`, `fetch_decision`), tested directly; the
+classes below are their thin drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from consensus import commands
+from consensus.records import DatasetRecord
+from node.convert import records_from_protos, update_records_from_protos
+from node.oplog import LoggedOp, OpLog
+from proto import node_pb2
+from shard.records import ExistingPolicy
+from tributary import cluster_auth, errors, limits
+from tributary.grpc_options import internal_channel_options
+
+log = logging.getLogger("tributary.node.replication")
+
+_SERVICE = node_pb2.DESCRIPTOR.services_by_name["ShardNode"]
+
+
+# ---- pure decisions ---------------------------------------------------------------------------
+
+APPLY, DUPLICATE, GAP, DIVERGED, STALE_TERM = "apply", "duplicate", "gap", "diverged", "stale"
+
+
+def replicate_decision(last_seq: int, known_term: int, request_term: int, op_seq: int,
+                       op_term: int, held_term: int | None) -> str:
+    """What a copy does with one replicated op. `held_term` is the term of the op the copy
+    holds at op_seq (None when it holds none there)."""
+    if request_term < known_term:
+        return STALE_TERM
+    if op_seq <= last_seq:
+        return DUPLICATE if held_term == op_term else DIVERGED
+    return APPLY if op_seq == last_seq + 1 else GAP
+
+
+OPS, CAUGHT_UP, START_OVER = "ops", "caught_up", "start_over"
+
+
+def fetch_decision(copy_last_seq: int, copy_last_term: int, primary_last_seq: int,
+                   primary_first_seq: int, primary_term_at_copy_last: int | None) -> str:
+    """What the primary answers a copy that holds ops up to (copy_last_seq, copy_last_term).
+    Log matching: the copy's history is a prefix of the primary's only if the primary holds the
+    same op at the copy's last sequence number."""
+    if copy_last_seq > primary_last_seq or primary_term_at_copy_last != copy_last_term:
+        return START_OVER
+    if copy_last_seq == primary_last_seq:
+        return CAUGHT_UP
+    if copy_last_seq + 1 < primary_first_seq:
+        return START_OVER
+    return OPS
+
+
+# ---- drivers ----------------------------------------------------------------------------------
+
+@dataclass
+class CopyProgress:
+    """What the primary last heard from a copy, for status and lag."""
+
+    last_seq: int = 0
+    at: float = 0.0
+
+
+class Replication:
+    """Per node: the op logs of the copies it holds, the per-shard write locks of the shards it
+    is primary of, and its client to the other nodes."""
+
+    def __init__(self, host, meta, token: cluster_auth.ClusterToken | None):
+        self.host = host            # node.server.ShardHost
+        self.meta = meta            # consensus.client.MetaClient
+        self.participant = None     # node.txn.Participant, set once both exist
+        self.token = token
+        self._logs: dict[tuple[str, int], OpLog] = {}
+        self._write_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._apply_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._known_terms: dict[tuple[str, int], int] = {}
+        self._resynced_terms: dict[tuple[str, int], int] = {}
+        self._stubs: dict[str, object] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.progress: dict[tuple[str, int, str], CopyProgress] = {}
+
+    # ---- local state ---------------------------------------------------------------------------
+
+    def oplog(self, dataset_uuid: str, shard: int) -> OpLog:
+        key = (dataset_uuid, shard)
+        found = self._logs.get(key)
+        if found is None:
+            found = self._logs[key] = OpLog(
+                os.path.join(self.host.shard_path(dataset_uuid, shard), "oplog"),
+                limits.replication_segment_ops_max, limits.replication_log_ops_max)
+        return found
+
+    def write_lock(self, dataset_uuid: str, shard: int) -> asyncio.Lock:
+        return self._write_locks.setdefault((dataset_uuid, shard), asyncio.Lock())
+
+    def _apply_lock(self, key: tuple[str, int]) -> asyncio.Lock:
+        return self._apply_locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, dataset_uuid: str, shard: int) -> None:
+        """The shard's copy is gone from this node (dropped or started over)."""
+        self._logs.pop((dataset_uuid, shard), None)
+        self._resynced_terms.pop((dataset_uuid, shard), None)
+
+    def _stub(self, address: str):
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=internal_channel_options())
+            self._channels[address] = channel
+            stub = self._stubs[address] = cluster_auth.stub(_SERVICE, channel, self.token)
+        return stub
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    def _address(self, node_id: str) -> str:
+        node = self.host.catalog.state.nodes.get(node_id)
+        if node is None:
+            raise errors.Unavailable(f"node {node_id} is not registered")
+        return node.address
+
+    async def _call(self, node_id: str, method: str, request, timeout_ms: int):
+        try:
+            return await getattr(self._stub(self._address(node_id)), method)(
+                request, timeout=timeout_ms / 1000)
+        except grpc.aio.AioRpcError as exc:
+            raise errors.from_wire(exc.code(), exc.details()) from None
+
+    # ---- primary: sequence, log, replicate -----------------------------------------------------
+
+    async def replicate(self, record: DatasetRecord, shard: int,
+                        ops: list[node_pb2.ReplicatedOp]) -> None:
+        """Logs `ops` (already applied here) under this shard's next sequence numbers and sends
+        them to every other in-sync copy. Call with write_lock held. Returns once each copy holds
+        them, or was taken out of the in-sync set; raises Unavailable otherwise (the write must
+        not be acknowledged)."""
+        key = (record.uuid, shard)
+        oplog = self.oplog(*key)
+        term = record.term_of(shard)
+        logged = []
+        for offset, op in enumerate(ops):
+            op.seq, op.term = oplog.last_seq + 1 + offset, term
+            logged.append(LoggedOp(op.seq, op.term, op.SerializeToString()))
+        await asyncio.to_thread(oplog.append, logged)
+        await self.send_to_in_sync(record, shard, ops)
+
+    async def send_to_in_sync(self, record: DatasetRecord, shard: int,
+                              ops: list[node_pb2.ReplicatedOp]) -> None:
+        others = [n for n in record.in_sync_of(shard) if n != self.host.node_id]
+        if not others:
+            return
+        ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+        request = node_pb2.ReplicateRequest(shard=ref, term=record.term_of(shard), ops=ops)
+        results = await asyncio.gather(*(
+            self._call(node, "Replicate", request, limits.replication_ack_timeout_ms)
+            for node in others), return_exceptions=True)
+        for node, result in zip(others, results):
+            if isinstance(result, BaseException):
+                log.warning("copy %s of %s/%d missed ops up to %d (%s); taking it out of the "
+                            "in-sync set", node, record.uuid, shard, ops[-1].seq,
+                            getattr(result, "message", result))
+                await self.set_in_sync(record, shard, node, False)
+            else:
+                self.progress[(record.uuid, shard, node)] = CopyProgress(result.last_seq,
+                                                                         time.monotonic())
+
+    async def set_in_sync(self, record: DatasetRecord, shard: int, node_id: str,
+                          in_sync: bool) -> None:
+        """Proposes the change in this primary's term; raises Unavailable when it cannot be
+        made (this node was deposed, or the meta group is away)."""
+        try:
+            await self.meta.propose(commands.SetInSync(record.uuid, shard, node_id, in_sync,
+                                                       record.term_of(shard),
+                                                       int(time.time() * 1000)))
+        except errors.TributaryError as exc:
+            await self._refresh_quietly()
+            raise errors.Unavailable(f"could not {'add' if in_sync else 'remove'} copy "
+                                     f"{node_id} of shard {shard} to/from the in-sync set: "
+                                     f"{exc.message}") from None
+        await self.host.catalog.refresh()
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.host.catalog.refresh()
+        except errors.TributaryError:
+            pass
+
+    async def ensure_resynced(self, record: DatasetRecord, shard: int) -> None:
+        """Before the first write of a term: take over ops another in-sync copy holds beyond
+        this one's, and push what the others miss. Call with write_lock held."""
+        key = (record.uuid, shard)
+        term = record.term_of(shard)
+        if self._resynced_terms.get(key) == term:
+            return
+        oplog = self.oplog(*key)
+        others = [n for n in record.in_sync_of(shard) if n != self.host.node_id]
+        ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+        statuses = await asyncio.gather(*(
+            self._call(n, "CopyStatus", node_pb2.CopyStatusRequest(shard=ref),
+                       limits.replication_ack_timeout_ms) for n in others),
+            return_exceptions=True)
+        ahead = sorted(((s.last_seq, n) for n, s in zip(others, statuses)
+                        if not isinstance(s, BaseException) and s.last_seq > oplog.last_seq),
+                       reverse=True)
+        for _, node in ahead[:1]:
+            while True:
+                answer = await self._call(node, "FetchOps", node_pb2.FetchOpsRequest(
+                    shard=ref, node_id=self.host.node_id, last_seq=oplog.last_seq,
+                    last_term=oplog.last_term, ops_max=limits.replication_fetch_ops_max),
+                    limits.replication_fetch_timeout_ms)
+                if answer.start_over or not answer.ops:
+                    break
+                await self.apply_ops(record, shard, list(answer.ops))
+        # Copies behind this one get what they miss now, or leave the in-sync set.
+        for node, status in zip(others, statuses):
+            if isinstance(status, BaseException) or status.last_seq >= oplog.last_seq:
+                continue
+            missing = await asyncio.to_thread(oplog.read_from, status.last_seq + 1,
+                                              limits.replication_log_ops_max, 1 << 62)
+            try:
+                if missing is None:
+                    raise errors.Unavailable("ops no longer held")
+                ops = [_parse(op) for op in missing]
+                await self._call(node, "Replicate", node_pb2.ReplicateRequest(
+                    shard=ref, term=term, ops=ops), limits.replication_fetch_timeout_ms)
+            except errors.TributaryError:
+                await self.set_in_sync(record, shard, node, False)
+        self._resynced_terms[key] = term
+
+    # ---- copy: apply in order ------------------------------------------------------------------
+
+    def known_term(self, record: DatasetRecord, shard: int) -> int:
+        key = (record.uuid, shard)
+        return max(self._known_terms.get(key, 0), record.term_of(shard))
+
+    async def on_replicate(self, record: DatasetRecord, shard: int,
+                           request: node_pb2.ReplicateRequest) -> int:
+        """Applies a primary's ops in order; returns this copy's last sequence number."""
+        key = (record.uuid, shard)
+        async with self._apply_lock(key):
+            known = self.known_term(record, shard)
+            oplog = self.oplog(*key)
+            for op in request.ops:
+                held = oplog.term_at(op.seq) if op.seq <= oplog.last_seq else None
+                decision = replicate_decision(oplog.last_seq, known, request.term, op.seq,
+                                              op.term, held)
+                if decision == STALE_TERM:
+                    raise errors.StaleEpoch(f"primary term {request.term} is older than "
+                                            f"{known}")
+                if decision == GAP:
+                    raise errors.Aborted(f"op {op.seq} arrived after op {oplog.last_seq}: "
+                                         "this copy must catch up first")
+                if decision == DIVERGED:
+                    raise errors.Aborted(f"op {op.seq} differs from the one this copy holds")
+                if decision == APPLY:
+                    await self._apply_one(record, shard, op)
+            self._known_terms[key] = max(known, request.term)
+            return oplog.last_seq
+
+    async def apply_ops(self, record: DatasetRecord, shard: int,
+                        ops: list[node_pb2.ReplicatedOp]) -> None:
+        """Applies ops pulled by this copy (catch-up), skipping those it already holds."""
+        key = (record.uuid, shard)
+        async with self._apply_lock(key):
+            oplog = self.oplog(*key)
+            for op in ops:
+                if op.seq == oplog.last_seq + 1:
+                    await self._apply_one(record, shard, op)
+
+    async def _apply_one(self, record: DatasetRecord, shard: int,
+                         op: node_pb2.ReplicatedOp) -> None:
+        replica = await self.host.replica_unfenced(record.uuid, shard)
+        if replica is None:
+            raise errors.NotFound("dataset not found (it may have been deleted)")
+        kind = op.WhichOneof("op")
+        if kind == "write":
+            write = op.write
+            paths = frozenset(write.update_paths)
+            if paths:
+                records = update_records_from_protos(write.upserts, paths, record.dimensions,
+                                                     record.metric_type, write.upsert_values)
+                await asyncio.to_thread(replica.update, records, paths)
+            else:
+                records = records_from_protos(write.upserts, record.dimensions,
+                                              record.metric_type, write.upsert_values)
+                await asyncio.to_thread(replica.write, records, list(write.delete_ids),
+                                        ExistingPolicy.OVERWRITE)
+        elif kind == "soft_delete":
+            await asyncio.to_thread(replica.soft_delete, list(op.soft_delete.ids))
+        elif kind == "restore":
+            await asyncio.to_thread(replica.restore, list(op.restore.ids))
+        elif kind == "prepare":
+            await self.participant.adopt(record.uuid, shard, op.prepare)
+        elif kind == "finish":
+            await self.participant.finish_replicated(record.uuid, shard, op.finish.txn_id,
+                                                     op.finish.decision)
+        await asyncio.to_thread(self.oplog(record.uuid, shard).append,
+                                [LoggedOp(op.seq, op.term, op.SerializeToString())])
+
+    # ---- serving a copy that catches up --------------------------------------------------------
+
+    async def on_fetch(self, record: DatasetRecord, shard: int,
+                       request: node_pb2.FetchOpsRequest) -> node_pb2.FetchOpsResponse:
+        key = (record.uuid, shard)
+        oplog = self.oplog(*key)
+        is_primary = record.primary_of(shard) == self.host.node_id
+        answer = node_pb2.FetchOpsResponse(term=record.term_of(shard))
+        decision = fetch_decision(request.last_seq, request.last_term, oplog.last_seq,
+                                  oplog.first_seq, oplog.term_at(request.last_seq))
+        answer.primary_last_seq = oplog.last_seq
+        if decision == START_OVER:
+            if oplog.first_seq > 1:
+                # Catch-up would need a file copy, which this version does not make yet.
+                raise errors.Unavailable(f"copy {request.node_id} needs ops before "
+                                         f"{oplog.first_seq}, which this node no longer holds")
+            answer.start_over = True
+            return answer
+        if decision == OPS:
+            held = await asyncio.to_thread(oplog.read_from, request.last_seq + 1,
+                                           request.ops_max or limits.replication_fetch_ops_max,
+                                           limits.replication_fetch_bytes_max)
+            answer.ops.extend(_parse(op) for op in held or ())
+            return answer
+        if is_primary and request.node_id != self.host.node_id:
+            async with self.write_lock(*key):
+                # Under the write lock no op is in flight: the copy has everything.
+                fresh = self.host.catalog.state.datasets.get(record.uuid) or record
+                if oplog.last_seq == request.last_seq and \
+                        request.node_id not in fresh.in_sync_of(shard):
+                    await self.set_in_sync(fresh, shard, request.node_id, True)
+                    log.info("copy %s of %s/%d caught up at op %d and is in sync again",
+                             request.node_id, record.uuid, shard, oplog.last_seq)
+                answer.in_sync = oplog.last_seq == request.last_seq
+        return answer
+
+    async def catch_up(self, record: DatasetRecord, shard: int) -> bool:
+        """One catch-up of this copy from the primary, bounded in time; True once in sync."""
+        key = (record.uuid, shard)
+        deadline = time.monotonic() + limits.replication_catch_up_round_ms / 1000
+        ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+        primary = record.primary_of(shard)
+        while time.monotonic() < deadline:
+            oplog = self.oplog(*key)
+            answer = await self._call(primary, "FetchOps", node_pb2.FetchOpsRequest(
+                shard=ref, node_id=self.host.node_id, last_seq=oplog.last_seq,
+                last_term=oplog.last_term, ops_max=limits.replication_fetch_ops_max),
+                limits.replication_fetch_timeout_ms)
+            if answer.in_sync:
+                return True
+            if answer.start_over:
+                log.warning("copy of %s/%d diverged from primary %s at op %d; starting over",
+                            record.uuid, shard, primary, oplog.last_seq)
+                await self.start_over(record.uuid, shard)
+                continue
+            if not answer.ops:
+                return False
+            await self.apply_ops(record, shard, list(answer.ops))
+        return False
+
+    async def start_over(self, dataset_uuid: str, shard: int) -> None:
+        async with self._apply_lock((dataset_uuid, shard)):
+            replica = self.host.replicas.pop((dataset_uuid, shard), None)
+            if replica is not None:
+                await asyncio.to_thread(replica.close)
+            self.forget(dataset_uuid, shard)
+            await asyncio.to_thread(shutil.rmtree, self.host.shard_path(dataset_uuid, shard),
+                                    True)
+
+    def status(self, record: DatasetRecord, shard: int) -> node_pb2.CopyStatusResponse:
+        oplog = self.oplog(record.uuid, shard)
+        replica = self.host.replicas.get((record.uuid, shard))
+        return node_pb2.CopyStatusResponse(
+            last_seq=oplog.last_seq, last_term=oplog.last_term,
+            primary=record.primary_of(shard) == self.host.node_id,
+            vector_count=replica.count() if replica is not None else 0)
+
+    async def catch_up_all(self) -> None:
+        """One round over every copy this node holds outside the in-sync set."""
+        me = self.host.node_id
+        for record in list(self.host.catalog.state.datasets.values()):
+            for shard in record.shards_on(me):
+                if record.primary_of(shard) == me or me in record.in_sync_of(shard):
+                    continue
+                try:
+                    if await self.catch_up(record, shard):
+                        await self._refresh_quietly()
+                except errors.TributaryError as exc:
+                    log.info("catching up %s/%d from %s: %s", record.uuid, shard,
+                             record.primary_of(shard), exc.message)
+
+
+def _parse(logged: LoggedOp) -> node_pb2.ReplicatedOp:
+    op = node_pb2.ReplicatedOp()
+    op.ParseFromString(logged.payload)
+    return op
+
+
+def write_effect(request: node_pb2.WriteRequest, skipped_ids) -> node_pb2.ReplicatedOp:
+    """The op that reproduces a write on a copy: idempotent, whatever the original policy.
+    An update keeps its paths (a merge of the same fields is idempotent); a write drops the
+    ids it skipped and overwrites."""
+    effect = node_pb2.WriteRequest()
+    effect.CopyFrom(request)
+    effect.ClearField("shard")
+    if request.update_paths:
+        return node_pb2.ReplicatedOp(write=effect)
+    skipped = set(skipped_ids)
+    if skipped:
+        keep = [i for i, v in enumerate(request.upserts) if v.id not in skipped]
+        effect.ClearField("upserts")
+        effect.upserts.extend(request.upserts[i] for i in keep)
+        if request.upsert_values:
+            width = len(request.upsert_values) // max(1, len(request.upserts))
+            effect.upsert_values = b"".join(
+                request.upsert_values[i * width:(i + 1) * width] for i in keep)
+    effect.existing = node_pb2.EXISTING_OVERWRITE
+    return node_pb2.ReplicatedOp(write=effect)

@@ -1,0 +1,187 @@
+"""Replication end to end (DESIGN.md promise 7, node/replication.py): every shard has copies on
+distinct nodes; a write is acknowledged only once every in-sync copy holds it; a frozen primary
+is replaced by an in-sync copy while reads go on from the other copies; the old primary catches
+up by itself and rejoins; afterwards every copy of a shard holds the same content."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+
+from cluster import Cluster, child_pid, wait_for
+from consensus.client import MetaClient
+from proto import node_pb2
+
+pytestmark = pytest.mark.integration
+
+DIMS = 8
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("replicated"), meta=1, nodes=3).start()
+    yield c
+    c.stop()
+
+
+def catalog(c: Cluster):
+    async def read():
+        client = MetaClient([c.meta_grpc(0)], c.token())
+        try:
+            return await client.get_state(linearizable=True)
+        finally:
+            await client.close()
+    return asyncio.run(read())
+
+
+def record_of(c: Cluster, name: str):
+    return next(r for r in catalog(c).datasets.values() if r.name == name)
+
+
+def node_index(node_id: str) -> int:
+    return int(node_id.rsplit("-", 1)[1])
+
+
+def copy_status(c: Cluster, node_id: str, record, shard: int) -> node_pb2.CopyStatusResponse:
+    with grpc.insecure_channel(c.node_address(node_index(node_id))) as channel:
+        return c.node_stub(channel).CopyStatus(node_pb2.CopyStatusRequest(
+            shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard,
+                                    epoch=record.epoch)), timeout=10)
+
+
+def vector(rng: random.Random) -> list[float]:
+    return [rng.uniform(-1, 1) for _ in range(DIMS)]
+
+
+def health(c: Cluster) -> dict:
+    return httpx.get(f"{c.rest}/health", timeout=5).json()
+
+
+def test_a_new_dataset_has_two_copies_of_each_shard_on_distinct_nodes(replicated):
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        r = client.post("/datasets", json={"name": "two", "dimensions": DIMS,
+                                           "shard_count": 3})
+        assert r.status_code == 201, r.text
+        assert r.json()["dataset"]["replication_factor"] == 2
+        assert client.get("/datasets/two").json()["dataset"]["replication_factor"] == 2
+    record = record_of(replicated, "two")
+    for shard in range(3):
+        copies = record.copies_of(shard)
+        assert len(set(copies)) == 2 and record.primary_of(shard) in copies
+        assert record.in_sync_of(shard) == copies and record.term_of(shard) == 1
+
+
+@pytest.mark.parametrize("factor", [0, -1, 4])
+def test_a_replication_factor_outside_one_to_the_live_nodes_is_refused(replicated, factor):
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        r = client.post("/datasets", json={"name": f"bad{factor + 1}", "dimensions": DIMS,
+                                           "replication_factor": factor})
+        assert r.status_code == 400, r.text
+        assert "between 1 and the 3 live node(s)" in r.json()["error"]["message"]
+        assert client.get(f"/datasets/bad{factor + 1}").status_code == 404
+
+
+def test_an_acknowledged_write_is_on_every_in_sync_copy(replicated):
+    rng = random.Random(1)
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        assert client.post("/datasets", json={"name": "acked", "dimensions": DIMS,
+                                              "shard_count": 2, "replication_factor": 3}
+                           ).status_code == 201
+        r = client.post("/datasets/acked/vectors", json={"vectors": [
+            {"id": f"a{i}", "values": vector(rng)} for i in range(200)]})
+        assert r.status_code == 201, r.text
+    record = record_of(replicated, "acked")
+    for shard in range(2):
+        statuses = [copy_status(replicated, n, record, shard) for n in record.copies_of(shard)]
+        assert len({s.last_seq for s in statuses}) == 1 and statuses[0].last_seq >= 1
+        assert len({s.vector_count for s in statuses}) == 1
+    assert sum(copy_status(replicated, record.primary_of(s), record, s).vector_count
+               for s in range(2)) == 200
+
+
+def test_a_frozen_primary_is_replaced_while_reads_go_on_and_it_rejoins_after(replicated):
+    """SIGSTOP of the primary of shard 0: reads keep answering within 5 s, writes to its shard
+    are acknowledged again after failover, the old primary rejoins the in-sync set by itself
+    after SIGCONT, and every copy ends with the same content."""
+    rng = random.Random(7)
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        assert client.post("/datasets", json={"name": "frozen", "dimensions": DIMS,
+                                              "shard_count": 3}).status_code == 201
+        first = [{"id": f"f{i}", "values": vector(rng)} for i in range(300)]
+        assert client.post("/datasets/frozen/vectors", json={"vectors": first}
+                           ).status_code == 201
+    before = record_of(replicated, "frozen")
+    victim = before.primary_of(0)
+    pid = child_pid(replicated, f"--listen 127.0.0.1:{replicated.internal_base + 100 + node_index(victim)}")
+    acked: list[str] = []
+    read_worst = [0.0]
+    read_failures: list[str] = []
+    stop = threading.Event()
+
+    def reader():
+        with httpx.Client(base_url=replicated.rest, timeout=10) as client:
+            while not stop.is_set():
+                vid = f"f{rng.randrange(300)}"
+                started = time.monotonic()
+                try:
+                    r = client.get(f"/datasets/frozen/vectors/{vid}")
+                    if r.status_code != 200:
+                        read_failures.append(f"{vid}: {r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    read_failures.append(f"{vid}: {exc!r}")
+                read_worst[0] = max(read_worst[0], time.monotonic() - started)
+
+    thread = threading.Thread(target=reader)
+    os.kill(pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        thread.start()
+        with httpx.Client(base_url=replicated.rest, timeout=15) as client:
+            def write_acked():
+                vid = f"w{len(acked)}-{rng.randrange(10**9)}"
+                try:
+                    r = client.post("/datasets/frozen/vectors", json={"vectors": [
+                        {"id": vid, "values": vector(rng)}]})
+                except httpx.HTTPError:
+                    return False
+                if r.status_code == 201:
+                    acked.append(vid)
+                return r.status_code == 201 and record_of(replicated, "frozen").primary_of(0) \
+                    != victim
+            wait_for(write_acked, 60, 0.2, "a write acknowledged by a new primary")
+            failover_s = time.monotonic() - frozen_at
+            for i in range(30):
+                r = client.post("/datasets/frozen/vectors", json={"vectors": [
+                    {"id": f"after{i}", "values": vector(rng)}]})
+                assert r.status_code == 201, r.text
+                acked.append(f"after{i}")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        stop.set()
+        thread.join(30)
+    after = record_of(replicated, "frozen")
+    assert after.primary_of(0) != victim and after.term_of(0) == before.term_of(0) + 1
+    assert failover_s < 30
+    assert read_failures == [] and read_worst[0] < 5.0, (read_failures[:5], read_worst[0])
+
+    # The old primary catches up by itself and every shard is fully in sync again.
+    def all_in_sync():
+        record = record_of(replicated, "frozen")
+        return all(set(record.in_sync_of(s)) == set(record.copies_of(s))
+                   for s in range(record.shard_count)) and record
+    record = wait_for(all_in_sync, 90, 0.5, "every copy back in the in-sync set")
+    wait_for(lambda: health(replicated)["status"] == "healthy", 60, 0.5, "healthy")
+    for shard in range(record.shard_count):
+        statuses = [copy_status(replicated, n, record, shard) for n in record.copies_of(shard)]
+        assert len({(s.last_seq, s.vector_count) for s in statuses}) == 1, statuses
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        for vid in acked:
+            assert client.get(f"/datasets/frozen/vectors/{vid}").status_code == 200, vid
