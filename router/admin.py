@@ -461,7 +461,7 @@ _QUOTAS_SCHEMA = {
     "type": "object", "additionalProperties": False,
     "description": "Absent or null: unlimited. Exceeding one is a 429 with Retry-After.",
     "properties": {name: {"type": ["number", "null"] if name in tenancy.FRACTIONAL_QUOTAS
-                          else ["integer", "null"], "minimum": 0}
+                          else ["integer", "null"], "minimum": 0, "maximum": 2 ** 62}
                    for name in tenancy.QUOTA_NAMES}}
 _STATUS_SCHEMA = {"type": "string", "enum": list(tenancy.STATUSES)}
 _TENANT_SCHEMA = {"type": "object", "properties": {
@@ -495,10 +495,12 @@ def extend_openapi(operations: dict, status_text: dict, op) -> None:
         extra = {401, 403} | ({429} if path.startswith("/api/v1/") else set())
         spec["errors"] = tuple(sorted(set(spec["errors"]) | extra))
     admin = (400, 401, 403, 500, 503)
-    tenant_body = {"type": "object", "required": ["tenant_id"], "properties": {
-        "tenant_id": {"type": "string"}, "id": {"type": "string",
-                                                "description": "accepted for tenant_id"},
-        "name": {"type": "string"}, "quotas": _QUOTAS_SCHEMA, "status": _STATUS_SCHEMA}}
+    tenant_body = {"type": "object", "required": ["tenant_id"], "additionalProperties": False,
+                   "properties": {
+        "tenant_id": validation.name_json_schema("a tenant id"),
+        "id": {"type": "string", "description": "accepted for tenant_id when that is empty"},
+        "name": validation.bytes_json_schema(limits.name_bytes_max, "a display name"),
+        "quotas": _QUOTAS_SCHEMA, "status": _STATUS_SCHEMA}}
     tenant_answer = {"type": "object", "properties": {"tenant": _TENANT_SCHEMA}}
     operations.update({
         ("POST", f"{PREFIX}/tenants"): op(
@@ -522,7 +524,7 @@ def extend_openapi(operations: dict, status_text: dict, op) -> None:
         ("PUT", f"{PREFIX}/tenants/{{tenant_id}}/status"): op(
             "updateTenantStatus", "admin", "Set active, suspended, read_only or "
                                            "pending_deletion",
-            body={"type": "object", "required": ["status"],
+            body={"type": "object", "required": ["status"], "additionalProperties": False,
                   "properties": {"status": _STATUS_SCHEMA}},
             ok_schema=tenant_answer, errors_=admin + (404, 413)),
         ("GET", f"{PREFIX}/tenants/{{tenant_id}}/stats"): op(
@@ -531,12 +533,22 @@ def extend_openapi(operations: dict, status_text: dict, op) -> None:
         ("POST", f"{PREFIX}/keys"): op(
             "createApiKey", "admin", "Create an API key (returned once)",
             description="Only the key's sha256 is stored.",
-            body={"type": "object", "properties": {
+            body={"type": "object", "additionalProperties": False, "properties": {
                 "tenant_id": {"type": "string"},
                 "role": {"type": "string", "enum": list(tenancy.ROLES)},
                 "access": {"type": "string", "enum": list(tenancy.ACCESSES)},
-                "datasets": {"type": "array", "items": {"type": "string"}},
-                "description": {"type": "string"}}},
+                "datasets": {"type": "array", "items": validation.name_json_schema(),
+                             "maxItems": limits.api_key_datasets_max},
+                "description": validation.bytes_json_schema(
+                    limits.api_key_description_bytes_max, "a description")},
+                # A tenant key names its tenant; an admin key names no tenant and no datasets.
+                "anyOf": [
+                    {"required": ["tenant_id"], "properties": {
+                        "tenant_id": validation.name_json_schema("a tenant id"),
+                        "role": {"const": tenancy.ROLE_TENANT}}},
+                    {"required": ["role"], "properties": {
+                        "role": {"const": tenancy.ROLE_ADMIN},
+                        "tenant_id": {"maxLength": 0}, "datasets": {"maxItems": 0}}}]},
             ok=201, ok_text="Created", errors_=admin + (404, 413),
             ok_schema={"allOf": [_KEY_SCHEMA, {"type": "object", "properties": {
                 "key": {"type": "string"}}}]}),

@@ -23,6 +23,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from proto import deeplake_service_pb2 as pb
 from shard.records import UPDATABLE_FIELDS
 from tributary import __version__, errors, limits
+from shard import filter_parse
+from tributary import validation
 
 BASE = "/api/v1"
 OPENAPI_PATH = "/openapi.json"
@@ -62,6 +64,119 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     if flag is not None:
         return bool(flag)
     return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+_VALUE = {"type": "number", "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX}
+
+
+def _vector_of_values(what: str) -> dict:
+    return {"type": "array", "items": _VALUE, "minItems": 1, "maxItems": limits.dimensions_max,
+            "description": f"{what}: as many numbers as the dataset's `dimensions`, finite and "
+                           "within the float32 range (and not all zero under cosine)"}
+
+
+_TEXT_QUERY = {"type": "string", "maxLength": limits.text_query_bytes_max // 4,
+               "pattern": "[0-9A-Za-z]",
+               "description": f"at most {limits.text_query_bytes_max} bytes of UTF-8 holding "
+                              "at least one word (a letter or digit; the pattern names the "
+                              "ASCII ones)"}
+_TENANT_FIELD = validation.name_json_schema("the tenant (defaults to the X-Tenant-Id header)",
+                                            allow_empty=True)
+
+# What the checks behind each request field accept (router/core.py, tributary/validation.py,
+# router/input_guard.py), keyed "Message.field", merged into the field's schema in request
+# mode. For a repeated field, "items" is merged into the schema of its items.
+REQUEST_FIELD_RULES: dict[str, dict] = {
+    "CreateDatasetRequest.name": validation.name_json_schema(),
+    "CreateDatasetRequest.dimensions": {"minimum": 1, "maximum": limits.dimensions_max},
+    "CreateDatasetRequest.metric_type": {"enum": [*validation.METRICS, ""]},
+    "CreateDatasetRequest.index_type": {"enum": [*validation.INDEX_TYPES, ""]},
+    "CreateDatasetRequest.shard_count": {"minimum": 0, "maximum": limits.shard_count_max},
+    "CreateDatasetRequest.storage_location": {"maxLength": 0},
+    "CreateDatasetRequest.description": validation.bytes_json_schema(
+        limits.description_bytes_max, "a description"),
+    "CreateDatasetRequest.tenant_id": _TENANT_FIELD,
+    "Dataset.description": validation.bytes_json_schema(limits.description_bytes_max,
+                                                        "a description"),
+    "Dataset.tenant_id": _TENANT_FIELD,
+    "Vector.id": validation.vector_id_json_schema(allow_empty=True),
+    "Vector.values": {"items": _VALUE, "minItems": 1, "maxItems": limits.dimensions_max},
+    "Vector.content": validation.bytes_json_schema(limits.content_bytes_max, "content"),
+    "Vector.tenant_id": _TENANT_FIELD,
+    **{f"Vector.{name}": validation.bytes_json_schema(limits.vector_id_bytes_max, name)
+       for name in ("document_id", "chunk_id", "content_hash", "content_type", "language",
+                    "model")},
+    **{f"{message}.metadata": {"maxProperties": limits.metadata_keys_max,
+                               "propertyNames": {"minLength": 1}}
+       for message in ("CreateDatasetRequest", "Dataset", "Vector")},
+    "InsertVectorsRequest.vectors": {"minItems": 1, "maxItems": limits.batch_vectors_max},
+    "InsertVectorsRequest.batch_size": {"minimum": 0},
+    "InsertVectorsRequest.tenant_id": _TENANT_FIELD,
+    "SearchOptions.top_k": {"minimum": 0, "maximum": limits.top_k_max,
+                            "description": f"1 to {limits.top_k_max} (0 or absent: 10)"},
+    "SearchOptions.ef_search": {"minimum": 0, "maximum": limits.ef_search_max},
+    "SearchOptions.filter": validation.bytes_json_schema(filter_parse.filter_expression_bytes_max,
+                                                         "a filter expression"),
+    "SearchOptions.filters": {"maxProperties": filter_parse.filter_map_entries_max,
+                              "propertyNames": {"minLength": 1}},
+    "SearchVectorsRequest.query_vector": _vector_of_values("the query vector"),
+    "SearchVectorsRequest.tenant_id": _TENANT_FIELD,
+    "SearchByTextRequest.query_text": _TEXT_QUERY,
+    "SearchByTextRequest.tenant_id": _TENANT_FIELD,
+    "HybridSearchRequest.query_vector": _vector_of_values("the query vector"),
+    "HybridSearchRequest.query_text": _TEXT_QUERY,
+    "HybridSearchRequest.fusion": {"enum": ["rrf", "alpha", ""]},
+    "HybridSearchRequest.alpha": {"minimum": 0, "maximum": 1},
+    "HybridSearchRequest.rrf_k": {"minimum": 0, "maximum": limits.rrf_k_max},
+    "HybridSearchRequest.tenant_id": _TENANT_FIELD,
+    "MultiDatasetSearchRequest.dataset_ids": {
+        "items": validation.name_json_schema(), "minItems": 1, "uniqueItems": True,
+        "maxItems": limits.multi_search_datasets_max},
+    "MultiDatasetSearchRequest.query_vector": _vector_of_values("the query vector"),
+    "MultiDatasetSearchRequest.tenant_id": _TENANT_FIELD,
+}
+
+
+# Rules no JSON Schema here can state, because they depend on stored state (the dataset's
+# dimensions and metric, the values fixed at its creation, page tokens this API issued) or tie
+# fields together. The document lists them (`x-stateful-rules` and the info description), and a
+# 400 for one of them names it in its message: (the message's pattern, the rule).
+STATEFUL_RULES: list[tuple[str, str]] = [
+    (r"has dimension \d+, dataset expects \d+",
+     "a vector (or query vector) has exactly as many values as its dataset's `dimensions`"),
+    (r"is a zero vector, which has no cosine direction|is too small to normalize in float32",
+     "under the cosine metric a vector is not all zeros (nor too small to normalize)"),
+    (r"replication_factor must be between 1 and the \d+ live node",
+     "a dataset's `replication_factor`, when given, is at least 1 and at most the number of "
+     "live nodes"),
+    (r"a search cannot switch it to",
+     "a search's `options.metric_type`, when given, is the dataset's own metric"),
+    (r"cannot be changed \(dataset",
+     "an update of a dataset repeats its immutable fields (name, dimensions, metric_type, "
+     "index_type, shard_count, storage_location, id) with their current values, or leaves "
+     "them out"),
+    (r"dataset_id .*differs|differs from the one in the path",
+     "an id in the body equals the one in the path"),
+    (r"page_token is not a token this API returned",
+     "`page_token` is a `next_page_token` this API returned"),
+    (r"appears twice in the batch",
+     "the ids of one insert are distinct"),
+    (r"skip_existing and overwrite are mutually exclusive",
+     "`skip_existing` and `overwrite` are not both true"),
+    (r"metadata is larger than \d+ bytes",
+     f"a metadata map holds at most {limits.metadata_bytes_max} bytes of keys and values"),
+    (r"cannot be cleared",
+     "an update does not clear `values` (a vector always has values)"),
+    (r"invalid filter at |filter nests|bad field in filter|filter on '|unknown operator|"
+     r"IN list",
+     "`filter` is an expression in the filter grammar (`category = 'tech' AND year >= 2020`)"),
+    (r"filters\[.*holds numbers|filters map is \d+ bytes",
+     "a `filters` value compares with the field's stored type, and the map holds at most "
+     f"{filter_parse.filter_expression_bytes_max} bytes of keys and values"),
+    (r": Bad Request$",
+     "GET .../search/stream is a WebSocket upgrade: without the upgrade headers it is a 400"),
+]
 
 
 class SchemaBuilder:
@@ -106,6 +221,17 @@ class SchemaBuilder:
         return schema
 
     def field_schema(self, field: FieldDescriptor, request: bool = False) -> dict:
+        schema = self._field_schema(field, request)
+        rules = REQUEST_FIELD_RULES.get(f"{field.containing_type.name}.{field.name}") \
+            if request else None
+        if rules:
+            items = rules.get("items")
+            schema = {**schema, **{k: v for k, v in rules.items() if k != "items"}}
+            if items is not None:
+                schema["items"] = {**schema["items"], **items}
+        return schema
+
+    def _field_schema(self, field: FieldDescriptor, request: bool) -> dict:
         message = field.message_type
         if message is not None and message.GetOptions().map_entry:
             value_field = message.fields_by_name["value"]
@@ -127,6 +253,9 @@ class SchemaBuilder:
             return self.ref(field.message_type, request)
         if field.type == FieldDescriptor.TYPE_ENUM:
             return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+        if field.type == FieldDescriptor.TYPE_FLOAT and request:
+            # A float field holds a float32: a JSON number beyond its range does not parse.
+            return {**_SCALARS[field.type], "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX}
         if field.type in _INT64_TYPES:
             if field.name in self.int64_as_number or request:
                 # Parsing accepts numbers for int64 fields; rest.py renders these as numbers.
@@ -173,15 +302,17 @@ _STATUS_TEXT = {
 _TENANT = {"name": "X-Tenant-Id", "in": "header", "required": False,
            "description": "The tenant whose datasets are addressed (default tenant `default`). "
                           "The `tenant_id` query parameter is accepted as a fallback.",
-           "schema": {"type": "string"}}
+           "schema": validation.name_json_schema("a tenant id", allow_empty=True)}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "description": "A retry with the same key and dataset returns the first "
                                "outcome instead of writing again.",
-                "schema": {"type": "string"}}
+                "schema": {"type": "string", "pattern": r"^[^\u0000-\u001F]*$",
+                           **validation.bytes_json_schema(limits.idempotency_key_bytes_max,
+                                                          "an idempotency key")}}
 _DATASET_ID = {"name": "dataset_id", "in": "path", "required": True,
-               "description": "The dataset name.", "schema": {"type": "string"}}
+               "description": "The dataset name.", "schema": validation.name_json_schema()}
 _VECTOR_ID = {"name": "vector_id", "in": "path", "required": True,
-              "description": "The vector id.", "schema": {"type": "string"}}
+              "description": "The vector id.", "schema": validation.vector_id_json_schema()}
 _PAGE_SIZE = {"name": "page_size", "in": "query", "required": False,
               "description": f"Items per page, 1..{limits.list_page_size_max} (0 or absent: the "
                              "default).",
@@ -415,23 +546,33 @@ def _named_schemas(builder: SchemaBuilder) -> None:
                       "overwrite": "replace vectors whose id exists (exclusive with "
                                    "skip_existing)",
                       "skip_existing": "leave vectors whose id exists and count them skipped"})
-    builder.components["InsertVectorsBody"]["properties"]["vectors"]["maxItems"] = \
-        limits.batch_vectors_max
+    # A vector of an insert needs its id and values (an update's body may leave them out).
+    builder.components["InsertVectorsBody"]["properties"]["vectors"]["items"] = {"allOf": [
+        builder.ref(pb.Vector.DESCRIPTOR, request=True),
+        {"required": ["id", "values"], "properties": {
+            "id": {"minLength": 1}, "values": {"minItems": 1}}}]}
     if _message("MultiDatasetSearchRequest") is not None:
         builder.components["MultiDatasetSearchBody"] = builder.message_schema(
             pb.MultiDatasetSearchRequest.DESCRIPTOR, request=True,
             required=("dataset_ids", "query_vector"),
             descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
+    # The fields rest.split_update_body takes: the changeable ones, the immutable ones (which
+    # must keep their values) and the output-only ones (ignored); any other Dataset field is a
+    # 400 there, so it is not in the document either.
+    from router.core import IMMUTABLE_DATASET_FIELDS
+    from router.rest import _DATASET_OUTPUT_ONLY
+    taken = {"description", "metadata", "tenant_id", *IMMUTABLE_DATASET_FIELDS,
+             *_DATASET_OUTPUT_ONLY}
     update = builder.message_schema(pb.Dataset.DESCRIPTOR, request=True, descriptions={
         "description": "null or absent keeps it; \"\" clears it",
-        "metadata": "null or absent keeps it; {} clears it"})
+        "metadata": "null or absent keeps it; {} clears it"},
+        exclude=tuple(f.name for f in pb.Dataset.DESCRIPTOR.fields if f.name not in taken))
     for key in ("description", "metadata"):
         kinds = update["properties"][key]["type"]
         update["properties"][key]["type"] = [kinds, "null"]
-    for key in ("vector_count", "storage_size", "created_at", "updated_at"):
+    for key in _DATASET_OUTPUT_ONLY:
         update["properties"][key]["description"] = "output-only; ignored"
-    for key in ("id", "name", "dimensions", "metric_type", "index_type", "shard_count",
-                "storage_location"):
+    for key in IMMUTABLE_DATASET_FIELDS:
         update["properties"][key]["description"] = "immutable; must equal the current value"
     update["properties"]["dataset_id"] = {"type": "string",
                                           "description": "must equal the path's dataset_id"}
@@ -462,10 +603,12 @@ def _named_schemas(builder: SchemaBuilder) -> None:
     builder.components["DeleteVectorsBody"] = {
         "type": "object", "required": ["vector_ids"],
         "properties": {
-            "vector_ids": {"type": "array", "items": {"type": "string"},
-                           "maxItems": limits.batch_vectors_max},
-            "ids": {"type": "array", "items": {"type": "string"},
-                    "description": "accepted in place of vector_ids"}}}
+            "vector_ids": {"type": "array", "items": validation.vector_id_json_schema(),
+                           "minItems": 1, "maxItems": limits.batch_vectors_max},
+            "ids": {"type": "array", "items": validation.vector_id_json_schema(),
+                    "minItems": 1, "maxItems": limits.batch_vectors_max,
+                    "description": "accepted in place of vector_ids (ignored when vector_ids "
+                                   "is given)"}}}
     builder.components["Stats"] = {
         "type": "object", "description": "REST only; no deeplake.v1 message holds it.",
         "properties": {
@@ -537,6 +680,13 @@ def app_routes(app: web.Application) -> set[tuple[str, str]]:
     return found
 
 
+# Path parameters of routes that OPERATIONS does not declare (the admin API's).
+_PATH_SCHEMAS = {
+    "tenant_id": validation.name_json_schema("a tenant id"),
+    "key_id": {"type": "string", "minLength": 1, "maxLength": limits.name_bytes_max // 4},
+}
+
+
 def build_document(app: web.Application | None = None) -> dict:
     """The OpenAPI document: every operation of OPERATIONS, plus a stub for each route of `app`
     that OPERATIONS does not describe."""
@@ -558,7 +708,8 @@ def build_document(app: web.Application | None = None) -> dict:
         for operation in operations.values():
             declared = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "path"}
             operation.setdefault("parameters", []).extend(
-                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": n, "in": "path", "required": True,
+                 "schema": _PATH_SCHEMAS.get(n, {"type": "string"})}
                 for n in names if n not in declared)
             if not operation["parameters"]:
                 del operation["parameters"]
@@ -572,8 +723,15 @@ def build_document(app: web.Application | None = None) -> dict:
                  "version": __version__,
                  "description": "The REST face of deeplake.v1 (proto/deeplake_service.proto). "
                                 "Bodies use the proto3 JSON mapping with the proto field names; "
-                                "int64 counts are rendered as numbers. Errors are "
-                                "`{\"error\": {\"type\", \"message\", \"retriable\"}}`."},
+                                "int64 counts are rendered as numbers. Numbers are JSON "
+                                "numbers: a string where a number is expected (`\"top_k\": "
+                                "\"5\"`) is a 400 that names the field. Errors are "
+                                "`{\"error\": {\"type\", \"message\", \"retriable\"}}`. "
+                                "Besides what the schemas say, a request must keep these "
+                                "rules, which depend on stored state or tie fields together "
+                                "(a 400 otherwise): "
+                                + "; ".join(rule for _, rule in STATEFUL_RULES) + "."},
+        "x-stateful-rules": [rule for _, rule in STATEFUL_RULES],
         "servers": [{"url": "/"}],
         "tags": [{"name": "datasets"}, {"name": "vectors"}, {"name": "search"},
                  {"name": "operations"}, {"name": "meta"}],

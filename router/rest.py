@@ -157,12 +157,24 @@ def unknown_field_message(descriptor, doc, where: str = "") -> str | None:
     return None
 
 
+def _text(value: str, what: str) -> str:
+    """A header or query value that is valid UTF-8. aiohttp decodes other bytes to lone
+    surrogates ("surrogateescape"), which no protobuf string field accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidArgument(f"{what} is not valid UTF-8") from None
+    return value
+
+
 def _tenant(request: web.Request) -> str:
-    return request.headers.get("X-Tenant-Id", request.query.get("tenant_id", ""))
+    if "X-Tenant-Id" in request.headers:
+        return _text(request.headers["X-Tenant-Id"], "the X-Tenant-Id header")
+    return _text(request.query.get("tenant_id", ""), "the tenant_id query parameter")
 
 
 def _idempotency_key(request: web.Request) -> str:
-    return request.headers.get("Idempotency-Key", "")
+    return _text(request.headers.get("Idempotency-Key", ""), "the Idempotency-Key header")
 
 
 # nginx's status for a request whose client closed the connection before the answer.

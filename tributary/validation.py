@@ -269,3 +269,47 @@ def check_metadata(metadata) -> dict[str, str]:
     if size > limits.metadata_bytes_max:
         raise InvalidArgument(f"metadata is larger than {limits.metadata_bytes_max} bytes")
     return out
+
+
+# ---- the same rules as JSON Schemas, for the OpenAPI document -----------------------------------
+# A JSON Schema cannot count UTF-8 bytes or name Unicode categories, so each schema below states
+# the part of its rule that a pattern can say exactly (printable ASCII, or characters that are
+# at most 4 bytes long), and its description states the whole rule. Everything the schema
+# accepts, the check above accepts too.
+
+_NAME_CHAR = r"!-.0-\[\]-~"          # printable ASCII but space, '/' and '\'
+_NAME_INNER = r" -.0-\[\]-~"          # the same, with space (not at either end)
+NAME_PATTERN = (rf"^(?!\.\.?$)(?!.*\.\.)[{_NAME_CHAR}](?:[{_NAME_INNER}]*[{_NAME_CHAR}])?$")
+
+
+def name_json_schema(what: str = "dataset name", allow_empty: bool = False) -> dict:
+    """The JSON Schema of a name check_name accepts (or "", when allow_empty)."""
+    pattern = NAME_PATTERN if not allow_empty else f"^$|{NAME_PATTERN}"
+    return {"type": "string", "minLength": 0 if allow_empty else 1,
+            "maxLength": limits.name_bytes_max, "pattern": pattern,
+            "description": f"{what}: 1 to {limits.name_bytes_max} bytes of UTF-8, not '.' or "
+                           "'..', without '/', '\\' or '..', without control, format, "
+                           "private-use or unassigned characters, and without whitespace at "
+                           "either end. The pattern gives the printable-ASCII part of the "
+                           "rule; other Unicode letters, digits and symbols are accepted too."
+                           + (" Empty: the default." if allow_empty else "")}
+
+
+VECTOR_ID_PATTERN = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+
+
+def vector_id_json_schema(allow_empty: bool = False) -> dict:
+    """The JSON Schema of an id check_vector_id accepts (or "", when allow_empty). maxLength
+    counts characters: a quarter of vector_id_bytes_max, so that any string it allows fits."""
+    return {"type": "string", "minLength": 0 if allow_empty else 1,
+            "maxLength": limits.vector_id_bytes_max // 4, "pattern": VECTOR_ID_PATTERN,
+            "description": f"a vector id: 1 to {limits.vector_id_bytes_max} bytes of UTF-8 "
+                           "without control characters"
+                           + (" (empty: none given)" if allow_empty else "")}
+
+
+def bytes_json_schema(bytes_max: int, what: str) -> dict:
+    """A string of at most `bytes_max` UTF-8 bytes, said the only way a JSON Schema can: at most
+    a quarter as many characters."""
+    return {"type": "string", "maxLength": bytes_max // 4,
+            "description": f"{what}: at most {bytes_max} bytes of UTF-8"}

@@ -29,6 +29,7 @@ fixed seed; `make fuzz` runs 200 per operation and the coverage phase
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -41,15 +42,18 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoveragePhaseData
+from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from cluster import Cluster
-from router.openapi import build_document
+from router.openapi import STATEFUL_RULES, build_document
 from router.rest import make_app
 
 pytestmark = pytest.mark.integration
@@ -86,18 +90,42 @@ CREDENTIALS: dict[str, dict[str, str]] = {
 CREDENTIAL_NAMES = sorted([*CREDENTIALS, "tenant key"])
 CREDENTIAL_HEADERS = ("authorization", "api-key")  # as router/auth.py reads them
 
+# The document says what the server enforces: a request valid by it is not refused with a 400
+# (ST202, positive_data_acceptance), except for the rules that depend on stored state or tie
+# fields together, which the document lists (router.openapi.STATEFUL_RULES) and whose 400s name
+# them. A 404 (a name that does not exist), 401/403 and 409 stay allowed, as schemathesis
+# allows them. A method the document does not declare for a path is a 405 with an Allow header
+# (ST204, unsupported_method; schemathesis probes it in the coverage phase, so `make fuzz`, and
+# test_undeclared_methods_are_405_with_an_allow_header probes every path in `make test`).
+STATEFUL_REFUSAL = re.compile("|".join(f"(?:{pattern})" for pattern, _ in STATEFUL_RULES))
+
+
+@schemathesis.check
+def positive_data_acceptance_but_stateful_rules(ctx, response, case):
+    """positive_data_acceptance (ST202), except a 400 that names a documented stateful rule."""
+    try:
+        return positive_data_acceptance(ctx, response, case)
+    except RejectedPositiveData:
+        if response.status_code == 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = ""
+            if STATEFUL_REFUSAL.search(message):
+                return None
+        raise
+
+
 # Not checked, and why:
-# - positive_data_acceptance: a request valid by the document mostly names a dataset, vector,
-#   tenant or key that does not exist (404), or breaks a rule a JSON Schema cannot state (a
-#   vector's length must equal its dataset's dimensions): a 4xx is the right answer.
 # - negative_data_rejection: the handlers are more lenient than the document in places (a PUT
 #   without a body is an empty update, `include_values` reads anything but true/1 as false, an
-#   empty `description` of any JSON type is no description), so a request the document calls
-#   invalid may rightly succeed.
-# - unsupported_method / missing_required_header: probes outside the document's operations;
-#   aiohttp answers them (405, or the handler's 4xx) and not_a_server_error covers them anyway.
+#   empty `description` of any JSON type is no description, a name may hold Unicode letters
+#   the pattern leaves out), so a request the document calls invalid may rightly succeed.
+# - missing_required_header: the document declares no required header besides credentials,
+#   which ignored_auth covers.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, ignored_auth]
+          response_schema_conformance, ignored_auth, positive_data_acceptance_but_stateful_rules,
+          unsupported_method]
 
 
 class DummyCore:
@@ -240,3 +268,32 @@ def test_no_server_errors_and_responses_match_the_document(case, target, tally):
     # Naming the credential makes it explicit auth: ignored_auth then checks that the same
     # request without it, or with a wrong one, is refused.
     case.validate_response(response, checks=CHECKS, headers=credential_of(case))
+
+
+# Methods schemathesis's coverage phase sends to every path (DEFAULT_UNEXPECTED_METHODS).
+PROBED_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "TRACE", "QUERY")
+
+
+def test_undeclared_methods_are_405_with_an_allow_header(target):
+    """ST204 at `make test` size: every path of the document answers a method it does not
+    declare with 405 and an Allow header naming the declared ones (RFC 9110 15.5.6)."""
+    templates = {path: re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
+                 for path in DOCUMENT["paths"]}
+    wrong = []
+    for path, operations in DOCUMENT["paths"].items():
+        declared = {method.upper() for method in operations}
+        concrete = re.sub(r"\{(\w+)\}", lambda m: TARGET_PATH.get(m.group(1), "x"), path)
+        for method in PROBED_METHODS:
+            # Another template may serve this path with this method (GET .../vectors/batch is
+            # GET .../vectors/{vector_id} for the id "batch").
+            if method in declared or any(
+                    method.lower() in DOCUMENT["paths"][other] and pattern.match(concrete)
+                    for other, pattern in templates.items() if other != path):
+                continue
+            response = target.http.request(method, concrete, headers={"X-Tenant-Id": TENANT})
+            allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")
+                       if m.strip()}
+            if response.status_code != 405 or not declared <= allowed:
+                wrong.append(f"{method} {concrete}: {response.status_code}, "
+                             f"Allow: {response.headers.get('Allow')!r}")
+    assert not wrong, "\n".join(wrong)

@@ -293,3 +293,60 @@ def test_live_responses_match_the_document(cluster):
         finally:
             call("DELETE", ds, f"/api/v1/datasets/{name}", 200)
         call("DELETE", ds, f"/api/v1/datasets/{name}", 404)
+
+
+def _refused(check, value) -> bool:
+    from tributary import errors
+    try:
+        check(value)
+    except errors.InvalidArgument:
+        return True
+    return False
+
+
+def test_names_and_ids_valid_by_the_document_are_accepted_by_the_server(document):
+    """The document's name and vector-id schemas promise no more than check_name and
+    check_vector_id accept (schemathesis's ST202 would find the difference over HTTP);
+    '.', '..' and '' are refused by both. The patterns are read with ECMA-262 semantics, as
+    OpenAPI 3.1 says (jsonschema_rs), and generated from with hypothesis."""
+    import jsonschema_rs
+    from hypothesis import given, settings, strategies as st
+
+    from tributary import validation
+
+    parameters = {p["name"]: p["schema"] for operations in document["paths"].values()
+                  for operation in operations.values() for p in operation.get("parameters", ())
+                  if p["in"] == "path"}
+    cases = [(parameters["dataset_id"], validation.check_name),
+             (parameters["tenant_id"], lambda n: validation.check_name(n, "tenant id")),
+             (parameters["vector_id"], validation.check_vector_id)]
+    for schema, check in cases:
+        validator = jsonschema_rs.validator_for(schema)
+        for refused in ("", ".", ".."):
+            if check is not validation.check_vector_id:
+                assert not validator.is_valid(refused) and _refused(check, refused)
+
+        @settings(max_examples=300, deadline=None, database=None)
+        @given(st.from_regex(schema["pattern"].replace("$", r"\Z"), fullmatch=False))
+        def valid_by_the_document_is_accepted(value):
+            if validator.is_valid(value):
+                assert not _refused(check, value), value
+
+        valid_by_the_document_is_accepted()
+
+
+def test_numbers_are_documented_as_numbers_only(document):
+    """REST refuses a string where a number is expected (router/rest.py
+    refuse_numeric_strings); the document types those fields as numbers, never strings."""
+    import jsonschema_rs
+
+    schemas = document["components"]["schemas"]
+    create = jsonschema_rs.validator_for({**schemas["CreateDatasetBody"],
+                                          "components": document["components"]})
+    assert create.is_valid({"name": "n", "dimensions": 4})
+    assert not create.is_valid({"name": "n", "dimensions": "4"})
+    options = schemas["SearchOptionsInput"]["properties"]
+    assert options["top_k"]["type"] == "integer"
+    for name, schema in (("dimensions", schemas["CreateDatasetBody"]["properties"]["dimensions"]),
+                         ("top_k", options["top_k"])):
+        assert not jsonschema_rs.validator_for(schema).is_valid("5"), name
