@@ -167,11 +167,13 @@ def test_rest_sends_odd_values_down_the_general_path_and_its_error(values):
                             {"id": "b", "values": values}]})
 
 
-def test_rest_leaves_numbers_in_strings_to_the_general_path():
-    """proto3's JSON mapping reads "1.5" as a float (ParseDict); numpy would too, but the
-    fast path never converts a string: the general path decides, as it always did."""
-    request, values = parsed({"vectors": [{"id": "a", "values": ["1.5", 2.0, 3.0]}]})
-    assert values is None and list(request.vectors[0].values) == [1.5, 2.0, 3.0]
+def test_rest_refuses_numbers_in_strings_naming_the_vector_and_field():
+    """proto3's JSON mapping reads "1.5" as a float (ParseDict), and numpy would too; the fast
+    path never converts a string, and the general path refuses it: REST takes JSON numbers
+    only, as its OpenAPI document says."""
+    with pytest.raises(InvalidArgument, match=r"vectors\[1\]\.values"):
+        parsed({"vectors": [{"id": "a", "values": [1.0, 2.0, 3.0]},
+                            {"id": "b", "values": ["1.5", 2.0, 3.0]}]})
 
 
 def test_rest_keeps_ragged_rows_for_the_cores_dimension_check():
