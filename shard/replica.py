@@ -1138,7 +1138,7 @@ class _VectorMatrix:
         added = len(values)
         needed = self._count + added
         if needed > len(self._labels):
-            capacity = max(needed, 2 * len(self._labels), 1024)
+            capacity = max(needed, 2 * len(self._labels), limits.exact_matrix_initial_vectors)
             grown = np.empty((capacity, values.shape[1]), dtype=np.float32)
             grown[:self._count] = self._values[:self._count]
             self._values = grown

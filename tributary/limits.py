@@ -220,3 +220,8 @@ failover_check_interval_ms = 250
 # asks another; a copy that made a read wait is avoided for read_suspect_ms.
 read_hedge_min_ms = 150
 read_suspect_ms = 5_000
+
+# ---- exact search (shard/replica.py) -------------------------------------------------------------
+# Rows the in-memory matrix of a flat (or exact-searched) replica has room for at first; its
+# capacity doubles as rows are added, so appends copy the matrix O(log n) times.
+exact_matrix_initial_vectors = 1_024
