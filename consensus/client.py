@@ -108,6 +108,21 @@ class MetaClient:
         raise errors.Unavailable("no metadata member reports itself leader")
 
 
+    async def member_statuses(self) -> list[dict]:
+        """Every member's own view (asked in parallel): its gRPC address, Raft address, role
+        (leader or follower), term and commit index, or `error` when it did not answer."""
+        async def one(address: str) -> dict:
+            try:
+                status = await self._stubs[address].Status(
+                    meta_pb2.MetaStatusRequest(), timeout=limits.meta_status_timeout_ms / 1000)
+            except grpc.aio.AioRpcError as exc:
+                return {"grpc_address": address, "error": exc.details() or exc.code().name}
+            return {"grpc_address": address, "raft_address": status.self_raft_address,
+                    "role": "leader" if status.is_leader else "follower",
+                    "term": status.raft_term, "commit_index": status.commit_index}
+        return list(await asyncio.gather(*(one(a) for a in self.addresses)))
+
+
 class CatalogCache:
     def __init__(self, client: MetaClient):
         self.client = client

@@ -147,8 +147,10 @@ class MetaStateMachine(SyncObj):
 
 
 class MetaService(meta_pb2_grpc.MetaServicer):
-    def __init__(self, machine: MetaStateMachine, raft_to_grpc: dict[str, str]):
+    def __init__(self, machine: MetaStateMachine, raft_to_grpc: dict[str, str],
+                 self_raft: str = ""):
         self.machine = machine
+        self.self_raft = self_raft
         self.raft_to_grpc = raft_to_grpc
         self.last_seen: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -223,7 +225,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             registered_nodes=sorted(self.machine.meta.nodes),
             live_nodes=self.live_nodes() if is_leader else [],
             raft_term=int(status.get("raft_term", 0)),
-            commit_index=int(status.get("commit_idx", 0)))
+            commit_index=int(status.get("commit_idx", 0)),
+            self_raft_address=self.self_raft)
 
     def RouterHeartbeat(self, request, context):
         """Router liveness (soft state, leader only): the count of routers heard from recently,
@@ -338,7 +341,7 @@ def run(args: argparse.Namespace) -> None:
         interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    service = MetaService(machine, raft_to_grpc)
+    service = MetaService(machine, raft_to_grpc, args.raft)
     meta_pb2_grpc.add_MetaServicer_to_server(service, server)
     if server.add_insecure_port(args.grpc) == 0:
         raise SystemExit(f"cannot bind meta gRPC address {args.grpc}")

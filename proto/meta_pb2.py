@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x11tributary.meta.v1\"&\n\x0eProposeRequest\x12\x14\n\x0c\x63ommand_json\x18\x01 \x01(\t\"7\n\x0fProposeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\">\n\x0fGetStateRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\"J\n\x10GetStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x12\n\nstate_json\x18\x03 \x01(\t\"4\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"$\n\x11HeartbeatResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x13\n\x11MetaStatusRequest\"\xdd\x01\n\x12MetaStatusResponse\x12\x12\n\nhas_leader\x18\x01 \x01(\x08\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x1b\n\x13leader_raft_address\x18\x03 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x18\n\x10registered_nodes\x18\x06 \x03(\t\x12\x12\n\nlive_nodes\x18\x07 \x03(\t\x12\x11\n\traft_term\x18\x08 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\t \x01(\x03\"+\n\x16RouterHeartbeatRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"@\n\x17RouterHeartbeatResponse\x12\x14\n\x0clive_routers\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x08\x32\xc6\x03\n\x04Meta\x12P\n\x07Propose\x12!.tributary.meta.v1.ProposeRequest\x1a\".tributary.meta.v1.ProposeResponse\x12S\n\x08GetState\x12\".tributary.meta.v1.GetStateRequest\x1a#.tributary.meta.v1.GetStateResponse\x12V\n\tHeartbeat\x12#.tributary.meta.v1.HeartbeatRequest\x1a$.tributary.meta.v1.HeartbeatResponse\x12U\n\x06Status\x12$.tributary.meta.v1.MetaStatusRequest\x1a%.tributary.meta.v1.MetaStatusResponse\x12h\n\x0fRouterHeartbeat\x12).tributary.meta.v1.RouterHeartbeatRequest\x1a*.tributary.meta.v1.RouterHeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x11tributary.meta.v1\"&\n\x0eProposeRequest\x12\x14\n\x0c\x63ommand_json\x18\x01 \x01(\t\"7\n\x0fProposeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\">\n\x0fGetStateRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\"J\n\x10GetStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x12\n\nstate_json\x18\x03 \x01(\t\"4\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"$\n\x11HeartbeatResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x13\n\x11MetaStatusRequest\"\xf8\x01\n\x12MetaStatusResponse\x12\x12\n\nhas_leader\x18\x01 \x01(\x08\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x1b\n\x13leader_raft_address\x18\x03 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x18\n\x10registered_nodes\x18\x06 \x03(\t\x12\x12\n\nlive_nodes\x18\x07 \x03(\t\x12\x11\n\traft_term\x18\x08 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\t \x01(\x03\x12\x19\n\x11self_raft_address\x18\n \x01(\t\"+\n\x16RouterHeartbeatRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"@\n\x17RouterHeartbeatResponse\x12\x14\n\x0clive_routers\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x08\x32\xc6\x03\n\x04Meta\x12P\n\x07Propose\x12!.tributary.meta.v1.ProposeRequest\x1a\".tributary.meta.v1.ProposeResponse\x12S\n\x08GetState\x12\".tributary.meta.v1.GetStateRequest\x1a#.tributary.meta.v1.GetStateResponse\x12V\n\tHeartbeat\x12#.tributary.meta.v1.HeartbeatRequest\x1a$.tributary.meta.v1.HeartbeatResponse\x12U\n\x06Status\x12$.tributary.meta.v1.MetaStatusRequest\x1a%.tributary.meta.v1.MetaStatusResponse\x12h\n\x0fRouterHeartbeat\x12).tributary.meta.v1.RouterHeartbeatRequest\x1a*.tributary.meta.v1.RouterHeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,11 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METASTATUSREQUEST']._serialized_start=368
   _globals['_METASTATUSREQUEST']._serialized_end=387
   _globals['_METASTATUSRESPONSE']._serialized_start=390
-  _globals['_METASTATUSRESPONSE']._serialized_end=611
-  _globals['_ROUTERHEARTBEATREQUEST']._serialized_start=613
-  _globals['_ROUTERHEARTBEATREQUEST']._serialized_end=656
-  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_start=658
-  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_end=722
-  _globals['_META']._serialized_start=725
-  _globals['_META']._serialized_end=1179
+  _globals['_METASTATUSRESPONSE']._serialized_end=638
+  _globals['_ROUTERHEARTBEATREQUEST']._serialized_start=640
+  _globals['_ROUTERHEARTBEATREQUEST']._serialized_end=683
+  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_start=685
+  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_end=749
+  _globals['_META']._serialized_start=752
+  _globals['_META']._serialized_end=1206
 # @@protoc_insertion_point(module_scope)

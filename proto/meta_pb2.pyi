@@ -57,7 +57,7 @@ class MetaStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MetaStatusResponse(_message.Message):
-    __slots__ = ("has_leader", "is_leader", "leader_raft_address", "leader_grpc_address", "version", "registered_nodes", "live_nodes", "raft_term", "commit_index")
+    __slots__ = ("has_leader", "is_leader", "leader_raft_address", "leader_grpc_address", "version", "registered_nodes", "live_nodes", "raft_term", "commit_index", "self_raft_address")
     HAS_LEADER_FIELD_NUMBER: _ClassVar[int]
     IS_LEADER_FIELD_NUMBER: _ClassVar[int]
     LEADER_RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class MetaStatusResponse(_message.Message):
     LIVE_NODES_FIELD_NUMBER: _ClassVar[int]
     RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SELF_RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     has_leader: bool
     is_leader: bool
     leader_raft_address: str
@@ -76,7 +77,8 @@ class MetaStatusResponse(_message.Message):
     live_nodes: _containers.RepeatedScalarFieldContainer[str]
     raft_term: int
     commit_index: int
-    def __init__(self, has_leader: _Optional[bool] = ..., is_leader: _Optional[bool] = ..., leader_raft_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., version: _Optional[int] = ..., registered_nodes: _Optional[_Iterable[str]] = ..., live_nodes: _Optional[_Iterable[str]] = ..., raft_term: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
+    self_raft_address: str
+    def __init__(self, has_leader: _Optional[bool] = ..., is_leader: _Optional[bool] = ..., leader_raft_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., version: _Optional[int] = ..., registered_nodes: _Optional[_Iterable[str]] = ..., live_nodes: _Optional[_Iterable[str]] = ..., raft_term: _Optional[int] = ..., commit_index: _Optional[int] = ..., self_raft_address: _Optional[str] = ...) -> None: ...
 
 class RouterHeartbeatRequest(_message.Message):
     __slots__ = ("router_id",)

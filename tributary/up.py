@@ -189,6 +189,23 @@ def stop_all(children: list[Child]) -> None:
             child.process.wait()
 
 
+def _record_layout(args: argparse.Namespace, data_dir: str) -> None:
+    """<data-dir>/cluster.json: the addresses of this cluster's processes, for tools that talk
+    to it without a router (`tributary admin status --data-dir`)."""
+    host, base = args.host, args.internal_port_base
+    scheme = "https" if getattr(args, "tls_cert", None) else "http"
+    layout = {
+        "meta": [{"raft": f"{host}:{base + i}", "grpc": f"{host}:{base + 10 + i}"}
+                 for i in range(args.meta)],
+        "nodes": [f"{host}:{base + 100 + i}" for i in range(args.nodes)],
+        "rest": [f"{scheme}://{host}:{args.http_port + i}" for i in range(args.routers)],
+        "grpc": [f"{host}:{args.grpc_port + i}" for i in range(args.routers)]}
+    path = os.path.join(data_dir, "cluster.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(layout, handle, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def run(args: argparse.Namespace) -> None:
     children = plan(args)
     stopping = False
@@ -205,6 +222,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"tributary: {cluster_auth.INSECURE_WARNING}", file=sys.stderr, flush=True)
     print(f"tributary: starting {args.meta} meta, {args.nodes} node(s), {args.routers} "
           f"router(s); data in {data_dir}", flush=True)
+    _record_layout(args, data_dir)
     for child in children:
         child.start()
     scheme = "https" if getattr(args, "tls_cert", None) else "http"

@@ -185,3 +185,46 @@ def test_a_frozen_primary_is_replaced_while_reads_go_on_and_it_rejoins_after(rep
     with httpx.Client(base_url=replicated.rest, timeout=30) as client:
         for vid in acked:
             assert client.get(f"/datasets/frozen/vectors/{vid}").status_code == 200, vid
+
+
+def _admin(c: Cluster, *args: str) -> dict | list:
+    import json
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "tributary.cli", "admin", *args, "--json"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "TRIBUTARY_URL": c.rest.removesuffix("/api/v1")})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_operators_see_nodes_copies_and_each_shards_replication_state(replicated):
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        assert client.post("/datasets", json={"name": "shown", "dimensions": DIMS,
+                                              "shard_count": 2}).status_code == 201
+        assert client.post("/datasets/shown/vectors", json={"vectors": [
+            {"id": f"s{i}", "values": vector(random.Random(i))} for i in range(40)]}
+                           ).status_code == 201
+    state = catalog(replicated)
+    nodes = _admin(replicated, "nodes", "list")
+    assert sorted(n["node_id"] for n in nodes) == ["node-0", "node-1", "node-2"]
+    assert all(n["state"] == "live" and n["address"] for n in nodes)
+    held = {n["node_id"]: 0 for n in nodes}
+    for record in state.datasets.values():
+        for shard in range(record.shard_count):
+            for node in record.copies_of(shard):
+                held[node] += 1
+    assert {n["node_id"]: n["copies"] for n in nodes} == held
+
+    shown = _admin(replicated, "datasets", "show", "shown")
+    assert shown["replication_factor"] == 2 and len(shown["shards"]) == 2
+    assert sum(c["vector_count"] for s in shown["shards"] for c in s["copies"]
+               if c["node_id"] == s["primary"]) == 40
+    for shard in shown["shards"]:
+        assert {c["node_id"] for c in shard["copies"]} == set(shard["in_sync"])
+        assert all(c["in_sync"] and c["lag"] == 0 for c in shard["copies"])
+
+    for via in ((), ("--data-dir", replicated.data_dir)):
+        members = _admin(replicated, "status", *via)["meta"]
+        assert [m["role"] for m in members] == ["leader"]
+        assert {"raft_address", "term", "commit_index"} <= set(members[0])
