@@ -405,8 +405,17 @@ class Replication:
             vector_count=replica.count() if replica is not None else 0)
 
     async def catch_up_all(self) -> None:
-        """One round over every copy this node holds outside the in-sync set."""
+        """One round over every copy this node holds outside the in-sync set; also drops the
+        copies the catalog no longer places here (moved to another node while this one was
+        away)."""
         me = self.host.node_id
+        state = self.host.catalog.state
+        placed = {(r.uuid, s) for r in state.datasets.values() for s in r.shards_on(me)}
+        for dataset_uuid, shard in list(self.host.replicas):
+            if dataset_uuid in state.datasets and (dataset_uuid, shard) not in placed:
+                log.info("dropping copy %s/%d: the catalog places it elsewhere now",
+                         dataset_uuid, shard)
+                await self.start_over(dataset_uuid, shard)
         for record in list(self.host.catalog.state.datasets.values()):
             for shard in record.shards_on(me):
                 if record.primary_of(shard) == me or me in record.in_sync_of(shard):

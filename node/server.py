@@ -137,6 +137,10 @@ class ShardHost:
                     self.replicas[(dataset_uuid, shard)] = replica
                     log.info("reopened replica %s/%d with %d vectors", dataset_uuid, shard,
                              replica.count())
+                else:
+                    # The copy moved to another node while this one was away.
+                    log.info("removing copy %s/%d, placed elsewhere now", dataset_uuid, shard)
+                    await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def drop(self, dataset_uuid: str, shard: int) -> bool:
         replica = self.replicas.pop((dataset_uuid, shard), None)

@@ -66,14 +66,15 @@ def _decode_page_token(token: str, shard_count: int) -> tuple[int, int]:
 # Dataset fields fixed at creation. An update may repeat their current values (a REST client may
 # send back the dataset it read) but never change them.
 IMMUTABLE_DATASET_FIELDS = ("id", "name", "dimensions", "metric_type", "index_type",
-                            "shard_count", "storage_location")
+                            "shard_count", "storage_location", "replication_factor")
 
 
 def immutable_field_conflicts(record: DatasetRecord, requested: dict) -> list[str]:
     """What an update asking for `requested` ({field: value}) would change that cannot change."""
     current = {"id": record.name, "name": record.name, "dimensions": record.dimensions,
                "metric_type": record.metric_type, "index_type": record.index_type,
-               "shard_count": record.shard_count, "storage_location": f"shards/{record.uuid}"}
+               "shard_count": record.shard_count, "storage_location": f"shards/{record.uuid}",
+               "replication_factor": record.replication_factor}
     problems = []
     for field, value in requested.items():
         if field not in current:

@@ -154,8 +154,8 @@ STATEFUL_RULES: list[tuple[str, str]] = [
      "a search's `options.metric_type`, when given, is the dataset's own metric"),
     (r"cannot be changed \(dataset",
      "an update of a dataset repeats its immutable fields (name, dimensions, metric_type, "
-     "index_type, shard_count, storage_location, id) with their current values, or leaves "
-     "them out"),
+     "index_type, shard_count, replication_factor, storage_location, id) with their current "
+     "values, or leaves them out"),
     (r"dataset_id .*differs|differs from the one in the path",
      "an id in the body equals the one in the path"),
     (r"page_token is not a token this API returned",
@@ -538,6 +538,8 @@ def _named_schemas(builder: SchemaBuilder) -> None:
         descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
                       "metric_type": "cosine (default), l2 or ip",
                       "shard_count": "0: the number of live nodes",
+                      "replication_factor": "copies of each shard, on distinct nodes; unset: "
+                                            "2, capped at the live nodes",
                       "storage_location": "chosen by the cluster; must be empty"})
     builder.components["InsertVectorsBody"] = builder.message_schema(
         pb.InsertVectorsRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),

@@ -37,7 +37,8 @@ def hit(vector_id: str, score: float, content_hash: str = "") -> pb.SearchResult
 def test_repeating_the_current_immutable_values_is_no_conflict():
     r = record()
     same = {"id": "docs", "name": "docs", "dimensions": 4, "metric_type": "cosine",
-            "index_type": "hnsw", "shard_count": 2, "storage_location": f"shards/{r.uuid}"}
+            "index_type": "hnsw", "shard_count": 2, "storage_location": f"shards/{r.uuid}",
+            "replication_factor": 1}
     assert set(same) == set(IMMUTABLE_DATASET_FIELDS)
     assert immutable_field_conflicts(r, same) == []
     assert immutable_field_conflicts(r, {}) == []
@@ -46,7 +47,7 @@ def test_repeating_the_current_immutable_values_is_no_conflict():
 @pytest.mark.parametrize("field,value", [("dimensions", 8), ("metric_type", "l2"),
                                          ("shard_count", 3), ("index_type", "flat"),
                                          ("name", "renamed"), ("dimensions", "4"),
-                                         ("shard_count", True)])
+                                         ("shard_count", True), ("replication_factor", 3)])
 def test_changing_an_immutable_field_is_a_conflict_that_names_it(field, value):
     problems = immutable_field_conflicts(record(), {field: value})
     assert len(problems) == 2
