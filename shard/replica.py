@@ -101,6 +101,10 @@ class ShardReplica:
         self._pending_chunks: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_vectors: dict[int, np.ndarray] = {}
         self._deleted_pending: set[int] = set()
+        # Labels a write deleted from the store but has not yet marked deleted in the graph (it
+        # marks them after releasing _lock; see write). Graph searches ask for this many more
+        # candidates meanwhile, so the dropped labels never cost a hit.
+        self._unmarked_deletes = 0
         self._pending_changed = threading.Condition(self._lock)
         self._closing = False
         self._close_deadline = float("inf")
@@ -528,14 +532,15 @@ class ShardReplica:
         labels, raw = self._candidates(query, k, ef, *self._graph_snapshot())
         return self._resolve(labels, raw, k)
 
-    def _graph_snapshot(self) -> tuple[list, int]:
+    def _graph_snapshot(self) -> tuple[list, int, int]:
         """What a graph search needs from the replica state (caller holds _lock): the pending
-        chunks (immutable arrays) and how many live rows the graph holds."""
+        chunks (immutable arrays), how many live rows the graph holds, and how many deleted
+        rows it still shows (not yet marked)."""
         indexed_live = len(self._ids) - len(self._pending_vectors) - len(self._soft_deleted)
-        return list(self._pending_chunks), indexed_live
+        return list(self._pending_chunks), indexed_live, self._unmarked_deletes
 
     def _candidates(self, query: np.ndarray, k: int, ef: int, pending: list,
-                    indexed_live: int, locked: bool = False
+                    indexed_live: int, unmarked: int, locked: bool = False
                     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Labels and hnswlib distances from the graph and an exact scan of `pending`, best
         first. Needs only the index read lock (taken here unless `locked` says the caller holds
@@ -545,7 +550,8 @@ class ShardReplica:
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
         with contextlib.nullcontext() if locked else self._index_lock.read():
-            k_graph = min(k, max(indexed_live, 0), self._index.get_current_count())
+            k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
+                          self._index.get_current_count())
             if k_graph > 0:
                 found = self._knn(query, k_graph, max(ef, k_graph), blocking=not locked)
                 if found is None:
@@ -727,7 +733,41 @@ class ShardReplica:
     def write(self, upserts: list[VectorRecord], delete_ids: list[str],
               existing: ExistingPolicy = ExistingPolicy.ERROR) -> WriteResult:
         """Applies a batch as one Deep Lake commit. Raises InvalidArgument / AlreadyExists before
-        touching the store; on any store failure rolls back and re-raises. Returns after commit."""
+        touching the store; on any store failure rolls back and re-raises. Returns after commit,
+        with every deleted or replaced row out of reads, searches and the graph.
+
+        The graph marks for deleted rows are made after `_lock` is released: waiting for the
+        graph's write lock (an indexer chunk, an index save) while holding `_lock` stalled every
+        search of the replica. In between, the rows are already out of the id maps, and graph
+        searches ask for `_unmarked_deletes` more candidates. A caller that already holds
+        `_lock` (update, compact) gets the marks made under it, as before."""
+        # RLock._is_owned (what threading.Condition uses) says whether this thread holds _lock.
+        if self._lock._is_owned():
+            return self._write(upserts, delete_ids, existing, None)
+        marks: list[int] = []
+        result = self._write(upserts, delete_ids, existing, marks)
+        if marks:
+            self._mark_in_graph(marks)
+        return result
+
+    def _mark_in_graph(self, labels: list[int]) -> None:
+        """Marks deleted labels in the graph (not holding `_lock`), then stops counting them
+        as unmarked."""
+        try:
+            with self._index_lock.write():
+                for label in labels:
+                    try:
+                        self._index.mark_deleted(label)
+                    except RuntimeError:
+                        pass    # compaction rebuilt the graph meanwhile, without it or marked
+        finally:
+            with self._lock:
+                self._unmarked_deletes -= len(labels)
+
+    def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
+               existing: ExistingPolicy, marks: list[int] | None) -> WriteResult:
+        """write() under `_lock`. Graph marks go to `marks` for the caller to make after the
+        lock (counted in `_unmarked_deletes`), or are made here when `marks` is None."""
         with self._lock:
             result = WriteResult()
             seen = {record.id for record in upserts}
@@ -812,9 +852,13 @@ class ShardReplica:
                 else:
                     graph_deletes.append(label)
             if graph_deletes and self._index is not None:
-                with self._index_lock.write():
-                    for label in graph_deletes:
-                        self._index.mark_deleted(label)
+                if marks is None:
+                    with self._index_lock.write():
+                        for label in graph_deletes:
+                            self._index.mark_deleted(label)
+                else:
+                    marks.extend(graph_deletes)
+                    self._unmarked_deletes += len(graph_deletes)
             self._next_label += len(to_append)
             if gone_rows:
                 gone_set = set(gone_rows)

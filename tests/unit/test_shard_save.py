@@ -92,6 +92,52 @@ def test_searches_and_writes_complete_while_the_index_is_being_saved(tmp_path, m
         reopened.close()
 
 
+def test_searches_do_not_wait_behind_an_overwrite_that_waits_for_the_graph(tmp_path,
+                                                                            monkeypatch):
+    """An overwrite must mark the old row deleted in the graph, which waits while the index is
+    being saved; it waits without holding the replica lock, so searches go on, and they still
+    get top_k hits without the replaced row."""
+    replica = ShardReplica(str(tmp_path / "shard"), DIM, "l2")
+    try:
+        originals = records(0, 200)
+        replica.write(originals, [])
+        assert replica.wait_indexed(60)
+        writing, release = tmp_path / "writing", tmp_path / "release"
+
+        def slow_write(index, target):
+            writing.touch()
+            deadline = time.monotonic() + 30
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            index.save_index(target)
+
+        monkeypatch.setattr(replica_module, "_write_graph", slow_write)
+        saver = threading.Thread(target=replica.save_index)
+        saver.start()
+        assert wait_for(writing.exists)
+        moved = VectorRecord(id="v7", values=np.full(DIM, 50.0, np.float32))
+        writer = threading.Thread(
+            target=lambda: replica.write([moved], [], ExistingPolicy.OVERWRITE))
+        writer.start()
+        try:
+            assert wait_for(lambda: replica._index_lock._writers_waiting > 0)
+            done, outcome = finishes_within(5, lambda: replica.search(originals[7].values, 5))
+            assert done, "a search waited behind the overwrite"
+            found = [h.record.id for h in outcome.hits]
+            assert len(found) == 5 and "v7" not in found
+            done, outcome = finishes_within(5, lambda: replica.search(moved.values, 1))
+            assert done and outcome.hits[0].record.id == "v7"
+        finally:
+            release.touch()
+            saver.join(30)
+            writer.join(30)
+        assert not writer.is_alive() and not saver.is_alive()
+        found = [h.record.id for h in replica.search(originals[7].values, 5).hits]
+        assert len(found) == 5 and "v7" not in found
+    finally:
+        replica.close()
+
+
 def test_a_failed_graph_write_raises_and_keeps_the_previous_index(tmp_path, monkeypatch):
     path = str(tmp_path / "shard")
     replica = ShardReplica(path, DIM, "l2")
