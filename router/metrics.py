@@ -11,3 +11,56 @@ TXNS = Counter("tributary_txns_total", "Multi-shard write transactions by outcom
                "(started, committed, aborted, in_doubt, deduplicated)", ["outcome"])
 TXN_LATENCY = Histogram("tributary_txn_phase_seconds", "2PC phase latency", ["phase"],
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+class ReplicationCollector:
+    """Replication gauges computed from the router's cached catalog at scrape time (no node is
+    asked): shards, under-replicated shards (fewer in-sync copies than their factor), and each
+    node's copies and primaries."""
+
+    def __init__(self, state_of):
+        self._state_of = state_of   # () -> consensus.records.MetaState
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        state = self._state_of()
+        shards = GaugeMetricFamily("tributary_shards", "Shards in the catalog")
+        under = GaugeMetricFamily("tributary_shards_under_replicated",
+                                  "Shards with fewer in-sync copies than their replication "
+                                  "factor")
+        copies = GaugeMetricFamily("tributary_node_copies", "Shard copies a node holds",
+                                   labels=["node"])
+        primaries = GaugeMetricFamily("tributary_node_primaries",
+                                      "Shards whose primary copy a node holds", labels=["node"])
+        held = {n: 0 for n in state.nodes}
+        led = {n: 0 for n in state.nodes}
+        total = short = 0
+        for record in state.datasets.values():
+            for shard in range(record.shard_count):
+                total += 1
+                short += len(record.in_sync_of(shard)) < record.replication_factor
+                led[record.primary_of(shard)] = led.get(record.primary_of(shard), 0) + 1
+                for node in record.copies_of(shard):
+                    held[node] = held.get(node, 0) + 1
+        shards.add_metric([], total)
+        under.add_metric([], short)
+        for node in sorted(held):
+            copies.add_metric([node], held[node])
+            primaries.add_metric([node], led.get(node, 0))
+        yield from (shards, under, copies, primaries)
+
+
+_collector: ReplicationCollector | None = None
+
+
+def watch_catalog(state_of) -> None:
+    """Registers the replication gauges over `state_of()` (once per process; a later call only
+    changes where the state comes from)."""
+    global _collector
+    from prometheus_client import REGISTRY
+    if _collector is None:
+        _collector = ReplicationCollector(state_of)
+        REGISTRY.register(_collector)
+    else:
+        _collector._state_of = state_of

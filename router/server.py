@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from consensus.client import CatalogCache, MetaClient
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
-from router import admin, auth, quotas
+from router import admin, auth, metrics, quotas
 from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
@@ -83,6 +83,7 @@ async def serve(args: argparse.Namespace) -> None:
     catalog.start()
     shards = GrpcShardClient(token)
     core = RouterCore(meta, catalog, shards, min_nodes=args.min_nodes)
+    metrics.watch_catalog(lambda: catalog.state)
     # Both adapters serve the core behind authentication, authorization and tenant quotas.
     authenticator = auth.Authenticator(auth_config, catalog)
     router_count = quotas.RouterCount(meta)
