@@ -26,6 +26,7 @@ classes below are their thin drivers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -396,13 +397,22 @@ class Replication:
             await asyncio.to_thread(shutil.rmtree, self.host.shard_path(dataset_uuid, shard),
                                     True)
 
-    def status(self, record: DatasetRecord, shard: int) -> node_pb2.CopyStatusResponse:
+    async def status(self, record: DatasetRecord, shard: int,
+                     with_content_digest: bool = False) -> node_pb2.CopyStatusResponse:
+        """This copy's log position, role and size; with `with_content_digest`, also the digest
+        of its rows (ShardReplica.content_digest: a read of every row, in a worker thread). A
+        copy with no replica open holds no rows here (open ones are reopened from disk at
+        start), so its digest is that of no rows."""
         oplog = self.oplog(record.uuid, shard)
         replica = self.host.replicas.get((record.uuid, shard))
-        return node_pb2.CopyStatusResponse(
+        answer = node_pb2.CopyStatusResponse(
             last_seq=oplog.last_seq, last_term=oplog.last_term,
             primary=record.primary_of(shard) == self.host.node_id,
             vector_count=replica.count() if replica is not None else 0)
+        if with_content_digest:
+            answer.content_digest = (await asyncio.to_thread(replica.content_digest)
+                                     if replica is not None else hashlib.sha256().hexdigest())
+        return answer
 
     async def catch_up_all(self) -> None:
         """One round over every copy this node holds outside the in-sync set; also drops the

@@ -336,7 +336,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     @_guarded
     async def CopyStatus(self, request, context):
         record = await self.host.dataset_for(request.shard, COPY)
-        return self.replication.status(record, request.shard.shard)
+        return await self.replication.status(record, request.shard.shard,
+                                             request.with_content_digest)
 
     @_guarded
     async def Compact(self, request, context):

@@ -400,19 +400,23 @@ class FetchOpsResponse(_message.Message):
     def __init__(self, ops: _Optional[_Iterable[_Union[ReplicatedOp, _Mapping]]] = ..., start_over: _Optional[bool] = ..., primary_last_seq: _Optional[int] = ..., in_sync: _Optional[bool] = ..., term: _Optional[int] = ...) -> None: ...
 
 class CopyStatusRequest(_message.Message):
-    __slots__ = ("shard",)
+    __slots__ = ("shard", "with_content_digest")
     SHARD_FIELD_NUMBER: _ClassVar[int]
+    WITH_CONTENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
+    with_content_digest: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., with_content_digest: _Optional[bool] = ...) -> None: ...
 
 class CopyStatusResponse(_message.Message):
-    __slots__ = ("last_seq", "last_term", "primary", "vector_count")
+    __slots__ = ("last_seq", "last_term", "primary", "vector_count", "content_digest")
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     last_seq: int
     last_term: int
     primary: bool
     vector_count: int
-    def __init__(self, last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., primary: _Optional[bool] = ..., vector_count: _Optional[int] = ...) -> None: ...
+    content_digest: str
+    def __init__(self, last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., primary: _Optional[bool] = ..., vector_count: _Optional[int] = ..., content_digest: _Optional[str] = ...) -> None: ...

@@ -221,6 +221,10 @@ failover_check_interval_ms = 250
 read_hedge_min_ms = 150
 read_suspect_ms = 5_000
 
+# ---- content digests of shard copies -------------------------------------------------------------
+# Rows ShardReplica.content_digest reads from the store at once (bounds its memory, not its time).
+content_digest_chunk_rows = 4_096
+
 # ---- exact search (shard/replica.py) -------------------------------------------------------------
 # Rows the in-memory matrix of a flat (or exact-searched) replica has room for at first; its
 # capacity doubles as rows are added, so appends copy the matrix O(log n) times.
