@@ -10,6 +10,8 @@ judge the end state against the history, once faults are healed and the cluster 
   nothing, a failed batch left no trace.
 * `recovered_within(samples, bound_s)` - availability probes after a heal: the service must be
   back, and stay back, within the bound.
+* `copy_disagreements(snapshot)` - replication: once healed and quiet, every copy of every shard
+  is back in the in-sync set and holds the same content (the same content digest) as the others.
 
 `final_reads` / `final_state` map key -> value, with None (or a missing key) meaning absent. They
 are the result of reading every key the history wrote once the cluster is quiet. Writes are
@@ -278,6 +280,40 @@ def recovered_within(samples: Iterable[Any], bound_s: float, *,
     return RecoveryResult(ok, recovered, bound_s, last_failure, len(probes), text)
 
 
+# ---- copies agree -----------------------------------------------------------------------------
+
+def copy_disagreements(snapshot: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a copy snapshot (`chaos.harness.ProxiedCluster.copy_snapshot`): one
+    line per shard with a copy outside its in-sync set, a copy that gave no status or no
+    content digest, or copies whose digests differ. Empty when every copy of every shard is in
+    sync and all copies of a shard hold the same content. A snapshot that could not be taken
+    (its "error") is one line too: nothing was shown to agree."""
+    if snapshot.get("error"):
+        return [f"no copy snapshot: {snapshot['error']}"]
+    out: list[str] = []
+    for label, dataset in sorted(snapshot.get("datasets", {}).items()):
+        for shard in dataset["shards"]:
+            where = (f"{label} shard {shard['shard']} (primary {shard['primary']}, term "
+                     f"{shard['term']}, copies {','.join(shard['copies'])})")
+            behind = [c for c in shard["copies"] if c not in shard["in_sync"]]
+            if behind:
+                out.append(f"{where}: {', '.join(behind)} not in the in-sync set "
+                           f"{','.join(shard['in_sync'])}")
+            statuses = shard["status"]
+            silent = {c: statuses.get(c, {}).get("error") or "no content digest"
+                      for c in shard["copies"] if not statuses.get(c, {}).get("digest")}
+            for copy, why in sorted(silent.items()):
+                out.append(f"{where}: copy {copy} gave no digest ({why})")
+            digests = {c: st["digest"] for c, st in statuses.items() if st.get("digest")}
+            if len(set(digests.values())) > 1:
+                held = "; ".join(f"{c} digest {d[:12]} at op {statuses[c].get('last_seq')} "
+                                 f"(term {statuses[c].get('last_term')}), "
+                                 f"{statuses[c].get('vector_count')} vectors"
+                                 for c, d in sorted(digests.items()))
+                out.append(f"{where}: copies hold different content: {held}")
+    return out
+
+
 __all__ = ["Write", "writes_of", "acceptable_final_values", "LostWrite",
            "lost_acknowledged_writes", "BatchViolation", "partial_batches", "RecoveryResult",
-           "recovered_within"]
+           "recovered_within", "copy_disagreements"]

@@ -16,8 +16,11 @@ Each process runs in its own session (its own process group), so kill -9, SIGSTO
 reach it and only it, and `stop()` kills every group it started. Processes also die with the
 thread that started them (PR_SET_PDEATHSIG), so call `start`/`restart` from the main thread.
 
-The harness talks to proxies through the Toxiproxy HTTP API only, and to meta members directly
-(bypassing proxies, like an operator on the host) only to find the leader (Meta Status RPC).
+The harness talks to proxies through the Toxiproxy HTTP API only. It talks to meta members and
+nodes directly (bypassing proxies, like an operator on the host) for three things: finding the
+meta leader (Meta Status RPC), finding a shard's primary, copies and in-sync set (Meta GetState),
+and, after the final heal, each copy's status and content digest (ShardNode CopyStatus) for the
+copies-agree checker.
 """
 
 from __future__ import annotations
@@ -304,28 +307,114 @@ class ProxiedCluster:
                 restarted.append(member)
         return restarted
 
+    def _internal_call(self, address: str, service: str, method: str, request,
+                       timeout_s: float):
+        """One internal RPC, signed with the cluster secret, straight to `address`; raises
+        grpc.RpcError."""
+        import grpc
+
+        from proto import meta_pb2, node_pb2
+        from tributary import cluster_auth
+
+        descriptor = {"Meta": meta_pb2, "ShardNode": node_pb2}[service].DESCRIPTOR
+        with grpc.insecure_channel(address) as channel:
+            client = cluster_auth.stub(descriptor.services_by_name[service], channel,
+                                       cluster_auth.load(self.secrets.cluster_secret_file))
+            return getattr(client, method)(request, timeout=timeout_s)
+
     def meta_leader(self, timeout_s: float = 1.0) -> str | None:
         """The member that reports itself leader with the highest term (asked directly)."""
         import grpc
 
         from proto import meta_pb2
-        from tributary import cluster_auth
 
         best: tuple[int, str] | None = None
         for member in self.topology.meta_members:
             if not self.procs[member].alive or self.procs[member].paused:
                 continue
             try:
-                with grpc.insecure_channel(self.plan.meta_grpc[member]) as channel:
-                    status = cluster_auth.stub(
-                        meta_pb2.DESCRIPTOR.services_by_name["Meta"], channel,
-                        cluster_auth.load(self.secrets.cluster_secret_file)).Status(
-                        meta_pb2.MetaStatusRequest(), timeout=timeout_s)
+                status = self._internal_call(self.plan.meta_grpc[member], "Meta", "Status",
+                                             meta_pb2.MetaStatusRequest(), timeout_s)
             except grpc.RpcError:
                 continue
             if status.is_leader and (best is None or status.raft_term > best[0]):
                 best = (status.raft_term, member)
         return best[1] if best else None
+
+    def meta_state(self, timeout_s: float = 2.0) -> dict | None:
+        """The catalog as the meta leader holds it (GetState, after a barrier so it reflects
+        every committed change), or None when no leader answers."""
+        import grpc
+
+        from proto import meta_pb2
+
+        leader = self.meta_leader()
+        if leader is None:
+            return None
+        try:
+            answer = self._internal_call(self.plan.meta_grpc[leader], "Meta", "GetState",
+                                         meta_pb2.GetStateRequest(linearizable=True), timeout_s)
+        except grpc.RpcError:
+            return None
+        return json.loads(answer.state_json)
+
+    def shard_placement(self, dataset: str, shard: int, state: dict | None = None
+                        ) -> dict | None:
+        """Where the shard `shard` of the workload dataset named `dataset` lives now:
+        {"uuid", "epoch", "primary", "copies", "in_sync", "term"}; None when the state or the
+        dataset cannot be found. Workload datasets are the only ones of their name outside the
+        catalog workload's tenant."""
+        from chaos.workload import CATALOG_TENANT
+
+        state = state if state is not None else self.meta_state()
+        if state is None:
+            return None
+        for uuid, record in sorted(state["datasets"].items()):
+            if record["name"] == dataset and record["tenant_id"] != CATALOG_TENANT and \
+                    0 <= shard < len(record["placement"]):
+                return placement_of(uuid, record, shard)
+        return None
+
+    def copy_snapshot(self, timeout_s: float = 10.0) -> dict:
+        """Every shard of every dataset: its placement, and each copy's CopyStatus with its
+        content digest (asked of the node directly). The copies-agree checker
+        (chaos.checkers.copy_disagreements) judges it; it needs a quiet cluster."""
+        import grpc
+
+        from proto import node_pb2
+
+        state = self.meta_state()
+        if state is None:
+            return {"error": "no meta leader answered GetState"}
+        datasets: dict[str, dict] = {}
+        for uuid, record in sorted(state["datasets"].items()):
+            shards = []
+            for shard in range(len(record["placement"])):
+                placement = placement_of(uuid, record, shard)
+                statuses: dict[str, dict] = {}
+                for node in placement["copies"]:
+                    address = self.plan.node_listen.get(node)
+                    if address is None:
+                        statuses[node] = {"error": "not a node of this cluster"}
+                        continue
+                    request = node_pb2.CopyStatusRequest(
+                        shard=node_pb2.ShardRef(dataset_uuid=uuid, shard=shard,
+                                                epoch=placement["epoch"]),
+                        with_content_digest=True)
+                    try:
+                        status = self._internal_call(address, "ShardNode", "CopyStatus",
+                                                     request, timeout_s)
+                    except grpc.RpcError as exc:
+                        statuses[node] = {"error": f"{exc.code().name}: {exc.details()}"}
+                        continue
+                    statuses[node] = {"last_seq": status.last_seq,
+                                      "last_term": status.last_term,
+                                      "vector_count": status.vector_count,
+                                      "digest": status.content_digest}
+                shards.append({**placement, "shard": shard, "status": statuses})
+            datasets[f"{record['tenant_id']}/{record['name']}"] = {"uuid": uuid,
+                                                                    "shards": shards}
+        return {"datasets": datasets}
 
     def describe(self) -> dict:
         return {"proxy_server": self.proxy_server.kind if self.proxy_server else None,
@@ -333,4 +422,17 @@ class ProxiedCluster:
                 "processes": {m: " ".join(p.argv[2:]) for m, p in self.procs.items()}}
 
 
-__all__ = ["ProxiedCluster", "ToxiproxyApi", "Proc", "free_base", "identity_proxy"]
+def placement_of(uuid: str, record: dict, shard: int) -> dict:
+    """One shard's placement from a dataset of the GetState JSON. Datasets from before
+    replication have no copies, in-sync set or terms: one copy, the primary, in term 1."""
+    primary = record["placement"][shard]
+    copies = record.get("copies") or []
+    in_sync = record.get("in_sync") or []
+    terms = record.get("terms") or []
+    return {"uuid": uuid, "epoch": int(record["epoch"]), "primary": primary,
+            "copies": list(copies[shard]) if copies else [primary],
+            "in_sync": list(in_sync[shard]) if in_sync else [primary],
+            "term": int(terms[shard]) if terms else 1}
+
+
+__all__ = ["ProxiedCluster", "placement_of", "ToxiproxyApi", "Proc", "free_base", "identity_proxy"]

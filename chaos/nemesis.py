@@ -17,12 +17,25 @@ kill               kill -9 the process group; restart at end    a member kind
 pause              SIGSTOP the process group; SIGCONT at end    a member kind
 leader-isolation   partition whichever meta member leads when   -
                    the event starts (Meta Status RPC)
+primary-kill       kill -9 the node that is primary of a shard  -  (target: primary:DATASET/N,
+                   when the event starts; restart at end           a shard of a workload
+primary-pause      SIGSTOP that primary; SIGCONT at end            dataset, drawn from the
+primary-copies-    disable the inbound proxies of the shard's      seed; the node that is its
+  partition        other copies (router-R->copy): the primary      primary is resolved when the
+                   can no longer replicate to them, while the      event starts, from the Meta
+                   meta group still hears from it                  GetState RPC)
+primary-meta-      disable the primary's node->meta-* proxies:
+  partition        it is cut from the meta group but still
+                   reaches its copies
 =================  ===========================================  ==============================
 
 `make_schedule(seed, duration_s, specs, topology)` is a pure function: the same arguments give
 the same list of `Event`s (nemesis, target, start, duration, parameters), whatever else runs in
 the process, so a run replays from its seed. Only what the schedule cannot know is resolved when
-an event starts (which member leads); the executor logs it.
+an event starts (which member leads, which node is a shard's primary); the executor logs it.
+Since a primary fault's node is unknown until then, it never overlaps another fault on a
+process (kill, pause, partition or primary fault): it could otherwise hit the node that one
+already holds, or take down the last in-sync copy of a shard by chance rather than by seed.
 
 `NemesisRunner` applies events to a `chaos.harness.ProxiedCluster` and undoes them. Overlapping
 events may touch the same proxy or process: disabled proxies are reference-counted, toxics are
@@ -41,13 +54,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from chaos.topology import LINK_KINDS, MEMBER_KINDS, Topology
+from chaos.workload import BATCH_DATASET, BATCH_SHARDS, KV_DATASET, KV_SHARDS
 
 LINK_NEMESES = ("latency", "bandwidth", "timeout", "reset-peer")
 PROCESS_NEMESES = ("partition", "kill", "pause")
-NEMESES = LINK_NEMESES + PROCESS_NEMESES + ("leader-isolation",)
+PRIMARY_NEMESES = ("primary-kill", "primary-pause", "primary-copies-partition",
+                   "primary-meta-partition")
+NEMESES = LINK_NEMESES + PROCESS_NEMESES + ("leader-isolation",) + PRIMARY_NEMESES
 DEFAULT_NEMESES = NEMESES
 
 LEADER = "meta-leader"
+# The shards a primary fault may target: every shard of the workloads' datasets (chaos.workload).
+PRIMARY_SHARDS: tuple[tuple[str, int], ...] = tuple(
+    [(KV_DATASET, s) for s in range(KV_SHARDS)] + [(BATCH_DATASET, s) for s in range(BATCH_SHARDS)])
+PRIMARY_PREFIX = "primary:"
 SCHEDULE_VERSION = 1
 
 
@@ -88,7 +108,8 @@ def parse_specs(texts: list[str] | None) -> list[NemesisSpec]:
 @dataclass(frozen=True)
 class Event:
     """One fault: `target` is a link (proxy) name, a member name, a comma-separated set of
-    members (partition) or "meta-leader"; times are seconds from the start of the run."""
+    members (partition), "meta-leader", or a shard ("primary:DATASET/N") whose primary a
+    primary fault hits; times are seconds from the start of the run."""
 
     index: int
     nemesis: str
@@ -131,12 +152,43 @@ def _r(x: float) -> float:
     return round(x, 3)
 
 
+def primary_target(dataset: str, shard: int) -> str:
+    """The target of a primary fault: a shard, whose primary is found when the event starts."""
+    return f"{PRIMARY_PREFIX}{dataset}/{shard}"
+
+
+def parse_primary_target(target: str) -> tuple[str, int]:
+    """(dataset, shard) of a primary fault's target; raises ValueError for another target."""
+    if not target.startswith(PRIMARY_PREFIX):
+        raise ValueError(f"{target!r} is not a primary target")
+    dataset, _, shard = target[len(PRIMARY_PREFIX):].rpartition("/")
+    if not dataset or not shard.isdigit():
+        raise ValueError(f"{target!r} is not a primary target (primary:DATASET/SHARD)")
+    return dataset, int(shard)
+
+
+def primary_fault_links(topo: Topology, nemesis: str, primary: str,
+                        copies: list[str] | tuple[str, ...]) -> list[str]:
+    """The proxies a primary partition disables. Nodes reach each other at the address each
+    advertises, its router->node proxy, so cutting the inbound proxies of the other copies cuts
+    the primary's replication to them (and the router's reads of them, which go to other
+    copies); cutting the primary's node->meta proxies cuts it from the meta group only."""
+    if nemesis == "primary-copies-partition":
+        others = set(copies) - {primary}
+        return [link.name for link in topo.links_of_kind("router-node") if link.dst in others]
+    if nemesis == "primary-meta-partition":
+        return [link.name for link in topo.links_of_kind("node-meta") if link.src == primary]
+    raise ValueError(f"{nemesis} cuts no links")
+
+
 def _targets(spec: NemesisSpec, topo: Topology) -> list[str]:
     if spec.name in LINK_NEMESES:
         links = topo.links() if spec.scope is None else topo.links_of_kind(spec.scope)
         return [link.name for link in links]
     if spec.name in PROCESS_NEMESES:
         return topo.members if spec.scope is None else topo.members_of_kind(spec.scope)
+    if spec.name in PRIMARY_NEMESES:
+        return [primary_target(dataset, shard) for dataset, shard in PRIMARY_SHARDS]
     return [LEADER]
 
 
@@ -195,6 +247,14 @@ def make_schedule(seed: int, duration_s: float, specs: list[NemesisSpec], topo: 
             order = list(specs)
             rng.shuffle(order)
         spec = order.pop()
+        if spec.name in PRIMARY_NEMESES + PROCESS_NEMESES:
+            # A primary fault's node is known only when it starts: it never overlaps another
+            # fault on a process (see the module docstring).
+            t = _r(max([t] + [e.end_s for e in events if e.end_s > t and (
+                e.nemesis in PRIMARY_NEMESES or spec.name in PRIMARY_NEMESES)
+                and e.nemesis in PRIMARY_NEMESES + PROCESS_NEMESES]))
+            if t + config.min_event_s > duration_s:
+                break
         length = min(rng.uniform(config.min_event_s, max_event), duration_s - t)
         # Members already under an overlapping process fault are not picked again (a second
         # kill of a killed node would do nothing); links may take several toxics at once.
@@ -309,12 +369,47 @@ class NemesisRunner:
                 elif event.nemesis == "pause":
                     self.cluster.pause(event.target)
                     self._record(event, "start", pid=self.cluster.procs[event.target].pid)
+                elif event.nemesis in PRIMARY_NEMESES:
+                    if not self._start_primary_fault(event, state):
+                        return
                 else:
                     raise ValueError(f"unknown nemesis {event.nemesis}")
             except Exception as exc:  # noqa: BLE001 - a failed injection is logged, not fatal
                 self._record(event, "error", error=f"{type(exc).__name__}: {exc}")
                 return
             self.active[event.index] = state
+
+    def _start_primary_fault(self, event: Event, state: dict[str, Any]) -> bool:
+        """Finds the shard's primary now and applies the fault to it; False (journaled as a
+        skip) when there is no shard or no primary to find."""
+        dataset, shard = parse_primary_target(event.target)
+        placement = self.cluster.shard_placement(dataset, shard)
+        if placement is None:
+            self._record(event, "skip", reason=f"no placement known for {dataset}/{shard} "
+                                               "(no meta leader, or no such dataset)")
+            return False
+        primary = placement["primary"]
+        found = {"primary": primary, "term": placement["term"],
+                 "copies": ",".join(placement["copies"]),
+                 "in_sync": ",".join(placement["in_sync"])}
+        state["member"] = primary
+        if event.nemesis == "primary-kill":
+            pid = self.cluster.procs[primary].pid
+            self.cluster.kill(primary)
+            self._record(event, "start", pid=pid, **found)
+        elif event.nemesis == "primary-pause":
+            self.cluster.pause(primary)
+            self._record(event, "start", pid=self.cluster.procs[primary].pid, **found)
+        else:
+            proxies = primary_fault_links(self.topology, event.nemesis, primary,
+                                          placement["copies"])
+            if not proxies:
+                self._record(event, "skip", reason="the shard has no other copy", **found)
+                return False
+            self._disable(proxies)
+            state["proxies"] = proxies
+            self._record(event, "start", links=",".join(proxies), **found)
+        return True
 
     def end(self, event: Event) -> None:
         with self._lock:
@@ -335,6 +430,16 @@ class NemesisRunner:
                 elif event.nemesis == "pause":
                     self.cluster.resume(event.target)
                     self._record(event, "end")
+                elif event.nemesis == "primary-kill":
+                    self.cluster.restart(state["member"])
+                    self._record(event, "end", primary=state["member"],
+                                 pid=self.cluster.procs[state["member"]].pid)
+                elif event.nemesis == "primary-pause":
+                    self.cluster.resume(state["member"])
+                    self._record(event, "end", primary=state["member"])
+                elif event.nemesis in PRIMARY_NEMESES:
+                    self._enable(state["proxies"])
+                    self._record(event, "end", primary=state["member"])
             except Exception as exc:  # noqa: BLE001
                 self._record(event, "error", error=f"{type(exc).__name__}: {exc}")
 
@@ -375,5 +480,6 @@ class NemesisRunner:
 
 
 __all__ = ["NemesisSpec", "Event", "ScheduleConfig", "NemesisRunner", "make_schedule",
-           "parse_specs", "schedule_doc", "schedule_json", "NEMESES", "LINK_NEMESES",
-           "PROCESS_NEMESES", "LEADER"]
+           "parse_specs", "schedule_doc", "schedule_json", "primary_target",
+           "parse_primary_target", "primary_fault_links", "NEMESES", "LINK_NEMESES",
+           "PROCESS_NEMESES", "PRIMARY_NEMESES", "PRIMARY_SHARDS", "LEADER"]

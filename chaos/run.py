@@ -15,7 +15,10 @@ duration; without --scenario, the nemeses are those given by --nemesis (default:
    progress line every few seconds and a line per fault;
 4. at `--duration`: the final heal (every proxy reset, every process resumed or restarted), the
    workloads stop, and probes measure how long the service takes to come back;
-5. reads every written id, then judges the history (chaos.verdict) and prints a report.
+5. reads every written id; then waits (up to --copies-bound seconds after the heal) until every
+   copy of every shard is back in its in-sync set with the same content digest as the others,
+   keeping the last snapshot of the copies (chaos.harness.copy_snapshot);
+6. judges the history and that snapshot (chaos.verdict) and prints a report.
 
 Exit status 0 when every checker passes, 1 otherwise. On failure the history, the schedule, the
 nemesis journal and the report are saved under the run's directory in --data-dir (with the
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from chaos import scenarios
+from chaos.checkers import copy_disagreements
 from chaos.harness import ProxiedCluster
 from chaos.history import OK, UNKNOWN, HistoryRecorder, Op, dump_history
 from chaos.nemesis import (NemesisRunner, NemesisSpec, ScheduleConfig, make_schedule,
@@ -47,6 +51,12 @@ from chaos.workload import WORKLOADS, Http, Workloads, final_reads, probe_recove
 
 DEFAULT_DATA_DIR = os.path.join("tributary-data", "chaos")
 DEFAULT_RECOVERY_BOUND_S = 30.0
+# How long after the final heal every copy has to be back in sync and agree (copies-agree). A
+# copy catches up from the primary's log in rounds (limits.replication_catch_up_*), after a
+# restarted node has reopened its shards, so this is well above the recovery bound.
+DEFAULT_COPIES_BOUND_S = 60.0
+COPIES_POLL_S = 0.5
+WORKLOAD_COPIES = 2
 DEFAULT_DURATION_S = scenarios.DEFAULT_DURATION_S
 
 
@@ -58,6 +68,7 @@ class RunConfig:
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     data_dir: str = DEFAULT_DATA_DIR
     recovery_bound_s: float = DEFAULT_RECOVERY_BOUND_S
+    copies_bound_s: float = DEFAULT_COPIES_BOUND_S
     topology: Topology = field(default_factory=Topology)
     request_timeout_s: float = 5.0
     linearizability_timeout_s: float = 120.0
@@ -76,6 +87,7 @@ class RunResult:
     history: list[Op] = field(default_factory=list)
     final_state: dict[str, Any] = field(default_factory=dict)
     unread: list[str] = field(default_factory=list)
+    copies: dict | None = None
     samples: list[dict] = field(default_factory=list)
     report: Report | None = None
     error: str | None = None
@@ -113,7 +125,7 @@ def save_artifacts(result: RunResult, directory: str) -> str:
         json.dump(result.journal, f, indent=1)
     with open(os.path.join(directory, "final_state.json"), "w") as f:
         json.dump({"final_state": result.final_state, "unread": result.unread,
-                   "recovery_samples": result.samples}, f, indent=1)
+                   "recovery_samples": result.samples, "copies": result.copies}, f, indent=1)
     with open(os.path.join(directory, "report.json"), "w") as f:
         json.dump({"error": result.error, "timings": result.timings,
                    "report": result.report.to_dict() if result.report else None}, f, indent=1)
@@ -130,6 +142,25 @@ def replay_command(cfg: RunConfig) -> str:
         words += [f"--nemesis {s}" for s in cfg.nemeses]
     words += [f"--workload {w}" for w in cfg.workloads]
     return " ".join(words)
+
+
+def wait_for_copies(cluster: ProxiedCluster, healed_at: float, bound_s: float,
+                    log: Callable[[str], None] = lambda line: None) -> dict:
+    """Snapshots every shard's copies until they are all in sync and agree, or until `bound_s`
+    after the heal; returns the last snapshot with how long it waited ("waited_s")."""
+    deadline = healed_at + bound_s
+    while True:
+        snapshot = cluster.copy_snapshot()
+        now = time.monotonic()
+        problems = copy_disagreements(snapshot)
+        if not problems or now >= deadline:
+            break
+        time.sleep(COPIES_POLL_S)
+    snapshot["waited_s"] = round(now - healed_at, 2)
+    snapshot["bound_s"] = bound_s
+    log(f"copies: {len(problems)} problem(s) {snapshot['waited_s']:.1f}s after the heal"
+        + (f", first: {problems[0]}" if problems else ", every copy in sync and agreeing"))
+    return snapshot
 
 
 def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResult:
@@ -161,7 +192,9 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
         out(f"harness: cluster healthy after {result.timings['cluster_start_s']:.1f}s "
             f"(logs in {cluster.logs_dir})")
         http_ = Http(cluster.rest_url, cfg.request_timeout_s)
-        setup_datasets(http_, cfg.workloads)
+        # Two copies of every workload shard (the product default) whatever the start-up race.
+        setup_datasets(http_, cfg.workloads,
+                       replication_factor=min(WORKLOAD_COPIES, cfg.topology.nodes))
         workloads = Workloads(cluster.rest_url, recorder, cfg.workloads, cfg.seed,
                               cfg.request_timeout_s)
         t0 = time.monotonic()
@@ -193,6 +226,9 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
                                                         workloads.keys_to_read())
+        result.copies = wait_for_copies(cluster, healed_at, cfg.copies_bound_s,
+                                        log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
+                                                             f"{line}"))
         result.timings["run_s"] = round(time.monotonic() - t0, 2)
     except KeyboardInterrupt:
         result.error = "interrupted"
@@ -214,7 +250,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  recovery_samples=result.samples,
                                  recovery_bound_s=cfg.recovery_bound_s,
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
-                                 workloads=cfg.workloads)
+                                 workloads=cfg.workloads, copies=result.copies)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():
@@ -250,7 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "latency, bandwidth, timeout, reset-peer (scope: a link kind "
                              "client-router, router-node, router-meta, node-meta, meta-meta), "
                              "partition, kill, pause (scope: meta, node, router), "
-                             "leader-isolation")
+                             "leader-isolation, primary-kill, primary-pause, "
+                             "primary-copies-partition, primary-meta-partition")
     parser.add_argument("--workload", action="append", default=None, choices=WORKLOADS,
                         help="a workload to run; repeat (default: all)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
@@ -258,6 +295,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--recovery-bound", type=float, default=DEFAULT_RECOVERY_BOUND_S,
                         help="seconds the service may take to come back after the final heal")
+    parser.add_argument("--copies-bound", type=float, default=DEFAULT_COPIES_BOUND_S,
+                        help="seconds after the final heal within which every copy of every "
+                             "shard must be in sync again and agree (default %(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory and artifacts even when it passes")
 
@@ -280,7 +320,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise ValueError(f"--duration must be positive, not {duration_s:g}")
     return RunConfig(seed=seed, duration_s=duration_s, nemeses=specs,
                      workloads=args.workload or list(WORKLOADS), data_dir=args.data_dir,
-                     recovery_bound_s=args.recovery_bound, keep=args.keep,
+                     recovery_bound_s=args.recovery_bound,
+                     copies_bound_s=getattr(args, "copies_bound", DEFAULT_COPIES_BOUND_S),
+                     keep=args.keep,
                      scenario=args.scenario)
 
 
@@ -303,4 +345,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 __all__ = ["RunConfig", "RunResult", "run_chaos", "replay_command", "config_from_args",
-           "save_artifacts", "add_arguments", "run"]
+           "save_artifacts", "add_arguments", "run", "wait_for_copies"]

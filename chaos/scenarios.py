@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.nemesis import NemesisSpec, parse_specs
+from chaos.nemesis import PRIMARY_NEMESES, NemesisSpec, parse_specs
 
 # A run's length unless its scenario or --duration says otherwise (TRIBUTARY_CHAOS_DURATION
 # overrides it for every scenario of `make chaos`).
@@ -41,14 +41,18 @@ class Scenario:
     @property
     def meta_faults(self) -> bool:
         """True when some fault of the mix can hit the metadata Raft group: a meta member, or a
-        link to or between meta members (an unscoped nemesis can pick any of them)."""
-        return any(spec.scope is None or "meta" in spec.scope for spec in self.specs())
+        link to or between meta members (an unscoped nemesis can pick any of them). Primary
+        faults hit nodes only (like partition:node, a primary cut from the meta group loses
+        only its own links to it)."""
+        return any(spec.name not in PRIMARY_NEMESES and (spec.scope is None or "meta" in spec.scope)
+                   for spec in self.specs())
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("node-faults",
-             "a node partitioned, router->node latency spikes, kill -9 of a node",
-             ("partition:node", "latency:router-node", "kill:node"),
+             "a node partitioned, router->node latency spikes, kill -9 of a node or of a "
+             "shard's primary",
+             ("partition:node", "latency:router-node", "kill:node", "primary-kill"),
              matrix_seeds=(110,)),
     Scenario("latency", "latency and jitter toxics on any link, both directions",
              ("latency",), matrix_seeds=(101,)),
@@ -72,6 +76,21 @@ SCENARIOS: tuple[Scenario, ...] = (
              ("partition:meta", "kill:meta", "pause:meta", "leader-isolation",
               "latency:meta-meta", "timeout:router-meta"),
              matrix_seeds=(109,)),
+    Scenario("primary-kill", "kill -9 of the node that is a shard's primary, restarted at the "
+             "event's end", ("primary-kill",), matrix_seeds=(111,)),
+    Scenario("primary-pause", "SIGSTOP of the node that is a shard's primary, SIGCONT at the "
+             "event's end", ("primary-pause",), matrix_seeds=(112,)),
+    Scenario("primary-copies-partition",
+             "a shard's primary cut from its other copies (their inbound proxies), not from "
+             "the meta group", ("primary-copies-partition",), matrix_seeds=(113,)),
+    Scenario("primary-meta-partition",
+             "a shard's primary cut from the meta group (its node->meta links), not from its "
+             "copies", ("primary-meta-partition",), matrix_seeds=(114,)),
+    Scenario("replication",
+             "every primary fault in turns: kill -9, SIGSTOP, cut from its copies, cut from "
+             "the meta group", ("primary-kill", "primary-pause", "primary-copies-partition",
+                                "primary-meta-partition"),
+             matrix_seeds=(115, 116)),
     Scenario("all-at-once", "every nemesis on any target, in turns, sometimes two at once",
              (), matrix_seeds=(1, 2, 3)),
 )

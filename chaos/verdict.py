@@ -14,6 +14,10 @@ are not vacuous). Checkers:
                            `chaos.checkers.partial_batches`.
 * ``batch-reads-atomic``   during the run: a read of every id of a batch that was acknowledged
                            before the read started saw all of the batch (`batch_read_violations`).
+* ``copies-agree``         after the final heal, once the workloads stopped, every copy of every
+                           shard rejoined the in-sync set within the bound and all copies of a
+                           shard hold the same content digest: `chaos.checkers.copy_disagreements`
+                           over the last snapshot the run took (`copies`).
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -32,7 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from chaos.checkers import lost_acknowledged_writes, partial_batches, recovered_within
+from chaos.checkers import (copy_disagreements, lost_acknowledged_writes, partial_batches,
+                            recovered_within)
 from chaos.history import FAIL, OK, UNKNOWN, Op, freeze, origin_of
 from chaos.linearizability import (ILLEGAL, LINEARIZABLE, TIMEOUT, CatalogModel, KVModel,
                                    check_partition, prepare)
@@ -273,11 +278,34 @@ def progress(history: Iterable[Op], workloads: Iterable[str]) -> CheckerResult:
                          ", ".join(f"{k} {v}" for k, v in sorted(ok.items())) or "nothing to do")
 
 
+def copies_agree(snapshot: Mapping[str, Any] | None) -> CheckerResult:
+    """The copies-agree verdict over the run's last copy snapshot (see chaos.checkers)."""
+    if snapshot is None:
+        return CheckerResult("copies-agree", SKIPPED, "no copy snapshot")
+    problems = copy_disagreements(snapshot)
+    waited = snapshot.get("waited_s")
+    after = "" if waited is None else f" {waited:.1f}s after the heal"
+    if problems:
+        bound = snapshot.get("bound_s")
+        return CheckerResult("copies-agree", FAILED,
+                             f"{len(problems)} shard problem(s) still there{after}"
+                             + ("" if bound is None else f" (bound {bound:g}s)"), problems)
+    shards = sum(len(d["shards"]) for d in snapshot.get("datasets", {}).values())
+    if not shards:
+        return CheckerResult("copies-agree", INCONCLUSIVE, "the snapshot holds no shard")
+    copies = sum(len(s["copies"]) for d in snapshot.get("datasets", {}).values()
+                 for s in d["shards"])
+    return CheckerResult("copies-agree", PASS, f"{copies} copies of {shards} shard(s) in sync "
+                                               f"with equal content digests{after}")
+
+
 def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              unread_keys: Iterable[str] = (), recovery_samples: list | None = None,
              recovery_bound_s: float | None = None, linearizability_timeout_s: float = 120.0,
-             workloads: Iterable[str] | None = None) -> Report:
-    """Runs every checker; see the module docstring."""
+             workloads: Iterable[str] | None = None,
+             copies: Mapping[str, Any] | None = None) -> Report:
+    """Runs every checker; see the module docstring. Without `copies` (a history judged with no
+    copy snapshot) the copies-agree checker is skipped."""
     history = list(history)
     final_state = dict(final_state or {})
     unread = sorted(set(unread_keys))
@@ -341,6 +369,8 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
                                           f"{n_ok} whole-batch read(s) ({len(reads)} issued) saw "
                                           f"acknowledged batches entirely"))
 
+    checkers.append(copies_agree(copies))
+
     recovery_s = None
     if recovery_bound_s is not None:
         result = recovered_within(recovery_samples or [], recovery_bound_s)
@@ -352,5 +382,5 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     return Report(checkers, op_counts(history), recovery_s, recovery_bound_s)
 
 
-__all__ = ["evaluate", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+__all__ = ["evaluate", "copies_agree", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
            "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]

@@ -447,8 +447,12 @@ class Workloads:
 
 # ---- setup, final reads, recovery probes -------------------------------------------------------------
 
-def setup_datasets(http_: Http, names: list[str], timeout_s: float = 60.0) -> None:
-    """Creates the workloads' datasets (idempotent), retrying while the cluster settles."""
+def setup_datasets(http_: Http, names: list[str], timeout_s: float = 60.0,
+                   replication_factor: int | None = None) -> None:
+    """Creates the workloads' datasets (idempotent), retrying while the cluster settles.
+    With `replication_factor`, each shard gets exactly that many copies: the default is capped
+    at the nodes live when the create arrives, which a node still registering would lower, and
+    the replication checkers need every shard to have its copies from the start."""
     wanted = []
     if "kv" in names:
         wanted.append((KV_DATASET, KV_SHARDS))
@@ -457,8 +461,10 @@ def setup_datasets(http_: Http, names: list[str], timeout_s: float = 60.0) -> No
     deadline = time.monotonic() + timeout_s
     for name, shards in wanted:
         while True:
-            reply = http_.request("POST", "/datasets", {"name": name, "dimensions": DIMS,
-                                                       "shard_count": shards})
+            body = {"name": name, "dimensions": DIMS, "shard_count": shards}
+            if replication_factor is not None:
+                body["replication_factor"] = replication_factor
+            reply = http_.request("POST", "/datasets", body)
             if reply.status == 201 or (reply.status == 409 and reply.error_type == "AlreadyExists"):
                 break
             if time.monotonic() > deadline:

@@ -1,8 +1,10 @@
 """The chaos harness against a real cluster whose every link runs through its own proxy.
 
 `make test` runs ONE short seeded run of the `node-faults` scenario (a node partition,
-router->node latency spikes and kill -9 of a node, with the kv, batch and catalog workloads) and
-requires every checker to pass and the service to recover within the bound. The same recorded
+router->node latency spikes, kill -9 of a node and kill -9 of a shard's primary, with the kv,
+batch and catalog workloads) and requires every checker to pass (every copy of every shard back
+in sync with the same content included) and the service to recover within the bound. The same
+recorded
 history, doctored (a lost write, a partial batch, a partial read, a catalog anomaly), must then
 FAIL the same verdict code: the checkers are not vacuous. It also runs one short scenario by name
 through the command line (`tributary chaos run --scenario NAME`), as an operator would.
@@ -37,7 +39,8 @@ SHORT = get_scenario("node-faults")
 SEED = 1
 DURATION_S = 25.0
 RECOVERY_BOUND_S = 30.0
-# The run by name through the command line: 8 s in which seed 5 kills node-1, then partitions it.
+# The run by name through the command line: 8 s in which seed 5 slows router->node-0, then
+# kills node-1.
 CLI_SCENARIO = "node-faults"
 CLI_SEED = 5
 CLI_DURATION_S = 8.0
@@ -68,12 +71,13 @@ def verdicts(report) -> dict[str, str]:
     return {c.name: c.verdict for c in report.checkers}
 
 
-def rejudge(result, history=None, final_state=None):
+def rejudge(result, history=None, final_state=None, copies=None):
     return evaluate(history if history is not None else result.history,
                     final_state if final_state is not None else result.final_state,
                     unread_keys=result.unread, recovery_samples=result.samples,
                     recovery_bound_s=result.config.recovery_bound_s,
-                    workloads=result.config.workloads)
+                    workloads=result.config.workloads,
+                    copies=copies if copies is not None else result.copies)
 
 
 def test_short_seeded_run_passes_every_checker(short_run):
@@ -88,13 +92,25 @@ def test_short_seeded_run_passes_every_checker(short_run):
     # The run printed its seed and schedule, and the schedule is the seed's.
     assert f"seed {SEED}" in r.lines[0]
     assert r.schedule == make_schedule(SEED, DURATION_S, SHORT.specs(), Topology())
-    assert {e.nemesis for e in r.schedule} == {"partition", "latency", "kill"}
+    assert {e.nemesis for e in r.schedule} == {"partition", "latency", "kill", "primary-kill"}
     # Every fault was really injected and undone.
     started = {j["event"] for j in r.journal if j["action"] == "start"}
     ended = {j["event"] for j in r.journal if j["action"] == "end"}
     assert started == {e.index for e in r.schedule}
     assert ended == {e.index for e in r.schedule}
-    assert not [j for j in r.journal if j["action"] == "error"]
+    assert not [j for j in r.journal if j["action"] in ("error", "skip")]
+    # The primary kill hit the node that was the shard's primary when it started, and the
+    # shard had another in-sync copy to fail over to.
+    kill = next(j for j in r.journal if j["nemesis"] == "primary-kill" and j["action"] == "start")
+    assert kill["primary"] in Topology().node_members
+    assert len(kill["in_sync"].split(",")) == 2
+    # Every shard of the workloads' datasets was compared across its two copies.
+    workload = {label: d["shards"] for label, d in r.copies["datasets"].items()
+                if label in ("default/chaos-kv", "default/chaos-batch")}
+    assert {label: len(shards) for label, shards in workload.items()} == {
+        "default/chaos-kv": 2, "default/chaos-batch": 4}
+    assert all(len(s["copies"]) == 2 and len(s["status"]) == 2
+               for shards in workload.values() for s in shards), r.copies
     # Enough happened for the verdict to mean something.
     counts = report.op_counts
     assert counts["put"].get(OK, 0) >= 10 and counts["get"].get(OK, 0) >= 10
@@ -170,13 +186,25 @@ def test_an_injected_catalog_anomaly_fails_the_verdict(short_run):
     assert verdicts(report)["catalog-linearizable"] == FAILED
 
 
+def test_an_injected_copy_divergence_fails_the_verdict(short_run):
+    copies = copy.deepcopy(short_run.copies)
+    shard = copies["datasets"]["default/chaos-kv"]["shards"][0]
+    node = sorted(shard["status"])[1]
+    shard["status"][node]["digest"] = "0" * 64
+    report = rejudge(short_run, copies=copies)
+    assert verdicts(report)["copies-agree"] == FAILED and not report.ok
+    assert "default/chaos-kv shard 0" in report.checker("copies-agree").details[0]
+
+
 def test_a_saved_history_gets_the_same_verdict(short_run, tmp_path):
     directory = save_artifacts(short_run, str(tmp_path / "saved"))
     history = load_history(os.path.join(directory, "history.json"))
     with open(os.path.join(directory, "schedule.json")) as f:
         schedule = json.load(f)
     assert schedule["seed"] == SEED and len(schedule["events"]) == len(short_run.schedule)
-    again = rejudge(short_run, history=history)
+    with open(os.path.join(directory, "final_state.json")) as f:
+        copies = json.load(f)["copies"]
+    again = rejudge(short_run, history=history, copies=copies)
     assert verdicts(again) == verdicts(short_run.report)
 
 

@@ -21,11 +21,12 @@ import pytest
 
 from chaos import run as chaos_run
 from chaos.history import FAIL, OK, UNKNOWN, Op
-from chaos.nemesis import (LEADER, LINK_NEMESES, NEMESES, PROCESS_NEMESES, Event, NemesisRunner,
-                           NemesisSpec, ScheduleConfig, make_schedule, parse_specs, schedule_doc,
-                           schedule_json)
+from chaos.nemesis import (LEADER, LINK_NEMESES, NEMESES, PRIMARY_NEMESES, PRIMARY_SHARDS,
+                           PROCESS_NEMESES, Event, NemesisRunner, NemesisSpec, ScheduleConfig,
+                           make_schedule, parse_primary_target, parse_specs, primary_fault_links,
+                           primary_target, schedule_doc, schedule_json)
 from chaos.topology import (LINK_KINDS, Topology, check_raft_order, meta_peer_raft, plan_ports)
-from chaos.verdict import FAILED, PASS, SKIPPED, evaluate
+from chaos.verdict import FAILED, INCONCLUSIVE, PASS, SKIPPED, evaluate
 from chaos.workload import Reply, batch_ids, classify, shard_of
 
 TOPO = Topology()
@@ -81,6 +82,8 @@ def test_events_are_numbered_bounded_by_the_run_at_most_two_at_once_and_hit_real
             assert sum(m.startswith("meta-") for m in side) <= TOPO.meta // 2
         elif e.nemesis in PROCESS_NEMESES:
             assert e.target in TOPO.members
+        elif e.nemesis in PRIMARY_NEMESES:
+            assert parse_primary_target(e.target) in PRIMARY_SHARDS
         else:
             assert e.target == LEADER
     # At most two faults at once.
@@ -270,9 +273,22 @@ def verdicts(report) -> dict[str, str]:
     return {c.name: c.verdict for c in report.checkers}
 
 
+def copies_snapshot(**shard_overrides) -> dict:
+    """Two shards with two agreeing, in-sync copies each; overrides apply to shard 1."""
+    def shard(n, **over):
+        status = {node: {"last_seq": 7, "last_term": 2, "vector_count": 3, "digest": "ab" * 32}
+                  for node in ("node-0", "node-1")}
+        return {"uuid": "u1", "epoch": 3, "shard": n, "primary": "node-0", "term": 2,
+                "copies": ["node-0", "node-1"], "in_sync": ["node-0", "node-1"],
+                "status": status, **over}
+    return {"datasets": {"default/chaos-kv": {"uuid": "u1", "shards": [
+        shard(0), shard(1, **shard_overrides)]}}, "waited_s": 1.5, "bound_s": 60.0}
+
+
 def test_a_clean_history_passes():
     ops, final = clean_history()
-    report = evaluate(ops, final, recovery_samples=SAMPLES, recovery_bound_s=5)
+    report = evaluate(ops, final, recovery_samples=SAMPLES, recovery_bound_s=5,
+                      copies=copies_snapshot())
     assert report.ok, report.lines()
     assert set(verdicts(report).values()) == {PASS}
     assert report.recovery_s == pytest.approx(1.0)
@@ -397,6 +413,103 @@ def test_checkers_without_ops_are_skipped():
     assert set(verdicts(report).values()) == {SKIPPED} and report.ok
 
 
+# ---- copies agree ---------------------------------------------------------------------------------
+
+def test_copies_whose_digests_differ_fail_copies_agree_naming_shard_and_copies():
+    snapshot = copies_snapshot()
+    snapshot["datasets"]["default/chaos-kv"]["shards"][1]["status"]["node-1"]["digest"] = "cd" * 32
+    report = evaluate([], {}, copies=snapshot)
+    assert verdicts(report)["copies-agree"] == FAILED and not report.ok
+    details = "\n".join(report.checker("copies-agree").details)
+    assert "default/chaos-kv shard 1" in details and "different content" in details
+    assert "node-0 digest abababababab" in details and "node-1 digest cdcdcdcdcdcd" in details
+
+
+def test_a_copy_that_never_rejoined_the_in_sync_set_fails_copies_agree():
+    report = evaluate([], {}, copies=copies_snapshot(in_sync=["node-0"]))
+    assert verdicts(report)["copies-agree"] == FAILED
+    assert "node-1 not in the in-sync set node-0" in report.checker("copies-agree").details[0]
+
+
+def test_a_copy_that_gave_no_digest_fails_copies_agree():
+    snapshot = copies_snapshot()
+    snapshot["datasets"]["default/chaos-kv"]["shards"][0]["status"]["node-1"] = {
+        "error": "UNAVAILABLE: connection refused"}
+    report = evaluate([], {}, copies=snapshot)
+    assert verdicts(report)["copies-agree"] == FAILED
+    assert "connection refused" in report.checker("copies-agree").details[0]
+
+
+def test_copies_agree_passes_only_with_a_snapshot_of_some_shard():
+    assert verdicts(evaluate([], {}, copies=copies_snapshot()))["copies-agree"] == PASS
+    assert verdicts(evaluate([], {}))["copies-agree"] == SKIPPED
+    assert verdicts(evaluate([], {}, copies={"datasets": {}}))["copies-agree"] == INCONCLUSIVE
+    failed = evaluate([], {}, copies={"error": "no meta leader answered GetState"})
+    assert verdicts(failed)["copies-agree"] == FAILED and not failed.ok
+
+
+# ---- primary faults -----------------------------------------------------------------------------
+
+PRIMARIES = parse_specs(["primary-kill", "primary-pause", "primary-copies-partition",
+                         "primary-meta-partition"])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_primary_faults_target_a_seeded_workload_shard_and_never_overlap_process_faults(seed):
+    specs = PRIMARIES + parse_specs(["kill:node", "partition:node", "latency:router-node"])
+    events = make_schedule(seed, 90, specs, TOPO)
+    assert events == make_schedule(seed, 90, specs, TOPO)
+    on_processes = [e for e in events if e.nemesis in PRIMARY_NEMESES + PROCESS_NEMESES]
+    for e in events:
+        if e.nemesis in PRIMARY_NEMESES:
+            assert parse_primary_target(e.target) in PRIMARY_SHARDS
+            for other in on_processes:
+                if other is not e:
+                    assert other.end_s <= e.start_s or e.end_s <= other.start_s, \
+                        (e.describe(), other.describe())
+
+
+def test_every_primary_fault_appears_and_the_shard_choice_depends_on_the_seed():
+    events = [e for seed in range(10) for e in make_schedule(seed, 60, PRIMARIES, TOPO)]
+    assert {e.nemesis for e in events} == set(PRIMARY_NEMESES)
+    assert len({e.target for e in events}) >= 4
+
+
+def test_primary_targets_round_trip_and_bad_ones_are_refused():
+    assert parse_primary_target(primary_target("chaos-batch", 3)) == ("chaos-batch", 3)
+    for bad in ("node-0", "primary:chaos-kv", "primary:/1", "primary:chaos-kv/x"):
+        with pytest.raises(ValueError):
+            parse_primary_target(bad)
+    for bad in ("primary-kill:node", "primary-meta-partition:meta"):
+        with pytest.raises(ValueError):
+            NemesisSpec.parse(bad)
+
+
+def test_primary_partitions_cut_the_copies_inbound_links_or_the_primarys_meta_links():
+    topo = Topology(nodes=3)
+    assert primary_fault_links(topo, "primary-copies-partition", "node-1",
+                               ["node-0", "node-1", "node-2"]) == ["router-0->node-0",
+                                                                   "router-0->node-2"]
+    assert primary_fault_links(topo, "primary-meta-partition", "node-1", ["node-0", "node-1"]) \
+        == ["node-1->meta-0", "node-1->meta-1", "node-1->meta-2"]
+    assert primary_fault_links(topo, "primary-copies-partition", "node-1", ["node-1"]) == []
+
+
+def test_a_shards_placement_is_read_from_the_catalog_json_old_datasets_included():
+    from chaos.harness import placement_of
+    record = {"placement": ["node-0", "node-1"], "epoch": 4, "copies": [["node-0", "node-1"],
+              ["node-0", "node-1"]], "in_sync": [["node-0"], ["node-0", "node-1"]],
+              "terms": [1, 3]}
+    assert placement_of("u", record, 1) == {"uuid": "u", "epoch": 4, "primary": "node-1",
+                                            "copies": ["node-0", "node-1"],
+                                            "in_sync": ["node-0", "node-1"], "term": 3}
+    assert placement_of("u", record, 0)["in_sync"] == ["node-0"]
+    before_replication = {"placement": ["node-1"], "epoch": 1}
+    assert placement_of("u", before_replication, 0) == {
+        "uuid": "u", "epoch": 1, "primary": "node-1", "copies": ["node-1"],
+        "in_sync": ["node-1"], "term": 1}
+
+
 # ---- nemesis runner bookkeeping (fake cluster) -------------------------------------------------
 
 class FakeApi:
@@ -417,6 +530,8 @@ class FakeCluster:
         self.api = FakeApi(self.calls)
         self.leader = leader
         self.procs = {m: argparse.Namespace(pid=100 + i) for i, m in enumerate(TOPO.members)}
+        self.placements = {("chaos-kv", 1): {"primary": "node-1", "copies": ["node-0", "node-1"],
+                                             "in_sync": ["node-0", "node-1"], "term": 3}}
 
     def set_link(self, name, enabled):
         self.calls.append(("link", name, enabled))
@@ -435,6 +550,10 @@ class FakeCluster:
 
     def meta_leader(self):
         return self.leader
+
+    def shard_placement(self, dataset, shard):
+        self.calls.append(("placement", dataset, shard))
+        return self.placements.get((dataset, shard))
 
     def heal_network(self):
         self.calls.append(("heal_network",))
@@ -505,6 +624,42 @@ def test_kill_and_pause_are_undone_and_heal_resets_everything():
     runner.heal_all()
     assert cluster.calls[-2:] == [("heal_network",), ("heal_processes",)]
     assert not runner.active and not runner.disabled
+
+
+@pytest.mark.parametrize("nemesis, applied, undone", [
+    ("primary-kill", [("kill", "node-1")], [("restart", "node-1")]),
+    ("primary-pause", [("pause", "node-1")], [("resume", "node-1")]),
+    ("primary-copies-partition", [("link", "router-0->node-0", False)],
+     [("link", "router-0->node-0", True)]),
+    ("primary-meta-partition", [("link", f"node-1->meta-{i}", False) for i in range(3)],
+     [("link", f"node-1->meta-{i}", True) for i in range(3)]),
+])
+def test_primary_faults_hit_the_primary_found_when_they_start_and_are_undone(nemesis, applied,
+                                                                             undone):
+    cluster = FakeCluster()
+    runner = NemesisRunner(cluster)
+    event = Event(0, nemesis, primary_target("chaos-kv", 1), 0, 3)
+    runner.start(event)
+    assert cluster.calls == [("placement", "chaos-kv", 1)] + applied
+    started = runner.journal[-1]
+    assert started["action"] == "start" and started["primary"] == "node-1"
+    assert started["term"] == 3 and started["copies"] == "node-0,node-1"
+    # A failover meanwhile does not change what the end undoes.
+    cluster.placements[("chaos-kv", 1)] = {**cluster.placements[("chaos-kv", 1)],
+                                           "primary": "node-0", "term": 4}
+    runner.end(event)
+    assert cluster.calls[len(applied) + 1:] == undone
+    assert runner.journal[-1]["action"] == "end" and not runner.active and not runner.disabled
+
+
+def test_a_primary_fault_without_a_known_placement_is_skipped_and_touches_nothing():
+    cluster = FakeCluster()
+    runner = NemesisRunner(cluster)
+    event = Event(0, "primary-kill", primary_target("chaos-batch", 2), 0, 3)
+    runner.start(event)
+    runner.end(event)
+    assert cluster.calls == [("placement", "chaos-batch", 2)]
+    assert runner.journal[-1]["action"] == "skip"
 
 
 def test_runner_follows_the_schedule_clock():
