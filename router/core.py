@@ -395,7 +395,7 @@ class RouterCore:
             return await self.on_shard(record.tenant_id, record.name, shard,
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Stats",
-                                           node_pb2.ShardStatsRequest(shard=ref)), read=True)
+                                           node_pb2.ShardStatsRequest(shard=ref)))
         stats = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
         return sum(s.vector_count for s in stats), sum(s.storage_bytes for s in stats)
 
@@ -492,7 +492,7 @@ class RouterCore:
             return await self.on_shard(record.tenant_id, record.name, shard,
                                        lambda _r, address, ref: self.shards.call(
                                            address, "Stats",
-                                           node_pb2.ShardStatsRequest(shard=ref)), read=True)
+                                           node_pb2.ShardStatsRequest(shard=ref)))
         return list(await asyncio.gather(*(one(s) for s in range(record.shard_count))))
 
     async def get_dataset_stats(self, request: pb.GetDatasetStatsRequest
