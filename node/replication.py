@@ -304,27 +304,28 @@ class Replication:
         if replica is None:
             raise errors.NotFound("dataset not found (it may have been deleted)")
         kind = op.WhichOneof("op")
+        now_ms = op.at_ms or None
         if kind == "write":
             write = op.write
             paths = frozenset(write.update_paths)
             if paths:
                 records = update_records_from_protos(write.upserts, paths, record.dimensions,
                                                      record.metric_type, write.upsert_values)
-                await asyncio.to_thread(replica.update, records, paths)
+                await asyncio.to_thread(replica.update, records, paths, now_ms)
             else:
                 records = records_from_protos(write.upserts, record.dimensions,
                                               record.metric_type, write.upsert_values)
                 await asyncio.to_thread(replica.write, records, list(write.delete_ids),
-                                        ExistingPolicy.OVERWRITE)
+                                        ExistingPolicy.OVERWRITE, now_ms)
         elif kind == "soft_delete":
-            await asyncio.to_thread(replica.soft_delete, list(op.soft_delete.ids))
+            await asyncio.to_thread(replica.soft_delete, list(op.soft_delete.ids), now_ms)
         elif kind == "restore":
             await asyncio.to_thread(replica.restore, list(op.restore.ids))
         elif kind == "prepare":
             await self.participant.adopt(record.uuid, shard, op.prepare)
         elif kind == "finish":
             await self.participant.finish_replicated(record.uuid, shard, op.finish.txn_id,
-                                                     op.finish.decision)
+                                                     op.finish.decision, now_ms)
         await asyncio.to_thread(self.oplog(record.uuid, shard).append,
                                 [LoggedOp(op.seq, op.term, op.SerializeToString())])
 

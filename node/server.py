@@ -218,13 +218,16 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         try:
             async with self.replication.write_lock(record.uuid, request.shard.shard):
                 record = await self._primary_record(request.shard)
+                now_ms = int(time.time() * 1000)
                 if paths:
-                    result = await asyncio.to_thread(replica.update, upserts, paths)
+                    result = await asyncio.to_thread(replica.update, upserts, paths, now_ms)
                 else:
                     result = await asyncio.to_thread(replica.write, upserts,
                                                      list(request.delete_ids),
-                                                     ExistingPolicy(int(request.existing)))
+                                                     ExistingPolicy(int(request.existing)),
+                                                     now_ms)
                 effect = write_effect(request, result.skipped_ids)
+                effect.at_ms = now_ms
                 if effect.write.upserts or effect.write.delete_ids:
                     await self.replication.replicate(record, request.shard.shard, [effect])
         finally:
@@ -304,10 +307,15 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                                          ).wait_unlocked(ids, limits.txn_lock_wait_ms / 1000)
         async with self.replication.write_lock(record.uuid, request.shard.shard):
             record = await self._primary_record(request.shard)
-            affected, missing = await asyncio.to_thread(operation, replica, ids)
+            now_ms = int(time.time() * 1000)
+            if operation is ShardReplica.soft_delete:
+                affected, missing = await asyncio.to_thread(operation, replica, ids, now_ms)
+            else:
+                affected, missing = await asyncio.to_thread(operation, replica, ids)
             if affected:
                 kind = "soft_delete" if operation is ShardReplica.soft_delete else "restore"
-                op = node_pb2.ReplicatedOp(**{kind: node_pb2.IdsRequest(ids=ids)})
+                op = node_pb2.ReplicatedOp(at_ms=now_ms,
+                                           **{kind: node_pb2.IdsRequest(ids=ids)})
                 await self.replication.replicate(record, request.shard.shard, [op])
         return node_pb2.IdsResponse(affected=affected, not_found=missing)
 

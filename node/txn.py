@@ -204,10 +204,11 @@ class Participant:
         self.prepared[key] = PreparedTxn(staged.request.txn_id, dataset_uuid, shard, staged, path)
 
     async def finish_replicated(self, dataset_uuid: str, shard: int, txn_id: str,
-                                decision: str) -> None:
-        """A copy applies or drops a txn on its primary's decision (a replicated op)."""
+                                decision: str, now_ms: int | None = None) -> None:
+        """A copy applies or drops a txn on its primary's decision (a replicated op), stamping
+        the rows with the primary's time."""
         await self._finish((txn_id, participant_name(dataset_uuid, shard)), decision,
-                           replicate=False)
+                           replicate=False, now_ms=now_ms)
 
     async def _replicate(self, dataset_uuid: str, shard: int, op: node_pb2.ReplicatedOp) -> None:
         """Sends `op` to the shard's in-sync copies when this node is its primary."""
@@ -235,13 +236,15 @@ class Participant:
             return False
         return await self._finish(key, TXN_ABORT)
 
-    async def _finish(self, key: tuple[str, str], decision: str, replicate: bool = True) -> bool:
+    async def _finish(self, key: tuple[str, str], decision: str, replicate: bool = True,
+                      now_ms: int | None = None) -> bool:
         """Applies or drops a prepared txn, then (on a primary, unless replicate=False) sends the
         decision to the in-sync copies. Idempotent: an unknown key is already done."""
         txn_id = key[0]
         known = self.prepared.get(key)
         if known is None:
             return False
+        now_ms = now_ms or int(time.time() * 1000)
         lock = self._finish_locks.setdefault((known.dataset_uuid, known.shard), asyncio.Lock())
         async with lock:
             txn = self.prepared.get(key)
@@ -264,7 +267,7 @@ class Participant:
                 # One worker-thread hand-off for both steps; the staged file goes only after
                 # the write committed.
                 await asyncio.to_thread(_apply_then_remove, replica, upserts,
-                                        list(txn.staged.apply_deletes), txn.path)
+                                        list(txn.staged.apply_deletes), txn.path, now_ms)
             else:
                 await asyncio.to_thread(_remove, txn.path)
             txn.state = new_state
@@ -276,7 +279,7 @@ class Participant:
             self._pending_acks.append(key)
         if replicate:
             await self._replicate(txn.dataset_uuid, txn.shard, node_pb2.ReplicatedOp(
-                finish=node_pb2.TxnFinish(txn_id=txn_id, decision=decision)))
+                finish=node_pb2.TxnFinish(txn_id=txn_id, decision=decision), at_ms=now_ms))
         return True
 
     # ---- recovery ------------------------------------------------------------------------------
@@ -445,8 +448,8 @@ def _write_durably(path: str, data: bytes) -> None:
 
 
 def _apply_then_remove(replica: ShardReplica, upserts: list, deletes: list[str],
-                       path: str) -> None:
-    replica.write(upserts, deletes, ExistingPolicy.OVERWRITE)
+                       path: str, now_ms: int | None = None) -> None:
+    replica.write(upserts, deletes, ExistingPolicy.OVERWRITE, now_ms)
     _remove(path)
 
 

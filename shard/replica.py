@@ -774,7 +774,8 @@ class ShardReplica:
     # ---- writes --------------------------------------------------------------------------------
 
     def write(self, upserts: list[VectorRecord], delete_ids: list[str],
-              existing: ExistingPolicy = ExistingPolicy.ERROR) -> WriteResult:
+              existing: ExistingPolicy = ExistingPolicy.ERROR,
+              now_ms: int | None = None) -> WriteResult:
         """Applies a batch as one Deep Lake commit. Raises InvalidArgument / AlreadyExists before
         touching the store; on any store failure rolls back and re-raises. Returns after commit,
         with every deleted or replaced row out of reads, searches and the graph.
@@ -786,9 +787,9 @@ class ShardReplica:
         `_lock` (update, compact) gets the marks made under it, as before."""
         # RLock._is_owned (what threading.Condition uses) says whether this thread holds _lock.
         if self._lock._is_owned():
-            return self._write(upserts, delete_ids, existing, None)
+            return self._write(upserts, delete_ids, existing, None, now_ms)
         marks: list[int] = []
-        result = self._write(upserts, delete_ids, existing, marks)
+        result = self._write(upserts, delete_ids, existing, marks, now_ms)
         if marks:
             self._mark_in_graph(marks)
         return result
@@ -808,9 +809,12 @@ class ShardReplica:
                 self._unmarked_deletes -= len(labels)
 
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
-               existing: ExistingPolicy, marks: list[int] | None) -> WriteResult:
+               existing: ExistingPolicy, marks: list[int] | None,
+               now_ms: int | None = None) -> WriteResult:
         """write() under `_lock`. Graph marks go to `marks` for the caller to make after the
-        lock (counted in `_unmarked_deletes`), or are made here when `marks` is None."""
+        lock (counted in `_unmarked_deletes`), or are made here when `marks` is None. Rows are
+        stamped `now_ms` (default: now); a copy applying its primary's write passes the
+        primary's stamp, so every copy holds the same timestamps."""
         with self._lock:
             result = WriteResult()
             seen = {record.id for record in upserts}
@@ -861,7 +865,7 @@ class ShardReplica:
             if not to_append and not deleted_rows:
                 return result
 
-            now = _now_ms()
+            now = _now_ms() if now_ms is None else now_ms
             created = {}
             if replaced_rows:
                 old = self._ds["created_at_ms"][replaced_rows]
@@ -932,7 +936,8 @@ class ShardReplica:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
 
-    def update(self, changes: list[VectorRecord], paths: frozenset[str]) -> WriteResult:
+    def update(self, changes: list[VectorRecord], paths: frozenset[str],
+               now_ms: int | None = None) -> WriteResult:
         """Updates existing vectors field by field (AIP-134). For each record, the fields named
         in `paths` replace the stored ones (an empty one clears it) and every other field keeps
         its stored value; without "values" in `paths` the records' values are ignored (None is
@@ -955,11 +960,11 @@ class ShardReplica:
                 for name in paths:
                     value = getattr(change, name)
                     setattr(current, name, dict(value) if name == "metadata" else value)
-            return self.write(stored, [], ExistingPolicy.REQUIRE)
+            return self.write(stored, [], ExistingPolicy.REQUIRE, now_ms)
 
     # ---- soft delete, restore, compaction ------------------------------------------------------
 
-    def soft_delete(self, ids: list[str]) -> tuple[int, int]:
+    def soft_delete(self, ids: list[str], now_ms: int | None = None) -> tuple[int, int]:
         """Hides rows from reads and searches without removing them (one commit).
         Returns (soft-deleted, not found); already soft-deleted ids count as done."""
         with self._lock:
@@ -967,7 +972,7 @@ class ShardReplica:
                        if i in self._row_of and i not in self._soft_deleted]
             missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
             if targets:
-                now = int(time.time() * 1000)
+                now = _now_ms() if now_ms is None else now_ms
                 try:
                     for vid in targets:
                         self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = now
