@@ -46,7 +46,7 @@ import time
 import httpx
 import numpy as np
 
-from bench.e2e import LocalCluster, wait_nodes_idle
+from bench.e2e import LocalCluster, _cpu_seconds, wait_nodes_idle
 from bench.timing import machine, median, percentile
 from router.routing import shard_of
 from tributary import cluster_auth, limits, local_secrets
@@ -162,6 +162,53 @@ def check_copies(cluster: LocalCluster, token, record, acked: set[str]) -> dict:
     return out
 
 
+def copy_ids(cluster: LocalCluster, token, record, shard: int, node: str) -> set[str]:
+    """Every vector id one copy holds, paged through its internal List."""
+    import grpc
+    from proto import node_pb2
+    service = node_pb2.DESCRIPTOR.services_by_name["ShardNode"]
+    ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+    ids: set[str] = set()
+    after = -1
+    with grpc.insecure_channel(f"127.0.0.1:{node_port(cluster, node)}") as channel:
+        stub = cluster_auth.stub(service, channel, token)
+        while True:
+            reply = stub.List(node_pb2.ListRequest(shard=ref, after_label=after, limit=1000),
+                              timeout=30)
+            ids.update(v.id for v in reply.vectors)
+            if reply.exhausted or not reply.vectors:
+                return ids
+            after = reply.last_label
+
+
+def explain_difference(cluster: LocalCluster, token, record, shard: int,
+                       outcome_of: dict[str, str]) -> dict:
+    """For a shard whose copies differ: the ids some copy holds and another lacks, each with
+    what the writer was told about it (201, another status, or 'no answer')."""
+    held = {node: copy_ids(cluster, token, record, shard, node)
+            for node in record.in_sync_of(shard)}
+    every = set.union(*held.values())
+    out = {}
+    for node, ids in held.items():
+        lacking = sorted(every - ids)
+        out[node] = {"holds": len(ids), "lacks": len(lacking),
+                     "lacked_ids": [(i, outcome_of.get(i, "never sent")) for i in lacking[:20]]}
+    return out
+
+
+def cluster_cpu(cluster: LocalCluster) -> dict[str, float]:
+    """CPU seconds used so far by the node, router and meta processes, per kind."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(cluster.process.pid)],
+                         capture_output=True, text=True, timeout=10).stdout
+    totals: dict[str, float] = {}
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        for kind in ("node", "router", "meta"):
+            if f"tributary.cli {kind} " in args:
+                totals[kind] = totals.get(kind, 0.0) + _cpu_seconds(int(pid))
+    return totals
+
+
 def all_in_sync(record) -> bool:
     return record is not None and all(
         set(record.in_sync_of(s)) == set(record.copies_of(s))
@@ -239,24 +286,37 @@ def part_throughput(cluster: LocalCluster, args, log) -> dict:
     with httpx.Client(base_url=cluster.rest) as client:
         for rep in range(args.reps):
             order = (1, 2) if rep % 2 == 0 else (2, 1)
-            rates = {}
+            rates, cpu = {}, {}
             for factor in order:
                 name = f"tp-rf{factor}-{rep}"
                 create_dataset(client, name, args.dims, args.shards, factor)
                 wait_nodes_idle(cluster, timeout_s=120)
+                cpu_before = cluster_cpu(cluster)
                 started = time.perf_counter()
                 for body in bodies:
                     r = post_body(client, name, body, 120)
                     if r.status_code != 201:
                         raise RuntimeError(f"insert into {name}: {r.status_code} {r.text[:300]}")
                 took = time.perf_counter() - started
+                cpu_after = cluster_cpu(cluster)
+                cpu[factor] = {kind: cpu_after[kind] - cpu_before.get(kind, 0.0)
+                               for kind in cpu_after}
                 rates[factor] = n / took
                 log(f"  rep {rep}: replication_factor {factor}: {n} vectors in {took:.2f} s "
                     f"= {rates[factor]:,.0f} vectors/s")
                 delete_dataset(client, name)
             runs.append({"rep": rep, "order": list(order), "rf1_vectors_per_s": rates[1],
-                         "rf2_vectors_per_s": rates[2], "ratio": rates[2] / rates[1]})
+                         "rf2_vectors_per_s": rates[2], "ratio": rates[2] / rates[1],
+                         "cpu_s_rf1": cpu[1], "cpu_s_rf2": cpu[2]})
     return {"vectors": n, "batch": batch, "shards": args.shards, "runs": runs,
+            "node_cpu_s_per_1k_vectors_rf1": median(
+                [r["cpu_s_rf1"].get("node", 0) / n * 1000 for r in runs]),
+            "node_cpu_s_per_1k_vectors_rf2": median(
+                [r["cpu_s_rf2"].get("node", 0) / n * 1000 for r in runs]),
+            "router_cpu_s_per_1k_vectors_rf1": median(
+                [r["cpu_s_rf1"].get("router", 0) / n * 1000 for r in runs]),
+            "router_cpu_s_per_1k_vectors_rf2": median(
+                [r["cpu_s_rf2"].get("router", 0) / n * 1000 for r in runs]),
             "rf1_vectors_per_s": median([r["rf1_vectors_per_s"] for r in runs]),
             "rf2_vectors_per_s": median([r["rf2_vectors_per_s"] for r in runs]),
             "ratio": median([r["ratio"] for r in runs])}
@@ -377,6 +437,14 @@ def part_catchup(cluster: LocalCluster, catalog: Catalog, args, log) -> dict:
     result: dict = {"vectors_behind": n, "batch": batch, "shards": 1}
     with httpx.Client(base_url=cluster.rest) as client:
         create_dataset(client, name, args.dims, 1, 2)
+        # One acknowledged batch first, so that both copies have opened the shard and hold
+        # the same start before one of them is frozen.
+        warm = batch_body([f"w{i}" for i in range(1000)],
+                          rng.standard_normal((1000, args.dims), dtype=np.float32))
+        r = post_body(client, name, warm, 120)
+        if r.status_code != 201:
+            raise RuntimeError(f"warm-up insert: {r.status_code} {r.text[:300]}")
+        wait_in_sync(catalog, name, 60)
         record = catalog.record(name)
         primary = record.primary_of(0)
         lagging = next(c for c in record.copies_of(0) if c != primary)
@@ -565,6 +633,17 @@ def kill_run(cluster: LocalCluster, catalog: Catalog, args, run: int, log) -> di
             again = check_copies(cluster, catalog.token, rec2, acked)
             out["copies_check_after_5s"] = again
             out["copies_differ"] = [s for s, ok in again["digests_agree"].items() if not ok]
+            outcome_of = {}
+            for w in (on_shard, spread):
+                for _, _, status, ids in w.records:
+                    for i in ids:
+                        outcome_of[i] = str(status) if status else "no answer"
+            try:
+                out["copy_difference"] = {
+                    s: explain_difference(cluster, catalog.token, rec2, int(s), outcome_of)
+                    for s in out["copies_differ"]}
+            except Exception as exc:  # noqa: BLE001 - the explanation is extra detail
+                out["copy_difference_error"] = repr(exc)[:300]
     with httpx.Client(base_url=cluster.rest) as client:
         try:
             listed = list_ids(client, name)
