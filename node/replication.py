@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -69,15 +70,19 @@ OPS, CAUGHT_UP, START_OVER = "ops", "caught_up", "start_over"
 
 
 def fetch_decision(copy_last_seq: int, copy_last_term: int, primary_last_seq: int,
-                   primary_first_seq: int, primary_term_at_copy_last: int | None) -> str:
+                   primary_first_seq: int, primary_term_at_copy_last: int | None,
+                   snapshot_behind_ops: int) -> str:
     """What the primary answers a copy that holds ops up to (copy_last_seq, copy_last_term).
     Log matching: the copy's history is a prefix of the primary's only if the primary holds the
-    same op at the copy's last sequence number."""
+    same op at the copy's last sequence number. START_OVER (copy the files) when it is not, when
+    the ops the copy needs are no longer held, or when it is more than snapshot_behind_ops
+    behind (copying files is then faster than replaying ops)."""
     if copy_last_seq > primary_last_seq or primary_term_at_copy_last != copy_last_term:
         return START_OVER
     if copy_last_seq == primary_last_seq:
         return CAUGHT_UP
-    if copy_last_seq + 1 < primary_first_seq:
+    if copy_last_seq + 1 < primary_first_seq or \
+            primary_last_seq - copy_last_seq > snapshot_behind_ops:
         return START_OVER
     return OPS
 
@@ -338,13 +343,10 @@ class Replication:
         is_primary = record.primary_of(shard) == self.host.node_id
         answer = node_pb2.FetchOpsResponse(term=record.term_of(shard))
         decision = fetch_decision(request.last_seq, request.last_term, oplog.last_seq,
-                                  oplog.first_seq, oplog.term_at(request.last_seq))
+                                  oplog.first_seq, oplog.term_at(request.last_seq),
+                                  limits.replication_snapshot_behind_ops)
         answer.primary_last_seq = oplog.last_seq
         if decision == START_OVER:
-            if oplog.first_seq > 1:
-                # Catch-up would need a file copy, which this version does not make yet.
-                raise errors.Unavailable(f"copy {request.node_id} needs ops before "
-                                         f"{oplog.first_seq}, which this node no longer holds")
             answer.start_over = True
             return answer
         if decision == OPS:
@@ -380,14 +382,93 @@ class Replication:
             if answer.in_sync:
                 return True
             if answer.start_over:
-                log.warning("copy of %s/%d diverged from primary %s at op %d; starting over",
-                            record.uuid, shard, primary, oplog.last_seq)
-                await self.start_over(record.uuid, shard)
+                log.warning("copy of %s/%d at op %d cannot replay the primary %s's log (at op "
+                            "%d): copying its files", record.uuid, shard, oplog.last_seq,
+                            primary, answer.primary_last_seq)
+                await self.install_snapshot(record, shard)
                 continue
             if not answer.ops:
                 return False
             await self.apply_ops(record, shard, list(answer.ops))
         return False
+
+    # ---- file copies (snapshots) ----------------------------------------------------------------
+
+    async def snapshot_stream(self, record: DatasetRecord, shard: int):
+        """The shard's files as SnapshotChunks: a cut copied aside under the write lock (so no
+        op is half in it), then streamed outside it. The op log stays out: the copy starts its
+        own at the cut's position, which the first chunk carries."""
+        key = (record.uuid, shard)
+        await self.host.replica_unfenced(*key)   # open, so its directory exists
+        source = self.host.shard_path(*key)
+        cut = f"{source}.cut-{uuid.uuid4().hex}"
+        async with self.write_lock(*key):
+            oplog = self.oplog(*key)
+            seq, term = oplog.last_seq, oplog.last_term
+            files = await asyncio.to_thread(_copy_cut, source, cut)
+        try:
+            total = sum(size for _, size in files)
+            first = node_pb2.SnapshotChunk(last_seq=seq, last_term=term, total_bytes=total)
+            yield first
+            for relative, _ in files:
+                with open(os.path.join(cut, relative), "rb") as handle:
+                    while True:
+                        data = await asyncio.to_thread(handle.read,
+                                                       limits.replication_snapshot_chunk_bytes)
+                        yield node_pb2.SnapshotChunk(path=relative, data=data)
+                        if len(data) < limits.replication_snapshot_chunk_bytes:
+                            break
+        finally:
+            await asyncio.to_thread(shutil.rmtree, cut, True)
+
+    async def install_snapshot(self, record: DatasetRecord, shard: int) -> None:
+        """Replaces this copy's files with a snapshot of the primary's, then starts its op log
+        at the snapshot's position. The download goes to a directory beside the shard's and
+        only a complete one is swapped in; a path that would leave it is refused."""
+        key = (record.uuid, shard)
+        target = self.host.shard_path(*key)
+        incoming = f"{target}.incoming-{uuid.uuid4().hex}"
+        primary = record.primary_of(shard)
+        ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+        started = time.monotonic()
+        position = None
+        received = 0
+        try:
+            os.makedirs(incoming)
+            stream = self._stub(self._address(primary)).FetchSnapshot(
+                node_pb2.FetchSnapshotRequest(shard=ref, node_id=self.host.node_id),
+                timeout=limits.replication_snapshot_timeout_ms / 1000)
+            async for chunk in stream:
+                if position is None:
+                    position = (chunk.last_seq, chunk.last_term, chunk.total_bytes)
+                    continue
+                destination = safe_join(incoming, chunk.path)
+                await asyncio.to_thread(_append, destination, chunk.data)
+                received += len(chunk.data)
+            if position is None or received != position[2]:
+                raise errors.Unavailable(f"snapshot of {record.uuid}/{shard} from {primary} "
+                                         f"ended early ({received} bytes)")
+        except grpc.aio.AioRpcError as exc:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+            raise errors.from_wire(exc.code(), exc.details()) from None
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+            raise
+        async with self._apply_lock(key):
+            replica = self.host.replicas.pop(key, None)
+            if replica is not None:
+                await asyncio.to_thread(replica.close)
+            self.forget(*key)
+            if self.participant is not None:
+                await self.participant.forget_shard(record.uuid, shard)
+            await asyncio.to_thread(_swap_in, incoming, target)
+            await asyncio.to_thread(self.oplog(*key).reset, position[0], position[1])
+            replica = await self.host.replica_unfenced(*key)
+            if replica is not None and self.participant is not None:
+                await self.participant.load_staged_of(record.uuid, shard, replica)
+        seconds = time.monotonic() - started
+        log.info("copy of %s/%d installed a %d-byte snapshot of %s at op %d in %.1f s",
+                 record.uuid, shard, received, primary, position[0], seconds)
 
     async def start_over(self, dataset_uuid: str, shard: int) -> None:
         async with self._apply_lock((dataset_uuid, shard)):
@@ -437,6 +518,55 @@ class Replication:
                 except errors.TributaryError as exc:
                     log.info("catching up %s/%d from %s: %s", record.uuid, shard,
                              record.primary_of(shard), exc.message)
+
+
+def safe_join(root: str, relative: str) -> str:
+    """root/relative, refusing anything that would not stay inside root (absolute paths, `..`,
+    empty names): a snapshot's paths come from another process."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts) \
+            or "\\" in relative or "\x00" in relative:
+        raise errors.InvalidArgument(f"snapshot path {relative!r} is not a plain relative path")
+    joined = os.path.join(root, *parts)
+    if os.path.commonpath([os.path.realpath(root), os.path.realpath(joined)]) != \
+            os.path.realpath(root):
+        raise errors.InvalidArgument(f"snapshot path {relative!r} leaves the shard directory")
+    return joined
+
+
+def _copy_cut(source: str, cut: str) -> list[tuple[str, int]]:
+    """Copies the shard's files (not its op log, not temporary files) to `cut`; returns
+    (relative path, size) of each, sorted."""
+    shutil.copytree(source, cut, ignore=lambda d, names: [
+        n for n in names if (d == source and n == "oplog") or n.endswith(".tmp")])
+    files = []
+    for directory, _, names in os.walk(cut):
+        for name in names:
+            path = os.path.join(directory, name)
+            files.append((os.path.relpath(path, cut).replace(os.sep, "/"),
+                          os.path.getsize(path)))
+    return sorted(files)
+
+
+def _append(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def _swap_in(incoming: str, target: str) -> None:
+    """Makes `incoming` the shard's directory (the old one goes first), durably."""
+    for directory, _, names in os.walk(incoming):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+    shutil.rmtree(target, True)
+    os.replace(incoming, target)
+    fd = os.open(os.path.dirname(target), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _parse(logged: LoggedOp) -> node_pb2.ReplicatedOp:

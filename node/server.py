@@ -124,6 +124,11 @@ class ShardHost:
         for dataset_uuid in os.listdir(root):
             record = state.datasets.get(dataset_uuid)
             for shard_name in os.listdir(os.path.join(root, dataset_uuid)):
+                if not shard_name.isdigit():
+                    # A snapshot cut or download left behind by a crash.
+                    await asyncio.to_thread(shutil.rmtree,
+                                            os.path.join(root, dataset_uuid, shard_name), True)
+                    continue
                 shard = int(shard_name)
                 path = self.shard_path(dataset_uuid, shard)
                 if record is None:
@@ -340,6 +345,18 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     async def FetchOps(self, request, context):
         record = await self.host.dataset_for(request.shard, COPY)
         return await self.replication.on_fetch(record, request.shard.shard, request)
+
+    async def FetchSnapshot(self, request, context):
+        """Streams a snapshot of this primary's copy of the shard (Replication.snapshot_stream)."""
+        try:
+            record = await self.host.dataset_for(request.shard, COPY)
+            if record.primary_of(request.shard.shard) != self.host.node_id:
+                raise StaleEpoch(f"node {self.host.node_id} is not the primary of shard "
+                                 f"{request.shard.shard}")
+            async for chunk in self.replication.snapshot_stream(record, request.shard.shard):
+                yield chunk
+        except TributaryError as exc:
+            await context.abort(exc.grpc_code, exc.to_wire())
 
     @_guarded
     async def CopyStatus(self, request, context):

@@ -288,22 +288,39 @@ class Participant:
         """Reloads staged txns of every open replica and re-takes their locks."""
         loaded = 0
         for (dataset_uuid, shard), replica in list(self.host.replicas.items()):
-            directory = os.path.join(replica.path, "txns")
-            if not os.path.isdir(directory):
+            loaded += await self.load_staged_of(dataset_uuid, shard, replica)
+        return loaded
+
+    async def forget_shard(self, dataset_uuid: str, shard: int) -> None:
+        """Drops what this node had prepared for one shard (its copy's files were just replaced
+        by a snapshot of its primary's, whose staged txns load_staged_of then takes)."""
+        name = participant_name(dataset_uuid, shard)
+        for key in [k for k in self.prepared if k[1] == name]:
+            txn = self.prepared.pop(key)
+            await self.locks_for(dataset_uuid, shard).release(txn.txn_id)
+
+    async def load_staged_of(self, dataset_uuid: str, shard: int, replica) -> int:
+        """Reloads one replica's staged txns (at start, or after a copy installed a snapshot
+        of its primary's files) and takes their locks."""
+        directory = os.path.join(replica.path, "txns")
+        if not os.path.isdir(directory):
+            return 0
+        loaded = 0
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if not name.endswith(".bin"):
+                await asyncio.to_thread(_remove, path)   # a torn .tmp from a crash
                 continue
-            for name in sorted(os.listdir(directory)):
-                path = os.path.join(directory, name)
-                if not name.endswith(".bin"):
-                    await asyncio.to_thread(_remove, path)   # a torn .tmp from a crash
-                    continue
-                staged = node_pb2.StagedTxn()
-                with open(path, "rb") as f:
-                    staged.ParseFromString(f.read())
-                txn_id = staged.request.txn_id
-                await self.locks_for(dataset_uuid, shard).acquire(_locked_ids(staged), txn_id, 0)
-                self.prepared[(txn_id, participant_name(dataset_uuid, shard))] = PreparedTxn(
-                    txn_id, dataset_uuid, shard, staged, path)
-                loaded += 1
+            staged = node_pb2.StagedTxn()
+            with open(path, "rb") as f:
+                staged.ParseFromString(f.read())
+            txn_id = staged.request.txn_id
+            key = (txn_id, participant_name(dataset_uuid, shard))
+            if key in self.prepared:
+                continue
+            await self.locks_for(dataset_uuid, shard).acquire(_locked_ids(staged), txn_id, 0)
+            self.prepared[key] = PreparedTxn(txn_id, dataset_uuid, shard, staged, path)
+            loaded += 1
         return loaded
 
     async def resolve_all(self) -> None:

@@ -422,3 +422,25 @@ class CopyStatusResponse(_message.Message):
     vector_count: int
     content_digest: str
     def __init__(self, last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., primary: _Optional[bool] = ..., vector_count: _Optional[int] = ..., content_digest: _Optional[str] = ...) -> None: ...
+
+class FetchSnapshotRequest(_message.Message):
+    __slots__ = ("shard", "node_id")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    node_id: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("path", "data", "last_seq", "last_term", "total_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    last_seq: int
+    last_term: int
+    total_bytes: int
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...

@@ -119,6 +119,11 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.CopyStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.CopyStatusResponse.FromString,
                 _registered_method=True)
+        self.FetchSnapshot = channel.unary_stream(
+                '/tributary.node.v1.ShardNode/FetchSnapshot',
+                request_serializer=proto_dot_node__pb2.FetchSnapshotRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -235,6 +240,14 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchSnapshot(self, request, context):
+        """A copy whose log diverged, or that needs ops the primary no longer holds, copies the
+        shard's files instead: a consistent cut taken under the shard's write lock, streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +335,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.CopyStatus,
                     request_deserializer=proto_dot_node__pb2.CopyStatusRequest.FromString,
                     response_serializer=proto_dot_node__pb2.CopyStatusResponse.SerializeToString,
+            ),
+            'FetchSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSnapshot,
+                    request_deserializer=proto_dot_node__pb2.FetchSnapshotRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -783,6 +801,33 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/CopyStatus',
             proto_dot_node__pb2.CopyStatusRequest.SerializeToString,
             proto_dot_node__pb2.CopyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/FetchSnapshot',
+            proto_dot_node__pb2.FetchSnapshotRequest.SerializeToString,
+            proto_dot_node__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

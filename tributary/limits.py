@@ -202,10 +202,13 @@ rrf_k_max = 10_000
 replication_factor_default = 2
 # A copy that has not answered a replicated op within this long leaves the in-sync set.
 replication_ack_timeout_ms = _env_int("replication_ack_timeout_ms", 2_000)
-replication_segment_ops_max = 10_000
-# Ops each copy keeps in its log. A copy further behind than this starts over from an empty
-# shard; until copies are recovered by file copy, keep it large.
-replication_log_ops_max = _env_int("replication_log_ops_max", 100_000_000)
+replication_segment_ops_max = _env_int("replication_segment_ops_max", 10_000)
+# Ops each copy keeps in its log; a copy that needs older ones copies the shard's files instead
+# (a snapshot), as does one more than replication_snapshot_behind_ops behind.
+replication_log_ops_max = _env_int("replication_log_ops_max", 200_000)
+replication_snapshot_behind_ops = _env_int("replication_snapshot_behind_ops", 50_000)
+replication_snapshot_chunk_bytes = 1024 * 1024
+replication_snapshot_timeout_ms = 600_000
 replication_fetch_ops_max = 500
 replication_fetch_bytes_max = 16 * 1024 * 1024
 replication_fetch_timeout_ms = 10_000

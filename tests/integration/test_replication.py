@@ -228,3 +228,47 @@ def test_operators_see_nodes_copies_and_each_shards_replication_state(replicated
         members = _admin(replicated, "status", *via)["meta"]
         assert [m["role"] for m in members] == ["leader"]
         assert {"raft_address", "term", "commit_index"} <= set(members[0])
+
+
+def test_a_copy_whose_ops_were_trimmed_catches_up_by_copying_the_primarys_files(tmp_path):
+    """With a log that keeps only a few ops, a copy frozen while writes go on can no longer
+    replay them: it installs a snapshot of the primary's files, rejoins the in-sync set, and
+    ends with the same content."""
+    c = Cluster(tmp_path, meta=1, nodes=2, env={"TRIBUTARY_REPLICATION_SEGMENT_OPS_MAX": "4",
+                                                "TRIBUTARY_REPLICATION_LOG_OPS_MAX": "8"}).start()
+    try:
+        rng = random.Random(3)
+        with httpx.Client(base_url=c.rest, timeout=30) as client:
+            assert client.post("/datasets", json={"name": "trim", "dimensions": DIMS,
+                                                  "shard_count": 1}).status_code == 201
+            assert client.post("/datasets/trim/vectors", json={"vectors": [
+                {"id": f"t{i}", "values": vector(rng)} for i in range(50)]}).status_code == 201
+            record = record_of(c, "trim")
+            copy = next(n for n in record.copies_of(0) if n != record.primary_of(0))
+            pid = child_pid(c, f"--listen 127.0.0.1:{c.internal_base + 100 + node_index(copy)}")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for i in range(40):
+                    r = client.post("/datasets/trim/vectors", json={"vectors": [
+                        {"id": f"late{i}", "values": vector(rng)}]})
+                    assert r.status_code == 201, r.text
+                assert copy not in record_of(c, "trim").in_sync_of(0)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: copy in record_of(c, "trim").in_sync_of(0), 90, 0.5,
+                 "the frozen copy back in the in-sync set")
+        record = record_of(c, "trim")
+        statuses = []
+        for node in record.copies_of(0):
+            with grpc.insecure_channel(c.node_address(node_index(node))) as channel:
+                statuses.append(c.node_stub(channel).CopyStatus(node_pb2.CopyStatusRequest(
+                    shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0,
+                                            epoch=record.epoch), with_content_digest=True),
+                    timeout=30))
+        assert {s.vector_count for s in statuses} == {90}
+        assert len({s.content_digest for s in statuses}) == 1
+        assert len({s.last_seq for s in statuses}) == 1
+        log_text = open(os.path.join(c.data_dir, "logs", f"{copy}.log")).read()
+        assert "installed a" in log_text and "snapshot" in log_text
+    finally:
+        c.stop()
