@@ -99,11 +99,12 @@ def test_short_seeded_run_passes_every_checker(short_run):
     assert started == {e.index for e in r.schedule}
     assert ended == {e.index for e in r.schedule}
     assert not [j for j in r.journal if j["action"] in ("error", "skip")]
-    # The primary kill hit the node that was the shard's primary when it started, and the
-    # shard had another in-sync copy to fail over to.
+    # The primary kill hit the node that was the shard's primary when it started (whether its
+    # other copy was back in sync by then depends on timing: node-1 was partitioned just before).
     kill = next(j for j in r.journal if j["nemesis"] == "primary-kill" and j["action"] == "start")
     assert kill["primary"] in Topology().node_members
-    assert len(kill["in_sync"].split(",")) == 2
+    assert kill["primary"] in kill["in_sync"].split(",")
+    assert sorted(kill["copies"].split(",")) == Topology().node_members
     # Every shard of the workloads' datasets was compared across its two copies.
     workload = {label: d["shards"] for label, d in r.copies["datasets"].items()
                 if label in ("default/chaos-kv", "default/chaos-batch")}
