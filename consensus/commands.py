@@ -145,6 +145,58 @@ class ReplaceCopy:
     at_ms: int
 
 
+@dataclass(frozen=True)
+class SetNodeState:
+    """active | draining (the leader moves its copies off) | drained (only once it holds no
+    copy)."""
+
+    node_id: str
+    state: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class RemoveNode:
+    """Forgets a node. Refused while it holds copies, unless `force`: then its copies are
+    dropped (another in-sync copy takes over a primary role), never the last copy of a shard."""
+
+    node_id: str
+    force: bool
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class StartMove:
+    """Starts moving shard `shard`'s copy from `source` to `target`: the target becomes a copy
+    at once (outside the in-sync set until it has caught up)."""
+
+    move_id: str
+    dataset_uuid: str
+    shard: int
+    source: str
+    target: str
+    reason: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class FinishMove:
+    """Drops the source copy of a move whose target is in sync and not behind the primary
+    role (the source, if it was primary, has handed that over first)."""
+
+    move_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CancelMove:
+    """Drops the target copy of a move, leaving the shard as it was before the move; refused
+    once the target has taken the primary role over (finish it instead)."""
+
+    move_id: str
+    at_ms: int
+
+
 # ---- tenants and API keys (the admin API; applied by consensus/tenancy.py) ---------------------
 
 @dataclass(frozen=True)
@@ -207,7 +259,8 @@ class RevokeApiKey:
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
     DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
-    DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy)}
+    DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy,
+    SetNodeState, RemoveNode, StartMove, FinishMove, CancelMove)}
 
 
 class CommandDecodeError(ValueError):

@@ -1,5 +1,6 @@
 """The meta leader's repair loop: promotes an in-sync copy when a primary stops heartbeating,
-and replaces a copy whose node stays away (consensus/replication.py plan_repairs decides; this
+replaces a copy whose node stays away, and steps shard moves and drains along
+(consensus/replication.py plan_repairs and consensus/rebalance.py plan_move_steps decide; this
 thread only measures liveness and proposes).
 
 Liveness is the leader's soft state (MetaService.last_seen). A leader that has just taken over
@@ -13,7 +14,7 @@ import logging
 import threading
 import time
 
-from consensus import commands, replication
+from consensus import commands, rebalance, replication
 from tributary import limits
 from tributary.errors import TributaryError
 
@@ -63,9 +64,13 @@ class FailoverController:
             self._leading_since = now
         if (now - self._leading_since) * 1000 < limits.failover_after_ms:
             return
-        planned = replication.plan_repairs(self.machine.meta, self.down_for_ms(now),
-                                           int(time.time() * 1000), limits.failover_after_ms,
+        down = self.down_for_ms(now)
+        at_ms = int(time.time() * 1000)
+        state = self.machine.meta
+        planned = replication.plan_repairs(state, down, at_ms, limits.failover_after_ms,
                                            limits.copy_replace_after_ms)
+        live = {n for n, ms in down.items() if ms == 0}
+        planned += rebalance.plan_move_steps(state, live, at_ms, limits.moves_concurrent_max)
         for command in planned:
             try:
                 result = self.machine.propose(commands.encode(command),

@@ -30,6 +30,10 @@ class NodeRecord:
     node_id: str
     address: str
     registered_at_ms: int
+    # active | draining (its copies are being moved off) | drained (it holds none)
+    state: str = "active"
+
+    __setstate__ = _setstate_with_defaults
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,21 @@ class DatasetRecord:
         return [s for s in range(self.shard_count) if node_id in self.copies_of(s)]
 
 
+@dataclass(frozen=True)
+class MoveRecord:
+    """A shard copy on its way from `source` to `target`: the target is a copy (outside the
+    in-sync set until it has caught up) from the start; the source leaves when the target is in
+    sync and, if the source was primary, has taken that role over."""
+
+    move_id: str
+    dataset_uuid: str
+    shard: int
+    source: str
+    target: str
+    created_at_ms: int
+    reason: str = ""
+
+
 TXN_COMMIT = "commit"
 TXN_ABORT = "abort"
 
@@ -146,8 +165,14 @@ class MetaState:
     txn_tombstones: dict[str, tuple[str, int]] = field(default_factory=dict)
     # API keys by key_id (consensus/tenancy.py).
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    # Shard moves in progress (consensus/replication.py), by move id.
+    moves: dict[str, "MoveRecord"] = field(default_factory=dict)
 
     __setstate__ = _setstate_with_defaults
+
+    def move_of(self, dataset_uuid: str, shard: int) -> "MoveRecord | None":
+        return next((m for m in self.moves.values()
+                     if m.dataset_uuid == dataset_uuid and m.shard == shard), None)
 
     def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
         for record in self.datasets.values():

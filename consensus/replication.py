@@ -18,9 +18,11 @@ import dataclasses
 from typing import Any
 
 from consensus import commands as c
-from consensus.records import DatasetRecord, MetaState, bump, error
+from consensus.records import DatasetRecord, MetaState, MoveRecord, bump, error
 
 COMMANDS = (c.SetInSync, c.PromotePrimary, c.ReplaceCopy)
+MOVE_COMMANDS = (c.SetNodeState, c.RemoveNode, c.StartMove, c.FinishMove, c.CancelMove)
+NODE_STATES = ("active", "draining", "drained")
 
 
 def check_copies(placement: tuple[str, ...], copies: tuple[tuple[str, ...], ...],
@@ -123,6 +125,124 @@ def _promote(state, record, shard, command: c.PromotePrimary):
     return _store(state, record, {"changed": True, "shard": shard, "old_primary": old})
 
 
+def copies_held(state: MetaState, node_id: str) -> list[str]:
+    """"dataset name/shard" of every copy `node_id` holds."""
+    return [f"{r.name}/{s}" for r in sorted(state.datasets.values(), key=lambda r: r.name)
+            for s in r.shards_on(node_id)]
+
+
+def apply_moves(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
+    """Node states, node removal and shard moves (pure, like apply)."""
+    if isinstance(command, c.SetNodeState):
+        node = state.nodes.get(command.node_id)
+        if node is None:
+            return state, error("NotFound", f"node '{command.node_id}' not found")
+        if command.state not in NODE_STATES:
+            return state, error("InvalidArgument", f"node state must be one of "
+                                                   f"{', '.join(NODE_STATES)}")
+        held = copies_held(state, command.node_id)
+        if command.state == "drained" and held:
+            return state, error("InvalidArgument", f"node '{command.node_id}' still holds "
+                                                   f"{len(held)} copies: {', '.join(held[:5])}")
+        if node.state == command.state:
+            return state, {"changed": False}
+        nodes = {**state.nodes, node.node_id: dataclasses.replace(node, state=command.state)}
+        return bump(state, nodes=nodes), {"changed": True}
+    if isinstance(command, c.RemoveNode):
+        return _remove_node(state, command)
+    if isinstance(command, c.StartMove):
+        return _start_move(state, command)
+    move = state.moves.get(command.move_id)
+    if move is None:
+        return state, error("NotFound", f"move '{command.move_id}' not found")
+    record = state.datasets.get(move.dataset_uuid)
+    moves = {k: v for k, v in state.moves.items() if k != move.move_id}
+    if record is None:   # the dataset is gone: so is its move
+        return bump(state, moves=moves), {"changed": True}
+    shard = move.shard
+    record = normalized(record, record.copies) if not record.terms else record
+    if isinstance(command, c.FinishMove):
+        if move.target not in record.in_sync_of(shard):
+            return state, error("InvalidArgument", f"move {move.move_id}: {move.target} is not "
+                                                   "in sync yet")
+        if record.primary_of(shard) == move.source:
+            return state, error("InvalidArgument", f"move {move.move_id}: {move.source} is "
+                                                   "still the primary")
+        drop = move.source
+    else:
+        if record.primary_of(shard) == move.target:
+            return state, error("InvalidArgument", f"move {move.move_id}: {move.target} is the "
+                                                   "primary now; it can only finish")
+        drop = move.target
+    record = _with_shard(record, shard, command.at_ms,
+                         copies=tuple(n for n in record.copies_of(shard) if n != drop),
+                         in_sync=tuple(n for n in record.in_sync_of(shard) if n != drop))
+    return bump(state, datasets={**state.datasets, record.uuid: record}, moves=moves), \
+        {"changed": True, "epoch": record.epoch, "dropped": drop}
+
+
+def _start_move(state: MetaState, command: c.StartMove):
+    record = state.datasets.get(command.dataset_uuid)
+    if record is None:
+        return state, error("NotFound", f"dataset uuid {command.dataset_uuid} not found")
+    if not isinstance(command.shard, int) or not 0 <= command.shard < record.shard_count:
+        return state, error("InvalidArgument", f"shard {command.shard} out of range")
+    if command.move_id in state.moves:
+        return state, {"changed": False, "move_id": command.move_id}
+    shard = command.shard
+    record = normalized(record, record.copies) if not record.terms else record
+    copies = record.copies_of(shard)
+    target = state.nodes.get(command.target)
+    if state.move_of(record.uuid, shard) is not None:
+        return state, error("Aborted", f"{record.name}/{shard} is already moving")
+    if command.source not in copies:
+        return state, error("InvalidArgument", f"{command.source} holds no copy of "
+                                               f"{record.name}/{shard}")
+    if target is None:
+        return state, error("InvalidArgument", f"unknown node '{command.target}'")
+    if target.state != "active":
+        return state, error("InvalidArgument", f"node '{command.target}' is {target.state}")
+    if command.target in copies:
+        return state, error("InvalidArgument", f"{command.target} already holds a copy of "
+                                               f"{record.name}/{shard}")
+    record = _with_shard(record, shard, command.at_ms,
+                         copies=tuple(sorted((*copies, command.target))))
+    move = MoveRecord(command.move_id, record.uuid, shard, command.source, command.target,
+                      command.at_ms, command.reason)
+    return bump(state, datasets={**state.datasets, record.uuid: record},
+                moves={**state.moves, move.move_id: move}), \
+        {"changed": True, "move_id": move.move_id, "epoch": record.epoch}
+
+
+def _remove_node(state: MetaState, command: c.RemoveNode):
+    node_id = command.node_id
+    if node_id not in state.nodes:
+        return state, error("NotFound", f"node '{node_id}' not found")
+    held = copies_held(state, node_id)
+    if held and not command.force:
+        return state, error("InvalidArgument", f"node '{node_id}' holds {len(held)} copies, "
+                            f"which removing it would lose: {', '.join(held[:10])}; drain it "
+                            "first, or remove it with force")
+    datasets = dict(state.datasets)
+    for record in state.datasets.values():
+        record = normalized(record, record.copies) if not record.terms else record
+        for shard in record.shards_on(node_id):
+            copies = [n for n in record.copies_of(shard) if n != node_id]
+            in_sync = [n for n in record.in_sync_of(shard) if n != node_id]
+            if not copies or not in_sync:
+                return state, error("InvalidArgument", f"removing '{node_id}' would leave "
+                                    f"{record.name}/{shard} with no in-sync copy")
+            changes = {"copies": tuple(copies), "in_sync": tuple(in_sync)}
+            if record.primary_of(shard) == node_id:
+                changes.update(placement=in_sync[0], terms=record.term_of(shard) + 1)
+            record = _with_shard(record, shard, command.at_ms, **changes)
+        datasets[record.uuid] = record
+    moves = {k: v for k, v in state.moves.items() if node_id not in (v.source, v.target)}
+    nodes = {k: v for k, v in state.nodes.items() if k != node_id}
+    return bump(state, nodes=nodes, datasets=datasets, moves=moves), \
+        {"changed": True, "dropped_copies": held}
+
+
 def _replace_copy(state, record, shard, command: c.ReplaceCopy):
     copies = record.copies_of(shard)
     if command.old_node not in copies:
@@ -174,6 +294,8 @@ def plan_repairs(state: MetaState, down_for_ms: dict[str, int], at_ms: int,
                     primaries[chosen] = primaries.get(chosen, 0) + 1
                     planned.append(c.PromotePrimary(record.uuid, shard, chosen, term, at_ms))
                 continue
+            if state.move_of(record.uuid, shard) is not None:
+                continue    # a move changes this shard's copies already
             away = [n for n in record.copies_of(shard)
                     if n != primary and down(n) >= replace_after_ms]
             spare = [n for n in live if n not in record.copies_of(shard)]

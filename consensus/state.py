@@ -14,7 +14,8 @@ from typing import Any
 from consensus import commands as c, replication, tenancy
 from consensus.records import (  # noqa: F401 - the records are part of this module's interface
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
-    MetaState, NodeRecord, TenantRecord, TxnRecord, bump as _bump, error as _error)
+    MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
+    error as _error)
 from tributary import limits
 
 
@@ -33,8 +34,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     if isinstance(command, c.RegisterNode):
         old = state.nodes.get(command.node_id)
         registered_at = old.registered_at_ms if old else command.at_ms
-        nodes = {**state.nodes, command.node_id: NodeRecord(command.node_id, command.address,
-                                                            registered_at)}
+        nodes = {**state.nodes, command.node_id: NodeRecord(
+            command.node_id, command.address, registered_at, old.state if old else "active")}
         return _bump(state, nodes=nodes), {"node_id": command.node_id}
 
     if isinstance(command, c.CreateTenant):
@@ -95,7 +96,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         if record is None:
             return state, _error("NotFound", f"dataset '{command.name}' not found")
         datasets = {k: v for k, v in state.datasets.items() if k != record.uuid}
-        return _bump(state, datasets=datasets), {"uuid": record.uuid,
+        moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
+        return _bump(state, datasets=datasets, moves=moves), {"uuid": record.uuid,
                                                  "placement": list(record.placement)}
 
     if isinstance(command, c.PlaceShard):
@@ -115,6 +117,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
 
     if isinstance(command, replication.COMMANDS):
         return replication.apply(state, command)
+    if isinstance(command, replication.MOVE_COMMANDS):
+        return replication.apply_moves(state, command)
 
     if isinstance(command, c.DecideTxn):
         return _decide_txn(state, command)
@@ -185,6 +189,7 @@ def to_doc(state: MetaState) -> dict[str, Any]:
         "txn_tombstones": {k: list(v) for k, v in state.txn_tombstones.items()},
         "api_keys": {k: {**dataclasses.asdict(v), "datasets": list(v.datasets)}
                      for k, v in getattr(state, "api_keys", {}).items()},
+        "moves": {k: dataclasses.asdict(v) for k, v in state.moves.items()},
     }
 
 
@@ -206,4 +211,5 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
         txn_tombstones={k: (v[0], int(v[1])) for k, v in doc.get("txn_tombstones", {}).items()},
         api_keys={k: ApiKeyRecord(**{**v, "datasets": tuple(v["datasets"])})
                   for k, v in doc.get("api_keys", {}).items()},
+        moves={k: MoveRecord(**v) for k, v in doc.get("moves", {}).items()},
     )

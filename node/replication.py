@@ -344,7 +344,7 @@ class Replication:
         answer = node_pb2.FetchOpsResponse(term=record.term_of(shard))
         decision = fetch_decision(request.last_seq, request.last_term, oplog.last_seq,
                                   oplog.first_seq, oplog.term_at(request.last_seq),
-                                  limits.replication_snapshot_behind_ops)
+                                  limits.replication_snapshot_behind_ops_max)
         answer.primary_last_seq = oplog.last_seq
         if decision == START_OVER:
             answer.start_over = True
@@ -392,6 +392,21 @@ class Replication:
             await self.apply_ops(record, shard, list(answer.ops))
         return False
 
+    async def hand_over(self, record: DatasetRecord, shard: int, target: str) -> None:
+        """Makes the in-sync `target` the shard's primary (a move off this node). Under the write
+        lock no write is in flight; writes waiting for the lock then find this node is no longer
+        primary and are refused with StaleEpoch, which routers retry on the new primary."""
+        async with self.write_lock(record.uuid, shard):
+            await self.host.catalog.refresh()
+            fresh = self.host.catalog.state.datasets.get(record.uuid)
+            if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
+                    target not in fresh.in_sync_of(shard):
+                return
+            await self.meta.propose(commands.PromotePrimary(
+                record.uuid, shard, target, fresh.term_of(shard), int(time.time() * 1000)))
+            await self.host.catalog.refresh()
+        log.info("handed %s/%d over to %s", record.uuid, shard, target)
+
     # ---- file copies (snapshots) ----------------------------------------------------------------
 
     async def snapshot_stream(self, record: DatasetRecord, shard: int):
@@ -414,9 +429,9 @@ class Replication:
                 with open(os.path.join(cut, relative), "rb") as handle:
                     while True:
                         data = await asyncio.to_thread(handle.read,
-                                                       limits.replication_snapshot_chunk_bytes)
+                                                       limits.replication_snapshot_chunk_bytes_max)
                         yield node_pb2.SnapshotChunk(path=relative, data=data)
-                        if len(data) < limits.replication_snapshot_chunk_bytes:
+                        if len(data) < limits.replication_snapshot_chunk_bytes_max:
                             break
         finally:
             await asyncio.to_thread(shutil.rmtree, cut, True)
@@ -508,6 +523,15 @@ class Replication:
                 log.info("dropping copy %s/%d: the catalog places it elsewhere now",
                          dataset_uuid, shard)
                 await self.start_over(dataset_uuid, shard)
+        for move in list(state.moves.values()):
+            record = state.datasets.get(move.dataset_uuid)
+            if record is not None and move.source == me and record.primary_of(move.shard) == me \
+                    and move.target in record.in_sync_of(move.shard):
+                try:
+                    await self.hand_over(record, move.shard, move.target)
+                except errors.TributaryError as exc:
+                    log.info("handing %s/%d over to %s: %s", record.uuid, move.shard,
+                             move.target, exc.message)
         for record in list(self.host.catalog.state.datasets.values()):
             for shard in record.shards_on(me):
                 if record.primary_of(shard) == me or me in record.in_sync_of(shard):

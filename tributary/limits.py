@@ -204,10 +204,10 @@ replication_factor_default = 2
 replication_ack_timeout_ms = _env_int("replication_ack_timeout_ms", 2_000)
 replication_segment_ops_max = _env_int("replication_segment_ops_max", 10_000)
 # Ops each copy keeps in its log; a copy that needs older ones copies the shard's files instead
-# (a snapshot), as does one more than replication_snapshot_behind_ops behind.
+# (a snapshot), as does one more than replication_snapshot_behind_ops_max behind.
 replication_log_ops_max = _env_int("replication_log_ops_max", 200_000)
-replication_snapshot_behind_ops = _env_int("replication_snapshot_behind_ops", 50_000)
-replication_snapshot_chunk_bytes = 1024 * 1024
+replication_snapshot_behind_ops_max = _env_int("replication_snapshot_behind_ops_max", 50_000)
+replication_snapshot_chunk_bytes_max = 1024 * 1024
 replication_snapshot_timeout_ms = 600_000
 replication_fetch_ops_max = 500
 replication_fetch_bytes_max = 16 * 1024 * 1024
@@ -232,3 +232,6 @@ content_digest_chunk_rows = 4_096
 # Rows the in-memory matrix of a flat (or exact-searched) replica has room for at first; its
 # capacity doubles as rows are added, so appends copy the matrix O(log n) times.
 exact_matrix_initial_vectors = 1_024
+# Shard moves (consensus/rebalance.py): moves the leader runs at once for drains, and the
+# default of `tributary admin rebalance --max-concurrent-moves`.
+moves_concurrent_max = 2

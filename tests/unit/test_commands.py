@@ -56,6 +56,12 @@ STRATEGIES = {
                                 node_id=texts, term=ints, at_ms=ints),
     "ReplaceCopy": st.builds(c.ReplaceCopy, dataset_uuid=texts, shard=ints, old_node=texts,
                              new_node=texts, at_ms=ints),
+    "SetNodeState": st.builds(c.SetNodeState, node_id=texts, state=texts, at_ms=ints),
+    "RemoveNode": st.builds(c.RemoveNode, node_id=texts, force=st.booleans(), at_ms=ints),
+    "StartMove": st.builds(c.StartMove, move_id=texts, dataset_uuid=texts, shard=ints,
+                           source=texts, target=texts, reason=texts, at_ms=ints),
+    "FinishMove": st.builds(c.FinishMove, move_id=texts, at_ms=ints),
+    "CancelMove": st.builds(c.CancelMove, move_id=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -86,6 +92,11 @@ def example_of(cls):
         c.SetInSync: c.SetInSync("u1", 0, "n2", False, 3, 5),
         c.PromotePrimary: c.PromotePrimary("u1", 0, "n2", 3, 5),
         c.ReplaceCopy: c.ReplaceCopy("u1", 0, "n2", "n3", 5),
+        c.SetNodeState: c.SetNodeState("n1", "draining", 5),
+        c.RemoveNode: c.RemoveNode("n1", False, 5),
+        c.StartMove: c.StartMove("m1", "u1", 0, "n1", "n3", "rebalance", 5),
+        c.FinishMove: c.FinishMove("m1", 5),
+        c.CancelMove: c.CancelMove("m1", 5),
     }[cls]
 
 

@@ -1,0 +1,153 @@
+"""Planning shard moves: evening copies out over the nodes (rebalance), moving every copy off a
+node (drain), and the steps the meta leader takes for moves in flight. Pure functions of the
+catalog and of which nodes are live; the leader's repair loop (consensus/failover.py) and the
+admin API (router/cluster_admin.py) are their drivers.
+
+A move (consensus/replication.py StartMove) makes the target a copy at once; the replication
+machinery brings it up to date (ops or a file copy) and into the in-sync set; the source, if it
+is the primary, hands that role over under its write lock (node/replication.py); then FinishMove
+drops the source. The shard never has fewer in-sync copies than before the move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from consensus import commands as c
+from consensus.records import MetaState
+
+
+@dataclass(frozen=True)
+class PlannedMove:
+    dataset_uuid: str
+    tenant_id: str
+    dataset: str
+    shard: int
+    source: str
+    target: str
+    primary: bool          # the source holds the primary role (it hands it over first)
+
+    @property
+    def move_id(self) -> str:
+        return f"{self.dataset_uuid[:8]}-{self.shard}-{self.source}-{self.target}"
+
+    def to_doc(self) -> dict:
+        return {**asdict(self), "move_id": self.move_id}
+
+    def command(self, reason: str, at_ms: int) -> c.StartMove:
+        return c.StartMove(self.move_id, self.dataset_uuid, self.shard, self.source,
+                           self.target, reason, at_ms)
+
+
+def _eligible(state: MetaState, live: set[str]) -> list[str]:
+    """Nodes that may receive copies: registered, live and active."""
+    return sorted(n.node_id for n in state.nodes.values() if n.state == "active" and
+                  n.node_id in live)
+
+
+def copy_load(state: MetaState, nodes: list[str]) -> dict[str, int]:
+    load = {n: 0 for n in nodes}
+    for record in state.datasets.values():
+        for shard in range(record.shard_count):
+            for node in record.copies_of(shard):
+                if node in load:
+                    load[node] += 1
+    return load
+
+
+def _shards(state: MetaState):
+    for record in sorted(state.datasets.values(), key=lambda r: (r.tenant_id, r.name)):
+        for shard in range(record.shard_count):
+            yield record, shard
+
+
+def plan_rebalance(state: MetaState, live: set[str], max_moves: int) -> list[PlannedMove]:
+    """The fewest moves that even out copies over the live active nodes (until the most and the
+    least loaded differ by at most one), copies of a shard kept on distinct nodes, shards
+    already moving left alone, non-primary copies moved before primaries."""
+    nodes = _eligible(state, live)
+    if len(nodes) < 2 or max_moves < 1:
+        return []
+    load = copy_load(state, nodes)
+    busy = {(m.dataset_uuid, m.shard) for m in state.moves.values()}
+    planned: list[PlannedMove] = []
+    while len(planned) < max_moves:
+        source = max(nodes, key=lambda n: (load[n], n))
+        targets = sorted(nodes, key=lambda n: (load[n], n))
+        move = None
+        for target in targets:
+            if load[source] - load[target] <= 1:
+                break
+            options = [(record.primary_of(shard) == source, record.name, shard, record)
+                       for record, shard in _shards(state)
+                       if source in record.copies_of(shard)
+                       and target not in record.copies_of(shard)
+                       and (record.uuid, shard) not in busy]
+            if options:
+                is_primary, _, shard, record = min(options, key=lambda o: o[:3])
+                move = PlannedMove(record.uuid, record.tenant_id, record.name, shard, source,
+                                   target, is_primary)
+                break
+        if move is None:
+            break
+        planned.append(move)
+        busy.add((move.dataset_uuid, move.shard))
+        load[source] -= 1
+        load[move.target] += 1
+    return planned
+
+
+def plan_drain(state: MetaState, live: set[str], node_id: str
+               ) -> tuple[list[PlannedMove], list[str]]:
+    """(moves that take every copy off `node_id`, the copies no node can take). Each copy goes
+    to the least-loaded live active node without a copy of its shard."""
+    nodes = [n for n in _eligible(state, live) if n != node_id]
+    load = copy_load(state, nodes)
+    moves, stuck = [], []
+    for record, shard in _shards(state):
+        if node_id not in record.copies_of(shard):
+            continue
+        existing = state.move_of(record.uuid, shard)
+        if existing is not None and existing.source == node_id:
+            continue
+        options = [n for n in nodes if n not in record.copies_of(shard)]
+        if not options:
+            stuck.append(f"{record.name}/{shard}")
+            continue
+        target = min(options, key=lambda n: (load[n], n))
+        load[target] += 1
+        moves.append(PlannedMove(record.uuid, record.tenant_id, record.name, shard, node_id,
+                                 target, record.primary_of(shard) == node_id))
+    return moves, stuck
+
+
+def plan_move_steps(state: MetaState, live: set[str], at_ms: int,
+                    max_concurrent_moves: int) -> list[Any]:
+    """What the meta leader proposes for moves and drains in one round: FinishMove for a move
+    whose target is in sync and holds the primary role if the source held it; CancelMove for a
+    move whose dataset is gone; new moves for draining nodes, within max_concurrent_moves; and
+    `drained` for a draining node that holds no copy any more."""
+    planned: list[Any] = []
+    in_flight = len(state.moves)
+    for move in sorted(state.moves.values(), key=lambda m: m.move_id):
+        record = state.datasets.get(move.dataset_uuid)
+        if record is None:
+            planned.append(c.CancelMove(move.move_id, at_ms))
+        elif move.target in record.in_sync_of(move.shard) and \
+                record.primary_of(move.shard) != move.source:
+            planned.append(c.FinishMove(move.move_id, at_ms))
+    for node in sorted(state.nodes.values(), key=lambda n: n.node_id):
+        if node.state != "draining":
+            continue
+        moves, _ = plan_drain(state, live, node.node_id)
+        held = any(node.node_id in r.copies_of(s) for r, s in _shards(state))
+        if not held:
+            planned.append(c.SetNodeState(node.node_id, "drained", at_ms))
+            continue
+        for move in moves:
+            if in_flight >= max_concurrent_moves:
+                break
+            planned.append(move.command(f"drain {node.node_id}", at_ms))
+            in_flight += 1
+    return planned
