@@ -71,8 +71,8 @@ async def dataset_replication(core, tenant_id: str, name: str) -> dict:
     async def copy(shard: int, node_id: str) -> dict:
         doc = {"node_id": node_id, "in_sync": node_id in record.in_sync_of(shard)}
         try:
-            status = await asyncio.wait_for(core.shards.call(
-                core.node_address(node_id), "CopyStatus", node_pb2.CopyStatusRequest(
+            status = await asyncio.wait_for(core.shards.copy_status(
+                core.node_address(node_id), node_pb2.CopyStatusRequest(
                     shard=core.shard_ref(record, shard))), limits.meta_rpc_timeout_ms / 1000)
         except (errors.TributaryError, asyncio.TimeoutError) as exc:
             return {**doc, "error": getattr(exc, "message", "no answer in time")}

@@ -393,8 +393,8 @@ class RouterCore:
     async def _dataset_counts(self, record: DatasetRecord) -> tuple[int, int]:
         async def one(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Stats",
+                                       lambda _r, address, ref: self.shards.stats(
+                                           address,
                                            node_pb2.ShardStatsRequest(shard=ref)))
         stats = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
         return sum(s.vector_count for s in stats), sum(s.storage_bytes for s in stats)
@@ -442,7 +442,7 @@ class RouterCore:
                 if node is None:
                     continue
                 try:
-                    await self.shards.call(node.address, "DropShard", node_pb2.DropShardRequest(
+                    await self.shards.drop_shard(node.address, node_pb2.DropShardRequest(
                         shard=self.shard_ref(record, shard)))
                 except errors.TributaryError as exc:
                     log.warning("could not drop %s/%d on %s: %s", record.uuid, shard, node_id,
@@ -490,8 +490,8 @@ class RouterCore:
         """Every shard's Stats answer, in shard order."""
         async def one(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Stats",
+                                       lambda _r, address, ref: self.shards.stats(
+                                           address,
                                            node_pb2.ShardStatsRequest(shard=ref)))
         return list(await asyncio.gather(*(one(s) for s in range(record.shard_count))))
 
@@ -643,8 +643,8 @@ class RouterCore:
         validation.check_vector_id(request.vector_id)
         shard = shard_of(request.vector_id, record.shard_count)
         response = await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Get", node_pb2.GetRequest(
+                                       lambda _r, address, ref: self.shards.get(
+                                           address, node_pb2.GetRequest(
                                                shard=ref, ids=[request.vector_id],
                                                include_values=True)), read=True)
         if not response.vectors:
@@ -712,7 +712,7 @@ class RouterCore:
 
         async def update(_record, address: str, ref: node_pb2.ShardRef):
             write.shard.CopyFrom(ref)
-            return await self.shards.call(address, "Write", write)
+            return await self.shards.write(address, write)
         await self.on_shard(record.tenant_id, record.name,
                             shard_of(request.vector_id, record.shard_count), update)
         updated = await self.get_vector(current)
@@ -733,7 +733,7 @@ class RouterCore:
         while shard < record.shard_count and len(vectors) < page_size:
             response = await self.on_shard(
                 record.tenant_id, record.name, shard,
-                lambda _r, address, ref: self.shards.call(address, "List", node_pb2.ListRequest(
+                lambda _r, address, ref: self.shards.list(address, node_pb2.ListRequest(
                     shard=ref, after_label=after, limit=page_size - len(vectors),
                     include_values=request.include_values)), read=True)
             for vector in response.vectors:
@@ -748,9 +748,11 @@ class RouterCore:
         total = counts
         return pb.ListVectorsResponse(vectors=vectors, next_page_token=token, total_count=total)
 
-    async def _per_shard_ids(self, tenant_id: str, dataset_id: str, vector_ids, method: str
+    async def _per_shard_ids(self, tenant_id: str, dataset_id: str, vector_ids,
+                             send: Callable[[str, node_pb2.IdsRequest],
+                                            Awaitable[node_pb2.IdsResponse]]
                              ) -> tuple[int, int]:
-        """Runs an id-list RPC on every shard the ids live on; returns summed (affected,
+        """Runs an id-list RPC (`send`, a ShardClient method) on every shard the ids live on; returns summed (affected,
         not_found). Per shard, not atomic across shards (soft delete and restore are
         reversible, so they do not pay for 2PC)."""
         record = await self.dataset(tenant_id, dataset_id)
@@ -768,8 +770,8 @@ class RouterCore:
 
         async def one(shard: int, batch: list[str]):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, method, node_pb2.IdsRequest(
+                                       lambda _r, address, ref: send(
+                                           address, node_pb2.IdsRequest(
                                                shard=ref, ids=batch)))
         results = await asyncio.gather(*(one(s, b) for s, b in by_shard.items()))
         return sum(r.affected for r in results), sum(r.not_found for r in results)
@@ -777,13 +779,13 @@ class RouterCore:
     async def soft_delete_vectors(self, request: pb.SoftDeleteVectorsRequest
                                   ) -> pb.SoftDeleteVectorsResponse:
         done, missing = await self._per_shard_ids(request.tenant_id, request.dataset_id,
-                                                  request.vector_ids, "SoftDelete")
+                                                  request.vector_ids, self.shards.soft_delete)
         return pb.SoftDeleteVectorsResponse(soft_deleted_count=done, not_found_count=missing)
 
     async def restore_vectors(self, request: pb.RestoreVectorsRequest
                               ) -> pb.RestoreVectorsResponse:
         done, missing = await self._per_shard_ids(request.tenant_id, request.dataset_id,
-                                                  request.vector_ids, "Restore")
+                                                  request.vector_ids, self.shards.restore)
         return pb.RestoreVectorsResponse(restored_count=done, not_found_count=missing)
 
     async def compact_dataset(self, request: pb.CompactDatasetRequest
@@ -793,8 +795,8 @@ class RouterCore:
 
         async def one(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "Compact",
+                                       lambda _r, address, ref: self.shards.compact(
+                                           address,
                                            node_pb2.CompactRequest(shard=ref)))
         reports = await asyncio.gather(*(one(s) for s in range(record.shard_count)))
         purged = sum(r.purged for r in reports)
@@ -877,8 +879,8 @@ class RouterCore:
     async def _search_shard(self, record: DatasetRecord, shard: int, plan: "_SearchPlan"
                             ) -> node_pb2.ShardSearchResponse:
         return await self.on_shard(record.tenant_id, record.name, shard,
-                                   lambda _r, address, ref: self.shards.call(
-                                       address, "Search", node_pb2.ShardSearchRequest(
+                                   lambda _r, address, ref: self.shards.search(
+                                       address, node_pb2.ShardSearchRequest(
                                            shard=ref, **plan.fields)), read=True)
 
     def _merge_search(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
@@ -961,8 +963,8 @@ class RouterCore:
 
         async def search(shard: int):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.call(
-                                           address, "TextSearch", node_pb2.ShardTextSearchRequest(
+                                       lambda _r, address, ref: self.shards.text_search(
+                                           address, node_pb2.ShardTextSearchRequest(
                                                shard=ref, query_text=text, top_k=top_k,
                                                include_content=options.include_content,
                                                include_metadata=options.include_metadata,
@@ -1108,7 +1110,9 @@ class RouterCore:
         try:
             status = await self.meta.leader_status()
             dependencies["meta"] = f"leader {status.leader_raft_address}, term {status.raft_term}"
-            registered, live = set(status.registered_nodes), set(status.live_nodes)
+            drained = {n for n, r in self.catalog.state.nodes.items() if r.state == "drained"}
+            registered = set(status.registered_nodes) - drained
+            live = set(status.live_nodes)
             dependencies["nodes"] = f"{len(live & registered)}/{len(registered)} live"
             if len(registered) < self.min_nodes:
                 healthy = False

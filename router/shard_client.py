@@ -1,8 +1,13 @@
-"""The interface the router core needs from shard nodes, and its gRPC implementation."""
+"""The interface the router core needs from shard nodes, and its gRPC implementation.
+
+One method per ShardNode RPC the router sends (proto/node.proto), each typed by its request
+and response messages, so a misspelt RPC is an AttributeError at import-time tests rather than
+a string that fails on the wire. The replication RPCs between nodes (Replicate, FetchOps) and
+the node's own Status are not the router's business and are not here."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 import grpc
 
@@ -17,11 +22,42 @@ _SERVICE = node_pb2.DESCRIPTOR.services_by_name["ShardNode"]
 
 
 class ShardClient(Protocol):
-    async def call(self, address: str, method: str, request): ...
+    """What the router core, the 2PC coordinator and the operator's view send to a node. Every
+    method raises a `tributary.errors.TributaryError` (mapped from the node's status) on
+    failure; a call that was never sent because the channel was reconnecting is retried once."""
+
+    async def write(self, address: str, request: node_pb2.WriteRequest
+                    ) -> node_pb2.WriteResponse: ...
+    async def get(self, address: str, request: node_pb2.GetRequest
+                  ) -> node_pb2.GetResponse: ...
+    async def search(self, address: str, request: node_pb2.ShardSearchRequest
+                     ) -> node_pb2.ShardSearchResponse: ...
+    async def text_search(self, address: str, request: node_pb2.ShardTextSearchRequest
+                          ) -> node_pb2.ShardSearchResponse: ...
+    async def list(self, address: str, request: node_pb2.ListRequest
+                   ) -> node_pb2.ListResponse: ...
+    async def stats(self, address: str, request: node_pb2.ShardStatsRequest
+                    ) -> node_pb2.ShardStatsResponse: ...
+    async def soft_delete(self, address: str, request: node_pb2.IdsRequest
+                          ) -> node_pb2.IdsResponse: ...
+    async def restore(self, address: str, request: node_pb2.IdsRequest
+                      ) -> node_pb2.IdsResponse: ...
+    async def compact(self, address: str, request: node_pb2.CompactRequest
+                      ) -> node_pb2.CompactResponse: ...
+    async def drop_shard(self, address: str, request: node_pb2.DropShardRequest
+                         ) -> node_pb2.DropShardResponse: ...
+    async def prepare(self, address: str, request: node_pb2.PrepareRequest
+                      ) -> node_pb2.PrepareResponse: ...
+    async def commit(self, address: str, request: node_pb2.TxnRequest
+                     ) -> node_pb2.TxnResponse: ...
+    async def abort(self, address: str, request: node_pb2.TxnRequest
+                    ) -> node_pb2.TxnResponse: ...
+    async def copy_status(self, address: str, request: node_pb2.CopyStatusRequest
+                          ) -> node_pb2.CopyStatusResponse: ...
 
 
 class GrpcShardClient:
-    """One channel per node address, reused across requests."""
+    """One channel per node address, reused across requests. Implements `ShardClient`."""
 
     def __init__(self, token: ClusterToken | None = None):
         self._token = token
@@ -36,24 +72,67 @@ class GrpcShardClient:
             stub = self._stubs[address] = cluster_auth.stub(_SERVICE, channel, self._token)
         return stub
 
-    async def call(self, address: str, method: str, request):
-        rpc = getattr(self._stub(address), method)
-        try:
-            return await rpc(request, timeout=limits.node_rpc_timeout_ms / 1000)
-        except grpc.aio.AioRpcError as exc:
-            if not _never_sent(exc):
-                raise errors.from_wire(exc.code(), exc.details()) from None
-        # The channel was still backing off from a peer that restarted, so the call was never
-        # sent. Waiting for the channel (briefly) is then safe for every method, even writes.
-        try:
-            return await rpc(request, timeout=limits.grpc_reconnect_backoff_max_ms / 1000 * 2,
-                             wait_for_ready=True)
-        except grpc.aio.AioRpcError as exc:
-            raise errors.from_wire(exc.code(), exc.details()) from None
+    async def write(self, address, request):
+        return await _send(self._stub(address).Write, request)
+
+    async def get(self, address, request):
+        return await _send(self._stub(address).Get, request)
+
+    async def search(self, address, request):
+        return await _send(self._stub(address).Search, request)
+
+    async def text_search(self, address, request):
+        return await _send(self._stub(address).TextSearch, request)
+
+    async def list(self, address, request):
+        return await _send(self._stub(address).List, request)
+
+    async def stats(self, address, request):
+        return await _send(self._stub(address).Stats, request)
+
+    async def soft_delete(self, address, request):
+        return await _send(self._stub(address).SoftDelete, request)
+
+    async def restore(self, address, request):
+        return await _send(self._stub(address).Restore, request)
+
+    async def compact(self, address, request):
+        return await _send(self._stub(address).Compact, request)
+
+    async def drop_shard(self, address, request):
+        return await _send(self._stub(address).DropShard, request)
+
+    async def prepare(self, address, request):
+        return await _send(self._stub(address).Prepare, request)
+
+    async def commit(self, address, request):
+        return await _send(self._stub(address).Commit, request)
+
+    async def abort(self, address, request):
+        return await _send(self._stub(address).Abort, request)
+
+    async def copy_status(self, address, request):
+        return await _send(self._stub(address).CopyStatus, request)
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+
+
+async def _send(rpc: Callable[..., Awaitable], request):
+    """One call under `node_rpc_timeout_ms`, errors mapped through tributary.errors."""
+    try:
+        return await rpc(request, timeout=limits.node_rpc_timeout_ms / 1000)
+    except grpc.aio.AioRpcError as exc:
+        if not _never_sent(exc):
+            raise errors.from_wire(exc.code(), exc.details()) from None
+    # The channel was still backing off from a peer that restarted, so the call was never
+    # sent. Waiting for the channel (briefly) is then safe for every method, even writes.
+    try:
+        return await rpc(request, timeout=limits.grpc_reconnect_backoff_max_ms / 1000 * 2,
+                         wait_for_ready=True)
+    except grpc.aio.AioRpcError as exc:
+        raise errors.from_wire(exc.code(), exc.details()) from None
 
 
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:

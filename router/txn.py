@@ -29,6 +29,7 @@ from consensus.state import TXN_ABORT, TXN_COMMIT, DatasetRecord
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.metrics import TXN_LATENCY, TXNS
+from router.shard_client import ShardClient
 from tributary import errors, faults, limits
 
 log = logging.getLogger("tributary.router.txn")
@@ -77,7 +78,7 @@ OnShard = Callable[[int, Callable[[str, node_pb2.ShardRef], Awaitable]], Awaitab
 
 
 class Coordinator:
-    def __init__(self, meta: MetaClient, catalog, shards, on_shard_factory):
+    def __init__(self, meta: MetaClient, catalog, shards: ShardClient, on_shard_factory):
         self.meta = meta
         self.catalog = catalog
         self.shards = shards
@@ -91,8 +92,8 @@ class Coordinator:
         on_shard: OnShard = self.on_shard_factory(record)
         if len(batches) == 1 and not idempotency_key:
             (shard, batch), = batches.items()
-            response = await on_shard(shard, lambda address, ref: self.shards.call(
-                address, "Write", node_pb2.WriteRequest(
+            response = await on_shard(shard, lambda address, ref: self.shards.write(
+                address, node_pb2.WriteRequest(
                     shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
                     existing=existing, upsert_values=batch.values)))
             return BatchOutcome(response.inserted, response.skipped, response.deleted,
@@ -127,8 +128,8 @@ class Coordinator:
         started = time.perf_counter()
 
         async def prepare(shard: int, batch: ShardBatch):
-            return shard, await on_shard(shard, lambda address, ref: self.shards.call(
-                address, "Prepare", node_pb2.PrepareRequest(
+            return shard, await on_shard(shard, lambda address, ref: self.shards.prepare(
+                address, node_pb2.PrepareRequest(
                     txn_id=txn_id, shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
                     existing=existing, participants=participants,
                     upsert_values=batch.values)))
@@ -150,7 +151,7 @@ class Coordinator:
         if refusal is not None:
             move(ABORTING)
             await self._record(txn_id, TXN_ABORT, participants, "", "")
-            await self._phase_two(batches, txn_id, "Abort", on_shard)
+            await self._phase_two(batches, txn_id, TXN_ABORT, on_shard)
             move(ABORTED)
             TXNS.labels("aborted").inc()
             if isinstance(refusal, errors.TributaryError):
@@ -163,7 +164,7 @@ class Coordinator:
         faults.crash_point(faults.ROUTER_AFTER_DECISION)
         if result["decision"] != TXN_COMMIT:
             move(ABORTING)
-            await self._phase_two(batches, txn_id, "Abort", on_shard)
+            await self._phase_two(batches, txn_id, TXN_ABORT, on_shard)
             move(ABORTED)
             if result.get("duplicate_of"):
                 # A retry of a batch that already committed: answer as the first time did.
@@ -174,7 +175,7 @@ class Coordinator:
                                  "could commit; retry")
         move(COMMITTING)
         commit_started = time.perf_counter()
-        await self._phase_two(batches, txn_id, "Commit", on_shard, crash_midway=True)
+        await self._phase_two(batches, txn_id, TXN_COMMIT, on_shard, crash_midway=True)
         TXN_LATENCY.labels("commit").observe(time.perf_counter() - commit_started)
         move(COMMITTED)
         TXNS.labels("committed").inc()
@@ -195,14 +196,17 @@ class Coordinator:
                 f"could not record the decision of transaction {txn_id} ({exc.message}); its "
                 "outcome is unknown: retry with the same Idempotency-Key to learn it") from None
 
-    async def _phase_two(self, batches: dict[int, ShardBatch], txn_id: str, method: str,
+    async def _phase_two(self, batches: dict[int, ShardBatch], txn_id: str, decision: str,
                          on_shard: OnShard, crash_midway: bool = False) -> None:
+        """Sends the recorded `decision` (TXN_COMMIT or TXN_ABORT) to every participant."""
         shards = sorted(batches)
+        send_decision = self.shards.commit if decision == TXN_COMMIT else self.shards.abort
+        method = "Commit" if decision == TXN_COMMIT else "Abort"
 
         async def send(shard: int) -> None:
             try:
-                await on_shard(shard, lambda address, ref: self.shards.call(
-                    address, method, node_pb2.TxnRequest(txn_id=txn_id, shard=ref)))
+                await on_shard(shard, lambda address, ref: send_decision(
+                    address, node_pb2.TxnRequest(txn_id=txn_id, shard=ref)))
             except errors.TributaryError as exc:
                 # Unreachable participants apply the recorded decision on recovery.
                 log.warning("%s of txn %s on shard %d deferred to recovery: %s", method,

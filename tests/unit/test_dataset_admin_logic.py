@@ -208,7 +208,14 @@ class FakeShards:
         self.data: dict[tuple[str, int], dict[str, float]] = {}
         self.calls: list[tuple[str, str]] = []
 
-    async def call(self, address, method, request):
+    # The two ShardClient methods these tests reach (router/shard_client.py).
+    async def stats(self, address, request):
+        return self._answer("Stats", request)
+
+    async def search(self, address, request):
+        return self._answer("Search", request)
+
+    def _answer(self, method, request):
         key = (request.shard.dataset_uuid, request.shard.shard)
         self.calls.append((method, request.shard.dataset_uuid))
         rows = self.data.get(key, {})
