@@ -32,6 +32,8 @@ from consensus import commands, tenancy
 from proto import admin_pb2, admin_pb2_grpc
 from proto import deeplake_service_pb2 as pb
 from router import auth, cluster_admin
+from router.http_common import CORE, read_json_body
+from router.quotas import QuotaEnforcer
 from tributary import errors, limits, validation
 
 PREFIX = "/admin"
@@ -42,7 +44,6 @@ def _now_ms() -> int:
 
 
 def _guarded(request: web.Request):
-    from router.rest import CORE
     return request.app[CORE]
 
 
@@ -53,8 +54,7 @@ def _check_admin(write: bool) -> None:
 
 
 async def _doc(request: web.Request) -> dict:
-    from router.rest import _body
-    return await _body(request)
+    return await read_json_body(request)
 
 
 def tenant_doc(state, record) -> dict:
@@ -114,7 +114,6 @@ class AdminOps:
         self.core = getattr(guarded, "raw", guarded)
         quotas = getattr(guarded, "quotas", None)
         if quotas is None:
-            from router.quotas import QuotaEnforcer
             quotas = QuotaEnforcer(self.core)
         self.quotas = quotas
 

@@ -8,12 +8,12 @@ Two layers, so that both adapters enforce the same rules and a new route cannot 
    verify), then refuse, before any body is parsed, what the route alone says is out of scope
    (403 PERMISSION_DENIED): an admin route for a non-admin, a write route for a read-only
    credential, a tenant header naming another tenant, a path dataset outside an allow-list.
-2. `GuardedCore`, which wraps `RouterCore`: every core call names its request message, so it
-   fills the tenant from the credential (a different tenant_id in the body is 403), checks the
-   dataset allow-list against every dataset the request names, checks field sizes
-   (router/input_guard.py), then asks router/quotas.py to admit it (tenant status, rate,
-   concurrency and size quotas: 403 / 429). A core method the table `OPS` does not describe is
-   admin-only while auth is on (fail closed).
+2. The admission step (router/admission.py), driven by each operation's descriptor
+   (router/operations.py): it fills the tenant from the credential (a different tenant_id in
+   the body is 403) and checks the dataset allow-list against every dataset the request names
+   with the checks below (`resolve_tenant`, `check_write`, `check_dataset`), then runs the
+   input guard and the quotas. A core coroutine without a descriptor is admin-only while auth
+   is on (fail closed).
 
 Credentials:
 - API keys `trb_<12 hex id>_<43 chars>` (256 random bits) are created by the admin API and
@@ -35,23 +35,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
-import functools
 import hashlib
 import hmac
-import inspect
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import grpc
 from aiohttp import web
 
 from consensus import tenancy
-from consensus.state import DEFAULT_TENANT
-from proto import deeplake_service_pb2 as pb
+from router import operations
+from router.http_common import CORE
 from tributary.netaddr import is_loopback
 from tributary import errors, limits, validation
 
@@ -369,9 +367,10 @@ def _bearer(authorization: str | None, api_key: str | None) -> str | None:
 
 # ---- what a route or RPC needs, before its body is parsed ---------------------------------------
 
-READ_RPCS = {"GetDataset", "ListDatasets", "GetDatasetStats", "GetVector", "ListVectors",
-             "SearchVectors", "SearchByText", "HybridSearch", "MultiDatasetSearch", "Check",
-             "GetMetrics"}
+# The gRPC methods a read-only credential may call: the read operations' (router/operations.py)
+# and health's. Any other method needs write access, so a new RPC defaults to needing it.
+READ_RPCS = frozenset({op.grpc_method for op in operations.OPERATIONS
+                       if op.grpc_method and not op.writes} | {"Check", "GetMetrics"})
 
 
 def is_read_route(method: str, canonical: str) -> bool:
@@ -425,8 +424,6 @@ def _render(exc: errors.TributaryError) -> web.Response:
 @web.middleware
 async def rest_middleware(request: web.Request, handler):
     """Authenticates, checks the route's scope, and renders 401/403/429 with their headers."""
-    from router.rest import CORE
-
     authenticator = getattr(request.app.get(CORE), "authenticator", None)
     resource = request.match_info.route.resource
     # Exemption follows the route the request matched (its template), not the raw path.
@@ -523,221 +520,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(streaming, **codec)
         return grpc.stream_stream_rpc_method_handler(streaming, **codec)
-
-
-# ---- the core wrapper ---------------------------------------------------------------------------
-
-def _one(request) -> list[str]:
-    return [request.dataset_id]
-
-
-@dataclass(frozen=True)
-class Op:
-    """What a core method does, for authorization and quotas."""
-
-    write: bool
-    datasets: Callable[[Any], list[str]] = _one
-    query: bool = False
-    # Vectors or ids one call carries (max_batch_size), 0 when not a batch.
-    batch: Callable[[Any], int] = field(default=lambda request: 0)
-
-
-OPS: dict[str, Op] = {
-    "create_dataset": Op(True, lambda r: [r.name]),
-    "get_dataset": Op(False),
-    "list_datasets": Op(False, lambda r: []),
-    "update_dataset": Op(True),
-    "delete_dataset": Op(True),
-    "get_dataset_stats": Op(False),
-    "compact_dataset": Op(True),
-    "insert_vectors": Op(True, batch=lambda r: len(r.vectors)),
-    "insert_vector": Op(True, batch=lambda r: 1),
-    "update_vector": Op(True, batch=lambda r: 1),
-    "get_vector": Op(False),
-    "delete_vector": Op(True, batch=lambda r: 1),
-    "delete_vectors": Op(True, batch=lambda r: len(r.vector_ids)),
-    "soft_delete_vectors": Op(True, batch=lambda r: len(r.vector_ids)),
-    "restore_vectors": Op(True, batch=lambda r: len(r.vector_ids)),
-    "list_vectors": Op(False),
-    "search_vectors": Op(False, query=True),
-    "search_by_text": Op(False, query=True),
-    "hybrid_search": Op(False, query=True),
-    "multi_dataset_search": Op(False, lambda r: list(r.dataset_ids), query=True),
-}
-# Async generators over one request (the WebSocket search stream).
-STREAM_OPS: dict[str, Op] = {
-    "search_vectors_stream": Op(False, query=True),
-}
-# Core members served as they are: health is exempt; helpers are not operations.
-PASSTHROUGH = {"health"}
-
-
-class GuardedCore:
-    """RouterCore behind authorization, input checks and quotas. The adapters hold this object
-    where they held the core; `raw` is the core itself (for the admin API)."""
-
-    def __init__(self, core, authenticator: Authenticator, quotas=None):
-        self.raw = core
-        self.authenticator = authenticator
-        self.quotas = quotas
-
-    def principal(self) -> Principal:
-        principal = _PRINCIPAL.get()
-        if principal is None:
-            # Reached without passing an adapter's edge: only acceptable with auth off.
-            if not self.authenticator.enabled:
-                return OPEN
-            raise errors.Unauthenticated("missing credentials")
-        return principal
-
-    def __getattr__(self, name: str):
-        attr = getattr(self.raw, name)
-        if name in OPS:
-            return functools.partial(self._call, name, OPS[name], attr)
-        if name in STREAM_OPS:
-            return functools.partial(self._stream, name, STREAM_OPS[name], attr)
-        if name == "bulk_insert_vectors":
-            return functools.partial(self._bulk, attr)
-        if name == "service_stats":
-            return self._service_stats
-        if name in PASSTHROUGH or name.startswith("_"):
-            return attr
-        # A core operation this table does not know yet: admin-only while auth is on.
-        if inspect.iscoroutinefunction(attr):
-            return functools.partial(self._admin_only, name, attr)
-        if inspect.isasyncgenfunction(attr):
-            return functools.partial(self._admin_only_stream, name, attr)
-        return attr
-
-    def _check_admin_only(self, name: str) -> None:
-        if self.principal().kind == "tenant":
-            raise errors.PermissionDenied(f"'{name}' is not open to tenant credentials yet")
-
-    async def _admin_only(self, name, method, *args, **kwargs):
-        self._check_admin_only(name)
-        return await method(*args, **kwargs)
-
-    async def _admin_only_stream(self, name, method, *args, **kwargs):
-        self._check_admin_only(name)
-        async for item in method(*args, **kwargs):
-            yield item
-
-    async def _service_stats(self):
-        stats = await self.raw.service_stats()
-        principal = self.principal()
-        if principal.kind != "tenant":
-            return stats
-        # A tenant sees its own numbers, never other tenants' names or counts.
-        mine = stats.get("datasets_per_tenant", {}).get(principal.tenant_id, 0)
-        stats = {k: v for k, v in stats.items()
-                 if k not in ("datasets_per_tenant", "tenants", "datasets", "catalog_version")}
-        stats.update(tenant_id=principal.tenant_id, datasets=mine)
-        return stats
-
-    async def _admit(self, name: str, op: Op, request):
-        """Every check before the core runs; returns (principal, tenant, quota slot)."""
-        from router import input_guard
-
-        principal = self.principal()
-        tenant = resolve_tenant(principal, request.tenant_id)
-        if principal.kind == "tenant":
-            request.tenant_id = tenant
-        tenant = validation.check_name(tenant or DEFAULT_TENANT, "tenant id")
-        if op.write:
-            check_write(principal, name)
-        for dataset in op.datasets(request):
-            check_dataset(principal, dataset, op.write)
-        _check_embedded_tenants(name, request, tenant)
-        input_guard.check_request(name, request)
-        slot = None
-        if self.quotas is not None:
-            try:
-                slot = await self.quotas.admit(tenant, name, op, request)
-            except errors.ResourceExhausted as exc:
-                set_retry_after(exc)
-                raise
-        return principal, tenant, slot
-
-    async def _call(self, name: str, op: Op, method, request, *args, **kwargs):
-        principal, tenant, slot = await self._admit(name, op, request)
-        try:
-            result = await method(request, *args, **kwargs)
-            if slot is not None:
-                slot.succeeded(result)
-        finally:
-            if slot is not None:
-                slot.release()
-        if name == "list_datasets" and principal.datasets is not None:
-            result = self._filter_listing(result, request, principal, tenant)
-        return result
-
-    async def _stream(self, name: str, op: Op, method, request, *args, **kwargs):
-        _, _, slot = await self._admit(name, op, request)
-        try:
-            async for item in method(request, *args, **kwargs):
-                yield item
-        finally:
-            if slot is not None:
-                slot.release()
-
-    async def _bulk(self, method, batches, *args, **kwargs):
-        """A client stream of InsertVectorsRequest batches: each batch is admitted like one
-        InsertVectors call (tenant, allow-list, sizes, quotas) as the core pulls it."""
-        op = OPS["insert_vectors"]
-        held: dict[str, Any] = {"slot": None, "first": None, "size": 0}
-
-        def finish_previous(succeeded: bool) -> None:
-            slot = held["slot"]
-            if slot is not None:
-                if succeeded:
-                    slot.succeeded(pb.InsertVectorsResponse(inserted_count=held["size"]))
-                slot.release()
-                held["slot"] = None
-
-        async def checked():
-            async for batch in batches:
-                # The core pulls batch n+1 only after batch n committed.
-                finish_previous(True)
-                first = held["first"] = held["first"] or batch
-                if not batch.dataset_id:
-                    batch.dataset_id = first.dataset_id
-                if not batch.tenant_id:
-                    batch.tenant_id = first.tenant_id
-                _, _, held["slot"] = await self._admit("insert_vectors", op, batch)
-                held["size"] = len(batch.vectors)
-                yield batch
-
-        try:
-            result = await method(checked(), *args, **kwargs)
-            finish_previous(True)
-            return result
-        finally:
-            finish_previous(False)
-
-    def _filter_listing(self, result, request, principal: Principal, tenant: str):
-        """A dataset allow-list also narrows the listing (and its counts and pages)."""
-        allowed = [r for r in self.raw.catalog.state.datasets_of(tenant)
-                   if r.name in principal.datasets]
-        page_size = request.page_size or limits.list_page_size_max
-        after = [r for r in allowed if r.name > request.page_token]
-        page = after[:page_size]
-        return pb.ListDatasetsResponse(
-            datasets=[self.raw.to_dataset_pb(r) for r in page], total_count=len(allowed),
-            next_page_token=page[-1].name if len(after) > page_size and page else "")
-
-
-def _check_embedded_tenants(name: str, request, tenant: str) -> None:
-    """Vectors carry a tenant_id field too; one naming another tenant is refused."""
-    vectors = []
-    if name == "insert_vectors":
-        vectors = list(request.vectors)
-    elif name == "insert_vector" or name == "update_vector":
-        vectors = [request.vector]
-    for vector in vectors:
-        if vector.tenant_id and vector.tenant_id != tenant:
-            raise errors.PermissionDenied(f"vector '{vector.id}' names tenant "
-                                          f"'{vector.tenant_id}'; the request acts for "
-                                          f"tenant '{tenant}'")
 
 
 def set_retry_after(exc: errors.ResourceExhausted) -> None:

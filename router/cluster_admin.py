@@ -19,13 +19,13 @@ from aiohttp import web
 
 from proto import node_pb2
 from router import auth
+from router.http_common import CORE
 from tributary import errors, limits, validation
 
 PREFIX = "/admin"
 
 
 def _core(request: web.Request):
-    from router.rest import CORE
     guarded = request.app[CORE]
     return getattr(guarded, "raw", guarded)
 

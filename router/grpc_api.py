@@ -1,5 +1,6 @@
-"""gRPC adapter (grpc.aio) for deeplake.v1. Each RPC calls one RouterCore method; errors map
-through tributary.errors, with the same message REST puts in its body."""
+"""gRPC adapter (grpc.aio) for deeplake.v1. Each RPC calls the core through the admission step
+with its operation's descriptor (router/operations.py); errors map through tributary.errors,
+with the same message REST puts in its body."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from prometheus_client import generate_latest
 
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
-from router.core import RouterCore
+from router import operations
+from router.admission import GuardedCore
 from router.metrics import REQUEST_LATENCY, REQUESTS
 from tributary import errors
 
@@ -141,15 +143,18 @@ async def _responses(result):
         await result
 
 
-def _rpc(core_method_name: str, idempotent_writes: bool = False):
+def _rpc(operation: operations.Operation, idempotent_writes: bool = False):
+    """The servicer method for a unary `operation`."""
+    name = operation.name
+
     async def handler(self, request, context):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            method = getattr(self.core, core_method_name)
             if idempotent_writes:
-                return await _within_deadline(context, method(request, _idempotency_key(context)))
-            return await _within_deadline(context, method(request))
+                return await _within_deadline(context, self.core.run(
+                    operation, request, _idempotency_key(context)))
+            return await _within_deadline(context, self.core.run(operation, request))
         except errors.TributaryError as exc:
             code = exc.grpc_code
             await context.abort(exc.grpc_code, exc.message)
@@ -157,11 +162,11 @@ def _rpc(core_method_name: str, idempotent_writes: bool = False):
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code = grpc.StatusCode.INTERNAL
-            log.exception("unhandled error in %s", core_method_name)
+            log.exception("unhandled error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
-            REQUESTS.labels("grpc", core_method_name, code.name).inc()
-            REQUEST_LATENCY.labels("grpc", core_method_name).observe(
+            REQUESTS.labels("grpc", name, code.name).inc()
+            REQUEST_LATENCY.labels("grpc", name).observe(
                 time.perf_counter() - started)
     return handler
 
@@ -171,61 +176,61 @@ async def _unimplemented(self, request, context):
 
 
 class DatasetService(pb_grpc.DatasetServiceServicer):
-    def __init__(self, core: RouterCore):
+    def __init__(self, core: GuardedCore):
         self.core = core
 
-    CreateDataset = _rpc("create_dataset")
-    GetDataset = _rpc("get_dataset")
-    ListDatasets = _rpc("list_datasets")
-    DeleteDataset = _rpc("delete_dataset")
-    CompactDataset = _rpc("compact_dataset")
+    CreateDataset = _rpc(operations.CREATE_DATASET)
+    GetDataset = _rpc(operations.GET_DATASET)
+    ListDatasets = _rpc(operations.LIST_DATASETS)
+    DeleteDataset = _rpc(operations.DELETE_DATASET)
+    CompactDataset = _rpc(operations.COMPACT_DATASET)
     # proto3 cannot send "" or {} on purpose: an empty description or metadata map keeps the
     # stored one (REST can clear them with an explicit "" / {}).
-    UpdateDataset = _rpc("update_dataset")
-    GetDatasetStats = _rpc("get_dataset_stats")
+    UpdateDataset = _rpc(operations.UPDATE_DATASET)
+    GetDatasetStats = _rpc(operations.GET_DATASET_STATS)
 
 
 class VectorService(pb_grpc.VectorServiceServicer):
-    def __init__(self, core: RouterCore):
+    def __init__(self, core: GuardedCore):
         self.core = core
 
     async def BulkInsertVectors(self, request_iterator, context):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await _within_deadline(context, self.core.bulk_insert_vectors(
-                request_iterator, _idempotency_key(context)))
+            return await _within_deadline(context, self.core.bulk(
+                operations.BULK_INSERT_VECTORS, request_iterator, _idempotency_key(context)))
         except errors.TributaryError as exc:
             code = exc.grpc_code
             await context.abort(exc.grpc_code, exc.message)
         finally:
-            REQUESTS.labels("grpc", "bulk_insert_vectors", code.name).inc()
-            REQUEST_LATENCY.labels("grpc", "bulk_insert_vectors").observe(
+            REQUESTS.labels("grpc", operations.BULK_INSERT_VECTORS.name, code.name).inc()
+            REQUEST_LATENCY.labels("grpc", operations.BULK_INSERT_VECTORS.name).observe(
                 time.perf_counter() - started)
 
-    InsertVector = _rpc("insert_vector")
-    InsertVectors = _rpc("insert_vectors", idempotent_writes=True)
-    GetVector = _rpc("get_vector")
-    DeleteVector = _rpc("delete_vector")
-    DeleteVectors = _rpc("delete_vectors", idempotent_writes=True)
-    UpdateVector = _rpc("update_vector")
-    SoftDeleteVectors = _rpc("soft_delete_vectors")
-    RestoreVectors = _rpc("restore_vectors")
-    ListVectors = _rpc("list_vectors")
+    InsertVector = _rpc(operations.INSERT_VECTOR)
+    InsertVectors = _rpc(operations.INSERT_VECTORS, idempotent_writes=True)
+    GetVector = _rpc(operations.GET_VECTOR)
+    DeleteVector = _rpc(operations.DELETE_VECTOR)
+    DeleteVectors = _rpc(operations.DELETE_VECTORS, idempotent_writes=True)
+    UpdateVector = _rpc(operations.UPDATE_VECTOR)
+    SoftDeleteVectors = _rpc(operations.SOFT_DELETE_VECTORS)
+    RestoreVectors = _rpc(operations.RESTORE_VECTORS)
+    ListVectors = _rpc(operations.LIST_VECTORS)
 
 
 class SearchService(pb_grpc.SearchServiceServicer):
-    def __init__(self, core: RouterCore):
+    def __init__(self, core: GuardedCore):
         self.core = core
 
-    SearchVectors = _rpc("search_vectors")
-    SearchByText = _rpc("search_by_text")
-    HybridSearch = _rpc("hybrid_search")
-    MultiDatasetSearch = _rpc("multi_dataset_search")
+    SearchVectors = _rpc(operations.SEARCH_VECTORS)
+    SearchByText = _rpc(operations.SEARCH_BY_TEXT)
+    HybridSearch = _rpc(operations.HYBRID_SEARCH)
+    MultiDatasetSearch = _rpc(operations.MULTI_DATASET_SEARCH)
 
 
 class HealthService(pb_grpc.HealthServiceServicer):
-    def __init__(self, core: RouterCore):
+    def __init__(self, core: GuardedCore):
         self.core = core
 
     async def Check(self, request, context):
@@ -236,7 +241,7 @@ class HealthService(pb_grpc.HealthServiceServicer):
         return pb.GetMetricsResponse(prometheus_text=generate_latest().decode())
 
 
-def add_services(server: grpc.aio.Server, core: RouterCore) -> None:
+def add_services(server: grpc.aio.Server, core: GuardedCore) -> None:
     pb_grpc.add_DatasetServiceServicer_to_server(DatasetService(core), server)
     pb_grpc.add_VectorServiceServicer_to_server(VectorService(core), server)
     pb_grpc.add_SearchServiceServicer_to_server(SearchService(core), server)

@@ -80,15 +80,9 @@ def _check_description(description: str) -> None:
                                      f"{limits.description_bytes_max} bytes")
 
 
-def check_request(name: str, request) -> None:
-    """Field checks the core does not make, for both adapters (called by GuardedCore)."""
-    if name in ("create_dataset", "update_dataset"):
-        _check_description(request.description)
-    if name == "insert_vectors":
-        for position, vector in enumerate(request.vectors):
-            _check_vector_strings(vector, position)
-    elif name in ("insert_vector", "update_vector"):
-        _check_vector_strings(request.vector, 0)
+def check_common(request) -> None:
+    """The checks every operation's request gets, by the fields it has: a query vector longer
+    than dimensions_max, NaN/Inf in a search's float options or in a hybrid search's alpha."""
     query_vector = getattr(request, "query_vector", None)
     if query_vector is not None and len(query_vector) > limits.dimensions_max:
         raise errors.InvalidArgument(f"query_vector has {len(query_vector)} values, more than "
@@ -101,3 +95,28 @@ def check_request(name: str, request) -> None:
     alpha = getattr(request, "alpha", None)
     if isinstance(alpha, float) and not math.isfinite(alpha):
         raise errors.InvalidArgument("alpha is NaN or Inf")
+
+
+def check_dataset_fields(request) -> None:
+    """CreateDataset and UpdateDataset: the description's size."""
+    _check_description(request.description)
+    check_common(request)
+
+
+def check_vector_batch(request) -> None:
+    """InsertVectors (and each BulkInsertVectors batch): every vector's short strings."""
+    for position, vector in enumerate(request.vectors):
+        _check_vector_strings(vector, position)
+    check_common(request)
+
+
+def check_one_vector(request) -> None:
+    """InsertVector and UpdateVector: the vector's short strings."""
+    _check_vector_strings(request.vector, 0)
+    check_common(request)
+
+
+def check_request(operation, request) -> None:
+    """The input checks of `operation` (a router/operations.py descriptor) on `request`; the
+    admission step (router/admission.py) runs them for both adapters."""
+    operation.validate(request)

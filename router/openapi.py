@@ -21,6 +21,9 @@ from aiohttp import web
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from proto import deeplake_service_pb2 as pb
+from router.admin import extend_openapi as extend_admin_openapi
+from router.core import IMMUTABLE_DATASET_FIELDS
+from router.http_common import DATASET_OUTPUT_ONLY, INT64_FIELDS
 from shard.records import UPDATABLE_FIELDS
 from tributary import __version__, errors, limits
 from shard import filter_parse
@@ -52,10 +55,8 @@ _INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64,
 
 
 def _int64_numbers() -> set[str]:
-    """The int64 fields rest.py renders as numbers (imported late: rest.make_app imports this
-    module)."""
-    from router.rest import _INT64_FIELDS
-    return set(_INT64_FIELDS)
+    """The int64 fields rest.py renders as numbers."""
+    return set(INT64_FIELDS)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -519,9 +520,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 }
 
 # The admin API (/admin/...) and the 401/403/429 of authenticated operations: router/admin.py.
-from router.admin import extend_openapi as _extend_openapi  # noqa: E402
-
-_extend_openapi(OPERATIONS, _STATUS_TEXT, _op)
+extend_admin_openapi(OPERATIONS, _STATUS_TEXT, _op)
 
 
 def _message(name: str):
@@ -561,10 +560,8 @@ def _named_schemas(builder: SchemaBuilder) -> None:
     # The fields rest.split_update_body takes: the changeable ones, the immutable ones (which
     # must keep their values) and the output-only ones (ignored); any other Dataset field is a
     # 400 there, so it is not in the document either.
-    from router.core import IMMUTABLE_DATASET_FIELDS
-    from router.rest import _DATASET_OUTPUT_ONLY
     taken = {"description", "metadata", "tenant_id", *IMMUTABLE_DATASET_FIELDS,
-             *_DATASET_OUTPUT_ONLY}
+             *DATASET_OUTPUT_ONLY}
     update = builder.message_schema(pb.Dataset.DESCRIPTOR, request=True, descriptions={
         "description": "null or absent keeps it; \"\" clears it",
         "metadata": "null or absent keeps it; {} clears it"},
@@ -572,7 +569,7 @@ def _named_schemas(builder: SchemaBuilder) -> None:
     for key in ("description", "metadata"):
         kinds = update["properties"][key]["type"]
         update["properties"][key]["type"] = [kinds, "null"]
-    for key in _DATASET_OUTPUT_ONLY:
+    for key in DATASET_OUTPUT_ONLY:
         update["properties"][key]["description"] = "output-only; ignored"
     for key in IMMUTABLE_DATASET_FIELDS:
         update["properties"][key]["description"] = "immutable; must equal the current value"

@@ -50,9 +50,6 @@ TENANT_REQUESTS = Counter("tributary_tenant_requests_total",
                           "Data-plane requests per tenant by outcome (this router)",
                           ["tenant", "outcome"])
 
-INSERTS = ("insert_vectors", "insert_vector")
-
-
 class RouterCount:
     """How many routers are live, from the meta leader's heartbeat answers."""
 
@@ -202,16 +199,17 @@ class QuotaEnforcer:
             TENANT_REQUESTS.labels(tenant, "denied").inc()
             raise errors.PermissionDenied(refused)
 
-    async def admit(self, tenant: str, name: str, op, request) -> Slot:
-        """Checks status and quotas in order (status, rate, sizes, volume, concurrency); raises
+    async def admit(self, tenant: str, op, request) -> Slot:
+        """Checks status and quotas in order (status, rate, sizes, volume, concurrency) for
+        `request`, whose costs its descriptor `op` (router/operations.py) states; raises
         PermissionDenied or ResourceExhausted, or returns the request's Slot."""
-        self.check_status(tenant, op.write)
+        self.check_status(tenant, op.writes)
         record = self.tenant_record(tenant)
         quotas = dict(record.quotas) if record is not None else {}
         counters = self.counters_of(tenant)
         counters.requests += 1
         counters.queries += int(op.query)
-        counters.writes += int(op.write)
+        counters.writes += int(op.writes)
         routers = self.routers
 
         rate = quotas.get("max_requests_per_second")
@@ -230,7 +228,7 @@ class QuotaEnforcer:
             raise _exhausted(tenant, f"Batch size quota exceeded: {batch} / {limit} vectors "
                                      "per request", 1, counters)
         limit = quotas.get("max_dimension")
-        if name == "create_dataset" and limit is not None and request.dimensions > limit:
+        if op.sets_dimensions and limit is not None and request.dimensions > limit:
             raise _exhausted(tenant, f"Dimension quota exceeded: {request.dimensions} / "
                                      f"{limit} dimensions", 1, counters)
         limit = quotas.get("max_results_per_query")
@@ -243,9 +241,8 @@ class QuotaEnforcer:
         vectors = nbytes = 0
         max_vectors = quotas.get("max_vectors")
         max_bytes = quotas.get("max_storage_bytes")
-        if name in INSERTS and (max_vectors is not None or max_bytes is not None):
-            batch_vectors = list(request.vectors) if name == "insert_vectors" \
-                else [request.vector]
+        if op.adds_vectors and (max_vectors is not None or max_bytes is not None):
+            batch_vectors = list(op.vectors(request))
             dataset = self.core.catalog.state.dataset_by_name(tenant, request.dataset_id)
             vectors = len(batch_vectors)
             nbytes = estimate_bytes(batch_vectors, dataset.dimensions if dataset else 0)

@@ -1,5 +1,7 @@
-"""REST adapter (aiohttp) under /api/v1. Each handler parses, calls one RouterCore method and
-renders the answer. Errors become JSON bodies with the status from tributary.errors."""
+"""REST adapter (aiohttp) under /api/v1. Each handler parses, calls the core through the
+admission step with its operation's descriptor (`core.run(operations.X, request)`, see
+router/operations.py) and renders the answer. Errors become JSON bodies with the status from
+tributary.errors."""
 
 from __future__ import annotations
 
@@ -9,25 +11,22 @@ import logging
 import time
 
 import numpy as np
-import orjson
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import deeplake_service_pb2 as pb
-from router.core import RouterCore
+from router import admin, auth, input_guard, operations
 from router.core import IMMUTABLE_DATASET_FIELDS
+from router.http_common import CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, read_json_body
+from router.http_common import loads  # noqa: F401 - rest.loads parses REST bodies
 from router.metrics import REQUEST_LATENCY, REQUESTS
+from router.openapi import add_openapi_routes
 from tributary import errors, limits, validation
 
 log = logging.getLogger("tributary.router.rest")
 
-# proto3's JSON mapping renders int64 as strings; REST users expect numbers for these.
-_INT64_FIELDS = {"vector_count", "storage_size", "vectors_scanned", "index_hits",
-                 "filtered_results", "total_count", "purged_count", "indexed_count"}
-
-CORE = web.AppKey("core", RouterCore)
 
 
 def to_json(message) -> dict:
@@ -38,37 +37,11 @@ def to_json(message) -> dict:
 
 def _fix_ints(value):
     if isinstance(value, dict):
-        return {k: (int(v) if k in _INT64_FIELDS and isinstance(v, str) else _fix_ints(v))
+        return {k: (int(v) if k in INT64_FIELDS and isinstance(v, str) else _fix_ints(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_fix_ints(v) for v in value]
     return value
-
-
-def loads(raw: bytes):
-    """Parses a JSON body. orjson reads a 14 MB insert batch about 5x faster than json, which
-    made json.loads the largest single cost of REST ingest. What orjson refuses but json
-    accepts (NaN and Infinity literals, numbers beyond a double, lone surrogates, UTF-16/32
-    bodies) goes to json, so those bodies get the answers they always got (a NaN value is still
-    "contains NaN or Inf"). Integers beyond 64 bits read as floats, as RFC 8259 (section 6)
-    allows: only integers up to 2**53 interoperate."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-async def _body(request: web.Request) -> dict:
-    if not request.body_exists:
-        return {}
-    raw = await request.read()
-    try:
-        doc = loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidArgument(f"malformed JSON body: {exc}") from None
-    if not isinstance(doc, dict):
-        raise errors.InvalidArgument("the JSON body must be an object")
-    return doc
 
 
 def _stringify_metadata(doc: dict) -> dict:
@@ -237,9 +210,10 @@ async def error_middleware(request: web.Request, handler):
 
 
 async def create_dataset(request: web.Request) -> web.Response:
-    doc = _stringify_metadata(await _body(request))
+    doc = _stringify_metadata(await read_json_body(request))
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].create_dataset(parse(pb.CreateDatasetRequest, doc))
+    response = await request.app[CORE].run(operations.CREATE_DATASET,
+                                           parse(pb.CreateDatasetRequest, doc))
     return web.json_response(to_json(response), status=201)
 
 
@@ -257,26 +231,26 @@ def _page_size(request: web.Request) -> int:
 
 
 async def list_datasets(request: web.Request) -> web.Response:
-    response = await request.app[CORE].list_datasets(pb.ListDatasetsRequest(
+    response = await request.app[CORE].run(operations.LIST_DATASETS, pb.ListDatasetsRequest(
         tenant_id=_tenant(request), page_size=_page_size(request),
         page_token=request.query.get("page_token", "")))
     return web.json_response(to_json(response))
 
 
 async def get_dataset(request: web.Request) -> web.Response:
-    response = await request.app[CORE].get_dataset(pb.GetDatasetRequest(
+    response = await request.app[CORE].run(operations.GET_DATASET, pb.GetDatasetRequest(
         dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def delete_dataset(request: web.Request) -> web.Response:
-    response = await request.app[CORE].delete_dataset(pb.DeleteDatasetRequest(
+    response = await request.app[CORE].run(operations.DELETE_DATASET, pb.DeleteDatasetRequest(
         dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def insert_vectors(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     vectors = doc.get("vectors")
     if not isinstance(vectors, list):
         raise errors.InvalidArgument("the body must hold a 'vectors' list")
@@ -289,8 +263,8 @@ async def insert_vectors(request: web.Request) -> web.Response:
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
     parsed, values = _parse_insert(doc)
-    response = await request.app[CORE].insert_vectors(parsed, _idempotency_key(request),
-                                                      values=values)
+    response = await request.app[CORE].run(operations.INSERT_VECTORS, parsed,
+                                           _idempotency_key(request), values=values)
     return web.json_response(to_json(response), status=201)
 
 
@@ -361,7 +335,7 @@ def _plain_vectors(vectors: list, request: pb.InsertVectorsRequest) -> np.ndarra
 
 
 async def get_vector(request: web.Request) -> web.Response:
-    response = await request.app[CORE].get_vector(pb.GetVectorRequest(
+    response = await request.app[CORE].run(operations.GET_VECTOR, pb.GetVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
         tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
@@ -371,7 +345,7 @@ async def update_vector(request: web.Request) -> web.Response:
     """PUT a vector (AIP-134): `?update_mask=a,b` names the fields to change, else the fields
     the body names do. Fields not named keep their stored values; a named field that the body
     leaves out (or sends as null) is cleared."""
-    doc = await _body(request)
+    doc = await read_json_body(request)
     present = list(doc)
     # null means "clear", as absence from a body whose mask names the field does.
     doc = {key: value for key, value in doc.items() if value is not None}
@@ -383,14 +357,14 @@ async def update_vector(request: web.Request) -> web.Response:
              if path.strip()]
     if paths:
         update.update_mask.paths.extend(paths)
-    response = await request.app[CORE].update_vector(update, present=present)
+    response = await request.app[CORE].run(operations.UPDATE_VECTOR, update, present=present)
     return web.json_response(to_json(response))
 
 
 async def list_vectors(request: web.Request) -> web.Response:
     page_size = _page_size(request)
     include_values = request.query.get("include_values", "false").lower() in ("1", "true")
-    response = await request.app[CORE].list_vectors(pb.ListVectorsRequest(
+    response = await request.app[CORE].run(operations.LIST_VECTORS, pb.ListVectorsRequest(
         dataset_id=request.match_info["dataset_id"], page_size=page_size,
         page_token=request.query.get("page_token", ""), tenant_id=_tenant(request),
         include_values=include_values))
@@ -398,16 +372,17 @@ async def list_vectors(request: web.Request) -> web.Response:
 
 
 async def soft_delete_vector(request: web.Request) -> web.Response:
-    response = await request.app[CORE].soft_delete_vectors(pb.SoftDeleteVectorsRequest(
-        dataset_id=request.match_info["dataset_id"],
-        vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
+    response = await request.app[CORE].run(
+        operations.SOFT_DELETE_VECTORS, pb.SoftDeleteVectorsRequest(
+            dataset_id=request.match_info["dataset_id"],
+            vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
     if response.soft_deleted_count == 0 and response.not_found_count:
         raise errors.NotFound(f"vector '{request.match_info['vector_id']}' not found")
     return web.json_response(to_json(response))
 
 
 async def restore_vector(request: web.Request) -> web.Response:
-    response = await request.app[CORE].restore_vectors(pb.RestoreVectorsRequest(
+    response = await request.app[CORE].run(operations.RESTORE_VECTORS, pb.RestoreVectorsRequest(
         dataset_id=request.match_info["dataset_id"],
         vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
     if response.restored_count == 0:
@@ -421,34 +396,35 @@ async def restore_vector(request: web.Request) -> web.Response:
 
 
 async def compact_dataset(request: web.Request) -> web.Response:
-    response = await request.app[CORE].compact_dataset(pb.CompactDatasetRequest(
+    response = await request.app[CORE].run(operations.COMPACT_DATASET, pb.CompactDatasetRequest(
         dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def delete_vector(request: web.Request) -> web.Response:
-    response = await request.app[CORE].delete_vector(pb.DeleteVectorRequest(
+    response = await request.app[CORE].run(operations.DELETE_VECTOR, pb.DeleteVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
         tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def delete_vectors(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     ids = doc.get("vector_ids", doc.get("ids"))
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise errors.InvalidArgument("the body must hold a 'vector_ids' list of strings")
-    response = await request.app[CORE].delete_vectors(pb.DeleteVectorsRequest(
+    response = await request.app[CORE].run(operations.DELETE_VECTORS, pb.DeleteVectorsRequest(
         dataset_id=request.match_info["dataset_id"], vector_ids=ids,
         tenant_id=_tenant(request)), _idempotency_key(request))
     return web.json_response(to_json(response))
 
 
 async def search(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].search_vectors(parse(pb.SearchVectorsRequest, doc))
+    response = await request.app[CORE].run(operations.SEARCH_VECTORS,
+                                           parse(pb.SearchVectorsRequest, doc))
     return web.json_response(to_json(response))
 
 
@@ -477,7 +453,7 @@ async def search_stream(request: web.Request) -> web.WebSocketResponse:
             doc.setdefault("tenant_id", _tenant(request))
             query = parse(pb.SearchVectorsRequest, doc)
             previous, done = None, 0
-            async for partial in core.search_vectors_stream(query):
+            async for partial in core.stream(operations.SEARCH_VECTORS_STREAM, query):
                 if previous is not None:
                     await ws.send_json({"type": "partial", "shards_done": done,
                                         **to_json(previous)})
@@ -489,18 +465,20 @@ async def search_stream(request: web.Request) -> web.WebSocketResponse:
 
 
 async def search_text(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].search_by_text(parse(pb.SearchByTextRequest, doc))
+    response = await request.app[CORE].run(operations.SEARCH_BY_TEXT,
+                                           parse(pb.SearchByTextRequest, doc))
     return web.json_response(to_json(response))
 
 
 async def search_hybrid(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].hybrid_search(parse(pb.HybridSearchRequest, doc))
+    response = await request.app[CORE].run(operations.HYBRID_SEARCH,
+                                           parse(pb.HybridSearchRequest, doc))
     return web.json_response(to_json(response))
 
 
@@ -517,9 +495,6 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CORE].service_stats())
 
 
-# Output-only fields of a GET /datasets/{id} answer: ignored by PUT, so a client may send back
-# the dataset it read with a new description or metadata.
-_DATASET_OUTPUT_ONLY = ("vector_count", "storage_size", "created_at", "updated_at")
 
 
 def split_update_body(doc: dict) -> tuple[dict, dict, bool, bool]:
@@ -530,7 +505,7 @@ def split_update_body(doc: dict) -> tuple[dict, dict, bool, bool]:
     immutable = {k: doc.pop(k) for k in list(doc) if k in IMMUTABLE_DATASET_FIELDS}
     if "dataset_id" in doc:
         immutable["id"] = doc.pop("dataset_id")
-    for key in _DATASET_OUTPUT_ONLY:
+    for key in DATASET_OUTPUT_ONLY:
         doc.pop(key, None)
     unknown = sorted(set(doc) - {"description", "metadata", "tenant_id"})
     if unknown:
@@ -544,34 +519,39 @@ def split_update_body(doc: dict) -> tuple[dict, dict, bool, bool]:
 
 
 async def update_dataset(request: web.Request) -> web.Response:
-    doc, immutable, clear_description, clear_metadata = split_update_body(await _body(request))
+    doc, immutable, clear_description, clear_metadata = split_update_body(
+        await read_json_body(request))
     doc["dataset_id"] = request.match_info["dataset_id"]
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].update_dataset(
+    response = await request.app[CORE].run(
+        operations.UPDATE_DATASET,
         parse(pb.UpdateDatasetRequest, doc), clear_description=clear_description,
         clear_metadata=clear_metadata, immutable=immutable)
     return web.json_response(to_json(response))
 
 
 async def get_dataset_stats(request: web.Request) -> web.Response:
-    response = await request.app[CORE].get_dataset_stats(pb.GetDatasetStatsRequest(
-        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+    response = await request.app[CORE].run(
+        operations.GET_DATASET_STATS, pb.GetDatasetStatsRequest(
+            dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def multi_dataset_search(request: web.Request) -> web.Response:
-    doc = await _body(request)
+    doc = await read_json_body(request)
     ids = doc.get("dataset_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise errors.InvalidArgument("the body must hold a 'dataset_ids' list of strings")
     doc.setdefault("tenant_id", _tenant(request))
-    response = await request.app[CORE].multi_dataset_search(
+    response = await request.app[CORE].run(
+        operations.MULTI_DATASET_SEARCH,
         parse(pb.MultiDatasetSearchRequest, doc))
     return web.json_response(to_json(response))
 
 
-def make_app(core: RouterCore) -> web.Application:
-    from router import admin, auth, input_guard  # credentials/scope, then hostile bodies
+def make_app(core) -> web.Application:
+    """The REST application over `core` (an admission.GuardedCore). Middlewares run in this
+    order: errors, credentials and route scope, hostile bodies."""
     app = web.Application(middlewares=[error_middleware, auth.rest_middleware,
                                        input_guard.rest_middleware],
                           client_max_size=limits.request_bytes_max)
@@ -604,6 +584,5 @@ def make_app(core: RouterCore) -> web.Application:
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/stats", get_dataset_stats)
     app.router.add_post(f"{base}/search/multi-dataset", multi_dataset_search)
     admin.add_routes(app)  # /admin/tenants, /admin/keys (router/admin.py)
-    from router.openapi import add_openapi_routes  # GET /openapi.json and /docs
-    add_openapi_routes(app)
+    add_openapi_routes(app)  # GET /openapi.json and /docs
     return app

@@ -18,6 +18,7 @@ from consensus.client import CatalogCache, MetaClient
 from proto import deeplake_service_pb2 as pb
 from router.core import RouterCore
 from router import admin, auth, metrics, quotas
+from router.admission import GuardedCore
 from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
@@ -88,7 +89,7 @@ async def serve(args: argparse.Namespace) -> None:
     authenticator = auth.Authenticator(auth_config, catalog)
     router_count = quotas.RouterCount(meta)
     router_count.start()
-    guarded = auth.GuardedCore(core, authenticator, quotas.QuotaEnforcer(core, router_count))
+    guarded = GuardedCore(core, authenticator, quotas.QuotaEnforcer(core, router_count))
     log.info("authentication %s", "on" if authenticator.enabled else
              "off (loopback only, no credentials configured)")
 

@@ -19,7 +19,7 @@ from consensus import commands as c
 from consensus import tenancy
 from consensus.state import MetaState, apply, from_doc, to_doc
 from proto import deeplake_service_pb2 as pb
-from router import auth, input_guard, quotas
+from router import admission, auth, input_guard, operations, quotas
 from tributary import errors, limits
 
 HASH = "ab" * 32
@@ -293,7 +293,7 @@ class FakeCore:
 
 def guarded(state: MetaState):
     core = FakeCore(state)
-    return auth.GuardedCore(core, authenticator(state), quotas.QuotaEnforcer(core)), core
+    return admission.GuardedCore(core, authenticator(state), quotas.QuotaEnforcer(core)), core
 
 
 def call(principal, coroutine_fn, *args):
@@ -420,13 +420,13 @@ def test_deep_json_and_nan_options_are_invalid():
     with pytest.raises(errors.InvalidArgument, match="json_depth_max"):
         input_guard.check_json_depth(b"[" * (limits.json_depth_max + 1))
     with pytest.raises(errors.InvalidArgument, match="NaN or Inf"):
-        input_guard.check_request("search_vectors", pb.SearchVectorsRequest(
+        input_guard.check_request(operations.SEARCH_VECTORS, pb.SearchVectorsRequest(
             options=pb.SearchOptions(min_score=float("nan"))))
     with pytest.raises(errors.InvalidArgument, match="description"):
-        input_guard.check_request("create_dataset", pb.CreateDatasetRequest(
+        input_guard.check_request(operations.CREATE_DATASET, pb.CreateDatasetRequest(
             description="x" * (limits.description_bytes_max + 1)))
     with pytest.raises(errors.InvalidArgument, match="document_id"):
-        input_guard.check_request("insert_vectors", pb.InsertVectorsRequest(vectors=[
+        input_guard.check_request(operations.INSERT_VECTORS, pb.InsertVectorsRequest(vectors=[
             pb.Vector(id="a", document_id="d" * (limits.vector_id_bytes_max + 1))]))
 
 
@@ -449,7 +449,7 @@ def test_concurrent_queries_and_storage_quota(base):
     state, _ = apply(base, c.SetTenantQuotas("acme", {"max_concurrent_queries": 1,
                                                       "max_storage_bytes": 1000}, 3))
     core = SlowSearchCore(state)
-    g = auth.GuardedCore(core, authenticator(state), quotas.QuotaEnforcer(core))
+    g = admission.GuardedCore(core, authenticator(state), quotas.QuotaEnforcer(core))
 
     async def go():
         core.gate = asyncio.Event()
