@@ -195,7 +195,14 @@ class Replication:
                 log.warning("copy %s of %s/%d missed ops up to %d (%s); taking it out of the "
                             "in-sync set", node, record.uuid, shard, ops[-1].seq,
                             getattr(result, "message", result))
-                await self.set_in_sync(record, shard, node, False)
+                await self._refresh_quietly()
+                fresh = self.host.catalog.state.datasets.get(record.uuid)
+                if fresh is None or fresh.term_of(shard) != record.term_of(shard):
+                    raise errors.Unavailable(f"shard {shard} changed primary term during the "
+                                             "write; it was not acknowledged")
+                if node not in fresh.in_sync_of(shard):
+                    continue    # out of the set already (a finished move, another write)
+                await self.set_in_sync(fresh, shard, node, False)
             else:
                 self.progress[(record.uuid, shard, node)] = CopyProgress(result.last_seq,
                                                                          time.monotonic())
@@ -477,6 +484,10 @@ class Replication:
             if self.participant is not None:
                 await self.participant.forget_shard(record.uuid, shard)
             await asyncio.to_thread(_swap_in, incoming, target)
+            # A call that asked for the op log during the awaits above (a fetch, a status, a
+            # write of a primary that does not know yet it was deposed) opened it in the old
+            # directory, which the swap removed: open it afresh in the new one.
+            self.forget(*key)
             await asyncio.to_thread(self.oplog(*key).reset, position[0], position[1])
             replica = await self.host.replica_unfenced(*key)
             if replica is not None and self.participant is not None:
