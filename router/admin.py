@@ -31,7 +31,7 @@ from aiohttp import web
 from consensus import commands, tenancy
 from proto import admin_pb2, admin_pb2_grpc
 from proto import deeplake_service_pb2 as pb
-from router import auth, cluster_admin
+from router import auth, cluster_admin, moves_admin
 from router.http_common import CORE, read_json_body
 from router.quotas import QuotaEnforcer
 from tributary import errors, limits, validation
@@ -332,6 +332,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/keys", list_keys)
     app.router.add_delete(f"{PREFIX}/keys/{{key_id}}", revoke_key)
     cluster_admin.add_routes(app)
+    moves_admin.add_routes(app)
 
 
 # ---- gRPC (proto/admin.proto) ------------------------------------------------------------------
@@ -503,6 +504,7 @@ def extend_openapi(operations: dict, status_text: dict, op) -> None:
         "quotas": _QUOTAS_SCHEMA, "status": _STATUS_SCHEMA}}
     tenant_answer = {"type": "object", "properties": {"tenant": _TENANT_SCHEMA}}
     cluster_admin.extend_openapi(operations, op)
+    moves_admin.extend_openapi(operations, op)
     operations.update({
         ("POST", f"{PREFIX}/tenants"): op(
             "createTenant", "admin", "Create a tenant with quotas", body=tenant_body, ok=201,

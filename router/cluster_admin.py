@@ -59,7 +59,8 @@ async def nodes(core) -> dict:
             for node in record.copies_of(shard):
                 copies[node] = copies.get(node, 0) + 1
     return {"nodes": [{"node_id": n.node_id, "address": n.address,
-                       "state": "live" if n.node_id in live else "down",
+                       "state": n.state if n.state != "active" else
+                       "live" if n.node_id in live else "down",
                        "copies": copies.get(n.node_id, 0),
                        "primaries": primaries.get(n.node_id, 0)}
                       for n in sorted(state.nodes.values(), key=lambda n: n.node_id)]}

@@ -1,8 +1,11 @@
 """`tributary admin status | nodes list | datasets show`: the operator's view of the cluster.
 
     tributary admin status [--json] [--data-dir DIR]
-    tributary admin nodes list [--json]
+    tributary admin nodes list [--json] | drain NODE [--wait] | remove NODE [--force]
     tributary admin datasets show NAME [--tenant T] [--json]
+    tributary admin shards move DATASET SHARD --from NODE --to NODE [--wait]
+    tributary admin moves list | cancel ID
+    tributary admin rebalance [--dry-run] [--json] [--max-concurrent-moves N] [--wait]
 
 Each asks a router (--url, env TRIBUTARY_URL, default http://127.0.0.1:8000) with the admin
 credential (--api-key, env TRIBUTARY_API_KEY), through the admin REST API
@@ -110,6 +113,110 @@ def dataset(args: argparse.Namespace) -> None:
     _emit(args, doc, render)
 
 
+def _move_rows(moves: list[dict]) -> list[list]:
+    return [[m.get("move_id"), m.get("dataset"), m.get("shard"), m.get("source", m.get("from")),
+             m.get("target", m.get("to")), "yes" if m.get("primary") else "",
+             m.get("phase", ""), m.get("target_seq"), m.get("primary_seq")] for m in moves]
+
+
+_MOVE_COLUMNS = ["move", "dataset", "shard", "from", "to", "primary", "phase", "target seq",
+                 "primary seq"]
+
+
+def _wait_until(args, what: str, done, timeout_s: float) -> None:
+    """Polls done() -> (finished, remaining, total) with a rich progress bar (stderr), until
+    finished; a one-line failure past timeout_s."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn(what), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=Console(stderr=True),
+                  disable=args.json) as progress:
+        task = None
+        while True:
+            finished, remaining, total = done()
+            if task is None:
+                task = progress.add_task(what, total=max(total, 1))
+            progress.update(task, total=max(total, 1), completed=max(0, total - remaining))
+            if finished:
+                return
+            if time.monotonic() > deadline:
+                _fail(f"{what}: not done after {timeout_s:.0f} s ({remaining} left)")
+            time.sleep(1.0)
+
+
+def drain(args: argparse.Namespace) -> None:
+    node = urllib.parse.quote(args.node_id, safe="")
+    doc = admin_cli._request(args, "POST", f"/admin/nodes/{node}/drain", {})
+    total = len(doc["moves"])
+
+    def left():
+        nodes = admin_cli._request(args, "GET", "/admin/nodes")["nodes"]
+        me = next((n for n in nodes if n["node_id"] == args.node_id), None)
+        if me is None:
+            _fail(f"node {args.node_id} is gone")
+        return me["state"] == "drained", me["copies"], max(total, me["copies"])
+    if args.wait:
+        _wait_until(args, f"draining {args.node_id}", left, args.wait_timeout)
+        doc["state"] = "drained"
+    _emit(args, doc, lambda d: _table(f"drain {d['node_id']}: {d['state']}", _MOVE_COLUMNS,
+                                      _move_rows(d["moves"])))
+
+
+def remove(args: argparse.Namespace) -> None:
+    node = urllib.parse.quote(args.node_id, safe="")
+    doc = admin_cli._request(args, "POST", f"/admin/nodes/{node}/remove", {"force": args.force})
+    _emit(args, doc, lambda d: f"removed {d['removed']}" + (
+        f"; dropped copies: {', '.join(d['dropped_copies'])}" if d["dropped_copies"] else ""))
+
+
+def _wait_moves(args) -> None:
+    def left():
+        moves = admin_cli._request(args, "GET", "/admin/moves")["moves"]
+        return not moves, len(moves), len(moves)
+    _wait_until(args, "moving", left, args.wait_timeout)
+
+
+def move(args: argparse.Namespace) -> None:
+    body = {"dataset": args.dataset, "shard": args.shard, "from": args.source, "to": args.target}
+    if args.tenant:
+        body["tenant_id"] = args.tenant
+    doc = admin_cli._request(args, "POST", "/admin/moves", body)
+    if args.wait:
+        _wait_moves(args)
+    _emit(args, doc, lambda d: _table("move", _MOVE_COLUMNS, _move_rows([d["move"]])))
+
+
+def moves(args: argparse.Namespace) -> None:
+    if args.moves_command == "cancel":
+        doc = admin_cli._request(args, "DELETE",
+                                 f"/admin/moves/{urllib.parse.quote(args.move_id, safe='')}")
+        _emit(args, doc, lambda d: f"cancelled {d['cancelled']}")
+        return
+    doc = admin_cli._request(args, "GET", "/admin/moves")["moves"]
+    _emit(args, doc, lambda d: _table("moves in flight", _MOVE_COLUMNS, _move_rows(d)))
+
+
+def rebalance(args: argparse.Namespace) -> None:
+    body = {"dry_run": args.dry_run, "max_concurrent_moves": args.max_concurrent_moves}
+    doc = admin_cli._request(args, "POST", "/admin/rebalance", body)
+    planned = list(doc["moves"])
+    if args.wait and not args.dry_run:
+        while doc["moves"] or doc["in_flight"]:
+            _wait_moves(args)
+            doc = admin_cli._request(args, "POST", "/admin/rebalance", body)
+            planned += doc["moves"]
+    if args.json:
+        # The contract: the planned moves as a JSON array.
+        print(json.dumps(planned, indent=2, sort_keys=True))
+        return
+    title = "planned moves (dry run: nothing changed)" if args.dry_run else "moves"
+    _emit(args, planned, lambda d: _table(title, _MOVE_COLUMNS, _move_rows(d)))
+
+
 def add_parsers(admin_sub) -> None:
     p = admin_sub.add_parser("status", help="the meta members: role, term, commit index")
     p.add_argument("--json", action="store_true", help="print the JSON document")
@@ -124,6 +231,57 @@ def add_parsers(admin_sub) -> None:
     q.add_argument("--json", action="store_true", help="print the JSON array")
     admin_cli._common(q)
     q.set_defaults(func=nodes)
+    q = sub.add_parser("drain", help="move every copy off a node, then mark it drained")
+    q.add_argument("node_id")
+    q.add_argument("--wait", action="store_true", help="return once the node holds no copy")
+    q.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
+    q.add_argument("--json", action="store_true", help="print the JSON document")
+    admin_cli._common(q)
+    q.set_defaults(func=drain)
+    q = sub.add_parser("remove", help="forget a node (refused while it holds copies)")
+    q.add_argument("node_id")
+    q.add_argument("--force", action="store_true",
+                   help="drop its copies (never a shard's last in-sync copy)")
+    q.add_argument("--json", action="store_true", help="print the JSON document")
+    admin_cli._common(q)
+    q.set_defaults(func=remove)
+
+    p = admin_sub.add_parser("shards", help="shard copies")
+    sub = p.add_subparsers(dest="shards_command", required=True)
+    q = sub.add_parser("move", help="move one shard copy from a node to another")
+    q.add_argument("dataset")
+    q.add_argument("shard", type=int)
+    q.add_argument("--from", dest="source", required=True, help="the node that holds it")
+    q.add_argument("--to", dest="target", required=True, help="the node to hold it")
+    q.add_argument("--tenant", default=None)
+    q.add_argument("--wait", action="store_true", help="return once the move is done")
+    q.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
+    q.add_argument("--json", action="store_true", help="print the JSON document")
+    admin_cli._common(q)
+    q.set_defaults(func=move)
+
+    p = admin_sub.add_parser("moves", help="shard moves in flight")
+    sub = p.add_subparsers(dest="moves_command", required=True)
+    q = sub.add_parser("list", help="moves in flight and their progress")
+    q.add_argument("--json", action="store_true", help="print the JSON array")
+    admin_cli._common(q)
+    q.set_defaults(func=moves)
+    q = sub.add_parser("cancel", help="cancel a move; the shard is left as it was")
+    q.add_argument("move_id")
+    q.add_argument("--json", action="store_true", help="print the JSON document")
+    admin_cli._common(q)
+    q.set_defaults(func=moves)
+
+    p = admin_sub.add_parser("rebalance", help="even copies out over the live nodes")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--max-concurrent-moves", type=int, default=2,
+                   help="moves in flight at once (default 2)")
+    p.add_argument("--wait", action="store_true", help="return once balanced")
+    p.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
+    p.add_argument("--json", action="store_true", help="print the planned moves as a JSON "
+                                                      "array")
+    admin_cli._common(p)
+    p.set_defaults(func=rebalance)
 
     p = admin_sub.add_parser("datasets", help="a dataset's shards and copies")
     sub = p.add_subparsers(dest="datasets_command", required=True)
