@@ -111,6 +111,8 @@ class Replication:
         self._apply_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._known_terms: dict[tuple[str, int], int] = {}
         self._resynced_terms: dict[tuple[str, int], int] = {}
+        # A copy's op that was logged but failed to apply: applied again before the next one.
+        self._unapplied: dict[tuple[str, int], node_pb2.ReplicatedOp] = {}
         self._stubs: dict[str, object] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.progress: dict[tuple[str, int, str], CopyProgress] = {}
@@ -136,6 +138,7 @@ class Replication:
         """The shard's copy is gone from this node (dropped or started over)."""
         self._logs.pop((dataset_uuid, shard), None)
         self._resynced_terms.pop((dataset_uuid, shard), None)
+        self._unapplied.pop((dataset_uuid, shard), None)
 
     def _stub(self, address: str):
         stub = self._stubs.get(address)
@@ -166,19 +169,59 @@ class Replication:
 
     async def replicate(self, record: DatasetRecord, shard: int,
                         ops: list[node_pb2.ReplicatedOp]) -> None:
-        """Logs `ops` (already applied here) under this shard's next sequence numbers and sends
-        them to every other in-sync copy. Call with write_lock held. Returns once each copy holds
-        them, or was taken out of the in-sync set; raises Unavailable otherwise (the write must
-        not be acknowledged)."""
-        key = (record.uuid, shard)
-        oplog = self.oplog(*key)
+        """Logs `ops` (already applied here) and sends them to every other in-sync copy: for
+        2PC prepares and decisions, whose staged files make a crash in between harmless. Plain
+        writes log first instead (log_ops, apply_local, send_to_in_sync). Call with write_lock
+        held; raises Unavailable when the ops may not be acknowledged."""
+        await self.log_ops(record, shard, ops)
+        await self.send_to_in_sync(record, shard, ops)
+
+    async def log_ops(self, record: DatasetRecord, shard: int,
+                      ops: list[node_pb2.ReplicatedOp]) -> None:
+        """Gives `ops` the shard's next sequence numbers in this primary's term and appends
+        them to its op log (fsynced). A write is logged before it is applied here: a crash
+        between the two leaves an op the log holds and the store may not, which
+        reapply_tails repairs at start, never rows the log does not know."""
+        oplog = self.oplog(record.uuid, shard)
         term = record.term_of(shard)
         logged = []
         for offset, op in enumerate(ops):
             op.seq, op.term = oplog.last_seq + 1 + offset, term
             logged.append(LoggedOp(op.seq, op.term, op.SerializeToString()))
         await asyncio.to_thread(oplog.append, logged)
-        await self.send_to_in_sync(record, shard, ops)
+
+    async def apply_local(self, record: DatasetRecord, shard: int,
+                          op: node_pb2.ReplicatedOp) -> None:
+        """Applies a logged op to this node's store (not to its log). If that fails, the op
+        is applied again before the next one (it is in the log, so copies will get it)."""
+        key = (record.uuid, shard)
+        if key in self._unapplied:
+            await self._apply_to_store(record, shard, self._unapplied[key])
+            del self._unapplied[key]
+        self._unapplied[key] = op
+        await self._apply_to_store(record, shard, op)
+        del self._unapplied[key]
+
+    async def reapply_tails(self) -> int:
+        """At start, before serving: applies each open copy's last logged write again. A crash
+        between logging and applying left it in the log only; applying it twice changes
+        nothing (ops are idempotent). Returns how many were applied."""
+        applied = 0
+        for (dataset_uuid, shard) in list(self.host.replicas):
+            record = self.host.catalog.state.datasets.get(dataset_uuid)
+            if record is None:
+                continue
+            oplog = self.oplog(dataset_uuid, shard)
+            if not oplog.last_seq:
+                continue
+            tail = await asyncio.to_thread(oplog.read_from, oplog.last_seq, 1, 1 << 62)
+            if not tail:
+                continue
+            op = _parse(tail[0])
+            if op.WhichOneof("op") in ("write", "soft_delete", "restore"):
+                await self._apply_to_store(record, shard, op)
+                applied += 1
+        return applied
 
     async def send_to_in_sync(self, record: DatasetRecord, shard: int,
                               ops: list[node_pb2.ReplicatedOp]) -> None:
@@ -312,6 +355,20 @@ class Replication:
 
     async def _apply_one(self, record: DatasetRecord, shard: int,
                          op: node_pb2.ReplicatedOp) -> None:
+        """Logs, then applies, one op on a copy (as the primary does: the log never misses what
+        the store holds). If applying fails, the logged op is applied again before the next."""
+        key = (record.uuid, shard)
+        if key in self._unapplied:
+            await self._apply_to_store(record, shard, self._unapplied[key])
+            del self._unapplied[key]
+        await asyncio.to_thread(self.oplog(*key).append,
+                                [LoggedOp(op.seq, op.term, op.SerializeToString())])
+        self._unapplied[key] = op
+        await self._apply_to_store(record, shard, op)
+        del self._unapplied[key]
+
+    async def _apply_to_store(self, record: DatasetRecord, shard: int,
+                              op: node_pb2.ReplicatedOp) -> None:
         replica = await self.host.replica_unfenced(record.uuid, shard)
         if replica is None:
             raise errors.NotFound("dataset not found (it may have been deleted)")
@@ -338,8 +395,6 @@ class Replication:
         elif kind == "finish":
             await self.participant.finish_replicated(record.uuid, shard, op.finish.txn_id,
                                                      op.finish.decision, now_ms)
-        await asyncio.to_thread(self.oplog(record.uuid, shard).append,
-                                [LoggedOp(op.seq, op.term, op.SerializeToString())])
 
     # ---- serving a copy that catches up --------------------------------------------------------
 

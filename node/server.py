@@ -32,7 +32,7 @@ from proto import node_pb2, node_pb2_grpc
 from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
-from tributary import cluster_auth, limits
+from tributary import cluster_auth, faults, limits
 from tributary.errors import Internal, InvalidArgument, NotFound, StaleEpoch, TributaryError
 from tributary.validation import as_vector, unpack_vector
 from tributary.periodic import Periodic
@@ -223,18 +223,22 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         try:
             async with self.replication.write_lock(record.uuid, request.shard.shard):
                 record = await self._primary_record(request.shard)
-                now_ms = int(time.time() * 1000)
+                # Log first, then apply: the op log never misses rows the store holds (a crash
+                # in between leaves an op that the restart applies again).
                 if paths:
-                    result = await asyncio.to_thread(replica.update, upserts, paths, now_ms)
+                    result = await asyncio.to_thread(replica.plan_update, upserts, paths)
                 else:
-                    result = await asyncio.to_thread(replica.write, upserts,
+                    result = await asyncio.to_thread(replica.plan_write, upserts,
                                                      list(request.delete_ids),
-                                                     ExistingPolicy(int(request.existing)),
-                                                     now_ms)
+                                                     ExistingPolicy(int(request.existing)))
                 effect = write_effect(request, result.skipped_ids)
-                effect.at_ms = now_ms
+                effect.at_ms = int(time.time() * 1000)
                 if effect.write.upserts or effect.write.delete_ids:
-                    await self.replication.replicate(record, request.shard.shard, [effect])
+                    shard = request.shard.shard
+                    await self.replication.log_ops(record, shard, [effect])
+                    faults.crash_point(faults.PRIMARY_AFTER_LOG)
+                    await self.replication.apply_local(record, shard, effect)
+                    await self.replication.send_to_in_sync(record, shard, [effect])
         finally:
             await locks.release(holder)
         return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
@@ -313,15 +317,15 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         async with self.replication.write_lock(record.uuid, request.shard.shard):
             record = await self._primary_record(request.shard)
             now_ms = int(time.time() * 1000)
+            kind = "soft_delete" if operation is ShardReplica.soft_delete else "restore"
+            op = node_pb2.ReplicatedOp(at_ms=now_ms, **{kind: node_pb2.IdsRequest(ids=ids)})
+            # Logged first, like a write; an op that changes nothing changes nothing on copies.
+            await self.replication.log_ops(record, request.shard.shard, [op])
             if operation is ShardReplica.soft_delete:
                 affected, missing = await asyncio.to_thread(operation, replica, ids, now_ms)
             else:
                 affected, missing = await asyncio.to_thread(operation, replica, ids)
-            if affected:
-                kind = "soft_delete" if operation is ShardReplica.soft_delete else "restore"
-                op = node_pb2.ReplicatedOp(at_ms=now_ms,
-                                           **{kind: node_pb2.IdsRequest(ids=ids)})
-                await self.replication.replicate(record, request.shard.shard, [op])
+            await self.replication.send_to_in_sync(record, request.shard.shard, [op])
         return node_pb2.IdsResponse(affected=affected, not_found=missing)
 
     async def _primary_record(self, ref: node_pb2.ShardRef) -> DatasetRecord:
@@ -456,6 +460,9 @@ async def serve(args: argparse.Namespace) -> None:
     replication = Replication(host, meta, token)
     participant = Participant(host, meta, catalog, replication)
     replication.participant = participant
+    repaired = await replication.reapply_tails()
+    if repaired:
+        log.info("applied the last logged op of %d copies again", repaired)
     staged = await participant.load_staged()
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.

@@ -808,9 +808,28 @@ class ShardReplica:
             with self._lock:
                 self._unmarked_deletes -= len(labels)
 
+    def plan_write(self, upserts: list[VectorRecord], delete_ids: list[str],
+                   existing: ExistingPolicy = ExistingPolicy.ERROR) -> WriteResult:
+        """What write() would do (the same checks and refusals, the same counts and skipped
+        ids), without touching the store: a primary logs a write's effect before applying it.
+        The caller holds the batch's ids locked, so the answer stays true until it writes."""
+        return self._write(upserts, delete_ids, existing, None, dry_run=True)
+
+    def plan_update(self, changes: list[VectorRecord], paths: frozenset[str]) -> WriteResult:
+        """What update() would do, without touching the store (see plan_write)."""
+        unknown = sorted(set(paths) - set(UPDATABLE_FIELDS))
+        if unknown:
+            raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
+                                  f"{', '.join(UPDATABLE_FIELDS)}")
+        with self._lock:
+            for change in changes:
+                if change.id not in self._row_of or change.id in self._soft_deleted:
+                    raise NotFound(f"vector '{change.id}' not found")
+        return WriteResult(inserted=len(changes))
+
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
                existing: ExistingPolicy, marks: list[int] | None,
-               now_ms: int | None = None) -> WriteResult:
+               now_ms: int | None = None, dry_run: bool = False) -> WriteResult:
         """write() under `_lock`. Graph marks go to `marks` for the caller to make after the
         lock (counted in `_unmarked_deletes`), or are made here when `marks` is None. Rows are
         stamped `now_ms` (default: now); a copy applying its primary's write passes the
@@ -862,7 +881,7 @@ class ShardReplica:
                     result.not_found += 1
             result.deleted = len(deleted_rows)
             result.inserted = len(to_append)
-            if not to_append and not deleted_rows:
+            if dry_run or (not to_append and not deleted_rows):
                 return result
 
             now = _now_ms() if now_ms is None else now_ms

@@ -16,9 +16,11 @@ ROUTER_AFTER_DECISION = "router_after_decision"
 ROUTER_MID_COMMIT = "router_mid_commit"
 PARTICIPANT_AFTER_VOTE = "participant_after_vote"
 META_LEADER_ON_DECIDE = "meta_leader_on_decide"
+# A primary dies after logging a write and before applying it (node/server.py Write).
+PRIMARY_AFTER_LOG = "primary_after_log"
 
 POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
-          PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE)
+          PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG)
 
 
 def enabled() -> bool:
