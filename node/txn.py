@@ -183,7 +183,12 @@ class Participant:
             await self._replicate(ref.dataset_uuid, ref.shard, node_pb2.ReplicatedOp(
                 prepare=staged))
         except BaseException:
-            await self._finish(key, TXN_ABORT, replicate=False)
+            # A "no" vote. Copies that staged the plan learn the abort from the log; if even
+            # that cannot be logged here, the txn stays prepared and is resolved like any other.
+            try:
+                await self._finish(key, TXN_ABORT)
+            except errors.TributaryError:
+                pass
             raise
         return staged.vote
 
@@ -238,13 +243,44 @@ class Participant:
 
     async def _finish(self, key: tuple[str, str], decision: str, replicate: bool = True,
                       now_ms: int | None = None) -> bool:
-        """Applies or drops a prepared txn, then (on a primary, unless replicate=False) sends the
-        decision to the in-sync copies. Idempotent: an unknown key is already done."""
-        txn_id = key[0]
+        """Applies or drops a prepared txn. Idempotent: an unknown key is already done.
+
+        With replication (and unless replicate=False, which a copy applying its primary's logged
+        decision passes), only the shard's primary finishes a txn, and it logs the decision
+        first, then applies it, then sends it to the in-sync copies: a copy never applies a txn
+        on its own, so no copy holds rows its op log does not know. Elsewhere this raises
+        StaleEpoch (the coordinator retries on the primary; the resolver waits for the
+        primary's decision)."""
         known = self.prepared.get(key)
         if known is None:
             return False
         now_ms = now_ms or int(time.time() * 1000)
+        if not replicate or self.replication is None:
+            return await self._finish_here(key, decision, now_ms)
+        uuid_, shard = known.dataset_uuid, known.shard
+        record = self.catalog.state.datasets.get(uuid_)
+        if record is None:
+            return await self._finish_here(key, decision, now_ms)
+        if record.primary_of(shard) != self.host.node_id:
+            raise errors.StaleEpoch(f"node {self.host.node_id} is not the primary of shard "
+                                    f"{shard}; the primary finishes txn {key[0]}")
+        async with self.replication.write_lock(uuid_, shard):
+            record = self.catalog.state.datasets.get(uuid_) or record
+            await self.replication.ensure_resynced(record, shard)
+            op = node_pb2.ReplicatedOp(finish=node_pb2.TxnFinish(txn_id=key[0],
+                                                                 decision=decision),
+                                       at_ms=now_ms)
+            await self.replication.log_ops(record, shard, [op])
+            applied = await self._finish_here(key, decision, now_ms)
+            await self.replication.send_to_in_sync(record, shard, [op])
+        return applied
+
+    async def _finish_here(self, key: tuple[str, str], decision: str, now_ms: int) -> bool:
+        """Applies or drops a prepared txn on this node's store only."""
+        txn_id = key[0]
+        known = self.prepared.get(key)
+        if known is None:
+            return False
         lock = self._finish_locks.setdefault((known.dataset_uuid, known.shard), asyncio.Lock())
         async with lock:
             txn = self.prepared.get(key)
@@ -277,9 +313,6 @@ class Participant:
             self.resolved += 1
             await self.locks_for(txn.dataset_uuid, txn.shard).release(txn_id)
             self._pending_acks.append(key)
-        if replicate:
-            await self._replicate(txn.dataset_uuid, txn.shard, node_pb2.ReplicatedOp(
-                finish=node_pb2.TxnFinish(txn_id=txn_id, decision=decision), at_ms=now_ms))
         return True
 
     # ---- recovery ------------------------------------------------------------------------------
@@ -324,11 +357,20 @@ class Participant:
         return loaded
 
     async def resolve_all(self) -> None:
-        """Blocks until no prepared txn is left (used before a restarted node serves)."""
-        while self.prepared:
+        """Blocks until no prepared txn is left on a shard this node is the primary of (used
+        before a restarted node serves); a copy's staged txns wait for its primary's decision."""
+        while self._own_prepared():
             await self.resolve_due(force=True)
-            if self.prepared:
+            if self._own_prepared():
                 await asyncio.sleep(limits.txn_resolve_interval_ms / 1000)
+
+    def _own_prepared(self) -> bool:
+        for txn in self.prepared.values():
+            record = self.catalog.state.datasets.get(txn.dataset_uuid)
+            if record is None or self.replication is None or \
+                    record.primary_of(txn.shard) == self.host.node_id:
+                return True
+        return False
 
     async def resolve_due(self, force: bool = False) -> None:
         now_ms = time.time() * 1000
@@ -361,7 +403,10 @@ class Participant:
                 log.info("txn %s timed out prepared; meta decision is %s", txn.txn_id,
                          decision)
             if decision is not None:
-                await self._finish(key, decision)
+                try:
+                    await self._finish(key, decision)
+                except errors.StaleEpoch:
+                    pass    # a copy: its primary logs the decision, and the copy applies that
 
     async def background(self) -> None:
         """Resolves timed-out txns and sends batched acks, until cancelled."""
