@@ -191,6 +191,10 @@ def resolve_update_paths(mask: list[str] | None, vector: pb.Vector,
                     f"fields: {updatable} (or '*' for all of them)")
     elif present is not None:
         names = {_VECTOR_FIELD_OF_JSON_NAME.get(name, name) for name in present}
+        unknown = sorted(names - set(UPDATABLE_FIELDS) - set(VECTOR_OUTPUT_FIELDS))
+        if unknown:
+            raise errors.InvalidArgument(f"'{unknown[0]}' is not a vector field; updatable "
+                                         f"fields: {updatable}")
         paths = names - set(VECTOR_OUTPUT_FIELDS)
     else:
         paths = {field.name for field, _ in vector.ListFields()} - set(VECTOR_OUTPUT_FIELDS)

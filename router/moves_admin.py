@@ -46,6 +46,15 @@ async def _body(request: web.Request) -> dict:
     return await read_json_body(request)
 
 
+def _integer(value, name: str) -> int:
+    """A JSON integer (an integral number such as 3.0 counts, as JSON Schema says)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidArgument(f"'{name}' must be an integer")
+    return value
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -97,9 +106,7 @@ async def start_move(core, doc: dict) -> dict:
     for name in ("dataset", "from", "to"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise errors.InvalidArgument(f"'{name}' must be a non-empty string")
-    shard = doc.get("shard")
-    if isinstance(shard, bool) or not isinstance(shard, int):
-        raise errors.InvalidArgument("'shard' must be an integer")
+    shard = _integer(doc.get("shard"), "shard")
     record = await core.dataset(doc.get("tenant_id") or "", doc["dataset"])
     source, target = _node(core, doc["from"]), _node(core, doc["to"])
     if target.node_id not in await _live(core):
@@ -146,7 +153,8 @@ async def plan(core, doc: dict) -> dict:
     most = doc.get("max_concurrent_moves", limits.moves_concurrent_max)
     if not isinstance(dry_run, bool):
         raise errors.InvalidArgument("'dry_run' must be true or false")
-    if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= 1_000:
+    most = _integer(most, "max_concurrent_moves")
+    if not 1 <= most <= 1_000:
         raise errors.InvalidArgument("'max_concurrent_moves' must be an integer from 1 to "
                                      "1000")
     await core.catalog.refresh(linearizable=True)

@@ -337,7 +337,7 @@ class ShardReplica:
         each as its id, its values (float32 bytes), content, document_id, metadata (JSON, keys
         sorted) and whether it is soft-deleted. Timestamps are left out: each copy stamps its
         own. The digest is sha256 over the rows' own sha256s in id order, so rows are read in
-        store order, limits.content_digest_chunk_rows at a time.
+        store order, limits.content_digest_chunk_rows_max at a time.
 
         Cost: one read of the values, content, document_id and metadata columns of every row
         (about the cost of a full scan: 100k x 128 rows read in seconds), under `_lock`, so the
@@ -347,7 +347,7 @@ class ShardReplica:
             ds = self._ds
             count = len(self._ids)
             rows: list[tuple[str, bytes]] = []
-            chunk = limits.content_digest_chunk_rows
+            chunk = limits.content_digest_chunk_rows_max
             for start in range(0, count, chunk):
                 end = min(start + chunk, count)
                 values = np.asarray(ds["values"][start:end], dtype="<f4").reshape(

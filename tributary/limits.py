@@ -226,7 +226,7 @@ read_suspect_ms = 5_000
 
 # ---- content digests of shard copies -------------------------------------------------------------
 # Rows ShardReplica.content_digest reads from the store at once (bounds its memory, not its time).
-content_digest_chunk_rows = 4_096
+content_digest_chunk_rows_max = 4_096
 
 # ---- exact search (shard/replica.py) -------------------------------------------------------------
 # Rows the in-memory matrix of a flat (or exact-searched) replica has room for at first; its

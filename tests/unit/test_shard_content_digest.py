@@ -57,7 +57,7 @@ def test_the_same_rows_split_across_digest_chunks_have_the_same_digest(open_repl
     second.write(ROWS[2:], [])
     second.write(ROWS[:2], [])
     whole = first.content_digest()
-    monkeypatch.setattr(limits, "content_digest_chunk_rows", 3)
+    monkeypatch.setattr(limits, "content_digest_chunk_rows_max", 3)
     assert first.content_digest() == whole == second.content_digest()
 
 

@@ -219,3 +219,14 @@ def test_unknown_field_message_names_snake_case_fields_and_the_closest_one():
     # JSON names are accepted by the parser, so they are not unknown.
     assert unknown_field_message(pb.SearchVectorsRequest.DESCRIPTOR,
                                  {"options": {"topK": 3}}) is None
+
+
+def test_a_rest_body_naming_no_vector_field_is_refused_not_a_server_error():
+    """The fuzzer sent {"": null, "chunk_count": 0}: the empty name reached setattr (500)."""
+    from router.core import resolve_update_paths
+    from proto import deeplake_service_pb2 as pb
+    from tributary import errors
+    with pytest.raises(errors.InvalidArgument, match="'' is not a vector field"):
+        resolve_update_paths(None, pb.Vector(chunk_count=0), present=["", "chunk_count"])
+    assert resolve_update_paths(None, pb.Vector(), present=["chunk_count", "chunkId"]) == \
+        frozenset({"chunk_count", "chunk_id"})
