@@ -317,8 +317,10 @@ class RouterCore:
                        call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]],
                        read: bool = False) -> T:
         """Runs one node call with the current placement, refreshing it on StaleEpoch. A write
-        goes to the shard's primary; a read (read=True) to one of its in-sync copies, hedged
-        against a copy that hangs (router/reads.py)."""
+        goes to the shard's primary, and moves to the new one if the catalog names another
+        primary while it waits (a frozen primary that was failed over costs the write about
+        one catalog refresh, not the node deadline); a read (read=True) goes to one of its
+        in-sync copies, hedged against a copy that hangs (router/reads.py)."""
         for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.
@@ -330,12 +332,33 @@ class RouterCore:
                     return await self.reads.read(
                         record.in_sync_of(shard),
                         lambda node: call(record, self.node_address(node), ref))
-                return await call(record, self.node_address(record.primary_of(shard)), ref)
+                return await self._on_primary(record, shard, call, ref)
             except errors.StaleEpoch:
                 if attempt == limits.router_stale_epoch_retries_max:
                     raise
                 await self.catalog.refresh(linearizable=True)
         raise AssertionError("unreachable")
+
+    async def _on_primary(self, record: DatasetRecord, shard: int, call, ref) -> T:
+        """call() on the shard's primary; StaleEpoch (so on_shard retries on the new placement)
+        when the catalog, refreshed meanwhile, names another primary before it answers. The
+        abandoned call cannot be acknowledged by the deposed primary: its copies refuse its
+        term, and so does the meta group."""
+        primary = record.primary_of(shard)
+        task = asyncio.ensure_future(call(record, self.node_address(primary), ref))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task},
+                                             timeout=limits.write_placement_check_ms / 1000)
+                if done:
+                    return task.result()
+                current = self.catalog.state.datasets.get(record.uuid)
+                if current is not None and current.primary_of(shard) != primary:
+                    raise errors.StaleEpoch(f"shard {shard}'s primary moved from {primary} to "
+                                            f"{current.primary_of(shard)} while the call waited")
+        finally:
+            if not task.done():
+                task.cancel()
 
     def to_dataset_pb(self, record: DatasetRecord, vector_count: int = 0,
                       storage_size: int = 0) -> pb.Dataset:

@@ -817,15 +817,20 @@ class ShardReplica:
 
     def plan_update(self, changes: list[VectorRecord], paths: frozenset[str]) -> WriteResult:
         """What update() would do, without touching the store (see plan_write)."""
+        with self._lock:
+            self._check_update(changes, paths)
+        return WriteResult(inserted=len(changes))
+
+    def _check_update(self, changes: list[VectorRecord], paths: frozenset[str]) -> None:
+        """update()'s refusals, under `_lock`: InvalidArgument for a path that is not an
+        updatable field, NotFound for an id that does not exist or is soft-deleted."""
         unknown = sorted(set(paths) - set(UPDATABLE_FIELDS))
         if unknown:
             raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
                                   f"{', '.join(UPDATABLE_FIELDS)}")
-        with self._lock:
-            for change in changes:
-                if change.id not in self._row_of or change.id in self._soft_deleted:
-                    raise NotFound(f"vector '{change.id}' not found")
-        return WriteResult(inserted=len(changes))
+        for change in changes:
+            if change.id not in self._row_of or change.id in self._soft_deleted:
+                raise NotFound(f"vector '{change.id}' not found")
 
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
                existing: ExistingPolicy, marks: list[int] | None,
@@ -965,14 +970,8 @@ class ShardReplica:
         failure. Raises InvalidArgument for a path that is not an updatable field and NotFound
         for an id that does not exist or is soft-deleted (reads do not see it either), both
         before touching the store."""
-        unknown = sorted(set(paths) - set(UPDATABLE_FIELDS))
-        if unknown:
-            raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
-                                  f"{', '.join(UPDATABLE_FIELDS)}")
         with self._lock:
-            for change in changes:
-                if change.id not in self._row_of or change.id in self._soft_deleted:
-                    raise NotFound(f"vector '{change.id}' not found")
+            self._check_update(changes, paths)
             stored = self._read_rows([self._row_of[change.id] for change in changes],
                                      include_values="values" not in paths)
             for change, current in zip(changes, stored):

@@ -235,3 +235,6 @@ exact_matrix_initial_vectors = 1_024
 # Shard moves (consensus/rebalance.py): moves the leader runs at once for drains, and the
 # default of `tributary admin rebalance --max-concurrent-moves`.
 moves_concurrent_max = 2
+# A write waiting on a primary checks this often whether the catalog has moved the shard to
+# another primary (router/core.py _on_primary).
+write_placement_check_ms = 100

@@ -50,11 +50,13 @@ def node_index(node_id: str) -> int:
     return int(node_id.rsplit("-", 1)[1])
 
 
-def copy_status(c: Cluster, node_id: str, record, shard: int) -> node_pb2.CopyStatusResponse:
+def copy_status(c: Cluster, node_id: str, record, shard: int,
+                digest: bool = False) -> node_pb2.CopyStatusResponse:
     with grpc.insecure_channel(c.node_address(node_index(node_id))) as channel:
         return c.node_stub(channel).CopyStatus(node_pb2.CopyStatusRequest(
             shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard,
-                                    epoch=record.epoch)), timeout=10)
+                                    epoch=record.epoch), with_content_digest=digest),
+            timeout=30)
 
 
 def vector(rng: random.Random) -> list[float]:
@@ -258,13 +260,8 @@ def test_a_copy_whose_ops_were_trimmed_catches_up_by_copying_the_primarys_files(
         wait_for(lambda: copy in record_of(c, "trim").in_sync_of(0), 90, 0.5,
                  "the frozen copy back in the in-sync set")
         record = record_of(c, "trim")
-        statuses = []
-        for node in record.copies_of(0):
-            with grpc.insecure_channel(c.node_address(node_index(node))) as channel:
-                statuses.append(c.node_stub(channel).CopyStatus(node_pb2.CopyStatusRequest(
-                    shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0,
-                                            epoch=record.epoch), with_content_digest=True),
-                    timeout=30))
+        statuses = [copy_status(c, node, record, 0, digest=True)
+                    for node in record.copies_of(0)]
         assert {s.vector_count for s in statuses} == {90}
         assert len({s.content_digest for s in statuses}) == 1
         assert len({s.last_seq for s in statuses}) == 1
@@ -317,14 +314,8 @@ def test_a_primary_killed_between_logging_and_applying_a_write_leaves_copies_equ
             record = record_of(c, "wal")
             if set(record.in_sync_of(0)) != set(record.copies_of(0)):
                 return False
-            digests = set()
-            for node in record.copies_of(0):
-                with grpc.insecure_channel(c.node_address(node_index(node))) as channel:
-                    digests.add(c.node_stub(channel).CopyStatus(node_pb2.CopyStatusRequest(
-                        shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0,
-                                                epoch=record.epoch), with_content_digest=True),
-                        timeout=30).content_digest)
-            return len(digests) == 1
+            return len({copy_status(c, node, record, 0, digest=True).content_digest
+                        for node in record.copies_of(0)}) == 1
         wait_for(copies_agree, 90, 1.0, "both copies in sync with the same content")
         with httpx.Client(base_url=c.rest, timeout=30) as client:
             for vid in [f"w{i}" for i in range(20)] + acked:

@@ -390,3 +390,32 @@ def test_service_stats_answers_from_the_cache_when_meta_is_down():
     stats = run(core.service_stats())
     assert stats["datasets"] == 1 and stats["live_nodes"] is None
     assert stats["meta"].startswith("no leader")
+
+
+def test_a_write_waiting_on_a_frozen_primary_moves_to_the_new_one_after_failover():
+    """router/core.py _on_primary: the catalog names a new primary while a write hangs on the
+    old one; the write is abandoned there and sent to the new primary."""
+    state = MetaState()
+    for node in ("n1", "n2"):
+        state, _ = apply(state, c.RegisterNode(node, f"addr-{node}", 1))
+    state, _ = apply(state, c.CreateDataset("u1", "t", "docs", "", 4, "cosine", "hnsw", {},
+                                            ("n1",), 1, 2, (("n1", "n2"),)))
+    meta = FakeMeta(state)
+    core = RouterCore(meta, FakeCatalog(meta), FakeShards())
+    calls = []
+
+    async def scenario():
+        async def write(_record, address, ref):
+            calls.append(address)
+            if address == "addr-n1":
+                await asyncio.Event().wait()    # a frozen primary: never answers
+            return "acknowledged by " + address
+
+        async def fail_over():
+            await asyncio.sleep(0.3)
+            await meta.propose(c.PromotePrimary("u1", 0, "n2", 1, 2))
+            await core.catalog.refresh()
+        asyncio.ensure_future(fail_over())
+        return await asyncio.wait_for(core.on_shard("t", "docs", 0, write), 5)
+    assert run(scenario()) == "acknowledged by addr-n2"
+    assert calls == ["addr-n1", "addr-n2"]
