@@ -315,12 +315,13 @@ class RouterCore:
 
     async def on_shard(self, tenant_id: str, name: str, shard: int,
                        call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]],
-                       read: bool = False) -> T:
+                       read: bool = False, follow_failover: bool = True) -> T:
         """Runs one node call with the current placement, refreshing it on StaleEpoch. A write
         goes to the shard's primary, and moves to the new one if the catalog names another
         primary while it waits (a frozen primary that was failed over costs the write about
-        one catalog refresh, not the node deadline); a read (read=True) goes to one of its
-        in-sync copies, hedged against a copy that hangs (router/reads.py)."""
+        one catalog refresh, not the node deadline; 2PC calls pass follow_failover=False: a
+        txn's prepared state lives on the participant it prepared on); a read (read=True) goes
+        to one of its in-sync copies, hedged against a copy that hangs (router/reads.py)."""
         for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.
@@ -332,6 +333,8 @@ class RouterCore:
                     return await self.reads.read(
                         record.in_sync_of(shard),
                         lambda node: call(record, self.node_address(node), ref))
+                if not follow_failover:
+                    return await call(record, self.node_address(record.primary_of(shard)), ref)
                 return await self._on_primary(record, shard, call, ref)
             except errors.StaleEpoch:
                 if attempt == limits.router_stale_epoch_retries_max:
@@ -651,10 +654,11 @@ class RouterCore:
         if any(ord(ch) < 32 for ch in key):
             raise errors.InvalidArgument("Idempotency-Key must not contain control characters")
 
-    def _on_shard_for(self, record: DatasetRecord):
+    def _on_shard_for(self, record: DatasetRecord, follow_failover: bool = False):
         async def on_shard(shard: int, call):
             return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: call(address, ref))
+                                       lambda _r, address, ref: call(address, ref),
+                                       follow_failover=follow_failover)
         return on_shard
 
     async def insert_vector(self, request: pb.InsertVectorRequest) -> pb.InsertVectorResponse:

@@ -89,15 +89,18 @@ class Coordinator:
         """Applies all of `batches` or none of them. Raises the error of the first participant
         that voted no, Aborted when the group decided abort, Unavailable when the decision's
         fate is unknown (retry with the same idempotency key to learn it)."""
-        on_shard: OnShard = self.on_shard_factory(record)
         if len(batches) == 1 and not idempotency_key:
+            # One phase: a write stuck on a primary that is failed over follows the failover.
+            one_phase: OnShard = self.on_shard_factory(record, follow_failover=True)
             (shard, batch), = batches.items()
-            response = await on_shard(shard, lambda address, ref: self.shards.write(
+            response = await one_phase(shard, lambda address, ref: self.shards.write(
                 address, node_pb2.WriteRequest(
                     shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
                     existing=existing, upsert_values=batch.values)))
             return BatchOutcome(response.inserted, response.skipped, response.deleted,
                                 response.not_found, list(response.skipped_ids))
+        # A txn's prepared state lives on the participant it prepared on: 2PC calls stay there.
+        on_shard: OnShard = self.on_shard_factory(record, follow_failover=False)
         return await self._two_phase(record, batches, existing, idempotency_key, on_shard)
 
     async def _two_phase(self, record: DatasetRecord, batches: dict[int, ShardBatch],
