@@ -217,80 +217,65 @@ def rebalance(args: argparse.Namespace) -> None:
     _emit(args, planned, lambda d: _table(title, _MOVE_COLUMNS, _move_rows(d)))
 
 
+def _command(parent, name: str, help_: str, func, json_help: str = "the JSON document",
+             wait: str | None = None):
+    """One sub-command with the flags every one of them takes: --json, the router's --url,
+    --api-key and --timeout, and (when `wait` says what it waits for) --wait/--wait-timeout."""
+    parser = parent.add_parser(name, help=help_)
+    parser.set_defaults(func=func)
+    if wait:
+        parser.add_argument("--wait", action="store_true", help=f"return once {wait}")
+        parser.add_argument("--wait-timeout", type=float, default=3600.0,
+                            help="seconds (--wait)")
+    parser.add_argument("--json", action="store_true", help=f"print {json_help}")
+    admin_cli._common(parser)
+    return parser
+
+
 def add_parsers(admin_sub) -> None:
-    p = admin_sub.add_parser("status", help="the meta members: role, term, commit index")
-    p.add_argument("--json", action="store_true", help="print the JSON document")
+    p = _command(admin_sub, "status", "the meta members: role, term, commit index", status)
     p.add_argument("--data-dir", default=None,
                    help="ask the meta members of this `tributary up` data dir directly")
-    admin_cli._common(p)
-    p.set_defaults(func=status)
 
-    p = admin_sub.add_parser("nodes", help="nodes and the shard copies they hold")
-    sub = p.add_subparsers(dest="nodes_command", required=True)
-    q = sub.add_parser("list", help="every registered node: state, copies, primaries")
-    q.add_argument("--json", action="store_true", help="print the JSON array")
-    admin_cli._common(q)
-    q.set_defaults(func=nodes)
-    q = sub.add_parser("drain", help="move every copy off a node, then mark it drained")
-    q.add_argument("node_id")
-    q.add_argument("--wait", action="store_true", help="return once the node holds no copy")
-    q.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
-    q.add_argument("--json", action="store_true", help="print the JSON document")
-    admin_cli._common(q)
-    q.set_defaults(func=drain)
-    q = sub.add_parser("remove", help="forget a node (refused while it holds copies)")
+    sub = admin_sub.add_parser("nodes", help="nodes and the shard copies they hold"
+                               ).add_subparsers(dest="nodes_command", required=True)
+    _command(sub, "list", "every registered node: state, copies, primaries", nodes,
+             json_help="the JSON array")
+    _command(sub, "drain", "move every copy off a node, then mark it drained", drain,
+             wait="the node holds no copy").add_argument("node_id")
+    q = _command(sub, "remove", "forget a node (refused while it holds copies)", remove)
     q.add_argument("node_id")
     q.add_argument("--force", action="store_true",
                    help="drop its copies (never a shard's last in-sync copy)")
-    q.add_argument("--json", action="store_true", help="print the JSON document")
-    admin_cli._common(q)
-    q.set_defaults(func=remove)
 
-    p = admin_sub.add_parser("shards", help="shard copies")
-    sub = p.add_subparsers(dest="shards_command", required=True)
-    q = sub.add_parser("move", help="move one shard copy from a node to another")
+    sub = admin_sub.add_parser("shards", help="shard copies").add_subparsers(
+        dest="shards_command", required=True)
+    q = _command(sub, "move", "move one shard copy from a node to another", move,
+                 wait="the move is done")
     q.add_argument("dataset")
     q.add_argument("shard", type=int)
     q.add_argument("--from", dest="source", required=True, help="the node that holds it")
     q.add_argument("--to", dest="target", required=True, help="the node to hold it")
     q.add_argument("--tenant", default=None)
-    q.add_argument("--wait", action="store_true", help="return once the move is done")
-    q.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
-    q.add_argument("--json", action="store_true", help="print the JSON document")
-    admin_cli._common(q)
-    q.set_defaults(func=move)
 
-    p = admin_sub.add_parser("moves", help="shard moves in flight")
-    sub = p.add_subparsers(dest="moves_command", required=True)
-    q = sub.add_parser("list", help="moves in flight and their progress")
-    q.add_argument("--json", action="store_true", help="print the JSON array")
-    admin_cli._common(q)
-    q.set_defaults(func=moves)
-    q = sub.add_parser("cancel", help="cancel a move; the shard is left as it was")
-    q.add_argument("move_id")
-    q.add_argument("--json", action="store_true", help="print the JSON document")
-    admin_cli._common(q)
-    q.set_defaults(func=moves)
+    sub = admin_sub.add_parser("moves", help="shard moves in flight").add_subparsers(
+        dest="moves_command", required=True)
+    _command(sub, "list", "moves in flight and their progress", moves,
+             json_help="the JSON array")
+    _command(sub, "cancel", "cancel a move; the shard is left as it was",
+             moves).add_argument("move_id")
 
-    p = admin_sub.add_parser("rebalance", help="even copies out over the live nodes")
+    p = _command(admin_sub, "rebalance", "even copies out over the live nodes", rebalance,
+                 json_help="the planned moves as a JSON array", wait="balanced")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--max-concurrent-moves", type=int, default=2,
                    help="moves in flight at once (default 2)")
-    p.add_argument("--wait", action="store_true", help="return once balanced")
-    p.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds (--wait)")
-    p.add_argument("--json", action="store_true", help="print the planned moves as a JSON "
-                                                      "array")
-    admin_cli._common(p)
-    p.set_defaults(func=rebalance)
 
-    p = admin_sub.add_parser("datasets", help="a dataset's shards and copies")
-    sub = p.add_subparsers(dest="datasets_command", required=True)
-    q = sub.add_parser("show", help="per shard: primary, term, in-sync copies, seq and lag")
+    sub = admin_sub.add_parser("datasets", help="a dataset's shards and copies"
+                               ).add_subparsers(dest="datasets_command", required=True)
+    q = _command(sub, "show", "per shard: primary, term, in-sync copies, seq and lag", dataset)
     q.add_argument("name")
     q.add_argument("--tenant", default=None, help="the dataset's tenant (default: default)")
-    q.add_argument("--json", action="store_true", help="print the JSON document")
-    admin_cli._common(q)
-    q.set_defaults(func=dataset)
 
 
 if __name__ == "__main__":  # pragma: no cover
