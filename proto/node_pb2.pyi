@@ -444,3 +444,61 @@ class SnapshotChunk(_message.Message):
     last_term: int
     total_bytes: int
     def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class ExportShardRequest(_message.Message):
+    __slots__ = ("shard", "version", "last_seq")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    version: str
+    last_seq: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., version: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class RestoreChunkRequest(_message.Message):
+    __slots__ = ("shard", "restore_id", "path", "offset", "data")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    restore_id: str
+    path: str
+    offset: int
+    data: bytes
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., restore_id: _Optional[str] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RestoreChunkResponse(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class RestoreFile(_message.Message):
+    __slots__ = ("path", "size", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class InstallRestoreRequest(_message.Message):
+    __slots__ = ("shard", "restore_id", "files", "discard")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DISCARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    restore_id: str
+    files: _containers.RepeatedCompositeFieldContainer[RestoreFile]
+    discard: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., restore_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[RestoreFile, _Mapping]]] = ..., discard: _Optional[bool] = ...) -> None: ...
+
+class InstallRestoreResponse(_message.Message):
+    __slots__ = ("vector_count",)
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    vector_count: int
+    def __init__(self, vector_count: _Optional[int] = ...) -> None: ...

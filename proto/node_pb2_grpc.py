@@ -124,6 +124,21 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.FetchSnapshotRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
+        self.ExportShard = channel.unary_stream(
+                '/tributary.node.v1.ShardNode/ExportShard',
+                request_serializer=proto_dot_node__pb2.ExportShardRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
+        self.RestoreChunk = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/RestoreChunk',
+                request_serializer=proto_dot_node__pb2.RestoreChunkRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.RestoreChunkResponse.FromString,
+                _registered_method=True)
+        self.InstallRestore = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/InstallRestore',
+                request_serializer=proto_dot_node__pb2.InstallRestoreRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.InstallRestoreResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -248,6 +263,28 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportShard(self, request, context):
+        """Backups (node/backup.py): the shard's rows at one recorded Deep Lake version, exported
+        into a fresh store and streamed (the first chunk carries the position and total size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreChunk(self, request, context):
+        """Restores: a backup's files for one shard, sent in pieces to its primary, staged beside
+        the shard's directory, then checked and swapped in whole (or discarded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallRestore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -340,6 +377,21 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.FetchSnapshot,
                     request_deserializer=proto_dot_node__pb2.FetchSnapshotRequest.FromString,
                     response_serializer=proto_dot_node__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'ExportShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportShard,
+                    request_deserializer=proto_dot_node__pb2.ExportShardRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'RestoreChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreChunk,
+                    request_deserializer=proto_dot_node__pb2.RestoreChunkRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.RestoreChunkResponse.SerializeToString,
+            ),
+            'InstallRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallRestore,
+                    request_deserializer=proto_dot_node__pb2.InstallRestoreRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.InstallRestoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -828,6 +880,87 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/FetchSnapshot',
             proto_dot_node__pb2.FetchSnapshotRequest.SerializeToString,
             proto_dot_node__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/ExportShard',
+            proto_dot_node__pb2.ExportShardRequest.SerializeToString,
+            proto_dot_node__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/RestoreChunk',
+            proto_dot_node__pb2.RestoreChunkRequest.SerializeToString,
+            proto_dot_node__pb2.RestoreChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/InstallRestore',
+            proto_dot_node__pb2.InstallRestoreRequest.SerializeToString,
+            proto_dot_node__pb2.InstallRestoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
