@@ -182,6 +182,11 @@ class Participant:
             # The in-sync copies stage the same plan before this participant votes yes.
             await self._replicate(ref.dataset_uuid, ref.shard, node_pb2.ReplicatedOp(
                 prepare=staged))
+        except _NotPrimary as exc:
+            # A "no" vote before anything was logged or sent: no copy holds the plan, so it
+            # goes here alone.
+            await self._finish_here(key, TXN_ABORT, int(time.time() * 1000))
+            raise errors.StaleEpoch(str(exc)) from None
         except BaseException:
             # A "no" vote. Copies that staged the plan learn the abort from the log; if even
             # that cannot be logged here, the txn stays prepared and is resolved like any other.
@@ -216,13 +221,18 @@ class Participant:
                            replicate=False, now_ms=now_ms)
 
     async def _replicate(self, dataset_uuid: str, shard: int, op: node_pb2.ReplicatedOp) -> None:
-        """Sends `op` to the shard's in-sync copies when this node is its primary."""
-        record = self.catalog.state.datasets.get(dataset_uuid)
-        if self.replication is None or record is None or \
-                record.primary_of(shard) != self.host.node_id:
+        """Sends `op` to the shard's in-sync copies. Raises StaleEpoch when this node is no
+        longer the shard's primary (a failover while the txn prepared): a plan the new primary
+        never staged must not get a yes vote, or a commit would reach no copy that serves."""
+        if self.replication is None:
             return
         async with self.replication.write_lock(dataset_uuid, shard):
-            record = self.catalog.state.datasets.get(dataset_uuid) or record
+            record = self.catalog.state.datasets.get(dataset_uuid)
+            if record is None:
+                raise errors.NotFound("dataset not found (it may have been deleted)")
+            if record.primary_of(shard) != self.host.node_id:
+                raise _NotPrimary(f"node {self.host.node_id} stopped being the primary of "
+                                  f"shard {shard} while the txn prepared")
             await self.replication.ensure_resynced(record, shard)
             await self.replication.replicate(record, shard, [op])
 
@@ -427,6 +437,12 @@ class Participant:
                 except errors.TributaryError as exc:
                     log.debug("ack failed, will retry: %s", exc.message)
                     self._pending_acks = acks + self._pending_acks
+
+
+class _NotPrimary(Exception):
+    """Raised before a prepare was logged or sent: this node is no longer the primary. Kept
+    out of the errors hierarchy (prepare turns it into StaleEpoch) so the wire table stays
+    one class per code."""
 
 
 def _stage(replica: ShardReplica, request: node_pb2.PrepareRequest, upserts: list,
