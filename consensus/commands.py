@@ -256,11 +256,63 @@ class RevokeApiKey:
     at_ms: int
 
 
+# ---- commit fences and dataset versions (applied by consensus/versions.py) ----------------------
+
+@dataclass(frozen=True)
+class FenceCommits:
+    """Holds back 2PC COMMIT decisions of txns touching the dataset until `until_ms` (the
+    proposer's clock) or until LiftFence, for a consistent cut (router/cut.py)."""
+
+    dataset_uuid: str
+    fence_id: str
+    until_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class LiftFence:
+    fence_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class FenceSettled:
+    """Changes nothing: answers whether the fence is still up and which txns decided COMMIT
+    before it are not yet applied by every participant of its dataset (the cut waits for
+    none). A command, not a catalog read, so the answer is linearizable whatever is cached."""
+
+    fence_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CreateVersion:
+    """Records a cut under a tag. `cut_json` lists the shards (consensus/versions.py
+    ShardVersion documents); keep_max and keep_ms are the retention (0: unbounded) the
+    proposer applies, oldest versions dropped first."""
+
+    dataset_uuid: str
+    tag: str
+    deeplake_tag: str
+    cut_json: str
+    keep_max: int
+    keep_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class DeleteVersion:
+    dataset_uuid: str
+    tag: str
+    at_ms: int
+
+
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
     DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
     DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy,
-    SetNodeState, RemoveNode, StartMove, FinishMove, CancelMove)}
+    SetNodeState, RemoveNode, StartMove, FinishMove, CancelMove, FenceCommits, LiftFence,
+    FenceSettled, CreateVersion, DeleteVersion)}
 
 
 class CommandDecodeError(ValueError):

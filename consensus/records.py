@@ -167,6 +167,10 @@ class MetaState:
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     # Shard moves in progress (consensus/replication.py), by move id.
     moves: dict[str, "MoveRecord"] = field(default_factory=dict)
+    # Commit fences by fence id, and dataset versions by "dataset uuid/tag"
+    # (consensus/versions.py: FenceRecord, VersionRecord).
+    fences: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
 
     __setstate__ = _setstate_with_defaults
 

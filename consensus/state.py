@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from consensus import commands as c, replication, tenancy
+from consensus import commands as c, replication, tenancy, versions
 from consensus.records import (  # noqa: F401 - the records are part of this module's interface
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
     MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
@@ -97,7 +97,9 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
             return state, _error("NotFound", f"dataset '{command.name}' not found")
         datasets = {k: v for k, v in state.datasets.items() if k != record.uuid}
         moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
-        return _bump(state, datasets=datasets, moves=moves), {"uuid": record.uuid,
+        gone: dict[str, Any] = {}
+        versions.forget_dataset(gone, state, record.uuid)
+        return _bump(state, datasets=datasets, moves=moves, **gone), {"uuid": record.uuid,
                                                  "placement": list(record.placement)}
 
     if isinstance(command, c.PlaceShard):
@@ -120,7 +122,13 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     if isinstance(command, replication.MOVE_COMMANDS):
         return replication.apply_moves(state, command)
 
+    if isinstance(command, versions.COMMANDS):
+        return versions.apply(state, command)
+
     if isinstance(command, c.DecideTxn):
+        fenced = versions.fence_refusal(state, command)
+        if fenced is not None:
+            return state, fenced
         return _decide_txn(state, command)
 
     if isinstance(command, c.AckTxns):
@@ -190,6 +198,7 @@ def to_doc(state: MetaState) -> dict[str, Any]:
         "api_keys": {k: {**dataclasses.asdict(v), "datasets": list(v.datasets)}
                      for k, v in getattr(state, "api_keys", {}).items()},
         "moves": {k: dataclasses.asdict(v) for k, v in state.moves.items()},
+        **versions.to_doc(state),
     }
 
 
@@ -212,4 +221,5 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
         api_keys={k: ApiKeyRecord(**{**v, "datasets": tuple(v["datasets"])})
                   for k, v in doc.get("api_keys", {}).items()},
         moves={k: MoveRecord(**v) for k, v in doc.get("moves", {}).items()},
+        **versions.from_doc(doc),
     )

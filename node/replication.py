@@ -42,7 +42,7 @@ from node.convert import records_from_protos, update_records_from_protos
 from node.oplog import LoggedOp, OpLog
 from proto import node_pb2
 from shard.records import ExistingPolicy
-from tributary import cluster_auth, errors, limits
+from tributary import cluster_auth, errors, faults, limits
 from tributary.grpc_options import internal_channel_options
 
 log = logging.getLogger("tributary.node.replication")
@@ -452,6 +452,7 @@ class Replication:
             if not answer.ops:
                 return False
             await self.apply_ops(record, shard, list(answer.ops))
+            faults.crash_point(faults.MOVE_TARGET_MID_CATCH_UP)
         return False
 
     async def hand_over(self, record: DatasetRecord, shard: int, target: str) -> None:
@@ -464,6 +465,7 @@ class Replication:
             if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
                     target not in fresh.in_sync_of(shard):
                 return
+            faults.crash_point(faults.MOVE_SOURCE_BEFORE_HAND_OVER)
             await self.meta.propose(commands.PromotePrimary(
                 record.uuid, shard, target, fresh.term_of(shard), int(time.time() * 1000)))
             await self.host.catalog.refresh()

@@ -32,8 +32,10 @@ from proto import node_pb2, node_pb2_grpc
 from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
+from shard.versions import ViewCache
 from tributary import cluster_auth, faults, limits
-from tributary.errors import Internal, InvalidArgument, NotFound, StaleEpoch, TributaryError
+from tributary.errors import (Aborted, Internal, InvalidArgument, NotFound, StaleEpoch,
+                              TributaryError)
 from tributary.validation import as_vector, unpack_vector
 from tributary.periodic import Periodic
 
@@ -198,6 +200,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         self.host = host
         self.participant = participant
         self.replication = replication
+        # Old versions open for reads (shard/versions.py), bounded.
+        self.views = ViewCache()
 
     @_guarded
     async def Write(self, request, context):
@@ -261,6 +265,11 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def Get(self, request, context):
+        if request.as_of_tag:
+            record, view = await self._version_view(request.shard, request.as_of_tag)
+            found = await asyncio.to_thread(view.get, list(request.ids), request.include_values)
+            return node_pb2.GetResponse(vectors=[record_to_proto(r, record.dimensions)
+                                                 for r in found])
         record, replica = await self.host.replica(request.shard)
         await self.participant.locks_for(request.shard.dataset_uuid, request.shard.shard
                                          ).wait_unlocked(list(request.ids),
@@ -271,6 +280,14 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def Search(self, request, context):
+        if request.as_of_tag:
+            record, view = await self._version_view(request.shard, request.as_of_tag)
+            query = unpack_vector(request.query_values, record.dimensions, record.metric_type,
+                                  what="query_vector")
+            outcome = await asyncio.to_thread(
+                view.search, query, request.top_k, request.include_content,
+                request.include_metadata, request.include_values, _compiled_filter(request))
+            return _search_response(outcome, record.dimensions)
         record, replica = await self.host.replica(request.shard)
         if request.query_values:
             query = unpack_vector(request.query_values, record.dimensions, record.metric_type,
@@ -377,18 +394,87 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def List(self, request, context):
-        record, replica = await self.host.replica(request.shard)
         limit = max(1, min(request.limit or limits.list_page_size_max,
                            limits.list_page_size_max))
+        if request.as_of_tag:
+            record, view = await self._version_view(request.shard, request.as_of_tag)
+            found, last, exhausted = await asyncio.to_thread(
+                view.list_after, request.after_label, limit, request.include_values)
+            return node_pb2.ListResponse(vectors=[record_to_proto(r, record.dimensions)
+                                                  for r in found], last_label=last,
+                                         exhausted=exhausted, total=view.count())
+        record, replica = await self.host.replica(request.shard)
         found, last, exhausted = await asyncio.to_thread(
             replica.list_after, request.after_label, limit, request.include_values)
         return node_pb2.ListResponse(vectors=[record_to_proto(r, record.dimensions)
                                               for r in found], last_label=last,
                                      exhausted=exhausted, total=replica.count())
 
+    # ---- consistent cuts and reads at a version (router/cut.py, shard/versions.py) -----------
+
+    async def _version_view(self, ref: node_pb2.ShardRef, tag: str):
+        """The shard's rows at the version its cut tagged `tag`, from any copy of the shard
+        (an old version never changes, so in-sync or not makes no difference). Unavailable when
+        this copy's store lacks the tag: the router asks another copy."""
+        record = await self.host.dataset_for(ref, COPY)
+        replica = await self.host.replica_unfenced(ref.dataset_uuid, ref.shard)
+        if replica is None:
+            raise NotFound("dataset not found (it may have been deleted)")
+        view = await asyncio.to_thread(self.views.get, replica.store_url, tag,
+                                       record.dimensions, record.metric_type)
+        return record, view
+
+    @_guarded
+    async def CutShard(self, request, context):
+        """The primary's part of a consistent cut: holding the shard's write lock (no write,
+        soft delete or 2PC decision is half done, and every in-sync copy holds every op up to
+        the log's last), tags its store's current commit and has each in-sync copy tag the
+        same state. A copy that cannot is reported, not fatal: the version is read from the
+        copies that did."""
+        record, replica = await self.host.replica(request.shard, PRIMARY)
+        shard = request.shard.shard
+        async with self.replication.write_lock(record.uuid, shard):
+            record = await self._primary_record(request.shard)
+            oplog = self.replication.oplog(record.uuid, shard)
+            seq, term = oplog.last_seq, oplog.last_term
+            commit_id, count = await asyncio.to_thread(replica.mark_version, request.tag)
+            ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+
+            async def mark(node_id: str) -> node_pb2.CopyMark:
+                try:
+                    answer = await self.replication._call(
+                        node_id, "MarkCopy", node_pb2.MarkCopyRequest(
+                            shard=ref, tag=request.tag, seq=seq),
+                        limits.replication_ack_timeout_ms)
+                    return node_pb2.CopyMark(node_id=node_id, commit_id=answer.commit_id)
+                except TributaryError as exc:
+                    return node_pb2.CopyMark(node_id=node_id, error=exc.message)
+            copies = await asyncio.gather(*(mark(n) for n in record.in_sync_of(shard)
+                                            if n != self.host.node_id))
+        return node_pb2.CutShardResponse(node_id=self.host.node_id, commit_id=commit_id,
+                                         seq=seq, term=term, vector_count=count, copies=copies)
+
+    @_guarded
+    async def MarkCopy(self, request, context):
+        """A copy tags its store at the primary's cut, if it holds exactly the ops up to it."""
+        ref = request.shard
+        await self.host.dataset_for(ref, COPY)
+        key = (ref.dataset_uuid, ref.shard)
+        async with self.replication._apply_lock(key):
+            last = self.replication.oplog(*key).last_seq
+            if last != request.seq:
+                raise Aborted(f"this copy is at op {last}, not at the cut's op {request.seq}")
+            replica = await self.host.replica_unfenced(*key)
+            if replica is None:
+                raise NotFound("dataset not found (it may have been deleted)")
+            commit_id, _ = await asyncio.to_thread(replica.mark_version, request.tag)
+        return node_pb2.MarkCopyResponse(commit_id=commit_id)
+
     @_guarded
     async def DropShard(self, request, context):
         dropped = await self.host.drop(request.shard.dataset_uuid, request.shard.shard)
+        self.views.forget("file://" + os.path.join(self.host.shard_path(
+            request.shard.dataset_uuid, request.shard.shard), "store"))
         self.replication.forget(request.shard.dataset_uuid, request.shard.shard)
         return node_pb2.DropShardResponse(dropped=dropped)
 

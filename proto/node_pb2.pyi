@@ -60,14 +60,16 @@ class WriteResponse(_message.Message):
     def __init__(self, inserted: _Optional[int] = ..., skipped: _Optional[int] = ..., deleted: _Optional[int] = ..., not_found: _Optional[int] = ..., skipped_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("shard", "ids", "include_values")
+    __slots__ = ("shard", "ids", "include_values", "as_of_tag")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TAG_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_values: bool
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., include_values: _Optional[bool] = ...) -> None: ...
+    as_of_tag: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., include_values: _Optional[bool] = ..., as_of_tag: _Optional[str] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("vectors",)
@@ -76,7 +78,7 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
-    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values", "exact")
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values", "exact", "as_of_tag")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +97,7 @@ class ShardSearchRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     QUERY_VALUES_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TAG_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -106,7 +109,8 @@ class ShardSearchRequest(_message.Message):
     filters: _containers.ScalarMap[str, str]
     query_values: bytes
     exact: bool
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ..., exact: _Optional[bool] = ...) -> None: ...
+    as_of_tag: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ..., exact: _Optional[bool] = ..., as_of_tag: _Optional[str] = ...) -> None: ...
 
 class ShardTextSearchRequest(_message.Message):
     __slots__ = ("shard", "query_text", "top_k", "include_content", "include_metadata", "filter_expression", "filters")
@@ -204,16 +208,18 @@ class CompactResponse(_message.Message):
     def __init__(self, purged: _Optional[int] = ..., indexed: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("shard", "after_label", "limit", "include_values")
+    __slots__ = ("shard", "after_label", "limit", "include_values", "as_of_tag")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     AFTER_LABEL_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TAG_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     after_label: int
     limit: int
     include_values: bool
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., after_label: _Optional[int] = ..., limit: _Optional[int] = ..., include_values: _Optional[bool] = ...) -> None: ...
+    as_of_tag: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., after_label: _Optional[int] = ..., limit: _Optional[int] = ..., include_values: _Optional[bool] = ..., as_of_tag: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("vectors", "last_label", "exhausted", "total")
@@ -502,3 +508,53 @@ class InstallRestoreResponse(_message.Message):
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
     vector_count: int
     def __init__(self, vector_count: _Optional[int] = ...) -> None: ...
+
+class CutShardRequest(_message.Message):
+    __slots__ = ("shard", "tag")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    tag: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class CopyMark(_message.Message):
+    __slots__ = ("node_id", "commit_id", "error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    commit_id: str
+    error: str
+    def __init__(self, node_id: _Optional[str] = ..., commit_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CutShardResponse(_message.Message):
+    __slots__ = ("node_id", "commit_id", "seq", "term", "vector_count", "copies")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    commit_id: str
+    seq: int
+    term: int
+    vector_count: int
+    copies: _containers.RepeatedCompositeFieldContainer[CopyMark]
+    def __init__(self, node_id: _Optional[str] = ..., commit_id: _Optional[str] = ..., seq: _Optional[int] = ..., term: _Optional[int] = ..., vector_count: _Optional[int] = ..., copies: _Optional[_Iterable[_Union[CopyMark, _Mapping]]] = ...) -> None: ...
+
+class MarkCopyRequest(_message.Message):
+    __slots__ = ("shard", "tag", "seq")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    tag: str
+    seq: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., tag: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class MarkCopyResponse(_message.Message):
+    __slots__ = ("commit_id",)
+    COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    commit_id: str
+    def __init__(self, commit_id: _Optional[str] = ...) -> None: ...

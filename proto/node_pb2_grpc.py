@@ -139,6 +139,16 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.InstallRestoreRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.InstallRestoreResponse.FromString,
                 _registered_method=True)
+        self.CutShard = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/CutShard',
+                request_serializer=proto_dot_node__pb2.CutShardRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.CutShardResponse.FromString,
+                _registered_method=True)
+        self.MarkCopy = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/MarkCopy',
+                request_serializer=proto_dot_node__pb2.MarkCopyRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.MarkCopyResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -285,6 +295,20 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CutShard(self, request, context):
+        """Consistent cuts (router/cut.py): the primary, holding the shard's write lock, tags its
+        store's current Deep Lake commit and has every in-sync copy tag the same state (MarkCopy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkCopy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +416,16 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.InstallRestore,
                     request_deserializer=proto_dot_node__pb2.InstallRestoreRequest.FromString,
                     response_serializer=proto_dot_node__pb2.InstallRestoreResponse.SerializeToString,
+            ),
+            'CutShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.CutShard,
+                    request_deserializer=proto_dot_node__pb2.CutShardRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.CutShardResponse.SerializeToString,
+            ),
+            'MarkCopy': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkCopy,
+                    request_deserializer=proto_dot_node__pb2.MarkCopyRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.MarkCopyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -961,6 +995,60 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/InstallRestore',
             proto_dot_node__pb2.InstallRestoreRequest.SerializeToString,
             proto_dot_node__pb2.InstallRestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CutShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/CutShard',
+            proto_dot_node__pb2.CutShardRequest.SerializeToString,
+            proto_dot_node__pb2.CutShardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkCopy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/MarkCopy',
+            proto_dot_node__pb2.MarkCopyRequest.SerializeToString,
+            proto_dot_node__pb2.MarkCopyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,8 @@ class ShardClient(Protocol):
                      ) -> node_pb2.TxnResponse: ...
     async def abort(self, address: str, request: node_pb2.TxnRequest
                     ) -> node_pb2.TxnResponse: ...
+    async def cut_shard(self, address: str, request: node_pb2.CutShardRequest
+                        ) -> node_pb2.CutShardResponse: ...
     async def copy_status(self, address: str, request: node_pb2.CopyStatusRequest
                           ) -> node_pb2.CopyStatusResponse: ...
 
@@ -110,6 +112,9 @@ class GrpcShardClient:
 
     async def abort(self, address, request):
         return await _send(self._stub(address).Abort, request)
+
+    async def cut_shard(self, address, request):
+        return await _send(self._stub(address).CutShard, request)
 
     async def copy_status(self, address, request):
         return await _send(self._stub(address).CopyStatus, request)

@@ -186,10 +186,21 @@ class Coordinator:
 
     async def _record(self, txn_id: str, decision: str, participants: tuple[str, ...],
                       scoped_key: str, outcome_json: str) -> dict:
+        # A COMMIT meets a fence while a consistent cut of a dataset it touches is taken
+        # (consensus/versions.py); nothing was recorded, so it is proposed again shortly. A
+        # fence lasts cut_fence_max_ms at most; past twice that (cut after cut), the txn aborts.
+        give_up_at = time.monotonic() + 2 * limits.cut_fence_max_ms / 1000
         try:
-            return await self.meta.propose(commands.DecideTxn(
-                txn_id, decision, participants, scoped_key, outcome_json,
-                int(time.time() * 1000)))
+            while True:
+                result = await self.meta.propose(commands.DecideTxn(
+                    txn_id, decision, participants, scoped_key, outcome_json,
+                    int(time.time() * 1000)))
+                if "fenced_until_ms" not in result:
+                    return result
+                if time.monotonic() >= give_up_at:
+                    decision, scoped_key, outcome_json = TXN_ABORT, "", ""
+                else:
+                    await asyncio.sleep(limits.cut_fence_retry_ms / 1000)
         except errors.TributaryError as exc:
             TXNS.labels("in_doubt").inc()
             if decision == TXN_ABORT:

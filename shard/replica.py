@@ -331,6 +331,17 @@ class ShardReplica:
     def soft_deleted_count(self) -> int:
         return len(self._soft_deleted)
 
+    @property
+    def store_url(self) -> str:
+        return self._store_url
+
+    def mark_version(self, tag: str) -> tuple[str, int]:
+        """Puts Deep Lake tag `tag` on the store's current commit (shard/versions.py mark),
+        under `_lock` so no write commits in between: (commit id, active rows)."""
+        from shard import versions
+        with self._lock:
+            return versions.mark(self._ds, tag), self.count()
+
     def content_digest(self) -> str:
         """Hex sha256 of what this copy holds, equal on two copies exactly when they hold the same
         rows: every row of the store (soft-deleted ones too, with their flag), taken in id order,

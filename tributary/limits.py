@@ -238,3 +238,8 @@ moves_concurrent_max = 2
 # A write waiting on a primary checks this often whether the catalog has moved the shard to
 # another primary (router/core.py _on_primary).
 write_placement_check_ms = 100
+
+# ---- elastic scale-out: moves under crashes (consensus/failover.py, consensus/rebalance.py) ----
+# The meta leader cancels a move whose target has sent no heartbeat for this long (the shard is
+# left as it was, and a drain plans the copy onto a live node instead) rather than wait for ever.
+move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)

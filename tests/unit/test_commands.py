@@ -62,6 +62,14 @@ STRATEGIES = {
                            source=texts, target=texts, reason=texts, at_ms=ints),
     "FinishMove": st.builds(c.FinishMove, move_id=texts, at_ms=ints),
     "CancelMove": st.builds(c.CancelMove, move_id=texts, at_ms=ints),
+    "FenceCommits": st.builds(c.FenceCommits, dataset_uuid=texts, fence_id=texts, until_ms=ints,
+                              at_ms=ints),
+    "LiftFence": st.builds(c.LiftFence, fence_id=texts, at_ms=ints),
+    "FenceSettled": st.builds(c.FenceSettled, fence_id=texts, at_ms=ints),
+    "CreateVersion": st.builds(c.CreateVersion, dataset_uuid=texts, tag=texts,
+                               deeplake_tag=texts, cut_json=texts, keep_max=ints, keep_ms=ints,
+                               at_ms=ints),
+    "DeleteVersion": st.builds(c.DeleteVersion, dataset_uuid=texts, tag=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -97,6 +105,11 @@ def example_of(cls):
         c.StartMove: c.StartMove("m1", "u1", 0, "n1", "n3", "rebalance", 5),
         c.FinishMove: c.FinishMove("m1", 5),
         c.CancelMove: c.CancelMove("m1", 5),
+        c.FenceCommits: c.FenceCommits("u1", "f1", 1_005, 5),
+        c.LiftFence: c.LiftFence("f1", 5),
+        c.FenceSettled: c.FenceSettled("f1", 5),
+        c.CreateVersion: c.CreateVersion("u1", "v1", "version-v1", "[]", 100, 0, 5),
+        c.DeleteVersion: c.DeleteVersion("u1", "v1", 5),
     }[cls]
 
 

@@ -1,0 +1,220 @@
+"""Reads of a shard replica at an old version: the state a consistent cut tagged.
+
+Every write batch is one Deep Lake commit, so the store keeps every earlier state. A cut
+(router/cut.py) puts a Deep Lake tag on the current commit of each copy (`mark`); a read at that
+version opens the tagged commit read-only (`VersionView`). Tags are files of the store, so a
+copy made later from these files (a replication snapshot) holds them too, and compaction, which
+only adds a commit, never removes the state a tag names.
+
+How an old version is searched: by exact scan of its rows, never through HNSW (the graph is a
+cache of the current rows only). The view keeps the version's vectors as one float32 matrix, so
+a search is one BLAS matrix-vector product (bench figures in router/DESIGN.md). A shard whose
+version holds more than `as_of_scan_vectors_max` rows refuses the search with a clear error
+rather than scan for seconds. Views are cached per (store, tag), least recently used dropped
+first, bounded by `version_views_max` and by the bytes of their matrices
+(`version_view_cache_bytes_max`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import bisect
+
+import deeplake
+import numpy as np
+
+from shard import filter_eval
+from shard.records import Hit, SearchOutcome, VectorRecord
+from shard.replica import _FilterColumns, _exact_top
+from shard.scoring import scores_from_hnsw
+from tributary import errors, limits
+
+_SOFT_DELETE_COLUMN = "deleted_at_ms"
+
+
+def mark(ds, tag: str) -> str:
+    """Tags the store's current commit `tag` (idempotent: an existing tag is kept) and
+    returns the commit id it names. The caller holds the replica's lock, so no write commits
+    in between."""
+    try:
+        return ds.tags[tag].version
+    except Exception:  # noqa: BLE001 - deeplake raises TagNotFoundError, not exported by name
+        pass
+    return ds.tag(tag).version
+
+
+def drop_tag(ds, tag: str) -> bool:
+    """Removes a Deep Lake tag (retention); False when the store has no such tag."""
+    try:
+        ds.tags[tag].delete()
+        return True
+    except Exception:  # noqa: BLE001 - TagNotFoundError
+        return False
+
+
+class VersionView:
+    """The rows of one store at one tagged commit, read-only. Safe from several threads."""
+
+    def __init__(self, store_url: str, tag: str, dimensions: int, metric: str):
+        try:
+            self._ds = deeplake.open_read_only(store_url).tags[tag].open()
+        except Exception as exc:  # noqa: BLE001 - TagNotFoundError: this copy lacks the version
+            raise errors.Unavailable(f"this copy of the shard does not hold version tag "
+                                     f"'{tag}'") from exc
+        self.tag = tag
+        self.dimensions = dimensions
+        self.metric = metric
+        self.commit_id = self._ds.version
+        count = len(self._ds)
+        self._ids: list[str] = list(self._ds["id"][:]) if count else []
+        self._labels = (np.asarray(self._ds["label"][:], dtype=np.int64) if count
+                        else np.zeros(0, np.int64))
+        deleted = self._ds[_SOFT_DELETE_COLUMN][:] if count else []
+        self._active = np.asarray([d is None or int(d) == 0 for d in deleted], dtype=bool)
+        self._row_of = {vid: row for row, vid in enumerate(self._ids)}
+        self._lock = threading.Lock()
+        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+        self._filters: _FilterColumns | None = None
+
+    def count(self) -> int:
+        """Active rows (soft-deleted ones not counted)."""
+        return int(self._active.sum())
+
+    def matrix_bytes(self) -> int:
+        return 0 if self._matrix is None else self._matrix[0].nbytes
+
+    def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
+        rows = [self._row_of[i] for i in ids if i in self._row_of and self._active[self._row_of[i]]]
+        return self._read_rows(rows, include_values)
+
+    def list_after(self, after_label: int, limit: int, include_values: bool
+                   ) -> tuple[list[VectorRecord], int, bool]:
+        """Rows with label > after_label, in row order: (records, last label, exhausted)."""
+        start = bisect.bisect_right(self._labels.tolist(), after_label)
+        rows = list(range(start, min(start + limit, len(self._ids))))
+        last = int(self._labels[rows[-1]]) if rows else after_label
+        exhausted = start + len(rows) >= len(self._ids)
+        rows = [r for r in rows if self._active[r]]
+        return self._read_rows(rows, include_values), last, exhausted
+
+    def search(self, query: np.ndarray, top_k: int, include_content: bool = False,
+               include_metadata: bool = False, include_values: bool = False,
+               where: filter_eval.CompiledFilter | None = None) -> SearchOutcome:
+        """The exact top-k of the version's active rows that pass `where`. Raises
+        ResourceExhausted when the version holds more than as_of_scan_vectors_max rows."""
+        import time
+        started = time.perf_counter()
+        count = len(self._ids)
+        if count > limits.as_of_scan_vectors_max:
+            raise errors.ResourceExhausted(
+                f"a search at a version scans every row, and this shard held {count} rows "
+                f"then, more than as_of_scan_vectors_max={limits.as_of_scan_vectors_max}")
+        if count == 0:
+            return SearchOutcome([], 0, 0, 0.0, strategy="as_of_exact")
+        values, sqnorms = self._vectors()
+        mask = self._active
+        if where is not None:
+            mask = mask & where.mask(self._filter_view())
+        rows = np.flatnonzero(mask)
+        positions = np.arange(count, dtype=np.int64)
+        found_rows, raw = _exact_top(values, sqnorms, positions, query, rows,
+                                     min(top_k, len(rows)), self.metric)
+        scores, distances = scores_from_hnsw(self.metric, raw)
+        records = self._read_rows(found_rows.tolist(), include_values, include_content,
+                                  include_metadata)
+        hits = [Hit(r, float(s), float(d)) for r, s, d in zip(records, scores, distances)]
+        return SearchOutcome(hits, vectors_scanned=len(rows), index_hits=len(hits),
+                             database_time_ms=(time.perf_counter() - started) * 1000,
+                             filtered_out=int(self._active.sum()) - len(rows),
+                             strategy="as_of_exact")
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self._matrix is None:
+                values = np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
+                    len(self._ids), self.dimensions)
+                self._matrix = (values, np.einsum("ij,ij->i", values, values))
+            return self._matrix
+
+    def _filter_view(self) -> filter_eval.ColumnView:
+        with self._lock:
+            if self._filters is None:
+                self._filters = _FilterColumns.from_store(self._ds, len(self._ids))
+            return self._filters.view()
+
+    def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
+                   include_metadata: bool = True) -> list[VectorRecord]:
+        if not rows:
+            return []
+        ds = self._ds
+        column = {name: ds[name][rows] for name in (
+            "document_id", "chunk_id", "content_hash", "content_type", "language", "model",
+            "chunk_index", "chunk_count", "created_at_ms", "updated_at_ms")}
+        content = ds["content"][rows] if include_content else None
+        metadata = ds["metadata"][rows] if include_metadata else None
+        values = (np.asarray(ds["values"][rows], dtype=np.float32).reshape(
+            len(rows), self.dimensions) if include_values else None)
+        out = []
+        for i, row in enumerate(rows):
+            def text(name: str) -> str:
+                value = column[name][i]
+                return "" if value is None else str(value)
+
+            def number(name: str) -> int:
+                value = column[name][i]
+                return 0 if value is None else int(value)
+            out.append(VectorRecord(
+                id=self._ids[row], values=None if values is None else values[i],
+                document_id=text("document_id"), chunk_id=text("chunk_id"),
+                content="" if content is None or content[i] is None else content[i],
+                content_hash=text("content_hash"),
+                metadata={} if metadata is None or metadata[i] is None else
+                {k: str(v) for k, v in dict(metadata[i]).items()},
+                content_type=text("content_type"), language=text("language"),
+                chunk_index=number("chunk_index"), chunk_count=number("chunk_count"),
+                model=text("model"), created_at_ms=number("created_at_ms"),
+                updated_at_ms=number("updated_at_ms")))
+        return out
+
+
+class ViewCache:
+    """Open VersionViews by (store url, tag), least recently used dropped first."""
+
+    def __init__(self, views_max: int = limits.version_views_max,
+                 bytes_max: int = limits.version_view_cache_bytes_max):
+        self.views_max = views_max
+        self.bytes_max = bytes_max
+        self._views: OrderedDict[tuple[str, str], VersionView] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store_url: str, tag: str, dimensions: int, metric: str) -> VersionView:
+        key = (store_url, tag)
+        with self._lock:
+            view = self._views.get(key)
+            if view is not None:
+                self._views.move_to_end(key)
+                return view
+        view = VersionView(store_url, tag, dimensions, metric)
+        with self._lock:
+            view = self._views.setdefault(key, view)
+            self._views.move_to_end(key)
+            self._trim()
+        return view
+
+    def trim(self) -> None:
+        with self._lock:
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._views) > self.views_max or (
+                len(self._views) > 1 and
+                sum(v.matrix_bytes() for v in self._views.values()) > self.bytes_max):
+            self._views.popitem(last=False)
+
+    def forget(self, store_url: str) -> None:
+        """Drops the views of a store (its files were replaced or removed)."""
+        with self._lock:
+            for key in [k for k in self._views if k[0] == store_url]:
+                del self._views[key]
