@@ -15,7 +15,7 @@ import threading
 import time
 
 from consensus import commands, rebalance, replication
-from tributary import limits
+from tributary import faults, limits
 from tributary.errors import TributaryError
 
 log = logging.getLogger("tributary.meta.failover")
@@ -70,8 +70,13 @@ class FailoverController:
         planned = replication.plan_repairs(state, down, at_ms, limits.failover_after_ms,
                                            limits.copy_replace_after_ms)
         live = {n for n, ms in down.items() if ms == 0}
-        planned += rebalance.plan_move_steps(state, live, at_ms, limits.moves_concurrent_max)
+        gone = {n for n, ms in down.items() if ms >= limits.move_target_away_cancel_ms}
+        planned += rebalance.plan_move_steps(state, live, at_ms, limits.moves_concurrent_max,
+                                             gone)
         for command in planned:
+            if isinstance(command, commands.FinishMove):
+                # Test-only crash point: the leader, which drives moves, dies before finishing.
+                faults.crash_point(faults.META_LEADER_BEFORE_FINISH_MOVE)
             try:
                 result = self.machine.propose(commands.encode(command),
                                               limits.meta_rpc_timeout_ms / 1000)

@@ -123,20 +123,27 @@ def plan_drain(state: MetaState, live: set[str], node_id: str
 
 
 def plan_move_steps(state: MetaState, live: set[str], at_ms: int,
-                    max_concurrent_moves: int) -> list[Any]:
+                    max_concurrent_moves: int, gone: frozenset[str] | set[str] = frozenset()
+                    ) -> list[Any]:
     """What the meta leader proposes for moves and drains in one round: FinishMove for a move
     whose target is in sync and holds the primary role if the source held it; CancelMove for a
-    move whose dataset is gone; new moves for draining nodes, within max_concurrent_moves; and
-    `drained` for a draining node that holds no copy any more."""
+    move whose dataset is gone, or whose target is `gone` (away for move_target_away_cancel_ms)
+    and is not the primary (a move rolls back rather than wait for ever on a dead target; a
+    drain then plans the copy onto a live node); new moves for draining nodes, within
+    max_concurrent_moves; and `drained` for a draining node that holds no copy any more."""
     planned: list[Any] = []
     in_flight = len(state.moves)
     for move in sorted(state.moves.values(), key=lambda m: m.move_id):
         record = state.datasets.get(move.dataset_uuid)
         if record is None:
             planned.append(c.CancelMove(move.move_id, at_ms))
+            in_flight -= 1
         elif move.target in record.in_sync_of(move.shard) and \
                 record.primary_of(move.shard) != move.source:
             planned.append(c.FinishMove(move.move_id, at_ms))
+        elif move.target in gone and record.primary_of(move.shard) != move.target:
+            planned.append(c.CancelMove(move.move_id, at_ms))
+            in_flight -= 1
     for node in sorted(state.nodes.values(), key=lambda n: n.node_id):
         if node.state != "draining":
             continue

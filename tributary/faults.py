@@ -19,8 +19,18 @@ META_LEADER_ON_DECIDE = "meta_leader_on_decide"
 # A primary dies after logging a write and before applying it (node/server.py Write).
 PRIMARY_AFTER_LOG = "primary_after_log"
 
+# Shard moves: the source (primary) dies as it is about to hand the primary role over
+# (node/replication.py hand_over); the target dies after applying ops mid catch-up
+# (node/replication.py catch_up); the meta leader, which steps moves along, dies before it
+# proposes FinishMove (consensus/failover.py).
+MOVE_SOURCE_BEFORE_HAND_OVER = "move_source_before_hand_over"
+MOVE_TARGET_MID_CATCH_UP = "move_target_mid_catch_up"
+META_LEADER_BEFORE_FINISH_MOVE = "meta_leader_before_finish_move"
+
 POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
-          PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG)
+          PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG,
+          MOVE_SOURCE_BEFORE_HAND_OVER, MOVE_TARGET_MID_CATCH_UP,
+          META_LEADER_BEFORE_FINISH_MOVE)
 
 
 def enabled() -> bool:
