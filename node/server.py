@@ -387,10 +387,26 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def Compact(self, request, context):
-        _, replica = await self.host.replica(request.shard, PRIMARY)
+        """Purges soft-deleted rows on every in-sync copy, then rebuilds this graph. The purge
+        is a replicated write that deletes those ids (logged, applied, sent like any write), so
+        the copies hold the same rows; the graph rebuild is local to each copy."""
+        record, replica = await self.host.replica(request.shard, PRIMARY)
+        shard = request.shard.shard
+        purged: list[str] = []
+        async with self.replication.write_lock(record.uuid, shard):
+            record = await self._primary_record(request.shard)
+            purged = await asyncio.to_thread(replica.soft_deleted_ids)
+            if purged:
+                effect = node_pb2.ReplicatedOp(
+                    write=node_pb2.WriteRequest(delete_ids=purged,
+                                                existing=node_pb2.EXISTING_OVERWRITE),
+                    at_ms=int(time.time() * 1000))
+                await self.replication.log_ops(record, shard, [effect])
+                await self.replication.apply_local(record, shard, effect)
+                await self.replication.send_to_in_sync(record, shard, [effect])
         report = await asyncio.to_thread(replica.compact)
-        return node_pb2.CompactResponse(purged=report["purged"], indexed=report["indexed"],
-                                        seconds=report["seconds"])
+        return node_pb2.CompactResponse(purged=len(purged) + report["purged"],
+                                        indexed=report["indexed"], seconds=report["seconds"])
 
     @_guarded
     async def List(self, request, context):

@@ -331,6 +331,11 @@ class ShardReplica:
     def soft_deleted_count(self) -> int:
         return len(self._soft_deleted)
 
+    def soft_deleted_ids(self) -> list[str]:
+        """The ids compaction would purge, sorted (a primary replicates their deletion)."""
+        with self._lock:
+            return sorted(self._soft_deleted)
+
     @property
     def store_url(self) -> str:
         return self._store_url

@@ -239,12 +239,81 @@ moves_concurrent_max = 2
 # another primary (router/core.py _on_primary).
 write_placement_check_ms = 100
 
-# ---- elastic scale-out: moves under crashes (consensus/failover.py, consensus/rebalance.py) ----
-# The meta leader cancels a move whose target has sent no heartbeat for this long (the shard is
-# left as it was, and a drain plans the copy onto a live node instead) rather than wait for ever.
-move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)
+# ---- control plane: reads, leader changes, watches (issue 14) ------------------------------------
+# A linearizable meta read (member.py read_index) polls for its quorum confirmation this often.
+meta_read_index_poll_ms = 2
 
 # ---- elastic scale-out: moves under crashes (consensus/failover.py, consensus/rebalance.py) ----
 # The meta leader cancels a move whose target has sent no heartbeat for this long (the shard is
 # left as it was, and a drain plans the copy onto a live node instead) rather than wait for ever.
 move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)
+# Linearizable catalog reads of one router or node are coalesced into rounds, one at a time and
+# at most one per this gap, so a burst of dataset-name misses is a bounded rate of leader reads.
+catalog_linearizable_read_gap_ms = 20
+
+# ---- observability (tributary/tracing.py, tributary/logs.py, */metrics.py) -----------------------
+# Share of new traces (requests arriving without a sampled traceparent) that are recorded; a
+# request whose traceparent says sampled is always traced. OTEL_TRACES_SAMPLER overrides.
+trace_sample_ratio = float(os.environ.get("TRIBUTARY_TRACE_SAMPLE_RATIO", "0.01"))
+# Spans are exported (and the trace file flushed) this often; the contract is within 10 s.
+trace_export_interval_ms = 2_000
+# A process's trace file is rotated past this size (one older file is kept).
+trace_file_bytes_max = 64 * 1024 * 1024
+# The router's deep health asks each node holding a shard for its status, waiting this long.
+health_node_probe_timeout_ms = 1_000
+# Deep health reports a node's index backlog as degraded past this many pending vectors.
+health_index_backlog_vectors_max = 100_000
+# Node gauges that read the disk (bytes per shard) are recomputed at most this often.
+metrics_disk_scan_interval_ms = 15_000
+# A meta member checks who leads this often, to count leader changes.
+meta_leader_watch_interval_ms = 250
+
+# ---- consistent cuts and dataset versions (router/cut.py, consensus/versions.py, issue 16) -----
+# Longest a cut holds back 2PC commit decisions of its dataset (FenceCommits); the fence
+# expires by itself then, so a router that dies mid-cut stalls commits no longer than this.
+cut_fence_max_ms = _env_int("cut_fence_max_ms", 1_000)
+# A coordinator whose decision met a fence proposes it again after this pause.
+cut_fence_retry_ms = 10
+# While fenced, the cut polls the catalog this often for decided txns still unacknowledged.
+cut_settle_poll_ms = 10
+# A cut checks its fence is up this far past the router's clock, for skew between routers
+# (a fence expires on the clock of the coordinator proposing a decision).
+cut_clock_skew_ms = 100
+# Retention: versions kept per dataset (the oldest go first), and their age.
+versions_per_dataset_max = _env_int("versions_per_dataset_max", 100)
+version_retention_ms = _env_int("version_retention_ms", 30 * 24 * 3600 * 1000)
+# A read at a version scans the shard's rows at that version exactly (no graph is built for an
+# old version); a shard holding more rows than this refuses the search with a clear error.
+as_of_scan_vectors_max = _env_int("as_of_scan_vectors_max", 1_000_000)
+# Old versions a node keeps open with their vectors in memory (least recently used dropped
+# first), by count and by the bytes of their vector matrices.
+version_views_max = 16
+version_view_cache_bytes_max = 512 * 1024 * 1024
+
+if cut_fence_max_ms >= txn_prepared_timeout_ms:
+    raise ValueError("cut_fence_max_ms must be shorter than txn_prepared_timeout_ms: a txn "
+                     "whose decision waits on a fence must not be aborted meanwhile")
+
+# ---- cluster backups and restores (node/backup.py, router/backups_admin.py) -----------------------
+# Rows an export copies from a shard's recorded version into the backup's store at once.
+backup_export_rows_max = 20_000
+# Largest single file a restore stages on a node (a shard's Deep Lake chunk files are far smaller).
+backup_file_bytes_max = 64 * 1024 * 1024 * 1024
+# Bytes of one restore upload request (CLI -> router -> node RestoreChunk); under
+# request_bytes_max and grpc_message_bytes_max.
+backup_upload_piece_bytes_max = 8 * 1024 * 1024
+# A backup job the CLI stops asking about is forgotten by its router after this long.
+backup_job_idle_ms = 600_000
+# Backup jobs one router keeps (running and finished) at once.
+backup_jobs_max = 16
+# A shard export (ExportShard stream) that takes longer than this is abandoned.
+backup_export_timeout_ms = 1_800_000
+# Attempts at a dataset's consistent cut (each bounded by cut_fence_max_ms) before a backup fails.
+backup_cut_attempts_max = 5
+# Times the backup CLI asks for one shard's export again after a failure (a node died midway).
+backup_shard_attempts_max = 5
+
+# ---- ingest and processes (issue 18) -------------------------------------------------------------
+# Threads hnswlib uses for each chunk the background indexer adds (add_items num_threads): both
+# cores, so the graph keeps up with acknowledged ingest.
+index_build_threads = 2

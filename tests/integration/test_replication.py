@@ -109,6 +109,32 @@ def test_an_acknowledged_write_is_on_every_in_sync_copy(replicated):
                for s in range(2)) == 200
 
 
+def test_compaction_purges_soft_deleted_rows_on_every_copy(replicated):
+    """Compaction removes soft-deleted rows for good; it is replicated like a write, so the
+    copies keep holding the same rows (and a later failover cannot bring purged rows back)."""
+    rng = random.Random(3)
+    with httpx.Client(base_url=replicated.rest, timeout=60) as client:
+        assert client.post("/datasets", json={"name": "compacted", "dimensions": DIMS,
+                                              "shard_count": 2}).status_code == 201
+        assert client.post("/datasets/compacted/vectors", json={"vectors": [
+            {"id": f"c{i}", "values": vector(rng)} for i in range(60)]}).status_code == 201
+        for i in range(0, 60, 3):
+            r = client.post(f"/datasets/compacted/vectors/c{i}/soft-delete")
+            assert r.status_code == 200, r.text
+        r = client.post("/datasets/compacted/compact")
+        assert r.status_code == 200, r.text
+        assert r.json()["purged_count"] == 20
+    record = record_of(replicated, "compacted")
+    for shard in range(2):
+        statuses = [copy_status(replicated, n, record, shard, digest=True)
+                    for n in record.copies_of(shard)]
+        assert len({s.content_digest for s in statuses}) == 1, statuses
+        assert len({s.vector_count for s in statuses}) == 1
+        assert len({s.last_seq for s in statuses}) == 1
+    assert sum(copy_status(replicated, record.primary_of(s), record, s).vector_count
+               for s in range(2)) == 40
+
+
 def test_a_frozen_primary_is_replaced_while_reads_go_on_and_it_rejoins_after(replicated):
     """SIGSTOP of the primary of shard 0: reads keep answering within 5 s, writes to its shard
     are acknowledged again after failover, the old primary rejoins the in-sync set by itself
