@@ -25,9 +25,10 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state
+from consensus import metrics as meta_metrics
 from consensus.failover import FailoverController
 from proto import meta_pb2, meta_pb2_grpc
-from tributary import cluster_auth, faults, limits
+from tributary import cluster_auth, faults, limits, tracing
 from tributary.netaddr import is_loopback  # noqa: F401 - re-exported for callers
 from tributary.errors import InvalidArgument, NotLeader, TributaryError, Unavailable
 
@@ -137,13 +138,21 @@ class MetaStateMachine(SyncObj):
             # Test-only crash point: the leader dies while applying a 2PC decision.
             faults.crash_point(faults.META_LEADER_ON_DECIDE)
         self.meta, result = meta_state.apply(self.meta, command)
+        meta_metrics.APPLIED_COMMANDS.labels(type(command).__name__).inc()
         return json.dumps({**result, "version": self.meta.version})
 
     def propose(self, command_json: str, timeout_s: float) -> str:
-        try:
-            return self._apply_command(command_json, sync=True, timeout=timeout_s)
-        except SyncObjException as exc:
-            raise Unavailable(f"metadata group could not commit the command: {exc.errorCode}")
+        kind = meta_metrics.command_type(command_json)
+        started = time.perf_counter()
+        with tracing.span("raft.propose", {"raft.command": kind}):
+            try:
+                result = self._apply_command(command_json, sync=True, timeout=timeout_s)
+            except SyncObjException as exc:
+                meta_metrics.PROPOSAL_ERRORS.labels(kind).inc()
+                raise Unavailable(f"metadata group could not commit the command: "
+                                  f"{exc.errorCode}")
+        meta_metrics.PROPOSAL_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        return result
 
 
 class MetaService(meta_pb2_grpc.MetaServicer):
@@ -286,6 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer", action="append", default=[],
                         help="another member as RAFT=GRPC; repeat per member")
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--metrics", default=None,
+                        help="serve Prometheus /metrics on this host:port (consensus/metrics.py)")
     parser.add_argument("--password", default=os.environ.get("TRIBUTARY_META_PASSWORD"),
                         help="Raft transport password (env TRIBUTARY_META_PASSWORD); prefer "
                              "--password-file, which keeps it out of the process list")
@@ -338,7 +349,8 @@ def run(args: argparse.Namespace) -> None:
                                password, args.raft_bind)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.meta_grpc_threads_max),
-        interceptors=[cluster_auth.ServerInterceptor(token)] if token else None, options=[
+        interceptors=[tracing.ServerInterceptor()]
+        + ([cluster_auth.ServerInterceptor(token)] if token else []), options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     service = MetaService(machine, raft_to_grpc, args.raft)
@@ -348,6 +360,7 @@ def run(args: argparse.Namespace) -> None:
     server.start()
     failover = FailoverController(machine, service)
     failover.start()
+    leader_watch = meta_metrics.install(machine, args.metrics)
     log.info("meta member raft=%s grpc=%s peers=%s internal auth %s", args.raft, args.grpc,
              args.peer, "on" if token else "off")
     stop = threading.Event()
@@ -356,4 +369,5 @@ def run(args: argparse.Namespace) -> None:
     stop.wait()
     server.stop(grace=limits.meta_stop_grace_ms / 1000).wait()
     failover.stop()
+    leader_watch.stop()
     machine.destroy()

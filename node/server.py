@@ -26,6 +26,7 @@ from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
 from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
+from node import metrics as node_metrics
 from node.replication import Replication, write_effect
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
@@ -33,7 +34,7 @@ from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from shard.versions import ViewCache
-from tributary import cluster_auth, faults, limits
+from tributary import cluster_auth, faults, limits, tracing
 from tributary.errors import (Aborted, Internal, InvalidArgument, NotFound, StaleEpoch,
                               TributaryError)
 from tributary.validation import as_vector, unpack_vector
@@ -539,6 +540,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated meta member gRPC addresses")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--node-id", default=None, help="stable node id (default: kept in data dir)")
+    parser.add_argument("--metrics", default=None,
+                        help="serve Prometheus /metrics on this host:port (node/metrics.py)")
     cluster_auth.add_argument(parser)
 
 
@@ -562,6 +565,7 @@ async def serve(args: argparse.Namespace) -> None:
     replication = Replication(host, meta, token)
     participant = Participant(host, meta, catalog, replication)
     replication.participant = participant
+    node_metrics.install(host, replication, args.metrics)
     repaired = await replication.reapply_tails()
     if repaired:
         log.info("applied the last logged op of %d copies again", repaired)
@@ -573,7 +577,8 @@ async def serve(args: argparse.Namespace) -> None:
     catalog.start()
 
     server = grpc.aio.server(
-        interceptors=[cluster_auth.AioServerInterceptor(token)] if token else None, options=[
+        interceptors=[tracing.AioServerInterceptor(), node_metrics.RpcMetricsInterceptor()]
+        + ([cluster_auth.AioServerInterceptor(token)] if token else []), options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
     node_pb2_grpc.add_ShardNodeServicer_to_server(

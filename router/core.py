@@ -30,7 +30,8 @@ from shard import filter_parse
 from shard.records import UPDATABLE_FIELDS
 from router.shard_client import ShardClient
 from router.txn import Coordinator, ShardBatch
-from tributary import __version__, errors, limits, validation
+from router import metrics as router_metrics
+from tributary import __version__, errors, limits, tracing, validation
 
 log = logging.getLogger("tributary.router")
 T = TypeVar("T")
@@ -321,7 +322,27 @@ class RouterCore:
         primary while it waits (a frozen primary that was failed over costs the write about
         one catalog refresh, not the node deadline; 2PC calls pass follow_failover=False: a
         txn's prepared state lives on the participant it prepared on); a read (read=True) goes
-        to one of its in-sync copies, hedged against a copy that hangs (router/reads.py)."""
+        to one of its in-sync copies, hedged against a copy that hangs (router/reads.py).
+        Each shard call is one span and one observation of the per-shard call metrics."""
+        kind = "read" if read else "write"
+        started = time.perf_counter()
+        with tracing.span("shard.call", {"tributary.dataset": name, "tributary.shard": shard,
+                                         "tributary.call": kind}) as current:
+            try:
+                return await self._on_shard(tenant_id, name, shard, call, read,
+                                            follow_failover)
+            except errors.TributaryError as exc:
+                router_metrics.SHARD_CALL_ERRORS.labels(kind, type(exc).__name__,
+                                                        tenant_id or DEFAULT_TENANT, name,
+                                                        str(shard)).inc()
+                tracing.mark_error(current, exc)
+                raise
+            finally:
+                router_metrics.SHARD_CALL_SECONDS.labels(kind).observe(
+                    time.perf_counter() - started)
+
+    async def _on_shard(self, tenant_id: str, name: str, shard: int, call, read: bool,
+                        follow_failover: bool):
         for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.

@@ -64,3 +64,54 @@ def watch_catalog(state_of) -> None:
         REGISTRY.register(_collector)
     else:
         _collector._state_of = state_of
+
+
+# ---- per-shard calls and tenants (issue 15) ------------------------------------------------------
+SHARD_CALL_SECONDS = Histogram("tributary_router_shard_call_seconds",
+                               "Latency of one shard call from the router (retries and hedges "
+                               "included), by call kind (read or write)", ["call"],
+                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25, 0.5, 1, 2.5, 5, 10))
+SHARD_CALL_ERRORS = Counter("tributary_router_shard_call_errors_total",
+                            "Shard calls that failed, by call kind, error type and shard",
+                            ["call", "error", "tenant", "dataset", "shard"])
+
+
+class TenantUsageCollector:
+    """Per tenant, from this router's last usage reading (router/quotas.py; a tenant's usage is
+    read when a quota needs it): vectors and bytes stored, and each quota's utilisation."""
+
+    def __init__(self, enforcer):
+        self._enforcer = enforcer   # router.quotas.QuotaEnforcer
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        vectors = GaugeMetricFamily("tributary_tenant_vectors_stored",
+                                    "Vectors a tenant stores (last reading of this router)",
+                                    labels=["tenant"])
+        stored = GaugeMetricFamily("tributary_tenant_storage_bytes",
+                                   "Bytes a tenant stores (last reading of this router)",
+                                   labels=["tenant"])
+        utilization = GaugeMetricFamily("tributary_tenant_quota_utilization_ratio",
+                                        "Usage over limit of a tenant's quota (1 = full)",
+                                        labels=["tenant", "quota"])
+        state = self._enforcer.core.catalog.state
+        for tenant, usage in sorted(self._enforcer._usage.items()):
+            if usage.read_at < 0:
+                continue
+            vectors.add_metric([tenant], usage.vectors)
+            stored.add_metric([tenant], usage.bytes)
+            record = state.tenants.get(tenant)
+            quotas = dict(record.quotas) if record is not None else {}
+            for quota, used in (("max_vectors", usage.vectors),
+                                ("max_storage_bytes", usage.bytes)):
+                if quotas.get(quota):
+                    utilization.add_metric([tenant, quota], used / quotas[quota])
+        yield from (vectors, stored, utilization)
+
+
+def watch_tenants(enforcer) -> None:
+    """Registers the per-tenant usage gauges over `enforcer` (once per process)."""
+    from prometheus_client import REGISTRY
+    REGISTRY.register(TenantUsageCollector(enforcer))

@@ -23,7 +23,7 @@ from router.http_common import CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, read_jso
 from router.http_common import loads  # noqa: F401 - rest.loads parses REST bodies
 from router.metrics import REQUEST_LATENCY, REQUESTS
 from router.openapi import add_openapi_routes
-from tributary import errors, limits, validation
+from tributary import errors, limits, tracing, validation
 
 log = logging.getLogger("tributary.router.rest")
 
@@ -552,7 +552,8 @@ async def multi_dataset_search(request: web.Request) -> web.Response:
 def make_app(core) -> web.Application:
     """The REST application over `core` (an admission.GuardedCore). Middlewares run in this
     order: errors, credentials and route scope, hostile bodies."""
-    app = web.Application(middlewares=[error_middleware, auth.rest_middleware,
+    app = web.Application(middlewares=[tracing.rest_middleware(), error_middleware,
+                                       auth.rest_middleware,
                                        input_guard.rest_middleware],
                           client_max_size=limits.request_bytes_max)
     app[CORE] = core

@@ -22,7 +22,7 @@ from router.admission import GuardedCore
 from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
-from tributary import cluster_auth, errors, limits
+from tributary import cluster_auth, errors, limits, tracing
 from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.router")
@@ -89,13 +89,16 @@ async def serve(args: argparse.Namespace) -> None:
     authenticator = auth.Authenticator(auth_config, catalog)
     router_count = quotas.RouterCount(meta)
     router_count.start()
-    guarded = GuardedCore(core, authenticator, quotas.QuotaEnforcer(core, router_count))
+    enforcer = quotas.QuotaEnforcer(core, router_count)
+    metrics.watch_tenants(enforcer)  # per-tenant usage and quota gauges
+    guarded = GuardedCore(core, authenticator, enforcer)
     log.info("authentication %s", "on" if authenticator.enabled else
              "off (loopback only, no credentials configured)")
 
     # Authentication first, so a caller without credentials hears UNAUTHENTICATED even when its
     # request does not decode; then undecodable requests are INVALID_ARGUMENT.
-    grpc_server = grpc.aio.server(interceptors=[auth.AuthInterceptor(authenticator),
+    grpc_server = grpc.aio.server(interceptors=[tracing.AioServerInterceptor(),
+                                                auth.AuthInterceptor(authenticator),
                                                 ProtocolErrorInterceptor()], options=[
         ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
         ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])

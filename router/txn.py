@@ -30,7 +30,7 @@ from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.metrics import TXN_LATENCY, TXNS
 from router.shard_client import ShardClient
-from tributary import errors, faults, limits
+from tributary import errors, faults, limits, tracing
 
 log = logging.getLogger("tributary.router.txn")
 
@@ -137,8 +137,10 @@ class Coordinator:
                     existing=existing, participants=participants,
                     upsert_values=batch.values)))
 
-        results = await asyncio.gather(*(prepare(s, b) for s, b in batches.items()),
-                                       return_exceptions=True)
+        with tracing.span("2pc.prepare", {"tributary.txn_id": txn_id,
+                                          "tributary.participants": len(batches)}):
+            results = await asyncio.gather(*(prepare(s, b) for s, b in batches.items()),
+                                           return_exceptions=True)
         TXN_LATENCY.labels("prepare").observe(time.perf_counter() - started)
         refusal = next((r for r in results if isinstance(r, BaseException)), None)
         faults.crash_point(faults.ROUTER_AFTER_PREPARE)
@@ -162,8 +164,11 @@ class Coordinator:
             raise errors.Internal(f"prepare failed: {refusal!r}")
 
         move(DECIDING)
-        result = await self._record(txn_id, TXN_COMMIT, participants, scoped_key,
-                                    outcome.to_json())
+        with tracing.span("2pc.decide", {"tributary.txn_id": txn_id}) as current:
+            result = await self._record(txn_id, TXN_COMMIT, participants, scoped_key,
+                                        outcome.to_json())
+            if current is not None:
+                current.set_attribute("tributary.txn_decision", str(result.get("decision")))
         faults.crash_point(faults.ROUTER_AFTER_DECISION)
         if result["decision"] != TXN_COMMIT:
             move(ABORTING)
@@ -178,7 +183,8 @@ class Coordinator:
                                  "could commit; retry")
         move(COMMITTING)
         commit_started = time.perf_counter()
-        await self._phase_two(batches, txn_id, TXN_COMMIT, on_shard, crash_midway=True)
+        with tracing.span("2pc.commit", {"tributary.txn_id": txn_id}):
+            await self._phase_two(batches, txn_id, TXN_COMMIT, on_shard, crash_midway=True)
         TXN_LATENCY.labels("commit").observe(time.perf_counter() - commit_started)
         move(COMMITTED)
         TXNS.labels("committed").inc()

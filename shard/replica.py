@@ -50,7 +50,7 @@ from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
                            VectorRecord, WriteResult)
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
-from tributary import limits
+from tributary import limits, tracing
 from tributary.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 
 log = logging.getLogger("tributary.shard")
@@ -82,6 +82,12 @@ INDEX_TYPES = ("hnsw", "flat")
 
 
 class ShardReplica:
+    # Called with the seconds each Deep Lake commit of a write took (node/metrics.py sets it;
+    # this library imports no server).
+    commit_observer = None
+    # Vectors the indexer has added to the graph since the replica opened (index build rate).
+    indexed_vectors_total = 0
+
     def __init__(self, path: str, dimensions: int, metric: str, index_type: str = "hnsw"):
         """Opens (or creates) the replica at `path`. `index_type` "hnsw" serves searches from
         an hnswlib graph; "flat" builds no graph at all and answers every search by an exact
@@ -612,7 +618,12 @@ class ShardReplica:
             k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
                           self._index.get_current_count())
             if k_graph > 0:
-                found = self._knn(query, k_graph, max(ef, k_graph), blocking=not locked)
+                with tracing.span("hnsw.search", {"hnsw.ef": max(ef, k_graph),
+                                                  "hnsw.k": k_graph}) as current:
+                    found = self._knn(query, k_graph, max(ef, k_graph), blocking=not locked)
+                    if current is not None:
+                        current.set_attribute("hnsw.candidates", k_graph + sum(
+                            len(chunk_labels) for chunk_labels, _ in pending))
                 if found is None:
                     return None
                 labels, raw = found
@@ -919,7 +930,7 @@ class ShardReplica:
                     self._ds.delete(row)
                 if to_append:
                     self._ds.append(new_columns)
-                self._ds.commit()
+                self._commit(len(to_append), len(gone_rows))
             except Exception as exc:
                 self._rollback()
                 raise Internal(f"shard store write failed: {exc}") from exc
@@ -1162,6 +1173,7 @@ class ShardReplica:
                 if generation != self._index_generation:
                     continue    # compaction swapped the graph meanwhile: add the chunk again
                 self._pending_chunks.pop(0)
+                self.indexed_vectors_total += len(labels)
                 dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
                 for lb in labels.tolist():
                     self._pending_vectors.pop(lb, None)
@@ -1171,6 +1183,15 @@ class ShardReplica:
                             self._index.mark_deleted(lb)
                     self._deleted_pending.difference_update(dead)
                 self._pending_changed.notify_all()
+
+    def _commit(self, appended: int, removed: int) -> None:
+        """One Deep Lake commit of a write, traced and timed (commit_observer)."""
+        started = time.perf_counter()
+        with tracing.span("deeplake.commit", {"deeplake.rows_appended": appended,
+                                              "deeplake.rows_removed": removed}):
+            self._ds.commit()
+        if ShardReplica.commit_observer is not None:
+            ShardReplica.commit_observer(time.perf_counter() - started)
 
     def _columns_for(self, records: list[VectorRecord], labels: list[int],
                      created: dict[str, int], now: int) -> dict:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tributary", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", default=None, choices=("text", "json"),
+                        help="log lines as text or JSON (env TRIBUTARY_LOG_FORMAT; default text)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from consensus import member
@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("deeplake").setLevel(logging.WARNING)
+    from tributary import logs, tracing
+    logs.setup(args.log_level, args.log_format)  # tributary/logs.py: text or JSON lines
+    if args.command in ("meta", "node", "router"):
+        tracing.setup(args.command, getattr(args, "data_dir", None))
     args.func(args)
 
 

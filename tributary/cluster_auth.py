@@ -42,7 +42,7 @@ from types import SimpleNamespace
 import grpc
 from google.protobuf import message_factory
 
-from tributary import limits
+from tributary import limits, tracing
 
 log = logging.getLogger("tributary.cluster_auth")
 
@@ -201,8 +201,11 @@ def stub(service, channel, token: ClusterToken | None):
         kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
                 (True, False): channel.stream_unary, (True, True): channel.stream_stream}[
             (method.client_streaming, method.server_streaming)]
-        methods[method.name] = kind(path, request_serializer=serializer,
-                                    response_deserializer=response.FromString)
+        # Every internal call carries the trace context and request id (tributary/tracing.py).
+        methods[method.name] = tracing.traced_multicallable(
+            kind(path, request_serializer=serializer, response_deserializer=response.FromString),
+            path, not (method.client_streaming or method.server_streaming),
+            isinstance(channel, grpc.aio.Channel))
     return SimpleNamespace(**methods)
 
 

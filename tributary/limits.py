@@ -239,6 +239,23 @@ moves_concurrent_max = 2
 # another primary (router/core.py _on_primary).
 write_placement_check_ms = 100
 
+# ---- observability (tributary/tracing.py, tributary/logs.py, */metrics.py) -----------------------
+# Share of new traces (requests arriving without a sampled traceparent) that are recorded; a
+# request whose traceparent says sampled is always traced. OTEL_TRACES_SAMPLER overrides.
+trace_sample_ratio = float(os.environ.get("TRIBUTARY_TRACE_SAMPLE_RATIO", "0.01"))
+# Spans are exported (and the trace file flushed) this often; the contract is within 10 s.
+trace_export_interval_ms = 2_000
+# A process's trace file is rotated past this size (one older file is kept).
+trace_file_bytes_max = 64 * 1024 * 1024
+# The router's deep health asks each node holding a shard for its status, waiting this long.
+health_node_probe_timeout_ms = 1_000
+# Deep health reports a node's index backlog as degraded past this many pending vectors.
+health_index_backlog_vectors_max = 100_000
+# Node gauges that read the disk (bytes per shard) are recomputed at most this often.
+metrics_disk_scan_interval_ms = 15_000
+# A meta member checks who leads this often, to count leader changes.
+meta_leader_watch_interval_ms = 250
+
 # ---- control plane: reads, leader changes, watches (issue 14) ------------------------------------
 # A linearizable meta read (member.py read_index) polls for its quorum confirmation this often.
 meta_read_index_poll_ms = 2

@@ -124,6 +124,7 @@ def cluster_port_plan(meta: int, nodes: int, routers: int = 1, host: str = "127.
     if meta > 10 or nodes > 50 or routers > 20:
         raise ValueError("the port layout holds at most 10 meta members, 50 nodes, 20 routers")
     offsets = ([i for i in range(meta)] + [10 + i for i in range(meta)]
+               + [20 + i for i in range(meta)] + [40 + i for i in range(nodes)]  # /metrics
                + [100 + i for i in range(nodes)] + [150 + i for i in range(routers)]
                + [170 + i for i in range(routers)])
     base = free_port_block(offsets, host, step=200, rng=rng)

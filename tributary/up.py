@@ -26,6 +26,11 @@ from dataclasses import dataclass, field
 from tributary import cluster_auth, limits, local_secrets, procs
 from tributary.netaddr import is_loopback
 
+# Each meta member's and node's Prometheus /metrics port: internal_port_base + offset + i (the
+# other offsets: Raft 0, meta gRPC 10, nodes 100; tributary/procs.py cluster_port_plan).
+METRICS_OFFSET_META = 20
+METRICS_OFFSET_NODE = 40
+
 @dataclass
 class Child:
     name: str
@@ -34,11 +39,14 @@ class Child:
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    # Added to the environment the child inherits (its name, trace and log settings).
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=procs.die_with_parent)
+                                        stdin=subprocess.DEVNULL, preexec_fn=procs.die_with_parent,
+                                        env={**os.environ, **self.env} if self.env else None)
         log.close()
         self.started_at = time.monotonic()
 
@@ -70,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file holding the cluster secret for internal gRPC (env "
                              f"{cluster_auth.ENV_SECRET_FILE} or {cluster_auth.ENV_SECRET}); "
                              "default: <data-dir>/secrets/cluster-secret, created on first start")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json",
+                        help="the children's log lines (<data-dir>/logs/*.log): JSON with trace "
+                             "and request ids, or text")
 
 
 def plan(args: argparse.Namespace) -> list[Child]:
@@ -93,12 +104,15 @@ def plan(args: argparse.Namespace) -> list[Child]:
         peers = [f"--peer={raft[j]}={meta_grpc[j]}" for j in range(args.meta) if j != i]
         children.append(Child(f"meta-{i}", exe + [
             "meta", "--raft", raft[i], "--grpc", meta_grpc[i],
-            "--data-dir", os.path.join(data_dir, f"meta-{i}")] + peers + internal_args["meta"],
+            "--data-dir", os.path.join(data_dir, f"meta-{i}"),
+            "--metrics", f"{host}:{base + METRICS_OFFSET_META + i}"]
+            + peers + internal_args["meta"],
             os.path.join(data_dir, "logs", f"meta-{i}.log")))
     for i in range(args.nodes):
         children.append(Child(f"node-{i}", exe + [
             "node", "--listen", f"{host}:{base + 100 + i}", "--meta", meta_list,
-            "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}"]
+            "--data-dir", os.path.join(data_dir, f"node-{i}"), "--node-id", f"node-{i}",
+            "--metrics", f"{host}:{base + METRICS_OFFSET_NODE + i}"]
             + internal_args["node"],
             os.path.join(data_dir, "logs", f"node-{i}.log")))
     for i in range(args.routers):
@@ -108,6 +122,12 @@ def plan(args: argparse.Namespace) -> list[Child]:
             "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args)
             + internal_args["router"],
             os.path.join(data_dir, "logs", f"router-{i}.log")))
+    # Every child's traces go to <data-dir>/traces/<name>.jsonl (tributary/tracing.py) unless
+    # the OTEL_* environment says otherwise, and its logs are in the chosen format.
+    for child in children:
+        child.env = {"TRIBUTARY_PROCESS_NAME": child.name,
+                     "TRIBUTARY_TRACES_DIR": os.path.join(data_dir, "traces"),
+                     "TRIBUTARY_LOG_FORMAT": getattr(args, "log_format", None) or "json"}
     return children
 
 
@@ -198,6 +218,12 @@ def _record_layout(args: argparse.Namespace, data_dir: str) -> None:
         "meta": [{"raft": f"{host}:{base + i}", "grpc": f"{host}:{base + 10 + i}"}
                  for i in range(args.meta)],
         "nodes": [f"{host}:{base + 100 + i}" for i in range(args.nodes)],
+        "metrics": {"meta": [f"http://{host}:{base + METRICS_OFFSET_META + i}/metrics"
+                             for i in range(args.meta)],
+                    "nodes": [f"http://{host}:{base + METRICS_OFFSET_NODE + i}"
+                              "/metrics" for i in range(args.nodes)],
+                    "routers": [f"{scheme}://{host}:{args.http_port + i}/api/v1/metrics"
+                                for i in range(args.routers)]},
         "rest": [f"{scheme}://{host}:{args.http_port + i}" for i in range(args.routers)],
         "grpc": [f"{host}:{args.grpc_port + i}" for i in range(args.routers)]}
     path = os.path.join(data_dir, "cluster.json")
