@@ -511,7 +511,9 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             prepared_txns=len(self.participant.prepared),
             locked_ids=self.participant.locked_ids(),
             max_in_doubt_ms=self.participant.max_in_doubt_ms,
-            resolved_txns=self.participant.resolved)
+            resolved_txns=self.participant.resolved,
+            pending_index_count=sum(r.pending_count() for r in self.host.replicas.values()),
+            soft_deleted_count=sum(r.soft_deleted_count() for r in self.host.replicas.values()))
 
 
 def _load_node_id(data_dir: str, given: str | None) -> str:

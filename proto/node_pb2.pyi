@@ -256,7 +256,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("node_id", "open_shards", "vector_count", "prepared_txns", "locked_ids", "max_in_doubt_ms", "resolved_txns")
+    __slots__ = ("node_id", "open_shards", "vector_count", "prepared_txns", "locked_ids", "max_in_doubt_ms", "resolved_txns", "pending_index_count", "soft_deleted_count")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_SHARDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +264,8 @@ class NodeStatusResponse(_message.Message):
     LOCKED_IDS_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_DOUBT_MS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_TXNS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_INDEX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SOFT_DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     open_shards: int
     vector_count: int
@@ -271,7 +273,9 @@ class NodeStatusResponse(_message.Message):
     locked_ids: int
     max_in_doubt_ms: float
     resolved_txns: int
-    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ...) -> None: ...
+    pending_index_count: int
+    soft_deleted_count: int
+    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ..., pending_index_count: _Optional[int] = ..., soft_deleted_count: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
     __slots__ = ("txn_id", "shard", "upserts", "delete_ids", "existing", "participants", "upsert_values")
