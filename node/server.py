@@ -27,6 +27,7 @@ from consensus.state import DatasetRecord
 from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
 from node import metrics as node_metrics
+from node import backup
 from node.replication import Replication, write_effect
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
@@ -379,6 +380,27 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                 yield chunk
         except TributaryError as exc:
             await context.abort(exc.grpc_code, exc.to_wire())
+
+    async def ExportShard(self, request, context):
+        """Streams the shard's rows at a backup's recorded version (node/backup.py)."""
+        try:
+            record = await self.host.dataset_for(request.shard, COPY)
+            async for chunk in backup.export_stream(self.host, record, request.shard.shard,
+                                                    request.version, request.last_seq):
+                yield chunk
+        except TributaryError as exc:
+            await context.abort(exc.grpc_code, exc.to_wire())
+
+    @_guarded
+    async def RestoreChunk(self, request, context):
+        await self.host.dataset_for(request.shard, PRIMARY)
+        return node_pb2.RestoreChunkResponse(size=await backup.restore_chunk(self.host, request))
+
+    @_guarded
+    async def InstallRestore(self, request, context):
+        record = await self.host.dataset_for(request.shard, COPY if request.discard else PRIMARY)
+        count = await backup.install_restore(self.host, self.replication, record, request)
+        return node_pb2.InstallRestoreResponse(vector_count=count)
 
     @_guarded
     async def CopyStatus(self, request, context):

@@ -7,7 +7,7 @@ the node's own Status are not the router's business and are not here."""
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import grpc
 
@@ -56,6 +56,12 @@ class ShardClient(Protocol):
                         ) -> node_pb2.CutShardResponse: ...
     async def copy_status(self, address: str, request: node_pb2.CopyStatusRequest
                           ) -> node_pb2.CopyStatusResponse: ...
+    def export_shard(self, address: str, request: node_pb2.ExportShardRequest
+                     ) -> AsyncIterator[node_pb2.SnapshotChunk]: ...
+    async def restore_chunk(self, address: str, request: node_pb2.RestoreChunkRequest
+                            ) -> node_pb2.RestoreChunkResponse: ...
+    async def install_restore(self, address: str, request: node_pb2.InstallRestoreRequest
+                              ) -> node_pb2.InstallRestoreResponse: ...
 
 
 class GrpcShardClient:
@@ -118,6 +124,25 @@ class GrpcShardClient:
 
     async def copy_status(self, address, request):
         return await _send(self._stub(address).CopyStatus, request)
+
+    # Backups and restores (router/backups_admin.py, node/backup.py).
+    async def export_shard(self, address, request):
+        """The shard's SnapshotChunks at the request's version, as they arrive."""
+        call = self._stub(address).ExportShard(
+            request, timeout=limits.backup_export_timeout_ms / 1000)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise errors.from_wire(exc.code(), exc.details()) from None
+        finally:
+            call.cancel()
+
+    async def restore_chunk(self, address, request):
+        return await _send(self._stub(address).RestoreChunk, request)
+
+    async def install_restore(self, address, request):
+        return await _send(self._stub(address).InstallRestore, request)
 
     async def close(self) -> None:
         for channel in self._channels.values():

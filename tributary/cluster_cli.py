@@ -271,6 +271,9 @@ def add_parsers(admin_sub) -> None:
     p.add_argument("--max-concurrent-moves", type=int, default=2,
                    help="moves in flight at once (default 2)")
 
+    from tributary import backup_cli
+    backup_cli.add_parsers(admin_sub, _command)
+
     sub = admin_sub.add_parser("datasets", help="a dataset's shards and copies"
                                ).add_subparsers(dest="datasets_command", required=True)
     q = _command(sub, "show", "per shard: primary, term, in-sync copies, seq and lag", dataset)
