@@ -52,6 +52,7 @@ class Child:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_node_parser(parser)
     parser.add_argument("--data-dir", default="./tributary-data")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=50051)
@@ -233,6 +234,8 @@ def _record_layout(args: argparse.Namespace, data_dir: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    # Nodes added by `tributary up add-node` run again on a later start.
+    args.nodes = max(args.nodes, min(nodes_wanted(os.path.abspath(args.data_dir)), NODES_MAX))
     children = plan(args)
     stopping = False
 
@@ -265,6 +268,7 @@ def run(args: argparse.Namespace) -> None:
                     child.restarts += 1
                     time.sleep(min(2.0, 0.2 * child.restarts))
                     child.start()
+            _grow(args, data_dir, children)
             if not ready:
                 if _healthy(health_url):
                     ready = True
@@ -290,3 +294,100 @@ def run(args: argparse.Namespace) -> None:
         print("tributary: stopping", flush=True)
         stop_all(children)
         print("tributary: stopped", flush=True)
+
+
+# ---- adding nodes to a running cluster (`tributary up add-node`) -------------------------------
+# The running supervisor checks <data-dir>/nodes-wanted on every turn of its loop and starts the
+# nodes it asks for (node-<i> at internal_port_base + 100 + i, data in <data-dir>/node-<i>, as
+# `--nodes` would have placed them); a later start on the same data dir runs them too.
+NODES_WANTED_FILE = "nodes-wanted"
+NODES_MAX = 64
+
+
+def nodes_wanted(data_dir: str) -> int:
+    """The node count `tributary up add-node` asked for (0 if none)."""
+    try:
+        with open(os.path.join(data_dir, NODES_WANTED_FILE), encoding="utf-8") as handle:
+            return int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _grow(args: argparse.Namespace, data_dir: str, children: list[Child]) -> None:
+    """Starts the nodes that nodes-wanted asks for beyond the ones running."""
+    wanted = min(nodes_wanted(data_dir), NODES_MAX)
+    if wanted <= args.nodes:
+        return
+    grown = argparse.Namespace(**{**vars(args), "nodes": wanted})
+    names = {f"node-{i}" for i in range(args.nodes, wanted)}
+    added = [child for child in plan(grown) if child.name in names]
+    for child in added:
+        child.start()
+        children.append(child)
+    args.nodes = wanted
+    _record_layout(args, data_dir)
+    print(f"tributary: added {', '.join(c.name for c in added)}", flush=True)
+
+
+def _add_node_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="up_command", required=False, metavar="add-node")
+    p = sub.add_parser("add-node", help="add shard node(s) to the `tributary up` cluster that "
+                                        "runs on --data-dir, and wait until they are live")
+    p.add_argument("--data-dir", default="./tributary-data", dest="add_data_dir")
+    p.add_argument("--count", type=int, default=1, help="nodes to add (default 1)")
+    p.add_argument("--wait-timeout", type=float, default=120.0,
+                   help="seconds to wait for the new nodes to be live")
+    p.set_defaults(func=add_node)
+
+
+def add_node(args: argparse.Namespace) -> None:
+    """Asks the supervisor running on the data dir for `--count` more nodes, waits until the
+    metadata group counts them live, and prints them as JSON. Copies move onto them with
+    `tributary admin rebalance`. One-line error and a non-zero exit on failure."""
+    import asyncio
+
+    from consensus.client import MetaClient
+
+    data_dir = os.path.abspath(args.add_data_dir)
+    try:
+        with open(os.path.join(data_dir, "cluster.json"), encoding="utf-8") as handle:
+            layout = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"tributary up add-node: cannot read {data_dir}/cluster.json ({exc}); "
+                         "is a `tributary up` cluster running on that data dir?") from None
+    current = max(len(layout["nodes"]), nodes_wanted(data_dir))
+    wanted = current + args.count
+    if args.count < 1 or wanted > NODES_MAX:
+        raise SystemExit(f"tributary up add-node: --count must be at least 1 and the cluster "
+                         f"at most {NODES_MAX} nodes")
+    path = os.path.join(data_dir, NODES_WANTED_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(str(wanted))
+    os.replace(path + ".tmp", path)
+    new_ids = [f"node-{i}" for i in range(current, wanted)]
+    found = local_secrets.existing(data_dir)
+    token = cluster_auth.load(found.cluster_secret_file) if found else None
+
+    async def live() -> set[str]:
+        client = MetaClient([m["grpc"] for m in layout["meta"]], token)
+        try:
+            return set((await client.leader_status()).live_nodes)
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + args.wait_timeout
+    while True:
+        try:
+            if set(new_ids) <= asyncio.run(live()):
+                break
+        except Exception:  # noqa: BLE001 - the meta group may be electing; ask again
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"tributary up add-node: {', '.join(new_ids)} not live after "
+                             f"{args.wait_timeout:.0f} s (is `tributary up` running on "
+                             f"{data_dir}? the request stays for its next start)")
+        time.sleep(0.5)
+    with open(os.path.join(data_dir, "cluster.json"), encoding="utf-8") as handle:
+        addresses = json.load(handle)["nodes"]
+    print(json.dumps({"added": [{"node_id": n, "address": addresses[int(n[5:])]}
+                                for n in new_ids], "nodes": wanted}), flush=True)
