@@ -659,3 +659,122 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{restores}/{{restore_id}}/shards/{{dataset_uuid}}/{{shard}}/install",
                         post_install)
     app.router.add_post(f"{restores}/{{restore_id}}/abort", post_abort)
+
+
+# ---- OpenAPI ----------------------------------------------------------------------------------
+
+_TENANT_HEADER = {"name": "X-Tenant-Id", "in": "header", "required": False,
+                  "description": "Ignored: backups and restores are admin operations over every "
+                                 "tenant.",
+                  "schema": validation.name_json_schema("a tenant id", allow_empty=True)}
+_HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+_SHARD_PARAMS = [
+    {"name": "dataset_uuid", "in": "path", "required": True,
+     "schema": {"type": "string", "format": "uuid"}},
+    {"name": "shard", "in": "path", "required": True,
+     "schema": {"type": "integer", "minimum": 0, "maximum": limits.shard_count_max}}]
+_PROGRESS = {"type": "object", "properties": {
+    name: {"type": "integer"} for name in ("bytes_done", "bytes_total", "shards_done",
+                                           "shards_total", "rate_bytes_s")} | {
+    "elapsed_s": {"type": "number"}, "eta_s": {"type": ["number", "null"]}}}
+_BACKUP = {"type": "object", "properties": {"backup": {"type": "object", "properties": {
+    "backup_id": {"type": "string"}, "state": {"type": "string"}, "progress": _PROGRESS,
+    "datasets": {"type": "array", "items": {"type": "object"}}}}}}
+_RESTORE = {"type": "object", "properties": {"restore": {"type": "object", "properties": {
+    "restore_id": {"type": "string"}, "state": {"type": "string"}, "progress": _PROGRESS,
+    "datasets": {"type": "array", "items": {"type": "object"}}}}}}
+
+
+def extend_openapi(operations: dict, op) -> None:
+    """Documents the routes above in router/openapi.py's table."""
+    admin = (400, 401, 403, 500, 503)
+    name = validation.name_json_schema()
+    backup_id = {"name": "backup_id", "in": "path", "required": True, "schema": _HEX_ID}
+    restore_id = {"name": "restore_id", "in": "path", "required": True, "schema": _HEX_ID}
+    backups, restores = f"{PREFIX}/backups", f"{PREFIX}/restores"
+    operations.update({
+        ("POST", backups): op(
+            "createBackup", "admin", "Start a consistent backup (cuts and catalog copy)",
+            description="Takes one consistent cut per dataset (multi-shard batches all in or "
+                        "all out; writes pause for at most cut_fence_max_ms); the shards' files "
+                        "are then fetched from the shard route. `tributary admin backup create` "
+                        "drives the whole backup.",
+            params=[_TENANT_HEADER], ok=201, ok_text="Started", ok_schema=_BACKUP,
+            body={"type": "object", "additionalProperties": False, "properties": {
+                "datasets": {"type": "array", "items": name, "maxItems": 100},
+                "tenant_id": name}},
+            errors_=admin + (404, 413)),
+        ("GET", backups): op(
+            "listBackups", "admin", "The backup jobs this router holds", params=[_TENANT_HEADER],
+            errors_=admin, ok_schema={"type": "object", "properties": {
+                "backups": {"type": "array", "items": {"type": "object"}}}}),
+        ("GET", f"{backups}/{{backup_id}}"): op(
+            "getBackup", "admin", "A backup job with its progress (bytes, rate, ETA)",
+            params=[backup_id, _TENANT_HEADER], ok_schema=_BACKUP, errors_=admin + (404,)),
+        ("GET", f"{backups}/{{backup_id}}/catalog"): op(
+            "getBackupCatalog", "admin", "The catalog copy of a backup (tenants, keys by "
+                                         "hash, dataset definitions)",
+            params=[backup_id, _TENANT_HEADER], ok_schema={"type": "object"},
+            errors_=admin + (404,)),
+        ("GET", f"{backups}/{{backup_id}}/shards/{{dataset_uuid}}/{{shard}}"): op(
+            "getBackupShard", "admin", "One shard's files at its cut, framed",
+            description="Records of a 4-byte big-endian header length, a JSON header and "
+                        "`size` bytes: the position first, one record per file piece, then "
+                        "`{end: true}` (or `{error}`).",
+            params=[backup_id, *_SHARD_PARAMS, _TENANT_HEADER],
+            ok_content={"application/octet-stream": {"schema": {"type": "string",
+                                                                "format": "binary"}}},
+            errors_=admin + (404,)),
+        ("POST", f"{backups}/{{backup_id}}/complete"): op(
+            "completeBackup", "admin", "Record that the client holds the whole backup",
+            params=[backup_id, _TENANT_HEADER], ok_schema=_BACKUP, errors_=admin + (404, 413),
+            body={"type": "object", "required": ["files", "bytes"],
+                  "additionalProperties": False, "properties": {
+                      "files": {"type": "integer", "minimum": 0},
+                      "bytes": {"type": "integer", "minimum": 0}}}),
+        ("POST", restores): op(
+            "startRestore", "admin", "Start a restore: create the datasets (and, in a full "
+                                     "restore, missing tenants and keys)",
+            description="Refused with 409 before anything is created when a dataset name "
+                        "exists. `tributary admin backup restore` checks every checksum first "
+                        "and drives the whole restore.",
+            params=[_TENANT_HEADER], ok=201, ok_text="Started", ok_schema=_RESTORE,
+            body={"type": "object", "required": ["catalog", "datasets"],
+                  "additionalProperties": False, "properties": {
+                      "catalog": {"type": "object"},
+                      "datasets": {"type": "array", "items": {
+                          "type": "object", "required": ["uuid"], "properties": {
+                              "uuid": {"type": "string"}, "name": name}}},
+                      "full": {"type": "boolean"},
+                      "bytes_total": {"type": "integer", "minimum": 0}}},
+            errors_=admin + (404, 409, 413)),
+        ("GET", f"{restores}/{{restore_id}}"): op(
+            "getRestore", "admin", "A restore job with its progress",
+            params=[restore_id, _TENANT_HEADER], ok_schema=_RESTORE, errors_=admin + (404,)),
+        ("PUT", f"{restores}/{{restore_id}}/shards/{{dataset_uuid}}/{{shard}}"): op(
+            "putRestorePiece", "admin", "One piece of one file of a shard, staged on its "
+                                        "primary",
+            params=[restore_id, *_SHARD_PARAMS, _TENANT_HEADER],
+            body={"type": "object", "required": ["path", "offset", "data"],
+                  "additionalProperties": False, "properties": {
+                      "path": {"type": "string", "minLength": 1},
+                      "offset": {"type": "integer", "minimum": 0},
+                      "data": {"type": "string", "contentEncoding": "base64"}}},
+            ok_schema={"type": "object", "properties": {"size": {"type": "integer"}}},
+            errors_=admin + (404, 413)),
+        ("POST", f"{restores}/{{restore_id}}/shards/{{dataset_uuid}}/{{shard}}/install"): op(
+            "installRestoredShard", "admin", "Check a shard's staged files and swap them in",
+            params=[restore_id, *_SHARD_PARAMS, _TENANT_HEADER],
+            body={"type": "object", "required": ["files"], "additionalProperties": False,
+                  "properties": {"files": {"type": "array", "items": {
+                      "type": "object", "required": ["path", "size", "sha256"],
+                      "properties": {"path": {"type": "string"},
+                                     "size": {"type": "integer", "minimum": 0},
+                                     "sha256": {"type": "string"}}}}}},
+            ok_schema={"type": "object", "properties": {"vector_count": {"type": "integer"}}},
+            errors_=admin + (404, 413)),
+        ("POST", f"{restores}/{{restore_id}}/abort"): op(
+            "abortRestore", "admin", "Drop everything the restore created",
+            params=[restore_id, _TENANT_HEADER], ok_schema={"type": "object"},
+            errors_=admin + (404,)),
+    })
