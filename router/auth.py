@@ -62,7 +62,7 @@ ADMIN_SERVICE = "/tributary.admin.v1.AdminService/"
 # Served without credentials unless --auth-exempt says otherwise. An entry ending in "/" is a
 # prefix. gRPC entries are full method names.
 DEFAULT_EXEMPT = (
-    "/api/v1/health", "/api/v1/metrics",
+    "/api/v1/health", "/api/v1/ready", "/api/v1/metrics",
     "/deeplake.v1.HealthService/Check", "/deeplake.v1.HealthService/GetMetrics",
     "/grpc.health.v1.Health/",
     # Server reflection describes the public proto, nothing more.

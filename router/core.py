@@ -1153,15 +1153,33 @@ class RouterCore:
     # ---- health --------------------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, pb.HealthCheckResponse]:
-        """Serving (True, 200) when the meta group has a leader, the expected nodes registered
-        and every shard has a live in-sync copy. "degraded" (still 200) when a node is down or a
-        shard has fewer in-sync copies than its replication factor; "unhealthy" (503) when a
-        shard has no serving copy at all."""
+        """(healthy, the deeplake.v1 answer) of health_report."""
+        healthy, response, _ = await self.health_report()
+        return healthy, response
+
+    async def health_report(self) -> tuple[bool, pb.HealthCheckResponse, dict]:
+        """The deep health: (healthy, the deeplake.v1 answer, per-dependency checks).
+
+        Unhealthy (False, 503) when the meta group has no leader, fewer than min_nodes nodes are
+        registered, a shard has no live in-sync copy, or a node that holds a shard copy cannot
+        be reached from this router (its Status RPC fails within
+        limits.health_node_probe_timeout_ms). "degraded" (still 200) when a node without copies
+        is down, a shard has fewer in-sync copies than its replication factor, or the nodes'
+        index backlog is above limits.health_index_backlog_vectors_max.
+
+        checks: {"meta": {status, leader, term | error}, "nodes": {node_id: {status, address,
+        copies, latency_ms, pending_index, vectors | error}}, "index_backlog": {status,
+        pending_vectors, limit}, "shards": {status, unserved, under_replicated}}, each status
+        "ok", "degraded" or "unhealthy"."""
         dependencies: dict[str, str] = {}
+        checks: dict = {}
         healthy, degraded = True, False
+        live: set[str] | None = None
         try:
             status = await self.meta.leader_status()
             dependencies["meta"] = f"leader {status.leader_raft_address}, term {status.raft_term}"
+            checks["meta"] = {"status": "ok", "leader": status.leader_raft_address,
+                              "term": status.raft_term}
             drained = {n for n, r in self.catalog.state.nodes.items() if r.state == "drained"}
             registered = set(status.registered_nodes) - drained
             live = set(status.live_nodes)
@@ -1181,14 +1199,74 @@ class RouterCore:
                 degraded = True
                 dependencies["shards"] = (f"{len(under)} shard(s) under-replicated: "
                                           f"{', '.join(under[:5])}")
+            checks["shards"] = {"status": "unhealthy" if unserved else "degraded" if under
+                                else "ok", "unserved": unserved, "under_replicated": under}
         except errors.TributaryError as exc:
             healthy = False
             dependencies["meta"] = f"no leader: {exc.message}"
+            checks["meta"] = {"status": "unhealthy", "error": exc.message}
+        nodes, unreachable_holders, backlog = await self._probe_nodes(live)
+        checks["nodes"] = nodes
+        if unreachable_holders:
+            healthy = False
+            dependencies["reachability"] = (f"cannot reach node(s) holding shards: "
+                                            f"{', '.join(unreachable_holders)}")
+        elif any(n["status"] != "ok" for n in nodes.values()):
+            degraded = True
+        backlog_high = backlog > limits.health_index_backlog_vectors_max
+        degraded = degraded or backlog_high
+        dependencies["index_backlog"] = f"{backlog} vector(s) pending"
+        checks["index_backlog"] = {"status": "degraded" if backlog_high else "ok",
+                                   "pending_vectors": backlog,
+                                   "limit": limits.health_index_backlog_vectors_max}
         response = pb.HealthCheckResponse(
             status="unhealthy" if not healthy else "degraded" if degraded else "healthy",
             service="tributary-router", version=__version__, timestamp=_timestamp(_now_ms()),
             dependencies=dependencies)
-        return healthy, response
+        return healthy, response, checks
+
+    async def _probe_nodes(self, live: set[str] | None) -> tuple[dict, list[str], int]:
+        """Asks every registered, undrained node for its Status at once: (per-node checks,
+        the unreachable nodes that hold shard copies, the summed index backlog)."""
+        state = self.catalog.state
+        copies: dict[str, int] = defaultdict(int)
+        for record in state.datasets.values():
+            for shard in range(record.shard_count):
+                for node in record.copies_of(shard):
+                    copies[node] += 1
+        timeout_s = limits.health_node_probe_timeout_ms / 1000
+
+        async def probe(node) -> tuple[str, dict]:
+            doc = {"address": node.address, "copies": copies.get(node.node_id, 0)}
+            started = time.perf_counter()
+            try:
+                answer = await asyncio.wait_for(self.shards.node_status(node.address, timeout_s),
+                                                timeout_s)
+            except (errors.TributaryError, asyncio.TimeoutError) as exc:
+                return node.node_id, {**doc, "status": "unhealthy" if doc["copies"] else
+                                      "degraded", "error": getattr(exc, "message", None)
+                                      or "no answer in time"}
+            status = "ok" if live is None or node.node_id in live else "degraded"
+            return node.node_id, {**doc, "status": status,
+                                  "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                                  "vectors": answer.vector_count,
+                                  "pending_index": answer.pending_index_count}
+        found = dict(await asyncio.gather(*(probe(n) for n in state.nodes.values()
+                                            if n.state != "drained")))
+        unreachable = sorted(n for n, doc in found.items() if "error" in doc and doc["copies"])
+        backlog = sum(doc.get("pending_index", 0) for doc in found.values())
+        return found, unreachable, backlog
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether this router can serve: it has a catalog and the meta group has a leader
+        (cheap: no node is asked). (ready, reason)."""
+        if self.catalog.state.version == 0:
+            return False, "no catalog yet"
+        try:
+            await self.meta.leader_status()
+        except errors.TributaryError as exc:
+            return False, f"no meta leader: {exc.message}"
+        return True, "ready"
 
     async def service_stats(self) -> dict:
         """GET /stats: catalog counts, node liveness, router uptime and the limits (REST only; no

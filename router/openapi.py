@@ -469,10 +469,23 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("GET", f"{BASE}/health"): _op(
         "health", "operations", "Cluster health",
         description="200 once the meta group has a leader and every registered node is live; "
-                    "503 with the same body otherwise.",
+                    "503 with the same body otherwise, and also when a node that holds a shard "
+                    "cannot be reached from this router. Besides the deeplake.v1 fields, "
+                    "`checks` gives each dependency's status (`ok`, `degraded`, `unhealthy`): "
+                    "`meta` (leader, term), `nodes` (per node: reachable from this router, "
+                    "copies, latency, index backlog), `index_backlog` and `shards`.",
         ok_schema="HealthCheckResponse", ok_text="Healthy",
         extra_responses={503: ("Unhealthy (the body says which dependency)",
                                "HealthCheckResponse")}),
+    ("GET", f"{BASE}/ready"): _op(
+        "ready", "operations", "Whether this router can serve",
+        description="200 `{\"ready\": true}` once this router holds a catalog and the meta "
+                    "group has a leader (no node is asked: a readiness probe); 503 with "
+                    "`ready: false` and the reason otherwise.",
+        ok_schema={"type": "object", "properties": {"ready": {"type": "boolean"},
+                                                    "reason": {"type": "string"}}},
+        ok_text="Ready", extra_responses={503: ("Not ready", {"type": "object", "properties": {
+            "ready": {"type": "boolean"}, "reason": {"type": "string"}}})}),
     ("GET", f"{BASE}/metrics"): _op(
         "metrics", "operations", "Prometheus metrics",
         ok_content={"text/plain": {"schema": {"type": "string"}}}),

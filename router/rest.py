@@ -483,8 +483,18 @@ async def search_hybrid(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    healthy, response = await request.app[CORE].health()
-    return web.json_response(to_json(response), status=200 if healthy else 503)
+    """The deep health (RouterCore.health_report): the deeplake.v1 fields plus `checks`."""
+    core = request.app[CORE]
+    healthy, response, checks = await getattr(core, "raw", core).health_report()
+    return web.json_response({**to_json(response), "checks": checks},
+                             status=200 if healthy else 503)
+
+
+async def ready(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    is_ready, reason = await getattr(core, "raw", core).ready()
+    return web.json_response({"ready": is_ready, "reason": reason},
+                             status=200 if is_ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -579,6 +589,7 @@ def make_app(core) -> web.Application:
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/text", search_text)
     app.router.add_post(f"{base}/datasets/{{dataset_id}}/search/hybrid", search_hybrid)
     app.router.add_get(f"{base}/health", health)
+    app.router.add_get(f"{base}/ready", ready)
     app.router.add_get(f"{base}/metrics", metrics)
     app.router.add_get(f"{base}/stats", stats)
     app.router.add_put(f"{base}/datasets/{{dataset_id}}", update_dataset)

@@ -2,8 +2,8 @@
 
 One method per ShardNode RPC the router sends (proto/node.proto), each typed by its request
 and response messages, so a misspelt RPC is an AttributeError at import-time tests rather than
-a string that fails on the wire. The replication RPCs between nodes (Replicate, FetchOps) and
-the node's own Status are not the router's business and are not here."""
+a string that fails on the wire. The replication RPCs between nodes (Replicate, FetchOps) are
+not the router's business and are not here; the node's Status serves the deep health."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class ShardClient(Protocol):
                         ) -> node_pb2.CutShardResponse: ...
     async def copy_status(self, address: str, request: node_pb2.CopyStatusRequest
                           ) -> node_pb2.CopyStatusResponse: ...
+    async def node_status(self, address: str, timeout_s: float
+                          ) -> node_pb2.NodeStatusResponse: ...
     def export_shard(self, address: str, request: node_pb2.ExportShardRequest
                      ) -> AsyncIterator[node_pb2.SnapshotChunk]: ...
     async def restore_chunk(self, address: str, request: node_pb2.RestoreChunkRequest
@@ -124,6 +126,15 @@ class GrpcShardClient:
 
     async def copy_status(self, address, request):
         return await _send(self._stub(address).CopyStatus, request)
+
+    async def node_status(self, address, timeout_s):
+        """The node's Status within `timeout_s`, once, without waiting for a reconnecting
+        channel: the deep health asks whether this router reaches the node right now."""
+        try:
+            return await self._stub(address).Status(node_pb2.NodeStatusRequest(),
+                                                    timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise errors.from_wire(exc.code(), exc.details()) from None
 
     # Backups and restores (router/backups_admin.py, node/backup.py).
     async def export_shard(self, address, request):

@@ -78,13 +78,73 @@ def _local_meta_status(data_dir: str) -> dict:
     return {"meta": members}
 
 
+def _one_line(call):
+    """call(), with a timeout or a dropped connection turned into the one-line failure."""
+    import http.client
+    try:
+        return call()
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        _fail(f"no answer from the cluster: {exc or type(exc).__name__}")
+
+
+def _health(args: argparse.Namespace) -> dict | None:
+    """The router's deep health document (GET /api/v1/health, which answers 503 with the same
+    body when unhealthy); None when the router does not answer."""
+    import urllib.error
+    import urllib.request
+    url = args.url.rstrip("/").removesuffix("/api/v1") + "/api/v1/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return json.loads(exc.read())
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def _health_tables(health: dict) -> list:
+    checks = health.get("checks", {})
+    rows = [["cluster", health.get("status"), ""]]
+    meta = checks.get("meta", {})
+    rows.append(["meta", meta.get("status"), meta.get("error") or
+                 f"leader {meta.get('leader')}, term {meta.get('term')}"])
+    shards = checks.get("shards")
+    if shards:
+        rows.append(["shards", shards.get("status"),
+                     f"{len(shards.get('unserved', []))} without a serving copy, "
+                     f"{len(shards.get('under_replicated', []))} under-replicated"])
+    backlog = checks.get("index_backlog", {})
+    rows.append(["index backlog", backlog.get("status"),
+                 f"{backlog.get('pending_vectors')} vector(s) pending"])
+    tables = [_table("health", ["dependency", "status", "detail"], rows)]
+    nodes = checks.get("nodes", {})
+    if nodes:
+        tables.append(_table("nodes (from the router)", [
+            "node", "address", "status", "copies", "vectors", "index backlog", "latency ms",
+            "error"], [[n, d.get("address"), d.get("status"), d.get("copies"), d.get("vectors"),
+                        d.get("pending_index"), d.get("latency_ms"), d.get("error")]
+                       for n, d in sorted(nodes.items())]))
+    return tables
+
+
 def status(args: argparse.Namespace) -> None:
+    """The meta members (the --json document: exactly {"meta": [...]}) and, in the table view,
+    the router's deep health: each dependency's status and every node as the router sees it."""
     doc = (_local_meta_status(args.data_dir) if args.data_dir
-           else admin_cli._request(args, "GET", "/admin/status"))
-    _emit(args, doc, lambda d: _table("meta group", [
-        "grpc address", "raft address", "role", "term", "commit index", "error"], [
-        [m.get("grpc_address"), m.get("raft_address"), m.get("role"), m.get("term"),
-         m.get("commit_index"), m.get("error")] for m in d["meta"]]))
+           else _one_line(lambda: admin_cli._request(args, "GET", "/admin/status")))
+    health = None if args.json or args.data_dir else _health(args)
+
+    def render(d):
+        from rich.console import Group
+        meta = _table("meta group", [
+            "grpc address", "raft address", "role", "term", "commit index", "error"], [
+            [m.get("grpc_address"), m.get("raft_address"), m.get("role"), m.get("term"),
+             m.get("commit_index"), m.get("error")] for m in d["meta"]])
+        return Group(meta, *(_health_tables(health) if health else []))
+    _emit(args, doc, render)
 
 
 def nodes(args: argparse.Namespace) -> None:

@@ -159,3 +159,76 @@ def test_search_is_one_trace_with_router_and_node_spans(obs_cluster, dataset):
     hnsw = next(s for s in spans if s["name"] == "hnsw.search")
     keys = {a["key"] for a in hnsw["attributes"]}
     assert {"hnsw.ef", "hnsw.candidates"} <= keys
+
+
+def test_health_reports_each_dependency_and_ready_answers(obs_cluster, dataset):
+    r = httpx.get(f"{obs_cluster.rest}/health", timeout=10)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["status"] == "healthy"
+    checks = doc["checks"]
+    assert checks["meta"]["status"] == "ok" and checks["meta"]["leader"]
+    assert set(checks["nodes"]) == {"node-0", "node-1"}
+    for node in checks["nodes"].values():
+        assert node["status"] == "ok" and node["copies"] > 0 and "latency_ms" in node
+    assert checks["index_backlog"]["status"] == "ok"
+    assert checks["index_backlog"]["pending_vectors"] >= 0
+    assert checks["shards"]["status"] == "ok"
+    ready = httpx.get(f"{obs_cluster.rest}/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def _admin(cluster: Cluster, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([os.sys.executable, "-m", "tributary.cli", "admin", *argv,
+                           "--url", f"http://127.0.0.1:{cluster.http_port}", "--timeout", "20"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_admin_status_shows_the_deep_health_as_a_table_and_keeps_its_json(obs_cluster, dataset):
+    table = _admin(obs_cluster, "status")
+    assert table.returncode == 0, table.stderr
+    for word in ("meta group", "health", "index backlog", "node-0", "node-1", "leader"):
+        assert word in table.stdout, table.stdout
+    as_json = _admin(obs_cluster, "status", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert list(doc) == ["meta"]
+    assert {"raft_address", "role", "term", "commit_index"} <= set(doc["meta"][0])
+
+
+def test_health_is_503_while_a_node_holding_a_shard_cannot_be_reached(tmp_path):
+    """A frozen node (SIGSTOP) still counts as live for a moment in the meta group, but this
+    router cannot reach it: the deep health says unhealthy at once, names it, and recovers when
+    the node does. With the meta group stopped as well, `tributary admin status` fails in one
+    line."""
+    c = Cluster(tmp_path / "data", meta=1, nodes=2).start()
+    try:
+        r = httpx.post(f"{c.rest}/datasets", json={"name": "held", "dimensions": DIMS,
+                                                   "shard_count": 2}, timeout=30)
+        assert r.status_code in (200, 201), r.text
+        wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=10).status_code == 200, 30, 0.5,
+                 "healthy with a dataset")
+        pid = child_pid(c, c.node_address(1))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            def unhealthy():
+                r = httpx.get(f"{c.rest}/health", timeout=15)
+                return r.json() if r.status_code == 503 else None
+            doc = wait_for(unhealthy, 20, 0.2, "503 while node-1 is frozen")
+            assert doc["checks"]["nodes"]["node-1"]["status"] == "unhealthy"
+            assert "node-1" in doc["dependencies"]["reachability"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=10).status_code == 200, 60, 0.5,
+                 "healthy again")
+        meta_pid = child_pid(c, c.meta_grpc(0))
+        os.kill(meta_pid, signal.SIGSTOP)
+        try:
+            down = _admin(c, "status")
+            assert down.returncode != 0
+            assert len(down.stderr.strip().splitlines()) == 1, down.stderr
+            assert down.stderr.startswith("tributary admin:"), down.stderr
+        finally:
+            os.kill(meta_pid, signal.SIGCONT)
+    finally:
+        c.stop()

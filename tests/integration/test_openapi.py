@@ -81,8 +81,8 @@ def test_operations_declare_their_inputs_and_statuses(document):
         in_path = {p["name"] for p in params if p["in"] == "path"}
         template = {part[1:-1] for part in path.split("/") if part.startswith("{")}
         assert in_path == template, (method, path)
-        if path.startswith(openapi.BASE) and not path.endswith(("/health", "/metrics",
-                                                                "/stats")):
+        if path.startswith(openapi.BASE) and not path.endswith(("/health", "/ready",
+                                                                "/metrics", "/stats")):
             assert "X-Tenant-Id" in {p["name"] for p in params}, (method, path)
             assert "500" in operation["responses"] and "503" in operation["responses"]
         if "requestBody" in operation:
@@ -125,7 +125,8 @@ def test_security_schemes_match_router_auth(document):
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
     assert exempt == {("GET", path) for path in auth.DEFAULT_EXEMPT
                       if path in document["paths"]}
-    assert exempt == {("GET", "/api/v1/health"), ("GET", "/api/v1/metrics")}
+    assert exempt == {("GET", "/api/v1/health"), ("GET", "/api/v1/ready"),
+                      ("GET", "/api/v1/metrics")}
 
 
 def test_schemas_follow_the_rest_json_mapping(document):
