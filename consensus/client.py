@@ -128,15 +128,58 @@ class CatalogCache:
         self.client = client
         self.state = meta_state.MetaState()
         self._lock = asyncio.Lock()
+        # Linearizable reads are coalesced: callers join the next round that has not started
+        # yet, and one round runs at a time, at most one per catalog_linearizable_read_gap_ms.
+        # So a burst of name misses costs the leader a bounded rate of ReadIndex confirmations,
+        # and every caller's round still starts after its call (linearizable).
+        self._pending_round: asyncio.Future | None = None
+        self._round_lock = asyncio.Lock()
+        self._last_round_at = 0.0
+        self.linearizable_rounds = 0
         self._refresher = Periodic(limits.catalog_refresh_interval_ms / 1000, self.refresh,
                                    "catalog refresh")
 
     async def refresh(self, linearizable: bool = False) -> meta_state.MetaState:
+        """The catalog, fresher than before the call; with linearizable=True it reflects every
+        write acknowledged before the call (the leader confirms itself with a ReadIndex round,
+        appending nothing to the log)."""
+        if linearizable:
+            return await self._linearizable()
+        return await self._fetch(False)
+
+    async def _fetch(self, linearizable: bool) -> meta_state.MetaState:
         async with self._lock:
             fresh = await self.client.get_state(self.state.version, linearizable=linearizable)
             if fresh is not None and fresh.version >= self.state.version:
                 self.state = fresh
             return self.state
+
+    async def _linearizable(self) -> meta_state.MetaState:
+        if self._pending_round is None:
+            self._pending_round = asyncio.get_running_loop().create_future()
+            asyncio.ensure_future(self._run_round(self._pending_round))
+        return await asyncio.shield(self._pending_round)
+
+    async def _run_round(self, round_done: asyncio.Future) -> None:
+        async with self._round_lock:
+            gap_s = limits.catalog_linearizable_read_gap_ms / 1000
+            wait_s = self._last_round_at + gap_s - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            # Started: callers from now on join the next round.
+            if self._pending_round is round_done:
+                self._pending_round = None
+            self._last_round_at = time.monotonic()
+            self.linearizable_rounds += 1
+            try:
+                round_done.set_result(await self._fetch(True))
+            except asyncio.CancelledError:
+                round_done.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of the round
+                round_done.set_exception(exc)
+                # Retrieved here too, so a round nobody awaits any more logs no warning.
+                round_done.exception()
 
     def start(self) -> None:
         """Refreshes the catalog every catalog_refresh_interval_ms in the background."""

@@ -141,6 +141,50 @@ class MetaStateMachine(SyncObj):
         meta_metrics.APPLIED_COMMANDS.labels(type(command).__name__).inc()
         return json.dumps({**result, "version": self.meta.version})
 
+    def read_index(self, timeout_s: float) -> int:
+        """Confirms, without appending to the log, that this member still leads, and returns the
+        applied index a linearizable read may answer from (Raft thesis 6.4, ReadIndex).
+
+        The commit index at the call is the read index. Leadership is confirmed when a majority
+        (this member included) has answered an append-entries after the call started: a
+        follower answers only a leader of its current term, so no later leader can have
+        committed anything before that moment. This member's no-op of its term must be applied
+        first, or its commit index may lag writes an earlier leader acknowledged. Then it waits
+        until its state machine has applied the read index. Raises NotLeader or Unavailable."""
+        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        while True:
+            if not self._isLeader():
+                raise NotLeader("not the leader")
+            noop = self._SyncObj__noopIDx
+            if noop is not None and self.raftLastApplied >= noop:
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable("the new meta leader has not applied its first entry yet")
+            time.sleep(limits.meta_read_index_poll_ms / 1000)
+        read_index = self.raftCommitIndex
+        # Ask for the next append-entries round now instead of at the next heartbeat period.
+        self._SyncObj__newAppendEntriesTime = 0
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
+        while True:
+            others = list(self._SyncObj__otherNodes)
+            responses = dict(self._SyncObj__lastResponseTime)
+            confirmed = 1 + sum(1 for n in others if responses.get(n, 0) > started)
+            if confirmed > (len(others) + 1) / 2:
+                break
+            if not self._isLeader():
+                raise NotLeader("lost leadership while confirming a read")
+            if time.monotonic() > deadline:
+                raise Unavailable("a quorum did not confirm this meta leader in time")
+            time.sleep(limits.meta_read_index_poll_ms / 1000)
+        while self.raftLastApplied < read_index:
+            if time.monotonic() > deadline:
+                raise Unavailable("the meta leader did not apply its read index in time")
+            time.sleep(limits.meta_read_index_poll_ms / 1000)
+        return read_index
+
     def propose(self, command_json: str, timeout_s: float) -> str:
         kind = meta_metrics.command_type(command_json)
         started = time.perf_counter()
@@ -192,8 +236,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         def run():
             self._require_leader()
             if request.linearizable:
-                self.machine.propose(commands.encode(commands.Barrier(at_ms=0)),
-                                     limits.meta_rpc_timeout_ms / 1000)
+                # A ReadIndex confirmation, not a log entry: reads never write.
+                self.machine.read_index(limits.meta_rpc_timeout_ms / 1000)
             current = self.machine.meta
             if current.version == request.known_version and request.known_version > 0:
                 return meta_pb2.GetStateResponse(version=current.version, unchanged=True)

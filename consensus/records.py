@@ -32,6 +32,9 @@ class NodeRecord:
     registered_at_ms: int
     # active | draining (its copies are being moved off) | drained (it holds none)
     state: str = "active"
+    # Failure domain from `tributary node --zone` (consensus/rebalance.py spreads copies over
+    # zones); empty when the node carries no label.
+    zone: str = ""
 
     __setstate__ = _setstate_with_defaults
 
@@ -179,10 +182,10 @@ class MetaState:
                      if m.dataset_uuid == dataset_uuid and m.shard == shard), None)
 
     def dataset_by_name(self, tenant_id: str, name: str) -> DatasetRecord | None:
-        for record in self.datasets.values():
-            if record.tenant_id == tenant_id and record.name == name:
-                return record
-        return None
+        """O(1): through an index (tenant, name) -> uuid that `bump` carries from state to state
+        (built once, on first use, for a state that has none)."""
+        uuid = _name_index(self).get((tenant_id, name))
+        return None if uuid is None else self.datasets.get(uuid)
 
     def datasets_of(self, tenant_id: str) -> list[DatasetRecord]:
         return sorted((d for d in self.datasets.values() if d.tenant_id == tenant_id),
@@ -194,5 +197,57 @@ def error(kind: str, message: str) -> dict[str, Any]:
 
 
 def bump(state: MetaState, **changes: Any) -> MetaState:
-    """The state with `changes` and the next version."""
-    return dataclasses.replace(state, version=state.version + 1, **changes)
+    """The state with `changes` and the next version (the catalog revision watchers see)."""
+    return _carry_index(state, dataclasses.replace(state, version=state.version + 1, **changes))
+
+
+def without_bump(state: MetaState, **changes: Any) -> MetaState:
+    """The state with `changes` at the same version: for 2PC bookkeeping (txns, tombstones,
+    idempotency records), which lives in Raft but is no catalog change, so it wakes no watcher."""
+    return _carry_index(state, dataclasses.replace(state, **changes))
+
+
+# The name index is derived data, not a field: it never reaches to_doc, equality or a snapshot.
+_INDEX_ATTR = "_dataset_name_index"
+
+
+def _name_index(state: MetaState) -> dict[tuple[str, str], str]:
+    index = state.__dict__.get(_INDEX_ATTR)
+    if index is None:
+        index = {(r.tenant_id, r.name): uuid for uuid, r in state.datasets.items()}
+        object.__setattr__(state, _INDEX_ATTR, index)
+    return index
+
+
+def _same_keys(old: dict, new: dict) -> bool:
+    """True when `new` has exactly `old`'s keys; O(1) for the common `{**old, key: value}` of
+    an existing key (same length, last key unchanged or already present)."""
+    if len(new) != len(old):
+        return False
+    return new.keys() == old.keys()
+
+
+def _carry_index(old: MetaState, new: MetaState) -> MetaState:
+    """Gives `new` the name index of `old`, updated for datasets added or removed. A dataset's
+    tenant and name never change once created, so same uuids mean the same index."""
+    index = old.__dict__.get(_INDEX_ATTR)
+    if index is None:
+        return new
+    if new.datasets is not old.datasets and not _same_keys(old.datasets, new.datasets):
+        last = next(reversed(new.datasets), None)
+        if len(new.datasets) == len(old.datasets) + 1 and last not in old.datasets:
+            # A create: `{**old, uuid: record}` puts the new uuid last (dicts keep order).
+            added, removed = {last}, set()
+        else:
+            added = new.datasets.keys() - old.datasets.keys()
+            removed = old.datasets.keys() - new.datasets.keys()
+        index = dict(index)
+        for uuid in removed:
+            record = old.datasets[uuid]
+            if index.get((record.tenant_id, record.name)) == uuid:
+                del index[(record.tenant_id, record.name)]
+        for uuid in added:
+            record = new.datasets[uuid]
+            index[(record.tenant_id, record.name)] = uuid
+    object.__setattr__(new, _INDEX_ATTR, index)
+    return new

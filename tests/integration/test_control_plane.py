@@ -1,0 +1,69 @@
+"""The control plane at scale (issue 14): reads that append nothing to the Raft log, a meta
+client that leaves a hung leader behind, and catalog watches instead of polling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import httpx
+import pytest
+
+from cluster import Cluster, wait_for
+from proto import meta_pb2
+
+pytestmark = pytest.mark.integration
+
+
+def _statuses(cluster: Cluster) -> list[meta_pb2.MetaStatusResponse]:
+    out = []
+    for i in range(cluster.meta):
+        try:
+            with grpc.insecure_channel(cluster.meta_grpc(i)) as channel:
+                out.append(cluster.meta_stub(channel).Status(meta_pb2.MetaStatusRequest(),
+                                                             timeout=1))
+        except grpc.RpcError:
+            pass
+    return out
+
+
+def leader_commit_index(cluster: Cluster) -> int:
+    leader = wait_for(lambda: next((s for s in _statuses(cluster) if s.is_leader), None), 30,
+                      what="a meta leader")
+    return leader.commit_index
+
+
+def quiet_commit_index(cluster: Cluster) -> int:
+    """The leader's commit index once nothing has been committed for a second (a dataset just
+    created still writes: its copies join their in-sync sets)."""
+    import time
+    last = [leader_commit_index(cluster), time.monotonic()]
+
+    def settled():
+        now = leader_commit_index(cluster)
+        if now != last[0]:
+            last[:] = [now, time.monotonic()]
+        return time.monotonic() - last[1] >= 1.0
+    wait_for(settled, 30, 0.2, "a quiet meta log")
+    return last[0]
+
+
+def test_a_thousand_lookups_of_missing_dataset_names_append_no_raft_entries(cluster):
+    with httpx.Client(base_url=cluster.rest, timeout=60) as client:
+        assert client.post("/datasets", json={"name": "present", "dimensions": 4}
+                           ).status_code == 201
+        # The create has reached the router's catalog: the next lookups only miss.
+        assert client.get("/datasets/present").status_code == 200
+    before = quiet_commit_index(cluster)
+
+    async def lookups() -> list[int]:
+        limit = asyncio.Semaphore(50)
+        async with httpx.AsyncClient(base_url=cluster.rest, timeout=60) as client:
+            async def one(i: int) -> int:
+                async with limit:
+                    return (await client.get(f"/datasets/missing-{i}")).status_code
+            return await asyncio.gather(*(one(i) for i in range(1_000)))
+
+    codes = asyncio.run(lookups())
+    assert codes == [404] * 1_000
+    assert leader_commit_index(cluster) == before
