@@ -267,6 +267,10 @@ move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)
 # Linearizable catalog reads of one router or node are coalesced into rounds, one at a time and
 # at most one per this gap, so a burst of dataset-name misses is a bounded rate of leader reads.
 catalog_linearizable_read_gap_ms = 20
+# MetaClient: one attempt at a member lasts at most this long; a member that misses it (a hung
+# leader) is left alone for meta_member_suspect_ms while the others are asked in parallel.
+meta_member_deadline_ms = 1_000
+meta_member_suspect_ms = 5_000
 
 # ---- observability (tributary/tracing.py, tributary/logs.py, */metrics.py) -----------------------
 # Share of new traces (requests arriving without a sampled traceparent) that are recorded; a
