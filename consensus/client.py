@@ -35,32 +35,86 @@ class MetaClient:
         self._stubs = {a: cluster_auth.stub(service, ch, token)
                        for a, ch in self._channels.items()}
         self._preferred = 0
+        # Members that missed a deadline recently, until when (monotonic seconds).
+        self._suspect_until: dict[str, float] = {}
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
 
     async def _call(self, method: str, request: Any, timeout_s: float | None = None) -> Any:
+        """Calls `method` on the member that leads, within timeout_s overall.
+
+        Each attempt has meta_member_deadline_ms. A member that misses it, or cannot be
+        reached, is suspect for meta_member_suspect_ms, and the leader is then looked for among
+        the others in parallel (Status), so a hung (SIGSTOPped) leader costs one member deadline,
+        not the whole call. NotLeader also starts that search."""
         deadline = time.monotonic() + (timeout_s or limits.meta_rpc_timeout_ms / 1000 * 2)
-        attempt = 0
         last: errors.TributaryError | None = None
         while time.monotonic() < deadline:
-            index = (self._preferred + attempt) % len(self.addresses)
-            address = self.addresses[index]
+            address = self.addresses[self._preferred]
+            if self._suspect_until.get(address, 0) > time.monotonic():
+                found = await self._find_leader(deadline)
+                address = found or address
             remaining = max(0.05, deadline - time.monotonic())
             try:
                 response = await getattr(self._stubs[address], method)(
-                    request, timeout=min(remaining, limits.meta_rpc_timeout_ms / 1000 + 1))
-                self._preferred = index
+                    request, timeout=min(remaining, limits.meta_member_deadline_ms / 1000))
+                self._suspect_until.pop(address, None)
                 return response
             except grpc.aio.AioRpcError as exc:
                 last = errors.from_wire(exc.code(), exc.details())
                 if not last.retriable:
                     raise last from None
-            attempt += 1
-            if attempt % len(self.addresses) == 0:
+                if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  grpc.StatusCode.UNAVAILABLE):
+                    self._suspect_until[address] = (time.monotonic()
+                                                    + limits.meta_member_suspect_ms / 1000)
+            found = await self._find_leader(deadline, exclude=address)
+            if found is None:
                 await asyncio.sleep(limits.meta_client_round_pause_ms / 1000)
         raise errors.Unavailable(f"metadata group unavailable: {last.message if last else 'timeout'}")
+
+    async def _find_leader(self, deadline: float, exclude: str = "") -> str | None:
+        """Asks every member but `exclude` and the suspects, in parallel, who leads; prefers the
+        one that says it does. Returns its address (and prefers it from now on), or None."""
+        now = time.monotonic()
+        candidates = [a for a in self.addresses
+                      if a != exclude and self._suspect_until.get(a, 0) <= now] or \
+            [a for a in self.addresses if a != exclude] or list(self.addresses)
+        timeout = max(0.05, min(deadline - now, limits.meta_status_timeout_ms / 1000))
+
+        async def ask(address: str):
+            try:
+                return address, await self._stubs[address].Status(meta_pb2.MetaStatusRequest(),
+                                                                   timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._suspect_until[address] = (time.monotonic()
+                                                    + limits.meta_member_suspect_ms / 1000)
+                return address, None
+
+        pending = {asyncio.ensure_future(ask(a)) for a in candidates}
+        named: str | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    address, status = task.result()
+                    if status is None:
+                        continue
+                    if status.is_leader:
+                        self._preferred = self.addresses.index(address)
+                        return address
+                    if status.leader_grpc_address in self.addresses:
+                        named = status.leader_grpc_address
+        finally:
+            for task in pending:
+                task.cancel()
+        if named is not None and self._suspect_until.get(named, 0) <= time.monotonic():
+            self._preferred = self.addresses.index(named)
+            return named
+        return None
 
     async def propose(self, command: Any) -> dict[str, Any]:
         """Commits one command; raises the TributaryError the state machine refused it with."""
@@ -93,20 +147,36 @@ class MetaClient:
 
     async def leader_status(self, timeout_s: float = limits.meta_leader_status_timeout_ms / 1000
                             ) -> meta_pb2.MetaStatusResponse:
-        """Status as the leader sees it; raises Unavailable when no member leads."""
+        """Status as the leader sees it; raises Unavailable when no member leads. Every member
+        is asked at once, so a hung one costs nothing while another leads."""
         deadline = time.monotonic() + timeout_s
-        for address in self.addresses * 2:
-            if time.monotonic() > deadline:
-                break
+
+        async def ask(address: str):
             try:
-                status = await self._stubs[address].Status(
+                return await self._stubs[address].Status(
                     meta_pb2.MetaStatusRequest(), timeout=limits.meta_status_timeout_ms / 1000)
             except grpc.aio.AioRpcError:
-                continue
-            if status.is_leader:
-                return status
-        raise errors.Unavailable("no metadata member reports itself leader")
+                return None
 
+        while time.monotonic() < deadline:
+            pending = {asyncio.ensure_future(ask(a)) for a in self.addresses}
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        status = task.result()
+                        if status is not None and status.is_leader:
+                            self._preferred = self.addresses.index(
+                                next((a for a in self.addresses
+                                      if a == status.leader_grpc_address),
+                                     self.addresses[self._preferred]))
+                            return status
+            finally:
+                for task in pending:
+                    task.cancel()
+            await asyncio.sleep(limits.meta_client_round_pause_ms / 1000)
+        raise errors.Unavailable("no metadata member reports itself leader")
 
     async def member_statuses(self) -> list[dict]:
         """Every member's own view (asked in parallel): its gRPC address, Raft address, role

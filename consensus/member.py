@@ -3,8 +3,9 @@
 The pysyncobj object owns the replicated state; its single `@replicated` method only decodes the
 command and calls the pure `state.apply`. A gRPC server beside it serves the internal Meta API
 (proto/meta.proto) to routers and nodes. Node liveness is soft state kept by the leader in memory,
-because heartbeats would otherwise fill the Raft log. A new leader counts a node live only once it
-has itself received a heartbeat from it, so health never reports a node that is not serving.
+because heartbeats would otherwise fill the Raft log. A new leader counts every registered node
+live for one liveness period (it has not had the time to hear from them), then only those it has
+heard from.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class MetaStateMachine(SyncObj):
         # Set before SyncObj.__init__: pysyncobj loads a snapshot from its own thread soon after
         # it starts, through _load_snapshot, which replaces this.
         self.meta = meta_state.MetaState()
+        # When this member last became leader (monotonic), None while it is not.
+        self.leading_since: float | None = None
         # A pickled snapshot is read only from this member's own disk at start-up, never from
         # one that arrives over the Raft port later.
         self._legacy_snapshot_allowed = _starts_with(os.path.join(data_dir, "raft.dump"),
@@ -80,8 +83,13 @@ class MetaStateMachine(SyncObj):
             # (the serializer then runs on pysyncobj's thread, between two applied commands, so
             # self.meta is exactly the state at the snapshot's last entry).
             useFork=False,
+            onStateChanged=self._on_raft_state,
         )
         super().__init__(self_raft, partner_raft, conf)
+
+    def _on_raft_state(self, old: int, new: int) -> None:
+        # pysyncobj's state numbers: 2 is leader.
+        self.leading_since = time.monotonic() if new == 2 else None
 
     def _write_snapshot(self, path: str, raft_data: tuple) -> None:
         """pysyncobj's custom serializer: raft_data is (last applied entry, the one before it,
@@ -256,11 +264,18 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         return self._guard(context, run)
 
     def live_nodes(self) -> list[str]:
+        """Nodes heard from within node_liveness_timeout_ms. A leader that has led for less
+        than that has not had the time to hear from every node, so until then it counts every
+        registered node it has not heard from as live, as the leader before it most likely
+        did: an empty list would refuse every catalog write for a liveness period."""
         now = time.monotonic()
         timeout_s = limits.node_liveness_timeout_ms / 1000
+        since = self.machine.leading_since
+        new_leader = since is not None and now - since < timeout_s
         with self.lock:
             return sorted(n for n in self.machine.meta.nodes
-                          if now - self.last_seen.get(n, -1e18) < timeout_s)
+                          if now - self.last_seen.get(n, -1e18) < timeout_s
+                          or (new_leader and n not in self.last_seen))
 
     def Status(self, request, context):
         is_leader = self.machine._isLeader()

@@ -300,6 +300,8 @@ cut_settle_poll_ms = 10
 # A cut checks its fence is up this far past the router's clock, for skew between routers
 # (a fence expires on the clock of the coordinator proposing a decision).
 cut_clock_skew_ms = 100
+# Cuts a version creation tries (each within cut_fence_max_ms) before it answers 503.
+version_cut_attempts_max = 3
 # Retention: versions kept per dataset (the oldest go first), and their age.
 versions_per_dataset_max = _env_int("versions_per_dataset_max", 100)
 version_retention_ms = _env_int("version_retention_ms", 30 * 24 * 3600 * 1000)
