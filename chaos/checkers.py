@@ -12,6 +12,10 @@ judge the end state against the history, once faults are healed and the cluster 
   back, and stay back, within the bound.
 * `copy_disagreements(snapshot)` - replication: once healed and quiet, every copy of every shard
   is back in the in-sync set and holds the same content (the same content digest) as the others.
+* `backup_prefix_violations(history, restored, cut_from_ns, cut_until_ns)` - a backup taken
+  during the run and restored elsewhere holds a consistent prefix: every write acknowledged
+  before the cut is there (or overwritten by a write that may also precede the cut), nothing
+  written only after the cut is, and every batch is all there or all absent.
 
 `final_reads` / `final_state` map key -> value, with None (or a missing key) meaning absent. They
 are the result of reading every key the history wrote once the cluster is quiet. Writes are
@@ -317,3 +321,88 @@ def copy_disagreements(snapshot: Mapping[str, Any]) -> list[str]:
 __all__ = ["Write", "writes_of", "acceptable_final_values", "LostWrite",
            "lost_acknowledged_writes", "BatchViolation", "partial_batches", "RecoveryResult",
            "recovered_within", "copy_disagreements"]
+
+
+# ---- backups: a consistent prefix -------------------------------------------------------------
+
+@dataclass
+class PrefixViolation:
+    """What a restored backup holds that no consistent cut could: kind "missing" (a write
+    acknowledged before the cut is not there and no write that may precede the cut explains
+    what is), "future" (a value only a write invoked after the cut could have left) or
+    "partial" (a batch present on some of its keys and not explained on the others)."""
+
+    kind: str
+    key: Any
+    found: Any
+    op: Op | None
+    explanation: str = ""
+
+
+def backup_prefix_violations(history: Iterable[Op], restored: Mapping, cut_from_ns: int,
+                             cut_until_ns: int) -> list[PrefixViolation]:
+    """Judges a restored backup's content against the run's history. The cut was taken at some
+    instant in [cut_from_ns, cut_until_ns] (history clock): a write that completed before
+    cut_from_ns is before it, one invoked after cut_until_ns is after it, anything else may be
+    either. Keys missing from `restored` (not read) are not judged; a key read as absent is None.
+    Values identify writes (the workloads give every write a unique value)."""
+    history = list(history)
+    origin = origin_of(history)
+    by_key = _writes_by_key(history)
+    violations: list[PrefixViolation] = []
+
+    def may_be_in(w: Write) -> bool:
+        return w.op.invoke_ns <= cut_until_ns
+
+    def explained(key, found, unless: Op | None = None) -> bool:
+        """Some write that may precede the cut, other than `unless` and not real-time before
+        it, left `found` on `key`; None (absent) is also explained when no write precedes."""
+        writes = by_key.get(freeze(key), [])
+        candidates = [w for w in writes if may_be_in(w) and w.op is not unless
+                      and (unless is None or not w.op.precedes(unless))]
+        if any(freeze(w.value) == found for w in candidates):
+            return True
+        return found is ABSENT and unless is None and not any(
+            w.op.status == OK and w.op.end_ns < cut_from_ns for w in writes)
+
+    for key_frozen, writes in by_key.items():
+        known, found = _read(restored, key_frozen, missing_is_absent=False)
+        if not known:
+            continue
+        sample = writes[0].key
+        if found is not ABSENT and not any(freeze(w.value) == found and may_be_in(w)
+                                           for w in writes):
+            violations.append(PrefixViolation("future", sample, found, None, (
+                f"key {sample!r} holds {found!r}, which no write invoked before the cut "
+                f"wrote")))
+            continue
+        # Every acknowledged write that completed before the cut is there, or a write that
+        # may come after it (and before the cut) replaced it.
+        for w in writes:
+            if w.op.status != OK or w.op.end_ns >= cut_from_ns or freeze(w.value) == found:
+                continue
+            if explained(sample, found, unless=w.op):
+                continue
+            violations.append(PrefixViolation("missing", sample, found, w.op, (
+                f"key {sample!r} holds {found!r}, but {w.op.describe(origin)} was acknowledged "
+                f"before the cut and nothing that may follow it before the cut wrote that")))
+            break
+    for op in history:
+        if op.kind != "batch_put" or op.status == FAIL:
+            continue
+        present, unexplained = [], []
+        for k, v in dict(op.value).items():
+            known, found = _read(restored, k, missing_is_absent=False)
+            if not known:
+                continue
+            if found == freeze(v):
+                present.append(k)
+            elif not explained(k, found, unless=op):
+                unexplained.append((k, found))
+        if present and unexplained:
+            k, found = unexplained[0]
+            violations.append(PrefixViolation("partial", k, found, op, (
+                f"batch {op.describe(origin)} is in the backup on {present!r} but not on "
+                f"{[u[0] for u in unexplained]!r} (found {found!r})")))
+    return violations
+

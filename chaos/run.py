@@ -94,6 +94,8 @@ class RunResult:
     run_dir: str | None = None
     saved_to: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # The `backup` scenario: the backup taken during the run and what its restore read back.
+    backup: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -184,6 +186,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                              env=cfg.env, log=lambda line: out(f"harness: {line}"))
     recorder = HistoryRecorder()
     workloads: Workloads | None = None
+    backup_probe = None
     runner = NemesisRunner(cluster, log=out)
     started = time.monotonic()
     try:
@@ -199,6 +202,14 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                               cfg.request_timeout_s)
         t0 = time.monotonic()
         workloads.start()
+        backup_at_s = scenarios.BY_NAME[cfg.scenario].backup_at_s if cfg.scenario else None
+        if backup_at_s is not None:
+            # The `backup` scenario: a backup while the faults run, restored after the run.
+            from chaos.backup_probe import BackupProbe
+            backup_probe = BackupProbe(cluster.rest_url, os.path.join(run_dir, "backups"),
+                                       min(backup_at_s, cfg.duration_s / 2),
+                                       cfg.duration_s + cfg.recovery_bound_s, out)
+            backup_probe.start(t0)
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -229,6 +240,9 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
         result.copies = wait_for_copies(cluster, healed_at, cfg.copies_bound_s,
                                         log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
                                                              f"{line}"))
+        if backup_probe is not None:
+            backup_probe.join(cfg.duration_s + cfg.recovery_bound_s + 120)
+            result.backup = backup_probe.restore_and_read(run_dir, workloads.keys_to_read())
         result.timings["run_s"] = round(time.monotonic() - t0, 2)
     except KeyboardInterrupt:
         result.error = "interrupted"
@@ -250,7 +264,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  recovery_samples=result.samples,
                                  recovery_bound_s=cfg.recovery_bound_s,
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
-                                 workloads=cfg.workloads, copies=result.copies)
+                                 workloads=cfg.workloads, copies=result.copies,
+                                 backup=result.backup)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():

@@ -33,6 +33,9 @@ class Scenario:
     nemeses: tuple[str, ...]
     matrix_seeds: tuple[int, ...]
     duration_s: float = DEFAULT_DURATION_S
+    # Seconds into the run at which a backup is taken (chaos/backup_probe.py); it is restored
+    # into a fresh cluster after the run and judged (backup-consistent-prefix). None: no backup.
+    backup_at_s: float | None = None
 
     def specs(self) -> list[NemesisSpec]:
         """The parsed nemesis specs; raises ValueError for a spec the nemeses do not know."""
@@ -93,6 +96,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              matrix_seeds=(115, 116)),
     Scenario("all-at-once", "every nemesis on any target, in turns, sometimes two at once",
              (), matrix_seeds=(1, 2, 3)),
+    Scenario("backup", "a cluster backup taken while writes, 2PC batches and kill -9 of a "
+             "node or a shard's primary run; restored into a fresh cluster, it must hold a "
+             "consistent prefix", ("kill:node", "primary-kill"),
+             matrix_seeds=tuple(range(117, 127)), duration_s=30.0, backup_at_s=10.0),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -18,6 +18,9 @@ are not vacuous). Checkers:
                            shard rejoined the in-sync set within the bound and all copies of a
                            shard hold the same content digest: `chaos.checkers.copy_disagreements`
                            over the last snapshot the run took (`copies`).
+* ``backup-consistent-prefix`` (the `backup` scenario) the backup taken while the faults ran,
+                           restored into a fresh cluster, holds a consistent prefix of the run:
+                           `chaos.checkers.backup_prefix_violations`.
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -36,7 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from chaos.checkers import (copy_disagreements, lost_acknowledged_writes, partial_batches,
+from chaos.checkers import (backup_prefix_violations, copy_disagreements, lost_acknowledged_writes, partial_batches,
                             recovered_within)
 from chaos.history import FAIL, OK, UNKNOWN, Op, freeze, origin_of
 from chaos.linearizability import (ILLEGAL, LINEARIZABLE, TIMEOUT, CatalogModel, KVModel,
@@ -299,11 +302,37 @@ def copies_agree(snapshot: Mapping[str, Any] | None) -> CheckerResult:
                                                f"with equal content digests{after}")
 
 
+def backup_consistent_prefix(history: Iterable[Op], backup: Mapping[str, Any]) -> CheckerResult:
+    """The backup taken during the run, restored into a fresh cluster, holds a consistent
+    prefix of the history (checkers.backup_prefix_violations). A backup that could not be taken
+    or restored fails: an unfinished check counts as a failure."""
+    name = "backup-consistent-prefix"
+    if backup.get("error"):
+        return CheckerResult(name, FAILED, backup["error"])
+    restored = backup.get("restored") or {}
+    history = [op for op in history if op.kind in KV_KINDS]
+    violations = backup_prefix_violations(history, restored, backup["cut_from_ns"],
+                                          backup["cut_until_ns"])
+    batches = sum(1 for op in history if op.kind == "batch_put")
+    if violations:
+        return CheckerResult(name, FAILED, f"{len(violations)} violation(s) in the restored "
+                                           f"backup", [v.explanation for v in violations])
+    if backup.get("unread"):
+        return CheckerResult(name, INCONCLUSIVE, f"{len(backup['unread'])} key(s) unread in "
+                                                 "the restored cluster")
+    return CheckerResult(name, PASS, (
+        f"{len(restored)} key(s) of the restored backup are a consistent prefix ({batches} "
+        f"batch(es) all-or-nothing, acknowledged-before-cut writes present); cut fences "
+        f"{backup.get('fence_ms')} ms, backup {backup.get('seconds')} s, "
+        f"{backup.get('bytes')} bytes, restore {backup.get('restore_s')} s"))
+
+
 def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              unread_keys: Iterable[str] = (), recovery_samples: list | None = None,
              recovery_bound_s: float | None = None, linearizability_timeout_s: float = 120.0,
              workloads: Iterable[str] | None = None,
-             copies: Mapping[str, Any] | None = None) -> Report:
+             copies: Mapping[str, Any] | None = None,
+             backup: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
     copy snapshot) the copies-agree checker is skipped."""
     history = list(history)
@@ -370,6 +399,8 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
                                           f"acknowledged batches entirely"))
 
     checkers.append(copies_agree(copies))
+    if backup is not None:
+        checkers.append(backup_consistent_prefix(history, backup))
 
     recovery_s = None
     if recovery_bound_s is not None:

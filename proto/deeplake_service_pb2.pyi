@@ -360,14 +360,18 @@ class InsertVectorsResponse(_message.Message):
     def __init__(self, inserted_count: _Optional[int] = ..., skipped_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., error_messages: _Optional[_Iterable[str]] = ..., processing_time_ms: _Optional[float] = ...) -> None: ...
 
 class GetVectorRequest(_message.Message):
-    __slots__ = ("dataset_id", "vector_id", "tenant_id")
+    __slots__ = ("dataset_id", "vector_id", "tenant_id", "as_of_version", "as_of_time")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     vector_id: str
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., vector_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    as_of_version: str
+    as_of_time: _timestamp_pb2.Timestamp
+    def __init__(self, dataset_id: _Optional[str] = ..., vector_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., as_of_version: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetVectorResponse(_message.Message):
     __slots__ = ("vector",)
@@ -490,18 +494,22 @@ class DeleteVectorsResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ..., not_found_count: _Optional[int] = ...) -> None: ...
 
 class ListVectorsRequest(_message.Message):
-    __slots__ = ("dataset_id", "page_size", "page_token", "tenant_id", "include_values")
+    __slots__ = ("dataset_id", "page_size", "page_token", "tenant_id", "include_values", "as_of_version", "as_of_time")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     page_size: int
     page_token: str
     tenant_id: str
     include_values: bool
-    def __init__(self, dataset_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant_id: _Optional[str] = ..., include_values: _Optional[bool] = ...) -> None: ...
+    as_of_version: str
+    as_of_time: _timestamp_pb2.Timestamp
+    def __init__(self, dataset_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant_id: _Optional[str] = ..., include_values: _Optional[bool] = ..., as_of_version: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListVectorsResponse(_message.Message):
     __slots__ = ("vectors", "next_page_token", "total_count")
@@ -514,18 +522,22 @@ class ListVectorsResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("dataset_id", "query_vector", "options", "tenant_id", "exact")
+    __slots__ = ("dataset_id", "query_vector", "options", "tenant_id", "exact", "as_of_version", "as_of_time")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     options: SearchOptions
     tenant_id: str
     exact: bool
-    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ..., exact: _Optional[bool] = ...) -> None: ...
+    as_of_version: str
+    as_of_time: _timestamp_pb2.Timestamp
+    def __init__(self, dataset_id: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ..., exact: _Optional[bool] = ..., as_of_version: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SearchVectorsResponse(_message.Message):
     __slots__ = ("results", "total_found", "has_more", "query_time_ms", "stats")
@@ -674,3 +686,47 @@ class MultiDatasetSearchRequest(_message.Message):
     options: SearchOptions
     tenant_id: str
     def __init__(self, dataset_ids: _Optional[_Iterable[str]] = ..., query_vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class DatasetVersion(_message.Message):
+    __slots__ = ("tag", "created_at", "vector_count", "dataset_id")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    created_at: _timestamp_pb2.Timestamp
+    vector_count: int
+    dataset_id: str
+    def __init__(self, tag: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., vector_count: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+
+class CreateVersionRequest(_message.Message):
+    __slots__ = ("dataset_id", "tag", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    tag: str
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., tag: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class CreateVersionResponse(_message.Message):
+    __slots__ = ("version", "commit_pause_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    version: DatasetVersion
+    commit_pause_ms: float
+    def __init__(self, version: _Optional[_Union[DatasetVersion, _Mapping]] = ..., commit_pause_ms: _Optional[float] = ...) -> None: ...
+
+class ListVersionsRequest(_message.Message):
+    __slots__ = ("dataset_id", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[DatasetVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[DatasetVersion, _Mapping]]] = ...) -> None: ...

@@ -70,6 +70,16 @@ class DatasetServiceStub:
                 request_serializer=proto_dot_deeplake__service__pb2.CompactDatasetRequest.SerializeToString,
                 response_deserializer=proto_dot_deeplake__service__pb2.CompactDatasetResponse.FromString,
                 _registered_method=True)
+        self.CreateVersion = channel.unary_unary(
+                '/deeplake.v1.DatasetService/CreateVersion',
+                request_serializer=proto_dot_deeplake__service__pb2.CreateVersionRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.CreateVersionResponse.FromString,
+                _registered_method=True)
+        self.ListVersions = channel.unary_unary(
+                '/deeplake.v1.DatasetService/ListVersions',
+                request_serializer=proto_dot_deeplake__service__pb2.ListVersionsRequest.SerializeToString,
+                response_deserializer=proto_dot_deeplake__service__pb2.ListVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer:
@@ -119,6 +129,20 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateVersion(self, request, context):
+        """Tributary addition: a version is a consistent cut of every shard, kept under a tag, that
+        reads (GetVector, ListVectors, SearchVectors) can name with as_of_version / as_of_time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatasetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +180,16 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.CompactDataset,
                     request_deserializer=proto_dot_deeplake__service__pb2.CompactDatasetRequest.FromString,
                     response_serializer=proto_dot_deeplake__service__pb2.CompactDatasetResponse.SerializeToString,
+            ),
+            'CreateVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVersion,
+                    request_deserializer=proto_dot_deeplake__service__pb2.CreateVersionRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.CreateVersionResponse.SerializeToString,
+            ),
+            'ListVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVersions,
+                    request_deserializer=proto_dot_deeplake__service__pb2.ListVersionsRequest.FromString,
+                    response_serializer=proto_dot_deeplake__service__pb2.ListVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +382,60 @@ class DatasetService:
             '/deeplake.v1.DatasetService/CompactDataset',
             proto_dot_deeplake__service__pb2.CompactDatasetRequest.SerializeToString,
             proto_dot_deeplake__service__pb2.CompactDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.DatasetService/CreateVersion',
+            proto_dot_deeplake__service__pb2.CreateVersionRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.CreateVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deeplake.v1.DatasetService/ListVersions',
+            proto_dot_deeplake__service__pb2.ListVersionsRequest.SerializeToString,
+            proto_dot_deeplake__service__pb2.ListVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

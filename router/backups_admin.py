@@ -241,8 +241,14 @@ async def create_backup(core, jobs: Jobs, doc: dict) -> BackupJob:
     else:
         records = [await core.dataset(tenant or "", name) for name in names]
     datasets, estimates = [], {}
-    for record in records:
-        cut = await _cut(core, record)
+    for record in list(records):
+        try:
+            cut = await _cut(core, record)
+        except errors.NotFound:
+            if names is not None:
+                raise
+            records.remove(record)     # deleted meanwhile: a backup of the cluster after it
+            continue
         datasets.append({**dataset_definition(record), "cut": cut})
         for shard in cut["shards"]:
             # Rows times dimensions as float32, twice over for the other columns: an estimate

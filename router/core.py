@@ -30,6 +30,7 @@ from shard import filter_parse
 from shard.records import UPDATABLE_FIELDS
 from router.shard_client import ShardClient
 from router.txn import Coordinator, ShardBatch
+from router import versions
 from router import metrics as router_metrics
 from tributary import __version__, errors, limits, tracing, validation
 
@@ -245,6 +246,8 @@ class _SearchPlan:
     shard_k: int
     # ShardSearchRequest fields every shard gets (all but `shard`).
     fields: dict
+    # A search at a version (router/versions.py): read from the copies that carry it.
+    version: object = None
 
 
 def shard_health(state, live: set[str]) -> tuple[list[str], list[str]]:
@@ -694,11 +697,20 @@ class RouterCore:
         record = await self.dataset(request.tenant_id, request.dataset_id)
         validation.check_vector_id(request.vector_id)
         shard = shard_of(request.vector_id, record.shard_count)
-        response = await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: self.shards.get(
-                                           address, node_pb2.GetRequest(
-                                               shard=ref, ids=[request.vector_id],
-                                               include_values=True)), read=True)
+        version = await versions.resolve(self, record, request.as_of_version,
+                                         versions.as_of_time_of(request))
+        if version is not None:
+            response = await versions.on_version(
+                self, record, version, shard, lambda address, ref: self.shards.get(
+                    address, node_pb2.GetRequest(shard=ref, ids=[request.vector_id],
+                                                 include_values=True,
+                                                 as_of_tag=version.deeplake_tag)))
+        else:
+            response = await self.on_shard(record.tenant_id, record.name, shard,
+                                           lambda _r, address, ref: self.shards.get(
+                                               address, node_pb2.GetRequest(
+                                                   shard=ref, ids=[request.vector_id],
+                                                   include_values=True)), read=True)
         if not response.vectors:
             raise errors.NotFound(f"vector '{request.vector_id}' not found in dataset "
                                   f"'{record.name}'")
@@ -780,14 +792,23 @@ class RouterCore:
             raise errors.InvalidArgument(
                 f"page_size must be between 1 and {limits.list_page_size_max}")
         shard, after = _decode_page_token(request.page_token, record.shard_count)
+        version = await versions.resolve(self, record, request.as_of_version,
+                                         versions.as_of_time_of(request))
         vectors: list[pb.Vector] = []
         total = 0
         while shard < record.shard_count and len(vectors) < page_size:
-            response = await self.on_shard(
-                record.tenant_id, record.name, shard,
-                lambda _r, address, ref: self.shards.list(address, node_pb2.ListRequest(
-                    shard=ref, after_label=after, limit=page_size - len(vectors),
-                    include_values=request.include_values)), read=True)
+            def listing(address: str, ref: node_pb2.ShardRef, after=after,
+                        limit=page_size - len(vectors)):
+                return self.shards.list(address, node_pb2.ListRequest(
+                    shard=ref, after_label=after, limit=limit,
+                    include_values=request.include_values,
+                    as_of_tag=version.deeplake_tag if version is not None else ""))
+            if version is not None:
+                response = await versions.on_version(self, record, version, shard, listing)
+            else:
+                response = await self.on_shard(
+                    record.tenant_id, record.name, shard,
+                    lambda _r, address, ref: listing(address, ref), read=True)
             for vector in response.vectors:
                 vector.dataset_id = record.name
                 vector.tenant_id = record.tenant_id
@@ -796,8 +817,10 @@ class RouterCore:
             if response.exhausted:
                 shard, after = shard + 1, -1
         token = "" if shard >= record.shard_count else _encode_page_token(shard, after)
-        counts, _ = await self._dataset_counts(record)
-        total = counts
+        if version is not None:
+            total = version.vector_count
+        else:
+            total, _ = await self._dataset_counts(record)
         return pb.ListVectorsResponse(vectors=vectors, next_page_token=token, total_count=total)
 
     async def _per_shard_ids(self, tenant_id: str, dataset_id: str, vector_ids,
@@ -868,6 +891,17 @@ class RouterCore:
                                   f"'{request.dataset_id}'")
         return pb.DeleteVectorResponse(success=True, message="deleted")
 
+    # ---- versions (router/versions.py) ---------------------------------------------------------
+
+    async def create_version(self, request: pb.CreateVersionRequest
+                             ) -> pb.CreateVersionResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        return await versions.create_version(self, record, request.tag)
+
+    async def list_versions(self, request: pb.ListVersionsRequest) -> pb.ListVersionsResponse:
+        record = await self.dataset(request.tenant_id, request.dataset_id)
+        return await versions.list_versions(self, record)
+
     # ---- search --------------------------------------------------------------------------------
 
     async def search_vectors(self, request: pb.SearchVectorsRequest) -> pb.SearchVectorsResponse:
@@ -922,14 +956,23 @@ class RouterCore:
         shard_k = min(limits.top_k_max, top_k * 4) if shrink else top_k
         query = validation.as_vector(np.asarray(request.query_vector, dtype=np.float64),
                                      record.dimensions, record.metric_type, what="query_vector")
-        return record, _SearchPlan(top_k, shard_k, dict(
+        version = await versions.resolve(self, record, request.as_of_version,
+                                         versions.as_of_time_of(request))
+        plan = _SearchPlan(top_k, shard_k, dict(
             query_values=validation.pack_values(query), top_k=shard_k,
             ef_search=options.ef_search, include_content=options.include_content,
             include_metadata=options.include_metadata, filter_expression=options.filter,
-            filters=dict(options.filters), exact=request.exact))
+            filters=dict(options.filters), exact=request.exact), version)
+        if version is not None:
+            plan.fields["as_of_tag"] = version.deeplake_tag
+        return record, plan
 
     async def _search_shard(self, record: DatasetRecord, shard: int, plan: "_SearchPlan"
                             ) -> node_pb2.ShardSearchResponse:
+        if plan.version is not None:
+            return await versions.on_version(
+                self, record, plan.version, shard, lambda address, ref: self.shards.search(
+                    address, node_pb2.ShardSearchRequest(shard=ref, **plan.fields)))
         return await self.on_shard(record.tenant_id, record.name, shard,
                                    lambda _r, address, ref: self.shards.search(
                                        address, node_pb2.ShardSearchRequest(

@@ -188,6 +188,8 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
     # stored one (REST can clear them with an explicit "" / {}).
     UpdateDataset = _rpc(operations.UPDATE_DATASET)
     GetDatasetStats = _rpc(operations.GET_DATASET_STATS)
+    CreateVersion = _rpc(operations.CREATE_VERSION)
+    ListVersions = _rpc(operations.LIST_VERSIONS)
 
 
 class VectorService(pb_grpc.VectorServiceServicer):

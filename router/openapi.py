@@ -137,6 +137,16 @@ REQUEST_FIELD_RULES: dict[str, dict] = {
         "maxItems": limits.multi_search_datasets_max},
     "MultiDatasetSearchRequest.query_vector": _vector_of_values("the query vector"),
     "MultiDatasetSearchRequest.tenant_id": _TENANT_FIELD,
+    "SearchVectorsRequest.as_of_version": {
+        "pattern": "^(|[A-Za-z0-9][A-Za-z0-9._-]{0,62})$",
+        "description": "search the dataset as it was at this version's tag (exact scan); "
+                       "empty or absent: now"},
+    "SearchVectorsRequest.as_of_time": {
+        "description": "search the newest version taken at or before this time; not with "
+                       "as_of_version"},
+    "CreateVersionRequest.tag": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                                 "description": "unique within the dataset"},
+    "CreateVersionRequest.tenant_id": _TENANT_FIELD,
 }
 
 
@@ -176,6 +186,10 @@ STATEFUL_RULES: list[tuple[str, str]] = [
     (r"filters\[.*holds numbers|filters map is \d+ bytes",
      "a `filters` value compares with the field's stored type, and the map holds at most "
      f"{filter_parse.filter_expression_bytes_max} bytes of keys and values"),
+    (r"is before the first version of dataset",
+     "`as_of_time` is not before the dataset's first version"),
+    (r"give as_of_version or as_of_time, not both",
+     "a read names `as_of_version` or `as_of_time`, not both"),
     (r": Bad Request$",
      "GET .../search/stream is a WebSocket upgrade: without the upgrade headers it is a 400"),
 ]
@@ -332,6 +346,15 @@ _UPDATE_MASK = {"name": "update_mask", "in": "query", "required": False,
                                f"is cleared. Updatable: {', '.join(UPDATABLE_FIELDS)}; any other "
                                "name is a 400 that names it.",
                 "schema": {"type": "string", "pattern": _MASK_PATTERN}}
+_AS_OF_VERSION = {"name": "as_of_version", "in": "query", "required": False,
+                  "description": "Read the dataset as it was at this version (its tag; see "
+                                 "POST .../versions). A vector written after it is a 404 here.",
+                  "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}}
+_AS_OF_TIME = {"name": "as_of_time", "in": "query", "required": False,
+               "description": "Read the newest version taken at or before this RFC 3339 time "
+                              "(400 when it is before the first version); not with "
+                              "as_of_version.",
+               "schema": {"type": "string", "format": "date-time"}}
 _INCLUDE_VALUES = {"name": "include_values", "in": "query", "required": False,
                    "description": "`true` or `1` to return each vector's values.",
                    "schema": {"type": "boolean", "default": False}}
@@ -409,11 +432,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("GET", f"{BASE}/datasets/{{dataset_id}}/vectors"): _op(
         "listVectors", "vectors", "List vectors, a page at a time",
         description="Follow `next_page_token` until it is empty.",
-        params=[_DATASET_ID, _TENANT, _PAGE_SIZE, _PAGE_TOKEN, _INCLUDE_VALUES],
+        params=[_DATASET_ID, _TENANT, _PAGE_SIZE, _PAGE_TOKEN, _INCLUDE_VALUES,
+                _AS_OF_VERSION, _AS_OF_TIME],
         ok_schema="ListVectorsResponse", errors_=(400, 404) + _CLUSTER),
     ("GET", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
         "getVector", "vectors", "Get one vector",
-        params=[_DATASET_ID, _VECTOR_ID, _TENANT], ok_schema="GetVectorResponse",
+        params=[_DATASET_ID, _VECTOR_ID, _TENANT, _AS_OF_VERSION, _AS_OF_TIME],
+        ok_schema="GetVectorResponse",
         errors_=(400, 404) + _CLUSTER),
     ("PUT", f"{BASE}/datasets/{{dataset_id}}/vectors/{{vector_id}}"): _op(
         "updateVector", "vectors", "Update a vector's fields (AIP-134)",
@@ -437,7 +462,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                     "`min_score`, `threshold`, `max_distance`, `deduplicate`, "
                     "`group_by_document`, `filters` (equality map) and `filter` (an expression "
                     "such as `category = 'tech' AND year >= 2020`). A top-level `exact: true` "
-                    "asks for exact results (brute force, recall 1.0) on any dataset.",
+                    "asks for exact results (brute force, recall 1.0) on any dataset. A "
+                    "top-level `as_of_version` (a version's tag) or `as_of_time` searches "
+                    "the dataset as it was then, by exact scan of that version's rows.",
         params=[_DATASET_ID, _TENANT], body="SearchVectorsBody",
         ok_schema="SearchVectorsResponse", errors_=(400, 404, 413) + _CLUSTER),
     ("GET", f"{BASE}/datasets/{{dataset_id}}/search/stream"): _op(
@@ -525,6 +552,23 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                     "merged and each hit's `vector.dataset_id` names its dataset.",
         params=[_TENANT], body="MultiDatasetSearchBody", ok_schema="SearchVectorsResponse",
         errors_=(400, 404, 413) + _CLUSTER),
+    ("POST", f"{BASE}/datasets/{{dataset_id}}/versions"): _op(
+        "createVersion", "datasets", "Create a version: a consistent cut of every shard",
+        description="Records the dataset's state under `tag`: every multi-shard batch is in "
+                    "it whole or not at all, and every write acknowledged before the call is "
+                    "in it. Multi-shard commits of the dataset pause while the cut is taken "
+                    "(`commit_pause_ms`, at most about a second); other writes go on. Reads "
+                    "name it with `as_of_version` (or `as_of_time`). Old versions are dropped "
+                    "beyond a count and an age (limits versions_per_dataset_max, "
+                    "version_retention_ms).",
+        params=[_DATASET_ID, _TENANT], body="CreateVersionBody", ok=201,
+        ok_schema="CreateVersionResponse", ok_text="Created",
+        errors_=(400, 404, 409, 413) + _CLUSTER),
+    ("GET", f"{BASE}/datasets/{{dataset_id}}/versions"): _op(
+        "listVersions", "datasets", "List a dataset's versions, oldest first",
+        description="Each with its tag, the time it was taken and its vector count.",
+        params=[_DATASET_ID, _TENANT], ok_schema="ListVersionsResponse",
+        errors_=(400, 404) + _CLUSTER),
     ("GET", OPENAPI_PATH): _op(
         "openapi", "meta", "This OpenAPI document",
         ok_content={"application/json": {"schema": {"type": "object"}}}),
@@ -598,6 +642,9 @@ def _named_schemas(builder: SchemaBuilder) -> None:
         descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
                       "exact": "true: exact results (a brute-force scan of every matching "
                                "row, recall 1.0) on any dataset; ef_search is then ignored"})
+    builder.components["CreateVersionBody"] = builder.message_schema(
+        pb.CreateVersionRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        required=("tag",), descriptions={"tenant_id": "defaults to the X-Tenant-Id header"})
     builder.components["SearchByTextBody"] = builder.message_schema(
         pb.SearchByTextRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
         required=("query_text",),

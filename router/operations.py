@@ -141,13 +141,16 @@ SEARCH_BY_TEXT = Operation("search_by_text", "SearchByText", VECTORS, READ, quer
 HYBRID_SEARCH = Operation("hybrid_search", "HybridSearch", VECTORS, READ, query=True)
 MULTI_DATASET_SEARCH = Operation("multi_dataset_search", "MultiDatasetSearch", VECTORS, READ,
                                  datasets=lambda r: tuple(r.dataset_ids), query=True)
+# Dataset versions (router/versions.py): a version is a consistent cut kept in the catalog.
+CREATE_VERSION = Operation("create_version", "CreateVersion", CATALOG, WRITE)
+LIST_VERSIONS = Operation("list_versions", "ListVersions", CATALOG, READ)
 
 OPERATIONS: tuple[Operation, ...] = (
     CREATE_DATASET, GET_DATASET, LIST_DATASETS, UPDATE_DATASET, DELETE_DATASET,
     GET_DATASET_STATS, COMPACT_DATASET, INSERT_VECTORS, BULK_INSERT_VECTORS, INSERT_VECTOR,
     UPDATE_VECTOR, GET_VECTOR, DELETE_VECTOR, DELETE_VECTORS, SOFT_DELETE_VECTORS,
     RESTORE_VECTORS, LIST_VECTORS, SEARCH_VECTORS, SEARCH_VECTORS_STREAM, SEARCH_BY_TEXT,
-    HYBRID_SEARCH, MULTI_DATASET_SEARCH,
+    HYBRID_SEARCH, MULTI_DATASET_SEARCH, CREATE_VERSION, LIST_VERSIONS,
 )
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}
 BY_GRPC_METHOD: dict[str, Operation] = {op.grpc_method: op for op in OPERATIONS

@@ -14,6 +14,7 @@ import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import deeplake_service_pb2 as pb
@@ -334,10 +335,31 @@ def _plain_vectors(vectors: list, request: pb.InsertVectorsRequest) -> np.ndarra
     return matrix.astype(np.float64, copy=False)
 
 
+def _as_of(request: web.Request) -> dict:
+    """A read's `as_of_version` (a version's tag) and `as_of_time` (RFC 3339) query
+    parameters, as request fields (router/versions.py says what they select)."""
+    fields: dict = {}
+    tag = request.query.get("as_of_version")
+    if tag is not None:
+        if not tag:
+            raise errors.InvalidArgument("as_of_version must name a version's tag")
+        fields["as_of_version"] = _text(tag, "as_of_version")
+    when = request.query.get("as_of_time")
+    if when is not None:
+        stamp = Timestamp()
+        try:
+            stamp.FromJsonString(_text(when, "as_of_time"))
+        except ValueError:
+            raise errors.InvalidArgument("as_of_time must be an RFC 3339 time such as "
+                                         f"2026-01-02T03:04:05Z, not {when[:40]!r}") from None
+        fields["as_of_time"] = stamp
+    return fields
+
+
 async def get_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.GET_VECTOR, pb.GetVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
-        tenant_id=_tenant(request)))
+        tenant_id=_tenant(request), **_as_of(request)))
     return web.json_response(to_json(response))
 
 
@@ -367,7 +389,22 @@ async def list_vectors(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.LIST_VECTORS, pb.ListVectorsRequest(
         dataset_id=request.match_info["dataset_id"], page_size=page_size,
         page_token=request.query.get("page_token", ""), tenant_id=_tenant(request),
-        include_values=include_values))
+        include_values=include_values, **_as_of(request)))
+    return web.json_response(to_json(response))
+
+
+async def create_version(request: web.Request) -> web.Response:
+    doc = await read_json_body(request)
+    doc["dataset_id"] = request.match_info["dataset_id"]
+    doc.setdefault("tenant_id", _tenant(request))
+    response = await request.app[CORE].run(operations.CREATE_VERSION,
+                                           parse(pb.CreateVersionRequest, doc))
+    return web.json_response(to_json(response), status=201)
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    response = await request.app[CORE].run(operations.LIST_VERSIONS, pb.ListVersionsRequest(
+        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
     return web.json_response(to_json(response))
 
 
@@ -595,6 +632,8 @@ def make_app(core) -> web.Application:
     app.router.add_put(f"{base}/datasets/{{dataset_id}}", update_dataset)
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/stats", get_dataset_stats)
     app.router.add_post(f"{base}/search/multi-dataset", multi_dataset_search)
+    app.router.add_post(f"{base}/datasets/{{dataset_id}}/versions", create_version)
+    app.router.add_get(f"{base}/datasets/{{dataset_id}}/versions", list_versions)
     admin.add_routes(app)  # /admin/tenants, /admin/keys (router/admin.py)
     backups_admin.add_routes(app)  # /api/v1/admin/backups, /restores
     add_openapi_routes(app)  # GET /openapi.json and /docs

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 import time
@@ -51,7 +52,16 @@ _SHARD_FILE = re.compile(r"^shards/([0-9a-f-]{36})/(\d+)/(.+)$")
 
 
 class BackupError(Exception):
-    """A backup or restore that cannot go on; the message is one line for the operator."""
+    """A backup or restore that cannot go on; the message is one line for the operator.
+    `status` is the router's HTTP status when it answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class DatasetGone(BackupError):
+    """A dataset was deleted after the backup's cut, before its files were fetched."""
 
 
 # ---- paths and the manifest (pure, no network) --------------------------------------------------
@@ -178,7 +188,7 @@ def _open(args, method: str, path: str, body: dict | None = None, timeout: float
             message = f"{exc.code} {detail['type']}: {detail['message']}"
         except (ValueError, KeyError, TypeError):
             message = f"{exc.code} {exc.reason}"
-        raise BackupError(message) from None
+        raise BackupError(message, exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         raise BackupError(f"cannot reach {_url(args, path)}: "
                           f"{getattr(exc, 'reason', exc)}") from None
@@ -269,8 +279,9 @@ def _download_shard(args, directory: str, backup_id: str, dataset_uuid: str, sha
             for handle, _, size in written.values():
                 handle.close()
                 advance(-size[0])
-            import shutil
             shutil.rmtree(os.path.join(directory, *root.split("/")), True)
+            if exc.status == 404 and "deleted since the backup's cut" in last_error:
+                raise DatasetGone(last_error, 404) from None
             time.sleep(1.0)
     raise BackupError(f"shard {shard} of {dataset_uuid}: {last_error}")
 
@@ -300,8 +311,8 @@ def create_backup(args) -> dict:
     backup_id = job["backup_id"]
     os.makedirs(directory, exist_ok=True)
     catalog = _call(args, "GET", f"/api/v1/admin/backups/{backup_id}/catalog")
-    size, digest = _write_json(os.path.join(directory, CATALOG), catalog)
-    files = [{"path": CATALOG, "size": size, "sha256": digest}]
+    files: list[dict] = []
+    gone: list[str] = []
     with _progress(args, "backup", job["progress"]["bytes_total"]) as progress:
         task = progress.add_task("backup", total=max(1, job["progress"]["bytes_total"]))
         done = [0]
@@ -311,14 +322,26 @@ def create_backup(args) -> dict:
             progress.update(task, completed=done[0],
                             total=max(done[0], progress.tasks[0].total or 1))
         for dataset in job["datasets"]:
-            for shard in range(dataset["shard_count"]):
-                files += _download_shard(args, directory, backup_id, dataset["uuid"], shard,
-                                         advance)
+            try:
+                for shard in range(dataset["shard_count"]):
+                    files += _download_shard(args, directory, backup_id, dataset["uuid"],
+                                             shard, advance)
+            except DatasetGone:
+                # Deleted after its cut: its files are gone with it, so the backup leaves the
+                # dataset out (its catalog copy too), as if taken after the deletion.
+                gone.append(dataset["name"])
+                files = [f for f in files if not f["path"].startswith(
+                    f"shards/{dataset['uuid']}/")]
+                shutil.rmtree(os.path.join(directory, "shards", dataset["uuid"]), True)
+                catalog.get("datasets", {}).pop(dataset["uuid"], None)
+    datasets = [d for d in job["datasets"] if d["name"] not in gone]
+    size, digest = _write_json(os.path.join(directory, CATALOG), catalog)
+    files.insert(0, {"path": CATALOG, "size": size, "sha256": digest})
     total = sum(f["size"] for f in files)
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "backup_id": backup_id,
                 "created_at_ms": job["created_at_ms"], "completed_at_ms": int(time.time() * 1000),
-                "source": {"url": args.url}, "datasets": job["datasets"], "files": files,
-                "total_bytes": total}
+                "source": {"url": args.url}, "datasets": datasets, "files": files,
+                "total_bytes": total, "left_out_deleted": gone}
     _write_json(os.path.join(directory, MANIFEST), manifest)
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -334,7 +357,8 @@ def create_backup(args) -> dict:
             "bytes": total, "seconds": round(time.monotonic() - started, 2),
             "datasets": [{"name": d["name"], "tenant_id": d["tenant_id"],
                           "vectors": d["cut"]["vector_count"],
-                          "cut_fence_ms": d["cut"]["fence_ms"]} for d in job["datasets"]]}
+                          "cut_fence_ms": d["cut"]["fence_ms"]} for d in datasets],
+            "left_out_deleted": gone}
 
 
 # ---- restore ----------------------------------------------------------------------------------

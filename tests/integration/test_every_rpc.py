@@ -96,6 +96,22 @@ def test_every_rpc_answers_end_to_end(cluster):
         compacted = call("DatasetService", "CompactDataset", datasets, pb.CompactDatasetRequest(
             dataset_id=name))
         assert compacted.purged_count == 0
+        version = call("DatasetService", "CreateVersion", datasets, pb.CreateVersionRequest(
+            dataset_id=name, tag="v1"))
+        assert version.version.tag == "v1" and version.version.vector_count == 18
+        versions = call("DatasetService", "ListVersions", datasets, pb.ListVersionsRequest(
+            dataset_id=name))
+        assert [v.tag for v in versions.versions] == ["v1"]
+        call("VectorService", "InsertVector", vectors, pb.InsertVectorRequest(
+            dataset_id=name, vector=pb.Vector(id="after", values=[0, 1, 0, 0])))
+        with pytest.raises(grpc.RpcError) as missing:
+            vectors.GetVector(pb.GetVectorRequest(dataset_id=name, vector_id="after",
+                                                  as_of_version="v1"), timeout=60)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        old = search.SearchVectors(pb.SearchVectorsRequest(
+            dataset_id=name, query_vector=[0, 1, 0, 0], options=pb.SearchOptions(top_k=30),
+            as_of_version="v1"), timeout=60)
+        assert "after" not in {r.vector.id for r in old.results} and len(old.results) == 18
         check = call("HealthService", "Check", health, pb.HealthCheckRequest())
         assert check.status == "healthy"
         metrics = call("HealthService", "GetMetrics", health, pb.GetMetricsRequest())
