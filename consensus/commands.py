@@ -19,6 +19,9 @@ class RegisterNode:
     node_id: str
     address: str
     at_ms: int
+    # The node's failure domain (`tributary node --zone`); the move planners spread a shard's
+    # copies over zones. Empty: no label.
+    zone: str = ""
 
 
 @dataclass(frozen=True)

@@ -62,16 +62,85 @@ def _shards(state: MetaState):
             yield record, shard
 
 
+def _zone(state: MetaState, node: str) -> str:
+    record = state.nodes.get(node)
+    return record.zone if record is not None else ""
+
+
+def zones_of(state: MetaState, nodes) -> set[str]:
+    """The zones of `nodes`; a node with no label counts as its own zone, so that with no
+    labels at all spreading over zones is spreading over nodes (which copies are anyway)."""
+    return {_zone(state, n) or f"node:{n}" for n in nodes}
+
+
+def _spread_after(state: MetaState, copies: tuple[str, ...], source: str, target: str) -> int:
+    return len(zones_of(state, [n for n in copies if n != source] + [target]))
+
+
+def primary_load(state: MetaState, nodes: list[str]) -> dict[str, int]:
+    load = {n: 0 for n in nodes}
+    for record in state.datasets.values():
+        for shard in range(record.shard_count):
+            if record.primary_of(shard) in load:
+                load[record.primary_of(shard)] += 1
+    return load
+
+
 def plan_rebalance(state: MetaState, live: set[str], max_moves: int) -> list[PlannedMove]:
-    """The fewest moves that even out copies over the live active nodes (until the most and the
-    least loaded differ by at most one), copies of a shard kept on distinct nodes, shards
-    already moving left alone, non-primary copies moved before primaries."""
+    """The moves that spread each shard's copies over the most zones (`tributary node --zone`)
+    the live active nodes offer, then the fewest moves that even out copies over those nodes
+    (until the most and the least loaded differ by at most one) without narrowing any shard's
+    spread. Copies of a shard stay on distinct nodes; shards already moving are left alone. A
+    node holding more than its even share of primaries gives up primary copies first (the move
+    hands the role over) to a node with at least two fewer, otherwise non-primary copies go first. Zone spread wins over evenness
+    when the zones are of unequal size."""
     nodes = _eligible(state, live)
     if len(nodes) < 2 or max_moves < 1:
         return []
     load = copy_load(state, nodes)
+    primaries = primary_load(state, nodes)
     busy = {(m.dataset_uuid, m.shard) for m in state.moves.values()}
     planned: list[PlannedMove] = []
+    copies_now: dict[tuple[str, int], tuple[str, ...]] = {}
+
+    def copies(record, shard) -> tuple[str, ...]:
+        return copies_now.get((record.uuid, shard), record.copies_of(shard))
+
+    def take(record, shard, source, target) -> None:
+        is_primary = record.primary_of(shard) == source
+        planned.append(PlannedMove(record.uuid, record.tenant_id, record.name, shard, source,
+                                   target, is_primary))
+        busy.add((record.uuid, shard))
+        copies_now[(record.uuid, shard)] = tuple(n for n in copies(record, shard)
+                                                 if n != source) + (target,)
+        load[target] += 1
+        if source in load:
+            load[source] -= 1
+        if is_primary:
+            primaries[target] += 1
+            if source in primaries:
+                primaries[source] -= 1
+
+    available = zones_of(state, nodes)
+    for record, shard in _shards(state):
+        if len(planned) >= max_moves:
+            return planned
+        held = copies(record, shard)
+        if (record.uuid, shard) in busy or \
+                len(zones_of(state, held)) >= min(len(held), len(available)):
+            continue
+        # Copies on live active nodes that share a zone with another copy of the shard (a
+        # copy on a down node is the repair loop's to replace).
+        crowded = [n for n in held if n in load and
+                   sum(zones_of(state, [m]) == zones_of(state, [n]) for m in held) > 1]
+        if not crowded:
+            continue
+        source = max(crowded, key=lambda n: (record.primary_of(shard) != n, load.get(n, 0), n))
+        targets = [n for n in nodes if n not in held and
+                   _spread_after(state, held, source, n) > len(zones_of(state, held))]
+        if targets:
+            take(record, shard, source, min(targets, key=lambda n: (load[n], n)))
+
     while len(planned) < max_moves:
         source = max(nodes, key=lambda n: (load[n], n))
         targets = sorted(nodes, key=lambda n: (load[n], n))
@@ -79,29 +148,32 @@ def plan_rebalance(state: MetaState, live: set[str], max_moves: int) -> list[Pla
         for target in targets:
             if load[source] - load[target] <= 1:
                 break
-            options = [(record.primary_of(shard) == source, record.name, shard, record)
+            # A primary copy goes (the move hands the role over) only when that evens primaries
+            # out; otherwise non-primary copies move, which needs no hand-over.
+            give_primaries = primaries[source] >= primaries[target] + 2
+            options = [((record.primary_of(shard) == source) != give_primaries, record.name,
+                        shard, record)
                        for record, shard in _shards(state)
-                       if source in record.copies_of(shard)
-                       and target not in record.copies_of(shard)
-                       and (record.uuid, shard) not in busy]
+                       if source in copies(record, shard)
+                       and target not in copies(record, shard)
+                       and (record.uuid, shard) not in busy
+                       and _spread_after(state, copies(record, shard), source, target)
+                       >= len(zones_of(state, copies(record, shard)))]
             if options:
-                is_primary, _, shard, record = min(options, key=lambda o: o[:3])
-                move = PlannedMove(record.uuid, record.tenant_id, record.name, shard, source,
-                                   target, is_primary)
+                _, _, shard, record = min(options, key=lambda o: o[:3])
+                move = (record, shard, target)
                 break
         if move is None:
             break
-        planned.append(move)
-        busy.add((move.dataset_uuid, move.shard))
-        load[source] -= 1
-        load[move.target] += 1
+        take(move[0], move[1], source, move[2])
     return planned
 
 
 def plan_drain(state: MetaState, live: set[str], node_id: str
                ) -> tuple[list[PlannedMove], list[str]]:
     """(moves that take every copy off `node_id`, the copies no node can take). Each copy goes
-    to the least-loaded live active node without a copy of its shard."""
+    to a live active node without a copy of its shard: one that keeps the shard's copies over
+    the most zones, then the least loaded."""
     nodes = [n for n in _eligible(state, live) if n != node_id]
     load = copy_load(state, nodes)
     moves, stuck = [], []
@@ -111,11 +183,13 @@ def plan_drain(state: MetaState, live: set[str], node_id: str
         existing = state.move_of(record.uuid, shard)
         if existing is not None and existing.source == node_id:
             continue
-        options = [n for n in nodes if n not in record.copies_of(shard)]
+        held = record.copies_of(shard)
+        options = [n for n in nodes if n not in held]
         if not options:
             stuck.append(f"{record.name}/{shard}")
             continue
-        target = min(options, key=lambda n: (load[n], n))
+        target = min(options, key=lambda n: (-_spread_after(state, held, node_id, n),
+                                             load[n], n))
         load[target] += 1
         moves.append(PlannedMove(record.uuid, record.tenant_id, record.name, shard, node_id,
                                  target, record.primary_of(shard) == node_id))

@@ -35,7 +35,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         old = state.nodes.get(command.node_id)
         registered_at = old.registered_at_ms if old else command.at_ms
         nodes = {**state.nodes, command.node_id: NodeRecord(
-            command.node_id, command.address, registered_at, old.state if old else "active")}
+            command.node_id, command.address, registered_at, old.state if old else "active",
+            command.zone)}
         return _bump(state, nodes=nodes), {"node_id": command.node_id}
 
     if isinstance(command, c.CreateTenant):

@@ -564,6 +564,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated meta member gRPC addresses")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--node-id", default=None, help="stable node id (default: kept in data dir)")
+    parser.add_argument("--zone", default=os.environ.get("TRIBUTARY_ZONE", ""),
+                        help="this node's failure domain (env TRIBUTARY_ZONE); rebalancing and "
+                             "drains spread each shard's copies over zones")
     parser.add_argument("--metrics", default=None,
                         help="serve Prometheus /metrics on this host:port (node/metrics.py)")
     cluster_auth.add_argument(parser)
@@ -578,7 +581,8 @@ async def serve(args: argparse.Namespace) -> None:
     # Registration waits for the meta group: a node with no catalog cannot serve anything.
     while True:
         try:
-            await meta.propose(commands.RegisterNode(node_id, advertise, int(time.time() * 1000)))
+            await meta.propose(commands.RegisterNode(node_id, advertise, int(time.time() * 1000),
+                                                     args.zone))
             await catalog.refresh(linearizable=True)
             break
         except TributaryError as exc:

@@ -62,7 +62,7 @@ async def nodes(core) -> dict:
                        "state": n.state if n.state != "active" else
                        "live" if n.node_id in live else "down",
                        "copies": copies.get(n.node_id, 0),
-                       "primaries": primaries.get(n.node_id, 0)}
+                       "primaries": primaries.get(n.node_id, 0), "zone": n.zone}
                       for n in sorted(state.nodes.values(), key=lambda n: n.node_id)]}
 
 
@@ -127,7 +127,8 @@ _NODE = {"type": "object", "required": ["node_id", "address", "state", "copies"]
          "properties": {"node_id": {"type": "string"}, "address": {"type": "string"},
                         "state": {"type": "string",
                                   "enum": ["live", "down", "draining", "drained"]},
-                        "copies": {"type": "integer"}, "primaries": {"type": "integer"}}}
+                        "copies": {"type": "integer"}, "primaries": {"type": "integer"},
+                        "zone": {"type": "string"}}}
 
 
 def extend_openapi(operations: dict, op) -> None:

@@ -150,8 +150,9 @@ def status(args: argparse.Namespace) -> None:
 def nodes(args: argparse.Namespace) -> None:
     doc = admin_cli._request(args, "GET", "/admin/nodes")["nodes"]
     _emit(args, doc, lambda d: _table("nodes", [
-        "node", "address", "state", "copies", "primaries"], [
-        [n["node_id"], n["address"], n["state"], n["copies"], n.get("primaries")] for n in d]))
+        "node", "address", "zone", "state", "copies", "primaries"], [
+        [n["node_id"], n["address"], n.get("zone"), n["state"], n["copies"], n.get("primaries")]
+        for n in d]))
 
 
 def dataset(args: argparse.Namespace) -> None:
