@@ -377,3 +377,45 @@ def test_every_metric_of_the_dashboards_and_alert_rules_is_exported(obs_cluster,
     assert len(named) >= 30
     missing = {metric: where for metric, where in named.items() if metric not in exported}
     assert not missing, missing
+
+
+# ---- logs -------------------------------------------------------------------------------------
+
+def log_lines(cluster: Cluster, request_id: str) -> dict[str, list[dict]]:
+    """{process name: [JSON log records carrying request_id]} from <data-dir>/logs."""
+    found: dict[str, list[dict]] = {}
+    for path in glob.glob(os.path.join(cluster.data_dir, "logs", "*.log")):
+        process = os.path.basename(path)[:-len(".log")]
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if request_id in line and line.startswith("{"):
+                    found.setdefault(process, []).append(json.loads(line))
+    return found
+
+
+def test_one_request_id_is_followed_through_router_node_and_meta_logs(obs_cluster, dataset):
+    request_id = f"req-{uuid.uuid4().hex}"
+    trace_id, traceparent = new_traceparent()
+    rng = np.random.default_rng(9)
+    vectors = [{"id": i, "values": rng.standard_normal(DIMS).tolist()}
+               for i in ids_on_every_shard(f"log{uuid.uuid4().hex[:4]}")]
+    r = httpx.post(f"{obs_cluster.rest}/datasets/{dataset}/vectors/batch",
+                   json={"vectors": vectors}, timeout=30,
+                   headers={"traceparent": traceparent, "X-Request-Id": request_id})
+    assert r.status_code in (200, 201), r.text
+    assert r.headers["X-Request-Id"] == request_id
+
+    def everywhere():
+        found = log_lines(obs_cluster, request_id)
+        kinds = {p.split("-")[0] for p in found}
+        return found if kinds == {"router", "node", "meta"} else None
+    found = wait_for(everywhere, 10, 0.25, "the request id in router, node and meta logs")
+    for process, records in found.items():
+        for record in records:
+            assert record["request_id"] == request_id
+            assert record["trace_id"] == trace_id
+            assert record["process"] == process
+            assert {"ts", "level", "logger", "message"} <= set(record)
+    # A request without an id of its own gets one, returned to the caller.
+    r = httpx.get(f"{obs_cluster.rest}/datasets/{dataset}", timeout=30)
+    assert len(r.headers["X-Request-Id"]) >= 16
