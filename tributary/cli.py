@@ -1,44 +1,57 @@
-"""The `tributary` console script: meta, node, router, up and admin sub-commands."""
+"""The `tributary` console script: meta, node, router, up and admin sub-commands.
+
+Each sub-command's module is imported only when that sub-command runs, so a process carries
+only what it uses: a meta member or a router never imports the shard engine (Deep Lake,
+hnswlib), which `node.server` pulls in. (Before, every process imported every server module to
+build the parser: each meta member and router paid the node's imports in memory and start-up.)
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+
+# sub-command -> (module with add_arguments(parser) and run(args), help line)
+_SERVERS = {
+    "meta": ("consensus.member", "run one member of the metadata Raft group"),
+    "node": ("node.server", "run a shard node"),
+    "router": ("router.server", "run a router (REST + gRPC)"),
+    "up": ("tributary.up", "run a whole local cluster in the foreground"),
+    "chaos": ("chaos.cli", "fault injection (Toxiproxy-compatible proxy)"),
+}
+
+
+def _chosen_command(argv: list[str] | None) -> str | None:
+    """The sub-command named on the command line (None when there is none yet, e.g. --help)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level")
+    pre.add_argument("--log-format")
+    pre.add_argument("command", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    return known.command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tributary", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tributary", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", default=None, choices=("text", "json"),
                         help="log lines as text or JSON (env TRIBUTARY_LOG_FORMAT; default text)")
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = _chosen_command(argv)
 
-    from consensus import member
-    from node import server as node_server
-    from router import server as router_server
-    from tributary import up
-
-    p = sub.add_parser("meta", help="run one member of the metadata Raft group")
-    member.add_arguments(p)
-    p.set_defaults(func=member.run)
-    p = sub.add_parser("node", help="run a shard node")
-    node_server.add_arguments(p)
-    p.set_defaults(func=node_server.run)
-    p = sub.add_parser("router", help="run a router (REST + gRPC)")
-    router_server.add_arguments(p)
-    p.set_defaults(func=router_server.run)
-    p = sub.add_parser("up", help="run a whole local cluster in the foreground")
-    up.add_arguments(p)
-    p.set_defaults(func=up.run)
-    import chaos.cli
-    p = sub.add_parser("chaos", help="fault injection (Toxiproxy-compatible proxy)")
-    chaos.cli.add_arguments(p)
-    p.set_defaults(func=chaos.cli.run)
+    for command, (module_name, help_line) in _SERVERS.items():
+        p = sub.add_parser(command, help=help_line)
+        if command == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(func=module.run)
     p = sub.add_parser("admin", help="operator commands")
-    admin_sub = p.add_subparsers(dest="admin_command", required=True)
-    from tributary import cluster_cli
-    cluster_cli.add_parsers(admin_sub)  # admin status, nodes list, datasets show
-    from tributary import admin_cli
-    admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)
+    if chosen == "admin":
+        admin_sub = p.add_subparsers(dest="admin_command", required=True)
+        from tributary import cluster_cli
+        cluster_cli.add_parsers(admin_sub)  # admin status, nodes list, datasets show
+        from tributary import admin_cli
+        admin_cli.add_parsers(admin_sub)  # admin keys ..., admin tenants ... (over REST)
 
     args = parser.parse_args(argv)
     from tributary import logs, tracing
