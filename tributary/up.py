@@ -3,8 +3,10 @@
 It starts the meta members, the nodes and the routers as child processes, restarts a child that
 dies, prints the endpoints once GET /api/v1/health answers 200, and on SIGINT/SIGTERM stops every
 child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
-<data-dir>/logs/<name>.log. Children die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of
-`tributary up` leaves nothing behind.
+<data-dir>/logs/<name>.log (JSON lines unless --log-format text), its traces to
+<data-dir>/traces/<name>.jsonl (tributary/tracing.py; OTEL_* variables choose another exporter),
+and nodes and meta members serve Prometheus /metrics at the ports cluster.json lists. Children
+die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of `tributary up` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def plan(args: argparse.Namespace) -> list[Child]:
     if not 1 <= args.meta <= 9 or args.meta % 2 == 0:
         raise SystemExit("--meta must be an odd number between 1 and 9")
-    if not 1 <= args.nodes <= 64:
-        raise SystemExit("--nodes must be between 1 and 64")
+    # 60: node i's /metrics port (base + 40 + i) must stay below node 0's gRPC port (base + 100).
+    if not 1 <= args.nodes <= 60:
+        raise SystemExit("--nodes must be between 1 and 60")
     if not 1 <= args.routers <= 16:
         raise SystemExit("--routers must be between 1 and 16")
     auth_args = _router_auth_args(args)
