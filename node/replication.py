@@ -408,6 +408,12 @@ class Replication:
                                   oplog.first_seq, oplog.term_at(request.last_seq),
                                   limits.replication_snapshot_behind_ops_max)
         answer.primary_last_seq = oplog.last_seq
+        held = self.host.replicas.get(key)
+        if decision == OPS and request.last_seq == 0 and held is not None and \
+                held.count() >= limits.fresh_copy_snapshot_vectors_min:
+            # A new copy (a shard move's target) of a large shard: copying the files is far
+            # faster than replaying every write from the log.
+            decision = START_OVER
         if decision == START_OVER:
             answer.start_over = True
             return answer
@@ -478,7 +484,11 @@ class Replication:
         op is half in it), then streamed outside it. The op log stays out: the copy starts its
         own at the cut's position, which the first chunk carries."""
         key = (record.uuid, shard)
-        await self.host.replica_unfenced(*key)   # open, so its directory exists
+        replica = await self.host.replica_unfenced(*key)   # open, so its directory exists
+        if replica is not None:
+            # The graph saved now travels with the files: the copy loads it and adds the few
+            # rows written since, instead of rebuilding the whole index.
+            await asyncio.to_thread(replica.save_index)
         source = self.host.shard_path(*key)
         cut = f"{source}.cut-{uuid.uuid4().hex}"
         async with self.write_lock(*key):

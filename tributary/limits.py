@@ -264,6 +264,9 @@ meta_read_index_poll_ms = 2
 # The meta leader cancels a move whose target has sent no heartbeat for this long (the shard is
 # left as it was, and a drain plans the copy onto a live node instead) rather than wait for ever.
 move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)
+# A new copy (empty op log) of a shard whose primary holds at least this many vectors copies the
+# files (a snapshot) instead of replaying every write from the op log (node/replication.py).
+fresh_copy_snapshot_vectors_min = _env_int("fresh_copy_snapshot_vectors_min", 10_000)
 # Linearizable catalog reads of one router or node are coalesced into rounds, one at a time and
 # at most one per this gap, so a burst of dataset-name misses is a bounded rate of leader reads.
 catalog_linearizable_read_gap_ms = 20
