@@ -6,6 +6,7 @@
     tributary admin shards move DATASET SHARD --from NODE --to NODE [--wait]
     tributary admin moves list | cancel ID
     tributary admin rebalance [--dry-run] [--json] [--max-concurrent-moves N] [--wait]
+                              [--watch [--watch-interval S]]
 
 Each asks a router (--url, env TRIBUTARY_URL, default http://127.0.0.1:8000) with the admin
 credential (--api-key, env TRIBUTARY_API_KEY), through the admin REST API
@@ -261,8 +262,35 @@ def moves(args: argparse.Namespace) -> None:
     _emit(args, doc, lambda d: _table("moves in flight", _MOVE_COLUMNS, _move_rows(d)))
 
 
+def _watch_rebalance(args: argparse.Namespace, body: dict) -> None:
+    """The optional balancer: every --watch-interval seconds, start the moves that even copies
+    out (onto nodes that joined, say), so a StatefulSet scale-up needs no person. A round that
+    fails (router away) is one line on stderr, and the next round tries again."""
+    import time
+
+    while True:
+        try:
+            doc = admin_cli._request(args, "POST", "/admin/rebalance", body)
+            if doc["moves"]:
+                line = json.dumps({"started": doc["moves"], "in_flight": doc["in_flight"]},
+                                  sort_keys=True) if args.json else \
+                    f"started {len(doc['moves'])} move(s): " + ", ".join(
+                        f"{m['dataset']}/{m['shard']} {m['source']}->{m['target']}"
+                        for m in doc["moves"])
+                print(line, flush=True)
+        except SystemExit as exc:
+            print(f"{exc} (trying again in {args.watch_interval:.0f} s)", file=sys.stderr,
+                  flush=True)
+        time.sleep(args.watch_interval)
+
+
 def rebalance(args: argparse.Namespace) -> None:
     body = {"dry_run": args.dry_run, "max_concurrent_moves": args.max_concurrent_moves}
+    if args.watch:
+        if args.dry_run:
+            _fail("--watch starts moves; it cannot be a --dry-run")
+        _watch_rebalance(args, body)
+        return
     doc = admin_cli._request(args, "POST", "/admin/rebalance", body)
     planned = list(doc["moves"])
     if args.wait and not args.dry_run:
@@ -331,6 +359,10 @@ def add_parsers(admin_sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--max-concurrent-moves", type=int, default=2,
                    help="moves in flight at once (default 2)")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running as a balancer: start the moves that even copies out "
+                        "every --watch-interval seconds (nodes that join get copies)")
+    p.add_argument("--watch-interval", type=float, default=30.0, help="seconds (--watch)")
 
     from tributary import backup_cli
     backup_cli.add_parsers(admin_sub, _command)
