@@ -111,11 +111,18 @@ def test_multi_shard_insert_is_one_trace_with_router_node_and_meta_spans(obs_clu
 
     def complete():
         spans = spans_of(obs_cluster.data_dir, trace_id)
-        names = {s["name"] for s in spans}
-        return spans if services(spans) == {"router", "node", "meta"} and {
-            "2pc.prepare", "2pc.decide", "2pc.commit", "raft.propose",
-            "deeplake.commit"} <= names and [s for s in spans if s["name"].startswith(
-                "POST ")] else None
+        names = [s["name"] for s in spans]
+        server = [s["name"] for s in spans if s["kind"] == 2]
+        client = [s["name"] for s in spans if s["kind"] == 3]
+        done = (services(spans) == {"router", "node", "meta"}
+                and {"2pc.prepare", "2pc.decide", "2pc.commit", "raft.propose",
+                     "deeplake.commit"} <= set(names)
+                and any(n.startswith("POST ") for n in names)
+                and server.count("ShardNode/Prepare") == SHARDS
+                and server.count("ShardNode/Commit") == SHARDS
+                and server.count("ShardNode/Replicate") >= SHARDS
+                and client.count("ShardNode/Replicate") >= SHARDS)
+        return spans if done else None
     spans = wait_for(complete, EXPORT_WITHIN_S, 0.25, "insert trace in the files")
     assert_one_connected_trace(spans, traceparent.split("-")[2])
     by_id = {s["spanId"]: s for s in spans}
@@ -136,6 +143,11 @@ def test_multi_shard_insert_is_one_trace_with_router_node_and_meta_spans(obs_clu
     node_calls = [s["name"] for s in spans if "node" in s["_service"] and s["kind"] == 2]
     assert node_calls.count("ShardNode/Prepare") == SHARDS
     assert node_calls.count("ShardNode/Commit") == SHARDS
+    # Each shard has two copies (replication factor 2 on two nodes): the primaries replicate
+    # the prepare and the decision to the other copy, one span per copy on either side.
+    replicated = [s for s in spans if s["name"] == "ShardNode/Replicate"]
+    assert len([s for s in replicated if s["kind"] == 2]) >= SHARDS
+    assert len([s for s in replicated if s["kind"] == 3]) >= SHARDS
 
 
 def test_search_is_one_trace_with_router_and_node_spans(obs_cluster, dataset):
