@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 
 import deeplake
@@ -37,11 +38,12 @@ import numpy as np
 from node.replication import _swap_in, safe_join
 from proto import node_pb2
 from shard.replica import ShardReplica
-from tributary import errors, limits
+from tributary import errors, limits, procs
 
 log = logging.getLogger("tributary.node.backup")
 
 _RESTORE_ID = re.compile(r"^[0-9a-f]{8,64}$")
+_EXIT_NOT_FOUND = 3
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -106,6 +108,35 @@ def _files(root: str) -> list[tuple[str, int]]:
     return sorted(found)
 
 
+def _child_setup() -> None:
+    procs.die_with_parent()
+    os.nice(limits.backup_export_nice)
+
+
+async def _export_in_child(store_url: str, version: str, destination: str, dimensions: int,
+                           metric: str, index_type: str) -> int:
+    """export_version in a child process at a lower priority: the copy is Python work over
+    every row, and in a thread of the node it would hold the GIL against the requests the node
+    serves meanwhile (writes go on during a backup). Killed if the export is abandoned."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node.backup", store_url, version, destination,
+        str(dimensions), metric, index_type, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, preexec_fn=_child_setup)
+    try:
+        out, err = await child.communicate()
+    except BaseException:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        raise
+    message = (err.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+    if child.returncode == _EXIT_NOT_FOUND:
+        raise errors.NotFound(message)
+    if child.returncode != 0:
+        raise errors.Internal(f"the export of {destination} failed: {message}")
+    return int(out.split()[-1])
+
+
 async def export_stream(host, record, shard: int, version: str, last_seq: int):
     """SnapshotChunks of the shard's rows at `version` (see the module docstring)."""
     replica = await host.replica_unfenced(record.uuid, shard)
@@ -113,8 +144,8 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
         raise errors.NotFound("dataset not found (it may have been deleted)")
     staging = f"{host.shard_path(record.uuid, shard)}.backup-{uuid.uuid4().hex}"
     try:
-        rows = await asyncio.to_thread(
-            export_version, "file://" + os.path.join(replica.path, "store"), version, staging,
+        rows = await _export_in_child(
+            "file://" + os.path.join(replica.path, "store"), version, staging,
             record.dimensions, record.metric_type, record.index_type or "hnsw")
         files = await asyncio.to_thread(_files, staging)
         total = sum(size for _, size in files)
@@ -221,3 +252,21 @@ async def install_restore(host, replication, record, request: node_pb2.InstallRe
     log.info("restored %s/%d: %d vectors; the op log starts after %d", record.uuid, shard,
              count, position)
     return count
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m node.backup STORE_URL VERSION DESTINATION DIMENSIONS METRIC INDEX_TYPE`: the
+    export's child process (see _export_in_child). Prints the row count."""
+    store_url, version, destination, dimensions, metric, index_type = argv
+    try:
+        rows = export_version(store_url, version, destination, int(dimensions), metric,
+                              index_type)
+    except errors.NotFound as exc:
+        print(exc.message, file=sys.stderr)
+        return _EXIT_NOT_FOUND
+    print(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -340,6 +340,8 @@ backup_export_timeout_ms = 1_800_000
 backup_cut_attempts_max = 5
 # Times the backup CLI asks for one shard's export again after a failure (a node died midway).
 backup_shard_attempts_max = 5
+# Niceness of a node's export child process (node/backup.py): it yields the cores to requests.
+backup_export_nice = 10
 
 # ---- ingest and processes (issue 18) -------------------------------------------------------------
 # Threads hnswlib uses for each chunk the background indexer adds (add_items num_threads): both
