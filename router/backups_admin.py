@@ -365,9 +365,24 @@ def _definition(source: dict) -> dict:
             "replication_factor": max(1, _field(source, "replication_factor", int))}
 
 
+# What a restore request must satisfy beyond its JSON Schema (router/openapi.STATEFUL_RULES):
+# its 400s say "the backup's catalog".
+STATEFUL_RULE = (r"the backup's catalog",
+                 "a restore's `catalog` is a backup's catalog document (GET /api/v1/admin/"
+                 "backups/{backup_id}/catalog) that defines every dataset the restore names")
+
+
 async def start_restore(core, jobs: Jobs, doc: dict) -> RestoreJob:
     """Creates what the restore needs in the catalog. Every check runs before the first
     change; a change that fails is undone (abort_restore) before the error is returned."""
+    try:
+        return await _start_restore(core, jobs, doc)
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"the backup's catalog is not usable: {exc.message}"
+                                     ) from None
+
+
+async def _start_restore(core, jobs: Jobs, doc: dict) -> RestoreJob:
     unknown = set(doc) - {"catalog", "datasets", "full", "bytes_total"}
     if unknown:
         raise errors.InvalidArgument(f"unknown field(s) {sorted(unknown)}")

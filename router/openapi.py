@@ -580,6 +580,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 # The admin API (/admin/...) and the 401/403/429 of authenticated operations: router/admin.py.
 extend_admin_openapi(OPERATIONS, _STATUS_TEXT, _op)
 backups_admin.extend_openapi(OPERATIONS, _op)  # /api/v1/admin/backups, /restores
+STATEFUL_RULES.append(backups_admin.STATEFUL_RULE)
 
 
 def _message(name: str):
