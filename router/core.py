@@ -415,7 +415,9 @@ class RouterCore:
             raise errors.InvalidArgument("storage_location is chosen by the cluster; leave it "
                                          "empty")
         status = await self.meta.leader_status()
-        live = list(status.live_nodes)
+        # Draining and drained nodes are on their way out: a new dataset's copies go elsewhere.
+        live = [n for n in status.live_nodes if getattr(
+            self.catalog.state.nodes.get(n), "state", "active") == "active"]
         if not live:
             raise errors.Unavailable("no live shard nodes to place the dataset on")
         shard_count = request.shard_count or max(1, len(live))

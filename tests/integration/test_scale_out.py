@@ -141,6 +141,11 @@ def test_a_joining_node_gets_copies_and_a_drained_node_gives_them_up_under_load(
             missing = [v for v in load.acked + [f"seed{i}" for i in range(400)]
                        if client.get(f"/datasets/elastic/vectors/{v}").status_code != 200]
         assert missing == []
+        # A dataset created after the drain places no copy on the drained node.
+        with httpx.Client(base_url=c.rest, timeout=60) as client:
+            assert client.post("/datasets", json={"name": "after", "dimensions": DIMS,
+                                                  "shard_count": 4}).status_code == 201
+        assert nodes(c)["node-0"]["copies"] == 0
 
         # Bad requests: one line, non-zero, nothing changed.
         refused = admin(c, "nodes", "drain", "node-1", check=False)
