@@ -9,19 +9,19 @@ stale epoch or a name is missing (so a dataset created through another router is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
 
 import grpc
 
-from consensus import commands, state as meta_state
+from consensus import commands, state as meta_state, watch
 from proto import meta_pb2
 from tributary import errors, limits
 from tributary import cluster_auth
 from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
-from tributary.periodic import Periodic
 
 
 class MetaClient:
@@ -35,6 +35,7 @@ class MetaClient:
         self._stubs = {a: cluster_auth.stub(service, ch, token)
                        for a, ch in self._channels.items()}
         self._preferred = 0
+        self.last_revision = 0
         # Members that missed a deadline recently, until when (monotonic seconds).
         self._suspect_until: dict[str, float] = {}
 
@@ -121,6 +122,9 @@ class MetaClient:
         response = await self._call("Propose", meta_pb2.ProposeRequest(
             command_json=commands.encode(command)))
         result = json.loads(response.result_json)
+        # The catalog revision this client's own writes reached, for read-your-writes through
+        # a watched catalog (CatalogCache.refresh).
+        self.last_revision = max(self.last_revision, int(result.get("version", 0)))
         if "error" in result:
             err = result["error"]
             raise errors.from_wire(grpc.StatusCode.UNKNOWN, json.dumps(err))
@@ -134,6 +138,33 @@ class MetaClient:
         if response.unchanged:
             return None
         return meta_state.from_doc(json.loads(response.state_json))
+
+    async def read_revision(self, include_txns: bool = False, idempotency_key: str = ""
+                            ) -> meta_pb2.GetStateResponse:
+        """A linearizable read (ReadIndex on the leader, no log entry) of the catalog revision
+        only, with the 2PC bookkeeping and an idempotency record when asked for."""
+        return await self._call("GetState", meta_pb2.GetStateRequest(
+            linearizable=True, revision_only=True, include_txns=include_txns,
+            idempotency_key=idempotency_key))
+
+    async def idempotency_record(self, key: str) -> meta_state.IdempotencyRecord | None:
+        """The committed batch recorded under `key`, read linearizably, or None."""
+        response = await self.read_revision(idempotency_key=key)
+        if not response.idempotency_json:
+            return None
+        return meta_state.IdempotencyRecord(**json.loads(response.idempotency_json))
+
+    def watch_call(self, from_revision: int):
+        """Opens a Watch stream on the member this client prefers (the leader, once known)."""
+        address = self.addresses[self._preferred]
+        return address, self._stubs[address].Watch(meta_pb2.WatchRequest(
+            from_revision=from_revision))
+
+    def avoid(self, address: str) -> None:
+        """Marks a member suspect (a watch on it went silent) and prefers the next one."""
+        self._suspect_until[address] = time.monotonic() + limits.meta_member_suspect_ms / 1000
+        if self.addresses[self._preferred] == address and len(self.addresses) > 1:
+            self._preferred = (self._preferred + 1) % len(self.addresses)
 
     async def heartbeat(self, node_id: str, address: str) -> int:
         response = await self._call("Heartbeat", meta_pb2.HeartbeatRequest(
@@ -194,9 +225,20 @@ class MetaClient:
 
 
 class CatalogCache:
-    def __init__(self, client: MetaClient):
+    """A local copy of the catalog, fed by a Watch stream once start() has run (before that,
+    and whenever the watch cannot keep up, by reading the state from the leader).
+
+    `state` is the catalog at the watched revision; a cache made with_txns=True (a shard node)
+    also carries the 2PC bookkeeping of its last linearizable read. `refresh()` waits for the
+    revision of this process's own last write; `refresh(linearizable=True)` asks the leader for
+    its revision with a ReadIndex round (no log entry) and waits for the watch to reach it."""
+
+    def __init__(self, client: MetaClient, with_txns: bool = False):
         self.client = client
-        self.state = meta_state.MetaState()
+        self.with_txns = with_txns
+        self._catalog = meta_state.MetaState()
+        self._bookkeeping: dict[str, Any] = {}
+        self._merged: tuple[Any, Any, meta_state.MetaState] | None = None
         self._lock = asyncio.Lock()
         # Linearizable reads are coalesced: callers join the next round that has not started
         # yet, and one round runs at a time, at most one per catalog_linearizable_read_gap_ms.
@@ -206,23 +248,93 @@ class CatalogCache:
         self._round_lock = asyncio.Lock()
         self._last_round_at = 0.0
         self.linearizable_rounds = 0
-        self._refresher = Periodic(limits.catalog_refresh_interval_ms / 1000, self.refresh,
-                                   "catalog refresh")
+        self._watch_task: asyncio.Task | None = None
+        self._watch_address = ""
+        self._reconnect = False
+        self._changed = asyncio.Event()
+        self.watching = False
+        # Counters for tests and the benchmark.
+        self.snapshots_received = 0
+        self.changes_received = 0
+        self.progress_received = 0
+        self.full_reads = 0
+
+    # ---- the state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> meta_state.MetaState:
+        if not self._bookkeeping:
+            return self._catalog
+        merged = self._merged
+        if merged is None or merged[0] is not self._catalog or merged[1] is not self._bookkeeping:
+            state = dataclasses.replace(self._catalog, **self._bookkeeping)
+            merged = self._merged = (self._catalog, self._bookkeeping, state)
+        return merged[2]
+
+    @state.setter
+    def state(self, value: meta_state.MetaState) -> None:
+        self._set_catalog(value)
+
+    def _set_catalog(self, state: meta_state.MetaState) -> None:
+        self._catalog = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _set_bookkeeping(self, state: meta_state.MetaState) -> None:
+        if self.with_txns:
+            self._bookkeeping = {"txns": state.txns, "txn_tombstones": state.txn_tombstones}
+
+    # ---- reads ----------------------------------------------------------------------------------
 
     async def refresh(self, linearizable: bool = False) -> meta_state.MetaState:
-        """The catalog, fresher than before the call; with linearizable=True it reflects every
-        write acknowledged before the call (the leader confirms itself with a ReadIndex round,
-        appending nothing to the log)."""
+        """The catalog, at least as fresh as this process's own last write (linearizable=False)
+        or as every write acknowledged before the call (linearizable=True; the leader confirms
+        itself with a ReadIndex round, appending nothing to the log)."""
         if linearizable:
             return await self._linearizable()
+        if self.watching and await self._wait_for(self.client.last_revision):
+            return self.state
         return await self._fetch(False)
 
+    async def _wait_for(self, revision: int) -> bool:
+        """Waits up to catalog_watch_wait_ms for the watched catalog to reach `revision`."""
+        deadline = time.monotonic() + limits.catalog_watch_wait_ms / 1000
+        while self._catalog.version < revision:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.watching:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
     async def _fetch(self, linearizable: bool) -> meta_state.MetaState:
+        """Reads the whole state from the leader (start-up, or a watch that fell behind)."""
         async with self._lock:
-            fresh = await self.client.get_state(self.state.version, linearizable=linearizable)
-            if fresh is not None and fresh.version >= self.state.version:
-                self.state = fresh
+            self.full_reads += 1
+            fresh = await self.client.get_state(0, linearizable=linearizable)
+            if fresh is not None:
+                self._set_bookkeeping(fresh)
+                if fresh.version >= self._catalog.version:
+                    self._set_catalog(dataclasses.replace(fresh, txns={}, idempotency={},
+                                                          txn_tombstones={}))
+            if self.watching and self._watch_address:
+                # The watch lags behind the leader: take it there.
+                self._restart_watch()
             return self.state
+
+    async def _linearizable_read(self) -> meta_state.MetaState:
+        if not self.watching:
+            return await self._fetch(True)
+        response = await self.client.read_revision(include_txns=self.with_txns)
+        if response.txns_json:
+            doc = json.loads(response.txns_json)
+            self._set_bookkeeping(meta_state.from_doc(
+                {"version": 0, "tenants": {}, "datasets": {}, "nodes": {}, **doc}))
+        if await self._wait_for(response.version):
+            return self.state
+        return await self._fetch(True)
 
     async def _linearizable(self) -> meta_state.MetaState:
         if self._pending_round is None:
@@ -242,7 +354,7 @@ class CatalogCache:
             self._last_round_at = time.monotonic()
             self.linearizable_rounds += 1
             try:
-                round_done.set_result(await self._fetch(True))
+                round_done.set_result(await self._linearizable_read())
             except asyncio.CancelledError:
                 round_done.cancel()
                 raise
@@ -251,10 +363,65 @@ class CatalogCache:
                 # Retrieved here too, so a round nobody awaits any more logs no warning.
                 round_done.exception()
 
+    # ---- the watch ------------------------------------------------------------------------------
+
     def start(self) -> None:
-        """Refreshes the catalog every catalog_refresh_interval_ms in the background."""
-        self._refresher.start()
+        """Keeps the catalog current through a Watch stream, in the background, from now on."""
+        if self._watch_task is None:
+            self.watching = True
+            self._watch_task = asyncio.ensure_future(self._watch_forever())
+
+    def _restart_watch(self) -> None:
+        """Reconnects the watch, at its next event, to the member the client prefers now."""
+        self._reconnect = True
 
     async def stop(self) -> None:
-        """Stops the background refresh and waits until it has ended."""
-        await self._refresher.stop()
+        """Stops the watch and waits until it has ended."""
+        self.watching = False
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
+                pass
+
+    async def _watch_forever(self) -> None:
+        have_snapshot = self._catalog.version > 0
+        while True:
+            self._reconnect = False
+            address, call = self.client.watch_call(
+                self._catalog.version if have_snapshot else 0)
+            self._watch_address = address
+            try:
+                while not self._reconnect:
+                    event = await asyncio.wait_for(call.read(),
+                                                   limits.watch_idle_timeout_ms / 1000)
+                    if event is grpc.aio.EOF:
+                        break
+                    if event.kind == "snapshot":
+                        self.snapshots_received += 1
+                        have_snapshot = True
+                        self._set_catalog(watch.catalog_from_doc(
+                            json.loads(event.snapshot_json)))
+                    elif event.kind == "changes":
+                        self.changes_received += 1
+                        if event.revision > self._catalog.version:
+                            self._set_catalog(watch.apply_changes(
+                                self._catalog, event.revision,
+                                [tuple(c) for c in json.loads(event.changes_json)]))
+                    elif event.kind == "progress":
+                        self.progress_received += 1
+                    elif event.kind == "compacted":
+                        # The member no longer holds the changes we miss: start afresh.
+                        have_snapshot = False
+                        break
+            except asyncio.TimeoutError:
+                # Silent for longer than the progress interval allows: a hung member.
+                self.client.avoid(address)
+            except grpc.aio.AioRpcError:
+                self.client.avoid(address)
+                await asyncio.sleep(limits.meta_client_round_pause_ms / 1000)
+            finally:
+                call.cancel()
+                self._watch_address = ""

@@ -25,7 +25,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
-from consensus import commands, state as meta_state
+from consensus import commands, state as meta_state, watch
 from consensus import metrics as meta_metrics
 from consensus.failover import FailoverController
 from proto import meta_pb2, meta_pb2_grpc
@@ -48,6 +48,8 @@ class MetaStateMachine(SyncObj):
         # Set before SyncObj.__init__: pysyncobj loads a snapshot from its own thread soon after
         # it starts, through _load_snapshot, which replaces this.
         self.meta = meta_state.MetaState()
+        # The changes of recent catalog revisions, streamed by Watch.
+        self.history = watch.WatchHistory(limits.watch_history_revisions_max)
         # When this member last became leader (monotonic), None while it is not.
         self.leading_since: float | None = None
         # A pickled snapshot is read only from this member's own disk at start-up, never from
@@ -119,6 +121,7 @@ class MetaStateMachine(SyncObj):
         if doc.get("format") != SNAPSHOT_FORMAT or doc.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"{path} is not a version-{SNAPSHOT_VERSION} meta snapshot")
         self.meta = meta_state.from_doc(doc["meta"])
+        self.history.reset(self.meta.version)
         last, before = (_entry_from_doc(e) for e in doc["entries"])
         return last, before, {TCPNode(address) for address in doc["cluster"]}
 
@@ -131,6 +134,7 @@ class MetaStateMachine(SyncObj):
         if legacy is not None:
             # Through the document form, so the state is of today's types.
             self.meta = meta_state.from_doc(meta_state.to_doc(legacy))
+            self.history.reset(self.meta.version)
         self.forceLogCompaction()
         log.warning("read a pickled meta snapshot from disk; rewriting it as JSON")
         return last, before, cluster
@@ -145,7 +149,10 @@ class MetaStateMachine(SyncObj):
         if isinstance(command, commands.DecideTxn) and self._isLeader():
             # Test-only crash point: the leader dies while applying a 2PC decision.
             faults.crash_point(faults.META_LEADER_ON_DECIDE)
-        self.meta, result = meta_state.apply(self.meta, command)
+        before = self.meta
+        self.meta, result = meta_state.apply(before, command)
+        if self.meta.version != before.version:
+            self.history.record(self.meta.version, watch.catalog_changes(before, self.meta))
         meta_metrics.APPLIED_COMMANDS.labels(type(command).__name__).inc()
         return json.dumps({**result, "version": self.meta.version})
 
@@ -215,6 +222,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self.raft_to_grpc = raft_to_grpc
         self.last_seen: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.watch_slots = threading.Semaphore(limits.meta_watch_streams_max)
+        self.stopping = threading.Event()
 
     def _guard(self, context, fn):
         try:
@@ -247,11 +256,58 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 # A ReadIndex confirmation, not a log entry: reads never write.
                 self.machine.read_index(limits.meta_rpc_timeout_ms / 1000)
             current = self.machine.meta
-            if current.version == request.known_version and request.known_version > 0:
+            extras = {}
+            if request.include_txns:
+                extras["txns_json"] = json.dumps({
+                    section: doc for section, doc in meta_state.to_doc(current).items()
+                    if section in ("txns", "txn_tombstones")})
+            if request.idempotency_key:
+                record = current.idempotency.get(request.idempotency_key)
+                extras["idempotency_json"] = "" if record is None else json.dumps(
+                    meta_state.to_doc(meta_state.MetaState(idempotency={
+                        record.key: record}))["idempotency"][record.key])
+            if request.revision_only:
+                return meta_pb2.GetStateResponse(version=current.version, unchanged=True,
+                                                 **extras)
+            if current.version == request.known_version and request.known_version > 0 \
+                    and not extras:
                 return meta_pb2.GetStateResponse(version=current.version, unchanged=True)
             return meta_pb2.GetStateResponse(version=current.version,
-                                             state_json=json.dumps(meta_state.to_doc(current)))
+                                             state_json=json.dumps(meta_state.to_doc(current)),
+                                             **extras)
         return self._guard(context, run)
+
+    def Watch(self, request, context):
+        """Streams the catalog from request.from_revision (see proto/meta.proto). Any member
+        serves it, from its own applied state; each stream holds one server thread, so at most
+        meta_watch_streams_max run at once."""
+        if not self.watch_slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          "too many catalog watches on this meta member")
+        try:
+            history = self.machine.history
+            revision = request.from_revision
+            if revision <= 0:
+                current = self.machine.meta
+                revision = current.version
+                yield meta_pb2.WatchEvent(revision=revision, kind="snapshot",
+                                          snapshot_json=json.dumps(watch.catalog_doc(current)))
+            wait_s = limits.watch_progress_interval_ms / 1000
+            while context.is_active() and not self.stopping.is_set():
+                try:
+                    batch = history.after(revision, wait_s)
+                except watch.Compacted as exc:
+                    yield meta_pb2.WatchEvent(revision=history.revision, kind="compacted",
+                                              compact_revision=exc.oldest)
+                    return
+                if not batch:
+                    yield meta_pb2.WatchEvent(revision=history.revision, kind="progress")
+                for at, changes in batch:
+                    yield meta_pb2.WatchEvent(revision=at, kind="changes",
+                                              changes_json=json.dumps(changes))
+                    revision = at
+        finally:
+            self.watch_slots.release()
 
     def Heartbeat(self, request, context):
         def run():
@@ -407,7 +463,8 @@ def run(args: argparse.Namespace) -> None:
     machine = MetaStateMachine(args.raft, [raft for raft, _ in peers], args.data_dir,
                                password, args.raft_bind)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=limits.meta_grpc_threads_max),
+        futures.ThreadPoolExecutor(
+            max_workers=limits.meta_grpc_threads_max + limits.meta_watch_streams_max),
         interceptors=[tracing.ServerInterceptor()]
         + ([cluster_auth.ServerInterceptor(token)] if token else []), options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
@@ -426,6 +483,7 @@ def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    service.stopping.set()
     server.stop(grace=limits.meta_stop_grace_ms / 1000).wait()
     failover.stop()
     leader_watch.stop()

@@ -15,7 +15,7 @@ from consensus import commands as c, replication, tenancy, versions
 from consensus.records import (  # noqa: F401 - the records are part of this module's interface
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
     MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
-    error as _error)
+    error as _error, without_bump)
 from tributary import limits
 
 
@@ -148,7 +148,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
                 txns[txn_id] = record
         if txns == state.txns:
             return state, {}
-        return _bump(state, txns=txns, txn_tombstones=tombstones), {}
+        # 2PC bookkeeping: in Raft, but no catalog revision (it would wake every watcher).
+        return without_bump(state, txns=txns, txn_tombstones=tombstones), {}
 
     return state, _error("InvalidArgument", f"unknown command {type(command).__name__}")
 
@@ -177,8 +178,8 @@ def _decide_txn(state: MetaState, command: c.DecideTxn) -> tuple[MetaState, dict
         idempotency[key] = IdempotencyRecord(key, command.txn_id, outcome, command.at_ms)
     tombstones = {k: v for k, v in state.txn_tombstones.items()
                   if command.at_ms - v[1] < limits.txn_tombstone_ttl_ms}
-    state = _bump(state, txns={**state.txns, command.txn_id: record}, idempotency=idempotency,
-                  txn_tombstones=tombstones)
+    state = without_bump(state, txns={**state.txns, command.txn_id: record},
+                         idempotency=idempotency, txn_tombstones=tombstones)
     return state, {"decision": decision, "outcome_json": outcome, "first": True,
                    "duplicate_of": duplicate_of}
 

@@ -577,7 +577,8 @@ async def serve(args: argparse.Namespace) -> None:
     node_id = _load_node_id(args.data_dir, args.node_id)
     advertise = args.advertise or args.listen
     meta = MetaClient([a for a in args.meta.split(",") if a], token)
-    catalog = CatalogCache(meta)
+    # with_txns: a participant resolves its prepared txns from the bookkeeping of its reads.
+    catalog = CatalogCache(meta, with_txns=True)
     # Registration waits for the meta group: a node with no catalog cannot serve anything.
     while True:
         try:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x11tributary.meta.v1\"&\n\x0eProposeRequest\x12\x14\n\x0c\x63ommand_json\x18\x01 \x01(\t\"7\n\x0fProposeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\">\n\x0fGetStateRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\"J\n\x10GetStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x12\n\nstate_json\x18\x03 \x01(\t\"4\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"$\n\x11HeartbeatResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x13\n\x11MetaStatusRequest\"\xf8\x01\n\x12MetaStatusResponse\x12\x12\n\nhas_leader\x18\x01 \x01(\x08\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x1b\n\x13leader_raft_address\x18\x03 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x18\n\x10registered_nodes\x18\x06 \x03(\t\x12\x12\n\nlive_nodes\x18\x07 \x03(\t\x12\x11\n\traft_term\x18\x08 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\t \x01(\x03\x12\x19\n\x11self_raft_address\x18\n \x01(\t\"+\n\x16RouterHeartbeatRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"@\n\x17RouterHeartbeatResponse\x12\x14\n\x0clive_routers\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x08\x32\xc6\x03\n\x04Meta\x12P\n\x07Propose\x12!.tributary.meta.v1.ProposeRequest\x1a\".tributary.meta.v1.ProposeResponse\x12S\n\x08GetState\x12\".tributary.meta.v1.GetStateRequest\x1a#.tributary.meta.v1.GetStateResponse\x12V\n\tHeartbeat\x12#.tributary.meta.v1.HeartbeatRequest\x1a$.tributary.meta.v1.HeartbeatResponse\x12U\n\x06Status\x12$.tributary.meta.v1.MetaStatusRequest\x1a%.tributary.meta.v1.MetaStatusResponse\x12h\n\x0fRouterHeartbeat\x12).tributary.meta.v1.RouterHeartbeatRequest\x1a*.tributary.meta.v1.RouterHeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x11tributary.meta.v1\"&\n\x0eProposeRequest\x12\x14\n\x0c\x63ommand_json\x18\x01 \x01(\t\"7\n\x0fProposeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x84\x01\n\x0fGetStateRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\x12\x15\n\rrevision_only\x18\x03 \x01(\x08\x12\x14\n\x0cinclude_txns\x18\x04 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"w\n\x10GetStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x12\n\nstate_json\x18\x03 \x01(\t\x12\x11\n\ttxns_json\x18\x04 \x01(\t\x12\x18\n\x10idempotency_json\x18\x05 \x01(\t\"4\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"$\n\x11HeartbeatResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x13\n\x11MetaStatusRequest\"\xf8\x01\n\x12MetaStatusResponse\x12\x12\n\nhas_leader\x18\x01 \x01(\x08\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x1b\n\x13leader_raft_address\x18\x03 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x18\n\x10registered_nodes\x18\x06 \x03(\t\x12\x12\n\nlive_nodes\x18\x07 \x03(\t\x12\x11\n\traft_term\x18\x08 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\t \x01(\x03\x12\x19\n\x11self_raft_address\x18\n \x01(\t\"+\n\x16RouterHeartbeatRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"@\n\x17RouterHeartbeatResponse\x12\x14\n\x0clive_routers\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x08\"%\n\x0cWatchRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x03\"s\n\nWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rsnapshot_json\x18\x03 \x01(\t\x12\x14\n\x0c\x63hanges_json\x18\x04 \x01(\t\x12\x18\n\x10\x63ompact_revision\x18\x05 \x01(\x03\x32\x91\x04\n\x04Meta\x12P\n\x07Propose\x12!.tributary.meta.v1.ProposeRequest\x1a\".tributary.meta.v1.ProposeResponse\x12S\n\x08GetState\x12\".tributary.meta.v1.GetStateRequest\x1a#.tributary.meta.v1.GetStateResponse\x12V\n\tHeartbeat\x12#.tributary.meta.v1.HeartbeatRequest\x1a$.tributary.meta.v1.HeartbeatResponse\x12U\n\x06Status\x12$.tributary.meta.v1.MetaStatusRequest\x1a%.tributary.meta.v1.MetaStatusResponse\x12h\n\x0fRouterHeartbeat\x12).tributary.meta.v1.RouterHeartbeatRequest\x1a*.tributary.meta.v1.RouterHeartbeatResponse\x12I\n\x05Watch\x12\x1f.tributary.meta.v1.WatchRequest\x1a\x1d.tributary.meta.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROPOSEREQUEST']._serialized_end=77
   _globals['_PROPOSERESPONSE']._serialized_start=79
   _globals['_PROPOSERESPONSE']._serialized_end=134
-  _globals['_GETSTATEREQUEST']._serialized_start=136
-  _globals['_GETSTATEREQUEST']._serialized_end=198
-  _globals['_GETSTATERESPONSE']._serialized_start=200
-  _globals['_GETSTATERESPONSE']._serialized_end=274
-  _globals['_HEARTBEATREQUEST']._serialized_start=276
-  _globals['_HEARTBEATREQUEST']._serialized_end=328
-  _globals['_HEARTBEATRESPONSE']._serialized_start=330
-  _globals['_HEARTBEATRESPONSE']._serialized_end=366
-  _globals['_METASTATUSREQUEST']._serialized_start=368
-  _globals['_METASTATUSREQUEST']._serialized_end=387
-  _globals['_METASTATUSRESPONSE']._serialized_start=390
-  _globals['_METASTATUSRESPONSE']._serialized_end=638
-  _globals['_ROUTERHEARTBEATREQUEST']._serialized_start=640
-  _globals['_ROUTERHEARTBEATREQUEST']._serialized_end=683
-  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_start=685
-  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_end=749
-  _globals['_META']._serialized_start=752
-  _globals['_META']._serialized_end=1206
+  _globals['_GETSTATEREQUEST']._serialized_start=137
+  _globals['_GETSTATEREQUEST']._serialized_end=269
+  _globals['_GETSTATERESPONSE']._serialized_start=271
+  _globals['_GETSTATERESPONSE']._serialized_end=390
+  _globals['_HEARTBEATREQUEST']._serialized_start=392
+  _globals['_HEARTBEATREQUEST']._serialized_end=444
+  _globals['_HEARTBEATRESPONSE']._serialized_start=446
+  _globals['_HEARTBEATRESPONSE']._serialized_end=482
+  _globals['_METASTATUSREQUEST']._serialized_start=484
+  _globals['_METASTATUSREQUEST']._serialized_end=503
+  _globals['_METASTATUSRESPONSE']._serialized_start=506
+  _globals['_METASTATUSRESPONSE']._serialized_end=754
+  _globals['_ROUTERHEARTBEATREQUEST']._serialized_start=756
+  _globals['_ROUTERHEARTBEATREQUEST']._serialized_end=799
+  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_start=801
+  _globals['_ROUTERHEARTBEATRESPONSE']._serialized_end=865
+  _globals['_WATCHREQUEST']._serialized_start=867
+  _globals['_WATCHREQUEST']._serialized_end=904
+  _globals['_WATCHEVENT']._serialized_start=906
+  _globals['_WATCHEVENT']._serialized_end=1021
+  _globals['_META']._serialized_start=1024
+  _globals['_META']._serialized_end=1553
 # @@protoc_insertion_point(module_scope)

@@ -21,22 +21,32 @@ class ProposeResponse(_message.Message):
     def __init__(self, result_json: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("known_version", "linearizable")
+    __slots__ = ("known_version", "linearizable", "revision_only", "include_txns", "idempotency_key")
     KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEARIZABLE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ONLY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TXNS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     known_version: int
     linearizable: bool
-    def __init__(self, known_version: _Optional[int] = ..., linearizable: _Optional[bool] = ...) -> None: ...
+    revision_only: bool
+    include_txns: bool
+    idempotency_key: str
+    def __init__(self, known_version: _Optional[int] = ..., linearizable: _Optional[bool] = ..., revision_only: _Optional[bool] = ..., include_txns: _Optional[bool] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("version", "unchanged", "state_json")
+    __slots__ = ("version", "unchanged", "state_json", "txns_json", "idempotency_json")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    TXNS_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_JSON_FIELD_NUMBER: _ClassVar[int]
     version: int
     unchanged: bool
     state_json: str
-    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., state_json: _Optional[str] = ...) -> None: ...
+    txns_json: str
+    idempotency_json: str
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., state_json: _Optional[str] = ..., txns_json: _Optional[str] = ..., idempotency_json: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_id", "address")
@@ -93,3 +103,23 @@ class RouterHeartbeatResponse(_message.Message):
     live_routers: int
     settled: bool
     def __init__(self, live_routers: _Optional[int] = ..., settled: _Optional[bool] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("from_revision",)
+    FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
+    from_revision: int
+    def __init__(self, from_revision: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("revision", "kind", "snapshot_json", "changes_json", "compact_revision")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_JSON_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    kind: str
+    snapshot_json: str
+    changes_json: str
+    compact_revision: int
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., snapshot_json: _Optional[str] = ..., changes_json: _Optional[str] = ..., compact_revision: _Optional[int] = ...) -> None: ...

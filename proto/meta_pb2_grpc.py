@@ -59,6 +59,11 @@ class MetaStub:
                 request_serializer=proto_dot_meta__pb2.RouterHeartbeatRequest.SerializeToString,
                 response_deserializer=proto_dot_meta__pb2.RouterHeartbeatResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/tributary.meta.v1.Meta/Watch',
+                request_serializer=proto_dot_meta__pb2.WatchRequest.SerializeToString,
+                response_deserializer=proto_dot_meta__pb2.WatchEvent.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -99,6 +104,16 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """The catalog (tenants, datasets, nodes, API keys, moves; no 2PC bookkeeping) as a stream, like
+        etcd's watch: a snapshot once (from_revision 0), then the changes of every later revision in
+        order, with a progress event when idle. A from_revision this member no longer holds the
+        changes after is answered with one `compacted` event: the client asks again from 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +141,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.RouterHeartbeat,
                     request_deserializer=proto_dot_meta__pb2.RouterHeartbeatRequest.FromString,
                     response_serializer=proto_dot_meta__pb2.RouterHeartbeatResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=proto_dot_meta__pb2.WatchRequest.FromString,
+                    response_serializer=proto_dot_meta__pb2.WatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +283,33 @@ class Meta:
             '/tributary.meta.v1.Meta/RouterHeartbeat',
             proto_dot_meta__pb2.RouterHeartbeatRequest.SerializeToString,
             proto_dot_meta__pb2.RouterHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tributary.meta.v1.Meta/Watch',
+            proto_dot_meta__pb2.WatchRequest.SerializeToString,
+            proto_dot_meta__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,

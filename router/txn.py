@@ -114,8 +114,9 @@ class Coordinator:
         if scoped_key:
             # A retry of a batch that committed returns the first outcome without preparing
             # again (its prepare could now fail, e.g. on ids the first attempt created).
-            catalog_state = await self.catalog.refresh(linearizable=True)
-            earlier = catalog_state.idempotency.get(scoped_key)
+            # A linearizable read of that one record (the leader confirms itself without a log
+            # entry); idempotency records are 2PC bookkeeping, outside the watched catalog.
+            earlier = await self.meta.idempotency_record(scoped_key)
             if earlier is not None:
                 TXNS.labels("deduplicated").inc()
                 return BatchOutcome.from_json(earlier.outcome_json)

@@ -274,6 +274,17 @@ catalog_linearizable_read_gap_ms = 20
 # leader) is left alone for meta_member_suspect_ms while the others are asked in parallel.
 meta_member_deadline_ms = 1_000
 meta_member_suspect_ms = 5_000
+# Catalog watches (consensus/watch.py): revisions of changes a meta member holds for clients that
+# reconnect (one further back is told to take a snapshot again), streams one member serves at
+# once (each holds a server thread), the progress event an idle stream sends this often, and
+# the silence after which a client takes its watch to another member (a hung one).
+watch_history_revisions_max = 10_000
+meta_watch_streams_max = 64
+watch_progress_interval_ms = 500
+watch_idle_timeout_ms = 1_500
+# A catalog read waits this long for the watch to reach the revision it needs, then reads the
+# state from the leader instead (and moves the watch there).
+catalog_watch_wait_ms = 1_000
 
 # ---- observability (tributary/tracing.py, tributary/logs.py, */metrics.py) -----------------------
 # Share of new traces (requests arriving without a sampled traceparent) that are recorded; a

@@ -124,3 +124,49 @@ def test_catalog_writes_resume_soon_after_sigstop_of_the_meta_leader(tmp_path):
         wait_for(c.healthy, 60, what="healthy again after SIGCONT")
     finally:
         c.stop()
+
+
+def test_a_catalog_watch_sees_catalog_changes_but_not_2pc_batches_and_resumes(cluster):
+    from consensus.client import CatalogCache, MetaClient
+
+    async def scenario():
+        meta = MetaClient([cluster.meta_grpc(i) for i in range(cluster.meta)], cluster.token())
+        cache = CatalogCache(meta)
+        cache.start()
+        try:
+            async def until(predicate, what: str, timeout_s: float = 30):
+                deadline = asyncio.get_running_loop().time() + timeout_s
+                while not predicate():
+                    assert asyncio.get_running_loop().time() < deadline, what
+                    await asyncio.sleep(0.02)
+
+            await until(lambda: cache.snapshots_received == 1, "a snapshot")
+            async with httpx.AsyncClient(base_url=cluster.rest, timeout=60) as client:
+                assert (await client.post("/datasets", json={
+                    "name": "watched", "dimensions": 2, "shard_count": 2})).status_code == 201
+                await until(lambda: cache.state.dataset_by_name("default", "watched"),
+                            "the create through the watch")
+                revision, changes = cache.state.version, cache.changes_received
+                # A batch over both shards is a 2PC txn: decided and acked in Raft.
+                response = await client.post("/datasets/watched/vectors", json={"vectors": [
+                    {"id": f"v{i}", "values": [1.0, float(i)]} for i in range(20)]})
+                assert response.status_code in (200, 201), response.text
+                progress = cache.progress_received
+                await until(lambda: cache.progress_received >= progress + 2,
+                            "two progress events after the batch")
+                assert cache.changes_received == changes
+                assert cache.state.version == revision
+            # A client that reconnects from its revision gets the changes after it, no snapshot.
+            assert (await meta.propose(__import__("consensus.commands").commands.CreateTenant(
+                "watch-resume", 1))) is not None
+            address, call = meta.watch_call(revision)
+            first = await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+            assert first.kind == "changes" and first.revision == revision + 1
+            assert "watch-resume" in first.changes_json
+            assert cache.snapshots_received == 1
+        finally:
+            await cache.stop()
+            await meta.close()
+
+    asyncio.run(scenario())
