@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv node-example up test test-unit test-integration test-2pc-full chaos fuzz proto bench clean
+.PHONY: venv node-example up test test-unit test-integration test-2pc-full sim-2pc chaos fuzz proto bench clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,11 @@ test-integration: $(STAMP) $(NODE_STAMP)
 # The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 5).
 test-2pc-full: $(STAMP)
 	TRIBUTARY_2PC_TXNS=50 $(PY) -m pytest -q tests/integration/test_two_phase_commit.py
+
+# The full seeded 2PC simulation (router/txn_sim.py): 200 seeds x 20,000 steps (make test runs
+# 3 seeds x 4,000). A failing seed prints the command that replays it.
+sim-2pc: $(STAMP)
+	$(PY) -m router.txn_sim --seeds 200 --steps 20000
 
 # The full chaos matrix (~20 min on 2 cores): each nemesis alone, meta faults, everything at once
 # with several seeds, and the CLI's failure path. `make test` runs one short seeded chaos run.

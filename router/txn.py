@@ -1,10 +1,8 @@
 """Atomic write batches: one phase for one shard, two-phase commit across shards.
 
-The router is the 2PC coordinator. Its states for one txn, with the allowed transitions:
-
-    STARTED -> PREPARING -> DECIDING -> COMMITTING -> COMMITTED
-                   |            |
-                   +------------+-----> ABORTING -> ABORTED
+The router is the 2PC coordinator. Its decisions are the pure step function of
+router/txn_steps.py (states, transition table, events and actions); `_two_phase` here is its
+driver, which only performs the actions (RPCs) and feeds their results back as events.
 
 The decision is recorded in the meta group (DecideTxn) before phase two starts, so a router
 that dies after deciding blocks nobody: participants that time out ask the group and apply what
@@ -29,22 +27,18 @@ from consensus.state import TXN_ABORT, TXN_COMMIT, DatasetRecord
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router.metrics import TXN_LATENCY, TXNS
+from router import txn_steps as steps
 from router.shard_client import ShardClient
 from tributary import errors, faults, limits, tracing
 
 log = logging.getLogger("tributary.router.txn")
 
+# The coordinator's states and transition table live with its pure step function.
 STARTED, PREPARING, DECIDING, COMMITTING, COMMITTED, ABORTING, ABORTED = (
-    "started", "preparing", "deciding", "committing", "committed", "aborting", "aborted")
-TRANSITIONS = {
-    (STARTED, PREPARING), (PREPARING, DECIDING), (PREPARING, ABORTING),
-    (DECIDING, COMMITTING), (DECIDING, ABORTING), (COMMITTING, COMMITTED),
-    (ABORTING, ABORTED),
-}
-
-
-def is_transition_valid(old: str, new: str) -> bool:
-    return (old, new) in TRANSITIONS
+    steps.STARTED, steps.PREPARING, steps.DECIDING, steps.COMMITTING, steps.COMMITTED,
+    steps.ABORTING, steps.ABORTED)
+TRANSITIONS = steps.TRANSITIONS
+is_transition_valid = steps.is_transition_valid
 
 
 @dataclass
@@ -106,8 +100,9 @@ class Coordinator:
     async def _two_phase(self, record: DatasetRecord, batches: dict[int, ShardBatch],
                          existing: int, idempotency_key: str, on_shard: OnShard
                          ) -> BatchOutcome:
+        """The driver of the pure coordinator (router/txn_steps.py): performs each action step()
+        asks for and feeds its result back as the next event, until a Reply."""
         txn_id = uuid.uuid4().hex
-        state = STARTED
         scoped_key = f"{record.tenant_id}/{record.uuid}/{idempotency_key}" \
             if idempotency_key else ""
         participants = tuple(f"{record.uuid}/{s}" for s in sorted(batches))
@@ -121,15 +116,7 @@ class Coordinator:
                 TXNS.labels("deduplicated").inc()
                 return BatchOutcome.from_json(earlier.outcome_json)
         TXNS.labels("started").inc()
-
-        def move(new: str) -> None:
-            nonlocal state
-            if not is_transition_valid(state, new):
-                raise errors.Internal(f"coordinator {txn_id}: {state} -> {new} not allowed")
-            state = new
-
-        move(PREPARING)
-        started = time.perf_counter()
+        outcome = BatchOutcome(txn_id=txn_id)
 
         async def prepare(shard: int, batch: ShardBatch):
             return shard, await on_shard(shard, lambda address, ref: self.shards.prepare(
@@ -138,58 +125,83 @@ class Coordinator:
                     existing=existing, participants=participants,
                     upsert_values=batch.values)))
 
-        with tracing.span("2pc.prepare", {"tributary.txn_id": txn_id,
-                                          "tributary.participants": len(batches)}):
-            results = await asyncio.gather(*(prepare(s, b) for s, b in batches.items()),
-                                           return_exceptions=True)
-        TXN_LATENCY.labels("prepare").observe(time.perf_counter() - started)
-        refusal = next((r for r in results if isinstance(r, BaseException)), None)
-        faults.crash_point(faults.ROUTER_AFTER_PREPARE)
-        votes = {shard: vote for shard, vote in (r for r in results
-                                                 if not isinstance(r, BaseException))}
-        outcome = BatchOutcome(
-            inserted=sum(v.inserted for v in votes.values()),
-            skipped=sum(v.skipped for v in votes.values()),
-            deleted=sum(v.deleted for v in votes.values()),
-            not_found=sum(v.not_found for v in votes.values()),
-            skipped_ids=[i for v in votes.values() for i in v.skipped_ids], txn_id=txn_id)
+        async def perform(action) -> steps.Event | None:
+            nonlocal outcome
+            if isinstance(action, steps.SendPrepare):
+                started = time.perf_counter()
+                with tracing.span("2pc.prepare", {"tributary.txn_id": txn_id,
+                                                  "tributary.participants": len(batches)}):
+                    results = await asyncio.gather(
+                        *(prepare(s, b) for s, b in batches.items()), return_exceptions=True)
+                TXN_LATENCY.labels("prepare").observe(time.perf_counter() - started)
+                refusal = next((r for r in results if isinstance(r, BaseException)), None)
+                faults.crash_point(faults.ROUTER_AFTER_PREPARE)
+                votes = [v for _, v in (r for r in results if not isinstance(r, BaseException))]
+                outcome = BatchOutcome(
+                    inserted=sum(v.inserted for v in votes),
+                    skipped=sum(v.skipped for v in votes),
+                    deleted=sum(v.deleted for v in votes),
+                    not_found=sum(v.not_found for v in votes),
+                    skipped_ids=[i for v in votes for i in v.skipped_ids], txn_id=txn_id)
+                return steps.Voted(refusal)
+            if isinstance(action, steps.RecordDecision):
+                if action.decision == TXN_ABORT:
+                    result = await self._record(txn_id, TXN_ABORT, participants, "", "")
+                    return steps.Recorded(result["decision"])
+                with tracing.span("2pc.decide", {"tributary.txn_id": txn_id}) as current:
+                    try:
+                        result = await self._record(txn_id, TXN_COMMIT, participants,
+                                                    action.idempotency_key, outcome.to_json())
+                    except errors.Unavailable as exc:
+                        return steps.RecordFailed(exc.message)
+                    if current is not None:
+                        current.set_attribute("tributary.txn_decision",
+                                              str(result.get("decision")))
+                faults.crash_point(faults.ROUTER_AFTER_DECISION)
+                return steps.Recorded(result["decision"], result.get("duplicate_of", ""),
+                                      result.get("outcome_json", ""))
+            if isinstance(action, steps.SendDecision):
+                if action.decision == TXN_COMMIT:
+                    commit_started = time.perf_counter()
+                    with tracing.span("2pc.commit", {"tributary.txn_id": txn_id}):
+                        await self._phase_two(batches, txn_id, TXN_COMMIT, on_shard,
+                                              crash_midway=True)
+                    TXN_LATENCY.labels("commit").observe(time.perf_counter() - commit_started)
+                else:
+                    await self._phase_two(batches, txn_id, TXN_ABORT, on_shard)
+                return steps.Delivered()
+            raise AssertionError(f"unknown action {action!r}")
 
-        if refusal is not None:
-            move(ABORTING)
-            await self._record(txn_id, TXN_ABORT, participants, "", "")
-            await self._phase_two(batches, txn_id, TXN_ABORT, on_shard)
-            move(ABORTED)
-            TXNS.labels("aborted").inc()
-            if isinstance(refusal, errors.TributaryError):
-                raise refusal
-            raise errors.Internal(f"prepare failed: {refusal!r}")
+        state = steps.CoordinatorState(txn_id, participants, scoped_key)
+        state, actions = steps.step(state, steps.Begin())
+        while True:
+            (action,) = actions
+            if isinstance(action, steps.Reply):
+                return self._answer(action, outcome, txn_id)
+            state, actions = steps.step(state, await perform(action))
 
-        move(DECIDING)
-        with tracing.span("2pc.decide", {"tributary.txn_id": txn_id}) as current:
-            result = await self._record(txn_id, TXN_COMMIT, participants, scoped_key,
-                                        outcome.to_json())
-            if current is not None:
-                current.set_attribute("tributary.txn_decision", str(result.get("decision")))
-        faults.crash_point(faults.ROUTER_AFTER_DECISION)
-        if result["decision"] != TXN_COMMIT:
-            move(ABORTING)
-            await self._phase_two(batches, txn_id, TXN_ABORT, on_shard)
-            move(ABORTED)
-            if result.get("duplicate_of"):
-                # A retry of a batch that already committed: answer as the first time did.
-                TXNS.labels("deduplicated").inc()
-                return BatchOutcome.from_json(result["outcome_json"])
-            TXNS.labels("aborted").inc()
-            raise errors.Aborted(f"transaction {txn_id} was aborted by recovery before it "
-                                 "could commit; retry")
-        move(COMMITTING)
-        commit_started = time.perf_counter()
-        with tracing.span("2pc.commit", {"tributary.txn_id": txn_id}):
-            await self._phase_two(batches, txn_id, TXN_COMMIT, on_shard, crash_midway=True)
-        TXN_LATENCY.labels("commit").observe(time.perf_counter() - commit_started)
-        move(COMMITTED)
-        TXNS.labels("committed").inc()
-        return outcome
+    @staticmethod
+    def _answer(reply: steps.Reply, outcome: BatchOutcome, txn_id: str) -> BatchOutcome:
+        """The client's answer for the coordinator's Reply."""
+        if reply.kind == "committed":
+            TXNS.labels("committed").inc()
+            return outcome
+        if reply.kind == "deduplicated":
+            # A retry of a batch that already committed: answer as the first time did.
+            TXNS.labels("deduplicated").inc()
+            return BatchOutcome.from_json(reply.outcome_json)
+        if reply.kind == "in_doubt":
+            TXNS.labels("in_doubt").inc()
+            raise errors.Unavailable(
+                f"could not record the decision of transaction {txn_id} ({reply.error}); its "
+                "outcome is unknown: retry with the same Idempotency-Key to learn it")
+        TXNS.labels("aborted").inc()
+        if reply.kind == "refused":
+            if isinstance(reply.error, errors.TributaryError):
+                raise reply.error
+            raise errors.Internal(f"prepare failed: {reply.error!r}")
+        raise errors.Aborted(f"transaction {txn_id} was aborted by recovery before it could "
+                             "commit; retry")
 
     async def _record(self, txn_id: str, decision: str, participants: tuple[str, ...],
                       scoped_key: str, outcome_json: str) -> dict:
