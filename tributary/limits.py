@@ -316,8 +316,6 @@ cut_settle_poll_ms = 10
 cut_clock_skew_ms = 100
 # Cuts a version creation tries (each within cut_fence_max_ms) before it answers 503.
 version_cut_attempts_max = 3
-# Cuts a version creation tries (each within cut_fence_max_ms) before it answers 503.
-version_cut_attempts_max = 3
 # Retention: versions kept per dataset (the oldest go first), and their age.
 versions_per_dataset_max = _env_int("versions_per_dataset_max", 100)
 version_retention_ms = _env_int("version_retention_ms", 30 * 24 * 3600 * 1000)
