@@ -134,7 +134,7 @@ async def drain(core, node_id: str) -> dict:
         raise errors.InvalidArgument(
             f"cannot drain {node_id}: no live active node can take {', '.join(stuck[:10])} "
             "(each other node already holds a copy of it); add a node first")
-    if node.state != "drained":
+    if node.state == "active":     # asked again (drain --wait polls), it writes nothing
         await core.meta.propose(commands.SetNodeState(node_id, "draining", _now_ms()))
         await core.catalog.refresh()
     return {"node_id": node_id, "state": core.catalog.state.nodes[node_id].state,

@@ -220,6 +220,11 @@ def drain(args: argparse.Namespace) -> None:
         me = next((n for n in nodes if n["node_id"] == args.node_id), None)
         if me is None:
             _fail(f"node {args.node_id} is gone")
+        if me["state"] != "drained":
+            # Asked again each round: a drain that became impossible meanwhile (the nodes that
+            # could take a copy went away) fails now, with the router's one-line reason,
+            # rather than at --wait-timeout.
+            admin_cli._request(args, "POST", f"/admin/nodes/{node}/drain", {})
         return me["state"] == "drained", me["copies"], max(total, me["copies"])
     if args.wait:
         _wait_until(args, f"draining {args.node_id}", left, args.wait_timeout)
