@@ -17,6 +17,7 @@ first, bounded by `version_views_max` and by the bytes of their matrices
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -80,6 +81,7 @@ class VersionView:
         self._matrix: tuple[np.ndarray, np.ndarray] | None = None
         self._filters: _FilterColumns | None = None
         self._small: dict | None = None
+        self.store_identity: tuple[int, int] | None = None
 
     def count(self) -> int:
         """Active rows (soft-deleted ones not counted)."""
@@ -192,6 +194,15 @@ class VersionView:
         return out
 
 
+def _identity(store_url: str) -> tuple[int, int] | None:
+    """(device, inode) of a store's directory: a new directory swapped in has another."""
+    try:
+        found = os.stat(store_url.removeprefix("file://"))
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class ViewCache:
     """Open VersionViews by (store url, tag), least recently used dropped first."""
 
@@ -203,15 +214,23 @@ class ViewCache:
         self._lock = threading.Lock()
 
     def get(self, store_url: str, tag: str, dimensions: int, metric: str) -> VersionView:
+        """The open view of `tag` in the store at `store_url`, opened if need be. A store
+        whose directory was replaced since (a copy that installed a snapshot of its primary's
+        files) is opened afresh: the old view reads files that are gone."""
         key = (store_url, tag)
+        identity = _identity(store_url)
         with self._lock:
             view = self._views.get(key)
-            if view is not None:
+            if view is not None and view.store_identity == identity:
                 self._views.move_to_end(key)
                 return view
         view = VersionView(store_url, tag, dimensions, metric)
+        view.store_identity = identity
         with self._lock:
-            view = self._views.setdefault(key, view)
+            known = self._views.get(key)
+            if known is not None and known.store_identity == identity:
+                view = known
+            self._views[key] = view
             self._views.move_to_end(key)
             self._trim()
         return view

@@ -124,3 +124,17 @@ def test_the_view_cache_keeps_the_most_recently_used_views_within_its_bounds(rep
     assert set(cache._views) == {(replica.store_url, "t1"), (replica.store_url, "t3")}
     cache.forget(replica.store_url)
     assert not cache._views
+
+
+def test_the_view_cache_reopens_a_store_whose_directory_was_replaced(replica, tmp_path):
+    import shutil
+    replica.write(records(["a"]), [])
+    replica.mark_version("t")
+    cache = ViewCache()
+    first = cache.get(replica.store_url, "t", DIMS, "l2")
+    store = replica.store_url.removeprefix("file://")
+    shutil.copytree(store, str(tmp_path / "copy"))
+    shutil.rmtree(store)
+    shutil.move(str(tmp_path / "copy"), store)     # a snapshot's files swapped in
+    again = cache.get(replica.store_url, "t", DIMS, "l2")
+    assert again is not first and [r.id for r in again.get(["a"])] == ["a"]
