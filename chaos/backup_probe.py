@@ -96,7 +96,7 @@ class BackupProbe:
             try:
                 proc = _cli("admin", "backup", "create", "--to", target, "--wait", "--json",
                             "--url", self.rest_url, "--timeout", "20",
-                            timeout_s=max(30.0, deadline - time.monotonic() + 30))
+                            timeout_s=max(300.0, deadline - time.monotonic() + 30))
             except subprocess.TimeoutExpired:
                 errors.append(f"attempt {attempt}: timed out")
                 continue

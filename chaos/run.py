@@ -241,7 +241,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                         log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
                                                              f"{line}"))
         if backup_probe is not None:
-            backup_probe.join(cfg.duration_s + cfg.recovery_bound_s + 120)
+            backup_probe.join(cfg.duration_s + cfg.recovery_bound_s + 330)
             result.backup = backup_probe.restore_and_read(run_dir, workloads.keys_to_read())
         result.timings["run_s"] = round(time.monotonic() - t0, 2)
     except KeyboardInterrupt:

@@ -66,17 +66,26 @@ def _kind(type_text: str) -> str:
     return "array"
 
 
+def _open_version(store_url: str, version: str):
+    source = deeplake.open_read_only(store_url)
+    try:
+        return source.history[version].open()
+    except Exception as exc:  # noqa: BLE001 - deeplake raises its own types for a bad id
+        raise errors.NotFound(f"this copy holds no Deep Lake version {version!r} (the "
+                              f"backup's cut was taken on another copy?): {exc}") from None
+
+
+def version_rows(store_url: str, version: str) -> int:
+    """Rows of the store at `version` (NotFound when it holds no such version)."""
+    return len(_open_version(store_url, version))
+
+
 def export_version(store_url: str, version: str, destination: str, dimensions: int,
                    metric: str, index_type: str) -> int:
     """Writes the rows of `store_url` at `version` into a new shard directory `destination`
     (store plus an empty graph). Returns the number of rows. Raises NotFound when the store
     holds no such version."""
-    source = deeplake.open_read_only(store_url)
-    try:
-        old = source.history[version].open()
-    except Exception as exc:  # noqa: BLE001 - deeplake raises its own types for a bad id
-        raise errors.NotFound(f"this copy holds no Deep Lake version {version!r} (the "
-                              f"backup's cut was taken on another copy?): {exc}") from None
+    old = _open_version(store_url, version)
     # A ShardReplica creates the store exactly as the engine expects it (schema, BM25 index,
     # metadata) and saves an empty graph on close.
     ShardReplica(destination, dimensions, metric, index_type).close()
@@ -144,9 +153,15 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
         raise errors.NotFound("dataset not found (it may have been deleted)")
     staging = f"{host.shard_path(record.uuid, shard)}.backup-{uuid.uuid4().hex}"
     try:
-        rows = await _export_in_child(
-            "file://" + os.path.join(replica.path, "store"), version, staging,
-            record.dimensions, record.metric_type, record.index_type or "hnsw")
+        store_url = "file://" + os.path.join(replica.path, "store")
+        arguments = (store_url, version, staging, record.dimensions, record.metric_type,
+                     record.index_type or "hnsw")
+        if await asyncio.to_thread(version_rows, store_url, version) <= \
+                limits.backup_export_inline_rows_max:
+            # Small: a child's start-up (its imports) would cost more than the copy.
+            rows = await asyncio.to_thread(export_version, *arguments)
+        else:
+            rows = await _export_in_child(*arguments)
         files = await asyncio.to_thread(_files, staging)
         total = sum(size for _, size in files)
         log.info("exporting %s/%d at version %s: %d rows, %d bytes", record.uuid, shard,

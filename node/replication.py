@@ -425,9 +425,13 @@ class Replication:
             return answer
         if is_primary and request.node_id != self.host.node_id:
             async with self.write_lock(*key):
-                # Under the write lock no op is in flight: the copy has everything.
+                # Under the write lock no op is in flight: the copy has everything. The log
+                # is looked up again: a restore may have replaced the shard (and its log)
+                # while this waited for the lock (node/backup.py install_restore).
+                oplog = self.oplog(*key)
                 fresh = self.host.catalog.state.datasets.get(record.uuid) or record
                 if oplog.last_seq == request.last_seq and \
+                        oplog.last_term == request.last_term and \
                         request.node_id not in fresh.in_sync_of(shard):
                     await self.set_in_sync(fresh, shard, request.node_id, True)
                     log.info("copy %s of %s/%d caught up at op %d and is in sync again",

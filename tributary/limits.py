@@ -351,6 +351,9 @@ backup_cut_attempts_max = 5
 backup_shard_attempts_max = 5
 # Niceness of a node's export child process (node/backup.py): it yields the cores to requests.
 backup_export_nice = 10
+# A shard version of at most this many rows is exported in a thread of the node instead: the
+# child's start-up (seconds of imports on a busy box) would cost more than the copy.
+backup_export_inline_rows_max = 20_000
 
 # ---- ingest and processes (issue 18) -------------------------------------------------------------
 # Threads hnswlib uses for each chunk the background indexer adds (add_items num_threads): both
