@@ -22,7 +22,8 @@ from typing import Any
 from consensus import state as meta_state
 from consensus.records import MetaState
 
-CATALOG_SECTIONS = ("tenants", "datasets", "nodes", "api_keys", "moves")
+# versions: dataset versions (consensus/versions.py), which reads at a version resolve here.
+CATALOG_SECTIONS = ("tenants", "datasets", "nodes", "api_keys", "moves", "versions")
 BOOKKEEPING_SECTIONS = ("txns", "idempotency", "txn_tombstones")
 
 Change = tuple[str, str, Any]

@@ -84,8 +84,18 @@ async def list_versions(core, record: DatasetRecord) -> pb.ListVersionsResponse:
 async def resolve(core, record: DatasetRecord, tag: str, as_of_time: Timestamp | None
                   ) -> VersionRecord | None:
     """The version a read names, or None for a read of the present. Raises InvalidArgument
-    (both given, a bad tag, a time before the dataset's first version) and NotFound (no
-    version with that tag)."""
+    (both given, a bad tag, a time before the dataset's first version), NotFound (no version
+    with that tag) and Unavailable (the dataset's shards were split since the version)."""
+    version = await _resolve(core, record, tag, as_of_time)
+    if version is not None and len(version.shards) != record.shard_count:
+        raise errors.Unavailable(f"version '{version.tag}' was taken with "
+                                 f"{len(version.shards)} shards and the dataset has "
+                                 f"{record.shard_count} now; it can no longer be read")
+    return version
+
+
+async def _resolve(core, record: DatasetRecord, tag: str, as_of_time: Timestamp | None
+                   ) -> VersionRecord | None:
     if not tag and as_of_time is None:
         return None
     if tag and as_of_time is not None:

@@ -257,3 +257,49 @@ def test_every_version_holds_each_multi_shard_batch_whole(vcluster, client):
         for batch, at, ids in acked:
             if at < asked_at:
                 assert set(ids) <= present, f"{tag}: batch {batch} acked before it is missing"
+
+
+def _catalog(c: Cluster):
+    import asyncio
+
+    from consensus.client import MetaClient
+
+    async def read():
+        client = MetaClient([c.meta_grpc(i) for i in range(3)], c.token())
+        try:
+            return await client.get_state(linearizable=True)
+        finally:
+            await client.close()
+    return asyncio.run(read())
+
+
+def test_every_copy_of_a_shard_serves_the_same_version(vcluster, client):
+    """Copies number their Deep Lake commits apart; the cut's tag names the same state on each,
+    so a promoted copy reads the version exactly as the primary did."""
+    import grpc
+
+    from proto import node_pb2
+
+    name = make_dataset(client)
+    insert(client, name, [f"k{i}" for i in range(40)])
+    create_version(client, name, "v")
+    insert(client, name, [f"k{i}" for i in range(40, 60)], seed0=100)
+    state = _catalog(vcluster)
+    record = next(r for r in state.datasets.values() if r.name == name)
+    version = state.versions[f"{record.uuid}/v"]
+    for shard in range(record.shard_count):
+        marked = dict(version.shards[shard].marked)
+        assert set(marked) == set(record.copies_of(shard)) and len(marked) == 2, marked
+        listed = []
+        for node_id in marked:
+            index = int(node_id.rsplit("-", 1)[1])
+            with grpc.insecure_channel(vcluster.node_address(index)) as channel:
+                answer = vcluster.node_stub(channel).List(node_pb2.ListRequest(
+                    shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard,
+                                            epoch=record.epoch),
+                    after_label=-1, limit=1000, include_values=True,
+                    as_of_tag=version.deeplake_tag), timeout=30)
+            listed.append(sorted((v.id, tuple(round(x, 4) for x in v.values))
+                                 for v in answer.vectors))
+        assert listed[0] == listed[1] and len(listed[0]) == version.shards[shard].vector_count
+        assert all(v.startswith("k") and int(v[1:]) < 40 for v, _ in listed[0])

@@ -110,3 +110,17 @@ def test_retention_never_keeps_more_than_keep_max_nor_drops_the_newest(steps):
             assert len(kept) <= keep_max
         if keep_ms:
             assert all(at - v.at_ms <= keep_ms for v in kept)
+
+
+def test_a_new_version_reaches_catalog_watchers():
+    from consensus import watch
+
+    before = base()
+    after, _ = apply(before, make("v1", 100))
+    changes = watch.catalog_changes(before, after)
+    assert [(section, key) for section, key, _ in changes] == [("versions", "A/v1")]
+    replayed = watch.apply_changes(before, after.version, changes)
+    assert replayed.versions == after.versions
+    gone, _ = apply(after, c.DeleteVersion("A", "v1", 200))
+    assert watch.apply_changes(after, gone.version, watch.catalog_changes(after, gone)
+                               ).versions == {}
