@@ -14,9 +14,10 @@ Set-up (`setup`, once per process, from tributary/cli.py):
   collector's file exporter writes them. `tributary up` points every child at
   `<data-dir>/traces` (TRIBUTARY_TRACES_DIR); a node or meta member started alone writes to
   `<its data dir>/traces`.
-- Sampling: OTEL_TRACES_SAMPLER (and _ARG) when set; else parent-based over a trace-id ratio
-  (limits.trace_sample_ratio), so a request that arrives with a sampled `traceparent` is always
-  traced and others cost one coin toss.
+- Sampling: OTEL_TRACES_SAMPLER (and _ARG) when set; else parent-based: a request that arrives
+  with a `traceparent` follows its sampled flag (a sampled one is always traced), and one
+  without starts a trace with probability limits.trace_sample_ratio (env
+  TRIBUTARY_TRACE_SAMPLE_RATIO), decided by one coin toss before any span is made.
 - Spans are batched and exported every limits.trace_export_interval_ms (OTEL_BSP_SCHEDULE_DELAY
   overrides), and the file is flushed on every export, so a span is in the file within seconds.
 
@@ -35,6 +36,7 @@ import contextvars
 import json
 import logging
 import os
+import random
 import threading
 import uuid
 from typing import Iterable
@@ -56,6 +58,9 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("tributary_
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("tributary")
 _provider = None
+# The share of requests without a traceparent that start a trace (None: the configured sampler
+# decides on every root span). 0 until setup(): without a provider no span records anyway.
+_new_trace_ratio: float | None = 0.0
 _access = logging.getLogger("tributary.access")
 
 
@@ -79,10 +84,15 @@ def setup(kind: str, data_dir: str | None = None) -> None:
     resource = Resource.create({"service.name": f"tributary-{kind}",
                                 "service.namespace": "tributary",
                                 "service.instance.id": process})
+    global _new_trace_ratio
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         sampler = sampling._get_from_env_or_default()
+        _new_trace_ratio = None
     else:
-        sampler = sampling.ParentBased(sampling.TraceIdRatioBased(limits.trace_sample_ratio))
+        # The ratio is applied where new traces start (REST requests without a traceparent,
+        # before any span exists, so the 99% cost nothing); a root that gets that far is kept.
+        sampler = sampling.ParentBased(sampling.ALWAYS_ON)
+        _new_trace_ratio = limits.trace_sample_ratio
     provider = TracerProvider(resource=resource, sampler=sampler)
     exporter = _exporter(process, os.environ.get("TRIBUTARY_TRACES_DIR") or (
         os.path.join(data_dir, "traces") if data_dir else None))
@@ -441,6 +451,15 @@ def rest_middleware():
         try:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
+            if carrier is None and _new_trace_ratio is not None and \
+                    random.random() >= _new_trace_ratio:
+                # Not sampled, and nobody asked for a trace: no span at all.
+                response = await handler(request)
+                access_log("served", method=request.method, route=route,
+                           status=response.status)
+                if not response.prepared:
+                    response.headers["X-Request-Id"] = request_id
+                return response
             with root_span(f"{request.method} {route}", carrier, attributes={
                     "http.request.method": request.method, "http.route": route,
                     "tributary.request_id": request_id}) as current:

@@ -21,11 +21,12 @@ UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
 @pytest.fixture
 def provider(monkeypatch):
-    """A provider like setup()'s default (parent-based over the ratio), recording in memory."""
+    """A provider like setup()'s default (parent-based; new traces are kept, the ratio being
+    applied where they start), recording in memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "tributary-router"}),
-        sampler=sampling.ParentBased(sampling.TraceIdRatioBased(limits.trace_sample_ratio)))
+        sampler=sampling.ParentBased(sampling.ALWAYS_ON))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("tributary"))
     yield exporter
@@ -158,3 +159,49 @@ def test_log_setup_writes_json_lines_to_stderr(monkeypatch):
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "started ok"
+
+
+def _serve_once(headers: dict) -> dict:
+    """One GET through tracing.rest_middleware in front of a trivial aiohttp handler; returns
+    the response headers."""
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def handler(request):
+        return web.json_response({"ok": True})
+
+    async def main():
+        app = web.Application(middlewares=[tracing.rest_middleware()])
+        app.router.add_get("/x", handler)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/x", headers=headers)
+            assert response.status == 200
+            return {k.lower(): v for k, v in response.headers.items()}
+    return asyncio.run(main())
+
+
+def test_rest_requests_answer_the_trace_id_they_came_with_and_a_request_id(provider,
+                                                                          monkeypatch):
+    monkeypatch.setattr(tracing, "_new_trace_ratio", 0.0)
+    headers = _serve_once({"traceparent": SAMPLED, "X-Request-Id": "abc-1"})
+    assert headers["traceparent"].split("-")[1] == SAMPLED.split("-")[1]
+    assert headers["traceparent"].endswith("-01")
+    assert headers["x-request-id"] == "abc-1"
+    assert [s.name for s in provider.get_finished_spans()] == ["GET /x"]
+    unsampled = _serve_once({"traceparent": UNSAMPLED})
+    assert unsampled["traceparent"].split("-")[1] == UNSAMPLED.split("-")[1]
+    assert unsampled["traceparent"].endswith("-00")
+
+
+def test_a_rest_request_without_traceparent_makes_no_span_unless_its_coin_toss_says_so(
+        provider, monkeypatch):
+    monkeypatch.setattr(tracing, "_new_trace_ratio", 0.0)
+    headers = _serve_once({})
+    assert "traceparent" not in headers and len(headers["x-request-id"]) == 32
+    assert provider.get_finished_spans() == ()
+    monkeypatch.setattr(tracing, "_new_trace_ratio", 1.0)
+    headers = _serve_once({})
+    assert headers["traceparent"]
+    assert [s.name for s in provider.get_finished_spans()] == ["GET /x"]
