@@ -303,3 +303,46 @@ def test_every_copy_of_a_shard_serves_the_same_version(vcluster, client):
                                  for v in answer.vectors))
         assert listed[0] == listed[1] and len(listed[0]) == version.shards[shard].vector_count
         assert all(v.startswith("k") and int(v[1:]) < 40 for v, _ in listed[0])
+
+
+def test_a_fence_holds_multi_shard_commits_back_until_it_is_lifted(vcluster, client):
+    """The cut's fence through the real meta group: a multi-shard batch prepared while its
+    dataset is fenced is acknowledged only once the fence is lifted, and then whole."""
+    import asyncio
+
+    from consensus import commands
+    from consensus.client import MetaClient
+
+    name = make_dataset(client)
+    state = _catalog(vcluster)
+    record = next(r for r in state.datasets.values() if r.name == name)
+    meta = [vcluster.meta_grpc(i) for i in range(3)]
+
+    async def propose(command):
+        meta_client = MetaClient(meta, vcluster.token())
+        try:
+            return await meta_client.propose(command)
+        finally:
+            await meta_client.close()
+
+    now = int(time.time() * 1000)
+    asyncio.run(propose(commands.FenceCommits(record.uuid, "test-fence", now + 900, now)))
+    fenced_at = time.monotonic()
+    acked_after: list[float] = []
+
+    def write():
+        r = httpx.post(f"{vcluster.rest}/datasets/{name}/vectors", timeout=60, json={
+            "vectors": [{"id": i, "values": vec(n)}
+                        for n, i in enumerate(_ids_for_every_shard("fenced"))]})
+        assert r.status_code == 201, r.text
+        acked_after.append(time.monotonic() - fenced_at)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.5)
+    assert acked_after == [], "a multi-shard batch committed while its dataset was fenced"
+    assert client.get(f"/datasets/{name}/vectors").json()["total_count"] == 0
+    asyncio.run(propose(commands.LiftFence("test-fence", int(time.time() * 1000))))
+    writer.join(60)
+    assert acked_after and acked_after[0] >= 0.5
+    assert sorted(ids_at(client, name)) == sorted(_ids_for_every_shard("fenced"))
