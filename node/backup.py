@@ -4,7 +4,8 @@ Export. A cluster backup records, at a consistent cut (router/cut.py), each shar
 Deep Lake version. Versions are immutable, so the export needs no lock: it opens that version
 read-only beside the live store (writes go on), copies its rows into a fresh store in a
 directory beside the shard's (`<shard>.backup-<hex>`), and streams that store's files as
-SnapshotChunks, the first carrying the cut's op-log position and the total size. The fresh store
+SnapshotChunks: the cut's op-log position first, empty keepalive chunks while the copy runs,
+then the total size, then the files. The fresh store
 holds exactly the rows at the cut and no history; its graph file is an empty index, so a
 restored replica serves at once (every row starts in the pending buffer, exactly scanned) while
 the indexer builds the graph in the background, instead of a rebuild that would hold up its open.
@@ -159,14 +160,26 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
         if await asyncio.to_thread(version_rows, store_url, version) <= \
                 limits.backup_export_inline_rows_max:
             # Small: a child's start-up (its imports) would cost more than the copy.
-            rows = await asyncio.to_thread(export_version, *arguments)
+            export = asyncio.ensure_future(asyncio.to_thread(export_version, *arguments))
         else:
-            rows = await _export_in_child(*arguments)
+            export = asyncio.ensure_future(_export_in_child(*arguments))
+        # The position first, then an empty chunk every backup_export_keepalive_ms while the
+        # copy runs (so the router tells a long export from a dead node), then the size.
+        yield node_pb2.SnapshotChunk(last_seq=last_seq)
+        try:
+            while not export.done():
+                await asyncio.wait({export}, timeout=limits.backup_export_keepalive_ms / 1000)
+                if not export.done():
+                    yield node_pb2.SnapshotChunk()
+        finally:
+            if not export.done():
+                export.cancel()
+        rows = export.result()
         files = await asyncio.to_thread(_files, staging)
         total = sum(size for _, size in files)
         log.info("exporting %s/%d at version %s: %d rows, %d bytes", record.uuid, shard,
                  version, rows, total)
-        yield node_pb2.SnapshotChunk(last_seq=last_seq, total_bytes=total)
+        yield node_pb2.SnapshotChunk(total_bytes=total)
         chunk_bytes = limits.replication_snapshot_chunk_bytes_max
         for relative, _ in files:
             with open(os.path.join(staging, relative), "rb") as handle:

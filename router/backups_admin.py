@@ -27,8 +27,9 @@ can run on any machine that reaches it: nodes export and import shards over inte
                                                 the restore created: nothing stays half-written
 
 The framing of a shard's stream: records of a 4-byte big-endian header length, a JSON header,
-then `size` raw bytes. The first header is {"position": {...}, "total_bytes": N}; then one
-{"path", "size"} per piece of a file, in order; the last {"end": true, "bytes": N}. A failure
+then `size` raw bytes. The first header is {"position": {...}}; {"keepalive": true} while the
+node copies the rows; {"total_bytes": N}; then one {"path", "size"} per piece of a file, in
+order; the last {"end": true, "bytes": N}. A failure
 midway is a last {"error": {"type", "message"}} header; the client discards the shard's files
 and asks again.
 
@@ -286,18 +287,31 @@ async def shard_stream(core, job: BackupJob, dataset_uuid: str, shard: int):
         request = node_pb2.ExportShardRequest(shard=ref, version=commit_id,
                                               last_seq=position["seq"])
         started = False
+        chunks = core.shards.export_shard(node.address, request)
         try:
-            async for chunk in core.shards.export_shard(node.address, request):
+            while True:
+                try:
+                    # A node that stops sending (keepalives included) is taken for dead.
+                    chunk = await asyncio.wait_for(chunks.__anext__(),
+                                                   limits.backup_export_idle_ms / 1000)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise errors.Unavailable(f"node {node_id} sent nothing for "
+                                             f"{limits.backup_export_idle_ms} ms") from None
                 if not started:
                     started = True
-                    job.estimates[key] = chunk.total_bytes
                     job.sent[key] = 0
-                    yield frame({"position": {**position, "exported_by": node_id},
-                                 "total_bytes": chunk.total_bytes})
-                    continue
-                job.sent[key] += len(chunk.data)
-                job.seen = time.monotonic()
-                yield frame({"path": chunk.path, "size": len(chunk.data)}, chunk.data)
+                    yield frame({"position": {**position, "exported_by": node_id}})
+                elif chunk.total_bytes:
+                    job.estimates[key] = chunk.total_bytes
+                    yield frame({"total_bytes": chunk.total_bytes})
+                elif chunk.path:
+                    job.sent[key] += len(chunk.data)
+                    job.seen = time.monotonic()
+                    yield frame({"path": chunk.path, "size": len(chunk.data)}, chunk.data)
+                else:
+                    yield frame({"keepalive": True})
             job.finished_shards.add(key)
             yield frame({"end": True, "bytes": job.sent.get(key, 0)})
             return
@@ -306,6 +320,8 @@ async def shard_stream(core, job: BackupJob, dataset_uuid: str, shard: int):
                 yield frame({"error": {"type": type(exc).__name__, "message": exc.message}})
                 return
             failures.append(f"{node_id}: {exc.message}")
+        finally:
+            await chunks.aclose()
     raise errors.Unavailable(f"no copy marked by the cut could export shard {shard} of "
                              f"{dataset['name']}: {'; '.join(failures) or 'none is registered'}")
 
@@ -740,8 +756,9 @@ def extend_openapi(operations: dict, op) -> None:
         ("GET", f"{backups}/{{backup_id}}/shards/{{dataset_uuid}}/{{shard}}"): op(
             "getBackupShard", "admin", "One shard's files at its cut, framed",
             description="Records of a 4-byte big-endian header length, a JSON header and "
-                        "`size` bytes: the position first, one record per file piece, then "
-                        "`{end: true}` (or `{error}`).",
+                        "`size` bytes: the position first, keepalives while the node copies, "
+                        "the total size, one record per file piece, then `{end: true}` (or "
+                        "`{error}`).",
             params=[backup_id, *_SHARD_PARAMS, _TENANT_HEADER],
             ok_content={"application/octet-stream": {"schema": {"type": "string",
                                                                 "format": "binary"}}},

@@ -247,7 +247,7 @@ def _download_shard(args, directory: str, backup_id: str, dataset_uuid: str, sha
     for _attempt in range(limits.backup_shard_attempts_max):
         written: dict[str, tuple] = {}
         try:
-            with _open(args, "GET", path, timeout=limits.backup_export_timeout_ms / 1000) as s:
+            with _open(args, "GET", path, timeout=2 * limits.backup_export_idle_ms / 1000) as s:
                 for header, data in _frames(s):
                     if "error" in header:
                         raise BackupError(f"{header['error']['type']}: "
@@ -274,15 +274,16 @@ def _download_shard(args, directory: str, backup_id: str, dataset_uuid: str, sha
                 entries.append({"path": relative, "size": size[0],
                                 "sha256": digest.hexdigest()})
             return entries
-        except BackupError as exc:
+        except (BackupError, OSError) as exc:      # OSError: the read timed out
             last_error = str(exc)
+            exc = exc if isinstance(exc, BackupError) else BackupError(last_error)
             for handle, _, size in written.values():
                 handle.close()
                 advance(-size[0])
             shutil.rmtree(os.path.join(directory, *root.split("/")), True)
             if exc.status == 404 and "deleted since the backup's cut" in last_error:
                 raise DatasetGone(last_error, 404) from None
-            time.sleep(1.0)
+            time.sleep(min(2.0 ** _attempt, 10.0))   # a node restarting, a failover
     raise BackupError(f"shard {shard} of {dataset_uuid}: {last_error}")
 
 
