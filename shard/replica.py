@@ -1194,7 +1194,7 @@ class ShardReplica:
                     if needed > self._index.get_max_elements():
                         self._index.resize_index(max(needed, self._index.get_max_elements() * 2))
                     self._index.add_items(vectors, labels,
-                                          num_threads=limits.index_build_threads)
+                                          num_threads=limits.index_build_threads_max)
             except Exception:  # noqa: BLE001 - the rows stay pending (still searchable)
                 log.exception("shard %s: indexing a chunk failed; retrying", self.path)
                 time.sleep(limits.indexer_retry_pause_ms / 1000)

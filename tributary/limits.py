@@ -362,4 +362,4 @@ backup_export_idle_ms = 30_000
 # ---- ingest and processes (issue 18) -------------------------------------------------------------
 # Threads hnswlib uses for each chunk the background indexer adds (add_items num_threads): both
 # cores, so the graph keeps up with acknowledged ingest.
-index_build_threads = 2
+index_build_threads_max = 2
