@@ -393,10 +393,13 @@ class CatalogCache:
             address, call = self.client.watch_call(
                 self._catalog.version if have_snapshot else 0)
             self._watch_address = address
+            # The first event may be a snapshot of a large catalog, which takes the member a
+            # while to write; after it, silence past the idle timeout means a hung member.
+            wait_s = limits.watch_snapshot_timeout_ms / 1000
             try:
                 while not self._reconnect:
-                    event = await asyncio.wait_for(call.read(),
-                                                   limits.watch_idle_timeout_ms / 1000)
+                    event = await asyncio.wait_for(call.read(), wait_s)
+                    wait_s = limits.watch_idle_timeout_ms / 1000
                     if event is grpc.aio.EOF:
                         break
                     if event.kind == "snapshot":

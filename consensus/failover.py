@@ -27,6 +27,9 @@ class FailoverController:
         self.service = service      # consensus.member.MetaService (last_seen, lock)
         self._stop = threading.Event()
         self._leading_since: float | None = None
+        # (catalog revision, nodes) of the last round that found every node live and planned
+        # nothing; see round().
+        self._quiet_key: tuple | None = None
         self._thread = threading.Thread(target=self._run, name="failover", daemon=True)
 
     def start(self) -> None:
@@ -58,6 +61,7 @@ class FailoverController:
     def round(self) -> None:
         if not self.machine._isLeader():
             self._leading_since = None
+            self._quiet_key = None
             return
         now = time.monotonic()
         if self._leading_since is None:
@@ -67,12 +71,20 @@ class FailoverController:
         down = self.down_for_ms(now)
         at_ms = int(time.time() * 1000)
         state = self.machine.meta
+        # Planning reads every dataset (~25 ms at 10,000); with every node live and the
+        # catalog unchanged since a round that planned nothing, it would plan nothing again.
+        quiet_key = (state.version, frozenset(state.nodes))
+        if not any(down.values()) and quiet_key == self._quiet_key:
+            return
+        self._quiet_key = None
         planned = replication.plan_repairs(state, down, at_ms, limits.failover_after_ms,
                                            limits.copy_replace_after_ms)
         live = {n for n, ms in down.items() if ms == 0}
         gone = {n for n, ms in down.items() if ms >= limits.move_target_away_cancel_ms}
         planned += rebalance.plan_move_steps(state, live, at_ms, limits.moves_concurrent_max,
                                              gone)
+        if not planned and not any(down.values()):
+            self._quiet_key = quiet_key
         for command in planned:
             if isinstance(command, commands.FinishMove):
                 # Test-only crash point: the leader, which drives moves, dies before finishing.

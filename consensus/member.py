@@ -223,6 +223,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self.last_seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self.watch_slots = threading.Semaphore(limits.meta_watch_streams_max)
+        self.snapshot_lock = threading.Lock()
+        self.snapshot_cache: tuple[int, str] | None = None
         self.stopping = threading.Event()
 
     def _guard(self, context, fn):
@@ -258,9 +260,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             current = self.machine.meta
             extras = {}
             if request.include_txns:
-                extras["txns_json"] = json.dumps({
-                    section: doc for section, doc in meta_state.to_doc(current).items()
-                    if section in ("txns", "txn_tombstones")})
+                # Only the bookkeeping sections: the catalog may hold 10,000 datasets.
+                bookkeeping = meta_state.to_doc(meta_state.MetaState(
+                    txns=current.txns, txn_tombstones=current.txn_tombstones))
+                extras["txns_json"] = json.dumps({section: bookkeeping[section]
+                                                  for section in ("txns", "txn_tombstones")})
             if request.idempotency_key:
                 record = current.idempotency.get(request.idempotency_key)
                 extras["idempotency_json"] = "" if record is None else json.dumps(
@@ -288,10 +292,9 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             history = self.machine.history
             revision = request.from_revision
             if revision <= 0:
-                current = self.machine.meta
-                revision = current.version
+                revision, snapshot_json = self._snapshot_json()
                 yield meta_pb2.WatchEvent(revision=revision, kind="snapshot",
-                                          snapshot_json=json.dumps(watch.catalog_doc(current)))
+                                          snapshot_json=snapshot_json)
             wait_s = limits.watch_progress_interval_ms / 1000
             while context.is_active() and not self.stopping.is_set():
                 try:
@@ -308,6 +311,17 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     revision = at
         finally:
             self.watch_slots.release()
+
+    def _snapshot_json(self) -> tuple[int, str]:
+        """The catalog document at the current revision, written once per revision however
+        many watchers ask for it (20 routers reconnecting at once cost one serialization)."""
+        with self.snapshot_lock:
+            current = self.machine.meta
+            cached = self.snapshot_cache
+            if cached is None or cached[0] != current.version:
+                cached = self.snapshot_cache = (current.version,
+                                                json.dumps(watch.catalog_doc(current)))
+            return cached
 
     def Heartbeat(self, request, context):
         def run():

@@ -282,6 +282,8 @@ watch_history_revisions_max = 10_000
 meta_watch_streams_max = 64
 watch_progress_interval_ms = 500
 watch_idle_timeout_ms = 1_500
+# A watch waits this long for its first event (a snapshot of a large catalog takes a while).
+watch_snapshot_timeout_ms = 30_000
 # A catalog read waits this long for the watch to reach the revision it needs, then reads the
 # state from the leader instead (and moves the watch there).
 catalog_watch_wait_ms = 1_000
