@@ -41,6 +41,7 @@ import threading
 import uuid
 from typing import Iterable
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -72,7 +73,7 @@ def setup(kind: str, data_dir: str | None = None) -> None:
     """Installs this process's tracer provider (see the module docstring). `kind` is `router`,
     `node` or `meta`; `data_dir` is where a process started alone keeps its traces. Idempotent:
     a second call does nothing."""
-    global _provider, _tracer
+    global _provider, _tracer, _new_trace_ratio
     if _provider is not None or _env_true("OTEL_SDK_DISABLED"):
         return
     from opentelemetry.sdk.resources import Resource
@@ -84,7 +85,6 @@ def setup(kind: str, data_dir: str | None = None) -> None:
     resource = Resource.create({"service.name": f"tributary-{kind}",
                                 "service.namespace": "tributary",
                                 "service.instance.id": process})
-    global _new_trace_ratio
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         sampler = sampling._get_from_env_or_default()
         _new_trace_ratio = None
@@ -354,82 +354,65 @@ def _server_span(carrier: dict, method: str):
                                                                 "rpc.method": method})
 
 
-def _import_grpc():
-    import grpc
-    return grpc
+class AioServerInterceptor(grpc.aio.ServerInterceptor):
+    """For the asyncio servers (nodes, the router's public gRPC): unary handlers run under the
+    caller's trace context (a server span when it sent one) and request id."""
 
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        inner = handler.unary_unary
 
-class AioServerInterceptor:
-    """For the asyncio internal servers (nodes, router gRPC): unary handlers run under the
-    caller's trace context and request id. Built lazily so this module imports without grpc."""
-
-    def __new__(cls):
-        grpc = _import_grpc()
-
-        class _Interceptor(grpc.aio.ServerInterceptor):
-            async def intercept_service(self, continuation, handler_call_details):
-                handler = await continuation(handler_call_details)
-                if handler is None or handler.unary_unary is None:
-                    return handler
-                method = handler_call_details.method
-                inner = handler.unary_unary
-
-                async def unary_unary(request, context):
-                    carrier = _incoming(context.invocation_metadata())
-                    token = request_id_var.set(carrier.get(REQUEST_ID, ""))
+        async def unary_unary(request, context):
+            carrier = _incoming(context.invocation_metadata())
+            token = request_id_var.set(carrier.get(REQUEST_ID, ""))
+            try:
+                with _server_span(carrier, method) as current:
                     try:
-                        with _server_span(carrier, method) as current:
-                            try:
-                                response = await inner(request, context)
-                            except BaseException as exc:
-                                mark_error(current, exc)
-                                raise
-                            if current is not None:
-                                access_log("served", method=method)
-                            return response
-                    finally:
-                        request_id_var.reset(token)
-                return grpc.unary_unary_rpc_method_handler(
-                    unary_unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-
-        return _Interceptor()
+                        response = await inner(request, context)
+                    except BaseException as exc:
+                        mark_error(current, exc)
+                        raise
+                    if current is not None:
+                        access_log("served", method=method)
+                    return response
+            finally:
+                request_id_var.reset(token)
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
 
 
-class ServerInterceptor:
-    """For the thread-pool internal servers (meta members)."""
+class ServerInterceptor(grpc.ServerInterceptor):
+    """For the thread-pool servers (meta members)."""
 
-    def __new__(cls):
-        grpc = _import_grpc()
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        inner = handler.unary_unary
 
-        class _Interceptor(grpc.ServerInterceptor):
-            def intercept_service(self, continuation, handler_call_details):
-                handler = continuation(handler_call_details)
-                if handler is None or handler.unary_unary is None:
-                    return handler
-                method = handler_call_details.method
-                inner = handler.unary_unary
-
-                def unary_unary(request, context):
-                    carrier = _incoming(context.invocation_metadata())
-                    token = request_id_var.set(carrier.get(REQUEST_ID, ""))
+        def unary_unary(request, context):
+            carrier = _incoming(context.invocation_metadata())
+            token = request_id_var.set(carrier.get(REQUEST_ID, ""))
+            try:
+                with _server_span(carrier, method) as current:
                     try:
-                        with _server_span(carrier, method) as current:
-                            try:
-                                response = inner(request, context)
-                            except BaseException as exc:
-                                mark_error(current, exc)
-                                raise
-                            if current is not None:
-                                access_log("served", method=method)
-                            return response
-                    finally:
-                        request_id_var.reset(token)
-                return grpc.unary_unary_rpc_method_handler(
-                    unary_unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-
-        return _Interceptor()
+                        response = inner(request, context)
+                    except BaseException as exc:
+                        mark_error(current, exc)
+                        raise
+                    if current is not None:
+                        access_log("served", method=method)
+                    return response
+            finally:
+                request_id_var.reset(token)
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
 
 
 # ----------------------------------------------------------------------------- REST (aiohttp)
