@@ -205,3 +205,28 @@ def test_a_rest_request_without_traceparent_makes_no_span_unless_its_coin_toss_s
     headers = _serve_once({})
     assert headers["traceparent"]
     assert [s.name for s in provider.get_finished_spans()] == ["GET /x"]
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "JsonLinesFileExporter"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "OTLPSpanExporter"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+      "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTLPSpanExporter"),
+    ({"OTEL_TRACES_EXPORTER": "console"}, "ConsoleSpanExporter"),
+    ({"OTEL_TRACES_EXPORTER": "none"}, None),
+])
+def test_the_exporter_follows_the_standard_otel_variables(monkeypatch, tmp_path, env, expected):
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                 "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                 "OTEL_TRACES_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    exporter = tracing._exporter("node-0", str(tmp_path / "traces"))
+    assert (type(exporter).__name__ if exporter is not None else None) == expected
+    if env.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc":
+        assert "grpc" in type(exporter).__module__
+    if expected == "JsonLinesFileExporter":
+        assert exporter.path == str(tmp_path / "traces" / "node-0.jsonl")
+    if exporter is not None:
+        exporter.shutdown()
