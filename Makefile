@@ -77,5 +77,26 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# The peer systems bench.peers compares against (Chroma, LanceDB) and matplotlib for its plot, in
+# a venv of their own: never in requirements.lock, never installed by `make test`. bench.peers
+# runs each peer in a subprocess of this venv's Python and skips a peer that is not installed.
+.PHONY: bench-peers-deps bench-peers
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+bench-peers-deps: $(PEERS_STAMP)
+
+$(PEERS_STAMP): Makefile
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade "pip>=23"
+	$(PEERS_VENV)/bin/python -m pip install --quiet "chromadb==1.5.9" "lancedb==0.40.0" \
+		"matplotlib==3.11.2" "numpy>=1.26,<3"
+	touch $(PEERS_STAMP)
+
+# Tributary (gRPC and REST, a local cluster), the Chroma server and embedded, LanceDB and raw
+# hnswlib on the same data in one run: python -m bench.peers --help
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m bench.peers $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) tributary-data .pytest_cache
