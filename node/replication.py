@@ -116,6 +116,8 @@ class Replication:
         self._stubs: dict[str, object] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.progress: dict[tuple[str, int, str], CopyProgress] = {}
+        # When each hand-over of a moving shard first waited for its prepared txns.
+        self._hand_over_waiting: dict[tuple[str, int], float] = {}
 
     # ---- local state ---------------------------------------------------------------------------
 
@@ -475,11 +477,30 @@ class Replication:
             if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
                     target not in fresh.in_sync_of(shard):
                 return
+            if self._hand_over_waits_for_txns(record.uuid, shard):
+                return      # catch_up_all asks again in replication_catch_up_interval_ms
             faults.crash_point(faults.MOVE_SOURCE_BEFORE_HAND_OVER)
             await self.meta.propose(commands.PromotePrimary(
                 record.uuid, shard, target, fresh.term_of(shard), int(time.time() * 1000)))
             await self.host.catalog.refresh()
         log.info("handed %s/%d over to %s", record.uuid, shard, target)
+
+    def _hand_over_waits_for_txns(self, dataset_uuid: str, shard: int) -> bool:
+        """Whether a hand-over should wait: a 2PC txn prepared on this shard (yes vote given,
+        decision pending) would be aborted by recovery once the role moves, and its client would
+        get an error for a write that a moment's patience lets commit. Called with the write lock
+        held, so no new prepare can log meanwhile; waits at most move_hand_over_txn_wait_ms
+        in all, so a steady stream of txns cannot hold a move back for ever."""
+        key = (dataset_uuid, shard)
+        prepared = getattr(self.participant, "prepared", None) or {}
+        busy = any(p.dataset_uuid == dataset_uuid and p.shard == shard
+                   for p in list(prepared.values()))
+        now = time.monotonic()
+        since = self._hand_over_waiting.setdefault(key, now)
+        if busy and (now - since) * 1000 < limits.move_hand_over_txn_wait_ms:
+            return True
+        del self._hand_over_waiting[key]
+        return False
 
     # ---- file copies (snapshots) ----------------------------------------------------------------
 

@@ -267,6 +267,9 @@ move_target_away_cancel_ms = _env_int("move_target_away_cancel_ms", 30_000)
 # A new copy (empty op log) of a shard whose primary holds at least this many vectors copies the
 # files (a snapshot) instead of replaying every write from the op log (node/replication.py).
 fresh_copy_snapshot_vectors_min = _env_int("fresh_copy_snapshot_vectors_min", 10_000)
+# A primary handing its role over (a move) first waits, at most this long, for the 2PC txns
+# prepared on the shard to be decided, which the hand-over would otherwise abort.
+move_hand_over_txn_wait_ms = 5_000
 # Linearizable catalog reads of one router or node are coalesced into rounds, one at a time and
 # at most one per this gap, so a burst of dataset-name misses is a bounded rate of leader reads.
 catalog_linearizable_read_gap_ms = 20
