@@ -180,8 +180,18 @@ def part_batches(cluster: LocalCluster, token, batches: int) -> dict:
     """Leader CPU ms and bytes written per multi-shard batch."""
     with httpx.Client(base_url=cluster.rest, timeout=60) as client:
         name = f"batched-{uuid.uuid4().hex[:6]}"
-        assert client.post("/datasets", json={"name": name, "dimensions": 4,
-                                              "shard_count": 2}).status_code == 201
+        deadline = time.monotonic() + 120
+        while True:
+            # A busy box may still be settling after the catalog fill (e.g. nodes' heartbeats).
+            response = client.post("/datasets", json={"name": name, "dimensions": 4,
+                                                      "shard_count": 2})
+            if response.status_code in (201, 409):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot create the batched dataset: {response.status_code} "
+                                   f"{response.text[:300]}")
+            _log(f"create of the batched dataset answered {response.status_code}; again")
+            time.sleep(1)
         body = {"vectors": [{"id": f"w{i}", "values": [1.0, 0.5, 0.25, float(i)]}
                             for i in range(8)]}
         # Warm up (first writes open the shards).
@@ -364,14 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.sigstop_runs or (3 if args.quick else 5)
     report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     parts = set(args.parts.split(","))
-    with tempfile.TemporaryDirectory(prefix="tributary-cp-") as tmp:
-        if "small" in parts:
-            run_small(tmp, report, batches, runs)
-        if "large" in parts:
-            run_large(tmp, report, datasets, tenants, batches, changes)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tributary-cp-") as tmp:
+            if "small" in parts:
+                run_small(tmp, report, batches, runs)
+            if "large" in parts:
+                run_large(tmp, report, datasets, tenants, batches, changes)
+    finally:
+        # What was measured is kept, even when a later part fails.
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
     if "small" in report and "large" in report:
         print(render(report))
     else:
@@ -388,7 +401,7 @@ def run_small(tmp: str, report: dict, batches: int, runs: int) -> None:
         try:
             token = _token(cluster)
             fill_catalog(cluster, token, 9, 1)
-            small = {"datasets": 10, "tenants": 1}
+            small = report["small"] = {"datasets": 10, "tenants": 1}
             _log("small: batches")
             small["batches"] = part_batches(cluster, token, batches)
             _log(f"small: {runs} SIGSTOP runs")
@@ -409,8 +422,8 @@ def run_large(tmp: str, report: dict, datasets: int, tenants: int, batches: int,
             _log(f"large: proposing {datasets - 1} datasets over {tenants} tenants")
             fill_seconds = fill_catalog(cluster, token, datasets - 1, tenants)
             _wait(lambda: _healthy(cluster, token), 120, "healthy after the fill")
-            large = {"datasets": datasets, "tenants": tenants,
-                     "fill_seconds": round(fill_seconds, 1)}
+            large = report["large"] = {"datasets": datasets, "tenants": tenants,
+                                       "fill_seconds": round(fill_seconds, 1)}
             _log("large: batches")
             large["batches"] = part_batches(cluster, token, batches)
             _log("large: 20 watching clients")
