@@ -9,6 +9,7 @@ stale epoch or a name is missing (so a dataset created through another router is
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import json
 import time
@@ -22,6 +23,8 @@ from tributary import errors, limits
 from tributary import cluster_auth
 from tributary.cluster_auth import ClusterToken
 from tributary.grpc_options import internal_channel_options
+
+log = logging.getLogger("tributary.meta.client")
 
 
 class MetaClient:
@@ -390,8 +393,13 @@ class CatalogCache:
         have_snapshot = self._catalog.version > 0
         while True:
             self._reconnect = False
-            address, call = self.client.watch_call(
-                self._catalog.version if have_snapshot else 0)
+            try:
+                address, call = self.client.watch_call(
+                    self._catalog.version if have_snapshot else 0)
+            except Exception:  # noqa: BLE001 - the watch must outlive any one failure
+                log.exception("cannot open a catalog watch")
+                await asyncio.sleep(limits.meta_wait_retry_ms / 1000)
+                continue
             self._watch_address = address
             # The first event may be a snapshot of a large catalog, which takes the member a
             # while to write; after it, silence past the idle timeout means a hung member.
@@ -425,6 +433,11 @@ class CatalogCache:
             except grpc.aio.AioRpcError:
                 self.client.avoid(address)
                 await asyncio.sleep(limits.meta_client_round_pause_ms / 1000)
+            except (ValueError, KeyError, TypeError):
+                # A document this client cannot read: start afresh from a snapshot.
+                log.exception("bad catalog watch event from %s", address)
+                have_snapshot = False
+                await asyncio.sleep(limits.meta_wait_retry_ms / 1000)
             finally:
                 call.cancel()
                 self._watch_address = ""

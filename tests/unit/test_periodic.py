@@ -1,5 +1,5 @@
 """Specification of tributary/periodic.py (`Periodic`) and of the background loops built on it:
-CatalogCache's refresh and the router's heartbeats stop without leaving a task behind."""
+CatalogCache's catalog watch and the router's heartbeats stop without leaving a task behind."""
 
 from __future__ import annotations
 
@@ -171,6 +171,21 @@ class _HangingMeta:
 
     async def router_heartbeat(self, router_id):
         await self._hang()
+
+    def watch_call(self, from_revision):
+        """A catalog watch stream that never delivers an event."""
+        meta = self
+
+        class Call:
+            async def read(self):
+                await meta._hang()
+
+            def cancel(self):
+                pass
+        return "meta-0", Call()
+
+    def avoid(self, address):
+        pass
 
 
 @pytest.mark.parametrize("make", [CatalogCache, RouterCount], ids=["catalog", "router_count"])
