@@ -1,9 +1,10 @@
 """Backups and restores, node side (proto/node.proto: ExportShard, RestoreChunk, InstallRestore).
 
 Export. A cluster backup records, at a consistent cut (router/cut.py), each shard primary's
-Deep Lake version. Versions are immutable, so the export needs no lock: it opens that version
-read-only beside the live store (writes go on), copies its rows into a fresh store in a
-directory beside the shard's (`<shard>.backup-<hex>`), and streams that store's files as
+Deep Lake version. Versions are immutable, so the export needs no lock: a child process
+(node/backup_export.py) opens that version read-only beside the live store (writes go on),
+copies its rows into a fresh store in a directory beside the shard's (`<shard>.backup-<hex>`),
+and the node streams that store's files as
 SnapshotChunks: the cut's op-log position first, empty keepalive chunks while the copy runs,
 then the total size, then the files. The fresh store
 holds exactly the rows at the cut and no history; its graph file is an empty index, so a
@@ -33,80 +34,17 @@ import shutil
 import sys
 import uuid
 
-import deeplake
-import numpy as np
-
+from node import backup_export
 from node.replication import _swap_in, safe_join
 from proto import node_pb2
-from shard.replica import ShardReplica
 from tributary import errors, limits, procs
 
 log = logging.getLogger("tributary.node.backup")
 
 _RESTORE_ID = re.compile(r"^[0-9a-f]{8,64}$")
-_EXIT_NOT_FOUND = 3
 
 
 # ---- export -----------------------------------------------------------------------------------
-
-def _column_slice(column, start: int, end: int, kind: str):
-    values = column[start:end]
-    if kind == "dict":
-        return [{} if v is None else dict(v) for v in values]
-    if kind == "text":
-        return ["" if v is None else v for v in values]
-    return np.asarray(values)
-
-
-def _kind(type_text: str) -> str:
-    text = type_text.lower()
-    if text.startswith("dict"):
-        return "dict"
-    if text.startswith("text"):
-        return "text"
-    return "array"
-
-
-def _open_version(store_url: str, version: str):
-    source = deeplake.open_read_only(store_url)
-    try:
-        return source.history[version].open()
-    except Exception as exc:  # noqa: BLE001 - deeplake raises its own types for a bad id
-        raise errors.NotFound(f"this copy holds no Deep Lake version {version!r} (the "
-                              f"backup's cut was taken on another copy?): {exc}") from None
-
-
-def version_rows(store_url: str, version: str) -> int:
-    """Rows of the store at `version` (NotFound when it holds no such version)."""
-    return len(_open_version(store_url, version))
-
-
-def export_version(store_url: str, version: str, destination: str, dimensions: int,
-                   metric: str, index_type: str) -> int:
-    """Writes the rows of `store_url` at `version` into a new shard directory `destination`
-    (store plus an empty graph). Returns the number of rows. Raises NotFound when the store
-    holds no such version."""
-    old = _open_version(store_url, version)
-    # A ShardReplica creates the store exactly as the engine expects it (schema, BM25 index,
-    # metadata) and saves an empty graph on close.
-    ShardReplica(destination, dimensions, metric, index_type).close()
-    target = deeplake.open("file://" + os.path.join(destination, "store"))
-    columns = {c.name: _kind(str(c.dtype)) for c in old.schema.columns}
-    wanted = [c.name for c in target.schema.columns]
-    rows = len(old)
-    step = limits.backup_export_rows_max
-    for start in range(0, rows, step):
-        end = min(rows, start + step)
-        batch = {}
-        for name in wanted:
-            if name in columns:
-                batch[name] = _column_slice(old[name], start, end, columns[name])
-            else:   # a column added after the version (deleted_at_ms): its default
-                batch[name] = np.zeros(end - start, dtype=np.int64)
-        target.append(batch)
-    target.commit(f"restored rows of version {version}")
-    return rows
-
 
 def _files(root: str) -> list[tuple[str, int]]:
     found = []
@@ -125,11 +63,14 @@ def _child_setup() -> None:
 
 async def _export_in_child(store_url: str, version: str, destination: str, dimensions: int,
                            metric: str, index_type: str) -> int:
-    """export_version in a child process at a lower priority: the copy is Python work over
-    every row, and in a thread of the node it would hold the GIL against the requests the node
-    serves meanwhile (writes go on during a backup). Killed if the export is abandoned."""
+    """backup_export.export_version in a child process at a lower priority. Never in the
+    node's own process: a read-only Deep Lake handle on the live store, opened while another
+    thread commits to it, can deadlock the whole process with the GIL held (reproduced with
+    deeplake 4.7.4: a thread doing open_read_only + history[v].open() beside a writing thread
+    froze every thread within seconds). And the copy is Python work over every row that would
+    hold the GIL against the requests served meanwhile. Killed if the export is abandoned."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node.backup", store_url, version, destination,
+        sys.executable, "-m", "node.backup_export", store_url, version, destination,
         str(dimensions), metric, index_type, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, preexec_fn=_child_setup)
     try:
@@ -140,7 +81,7 @@ async def _export_in_child(store_url: str, version: str, destination: str, dimen
             await child.wait()
         raise
     message = (err.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-    if child.returncode == _EXIT_NOT_FOUND:
+    if child.returncode == backup_export.EXIT_NOT_FOUND:
         raise errors.NotFound(message)
     if child.returncode != 0:
         raise errors.Internal(f"the export of {destination} failed: {message}")
@@ -154,15 +95,9 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
         raise errors.NotFound("dataset not found (it may have been deleted)")
     staging = f"{host.shard_path(record.uuid, shard)}.backup-{uuid.uuid4().hex}"
     try:
-        store_url = "file://" + os.path.join(replica.path, "store")
-        arguments = (store_url, version, staging, record.dimensions, record.metric_type,
-                     record.index_type or "hnsw")
-        if await asyncio.to_thread(version_rows, store_url, version) <= \
-                limits.backup_export_inline_rows_max:
-            # Small: a child's start-up (its imports) would cost more than the copy.
-            export = asyncio.ensure_future(asyncio.to_thread(export_version, *arguments))
-        else:
-            export = asyncio.ensure_future(_export_in_child(*arguments))
+        export = asyncio.ensure_future(_export_in_child(
+            "file://" + os.path.join(replica.path, "store"), version, staging,
+            record.dimensions, record.metric_type, record.index_type or "hnsw"))
         # The position first, then an empty chunk every backup_export_keepalive_ms while the
         # copy runs (so the router tells a long export from a dead node), then the size.
         yield node_pb2.SnapshotChunk(last_seq=last_seq)
@@ -280,21 +215,3 @@ async def install_restore(host, replication, record, request: node_pb2.InstallRe
     log.info("restored %s/%d: %d vectors; the op log starts after %d", record.uuid, shard,
              count, position)
     return count
-
-
-def _main(argv: list[str]) -> int:
-    """`python -m node.backup STORE_URL VERSION DESTINATION DIMENSIONS METRIC INDEX_TYPE`: the
-    export's child process (see _export_in_child). Prints the row count."""
-    store_url, version, destination, dimensions, metric, index_type = argv
-    try:
-        rows = export_version(store_url, version, destination, int(dimensions), metric,
-                              index_type)
-    except errors.NotFound as exc:
-        print(exc.message, file=sys.stderr)
-        return _EXIT_NOT_FOUND
-    print(rows)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

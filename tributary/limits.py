@@ -356,9 +356,6 @@ backup_cut_attempts_max = 5
 backup_shard_attempts_max = 5
 # Niceness of a node's export child process (node/backup.py): it yields the cores to requests.
 backup_export_nice = 10
-# A shard version of at most this many rows is exported in a thread of the node instead: the
-# child's start-up (seconds of imports on a busy box) would cost more than the copy.
-backup_export_inline_rows_max = 20_000
 # A node sends an empty chunk this often while it copies a shard's rows for a backup; the
 # router takes an export that sends nothing for backup_export_idle_ms for a dead node.
 backup_export_keepalive_ms = 2_000

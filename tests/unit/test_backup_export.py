@@ -1,10 +1,10 @@
-"""node/backup.py export: a shard's rows at a recorded Deep Lake version, copied into a fresh
+"""node/backup_export.py: a shard's rows at a recorded Deep Lake version, copied into a fresh
 shard directory that the engine opens as it is."""
 
 import numpy as np
 import pytest
 
-from node.backup import export_version
+from node.backup_export import export_version
 from shard.records import ExistingPolicy, VectorRecord
 from shard.replica import ShardReplica
 from tributary import errors
