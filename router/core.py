@@ -1206,11 +1206,13 @@ class RouterCore:
         """The deep health: (healthy, the deeplake.v1 answer, per-dependency checks).
 
         Unhealthy (False, 503) when the meta group has no leader, fewer than min_nodes nodes are
-        registered, a shard has no live in-sync copy, or a node that holds a shard copy cannot
-        be reached from this router (its Status RPC fails within
-        limits.health_node_probe_timeout_ms). "degraded" (still 200) when a node without copies
-        is down, a shard has fewer in-sync copies than its replication factor, or the nodes'
-        index backlog is above limits.health_index_backlog_vectors_max.
+        registered, or a shard has no in-sync copy that is live and that this router can reach
+        (a node's Status RPC answers within limits.health_node_probe_timeout_ms): then this
+        router cannot serve that shard. "degraded" (still 200) when a node is down or cannot be
+        reached but every shard keeps a serving copy (the name is in "reachability"), a shard
+        has fewer in-sync copies than its replication factor, or the nodes' index backlog is
+        above limits.health_index_backlog_vectors_max. A frozen node that holds copies is thus
+        503 exactly when some shard lives on it alone.
 
         checks: {"meta": {status, leader, term | error}, "nodes": {node_id: {status, address,
         copies, latency_ms, pending_index, vectors | error}}, "index_backlog": {status,
@@ -1235,7 +1237,15 @@ class RouterCore:
             elif registered - live:
                 degraded = True
                 dependencies["nodes"] += f"; down: {', '.join(sorted(registered - live))}"
-            unserved, under = shard_health(self.catalog.state, live)
+        except errors.TributaryError as exc:
+            healthy = False
+            dependencies["meta"] = f"no leader: {exc.message}"
+            checks["meta"] = {"status": "unhealthy", "error": exc.message}
+        nodes, unreachable_holders, backlog = await self._probe_nodes(live)
+        checks["nodes"] = nodes
+        if live is not None:
+            # A shard is served when one of its in-sync copies is live and reachable from here.
+            unserved, under = shard_health(self.catalog.state, live - set(unreachable_holders))
             if unserved:
                 healthy = False
                 dependencies["shards"] = (f"{len(unserved)} shard(s) without a serving copy: "
@@ -1246,14 +1256,8 @@ class RouterCore:
                                           f"{', '.join(under[:5])}")
             checks["shards"] = {"status": "unhealthy" if unserved else "degraded" if under
                                 else "ok", "unserved": unserved, "under_replicated": under}
-        except errors.TributaryError as exc:
-            healthy = False
-            dependencies["meta"] = f"no leader: {exc.message}"
-            checks["meta"] = {"status": "unhealthy", "error": exc.message}
-        nodes, unreachable_holders, backlog = await self._probe_nodes(live)
-        checks["nodes"] = nodes
         if unreachable_holders:
-            healthy = False
+            degraded = True
             dependencies["reachability"] = (f"cannot reach node(s) holding shards: "
                                             f"{', '.join(unreachable_holders)}")
         elif any(n["status"] != "ok" for n in nodes.values()):

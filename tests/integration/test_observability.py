@@ -208,29 +208,46 @@ def test_admin_status_shows_the_deep_health_as_a_table_and_keeps_its_json(obs_cl
     assert {"raft_address", "role", "term", "commit_index"} <= set(doc["meta"][0])
 
 
-def test_health_is_503_while_a_node_holding_a_shard_cannot_be_reached(tmp_path):
+def test_health_is_503_while_a_shard_has_no_copy_this_router_can_reach(tmp_path):
     """A frozen node (SIGSTOP) still counts as live for a moment in the meta group, but this
-    router cannot reach it: the deep health says unhealthy at once, names it, and recovers when
-    the node does. With the meta group stopped as well, `tributary admin status` fails in one
-    line."""
+    router cannot reach it: the deep health names it at once. While every shard keeps another
+    in-sync copy it is "degraded" (200: the router still serves everything); once a shard lives
+    only on the frozen node it is 503. It recovers when the node does. With the meta group
+    stopped as well, `tributary admin status` fails in one line."""
     c = Cluster(tmp_path / "data", meta=1, nodes=2).start()
     try:
-        r = httpx.post(f"{c.rest}/datasets", json={"name": "held", "dimensions": DIMS,
+        def frozen_health(pid, expected_status):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                def answered():
+                    r = httpx.get(f"{c.rest}/health", timeout=15)
+                    doc = r.json()
+                    reach = doc.get("dependencies", {}).get("reachability", "")
+                    return doc if r.status_code == expected_status and "node-1" in reach \
+                        else None
+                return wait_for(answered, 20, 0.2, f"{expected_status} while node-1 is frozen")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        r = httpx.post(f"{c.rest}/datasets", json={"name": "both", "dimensions": DIMS,
                                                    "shard_count": 2}, timeout=30)
         assert r.status_code in (200, 201), r.text
         wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=10).status_code == 200, 30, 0.5,
                  "healthy with a dataset")
         pid = child_pid(c, c.node_address(1))
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            def unhealthy():
-                r = httpx.get(f"{c.rest}/health", timeout=15)
-                return r.json() if r.status_code == 503 else None
-            doc = wait_for(unhealthy, 20, 0.2, "503 while node-1 is frozen")
-            assert doc["checks"]["nodes"]["node-1"]["status"] == "unhealthy"
-            assert "node-1" in doc["dependencies"]["reachability"]
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        doc = frozen_health(pid, 200)           # every shard has a copy on node-0 too
+        assert doc["status"] == "degraded"
+        assert doc["checks"]["nodes"]["node-1"]["status"] == "unhealthy"
+        assert doc["checks"]["shards"]["unserved"] == []
+        wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=10).json()["status"] ==
+                 "healthy", 60, 0.5, "healthy again")
+        r = httpx.post(f"{c.rest}/datasets", json={"name": "held", "dimensions": DIMS,
+                                                   "shard_count": 2, "replication_factor": 1},
+                       timeout=30)
+        assert r.status_code in (200, 201), r.text
+        doc = frozen_health(pid, 503)           # one of held's shards lives on node-1 alone
+        assert doc["checks"]["nodes"]["node-1"]["status"] == "unhealthy"
+        assert [s for s in doc["checks"]["shards"]["unserved"] if s.startswith("held/")]
         wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=10).status_code == 200, 60, 0.5,
                  "healthy again")
         meta_pid = child_pid(c, c.meta_grpc(0))
