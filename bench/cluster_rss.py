@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def measure(repo: str, settle_s: float) -> dict:
     finally:
         cluster.stop()
         e2e.REPO = old_repo
+        shutil.rmtree(work, ignore_errors=True)
     by_kind: dict[str, list[float]] = {}
     for p in processes:
         by_kind.setdefault(p["kind"], []).append(p["rss_mb"])
