@@ -37,7 +37,7 @@ import uuid
 from node import backup_export
 from node.replication import _swap_in, safe_join
 from proto import node_pb2
-from tributary import errors, limits, procs
+from tributary import errors, limits
 
 log = logging.getLogger("tributary.node.backup")
 
@@ -56,11 +56,6 @@ def _files(root: str) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def _child_setup() -> None:
-    procs.die_with_parent()
-    os.nice(limits.backup_export_nice)
-
-
 async def _export_in_child(store_url: str, version: str, destination: str, dimensions: int,
                            metric: str, index_type: str) -> int:
     """backup_export.export_version in a child process at a lower priority. Never in the
@@ -72,7 +67,10 @@ async def _export_in_child(store_url: str, version: str, destination: str, dimen
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "node.backup_export", store_url, version, destination,
         str(dimensions), metric, index_type, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, preexec_fn=_child_setup)
+        # No preexec_fn: Python code between fork and exec, in a process whose gRPC threads
+        # may hold locks, can hang the child before its exec, and the event loop with it
+        # (it waits for the exec). The child lowers its priority itself (backup_export.main).
+        stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await child.communicate()
     except BaseException:
