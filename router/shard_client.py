@@ -56,7 +56,7 @@ class ShardClient(Protocol):
                         ) -> node_pb2.CutShardResponse: ...
     async def copy_status(self, address: str, request: node_pb2.CopyStatusRequest
                           ) -> node_pb2.CopyStatusResponse: ...
-    async def node_status(self, address: str, timeout_s: float
+    async def status(self, address: str, timeout_s: float
                           ) -> node_pb2.NodeStatusResponse: ...
     def export_shard(self, address: str, request: node_pb2.ExportShardRequest
                      ) -> AsyncIterator[node_pb2.SnapshotChunk]: ...
@@ -127,7 +127,7 @@ class GrpcShardClient:
     async def copy_status(self, address, request):
         return await _send(self._stub(address).CopyStatus, request)
 
-    async def node_status(self, address, timeout_s):
+    async def status(self, address, timeout_s):
         """The node's Status within `timeout_s`, once, without waiting for a reconnecting
         channel: the deep health asks whether this router reaches the node right now."""
         try:
