@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
@@ -118,6 +119,10 @@ class Replication:
         self.progress: dict[tuple[str, int, str], CopyProgress] = {}
         # When each hand-over of a moving shard first waited for its prepared txns.
         self._hand_over_waiting: dict[tuple[str, int], float] = {}
+        # Per shard, the outcomes of its latest writes by the router's write id (bounded): a new
+        # primary that took over a write its deposed predecessor applied but could not
+        # acknowledge answers the router's retry of it with what it did.
+        self._outcomes: dict[tuple[str, int], OrderedDict[str, node_pb2.WriteResponse]] = {}
 
     # ---- local state ---------------------------------------------------------------------------
 
@@ -141,6 +146,24 @@ class Replication:
         self._logs.pop((dataset_uuid, shard), None)
         self._resynced_terms.pop((dataset_uuid, shard), None)
         self._unapplied.pop((dataset_uuid, shard), None)
+
+    def remember_outcome(self, key: tuple[str, int], op: node_pb2.ReplicatedOp) -> None:
+        """Keeps the outcome of an applied write that carries a router write id."""
+        if op.WhichOneof("op") != "write" or not op.write.write_id or \
+                not op.HasField("outcome"):
+            return
+        seen = self._outcomes.setdefault(key, OrderedDict())
+        seen[op.write.write_id] = op.outcome
+        seen.move_to_end(op.write.write_id)
+        while len(seen) > limits.replication_write_outcomes_max:
+            seen.popitem(last=False)
+
+    def outcome_of(self, dataset_uuid: str, shard: int,
+                   write_id: str) -> node_pb2.WriteResponse | None:
+        """What an applied write with this router write id answered, if this copy holds it."""
+        if not write_id:
+            return None
+        return self._outcomes.get((dataset_uuid, shard), {}).get(write_id)
 
     def _stub(self, address: str):
         stub = self._stubs.get(address)
@@ -203,6 +226,7 @@ class Replication:
         self._unapplied[key] = op
         await self._apply_to_store(record, shard, op)
         del self._unapplied[key]
+        self.remember_outcome(key, op)
 
     async def reapply_tails(self) -> int:
         """At start, before serving: applies each open copy's last logged write again. A crash
@@ -368,6 +392,7 @@ class Replication:
         self._unapplied[key] = op
         await self._apply_to_store(record, shard, op)
         del self._unapplied[key]
+        self.remember_outcome(key, op)
 
     async def _apply_to_store(self, record: DatasetRecord, shard: int,
                               op: node_pb2.ReplicatedOp) -> None:

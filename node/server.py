@@ -26,8 +26,8 @@ from consensus.client import CatalogCache, MetaClient
 from consensus.state import DatasetRecord
 from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
-from node import metrics as node_metrics
 from node import backup
+from node import metrics as node_metrics
 from node.replication import Replication, write_effect
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
@@ -229,6 +229,12 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         try:
             async with self.replication.write_lock(record.uuid, request.shard.shard):
                 record = await self._primary_record(request.shard)
+                # A retry of a write this copy already holds (taken over from a deposed
+                # primary's log, or applied here before an error) answers what it did.
+                earlier = self.replication.outcome_of(record.uuid, request.shard.shard,
+                                                      request.write_id)
+                if earlier is not None:
+                    return earlier
                 # Log first, then apply: the op log never misses rows the store holds (a crash
                 # in between leaves an op that the restart applies again).
                 if paths:
@@ -239,6 +245,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                                                      ExistingPolicy(int(request.existing)))
                 effect = write_effect(request, result.skipped_ids)
                 effect.at_ms = int(time.time() * 1000)
+                if request.write_id:
+                    effect.outcome.CopyFrom(_write_response(result))
                 if effect.write.upserts or effect.write.delete_ids:
                     shard = request.shard.shard
                     await self.replication.log_ops(record, shard, [effect])
@@ -247,9 +255,7 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                     await self.replication.send_to_in_sync(record, shard, [effect])
         finally:
             await locks.release(holder)
-        return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
-                                      deleted=result.deleted, not_found=result.not_found,
-                                      skipped_ids=result.skipped_ids)
+        return _write_response(result)
 
     @_guarded
     async def Prepare(self, request, context):
@@ -659,3 +665,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     asyncio.run(serve(args))
+
+
+def _write_response(result) -> node_pb2.WriteResponse:
+    return node_pb2.WriteResponse(inserted=result.inserted, skipped=result.skipped,
+                                  deleted=result.deleted, not_found=result.not_found,
+                                  skipped_ids=result.skipped_ids)

@@ -30,20 +30,22 @@ class ShardRef(_message.Message):
     def __init__(self, dataset_uuid: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("shard", "upserts", "delete_ids", "existing", "upsert_values", "update_paths")
+    __slots__ = ("shard", "upserts", "delete_ids", "existing", "upsert_values", "update_paths", "write_id")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
     EXISTING_FIELD_NUMBER: _ClassVar[int]
     UPSERT_VALUES_FIELD_NUMBER: _ClassVar[int]
     UPDATE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     upserts: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
     existing: ExistingPolicy
     upsert_values: bytes
     update_paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., upsert_values: _Optional[bytes] = ..., update_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    write_id: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., existing: _Optional[_Union[ExistingPolicy, str]] = ..., upsert_values: _Optional[bytes] = ..., update_paths: _Optional[_Iterable[str]] = ..., write_id: _Optional[str] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("inserted", "skipped", "deleted", "not_found", "skipped_ids")
@@ -340,7 +342,7 @@ class StagedTxn(_message.Message):
     def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ..., apply_values: _Optional[bytes] = ...) -> None: ...
 
 class ReplicatedOp(_message.Message):
-    __slots__ = ("seq", "term", "write", "soft_delete", "restore", "prepare", "finish", "at_ms")
+    __slots__ = ("seq", "term", "write", "soft_delete", "restore", "prepare", "finish", "at_ms", "outcome")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +351,7 @@ class ReplicatedOp(_message.Message):
     PREPARE_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
     AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     seq: int
     term: int
     write: WriteRequest
@@ -357,7 +360,8 @@ class ReplicatedOp(_message.Message):
     prepare: StagedTxn
     finish: TxnFinish
     at_ms: int
-    def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., soft_delete: _Optional[_Union[IdsRequest, _Mapping]] = ..., restore: _Optional[_Union[IdsRequest, _Mapping]] = ..., prepare: _Optional[_Union[StagedTxn, _Mapping]] = ..., finish: _Optional[_Union[TxnFinish, _Mapping]] = ..., at_ms: _Optional[int] = ...) -> None: ...
+    outcome: WriteResponse
+    def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., soft_delete: _Optional[_Union[IdsRequest, _Mapping]] = ..., restore: _Optional[_Union[IdsRequest, _Mapping]] = ..., prepare: _Optional[_Union[StagedTxn, _Mapping]] = ..., finish: _Optional[_Union[TxnFinish, _Mapping]] = ..., at_ms: _Optional[int] = ..., outcome: _Optional[_Union[WriteResponse, _Mapping]] = ...) -> None: ...
 
 class TxnFinish(_message.Message):
     __slots__ = ("txn_id", "decision")

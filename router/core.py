@@ -774,7 +774,8 @@ class RouterCore:
                 [request.vector.values], record.dimensions, record.metric_type,
                 names=[request.vector_id]))
         write = node_pb2.WriteRequest(upserts=[vector], existing=node_pb2.EXISTING_REQUIRE,
-                                      upsert_values=packed, update_paths=sorted(paths))
+                                      upsert_values=packed, update_paths=sorted(paths),
+                                      write_id=uuidlib.uuid4().hex)
 
         async def update(_record, address: str, ref: node_pb2.ShardRef):
             write.shard.CopyFrom(ref)
@@ -1289,7 +1290,7 @@ class RouterCore:
             doc = {"address": node.address, "copies": copies.get(node.node_id, 0)}
             started = time.perf_counter()
             try:
-                answer = await asyncio.wait_for(self.shards.node_status(node.address, timeout_s),
+                answer = await asyncio.wait_for(self.shards.status(node.address, timeout_s),
                                                 timeout_s)
             except (errors.TributaryError, asyncio.TimeoutError) as exc:
                 return node.node_id, {**doc, "status": "unhealthy" if doc["copies"] else

@@ -87,10 +87,13 @@ class Coordinator:
             # One phase: a write stuck on a primary that is failed over follows the failover.
             one_phase: OnShard = self.on_shard_factory(record, follow_failover=True)
             (shard, batch), = batches.items()
+            # One id for every attempt: a new primary that took over an attempt which the
+            # deposed one applied answers the retry with that attempt's outcome.
+            write_id = uuid.uuid4().hex
             response = await one_phase(shard, lambda address, ref: self.shards.write(
                 address, node_pb2.WriteRequest(
                     shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
-                    existing=existing, upsert_values=batch.values)))
+                    existing=existing, upsert_values=batch.values, write_id=write_id)))
             return BatchOutcome(response.inserted, response.skipped, response.deleted,
                                 response.not_found, list(response.skipped_ids))
         # A txn's prepared state lives on the participant it prepared on: 2PC calls stay there.

@@ -365,3 +365,8 @@ backup_export_idle_ms = 30_000
 # Threads hnswlib uses for each chunk the background indexer adds (add_items num_threads): both
 # cores, so the graph keeps up with acknowledged ingest.
 index_build_threads_max = 2
+
+# ---- write ids (node/replication.py) ---------------------------------------------------------
+# Outcomes of the latest router write ids each shard copy keeps, so that a retry reaching a new
+# primary that took the write over answers what the write did (not "not found" for a delete).
+replication_write_outcomes_max = 4096

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from cluster import Cluster, child_pid, wait_for
+from consensus import commands
 from consensus.client import MetaClient
 from proto import node_pb2
 
@@ -133,6 +134,62 @@ def test_compaction_purges_soft_deleted_rows_on_every_copy(replicated):
         assert len({s.last_seq for s in statuses}) == 1
     assert sum(copy_status(replicated, record.primary_of(s), record, s).vector_count
                for s in range(2)) == 40
+
+
+def test_a_retried_write_answers_what_its_first_attempt_did_even_on_a_new_primary(replicated):
+    """A router retries a one-phase write with the same write id (for instance on the new
+    primary after a failover, which may have taken the first attempt over from its deposed
+    predecessor's log). The retry answers the first attempt's outcome: a delete that happened
+    says "deleted", not "not found" (a chaos run saw exactly that), on the same primary and on a
+    copy promoted since."""
+    rng = random.Random(5)
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        assert client.post("/datasets", json={"name": "retried", "dimensions": DIMS,
+                                              "shard_count": 1}).status_code == 201
+        assert client.post("/datasets/retried/vectors", json={"vectors": [
+            {"id": f"r{i}", "values": vector(rng)} for i in range(10)]}).status_code == 201
+    record = record_of(replicated, "retried")
+
+    def write(node_id: str, write_id: str, record) -> node_pb2.WriteResponse:
+        with grpc.insecure_channel(replicated.node_address(node_index(node_id))) as channel:
+            return replicated.node_stub(channel).Write(node_pb2.WriteRequest(
+                shard=node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0,
+                                        epoch=record.epoch),
+                delete_ids=["r1"], existing=node_pb2.EXISTING_OVERWRITE,
+                write_id=write_id), timeout=30)
+
+    primary = record.primary_of(0)
+    first = write(primary, "delete-r1", record)
+    assert (first.deleted, first.not_found) == (1, 0)
+    again = write(primary, "delete-r1", record)
+    assert (again.deleted, again.not_found) == (1, 0)
+    other = write(primary, "another-delete-r1", record)      # a new write sees r1 gone
+    assert (other.deleted, other.not_found) == (0, 1)
+
+    copy = next(n for n in record.in_sync_of(0) if n != primary)
+
+    async def promote():
+        client = MetaClient([replicated.meta_grpc(0)], replicated.token())
+        try:
+            await client.propose(commands.PromotePrimary(record.uuid, 0, copy,
+                                                         record.term_of(0),
+                                                         int(time.time() * 1000)))
+        finally:
+            await client.close()
+    asyncio.run(promote())
+    promoted = wait_for(lambda: (lambda r: r if r.primary_of(0) == copy else None)(
+        record_of(replicated, "retried")), 30, 0.2, "the copy promoted")
+
+    def retried_on_new_primary():
+        try:
+            return write(copy, "delete-r1", promoted)
+        except grpc.RpcError:
+            return None     # the new primary has not seen its promotion yet
+    retried = wait_for(retried_on_new_primary, 30, 0.2, "the new primary answers")
+    assert (retried.deleted, retried.not_found) == (1, 0)
+    with httpx.Client(base_url=replicated.rest, timeout=30) as client:
+        assert client.get("/datasets/retried/vectors/r1").status_code == 404
+        assert client.get("/datasets/retried/vectors/r2").status_code == 200
 
 
 def test_a_frozen_primary_is_replaced_while_reads_go_on_and_it_rejoins_after(replicated):
