@@ -229,9 +229,11 @@ class Replication:
         self.remember_outcome(key, op)
 
     async def reapply_tails(self) -> int:
-        """At start, before serving: applies each open copy's last logged write again. A crash
-        between logging and applying left it in the log only; applying it twice changes
-        nothing (ops are idempotent). Returns how many were applied."""
+        """At start, before serving, after the participant reloaded its staged txns: applies
+        each open copy's last logged op again. A crash between logging and applying left it in
+        the log only; applying it twice changes nothing (ops are idempotent: a decision of a txn
+        already finished, or a prepare already staged, is a no-op). Returns how many were
+        applied."""
         applied = 0
         for (dataset_uuid, shard) in list(self.host.replicas):
             record = self.host.catalog.state.datasets.get(dataset_uuid)
@@ -244,7 +246,7 @@ class Replication:
             if not tail:
                 continue
             op = _parse(tail[0])
-            if op.WhichOneof("op") in ("write", "soft_delete", "restore"):
+            if op.WhichOneof("op") in ("write", "soft_delete", "restore", "prepare", "finish"):
                 await self._apply_to_store(record, shard, op)
                 applied += 1
         return applied
@@ -389,6 +391,8 @@ class Replication:
             del self._unapplied[key]
         await asyncio.to_thread(self.oplog(*key).append,
                                 [LoggedOp(op.seq, op.term, op.SerializeToString())])
+        if op.WhichOneof("op") == "finish":
+            faults.crash_point(faults.COPY_AFTER_LOGGING_DECISION)
         self._unapplied[key] = op
         await self._apply_to_store(record, shard, op)
         del self._unapplied[key]

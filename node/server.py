@@ -601,10 +601,14 @@ async def serve(args: argparse.Namespace) -> None:
     participant = Participant(host, meta, catalog, replication)
     replication.participant = participant
     node_metrics.install(host, replication, args.metrics)
+    # Staged txns first: the last logged op may be the decision of one of them, which
+    # reapply_tails then applies (the other way round it found no such txn, and the copy kept
+    # it prepared, its rows missing, while its log said it was done).
+    await participant.load_staged()
     repaired = await replication.reapply_tails()
     if repaired:
         log.info("applied the last logged op of %d copies again", repaired)
-    staged = await participant.load_staged()
+    staged = len(participant.prepared)
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.
         log.info("resolving %d prepared transaction(s) before serving", staged)

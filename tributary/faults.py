@@ -18,6 +18,9 @@ PARTICIPANT_AFTER_VOTE = "participant_after_vote"
 META_LEADER_ON_DECIDE = "meta_leader_on_decide"
 # A primary dies after logging a write and before applying it (node/server.py Write).
 PRIMARY_AFTER_LOG = "primary_after_log"
+# A copy dies after logging its primary's 2PC decision and before applying it
+# (node/replication.py _apply_one).
+COPY_AFTER_LOGGING_DECISION = "copy_after_logging_decision"
 
 # Shard moves: the source (primary) dies as it is about to hand the primary role over
 # (node/replication.py hand_over); the target dies after applying ops mid catch-up
@@ -30,7 +33,7 @@ META_LEADER_BEFORE_FINISH_MOVE = "meta_leader_before_finish_move"
 POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
           PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG,
           MOVE_SOURCE_BEFORE_HAND_OVER, MOVE_TARGET_MID_CATCH_UP,
-          META_LEADER_BEFORE_FINISH_MOVE)
+          META_LEADER_BEFORE_FINISH_MOVE, COPY_AFTER_LOGGING_DECISION)
 
 
 def enabled() -> bool:

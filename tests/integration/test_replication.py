@@ -405,3 +405,54 @@ def test_a_primary_killed_between_logging_and_applying_a_write_leaves_copies_equ
                 assert client.get(f"/datasets/wal/vectors/{vid}").status_code == 200, vid
     finally:
         c.stop()
+
+
+def test_a_copy_killed_between_logging_and_applying_a_txn_decision_applies_it_on_restart(
+        tmp_path):
+    """kill -9 of a copy after it logged its primary's commit of a multi-shard batch and
+    before it applied it. On restart it reloads its staged txns before it applies its last
+    logged op again, so the commit lands: no txn stays prepared on it, and once back in sync
+    its copies hold exactly the primary's content (before, the decision found no staged txn,
+    the txn stayed prepared for ever and the copy rejoined with the batch's rows missing)."""
+    from tributary import faults
+
+    fault_dir = tmp_path / "faults"
+    fault_dir.mkdir()
+    c = Cluster(tmp_path / "c", meta=1, nodes=2,
+                env={"TRIBUTARY_FAULT_DIR": str(fault_dir)}).start()
+    try:
+        rng = random.Random(9)
+        with httpx.Client(base_url=c.rest, timeout=30) as client:
+            assert client.post("/datasets", json={"name": "decided", "dimensions": DIMS,
+                                                  "shard_count": 2}).status_code == 201
+            assert client.post("/datasets/decided/vectors", json={"vectors": [
+                {"id": f"d{i}", "values": vector(rng)} for i in range(20)]}).status_code == 201
+            faults.arm(str(fault_dir), faults.COPY_AFTER_LOGGING_DECISION)
+            r = client.post("/datasets/decided/vectors", json={"vectors": [
+                {"id": f"batch{i}", "values": vector(rng)} for i in range(20)]})
+            assert r.status_code == 201, r.text     # every batch spans both shards
+        wait_for(lambda: faults.fired(str(fault_dir), faults.COPY_AFTER_LOGGING_DECISION) == 1,
+                 30, 0.2, "a copy killed after logging the decision")
+
+        def settled():
+            record = record_of(c, "decided")
+            if any(set(record.in_sync_of(s)) != set(record.copies_of(s)) for s in range(2)):
+                return False
+            for i in range(c.nodes):
+                with grpc.insecure_channel(c.node_address(i)) as channel:
+                    status = c.node_stub(channel).Status(node_pb2.NodeStatusRequest(),
+                                                         timeout=5)
+                if status.prepared_txns or status.locked_ids:
+                    return False
+            return all(len({copy_status(c, node, record, s, digest=True).content_digest
+                            for node in record.copies_of(s)}) == 1 for s in range(2))
+        wait_for(settled, 90, 1.0, "copies in sync, equal, with no txn left prepared")
+        record = record_of(c, "decided")
+        for shard in range(2):
+            counts = {copy_status(c, node, record, shard).vector_count
+                      for node in record.copies_of(shard)}
+            assert len(counts) == 1, counts
+        assert sum(copy_status(c, record.primary_of(s), record, s).vector_count
+                   for s in range(2)) == 40
+    finally:
+        c.stop()
