@@ -78,7 +78,7 @@ def export_version(store_url: str, version: str, destination: str, dimensions: i
 def main(argv: list[str]) -> int:
     # Set here, after the exec, not in a preexec_fn of the forking node (see node/backup.py).
     procs.die_with_parent()
-    os.nice(limits.backup_export_nice)
+    os.nice(limits.backup_export_nice_max)
     store_url, version, destination, dimensions, metric, index_type = argv
     try:
         rows = export_version(store_url, version, destination, int(dimensions), metric,

@@ -57,6 +57,8 @@ log = logging.getLogger("tributary.router.auth")
 
 API_KEY_PATTERN = re.compile(r"trb_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 ADMIN_PREFIX = "/admin/"
+# The cluster-wide admin routes under the public API (backups, restores: router/backups_admin.py).
+API_ADMIN_PREFIX = "/api/v1/admin/"
 ADMIN_SERVICE = "/tributary.admin.v1.AdminService/"
 
 # Served without credentials unless --auth-exempt says otherwise. An entry ending in "/" is a
@@ -385,7 +387,8 @@ def rest_route_check(principal: Principal, request: web.Request) -> None:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else request.path
     write = not is_read_route(request.method, canonical)
-    if canonical.startswith(ADMIN_PREFIX) or request.path.startswith(ADMIN_PREFIX):
+    if canonical.startswith((ADMIN_PREFIX, API_ADMIN_PREFIX)) or \
+            request.path.startswith((ADMIN_PREFIX, API_ADMIN_PREFIX)):
         require_admin(principal, write)
         return
     if write:

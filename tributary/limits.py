@@ -291,23 +291,6 @@ watch_snapshot_timeout_ms = 30_000
 # state from the leader instead (and moves the watch there).
 catalog_watch_wait_ms = 1_000
 
-# ---- observability (tributary/tracing.py, tributary/logs.py, */metrics.py) -----------------------
-# Share of new traces (requests arriving without a sampled traceparent) that are recorded; a
-# request whose traceparent says sampled is always traced. OTEL_TRACES_SAMPLER overrides.
-trace_sample_ratio = float(os.environ.get("TRIBUTARY_TRACE_SAMPLE_RATIO", "0.01"))
-# Spans are exported (and the trace file flushed) this often; the contract is within 10 s.
-trace_export_interval_ms = 2_000
-# A process's trace file is rotated past this size (one older file is kept).
-trace_file_bytes_max = 64 * 1024 * 1024
-# The router's deep health asks each node holding a shard for its status, waiting this long.
-health_node_probe_timeout_ms = 1_000
-# Deep health reports a node's index backlog as degraded past this many pending vectors.
-health_index_backlog_vectors_max = 100_000
-# Node gauges that read the disk (bytes per shard) are recomputed at most this often.
-metrics_disk_scan_interval_ms = 15_000
-# A meta member checks who leads this often, to count leader changes.
-meta_leader_watch_interval_ms = 250
-
 # ---- consistent cuts and dataset versions (router/cut.py, consensus/versions.py, issue 16) -----
 # Longest a cut holds back 2PC commit decisions of its dataset (FenceCommits); the fence
 # expires by itself then, so a router that dies mid-cut stalls commits no longer than this.
@@ -355,7 +338,7 @@ backup_cut_attempts_max = 5
 # Times the backup CLI asks for one shard's export again after a failure (a node died midway).
 backup_shard_attempts_max = 5
 # Niceness of a node's export child process (node/backup.py): it yields the cores to requests.
-backup_export_nice = 10
+backup_export_nice_max = 10
 # A node sends an empty chunk this often while it copies a shard's rows for a backup; the
 # router takes an export that sends nothing for backup_export_idle_ms for a dead node.
 backup_export_keepalive_ms = 2_000

@@ -158,8 +158,13 @@ def body_for(method: str, template: str):
     return None
 
 
+def is_admin(template: str) -> bool:
+    """The admin API: /admin/... and the cluster-wide /api/v1/admin/... (backups, restores)."""
+    return template.startswith(("/admin/", "/api/v1/admin/"))
+
+
 def is_write(method: str, template: str) -> bool:
-    return template.startswith("/admin/") or not (
+    return is_admin(template) or not (
         method == "GET" or (method == "POST" and "/search" in template))
 
 
@@ -200,7 +205,7 @@ def test_rest_auth_matrix(env):
                 failures.append((method, template, "read-only on write", code))
         elif code in (401, 403):
             failures.append((method, template, "read-only on read", code, r.text[:200]))
-        if template.startswith("/admin/"):
+        if is_admin(template):
             code, _ = status(env.a_key)
             if code != 403:
                 failures.append((method, template, "tenant key on admin", code))
@@ -254,7 +259,8 @@ def rpcs():
 
 
 READ_RPCS = {"GetDataset", "ListDatasets", "GetDatasetStats", "GetVector", "ListVectors",
-             "SearchVectors", "SearchByText", "HybridSearch", "MultiDatasetSearch"}
+             "SearchVectors", "SearchByText", "HybridSearch", "MultiDatasetSearch",
+             "ListVersions"}
 
 
 async def _grpc_matrix(env) -> list:
