@@ -36,14 +36,18 @@ def _request(args: argparse.Namespace, method: str, path: str, body: dict | None
         with urllib.request.urlopen(request, timeout=args.timeout) as response:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read())["error"]
-            message = f"{exc.code} {detail['type']}: {detail['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = f"{exc.code} {exc.reason}"
-        raise SystemExit(f"tributary admin: {message}") from None
+        raise SystemExit(f"tributary admin: {http_error_message(exc)}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"tributary admin: cannot reach {url}: {exc.reason}") from None
+
+
+def http_error_message(exc: urllib.error.HTTPError) -> str:
+    """"<status> <type>: <message>" from the API's error body, else the status and reason."""
+    try:
+        detail = json.loads(exc.read())["error"]
+        return f"{exc.code} {detail['type']}: {detail['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{exc.code} {exc.reason}"
 
 
 def _print(doc: dict) -> None:

@@ -183,12 +183,7 @@ def _open(args, method: str, path: str, body: dict | None = None, timeout: float
     try:
         return urllib.request.urlopen(request, timeout=timeout or args.timeout)
     except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read())["error"]
-            message = f"{exc.code} {detail['type']}: {detail['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = f"{exc.code} {exc.reason}"
-        raise BackupError(message, exc.code) from None
+        raise BackupError(admin_cli.http_error_message(exc), exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         raise BackupError(f"cannot reach {_url(args, path)}: "
                           f"{getattr(exc, 'reason', exc)}") from None

@@ -32,6 +32,7 @@ a shared no-op), so untraced requests pay one check per helper.
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import json
 import logging
@@ -354,6 +355,31 @@ def _server_span(carrier: dict, method: str):
                                                                 "rpc.method": method})
 
 
+@contextlib.contextmanager
+def _serving(context, method: str):
+    """One served unary RPC: the caller's request id and trace context (a server span when it
+    sent one), the error marked on the span, an access line for a traced call."""
+    carrier = _incoming(context.invocation_metadata())
+    token = request_id_var.set(carrier.get(REQUEST_ID, ""))
+    try:
+        with _server_span(carrier, method) as current:
+            try:
+                yield
+            except BaseException as exc:
+                mark_error(current, exc)
+                raise
+            if current is not None:
+                access_log("served", method=method)
+    finally:
+        request_id_var.reset(token)
+
+
+def _with_handler(handler, unary_unary):
+    return grpc.unary_unary_rpc_method_handler(
+        unary_unary, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
 class AioServerInterceptor(grpc.aio.ServerInterceptor):
     """For the asyncio servers (nodes, the router's public gRPC): unary handlers run under the
     caller's trace context (a server span when it sent one) and request id."""
@@ -366,23 +392,9 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
 
         async def unary_unary(request, context):
-            carrier = _incoming(context.invocation_metadata())
-            token = request_id_var.set(carrier.get(REQUEST_ID, ""))
-            try:
-                with _server_span(carrier, method) as current:
-                    try:
-                        response = await inner(request, context)
-                    except BaseException as exc:
-                        mark_error(current, exc)
-                        raise
-                    if current is not None:
-                        access_log("served", method=method)
-                    return response
-            finally:
-                request_id_var.reset(token)
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            with _serving(context, method):
+                return await inner(request, context)
+        return _with_handler(handler, unary_unary)
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -396,23 +408,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
         inner = handler.unary_unary
 
         def unary_unary(request, context):
-            carrier = _incoming(context.invocation_metadata())
-            token = request_id_var.set(carrier.get(REQUEST_ID, ""))
-            try:
-                with _server_span(carrier, method) as current:
-                    try:
-                        response = inner(request, context)
-                    except BaseException as exc:
-                        mark_error(current, exc)
-                        raise
-                    if current is not None:
-                        access_log("served", method=method)
-                    return response
-            finally:
-                request_id_var.reset(token)
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            with _serving(context, method):
+                return inner(request, context)
+        return _with_handler(handler, unary_unary)
 
 
 # ----------------------------------------------------------------------------- REST (aiohttp)
