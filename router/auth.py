@@ -143,6 +143,14 @@ def require_admin(principal: Principal | None, write: bool) -> Principal:
     return principal
 
 
+def require_admin_here(write: bool) -> None:
+    """For an admin handler: the current request's principal must be an admin (with auth off
+    there is no principal and nothing to check)."""
+    principal = current_principal()
+    if principal is not None:
+        require_admin(principal, write=write)
+
+
 # ---- configuration and authentication ---------------------------------------------------------
 
 @dataclass

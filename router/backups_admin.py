@@ -62,7 +62,7 @@ from consensus.state import DEFAULT_TENANT
 from proto import deeplake_service_pb2 as pb
 from proto import node_pb2
 from router import auth
-from router.http_common import CORE, read_json_body
+from router.http_common import read_json_body, served_core
 from tributary import errors, limits, validation
 
 log = logging.getLogger("tributary.router.backups")
@@ -74,15 +74,6 @@ _HEADER = struct.Struct(">I")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _core(request: web.Request):
-    guarded = request.app[CORE]
-    return getattr(guarded, "raw", guarded)
-
-
-def _admin(write: bool) -> None:
-    principal = auth.current_principal()
-    if principal is not None:
-        auth.require_admin(principal, write=write)
 
 
 def _now_ms() -> int:
@@ -592,34 +583,34 @@ def _shard_of(request: web.Request) -> tuple[str, int]:
 
 
 async def post_backup(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     body = await read_json_body(request) if request.body_exists else {}
-    job = await create_backup(_core(request), _jobs(request), body)
+    job = await create_backup(served_core(request), _jobs(request), body)
     return web.json_response({"backup": job.doc()}, status=201)
 
 
 async def list_backups(request: web.Request) -> web.Response:
-    _admin(write=False)
+    auth.require_admin_here(False)
     jobs = _jobs(request)
     return web.json_response({"backups": [j.doc() for j in jobs.backups.values()]})
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    _admin(write=False)
+    auth.require_admin_here(False)
     return web.json_response({"backup": _jobs(request).backup(
         request.match_info["backup_id"]).doc()})
 
 
 async def get_backup_catalog(request: web.Request) -> web.Response:
-    _admin(write=False)
+    auth.require_admin_here(False)
     return web.json_response(_jobs(request).backup(request.match_info["backup_id"]).catalog)
 
 
 async def get_backup_shard(request: web.Request) -> web.StreamResponse:
-    _admin(write=False)
+    auth.require_admin_here(False)
     job = _jobs(request).backup(request.match_info["backup_id"])
     dataset_uuid, shard = _shard_of(request)
-    frames = shard_stream(_core(request), job, dataset_uuid, shard)
+    frames = shard_stream(served_core(request), job, dataset_uuid, shard)
     first = await frames.__anext__()     # errors before the first byte are a plain answer
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
@@ -634,7 +625,7 @@ async def get_backup_shard(request: web.Request) -> web.StreamResponse:
 
 
 async def complete_backup(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     job = _jobs(request).backup(request.match_info["backup_id"])
     doc = await read_json_body(request)
     job.completed = {"files": _field(doc, "files", int), "bytes": _field(doc, "bytes", int),
@@ -644,39 +635,39 @@ async def complete_backup(request: web.Request) -> web.Response:
 
 
 async def post_restore(request: web.Request) -> web.Response:
-    _admin(write=True)
-    job = await start_restore(_core(request), _jobs(request), await read_json_body(request))
+    auth.require_admin_here(True)
+    job = await start_restore(served_core(request), _jobs(request), await read_json_body(request))
     return web.json_response({"restore": job.doc()}, status=201)
 
 
 async def get_restore(request: web.Request) -> web.Response:
-    _admin(write=False)
+    auth.require_admin_here(False)
     return web.json_response({"restore": _jobs(request).restore(
         request.match_info["restore_id"]).doc()})
 
 
 async def put_restore_piece(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     job = _jobs(request).restore(request.match_info["restore_id"])
     dataset_uuid, shard = _shard_of(request)
-    size = await restore_piece(_core(request), job, dataset_uuid, shard,
+    size = await restore_piece(served_core(request), job, dataset_uuid, shard,
                                await read_json_body(request))
     return web.json_response({"size": size})
 
 
 async def post_install(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     job = _jobs(request).restore(request.match_info["restore_id"])
     dataset_uuid, shard = _shard_of(request)
-    count = await install_shard(_core(request), job, dataset_uuid, shard,
+    count = await install_shard(served_core(request), job, dataset_uuid, shard,
                                 await read_json_body(request))
     return web.json_response({"vector_count": count, "restore": job.doc()})
 
 
 async def post_abort(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     job = _jobs(request).restore(request.match_info["restore_id"])
-    return web.json_response(await abort_restore(_core(request), job))
+    return web.json_response(await abort_restore(served_core(request), job))
 
 
 def add_routes(app: web.Application) -> None:

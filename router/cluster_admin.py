@@ -19,21 +19,12 @@ from aiohttp import web
 
 from proto import node_pb2
 from router import auth
-from router.http_common import CORE
+from router.http_common import served_core
 from tributary import errors, limits, validation
 
 PREFIX = "/admin"
 
 
-def _core(request: web.Request):
-    guarded = request.app[CORE]
-    return getattr(guarded, "raw", guarded)
-
-
-def _admin() -> None:
-    principal = auth.current_principal()
-    if principal is not None:
-        auth.require_admin(principal, write=False)
 
 
 async def meta_status(core) -> dict:
@@ -96,19 +87,19 @@ async def dataset_replication(core, tenant_id: str, name: str) -> dict:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    _admin()
-    return web.json_response(await meta_status(_core(request)))
+    auth.require_admin_here(False)
+    return web.json_response(await meta_status(served_core(request)))
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    _admin()
-    return web.json_response(await nodes(_core(request)))
+    auth.require_admin_here(False)
+    return web.json_response(await nodes(served_core(request)))
 
 
 async def show_dataset(request: web.Request) -> web.Response:
-    _admin()
+    auth.require_admin_here(False)
     return web.json_response(await dataset_replication(
-        _core(request), request.query.get("tenant_id", "")
+        served_core(request), request.query.get("tenant_id", "")
         or request.headers.get("X-Tenant-Id", ""), request.match_info["dataset_id"]))
 
 

@@ -18,6 +18,13 @@ from tributary import errors
 # The core both adapters serve: an admission.GuardedCore (router/admission.py).
 CORE: web.AppKey[Any] = web.AppKey("core", object)
 
+
+def served_core(request: web.Request):
+    """The RouterCore behind the served GuardedCore: the admin routes check their policy
+    themselves (auth.require_admin_here) and call the core directly."""
+    guarded = request.app[CORE]
+    return getattr(guarded, "raw", guarded)
+
 # proto3's JSON mapping renders int64 as strings; REST users expect numbers for these.
 INT64_FIELDS = frozenset({"vector_count", "storage_size", "vectors_scanned", "index_hits",
                           "filtered_results", "total_count", "purged_count", "indexed_count"})

@@ -25,21 +25,12 @@ from aiohttp import web
 from consensus import commands, rebalance
 from proto import node_pb2
 from router import auth
-from router.http_common import CORE, read_json_body
+from router.http_common import read_json_body, served_core
 from tributary import errors, limits, validation
 
 PREFIX = "/admin"
 
 
-def _core(request: web.Request):
-    guarded = request.app[CORE]
-    return getattr(guarded, "raw", guarded)
-
-
-def _admin(write: bool) -> None:
-    principal = auth.current_principal()
-    if principal is not None:
-        auth.require_admin(principal, write=write)
 
 
 async def _body(request: web.Request) -> dict:
@@ -172,40 +163,40 @@ async def plan(core, doc: dict) -> dict:
 # ---- REST -----------------------------------------------------------------------------------
 
 async def post_move(request: web.Request) -> web.Response:
-    _admin(write=True)
-    return web.json_response(await start_move(_core(request), await _body(request)),
+    auth.require_admin_here(True)
+    return web.json_response(await start_move(served_core(request), await _body(request)),
                              status=201)
 
 
 async def get_moves(request: web.Request) -> web.Response:
-    _admin(write=False)
-    return web.json_response({"moves": await move_docs(_core(request))})
+    auth.require_admin_here(False)
+    return web.json_response({"moves": await move_docs(served_core(request))})
 
 
 async def delete_move(request: web.Request) -> web.Response:
-    _admin(write=True)
-    return web.json_response(await cancel_move(_core(request), request.match_info["move_id"]))
+    auth.require_admin_here(True)
+    return web.json_response(await cancel_move(served_core(request), request.match_info["move_id"]))
 
 
 async def post_drain(request: web.Request) -> web.Response:
-    _admin(write=True)
-    return web.json_response(await drain(_core(request), request.match_info["node_id"]),
+    auth.require_admin_here(True)
+    return web.json_response(await drain(served_core(request), request.match_info["node_id"]),
                              status=202)
 
 
 async def post_remove(request: web.Request) -> web.Response:
-    _admin(write=True)
+    auth.require_admin_here(True)
     doc = await _body(request)
     force = doc.get("force", False)
     if not isinstance(force, bool):
         raise errors.InvalidArgument("'force' must be true or false")
-    return web.json_response(await remove(_core(request), request.match_info["node_id"],
+    return web.json_response(await remove(served_core(request), request.match_info["node_id"],
                                           force))
 
 
 async def post_rebalance(request: web.Request) -> web.Response:
-    _admin(write=True)
-    return web.json_response(await plan(_core(request), await _body(request)))
+    auth.require_admin_here(True)
+    return web.json_response(await plan(served_core(request), await _body(request)))
 
 
 def add_routes(app: web.Application) -> None:
