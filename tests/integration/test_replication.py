@@ -177,14 +177,18 @@ def test_a_retried_write_answers_what_its_first_attempt_did_even_on_a_new_primar
         finally:
             await client.close()
     asyncio.run(promote())
-    promoted = wait_for(lambda: (lambda r: r if r.primary_of(0) == copy else None)(
-        record_of(replicated, "retried")), 30, 0.2, "the copy promoted")
+    wait_for(lambda: record_of(replicated, "retried").primary_of(0) == copy, 30, 0.2,
+             "the copy promoted")
 
     def retried_on_new_primary():
+        # The current placement each time, as a router does: the old primary rejoining the
+        # in-sync set moves the epoch on, and a write planned on an older one is refused.
+        current = record_of(replicated, "retried")
+        assert current.primary_of(0) == copy
         try:
-            return write(copy, "delete-r1", promoted)
+            return write(copy, "delete-r1", current)
         except grpc.RpcError:
-            return None     # the new primary has not seen its promotion yet
+            return None     # the new primary has not seen its promotion (or that epoch) yet
     retried = wait_for(retried_on_new_primary, 30, 0.2, "the new primary answers")
     assert (retried.deleted, retried.not_found) == (1, 0)
     with httpx.Client(base_url=replicated.rest, timeout=30) as client:
