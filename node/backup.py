@@ -35,7 +35,7 @@ import sys
 import uuid
 
 from node import backup_export
-from node.replication import _swap_in, safe_join
+from node.replication import _swap_in, list_files, safe_join
 from proto import node_pb2
 from tributary import errors, limits
 
@@ -45,16 +45,6 @@ _RESTORE_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 # ---- export -----------------------------------------------------------------------------------
-
-def _files(root: str) -> list[tuple[str, int]]:
-    found = []
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            found.append((os.path.relpath(path, root).replace(os.sep, "/"),
-                          os.path.getsize(path)))
-    return sorted(found)
-
 
 async def _export_in_child(store_url: str, version: str, destination: str, dimensions: int,
                            metric: str, index_type: str) -> int:
@@ -108,7 +98,7 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
             if not export.done():
                 export.cancel()
         rows = export.result()
-        files = await asyncio.to_thread(_files, staging)
+        files = await asyncio.to_thread(list_files, staging)
         total = sum(size for _, size in files)
         log.info("exporting %s/%d at version %s: %d rows, %d bytes", record.uuid, shard,
                  version, rows, total)
@@ -159,7 +149,7 @@ async def restore_chunk(host, request: node_pb2.RestoreChunkRequest) -> int:
 def _check_staged(staging: str, files) -> None:
     """The staged directory holds exactly `files`, each of its size and sha256."""
     expected = {f.path: f for f in files}
-    held = dict(_files(staging)) if os.path.isdir(staging) else {}
+    held = dict(list_files(staging)) if os.path.isdir(staging) else {}
     missing = sorted(set(expected) - set(held))
     extra = sorted(set(held) - set(expected))
     if missing or extra:

@@ -695,11 +695,16 @@ def _copy_cut(source: str, cut: str) -> list[tuple[str, int]]:
     (relative path, size) of each, sorted."""
     shutil.copytree(source, cut, ignore=lambda d, names: [
         n for n in names if (d == source and n == "oplog") or n.endswith(".tmp")])
+    return list_files(cut)
+
+
+def list_files(root: str) -> list[tuple[str, int]]:
+    """(path relative to root with "/" separators, size) of every file below root, sorted."""
     files = []
-    for directory, _, names in os.walk(cut):
+    for directory, _, names in os.walk(root):
         for name in names:
             path = os.path.join(directory, name)
-            files.append((os.path.relpath(path, cut).replace(os.sep, "/"),
+            files.append((os.path.relpath(path, root).replace(os.sep, "/"),
                           os.path.getsize(path)))
     return sorted(files)
 
