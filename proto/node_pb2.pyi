@@ -80,7 +80,7 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
-    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values", "exact", "as_of_tag")
+    __slots__ = ("shard", "query_vector", "top_k", "ef_search", "include_content", "include_metadata", "include_values", "filter_expression", "filters", "query_values", "exact", "as_of_tag", "packed")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class ShardSearchRequest(_message.Message):
     QUERY_VALUES_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
     AS_OF_TAG_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -112,7 +113,8 @@ class ShardSearchRequest(_message.Message):
     query_values: bytes
     exact: bool
     as_of_tag: str
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ..., exact: _Optional[bool] = ..., as_of_tag: _Optional[str] = ...) -> None: ...
+    packed: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., ef_search: _Optional[int] = ..., include_content: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., include_values: _Optional[bool] = ..., filter_expression: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ..., query_values: _Optional[bytes] = ..., exact: _Optional[bool] = ..., as_of_tag: _Optional[str] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class ShardTextSearchRequest(_message.Message):
     __slots__ = ("shard", "query_text", "top_k", "include_content", "include_metadata", "filter_expression", "filters")
@@ -150,20 +152,60 @@ class ShardHit(_message.Message):
     def __init__(self, vector: _Optional[_Union[_deeplake_service_pb2.Vector, _Mapping]] = ..., score: _Optional[float] = ..., distance: _Optional[float] = ...) -> None: ...
 
 class ShardSearchResponse(_message.Message):
-    __slots__ = ("hits", "vectors_scanned", "index_hits", "database_time_ms", "filtered_out", "strategy")
+    __slots__ = ("hits", "vectors_scanned", "index_hits", "database_time_ms", "filtered_out", "strategy", "packed")
     HITS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_SCANNED_FIELD_NUMBER: _ClassVar[int]
     INDEX_HITS_FIELD_NUMBER: _ClassVar[int]
     DATABASE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     FILTERED_OUT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
     vectors_scanned: int
     index_hits: int
     database_time_ms: float
     filtered_out: int
     strategy: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., vectors_scanned: _Optional[int] = ..., index_hits: _Optional[int] = ..., database_time_ms: _Optional[float] = ..., filtered_out: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+    packed: PackedHits
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., vectors_scanned: _Optional[int] = ..., index_hits: _Optional[int] = ..., database_time_ms: _Optional[float] = ..., filtered_out: _Optional[int] = ..., strategy: _Optional[str] = ..., packed: _Optional[_Union[PackedHits, _Mapping]] = ...) -> None: ...
+
+class PackedHits(_message.Message):
+    __slots__ = ("ids", "scores", "distances", "created_at_ms", "updated_at_ms", "fields")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: bytes
+    distances: bytes
+    created_at_ms: bytes
+    updated_at_ms: bytes
+    fields: _containers.RepeatedCompositeFieldContainer[_deeplake_service_pb2.Vector]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ..., distances: _Optional[bytes] = ..., created_at_ms: _Optional[bytes] = ..., updated_at_ms: _Optional[bytes] = ..., fields: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ...) -> None: ...
+
+class ShardSearchBatchRequest(_message.Message):
+    __slots__ = ("searches",)
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[ShardSearchRequest]
+    def __init__(self, searches: _Optional[_Iterable[_Union[ShardSearchRequest, _Mapping]]] = ...) -> None: ...
+
+class ShardSearchOutcome(_message.Message):
+    __slots__ = ("response", "error", "error_code")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    response: ShardSearchResponse
+    error: str
+    error_code: int
+    def __init__(self, response: _Optional[_Union[ShardSearchResponse, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[int] = ...) -> None: ...
+
+class ShardSearchBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ShardSearchOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ShardSearchOutcome, _Mapping]]] = ...) -> None: ...
 
 class DropShardRequest(_message.Message):
     __slots__ = ("shard",)

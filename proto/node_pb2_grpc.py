@@ -49,6 +49,11 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.ShardSearchRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.ShardSearchResponse.FromString,
                 _registered_method=True)
+        self.SearchBatch = channel.unary_unary(
+                '/tributary.node.v1.ShardNode/SearchBatch',
+                request_serializer=proto_dot_node__pb2.ShardSearchBatchRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.ShardSearchBatchResponse.FromString,
+                _registered_method=True)
         self.TextSearch = channel.unary_unary(
                 '/tributary.node.v1.ShardNode/TextSearch',
                 request_serializer=proto_dot_node__pb2.ShardTextSearchRequest.SerializeToString,
@@ -169,6 +174,14 @@ class ShardNodeServicer:
 
     def Search(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchBatch(self, request, context):
+        """Several searches in one call (router/shard_client.py batches concurrent ones per node).
+        Each answers on its own: one that fails carries its error and the others still answer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -326,6 +339,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=proto_dot_node__pb2.ShardSearchRequest.FromString,
                     response_serializer=proto_dot_node__pb2.ShardSearchResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=proto_dot_node__pb2.ShardSearchBatchRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.ShardSearchBatchResponse.SerializeToString,
             ),
             'TextSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.TextSearch,
@@ -509,6 +527,33 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/Search',
             proto_dot_node__pb2.ShardSearchRequest.SerializeToString,
             proto_dot_node__pb2.ShardSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.node.v1.ShardNode/SearchBatch',
+            proto_dot_node__pb2.ShardSearchBatchRequest.SerializeToString,
+            proto_dot_node__pb2.ShardSearchBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
