@@ -310,12 +310,56 @@ class DeleteVersion:
     at_ms: int
 
 
+# ---- shard splits (applied by consensus/reshard.py) ---------------------------------------------
+
+@dataclass(frozen=True)
+class StartReshard:
+    """Starts doubling a dataset's shard count to `new_count` (shard i splits into i and
+    i + N). Refused unless new_count is exactly twice the count, within shard_count_max, and
+    no move or reshard of the dataset is in flight. Changes no routing."""
+
+    dataset_uuid: str
+    new_count: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class ReshardCopyReady:
+    """Node `node_id` has built (ready=True) or dropped (False) the child of its copy of
+    parent shard `shard`."""
+
+    dataset_uuid: str
+    shard: int
+    node_id: str
+    ready: bool
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class FinishReshard:
+    """The switch: the shard count becomes new_count, fenced by a new epoch. Refused until every
+    in-sync copy of every parent has its child built and no 2PC decision of the dataset waits
+    for its participants."""
+
+    dataset_uuid: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CancelReshard:
+    """Drops a reshard in progress; readers and writers never saw its children."""
+
+    dataset_uuid: str
+    at_ms: int
+
+
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
     DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
     DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy,
     SetNodeState, RemoveNode, StartMove, FinishMove, CancelMove, FenceCommits, LiftFence,
-    FenceSettled, CreateVersion, DeleteVersion)}
+    FenceSettled, CreateVersion, DeleteVersion, StartReshard, ReshardCopyReady, FinishReshard,
+    CancelReshard)}
 
 
 class CommandDecodeError(ValueError):

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from consensus import commands, rebalance, replication
+from consensus import commands, rebalance, replication, reshard
 from tributary import faults, limits
 from tributary.errors import TributaryError
 
@@ -83,12 +83,17 @@ class FailoverController:
         gone = {n for n, ms in down.items() if ms >= limits.move_target_away_cancel_ms}
         planned += rebalance.plan_move_steps(state, live, at_ms, limits.moves_concurrent_max,
                                              gone)
-        if not planned and not any(down.values()):
+        planned += reshard.plan_reshard_steps(state, at_ms)
+        # A reshard waits on 2PC acks, which change no catalog revision: keep planning.
+        if not planned and not any(down.values()) and not state.reshards:
             self._quiet_key = quiet_key
         for command in planned:
             if isinstance(command, commands.FinishMove):
                 # Test-only crash point: the leader, which drives moves, dies before finishing.
                 faults.crash_point(faults.META_LEADER_BEFORE_FINISH_MOVE)
+            if isinstance(command, commands.FinishReshard):
+                # Test-only crash point: the leader, which drives splits, dies before the switch.
+                faults.crash_point(faults.META_LEADER_BEFORE_FINISH_RESHARD)
             try:
                 result = self.machine.propose(commands.encode(command),
                                               limits.meta_rpc_timeout_ms / 1000)

@@ -100,6 +100,9 @@ def plan_rebalance(state: MetaState, live: set[str], max_moves: int) -> list[Pla
     load = copy_load(state, nodes)
     primaries = primary_load(state, nodes)
     busy = {(m.dataset_uuid, m.shard) for m in state.moves.values()}
+    # A dataset being split (consensus/reshard.py) keeps its copies where they are.
+    busy |= {(uuid, s) for uuid in state.reshards if uuid in state.datasets
+             for s in range(state.datasets[uuid].shard_count)}
     planned: list[PlannedMove] = []
     copies_now: dict[tuple[str, int], tuple[str, ...]] = {}
 
@@ -183,6 +186,8 @@ def plan_drain(state: MetaState, live: set[str], node_id: str
         existing = state.move_of(record.uuid, shard)
         if existing is not None and existing.source == node_id:
             continue
+        if record.uuid in state.reshards:
+            continue    # a split in progress: the drain moves it once the split is done
         held = record.copies_of(shard)
         options = [n for n in nodes if n not in held]
         if not options:

@@ -90,6 +90,10 @@ class DatasetRecord:
     copies: tuple[tuple[str, ...], ...] = ()
     in_sync: tuple[tuple[str, ...], ...] = ()
     terms: tuple[int, ...] = ()
+    # The epoch at which the last shard split (consensus/reshard.py FinishReshard) switched
+    # the shard count; 0: never split. An op accepted under an older epoch belongs to the
+    # parent shard's history, which its child mirrors (node/split.py).
+    split_epoch: int = 0
 
     __setstate__ = _setstate_with_defaults
 
@@ -174,6 +178,8 @@ class MetaState:
     # (consensus/versions.py: FenceRecord, VersionRecord).
     fences: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
+    # Shard splits in progress by dataset uuid (consensus/reshard.py ReshardRecord).
+    reshards: dict[str, Any] = field(default_factory=dict)
 
     __setstate__ = _setstate_with_defaults
 

@@ -195,6 +195,9 @@ def _start_move(state: MetaState, command: c.StartMove):
     target = state.nodes.get(command.target)
     if state.move_of(record.uuid, shard) is not None:
         return state, error("Aborted", f"{record.name}/{shard} is already moving")
+    if record.uuid in state.reshards:
+        return state, error("Aborted", f"{record.name} is being resharded; move its shards "
+                                       "once the split is done")
     if command.source not in copies:
         return state, error("InvalidArgument", f"{command.source} holds no copy of "
                                                f"{record.name}/{shard}")

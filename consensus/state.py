@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from consensus import commands as c, replication, tenancy, versions
+from consensus import commands as c, replication, reshard, tenancy, versions
 from consensus.records import (  # noqa: F401 - the records are part of this module's interface
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
     MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
@@ -100,6 +100,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
         gone: dict[str, Any] = {}
         versions.forget_dataset(gone, state, record.uuid)
+        if record.uuid in state.reshards:
+            gone["reshards"] = {k: v for k, v in state.reshards.items() if k != record.uuid}
         return _bump(state, datasets=datasets, moves=moves, **gone), {"uuid": record.uuid,
                                                  "placement": list(record.placement)}
 
@@ -125,6 +127,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
 
     if isinstance(command, versions.COMMANDS):
         return versions.apply(state, command)
+    if isinstance(command, reshard.COMMANDS):
+        return reshard.apply(state, command)
 
     if isinstance(command, c.DecideTxn):
         fenced = versions.fence_refusal(state, command)
@@ -201,6 +205,7 @@ def to_doc(state: MetaState) -> dict[str, Any]:
                      for k, v in getattr(state, "api_keys", {}).items()},
         "moves": {k: dataclasses.asdict(v) for k, v in state.moves.items()},
         **versions.to_doc(state),
+        **reshard.to_doc(state),
     }
 
 
@@ -224,4 +229,5 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
                   for k, v in doc.get("api_keys", {}).items()},
         moves={k: MoveRecord(**v) for k, v in doc.get("moves", {}).items()},
         **versions.from_doc(doc),
+        **reshard.from_doc(doc),
     )

@@ -23,7 +23,9 @@ from consensus import state as meta_state
 from consensus.records import MetaState
 
 # versions: dataset versions (consensus/versions.py), which reads at a version resolve here.
-CATALOG_SECTIONS = ("tenants", "datasets", "nodes", "api_keys", "moves", "versions")
+# reshards: shard splits in progress (consensus/reshard.py), which nodes build children for.
+CATALOG_SECTIONS = ("tenants", "datasets", "nodes", "api_keys", "moves", "versions",
+                    "reshards")
 BOOKKEEPING_SECTIONS = ("txns", "idempotency", "txn_tombstones")
 
 Change = tuple[str, str, Any]

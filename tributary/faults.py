@@ -30,10 +30,15 @@ MOVE_SOURCE_BEFORE_HAND_OVER = "move_source_before_hand_over"
 MOVE_TARGET_MID_CATCH_UP = "move_target_mid_catch_up"
 META_LEADER_BEFORE_FINISH_MOVE = "meta_leader_before_finish_move"
 
+# Shard splits: the meta leader, which drives them, dies before it proposes FinishReshard (the
+# switch; consensus/failover.py).
+META_LEADER_BEFORE_FINISH_RESHARD = "meta_leader_before_finish_reshard"
+
 POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
           PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG,
           MOVE_SOURCE_BEFORE_HAND_OVER, MOVE_TARGET_MID_CATCH_UP,
-          META_LEADER_BEFORE_FINISH_MOVE, COPY_AFTER_LOGGING_DECISION)
+          META_LEADER_BEFORE_FINISH_MOVE, COPY_AFTER_LOGGING_DECISION,
+          META_LEADER_BEFORE_FINISH_RESHARD)
 
 
 def enabled() -> bool:

@@ -70,6 +70,11 @@ STRATEGIES = {
                                deeplake_tag=texts, cut_json=texts, keep_max=ints, keep_ms=ints,
                                at_ms=ints),
     "DeleteVersion": st.builds(c.DeleteVersion, dataset_uuid=texts, tag=texts, at_ms=ints),
+    "StartReshard": st.builds(c.StartReshard, dataset_uuid=texts, new_count=ints, at_ms=ints),
+    "ReshardCopyReady": st.builds(c.ReshardCopyReady, dataset_uuid=texts, shard=ints,
+                                  node_id=texts, ready=st.booleans(), at_ms=ints),
+    "FinishReshard": st.builds(c.FinishReshard, dataset_uuid=texts, at_ms=ints),
+    "CancelReshard": st.builds(c.CancelReshard, dataset_uuid=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -110,6 +115,10 @@ def example_of(cls):
         c.FenceSettled: c.FenceSettled("f1", 5),
         c.CreateVersion: c.CreateVersion("u1", "v1", "version-v1", "[]", 100, 0, 5),
         c.DeleteVersion: c.DeleteVersion("u1", "v1", 5),
+        c.StartReshard: c.StartReshard("u1", 4, 5),
+        c.ReshardCopyReady: c.ReshardCopyReady("u1", 0, "n1", True, 5),
+        c.FinishReshard: c.FinishReshard("u1", 5),
+        c.CancelReshard: c.CancelReshard("u1", 5),
     }[cls]
 
 
