@@ -191,9 +191,14 @@ def dataset_definition(record) -> dict:
 async def _cut(core, record) -> dict:
     from router.cut import consistent_cut   # the primitive of router/cut.py
     last: errors.TributaryError | None = None
+    # Every attempt may wait (unfenced) for earlier batches to be applied on a shard whose
+    # node is down, all of them within backup_cut_wait_ms, so the request answers in time.
+    deadline = time.monotonic() + limits.backup_cut_wait_ms / 1000
     for _ in range(limits.backup_cut_attempts_max):
+        if time.monotonic() >= deadline and last is not None:
+            break
         try:
-            cut = await consistent_cut(core, record)
+            cut = await consistent_cut(core, record, settle_deadline=deadline)
             break
         except errors.TributaryError as exc:
             if not exc.retriable:

@@ -4,6 +4,14 @@
     cut = await consistent_cut(core, record)            # record: consensus DatasetRecord
 
 How (the decisions are pure functions in consensus/versions.py; this module only does I/O):
+0. Wait, unfenced: until every batch decided COMMIT before the cut began has been applied by
+   all its participants in this dataset (linearizable reads of the 2PC bookkeeping, no log
+   entry), at most until `settle_deadline`. A participant whose primary was killed applies its
+   decided batches only once a copy is promoted or the node is back (seconds), far longer than
+   a fence may stand; waiting here, with nothing held back, lets the fenced settle of step 2
+   find only batches decided a moment ago. This step changes no outcome, only liveness: the
+   fence and step 2 alone make the cut consistent. Batches decided during the wait are not
+   waited for here (under steady 2PC traffic the set is never empty); step 2 settles them.
 1. Fence: `FenceCommits` through Raft. From then on the meta group records no COMMIT decision
    for a txn touching the dataset (coordinators retry, router/txn.py); ABORT decisions still
    go through. The fence expires by itself after `cut_fence_max_ms`, so a router that dies
@@ -26,15 +34,20 @@ long it was up.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 
 from consensus import commands
+from consensus import state as meta_state
 from consensus.records import DatasetRecord
 from consensus.versions import ShardVersion
 from proto import node_pb2
 from tributary import errors, limits
+
+log = logging.getLogger("tributary.router.cut")
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def consistent_cut(core, record: DatasetRecord, deeplake_tag: str = "") -> Cut:
+async def consistent_cut(core, record: DatasetRecord, deeplake_tag: str = "",
+                         settle_deadline: float | None = None) -> Cut:
     """Takes a consistent cut of `record`'s dataset (see the module docstring). `core` is the
     RouterCore (its meta client, catalog and shard client are used). `deeplake_tag` names the
-    Deep Lake tag put on each copy's state (default `cut-<cut id>`). Raises Unavailable when
-    the cut could not be taken within `cut_fence_max_ms` (retry), NotFound when the dataset is
-    gone, and what a shard's primary raised."""
+    Deep Lake tag put on each copy's state (default `cut-<cut id>`). `settle_deadline` (a
+    time.monotonic() instant) bounds step 0, the unfenced wait for earlier committed batches
+    to be applied on every shard (default: `cut_settle_wait_ms` from now). Raises Unavailable
+    when such a batch is still unapplied at the deadline, or when the cut could not be taken
+    within `cut_fence_max_ms` (retry), NotFound when the dataset is gone, and what a shard's
+    primary raised."""
+    if settle_deadline is None:
+        settle_deadline = time.monotonic() + limits.cut_settle_wait_ms / 1000
+    await wait_for_applied_commits(core, record, settle_deadline)
     cut_id = uuid.uuid4().hex
     tag = deeplake_tag or f"cut-{cut_id}"
     started = time.monotonic()
@@ -101,6 +121,58 @@ async def consistent_cut(core, record: DatasetRecord, deeplake_tag: str = "") ->
                                                    if not m.error))
         for shard, p in enumerate(positions))
     return Cut(record.uuid, cut_id, tag, at_ms, round(fence_ms, 1), shards)
+
+
+async def unapplied_commits(core, dataset_uuid: str) -> dict[str, tuple[str, ...]]:
+    """Txns decided COMMIT that some participant shard of the dataset has not acknowledged
+    applying: txn id -> those shards (as "<dataset uuid>/<shard>"). A linearizable read of
+    the meta group's 2PC bookkeeping (a ReadIndex round on the leader, no log entry)."""
+    response = await core.meta.read_revision(include_txns=True)
+    if not response.txns_json:
+        return {}
+    doc = json.loads(response.txns_json)
+    txns = meta_state.from_doc({"version": 0, "tenants": {}, "datasets": {}, "nodes": {},
+                                **doc}).txns
+    prefix = f"{dataset_uuid}/"
+    found = {}
+    for txn_id, txn in txns.items():
+        if txn.decision != meta_state.TXN_COMMIT:
+            continue
+        waiting = tuple(p for p in txn.participants
+                        if p.startswith(prefix) and p not in txn.acked)
+        if waiting:
+            found[txn_id] = waiting
+    return found
+
+
+async def wait_for_applied_commits(core, record: DatasetRecord, deadline: float) -> None:
+    """Step 0 of the cut: returns once every batch decided COMMIT before this call has been
+    applied by all its participants in the dataset (those decided later are left to the
+    fenced settle). Raises Unavailable at `deadline` (time.monotonic()) naming the shards
+    that still lack one, so the operator knows what the cut waits for."""
+    started = time.monotonic()
+    earlier: set[str] | None = None
+    next_note = started + limits.cut_settle_note_ms / 1000
+    while True:
+        pending = await unapplied_commits(core, record.uuid)
+        if earlier is None:
+            earlier = set(pending)
+        left = {txn: shards for txn, shards in pending.items() if txn in earlier}
+        if not left:
+            return
+        now = time.monotonic()
+        shards = sorted({int(p.rsplit("/", 1)[1]) for ps in left.values() for p in ps})
+        if now >= deadline:
+            raise errors.Unavailable(
+                f"{len(left)} committed multi-shard batch(es) of '{record.name}' are not yet "
+                f"applied on shard(s) {shards} after waiting {now - started:.1f} s (a "
+                "participant's node is down or its copy is being promoted); a cut now would "
+                "hold part of a batch, so none was taken: retry once the shard is back")
+        if now >= next_note:
+            log.info("cut of %s waits for %d committed batch(es) to be applied on shard(s) %s "
+                     "(%.1f s so far)", record.name, len(left), shards, now - started)
+            next_note = now + limits.cut_settle_note_ms / 1000
+        await asyncio.sleep(limits.cut_settle_wait_poll_ms / 1000)
 
 
 async def _settle(core, cut_id: str, started: float) -> None:
