@@ -354,49 +354,6 @@ index_build_threads_max = 2
 # primary that took the write over answers what the write did (not "not found" for a delete).
 replication_write_outcomes_max = 4096
 
-# ---- search batching across the hop (issue 18; router/shard_client.py, node SearchBatch) --------
-# Plain searches to one node go out at once while fewer than this many search RPCs to it are in
-# flight; beyond, they queue and the next RPC carries the whole queue (SearchBatch).
-search_batch_rpcs_in_flight_max = 1
-# A queued search waits at most this long for an RPC to finish before its batch goes anyway.
-search_batch_wait_max_ms = 2
-# Searches one SearchBatch carries; a queue this long goes at once.
-search_batch_queries_max = 32
-# hnswlib threads one batched knn_query uses on a node (both cores).
-search_batch_threads_max = 2
-
-# ---- 2PC participant memory (issue 14; consensus/txn_model.py) ------------------------------------
-# Finished txns each shard copy remembers (in memory; a restart forgets them), so a late or
-# repeated Prepare gets the first answer and a re-sent prepare op is not staged again.
-txn_finished_remembered_max = 1_000
-
-# ---- group commit (shard/replica.py, node/replication.py; issue 18) -----------------------------
-# A shard replica commits its store in the background once this many rows (appended plus
-# removed) wait uncommitted, or once the oldest uncommitted write is this old. The op log holds
-# the writes meanwhile and a restart replays it past the store's last commit. One 500-row
-# commit cost 4-9 ms and a 20k-row one 30-50 ms (Deep Lake 4.7, 128-d), so grouping makes the
-# commit cost per row ~8x smaller; the bounds also bound the replay at start and the memory kept
-# to apply uncommitted writes again after a failed write.
-group_commit_rows_max = _env_int("group_commit_rows_max", 20_000)
-group_commit_interval_ms = _env_int("group_commit_interval_ms", 1_000)
-if not 0 < group_commit_rows_max <= replication_log_ops_max:
-    raise ValueError("group_commit_rows_max must be positive and at most "
-                     "replication_log_ops_max: the op log must still hold every uncommitted op")
-if group_commit_interval_ms <= 0:
-    raise ValueError("group_commit_interval_ms must be positive")
-
-# ---- shard splits (issue 12; consensus/reshard.py, node/split.py) ------------------------------
-# How often a node builds the children it owes, reports them, and purges moved rows after a
-# switch.
-reshard_round_interval_ms = 500
-# Moved ids one purge write deletes (a replicated write, like compaction's).
-reshard_purge_batch_ids_max = 2_000
-# How often a copy of a split shard (not its primary, which purges) looks whether the purge has
-# reached it, so its searches stop filtering rows by owner (it reads every id).
-reshard_copy_check_interval_ms = 10_000
-# How long `tributary admin datasets reshard --wait` waits by default.
-reshard_wait_default_ms = 3_600_000
-
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches
 # committed before it to be applied on every shard of the dataset: a shard whose primary was
