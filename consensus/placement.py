@@ -8,9 +8,17 @@ node that holds fewer than ceil(shards / nodes) of this dataset's shards.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from uhashring import HashRing
+
+
+def stable_hash(key: str) -> int:
+    """A hash that is the same in every process and release (unlike Python's hash()). A vector
+    lives on shard stable_hash(id) % shard_count: routers route by it, and nodes purge the rows
+    a shard split moved away by it (node/split.py)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def plan_placement(tenant_id: str, dataset_name: str, shard_count: int,

@@ -106,6 +106,7 @@ class Replication:
         self.host = host            # node.server.ShardHost
         self.meta = meta            # consensus.client.MetaClient
         self.participant = None     # node.txn.Participant, set once both exist
+        self.split = None           # node.split.Splitter (shard splits), set once both exist
         self.token = token
         self._logs: dict[tuple[str, int], OpLog] = {}
         self._write_locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -214,6 +215,9 @@ class Replication:
             op.seq, op.term = oplog.last_seq + 1 + offset, term
             logged.append(LoggedOp(op.seq, op.term, op.SerializeToString()))
         await asyncio.to_thread(oplog.append, logged)
+        if self.split is not None:
+            # A shard being split: its child mirrors the op before anyone acknowledges it.
+            await self.split.mirror(record, shard, ops, record.epoch)
 
     async def apply_local(self, record: DatasetRecord, shard: int,
                           op: node_pb2.ReplicatedOp) -> None:
@@ -282,6 +286,8 @@ class Replication:
                           in_sync: bool) -> None:
         """Proposes the change in this primary's term; raises Unavailable when it cannot be
         made (this node was deposed, or the meta group is away)."""
+        if in_sync and self.split is not None:
+            await self.split.seal(record, shard)
         try:
             await self.meta.propose(commands.SetInSync(record.uuid, shard, node_id, in_sync,
                                                        record.term_of(shard),
@@ -304,6 +310,8 @@ class Replication:
         this one's, and push what the others miss. Call with write_lock held."""
         key = (record.uuid, shard)
         term = record.term_of(shard)
+        if self.split is not None:
+            await self.split.seal(record, shard)
         if self._resynced_terms.get(key) == term:
             return
         oplog = self.oplog(*key)
@@ -368,6 +376,8 @@ class Replication:
                     raise errors.Aborted(f"op {op.seq} differs from the one this copy holds")
                 if decision == APPLY:
                     await self._apply_one(record, shard, op)
+                    if self.split is not None:
+                        await self.split.mirror(record, shard, [op], request.shard.epoch)
             self._known_terms[key] = max(known, request.term)
             return oplog.last_seq
 
@@ -380,6 +390,8 @@ class Replication:
             for op in ops:
                 if op.seq == oplog.last_seq + 1:
                     await self._apply_one(record, shard, op)
+                    if self.split is not None:
+                        await self.split.mirror(record, shard, [op], None)
 
     async def _apply_one(self, record: DatasetRecord, shard: int,
                          op: node_pb2.ReplicatedOp) -> None:
@@ -613,6 +625,8 @@ class Replication:
             replica = await self.host.replica_unfenced(*key)
             if replica is not None and self.participant is not None:
                 await self.participant.load_staged_of(record.uuid, shard, replica)
+            if self.split is not None:
+                await self.split.parent_replaced(record.uuid, shard)
         seconds = time.monotonic() - started
         log.info("copy of %s/%d installed a %d-byte snapshot of %s at op %d in %.1f s",
                  record.uuid, shard, received, primary, position[0], seconds)
@@ -651,6 +665,8 @@ class Replication:
         state = self.host.catalog.state
         placed = {(r.uuid, s) for r in state.datasets.values() for s in r.shards_on(me)}
         for dataset_uuid, shard in list(self.host.replicas):
+            if self.split is not None and self.split.holds(dataset_uuid, shard):
+                continue    # a shard split's child (node/split.py), not placed yet
             if dataset_uuid in state.datasets and (dataset_uuid, shard) not in placed:
                 log.info("dropping copy %s/%d: the catalog places it elsewhere now",
                          dataset_uuid, shard)

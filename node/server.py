@@ -29,6 +29,7 @@ from node.convert import (fill_vector, record_to_proto, records_from_protos,
 from node import backup
 from node import metrics as node_metrics
 from node.replication import Replication, write_effect
+from node.split import Splitter
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filter_eval, filter_parse
@@ -135,6 +136,10 @@ class ShardHost:
                     continue
                 shard = int(shard_name)
                 path = self.shard_path(dataset_uuid, shard)
+                reshard = state.reshards.get(dataset_uuid)
+                if record is not None and reshard is not None and \
+                        record.shard_count <= shard < reshard.new_count:
+                    continue    # a split's child: node/split.py reopens or drops it
                 if record is None:
                     log.info("removing replica of deleted dataset %s/%d", dataset_uuid, shard)
                     await asyncio.to_thread(shutil.rmtree, path, True)
@@ -608,6 +613,9 @@ async def serve(args: argparse.Namespace) -> None:
     repaired = await replication.reapply_tails()
     if repaired:
         log.info("applied the last logged op of %d copies again", repaired)
+    splitter = Splitter(host, replication, meta)
+    replication.split = splitter
+    await splitter.reopen()
     staged = len(participant.prepared)
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.
@@ -646,9 +654,12 @@ async def serve(args: argparse.Namespace) -> None:
                      wait_first=True)
     catch_up = Periodic(limits.replication_catch_up_interval_ms / 1000,
                         replication.catch_up_all, "replication catch-up", wait_first=True)
+    splits = Periodic(limits.reshard_round_interval_ms / 1000, splitter.round,
+                      "shard splits", wait_first=True)
     beats.start()
     saver.start()
     catch_up.start()
+    splits.start()
     resolver = asyncio.create_task(participant.background())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -658,6 +669,7 @@ async def serve(args: argparse.Namespace) -> None:
     await beats.stop()
     await saver.stop()
     await catch_up.stop()
+    await splits.stop()
     resolver.cancel()
     await asyncio.gather(resolver, return_exceptions=True)
     await catalog.stop()

@@ -22,7 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from proto import deeplake_service_pb2 as pb
 from router.admin import extend_openapi as extend_admin_openapi
-from router import backups_admin
+from router import backups_admin, reshard_admin
 from router.core import IMMUTABLE_DATASET_FIELDS
 from router.http_common import DATASET_OUTPUT_ONLY, INT64_FIELDS
 from shard.records import UPDATABLE_FIELDS
@@ -580,6 +580,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 # The admin API (/admin/...) and the 401/403/429 of authenticated operations: router/admin.py.
 extend_admin_openapi(OPERATIONS, _STATUS_TEXT, _op)
 backups_admin.extend_openapi(OPERATIONS, _op)  # /api/v1/admin/backups, /restores
+reshard_admin.extend_openapi(OPERATIONS, _op)  # /api/v1/admin/datasets/{dataset_id}/reshard
 STATEFUL_RULES.append(backups_admin.STATEFUL_RULE)
 
 

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import deeplake_service_pb2 as pb
-from router import admin, auth, backups_admin, input_guard, operations
+from router import admin, auth, backups_admin, input_guard, operations, reshard_admin
 from router.core import IMMUTABLE_DATASET_FIELDS
 from router.http_common import CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, read_json_body
 from router.http_common import loads  # noqa: F401 - rest.loads parses REST bodies
@@ -636,5 +636,6 @@ def make_app(core) -> web.Application:
     app.router.add_get(f"{base}/datasets/{{dataset_id}}/versions", list_versions)
     admin.add_routes(app)  # /admin/tenants, /admin/keys (router/admin.py)
     backups_admin.add_routes(app)  # /api/v1/admin/backups, /restores
+    reshard_admin.add_routes(app)  # /api/v1/admin/datasets/{dataset_id}/reshard
     add_openapi_routes(app)  # GET /openapi.json and /docs
     return app

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable, TypeVar
 
+from consensus.placement import stable_hash
+
 T = TypeVar("T")
-
-
-def stable_hash(key: str) -> int:
-    """A hash that is the same in every process and release (unlike Python's hash())."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def shard_of(vector_id: str, shard_count: int) -> int:

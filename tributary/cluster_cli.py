@@ -3,6 +3,7 @@
     tributary admin status [--json] [--data-dir DIR]
     tributary admin nodes list [--json] | drain NODE [--wait] | remove NODE [--force]
     tributary admin datasets show NAME [--tenant T] [--json]
+    tributary admin datasets reshard NAME --shards 2N [--wait] [--json] [--cancel]
     tributary admin shards move DATASET SHARD --from NODE --to NODE [--wait]
     tributary admin moves list | cancel ID
     tributary admin rebalance [--dry-run] [--json] [--max-concurrent-moves N] [--wait]
@@ -377,6 +378,8 @@ def add_parsers(admin_sub) -> None:
     q = _command(sub, "show", "per shard: primary, term, in-sync copies, seq and lag", dataset)
     q.add_argument("name")
     q.add_argument("--tenant", default=None, help="the dataset's tenant (default: default)")
+    from tributary import reshard_cli
+    reshard_cli.add_parser(sub, _command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -368,3 +368,15 @@ cut_settle_wait_poll_ms = 100
 cut_settle_note_ms = 2_000
 if cut_settle_wait_ms > backup_cut_wait_ms:
     raise ValueError("cut_settle_wait_ms must be at most backup_cut_wait_ms")
+
+# ---- shard splits (issue 12; consensus/reshard.py, node/split.py) ------------------------------
+# How often a node builds the children it owes, reports them, and purges moved rows after a
+# switch.
+reshard_round_interval_ms = 500
+# Moved ids one purge write deletes (a replicated write, like compaction's).
+reshard_purge_batch_ids_max = 2_000
+# How often a copy of a split shard (not its primary, which purges) looks whether the purge has
+# reached it, so its searches stop filtering rows by owner (it reads every id).
+reshard_copy_check_interval_ms = 10_000
+# How long `tributary admin datasets reshard --wait` waits by default.
+reshard_wait_default_ms = 3_600_000

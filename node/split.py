@@ -1,0 +1,475 @@
+"""Shard splits on a node: the children this node builds for a reshard in progress, and the
+purge of moved rows after the switch (consensus/reshard.py has the Raft side).
+
+A child is a mirror. For parent shard i of a dataset going from N to 2N shards, every node
+holding a copy of i builds child i + N beside it:
+
+- Build: under the parent's lock (the write lock on the primary, the apply lock on a copy, so
+  no op is half applied) the parent's store is committed (group commit) and its directory, op
+  log included, is copied to the child's; the child opens as a replica of shard i + N that
+  no request can reach yet (the dataset still has N shards). The node then proposes
+  `ReshardCopyReady`.
+- Mirror: every op the parent copy logs from then on (a primary's own ops in `log_ops`, a
+  copy's replicated and caught-up ops) is logged and applied to the child too, with the same
+  sequence number and term, before the parent acknowledges it. So a child holds exactly its
+  parent's history, and a primary's child holds every op the primary acknowledged.
+  An op whose sequence number does not follow the child's last (a copy that installed its
+  primary's files, say) breaks the mirror: the child is dropped, `ReshardCopyReady(False)` is
+  proposed, and it is built again.
+- After the switch (FinishReshard; the dataset has 2N shards and a `split_epoch`), an op the
+  parent accepted under an older epoch is still mirrored (it was planned under N shards: a
+  write of a moved id among them). The child's primary (the parent's) writes nothing of its
+  own before it has held the parent's write lock once after learning of the switch (`seal`):
+  then no old-epoch op is in flight, and none can start.
+- Purge: each primary of a split dataset then deletes the rows it holds that belong to the
+  other half (`stable_hash(id) % 2N`), as replicated writes (logged, applied, sent to its
+  in-sync copies, like compaction), in batches of `reshard_purge_batch_ids_max`. Until that is
+  done a moved row is in both shards; the router's merge keeps one hit per id.
+
+Children of a reshard that is cancelled, or of a dataset that is gone, are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import time
+
+from consensus import commands
+from consensus.placement import stable_hash
+from consensus.records import DatasetRecord
+from proto import node_pb2
+from shard.replica import ShardReplica
+from tributary import errors, limits
+
+log = logging.getLogger("tributary.node.split")
+
+_PURGED_MARK = "split-purged-epoch"
+
+
+class Splitter:
+    """Per node: the children it built, keyed (dataset uuid, parent shard) -> child shard."""
+
+    def __init__(self, host, replication, meta):
+        self.host = host                # node.server.ShardHost
+        self.replication = replication  # node.replication.Replication
+        self.meta = meta                # consensus.client.MetaClient
+        self.children: dict[tuple[str, int], int] = {}
+        self._broken: set[tuple[str, int]] = set()
+        self._sealed: set[tuple[str, int]] = set()
+        self._purged: set[tuple[str, int, int]] = set()
+        self._checked: dict[tuple[str, int, int], float] = {}
+
+    # ---- what the other node modules ask ----------------------------------------------------
+
+    def holds(self, dataset_uuid: str, shard: int) -> bool:
+        """Whether (dataset, shard) is a child this node keeps (not a copy placed elsewhere)."""
+        return any(u == dataset_uuid and child == shard
+                   for (u, _), child in self.children.items())
+
+    def _mirrors(self, dataset_uuid: str, era_epoch: int | None) -> bool:
+        """Whether an op of the dataset accepted under `era_epoch` (None: unknown, a caught-up
+        op) belongs to the parents' histories that the children mirror."""
+        state = self.host.catalog.state
+        if dataset_uuid in state.reshards:
+            return True
+        record = state.datasets.get(dataset_uuid)
+        return record is not None and era_epoch is not None and record.split_epoch > 0 and \
+            era_epoch < record.split_epoch
+
+    async def mirror(self, record: DatasetRecord, shard: int, ops, era_epoch: int | None
+                     ) -> None:
+        """Logs and applies to the child of (record, shard) the ops its parent just logged.
+        Called with the parent's write lock (a primary) or apply lock (a copy) held."""
+        child = self.children.get((record.uuid, shard))
+        if child is None or not ops or not self._mirrors(record.uuid, era_epoch):
+            return
+        key = (record.uuid, child)
+        async with self.replication._apply_lock(key):
+            oplog = self.replication.oplog(*key)
+            for op in ops:
+                if op.seq <= oplog.last_seq:
+                    continue        # a duplicate (a copy's child caught up from its primary)
+                if op.seq != oplog.last_seq + 1:
+                    log.warning("child %s/%d of shard %d stopped mirroring: op %d after op %d",
+                                record.uuid, child, shard, op.seq, oplog.last_seq)
+                    self._broken.add((record.uuid, shard))
+                    return
+                await self.replication._apply_one(record, child, op)
+
+    async def parent_replaced(self, dataset_uuid: str, shard: int) -> None:
+        """The parent copy's files were replaced (a snapshot of its primary's): its child no
+        longer mirrors it. Dropped at once, and reported, before the parent can rejoin the
+        in-sync set."""
+        if (dataset_uuid, shard) in self.children:
+            await self._drop(dataset_uuid, shard, report=True)
+
+    async def seal(self, record: DatasetRecord, shard: int) -> None:
+        """Before the first write of a child primary after the switch: holds its parent's
+        write lock once, so every op accepted under the old shard count is mirrored (later
+        ones see the new count). Called with the child's write lock held."""
+        key = (record.uuid, shard)
+        if not record.split_epoch or key in self._sealed:
+            return
+        half = record.shard_count // 2
+        if shard >= half:
+            async with self.replication.write_lock(record.uuid, shard - half):
+                pass
+        self._sealed.add(key)
+
+    # ---- restart ---------------------------------------------------------------------------------
+
+    async def reopen(self) -> None:
+        """At start, before serving: reopens the children of reshards still in progress that
+        this node reported built (ShardHost.reopen_from_disk left their directories), and
+        brings each up to its parent's log position from the parent's log (a crash between
+        logging a parent op and mirroring it). A child that cannot be (a log of another
+        history) is dropped and built again."""
+        state = self.host.catalog.state
+        for uuid, reshard in state.reshards.items():
+            record = state.datasets.get(uuid)
+            if record is None:
+                continue
+            for parent in range(reshard.old_count):
+                child = parent + reshard.old_count
+                path = self.host.shard_path(uuid, child)
+                if self.host.node_id not in record.copies_of(parent) or \
+                        not os.path.isdir(path):
+                    continue
+                if not await self._reopen_child(record, parent, child):
+                    await asyncio.to_thread(shutil.rmtree, path, True)
+                    await self._report(uuid, parent, False)
+
+    async def _reopen_child(self, record: DatasetRecord, parent: int, child: int) -> bool:
+        replica = await asyncio.to_thread(ShardReplica, self.host.shard_path(record.uuid, child),
+                                          record.dimensions, record.metric_type,
+                                          record.index_type or "hnsw")
+        self.host.replicas[(record.uuid, child)] = replica
+        self.replication.forget(record.uuid, child)
+        self.children[(record.uuid, parent)] = child
+        hide_foreign_rows(replica, record.uuid, child, self.host.catalog)
+        parent_log = self.replication.oplog(record.uuid, parent)
+        child_log = self.replication.oplog(record.uuid, child)
+        if child_log.last_seq > parent_log.last_seq or \
+                parent_log.term_at(child_log.last_seq) != child_log.last_term:
+            log.warning("child %s/%d does not mirror its parent's log; building it again",
+                        record.uuid, child)
+            await self._drop(record.uuid, parent, report=False)
+            return False
+        missing = await asyncio.to_thread(parent_log.read_from, child_log.last_seq + 1,
+                                          limits.replication_log_ops_max, 1 << 62)
+        if missing is None:
+            await self._drop(record.uuid, parent, report=False)
+            return False
+        from node.replication import _parse
+        await self.mirror(record, parent, [_parse(op) for op in missing], None)
+        if (record.uuid, parent) in self._broken:
+            await self._drop(record.uuid, parent, report=False)
+            return False
+        log.info("reopened child %s/%d of shard %d at op %d", record.uuid, child, parent,
+                 child_log.last_seq)
+        return True
+
+    # ---- the periodic round ----------------------------------------------------------------------
+
+    async def round(self) -> None:
+        """Builds the children this node owes, reports them, drops those of cancelled reshards,
+        and purges the moved rows of the shards it is primary of after a switch."""
+        state = self.host.catalog.state
+        me = self.host.node_id
+        for key in sorted(self._broken):
+            if key in self.children:
+                await self._drop(*key, report=True)
+            self._broken.discard(key)
+        for (uuid, parent), child in sorted(self.children.items()):
+            record = state.datasets.get(uuid)
+            switched = record is not None and record.split_epoch > 0 and \
+                uuid not in state.reshards and record.shard_count > child
+            if uuid not in state.reshards and not switched:
+                log.info("dropping child %s/%d: its reshard is over without a switch", uuid,
+                         child)
+                await self._drop(uuid, parent, report=False)
+        for uuid, reshard in sorted(state.reshards.items()):
+            record = state.datasets.get(uuid)
+            if record is None or record.shard_count != reshard.old_count:
+                continue
+            for parent in record.shards_on(me):
+                if (uuid, parent) not in self.children:
+                    try:
+                        await self._build(record, parent, parent + reshard.old_count)
+                    except errors.TributaryError as exc:
+                        log.info("building child of %s/%d: %s", uuid, parent, exc.message)
+                        continue
+                if f"{parent}/{me}" not in reshard.ready:
+                    await self._report(uuid, parent, True)
+        for uuid, reshard in state.reshards.items():
+            for shard in range(reshard.new_count):
+                replica = self.host.replicas.get((uuid, shard))
+                if replica is not None:
+                    hide_foreign_rows(replica, uuid, shard, self.host.catalog)
+        for record in list(state.datasets.values()):
+            if record.split_epoch and record.uuid not in state.reshards:
+                for shard in range(record.shard_count):
+                    if (record.uuid, shard, record.split_epoch) in self._purged:
+                        continue
+                    replica = self.host.replicas.get((record.uuid, shard))
+                    if replica is not None:
+                        hide_foreign_rows(replica, record.uuid, shard, self.host.catalog)
+                    try:
+                        if record.primary_of(shard) == me:
+                            await self._purge(record, shard)
+                        elif replica is not None:
+                            await self._check_clean(record, shard, replica)
+                    except errors.TributaryError as exc:
+                        log.info("purging moved rows of %s/%d: %s", record.uuid, shard,
+                                 exc.message)
+
+    async def _report(self, uuid: str, parent: int, ready: bool) -> None:
+        try:
+            await self.meta.propose(commands.ReshardCopyReady(
+                uuid, parent, self.host.node_id, ready, int(time.time() * 1000)))
+        except errors.TributaryError as exc:
+            log.info("reporting child of %s/%d %s: %s", uuid, parent,
+                     "built" if ready else "dropped", exc.message)
+
+    async def _build(self, record: DatasetRecord, parent: int, child: int) -> None:
+        """Copies the parent copy's directory (store, graph, op log, staged txns) to the
+        child's under the parent's lock, and opens the child."""
+        uuid = record.uuid
+        parent_replica = await self.host.replica_unfenced(uuid, parent)
+        if parent_replica is None:
+            return
+        # The graph saved now travels with the files, as for a snapshot (no rebuild).
+        await asyncio.to_thread(parent_replica.save_index)
+        source = self.host.shard_path(uuid, parent)
+        target = self.host.shard_path(uuid, child)
+        started = time.monotonic()
+        primary = record.primary_of(parent) == self.host.node_id
+        write_lock = self.replication.write_lock(uuid, parent) if primary else _NoLock()
+        async with write_lock, self.replication._apply_lock((uuid, parent)):
+            fresh = self.host.catalog.state.datasets.get(uuid)
+            if fresh is None or uuid not in self.host.catalog.state.reshards or \
+                    (fresh.primary_of(parent) == self.host.node_id) != primary:
+                return      # the reshard or the role changed meanwhile: next round
+            flush = getattr(parent_replica, "flush", None)
+            if flush is not None:
+                # Group commit: the files must hold every op up to the log they travel with.
+                await asyncio.to_thread(flush)
+            stale = self.host.replicas.pop((uuid, child), None)
+            if stale is not None:
+                await asyncio.to_thread(stale.close)
+            self.replication.forget(uuid, child)
+            await asyncio.to_thread(_copy_dir, source, target)
+            replica = await asyncio.to_thread(ShardReplica, target, record.dimensions,
+                                              record.metric_type, record.index_type or "hnsw")
+            self.host.replicas[(uuid, child)] = replica
+            self.children[(uuid, parent)] = child
+            # From the switch on (read at each search), each answers only its own rows.
+            hide_foreign_rows(replica, uuid, child, self.host.catalog)
+            hide_foreign_rows(parent_replica, uuid, parent, self.host.catalog)
+            participant = self.replication.participant
+            if participant is not None:
+                await participant.load_staged_of(uuid, child, replica)
+        log.info("built child %s/%d of shard %d (%d vectors) in %.2f s", uuid, child, parent,
+                 replica.count(), time.monotonic() - started)
+
+    async def _drop(self, uuid: str, parent: int, report: bool) -> None:
+        child = self.children.pop((uuid, parent), None)
+        if child is None:
+            return
+        async with self.replication._apply_lock((uuid, child)):
+            replica = self.host.replicas.pop((uuid, child), None)
+            if replica is not None:
+                await asyncio.to_thread(replica.close)
+            self.replication.forget(uuid, child)
+            participant = self.replication.participant
+            if participant is not None:
+                await participant.forget_shard(uuid, child)
+            await asyncio.to_thread(shutil.rmtree, self.host.shard_path(uuid, child), True)
+        if report:
+            await self._report(uuid, parent, False)
+
+    # ---- after the switch: the purge ---------------------------------------------------------
+
+    async def _check_clean(self, record: DatasetRecord, shard: int, replica) -> None:
+        """A copy (not the primary, which purges) shows all its rows again once the primary's
+        purge has reached it: it holds no row of another shard. Looked at every
+        reshard_copy_check_interval_ms at most (it reads every id)."""
+        key = (record.uuid, shard, record.split_epoch)
+        now = time.monotonic()
+        if now - self._checked.get(key, 0.0) < limits.reshard_copy_check_interval_ms / 1000:
+            return
+        self._checked[key] = now
+        foreign = await asyncio.to_thread(_foreign_ids, replica, shard, record.shard_count)
+        if not foreign:
+            self._purged.add(key)
+            show_all_rows(replica)
+
+    async def _purge(self, record: DatasetRecord, shard: int) -> None:
+        """Deletes, as replicated writes, the rows this primary's copy holds that hash to
+        another shard under the current count. Marked done in the shard's directory, so a
+        restart does not read every id again."""
+        uuid, epoch = record.uuid, record.split_epoch
+        mark = os.path.join(self.host.shard_path(uuid, shard), _PURGED_MARK)
+        replica = await self.host.replica_unfenced(uuid, shard)
+        if replica is None:
+            return
+        if _read_mark(mark) >= epoch:
+            self._purged.add((uuid, shard, epoch))
+            show_all_rows(replica)
+            return
+        started = time.monotonic()
+        moved = await asyncio.to_thread(_foreign_ids, replica, shard, record.shard_count)
+        for start in range(0, len(moved), limits.reshard_purge_batch_ids_max):
+            batch = moved[start:start + limits.reshard_purge_batch_ids_max]
+            async with self.replication.write_lock(uuid, shard):
+                fresh = self.host.catalog.state.datasets.get(uuid)
+                if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
+                        fresh.shard_count != record.shard_count:
+                    return      # no longer this node's to purge (the next primary does)
+                await self.seal(fresh, shard)
+                await self.replication.ensure_resynced(fresh, shard)
+                op = node_pb2.ReplicatedOp(
+                    write=node_pb2.WriteRequest(delete_ids=batch,
+                                                existing=node_pb2.EXISTING_OVERWRITE),
+                    at_ms=int(time.time() * 1000))
+                await self.replication.log_ops(fresh, shard, [op])
+                await self.replication.apply_local(fresh, shard, op)
+                await self.replication.send_to_in_sync(fresh, shard, [op])
+        await asyncio.to_thread(_write_mark, mark, epoch)
+        self._purged.add((uuid, shard, epoch))
+        show_all_rows(replica)
+        log.info("purged %d moved rows from %s/%d in %.2f s", len(moved), uuid, shard,
+                 time.monotonic() - started)
+
+
+_SEARCHES = ("search", "search_now", "search_batch", "text_search")
+
+
+def hide_foreign_rows(replica: ShardReplica, dataset_uuid: str, shard: int, catalog) -> None:
+    """Makes the replica's searches answer only the rows its shard owns under the dataset's
+    current shard count (the catalog's, read at each call), while the dataset has been split
+    and this copy may still hold rows the split moved away (or, for a child, rows that stay in
+    its parent). Each search asks the store for twice as many hits, and again for more while
+    fewer than top_k owned ones remain, so the owned top_k is exact. show_all_rows undoes it."""
+    if "_split_owner" in replica.__dict__:
+        return
+    cls = type(replica)
+    replica._split_owner = (dataset_uuid, shard)
+
+    def count_now() -> int:
+        record = catalog.state.datasets.get(dataset_uuid)
+        if record is None or not record.split_epoch or shard >= record.shard_count:
+            return 0
+        return record.shard_count
+
+    def owned(outcome, count: int, top_k: int):
+        hits = [h for h in outcome.hits if stable_hash(h.record.id) % count == shard]
+        return dataclasses.replace(outcome, hits=hits[:top_k],
+                                   filtered_out=outcome.filtered_out + len(outcome.hits)
+                                   - len(hits))
+
+    def widened(call, top_k: int):
+        count = count_now()
+        if not count or top_k <= 0:
+            return call(top_k)
+        asked = top_k * 2
+        while True:
+            outcome = call(asked)
+            if outcome is None:
+                return None
+            kept = owned(outcome, count, top_k)
+            if len(kept.hits) >= top_k or len(outcome.hits) < asked or \
+                    asked >= limits.top_k_max * 4:
+                return kept
+            asked *= 2
+
+    def search(query, top_k, *args, **kwargs):
+        return widened(lambda k: cls.search(replica, query, k, *args, **kwargs), top_k)
+
+    def search_now(query, top_k, *args, **kwargs):
+        return widened(lambda k: cls.search_now(replica, query, k, *args, **kwargs), top_k)
+
+    def text_search(query_text, top_k, *args, **kwargs):
+        return widened(lambda k: cls.text_search(replica, query_text, k, *args, **kwargs),
+                       top_k)
+
+    def search_batch(queries, top_ks, ef_search=0, include_content=None,
+                     include_metadata=None):
+        count = count_now()
+        if not count:
+            return cls.search_batch(replica, queries, top_ks, ef_search, include_content,
+                                    include_metadata)
+        outcomes = cls.search_batch(replica, queries, [k * 2 for k in top_ks], ef_search,
+                                    include_content, include_metadata)
+        answers = []
+        for i, (outcome, top_k) in enumerate(zip(outcomes, top_ks)):
+            kept = owned(outcome, count, top_k)
+            if len(kept.hits) < top_k and len(outcome.hits) >= top_k * 2:
+                kept = search(queries[i], top_k, ef_search,
+                              bool(include_content and include_content[i]),
+                              bool(include_metadata and include_metadata[i]))
+            answers.append(kept)
+        return answers
+
+    for name, wrapper in (("search", search), ("search_now", search_now),
+                          ("text_search", text_search), ("search_batch", search_batch)):
+        if hasattr(cls, name):
+            setattr(replica, name, wrapper)
+
+
+def show_all_rows(replica: ShardReplica) -> None:
+    """Undoes hide_foreign_rows (the copy holds only its own rows again)."""
+    for name in (*_SEARCHES, "_split_owner"):
+        replica.__dict__.pop(name, None)
+
+
+class _NoLock:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+def _foreign_ids(replica: ShardReplica, shard: int, shard_count: int) -> list[str]:
+    """Every id the replica holds (soft-deleted ones included) that hashes to another shard."""
+    ids: list[str] = list(replica.soft_deleted_ids())
+    after = -1
+    while True:
+        rows, after, exhausted = replica.list_after(after, limits.list_page_size_max, False)
+        ids.extend(r.id for r in rows)
+        if exhausted or not rows and after < 0:
+            break
+    return sorted({i for i in ids if stable_hash(i) % shard_count != shard})
+
+
+def _copy_dir(source: str, target: str) -> None:
+    """Copies a shard directory (temporary files and cut/download leftovers aside) to
+    `target`, replacing whatever is there, durably enough: the child is reported built only
+    after this, and a restart checks its log against the parent's anyway."""
+    shutil.rmtree(target, True)
+    incoming = f"{target}.incoming-split"
+    shutil.rmtree(incoming, True)
+    shutil.copytree(source, incoming, ignore=lambda d, names: [
+        n for n in names if n.endswith(".tmp") or n == _PURGED_MARK])
+    os.replace(incoming, target)
+
+
+def _read_mark(path: str) -> int:
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_mark(path: str, epoch: int) -> None:
+    with open(path + ".tmp", "w") as handle:
+        handle.write(str(epoch))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,241 @@
+"""Online shard splits (issue 12 item 4): `tributary admin datasets reshard NAME --shards 2N`
+doubles a dataset's shard count while a load generator writes and reads through the router.
+Checks, through the real CLI and real processes: bad input is refused with a clear error and
+changes nothing; `--wait` exits 0 once the count is switched; no acknowledged write is lost;
+no client request fails; recall@10 against exact neighbours is unchanged (+-0.01); every row
+ends on exactly the shard stable_hash(id) % 2N names; and a kill -9 of the meta leader (the
+driver) just before the switch leaves the split to the next leader, which finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+from cluster import Cluster, wait_for
+from test_move_crashes import catalog
+from tributary import faults
+
+pytestmark = pytest.mark.integration
+
+DIMS = 16
+SEEDS = 1500
+QUERIES = 40
+
+
+def admin(c: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tributary.cli", "admin", *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TRIBUTARY_URL": c.rest.removesuffix("/api/v1")})
+
+
+class Load:
+    """A writer (one new vector per request, values kept) and a reader (gets of seeds and
+    searches) through the router. Every non-2xx answer or transport error is a failure."""
+
+    def __init__(self, c: Cluster):
+        self.c, self.stop = c, threading.Event()
+        self.acked: dict[str, list[float]] = {}
+        self.failures: list[str] = []
+        self.reads = 0
+        self.threads = [threading.Thread(target=self._write), threading.Thread(target=self._read)]
+
+    def _write(self):
+        rng = random.Random(1)
+        with httpx.Client(base_url=self.c.rest, timeout=60) as client:
+            i = 0
+            while not self.stop.is_set():
+                vid, values = f"load{i}", [rng.gauss(0, 1) for _ in range(DIMS)]
+                i += 1
+                try:
+                    r = client.post("/datasets/split/vectors", json={"vectors": [
+                        {"id": vid, "values": values}]})
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"write {vid}: {exc!r}")
+                    continue
+                if r.status_code == 201:
+                    self.acked[vid] = values
+                else:
+                    self.failures.append(f"write {vid}: {r.status_code} {r.text[:200]}")
+
+    def _read(self):
+        rng = random.Random(2)
+        with httpx.Client(base_url=self.c.rest, timeout=60) as client:
+            while not self.stop.is_set():
+                vid = f"seed{rng.randrange(SEEDS)}"
+                try:
+                    r = client.get(f"/datasets/split/vectors/{vid}")
+                    if r.status_code != 200:
+                        self.failures.append(f"read {vid}: {r.status_code} {r.text[:200]}")
+                    r = client.post("/datasets/split/search", json={
+                        "query_vector": [rng.gauss(0, 1) for _ in range(DIMS)],
+                        "options": {"top_k": 10}})
+                    if r.status_code != 200:
+                        self.failures.append(f"search: {r.status_code} {r.text[:200]}")
+                    else:
+                        ids = [h["vector"]["id"] for h in r.json()["results"]]
+                        if len(ids) != len(set(ids)):
+                            self.failures.append(f"search answered an id twice: {ids}")
+                    self.reads += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"read: {exc!r}")
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(120)
+
+
+def seed(c: Cluster) -> dict[str, list[float]]:
+    rng = random.Random(0)
+    vectors = {f"seed{i}": [rng.gauss(0, 1) for _ in range(DIMS)] for i in range(SEEDS)}
+    with httpx.Client(base_url=c.rest, timeout=120) as client:
+        assert client.post("/datasets", json={"name": "split", "dimensions": DIMS,
+                                              "shard_count": 2, "metric_type": "cosine"}
+                           ).status_code == 201
+        items = list(vectors.items())
+        for start in range(0, len(items), 500):
+            assert client.post("/datasets/split/vectors", json={"vectors": [
+                {"id": k, "values": v} for k, v in items[start:start + 500]]}
+                               ).status_code == 201
+    return vectors
+
+
+def recall_at_10(c: Cluster, vectors: dict[str, list[float]]) -> float:
+    """Mean recall@10 of searches through the router against exact cosine neighbours."""
+    ids = list(vectors)
+    matrix = np.asarray([vectors[i] for i in ids], dtype=np.float64)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    rng = np.random.default_rng(7)
+    hits = 0
+    with httpx.Client(base_url=c.rest, timeout=60) as client:
+        for _ in range(QUERIES):
+            query = rng.normal(size=DIMS)
+            exact = {ids[j] for j in np.argsort(-(matrix @ (query / np.linalg.norm(query))))[:10]}
+            found = client.post("/datasets/split/search", json={
+                "query_vector": query.tolist(), "options": {"top_k": 10, "ef_search": 200}}
+                                ).json()["results"]
+            hits += len(exact & {h["vector"]["id"] for h in found})
+    return hits / (QUERIES * 10)
+
+
+def dataset(c: Cluster):
+    return next(r for r in catalog(c).datasets.values() if r.name == "split")
+
+
+def shard_rows(c: Cluster, record) -> dict[int, set[str]]:
+    """The ids each shard's primary holds (its List pages), read straight from the nodes."""
+    from proto import node_pb2
+    import grpc
+
+    addresses = {n: r.address for n, r in catalog(c).nodes.items()}
+    rows: dict[int, set[str]] = {}
+    for shard in range(record.shard_count):
+        with grpc.insecure_channel(addresses[record.primary_of(shard)]) as channel:
+            stub = c.node_stub(channel)
+            ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
+            held, after = set(), -1
+            while True:
+                page = stub.List(node_pb2.ListRequest(shard=ref, after_label=after,
+                                                      limit=1000), timeout=30)
+                held |= {v.id for v in page.vectors}
+                after = page.last_label
+                if page.exhausted:
+                    break
+            rows[shard] = held
+    return rows
+
+
+def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before: float):
+    from consensus.placement import stable_hash
+
+    record = dataset(c)
+    assert record.shard_count == 4 and record.split_epoch > 0
+    assert load.failures == [], load.failures[:10]
+    everything = {**vectors, **load.acked}
+    with httpx.Client(base_url=c.rest, timeout=60) as client:
+        missing = [v for v in everything
+                   if client.get(f"/datasets/split/vectors/{v}").status_code != 200]
+    assert missing == [], missing[:10]
+    # Each row ends on exactly its shard under 4 (the purge removed the moved ones).
+    wait_for(lambda: all(all(stable_hash(i) % 4 == s for i in held)
+                         for s, held in shard_rows(c, dataset(c)).items()), 120, 1.0,
+             "moved rows purged from their old shards")
+    rows = shard_rows(c, dataset(c))
+    assert set().union(*rows.values()) == set(everything)
+    assert sum(len(h) for h in rows.values()) == len(everything)
+    after = recall_at_10(c, everything)
+    print(f"reshard: {len(load.acked)} acked writes, {load.reads} reads, 0 failed; "
+          f"recall@10 {before:.3f} -> {after:.3f}")
+    assert abs(after - before) <= 0.01 or after >= before
+
+
+def test_reshard_through_the_cli_doubles_the_shards_under_load_and_loses_nothing(tmp_path):
+    c = Cluster(tmp_path / "cluster", meta=1, nodes=3).start()
+    try:
+        vectors = seed(c)
+        before = recall_at_10(c, vectors)
+        start = dataset(c)
+        # Bad input: refused with a clear one-line error, nothing changes.
+        for args, why in ((("--shards", "3"), "must be 4"), (("--shards", "8"), "must be 4"),
+                          (("--shards", "512"), "must be 4")):
+            result = admin(c, "datasets", "reshard", "split", *args)
+            assert result.returncode != 0 and why in result.stderr, result.stderr
+        result = admin(c, "datasets", "reshard", "nope", "--shards", "4")
+        assert result.returncode != 0 and "404" in result.stderr
+        assert dataset(c) == start and catalog(c).reshards == {}
+        with Load(c) as load:
+            wait_for(lambda: len(load.acked) > 20, 60, 0.2, "load running")
+            result = admin(c, "datasets", "reshard", "split", "--shards", "4", "--wait",
+                           "--json")
+            assert result.returncode == 0, result.stderr
+            # --json --wait: one progress document per line, the final one last.
+            lines = [json.loads(line) for line in result.stdout.splitlines()]
+            assert lines[0]["state"] in ("building", "done")
+            assert lines[-1]["shard_count"] == 4 and lines[-1]["state"] == "done"
+            acked_at_switch = len(load.acked)
+            wait_for(lambda: len(load.acked) > acked_at_switch + 30, 60, 0.2,
+                     "writes go on after the switch")
+            result = admin(c, "datasets", "reshard", "split", "--shards", "4")
+            assert result.returncode != 0 and "must be 8" in result.stderr
+        check_split(c, load, vectors, before)
+    finally:
+        c.stop()
+
+
+def test_reshard_resumes_under_a_new_meta_leader_when_the_driver_dies_before_the_switch(
+        tmp_path):
+    fault_dir = str(tmp_path / "faults")
+    os.makedirs(fault_dir)
+    c = Cluster(tmp_path / "cluster", meta=3, nodes=3,
+                env={"TRIBUTARY_FAULT_DIR": fault_dir}).start()
+    try:
+        vectors = seed(c)
+        before = recall_at_10(c, vectors)
+        faults.arm(fault_dir, faults.META_LEADER_BEFORE_FINISH_RESHARD)
+        with Load(c) as load:
+            wait_for(lambda: len(load.acked) > 20, 60, 0.2, "load running")
+            result = admin(c, "datasets", "reshard", "split", "--shards", "4")
+            assert result.returncode == 0, result.stderr
+            wait_for(lambda: faults.fired(fault_dir, faults.META_LEADER_BEFORE_FINISH_RESHARD),
+                     120, 0.2, "the meta leader killed before FinishReshard")
+            wait_for(lambda: dataset(c).shard_count == 4, 120, 0.5,
+                     "the split switched by the next leader")
+            acked_at_switch = len(load.acked)
+            wait_for(lambda: len(load.acked) > acked_at_switch + 30, 60, 0.2,
+                     "writes go on after the switch")
+        check_split(c, load, vectors, before)
+    finally:
+        c.stop()
