@@ -173,6 +173,9 @@ def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before:
     wait_for(lambda: all(all(stable_hash(i) % 4 == s for i in held)
                          for s, held in shard_rows(c, dataset(c)).items()), 120, 1.0,
              "moved rows purged from their old shards")
+    # The children's other copies (mirrors) rejoin their in-sync sets by catching up.
+    wait_for(lambda: all(len(dataset(c).in_sync_of(s)) == len(dataset(c).copies_of(s)) == 2
+                         for s in range(4)), 60, 0.5, "every shard's copies in sync")
     rows = shard_rows(c, dataset(c))
     assert set().union(*rows.values()) == set(everything)
     assert sum(len(h) for h in rows.values()) == len(everything)
