@@ -1,32 +1,43 @@
-"""Two-phase commit, participant side, plus the id locks every write and read respects.
+"""Two-phase commit, participant side: the driver of consensus/txn_model.py, plus the id locks
+every write and read respects.
 
-A participant's states for one txn (explicit transitions, see TRANSITIONS):
-    (none) --prepare--> PREPARED --commit--> (applied, forgotten)
-                                 --abort---> (dropped, forgotten)
-Prepare validates the batch, locks its ids, decides what applying it means (ids skipped under
+The participant's decisions are the pure step function `txn_model.step(state, event) ->
+(state, actions)`, one state per shard copy (`Participant.states`), with its explicit transition
+table; the seeded simulation (router/txn_sim.py) runs the same function. This module is its
+driver: it turns a Prepare / Commit / Abort request, a replicated op of the primary, a staged
+file found at start, a meta answer and the result of each of its own I/O actions into the next
+event (`_drive`), and performs the actions in the order the step gives them: lock and stage,
+replicate the plan, vote, log the decision, apply it, send it to the copies, ack it.
+
+Staging validates the batch, locks its ids, decides what applying it means (ids skipped under
 EXISTING_SKIP are removed, upserts overwrite, so applying twice gives the same state), and writes
-that plan to <replica>/txns/<txn_id>.bin with fsync before voting yes. The plan is a protobuf
+that plan to <replica>/txns/<txn_id>.bin with fsync before the vote. The plan is a protobuf
 message (StagedTxn), never a pickle.
 
 Recovery. A txn prepared for longer than txn_prepared_timeout_ms is resolved against the meta
 group: a recorded decision is applied; no decision means abort, which the participant records
 itself (first writer wins, so a slow coordinator's later COMMIT gets ABORT back). On start, a
-node resolves every staged txn before it serves anything.
+node reloads every staged txn, then applies each copy's last logged op again, then resolves the
+txns of the shards it is primary of before it serves anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from consensus import commands
+from consensus import txn_model as model
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import TXN_ABORT, TXN_COMMIT
 from node.convert import records_from_protos
@@ -38,16 +49,10 @@ from tributary.validation import pack_values
 
 log = logging.getLogger("tributary.node.txn")
 
-PREPARED = "prepared"
-APPLIED = "applied"
-DROPPED = "dropped"
-TRANSITIONS = {(None, PREPARED), (PREPARED, APPLIED), (PREPARED, DROPPED)}
-
 _TXN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def is_valid_transition(old: str | None, new: str) -> bool:
-    return (old, new) in TRANSITIONS
+# The actions of a decision's finishing that a failed LogDecision / ApplyDecision cancels.
+_FINISHING = (model.LogDecision, model.ApplyDecision, model.SendToCopies, model.Ack,
+              model.Answer)
 
 
 def participant_name(dataset_uuid: str, shard: int) -> str:
@@ -108,15 +113,35 @@ class IdLocks:
 
 @dataclass
 class PreparedTxn:
+    """A plan this node holds (staged on disk, its ids locked), from staging to its end."""
+
     txn_id: str
     dataset_uuid: str
     shard: int
     staged: node_pb2.StagedTxn
     path: str
-    state: str = PREPARED
     # The validated records to apply, kept from prepare so that commit neither parses nor
     # validates the batch again. None for a txn reloaded from disk (built from `staged` then).
     records: list | None = None
+
+
+@dataclass
+class _Drive:
+    """What one `_drive` call carries between its actions."""
+
+    dataset_uuid: str
+    shard: int
+    request: node_pb2.PrepareRequest | None = None      # a Prepare
+    staged: node_pb2.StagedTxn | None = None            # an Adopt or a Reload
+    path: str = ""                                      # an Adopt or a Reload; a StagePlan's
+    replica: Any = None                                 # an Adopt
+    now_ms: int = 0                                     # the rows' time (the primary's)
+    not_primary: str = ""
+    answer: Any = None
+    refusal: BaseException | None = None
+    locks: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    record: Any = None
+    op: node_pb2.ReplicatedOp | None = None
 
 
 class Participant:
@@ -127,11 +152,16 @@ class Participant:
         self.meta = meta
         self.catalog = catalog
         self.locks: dict[tuple[str, int], IdLocks] = {}
-        # Keyed by (txn_id, participant): one txn may touch several shards on this node.
+        # The step function's state, one per shard copy (keyed by participant_name).
+        self.states: dict[str, model.ParticipantState] = {}
+        # The plans held, keyed by (txn_id, participant): one txn may touch several shards on
+        # this node. From staging (or adoption, or reload) until the txn ends here.
         self.prepared: dict[tuple[str, str], PreparedTxn] = {}
+        # Set when a txn leaves COMMITTING / ABORTING: a second Commit waits for the first.
+        self._finishing: dict[tuple[str, str], asyncio.Event] = {}
         self._pending_acks: list[tuple[str, str]] = []
-        # One lock per replica serializes the finishing of its txns (commit, abort, recovery),
-        # while txns of different replicas on this node apply in parallel.
+        # One lock per replica serializes the applying of its txns, while txns of different
+        # replicas on this node apply in parallel.
         self._finish_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self.max_in_doubt_ms = 0.0
         self.resolved = 0
@@ -149,79 +179,212 @@ class Participant:
     def _staged_path(replica: ShardReplica, txn_id: str) -> str:
         return os.path.join(replica.path, "txns", f"{txn_id}.bin")
 
-    # ---- phase 1 -------------------------------------------------------------------------------
+    def _drive_for(self, dataset_uuid: str, shard: int) -> tuple[str, _Drive]:
+        """The copy's role now, and a drive that remembers the record it was read from."""
+        record = self.catalog.state.datasets.get(dataset_uuid)
+        return self._role(dataset_uuid, shard), _Drive(dataset_uuid, shard, record=record)
 
-    async def prepare(self, request: node_pb2.PrepareRequest) -> node_pb2.PrepareResponse:
-        if not _TXN_ID.match(request.txn_id):
-            raise errors.InvalidArgument("txn_id must be 1-64 letters, digits, '-' or '_'")
-        ref = request.shard
-        key = (request.txn_id, participant_name(ref.dataset_uuid, ref.shard))
-        if key in self.prepared:
-            return self.prepared[key].staged.vote
-        record, replica = await self.host.replica(request.shard, "write")
-        upserts = records_from_protos(request.upserts, record.dimensions, record.metric_type,
-                                      request.upsert_values)
-        ids = [v.id for v in upserts] + list(request.delete_ids)
-        if len(set(ids)) != len(ids):
-            raise errors.InvalidArgument("a batch may not name the same id twice")
-        locks = self.locks_for(ref.dataset_uuid, ref.shard)
-        await locks.acquire(ids, request.txn_id, limits.txn_lock_wait_ms / 1000)
-        if key in self.prepared:
-            # A retried Prepare raced with the first one while it waited for locks.
-            return self.prepared[key].staged.vote
-        path = self._staged_path(replica, request.txn_id)
+    def _role(self, dataset_uuid: str, shard: int) -> str:
+        """This copy's role as the catalog says now: PRIMARY logs and sends decisions, COPY
+        takes them from its primary, ALONE (no replication, or the dataset is gone) applies
+        them at once."""
+        if self.replication is None:
+            return model.ALONE
+        record = self.catalog.state.datasets.get(dataset_uuid)
+        if record is None:
+            return model.ALONE
+        return model.PRIMARY if record.primary_of(shard) == self.host.node_id else model.COPY
+
+    # ---- the step function and its driver ------------------------------------------------------
+
+    def _step(self, name: str, event: model.Event) -> list[model.Action]:
+        """One step of the copy's state machine. Synchronous, so no other call interleaves."""
+        before = self.states.get(name) or model.ParticipantState(name)
+        after, actions = model.step(before, event)
+        self.states[name] = after
+        key = (event.txn_id, name)
+        finishing = (model.COMMITTING, model.ABORTING)
+        if after.txns.get(event.txn_id) in finishing:
+            self._finishing.setdefault(key, asyncio.Event())
+        elif before.txns.get(event.txn_id) in finishing:
+            done = self._finishing.pop(key, None)
+            if done is not None:
+                done.set()
+        return actions
+
+    async def _drive(self, event: model.Event, drive: _Drive) -> Any:
+        """Feeds `event` to the copy's step function and performs the actions it returns, in
+        order, feeding the result of each I/O action back as the next event. Returns what the
+        actions answered (a vote, an applied flag), or raises the refusal they gave.
+
+        A failed LogDecision or ApplyDecision is fed back as FinishFailed (the txn stays
+        prepared) and cancels the rest of that finishing; a vote still goes out."""
+        name = participant_name(drive.dataset_uuid, drive.shard)
+        queue = deque(self._step(name, event))
+        failure: BaseException | None = None
         try:
+            while queue:
+                action = queue.popleft()
+                try:
+                    result = await self._perform(name, action, drive)
+                except BaseException as exc:   # noqa: BLE001 - fed back, then raised below
+                    # A cancelled RPC too: its txn must not stay half-finished in the state.
+                    if failure is not None or isinstance(action, model.Vote):
+                        raise
+                    failure = exc
+                    await drive.locks.aclose()
+                    if isinstance(action, (model.LogDecision, model.ApplyDecision)):
+                        queue.extend(self._step(name, model.FinishFailed(action.txn_id)))
+                    keep = (model.Vote,) if not isinstance(action, model.SendToCopies) else (
+                        model.Vote, model.Ack)
+                    queue = deque(a for a in queue if isinstance(a, keep) or
+                                  not isinstance(a, _FINISHING))
+                    continue
+                if result is not None:
+                    queue.extend(self._step(name, result))
+        finally:
+            await drive.locks.aclose()
+        if drive.refusal is not None:
+            raise drive.refusal
+        if failure is not None:
+            raise failure
+        return drive.answer
+
+    async def _perform(self, name: str, action: model.Action,
+                       drive: _Drive) -> model.Event | None:
+        """Performs one action; returns the event its result is, if it has one."""
+        txn_id = action.txn_id if not isinstance(action, model.Violation) else ""
+        key = (txn_id, name)
+        if isinstance(action, model.StagePlan):
+            return await self._stage_plan(key, drive)
+        if isinstance(action, model.ReplicatePlan):
+            return await self._replicate_plan(key, drive)
+        if isinstance(action, model.Vote):
+            if action.yes:
+                held = self.prepared.get(key)
+                # A txn committed here already has no plan left: its counts went with the
+                # first answer.
+                drive.answer = held.staged.vote if held else node_pb2.PrepareResponse()
+            else:
+                drive.refusal = self._refusal(action.reason, drive)
+            return None
+        if isinstance(action, model.StoreCopy):
+            await asyncio.to_thread(_write_durably, drive.path,
+                                    drive.staged.SerializeToString())
+            self._take_locks(key, drive)
+            return None
+        if isinstance(action, model.TakeLocks):
+            self._take_locks(key, drive)
+            return None
+        if isinstance(action, model.DropStaged):
+            held = self.prepared.pop(key, None)
+            path = held.path if held else drive.path
+            if path:
+                await asyncio.to_thread(_remove, path)
+            await self.locks_for(drive.dataset_uuid, drive.shard).release(txn_id)
+            return None
+        if isinstance(action, model.Release):
+            self.prepared.pop(key, None)
+            await self.locks_for(drive.dataset_uuid, drive.shard).release(txn_id)
+            return None
+        if isinstance(action, model.LogDecision):
+            await self._log_decision(key, action.decision, drive)
+            return None
+        if isinstance(action, model.ApplyDecision):
+            await self._apply_decision(key, action.decision, drive)
+            return model.Finished(txn_id)
+        if isinstance(action, model.SendToCopies):
+            await self.replication.send_to_in_sync(drive.record, drive.shard, [drive.op])
+            await drive.locks.aclose()
+            return None
+        if isinstance(action, model.Ack):
+            self._pending_acks.append(key)
+            return None
+        if isinstance(action, model.Answer):
+            drive.answer = action.applied
+            return None
+        if isinstance(action, model.Refuse):
+            drive.refusal = errors.StaleEpoch(
+                f"node {self.host.node_id} is not the primary of shard {drive.shard}; the "
+                f"primary finishes txn {txn_id}")
+            return None
+        if isinstance(action, model.AwaitFinish):
+            done = self._finishing.get(key)
+            if done is not None:
+                await done.wait()
+            drive.answer = False
+            return None
+        if isinstance(action, model.AskMeta):
+            state = await self.catalog.refresh(linearizable=True)
+            return model.Decision(txn_id, _recorded(state, txn_id), model.META,
+                                  self._role(drive.dataset_uuid, drive.shard), True)
+        if isinstance(action, model.ProposeAbort):
+            return await self._propose_abort(key, drive)
+        if isinstance(action, model.Violation):
+            log.warning("2PC: %s", action.message)
+            return None
+        raise AssertionError(f"unknown action {action!r}")
+
+    def _refusal(self, reason: Any, drive: _Drive) -> BaseException:
+        if isinstance(reason, BaseException):
+            return reason
+        if reason == model.NOT_PRIMARY:
+            return errors.StaleEpoch(drive.not_primary or f"node {self.host.node_id} is not "
+                                     f"the primary of shard {drive.shard}")
+        if reason == model.IN_PROGRESS:
+            return errors.Aborted("the transaction is being prepared by an earlier request; "
+                                  "retry")
+        return errors.Aborted("the transaction was aborted")
+
+    def _take_locks(self, key: tuple[str, str], drive: _Drive) -> None:
+        """A plan adopted from the primary or reloaded from disk takes its ids' locks at once:
+        no live txn can hold them (the primary granted them, or nothing ran yet)."""
+        locks = self.locks_for(drive.dataset_uuid, drive.shard)
+        for i in _locked_ids(drive.staged):
+            locks.owner[i] = key[0]
+        self.prepared[key] = PreparedTxn(key[0], drive.dataset_uuid, drive.shard, drive.staged,
+                                         drive.path)
+
+    async def _stage_plan(self, key: tuple[str, str], drive: _Drive) -> model.Event:
+        request = drive.request
+        try:
+            record, replica = await self.host.replica(request.shard, "write")
+            upserts = records_from_protos(request.upserts, record.dimensions,
+                                          record.metric_type, request.upsert_values)
+            ids = [v.id for v in upserts] + list(request.delete_ids)
+            if len(set(ids)) != len(ids):
+                raise errors.InvalidArgument("a batch may not name the same id twice")
+            await self.locks_for(drive.dataset_uuid, drive.shard).acquire(
+                ids, key[0], limits.txn_lock_wait_ms / 1000)
+            drive.path = self._staged_path(replica, key[0])
             # One worker-thread hand-off for the plan and its durable write.
-            staged, apply = await asyncio.to_thread(_stage, replica, request, upserts, ids, path)
-        except BaseException:
-            await locks.release(request.txn_id)
-            raise
-        self.prepared[key] = PreparedTxn(request.txn_id, ref.dataset_uuid, ref.shard, staged,
-                                         path, records=apply)
+            staged, apply = await asyncio.to_thread(_stage, replica, request, upserts, ids,
+                                                    drive.path)
+        except BaseException as exc:   # noqa: BLE001 - a "no" vote that carries the error
+            # (a cancelled RPC included: the vote raises it again after the cleanup)
+            return model.StageFailed(key[0], exc)
+        self.prepared[key] = PreparedTxn(key[0], drive.dataset_uuid, drive.shard, staged,
+                                         drive.path, records=apply)
+        return model.Staged(key[0])
+
+    async def _replicate_plan(self, key: tuple[str, str], drive: _Drive) -> model.Event:
+        held = self.prepared.get(key)
+        if held is None:    # forgotten meanwhile (the copy's files were replaced)
+            return model.NotPrimary(key[0], "the shard's copy was replaced while it prepared")
         try:
             # The in-sync copies stage the same plan before this participant votes yes.
-            await self._replicate(ref.dataset_uuid, ref.shard, node_pb2.ReplicatedOp(
-                prepare=staged))
+            await self._replicate(drive.dataset_uuid, drive.shard,
+                                  node_pb2.ReplicatedOp(prepare=held.staged))
         except _NotPrimary as exc:
-            # A "no" vote before anything was logged or sent: no copy holds the plan, so it
-            # goes here alone.
-            await self._finish_here(key, TXN_ABORT, int(time.time() * 1000))
-            raise errors.StaleEpoch(str(exc)) from None
-        except BaseException:
-            # A "no" vote. Copies that staged the plan learn the abort from the log; if even
-            # that cannot be logged here, the txn stays prepared and is resolved like any other.
-            try:
-                await self._finish(key, TXN_ABORT)
-            except errors.TributaryError:
-                pass
-            raise
-        return staged.vote
-
-    async def adopt(self, dataset_uuid: str, shard: int, staged: node_pb2.StagedTxn) -> None:
-        """A copy stages its primary's prepared plan (a replicated op): the same file, the same
-        locks, so that it can finish the txn if it becomes primary."""
-        key = (staged.request.txn_id, participant_name(dataset_uuid, shard))
-        if key in self.prepared:
-            return
-        replica = await self.host.replica_unfenced(dataset_uuid, shard)
-        if replica is None:
-            return
-        path = self._staged_path(replica, staged.request.txn_id)
-        await asyncio.to_thread(_write_durably, path, staged.SerializeToString())
-        locks = self.locks_for(dataset_uuid, shard)
-        for i in _locked_ids(staged):
-            locks.owner[i] = staged.request.txn_id
-        self.prepared[key] = PreparedTxn(staged.request.txn_id, dataset_uuid, shard, staged, path)
-
-    async def finish_replicated(self, dataset_uuid: str, shard: int, txn_id: str,
-                                decision: str, now_ms: int | None = None) -> None:
-        """A copy applies or drops a txn on its primary's decision (a replicated op), stamping
-        the rows with the primary's time."""
-        await self._finish((txn_id, participant_name(dataset_uuid, shard)), decision,
-                           replicate=False, now_ms=now_ms)
+            drive.not_primary = str(exc)
+            return model.NotPrimary(key[0], str(exc))
+        except BaseException as exc:  # noqa: BLE001 - a cancelled RPC aborts the txn too
+            return model.ReplicationFailed(key[0], exc,
+                                           self._role(drive.dataset_uuid, drive.shard))
+        return model.Replicated(key[0])
 
     async def _replicate(self, dataset_uuid: str, shard: int, op: node_pb2.ReplicatedOp) -> None:
-        """Sends `op` to the shard's in-sync copies. Raises StaleEpoch when this node is no
+        """Sends `op` to the shard's in-sync copies. Raises _NotPrimary when this node is no
         longer the shard's primary (a failover while the txn prepared): a plan the new primary
         never staged must not get a yes vote, or a commit would reach no copy that serves."""
         if self.replication is None:
@@ -236,69 +399,29 @@ class Participant:
             await self.replication.ensure_resynced(record, shard)
             await self.replication.replicate(record, shard, [op])
 
-    # ---- phase 2 -------------------------------------------------------------------------------
-
-    async def commit(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
-        faults.crash_point(faults.PARTICIPANT_AFTER_VOTE)
-        return await self._finish((txn_id, participant_name(ref.dataset_uuid, ref.shard)),
-                                  TXN_COMMIT)
-
-    async def abort(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
-        key = (txn_id, participant_name(ref.dataset_uuid, ref.shard))
-        if key not in self.prepared:
-            # Never prepared here (or already dropped): confirm so the decision can be forgotten.
-            self._pending_acks.append(key)
-            return False
-        return await self._finish(key, TXN_ABORT)
-
-    async def _finish(self, key: tuple[str, str], decision: str, replicate: bool = True,
-                      now_ms: int | None = None) -> bool:
-        """Applies or drops a prepared txn. Idempotent: an unknown key is already done.
-
-        With replication (and unless replicate=False, which a copy applying its primary's logged
-        decision passes), only the shard's primary finishes a txn, and it logs the decision
-        first, then applies it, then sends it to the in-sync copies: a copy never applies a txn
-        on its own, so no copy holds rows its op log does not know. Elsewhere this raises
-        StaleEpoch (the coordinator retries on the primary; the resolver waits for the
-        primary's decision)."""
-        known = self.prepared.get(key)
-        if known is None:
-            return False
-        now_ms = now_ms or int(time.time() * 1000)
-        if not replicate or self.replication is None:
-            return await self._finish_here(key, decision, now_ms)
-        uuid_, shard = known.dataset_uuid, known.shard
-        record = self.catalog.state.datasets.get(uuid_)
+    async def _log_decision(self, key: tuple[str, str], decision: str, drive: _Drive) -> None:
+        """Takes the shard's write lock (held until SendToCopies) and logs the decision."""
+        await drive.locks.enter_async_context(
+            self.replication.write_lock(drive.dataset_uuid, drive.shard))
+        record = self.catalog.state.datasets.get(drive.dataset_uuid) or drive.record
         if record is None:
-            return await self._finish_here(key, decision, now_ms)
-        if record.primary_of(shard) != self.host.node_id:
-            raise errors.StaleEpoch(f"node {self.host.node_id} is not the primary of shard "
-                                    f"{shard}; the primary finishes txn {key[0]}")
-        async with self.replication.write_lock(uuid_, shard):
-            record = self.catalog.state.datasets.get(uuid_) or record
-            await self.replication.ensure_resynced(record, shard)
-            op = node_pb2.ReplicatedOp(finish=node_pb2.TxnFinish(txn_id=key[0],
-                                                                 decision=decision),
-                                       at_ms=now_ms)
-            await self.replication.log_ops(record, shard, [op])
-            applied = await self._finish_here(key, decision, now_ms)
-            await self.replication.send_to_in_sync(record, shard, [op])
-        return applied
+            raise errors.NotFound("dataset not found (it may have been deleted)")
+        drive.record = record
+        await self.replication.ensure_resynced(record, drive.shard)
+        drive.now_ms = drive.now_ms or int(time.time() * 1000)
+        drive.op = node_pb2.ReplicatedOp(
+            finish=node_pb2.TxnFinish(txn_id=key[0], decision=decision), at_ms=drive.now_ms)
+        await self.replication.log_ops(record, drive.shard, [drive.op])
 
-    async def _finish_here(self, key: tuple[str, str], decision: str, now_ms: int) -> bool:
-        """Applies or drops a prepared txn on this node's store only."""
-        txn_id = key[0]
-        known = self.prepared.get(key)
-        if known is None:
-            return False
-        lock = self._finish_locks.setdefault((known.dataset_uuid, known.shard), asyncio.Lock())
+    async def _apply_decision(self, key: tuple[str, str], decision: str, drive: _Drive) -> None:
+        """Applies (commit) or drops (abort) a held plan on this node's store only, then
+        releases its locks."""
+        now_ms = drive.now_ms or int(time.time() * 1000)
+        lock = self._finish_locks.setdefault((drive.dataset_uuid, drive.shard), asyncio.Lock())
         async with lock:
             txn = self.prepared.get(key)
             if txn is None:
-                return False
-            new_state = APPLIED if decision == TXN_COMMIT else DROPPED
-            if not is_valid_transition(txn.state, new_state):
-                raise errors.Internal(f"txn {txn_id}: {txn.state} -> {new_state} is not allowed")
+                return
             replica = None
             if decision == TXN_COMMIT:
                 replica = await self.host.replica_unfenced(txn.dataset_uuid, txn.shard)
@@ -316,14 +439,73 @@ class Participant:
                                         list(txn.staged.apply_deletes), txn.path, now_ms)
             else:
                 await asyncio.to_thread(_remove, txn.path)
-            txn.state = new_state
             del self.prepared[key]
             in_doubt_ms = time.time() * 1000 - txn.staged.prepared_at_ms
             self.max_in_doubt_ms = max(self.max_in_doubt_ms, in_doubt_ms)
             self.resolved += 1
-            await self.locks_for(txn.dataset_uuid, txn.shard).release(txn_id)
-            self._pending_acks.append(key)
-        return True
+            await self.locks_for(txn.dataset_uuid, txn.shard).release(key[0])
+
+    async def _propose_abort(self, key: tuple[str, str], drive: _Drive) -> model.Event | None:
+        held = self.prepared.get(key)
+        participants = tuple(held.staged.request.participants) if held else ()
+        participants = participants or (key[1],)
+        try:
+            result = await self.meta.propose(commands.DecideTxn(
+                key[0], TXN_ABORT, participants, "", "", int(time.time() * 1000)))
+        except errors.TributaryError as exc:
+            log.warning("cannot record abort of %s: %s", key[0], exc.message)
+            return None
+        log.info("txn %s timed out prepared; meta decision is %s", key[0], result["decision"])
+        return model.Decision(key[0], result["decision"], model.META,
+                              self._role(drive.dataset_uuid, drive.shard), True)
+
+    # ---- phase 1 -------------------------------------------------------------------------------
+
+    async def prepare(self, request: node_pb2.PrepareRequest) -> node_pb2.PrepareResponse:
+        """Stages the batch's plan and votes: the PrepareResponse (yes), or raises the refusal
+        (StaleEpoch on a deposed primary, Aborted on a lock wait past txn_lock_wait_ms, the
+        existing-id policy's NotFound / AlreadyExists, ...)."""
+        if not _TXN_ID.match(request.txn_id):
+            raise errors.InvalidArgument("txn_id must be 1-64 letters, digits, '-' or '_'")
+        ref = request.shard
+        return await self._drive(model.Prepare(request.txn_id),
+                                 _Drive(ref.dataset_uuid, ref.shard, request=request))
+
+    async def adopt(self, dataset_uuid: str, shard: int, staged: node_pb2.StagedTxn) -> None:
+        """A copy stages its primary's prepared plan (a replicated op): the same file, the same
+        locks, so that it can finish the txn if it becomes primary."""
+        replica = await self.host.replica_unfenced(dataset_uuid, shard)
+        if replica is None:
+            return
+        txn_id = staged.request.txn_id
+        await self._drive(model.Adopt(txn_id), _Drive(
+            dataset_uuid, shard, staged=staged, path=self._staged_path(replica, txn_id),
+            replica=replica))
+
+    async def finish_replicated(self, dataset_uuid: str, shard: int, txn_id: str,
+                                decision: str, now_ms: int | None = None) -> None:
+        """A copy applies or drops a txn on its primary's logged decision (a replicated op, or
+        a restarted node's last logged op), stamping the rows with the primary's time."""
+        await self._drive(model.Decision(txn_id, decision, model.LOG, model.ALONE),
+                          _Drive(dataset_uuid, shard, now_ms=now_ms or 0))
+
+    # ---- phase 2 -------------------------------------------------------------------------------
+
+    async def commit(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
+        faults.crash_point(faults.PARTICIPANT_AFTER_VOTE)
+        return await self._decide(txn_id, ref, TXN_COMMIT)
+
+    async def abort(self, txn_id: str, ref: node_pb2.ShardRef) -> bool:
+        return await self._decide(txn_id, ref, TXN_ABORT)
+
+    async def _decide(self, txn_id: str, ref: node_pb2.ShardRef, decision: str) -> bool:
+        """The coordinator's decision. Idempotent: True when this call applied it. Only the
+        shard's primary finishes a txn (it logs the decision first, then applies it, then
+        sends it to the in-sync copies); elsewhere this raises StaleEpoch (the coordinator
+        retries on the primary)."""
+        role, drive = self._drive_for(ref.dataset_uuid, ref.shard)
+        return await self._drive(model.Decision(txn_id, decision, model.COORDINATOR, role),
+                                 drive)
 
     # ---- recovery ------------------------------------------------------------------------------
 
@@ -335,12 +517,16 @@ class Participant:
         return loaded
 
     async def forget_shard(self, dataset_uuid: str, shard: int) -> None:
-        """Drops what this node had prepared for one shard (its copy's files were just replaced
-        by a snapshot of its primary's, whose staged txns load_staged_of then takes)."""
+        """Drops what this node held for one shard (its copy's files were just replaced by a
+        snapshot of its primary's, whose staged txns load_staged_of then takes)."""
         name = participant_name(dataset_uuid, shard)
-        for key in [k for k in self.prepared if k[1] == name]:
-            txn = self.prepared.pop(key)
-            await self.locks_for(dataset_uuid, shard).release(txn.txn_id)
+        state = self.states.get(name) or model.ParticipantState(name)
+        held = set(state.holding()) | {k[0] for k in self.prepared if k[1] == name}
+        for txn_id in sorted(held):
+            await self._drive(model.Forget(txn_id), _Drive(dataset_uuid, shard))
+            if (txn_id, name) in self.prepared:     # a plan the state did not know
+                self.prepared.pop((txn_id, name))
+                await self.locks_for(dataset_uuid, shard).release(txn_id)
 
     async def load_staged_of(self, dataset_uuid: str, shard: int, replica) -> int:
         """Reloads one replica's staged txns (at start, or after a copy installed a snapshot
@@ -357,13 +543,12 @@ class Participant:
             staged = node_pb2.StagedTxn()
             with open(path, "rb") as f:
                 staged.ParseFromString(f.read())
-            txn_id = staged.request.txn_id
-            key = (txn_id, participant_name(dataset_uuid, shard))
+            key = (staged.request.txn_id, participant_name(dataset_uuid, shard))
             if key in self.prepared:
                 continue
-            await self.locks_for(dataset_uuid, shard).acquire(_locked_ids(staged), txn_id, 0)
-            self.prepared[key] = PreparedTxn(txn_id, dataset_uuid, shard, staged, path)
-            loaded += 1
+            await self._drive(model.Reload(staged.request.txn_id),
+                              _Drive(dataset_uuid, shard, staged=staged, path=path))
+            loaded += key in self.prepared
         return loaded
 
     async def resolve_all(self) -> None:
@@ -383,40 +568,35 @@ class Participant:
         return False
 
     async def resolve_due(self, force: bool = False) -> None:
+        """Asks the meta group about every prepared txn once one has waited
+        txn_prepared_timeout_ms (or always, with force): each Timeout's AskMeta is answered
+        from one linearizable read; a due txn with no decision gets an abort proposed."""
         now_ms = time.time() * 1000
-        due = [t for t in list(self.prepared.values())
-               if now_ms - t.staged.prepared_at_ms >= limits.txn_prepared_timeout_ms]
+        held = list(self.prepared.items())
+        due = {key for key, t in held
+               if now_ms - t.staged.prepared_at_ms >= limits.txn_prepared_timeout_ms}
         if not due and not force:
+            return
+        asked = []
+        for key, txn in held:
+            actions = self._step(key[1], model.Timeout(key[0]))
+            if any(isinstance(a, model.AskMeta) for a in actions):
+                asked.append((key, txn))
+        if not asked:
             return
         try:
             state = await self.catalog.refresh(linearizable=True)
         except errors.TributaryError as exc:
             log.warning("cannot read txn decisions: %s", exc.message)
             return
-        for key, txn in list(self.prepared.items()):
-            decision = None
-            record = state.txns.get(txn.txn_id)
-            if record is not None:
-                decision = record.decision
-            elif txn.txn_id in state.txn_tombstones:
-                decision = state.txn_tombstones[txn.txn_id][0]
-            elif txn in due:
-                participants = tuple(txn.staged.request.participants) or (
-                    participant_name(txn.dataset_uuid, txn.shard),)
-                try:
-                    result = await self.meta.propose(commands.DecideTxn(
-                        txn.txn_id, TXN_ABORT, participants, "", "", int(time.time() * 1000)))
-                except errors.TributaryError as exc:
-                    log.warning("cannot record abort of %s: %s", txn.txn_id, exc.message)
-                    continue
-                decision = result["decision"]
-                log.info("txn %s timed out prepared; meta decision is %s", txn.txn_id,
-                         decision)
-            if decision is not None:
-                try:
-                    await self._finish(key, decision)
-                except errors.StaleEpoch:
-                    pass    # a copy: its primary logs the decision, and the copy applies that
+        for key, txn in asked:
+            role, drive = self._drive_for(txn.dataset_uuid, txn.shard)
+            event = model.Decision(key[0], _recorded(state, key[0]), model.META, role,
+                                   key in due)
+            try:
+                await self._drive(event, drive)
+            except errors.TributaryError as exc:
+                log.warning("cannot finish txn %s: %s", key[0], exc.message)
 
     async def background(self) -> None:
         """Resolves timed-out txns and sends batched acks, until cancelled."""
@@ -437,6 +617,15 @@ class Participant:
                 except errors.TributaryError as exc:
                     log.debug("ack failed, will retry: %s", exc.message)
                     self._pending_acks = acks + self._pending_acks
+
+
+def _recorded(state, txn_id: str) -> str | None:
+    """The decision the meta state holds for a txn (a live record or a tombstone), or None."""
+    record = state.txns.get(txn_id)
+    if record is not None:
+        return record.decision
+    tombstone = state.txn_tombstones.get(txn_id)
+    return tombstone[0] if tombstone is not None else None
 
 
 class _NotPrimary(Exception):

@@ -1,17 +1,22 @@
 """A seeded simulation of two-phase commit (after TigerBeetle's VOPR).
 
-Many coordinators (router/txn_steps.py `step`) and participants (consensus/txn_model.py `step`)
-exchange messages over a simulated network that drops, reorders and duplicates them; the meta
-group is the real state machine (consensus/state.py `apply` of DecideTxn and AckTxns), atomic
-like the Raft group it stands for, but reached over the same lossy network. Coordinators crash
-at any step (a router is stateless: its txns are gone), participants crash and come back
-(prepared and finished txns are durable), timeouts fire at random. After the faulty phase the
-network heals and every timer fires until nothing moves.
+Many coordinators (router/txn_steps.py `step`) and participants exchange messages over a
+simulated network that drops, reorders and duplicates them. Each participant is a shard with two
+copies, a primary and a copy, each running the participant step function the shard node runs
+(consensus/txn_model.py `step`, driven by node/txn.py in the node): a copy stages plans, votes,
+logs decisions in the shard's op log, applies them to its store, and learns its primary's ops
+from the log. The meta group is the real state machine (consensus/state.py `apply` of DecideTxn
+and AckTxns), atomic like the Raft group it stands for, but reached over the same lossy network.
+Coordinators crash at any step (a router is stateless: its txns are gone); copies crash between
+any two of their actions and come back with what is durable (staged plans, op log, store), the
+rest forgotten; the primary role fails over to a caught-up copy; timeouts fire at random. After
+the faulty phase the network heals and every timer fires until nothing moves.
 
-Checked at every step: no participant commits a txn the group did not record as committed, none
-finishes a txn otherwise than the group recorded, no client hears "committed" for a txn the
-group aborted, and at most one txn commits per idempotency key. Checked at the end: no
-participant holds a prepared txn (no stuck locks) and every txn is all or nothing.
+Checked at every step: no copy commits a txn the group did not record as committed, none
+finishes a txn otherwise than the group recorded, no copy's store holds a commit its op log does
+not know, no client hears "committed" for a txn the group aborted, and at most one txn commits
+per idempotency key. Checked at the end: no copy holds a txn (no stuck locks), both copies of a
+shard hold the same commits, and every txn is all or nothing across its shards' stores.
 
 One seed replays one schedule exactly:
 
@@ -22,6 +27,7 @@ One seed replays one schedule exactly:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -54,6 +60,26 @@ class Driver:
 
 
 @dataclass
+class Shard:
+    copies: tuple[str, str]
+    primary: str
+    # The shard's op log: ("prepare", txn) and ("finish", txn, decision). Replication is
+    # synchronous and a copy is promoted only once it holds all of it, so one log stands for
+    # every copy's: each copy holds its first log_len ops.
+    log: list = field(default_factory=list)
+
+
+@dataclass
+class Copy:
+    shard: str
+    state: pm.ParticipantState
+    up: bool = True
+    log_len: int = 0
+    staged: dict = field(default_factory=dict)      # durable: txn -> keys of its plan file
+    store: set = field(default_factory=set)         # durable: txns whose rows it holds
+
+
+@dataclass
 class Report:
     seed: int
     steps: int
@@ -80,8 +106,12 @@ class Simulation:
         self.meta = meta_state.MetaState()
         self.recorded: dict[str, str] = {}       # txn -> first decision the group recorded
         self.committed_keys: dict[str, str] = {}  # idempotency key -> the txn that committed
-        self.participants = {p: pm.ParticipantState(p) for p in self.PARTICIPANTS}
-        self.up = {p: True for p in self.PARTICIPANTS}
+        self.shards = {s: Shard((f"{s}.a", f"{s}.b"), f"{s}.a") for s in self.PARTICIPANTS}
+        self.copies = {n: Copy(s, pm.ParticipantState(n))
+                       for s, shard in self.shards.items() for n in shard.copies}
+        self.txn_keys: dict[str, frozenset] = {}
+        self.faulty = True
+        self.local: list[Message] = []      # results of copies' own I/O, in flight
         self.coordinators: dict[str, Driver] = {}
         self.txn_participants: dict[str, tuple[str, ...]] = {}
         self.network: list[Message] = []
@@ -133,6 +163,7 @@ class Simulation:
         key = f"k{self.rng.randint(0, 9)}" if self.rng.random() < 0.5 else ""
         self.txn_participants[txn_id] = chosen
         keys = frozenset(f"id{self.rng.randint(0, 199)}" for _ in range(self.rng.randint(1, 3)))
+        self.txn_keys[txn_id] = keys
         driver = Driver(cs.CoordinatorState(txn_id, chosen, key), keys=keys)
         self.coordinators[txn_id] = driver
         self.coordinator_step(txn_id, cs.Begin())
@@ -151,7 +182,8 @@ class Simulation:
         if isinstance(action, cs.SendPrepare):
             driver.waiting = set(action.participants)
             for p in action.participants:
-                self.send(f"p:{p}", pm.Prepare(txn_id, driver.keys), reply_to=f"c:{txn_id}")
+                self.send(f"p:{self.primary_of(p)}", pm.Prepare(txn_id, driver.keys),
+                          reply_to=f"c:{txn_id}")
         elif isinstance(action, cs.RecordDecision):
             driver.waiting = {"meta"}
             self.send("meta", c.DecideTxn(txn_id, action.decision,
@@ -161,7 +193,7 @@ class Simulation:
         elif isinstance(action, cs.SendDecision):
             driver.waiting = set(action.participants)
             for p in action.participants:
-                self.send(f"p:{p}", pm.Decision(txn_id, action.decision),
+                self.send(f"p:{self.primary_of(p)}", pm.Decision(txn_id, action.decision),
                           reply_to=f"c:{txn_id}")
         elif isinstance(action, cs.Reply):
             self.client_hears(txn_id, action)
@@ -187,7 +219,10 @@ class Simulation:
         driver.waiting.discard(who)
         action = driver.action
         if isinstance(action, cs.SendPrepare):
-            if isinstance(answer, pm.Vote) and not answer.yes and driver.refusal is None:
+            if not isinstance(answer, pm.Vote):
+                driver.waiting.add(who)     # a late answer to another phase
+                return
+            if not answer.yes and driver.refusal is None:
                 driver.refusal = f"{who} voted no"
             if not driver.waiting:
                 self.coordinator_step(txn_id, cs.Voted(driver.refusal))
@@ -195,6 +230,8 @@ class Simulation:
             self.coordinator_step(txn_id, cs.Recorded(answer["decision"],
                                                       answer.get("duplicate_of", ""),
                                                       answer.get("outcome_json", "")))
+        elif isinstance(action, cs.SendDecision) and isinstance(answer, pm.Vote):
+            driver.waiting.add(who)         # a late vote, not the phase-two answer
         elif isinstance(action, cs.SendDecision) and not driver.waiting:
             self.coordinator_step(txn_id, cs.Delivered())
 
@@ -216,19 +253,42 @@ class Simulation:
         elif isinstance(action, cs.SendDecision):
             self.coordinator_step(txn_id, cs.Delivered())
 
-    # ---- participants -----------------------------------------------------------------------
+    # ---- participants: shards of two copies -------------------------------------------------
+
+    def primary_of(self, shard: str) -> str:
+        return self.shards[shard].primary
+
+    def role(self, copy: str) -> str:
+        return pm.PRIMARY if self.primary_of(self.copies[copy].shard) == copy else pm.COPY
 
     def participant_step(self, name: str, event: Any, reply_to: str = "") -> None:
-        before = self.participants[name]
+        """Feeds `event` to copy `name` and performs its actions in order, as node/txn.py's
+        driver does; during the faulty phase the copy may crash between any two actions."""
+        copy = self.copies[name]
+        queue = list(self.copy_step(name, event))
+        while queue:
+            action = queue.pop(0)
+            follow = self.perform(name, action, reply_to)
+            if follow is not None:
+                queue.extend(self.copy_step(name, follow))
+            if self.faulty and not isinstance(action, (pm.Vote, pm.Answer, pm.Violation)) \
+                    and self.rng.random() < 0.02:
+                self.crash(name)
+                return
+            if not copy.up:
+                return
+
+    def copy_step(self, name: str, event: Any) -> list:
+        copy = self.copies[name]
+        before = copy.state
         try:
-            state, actions = pm.step(before, event)
+            copy.state, actions = pm.step(before, event)
         except ValueError as exc:
             self.violation(str(exc))
-            return
-        self.participants[name] = state
+            return []
         txn_id = event.txn_id
-        finished = state.txns.get(txn_id)
-        if finished in (pm.COMMITTED, pm.ABORTED) and before.txns.get(txn_id) != finished:
+        finished = copy.state.txns.get(txn_id)
+        if finished in pm.FINISHED and before.txns.get(txn_id) != finished:
             decision = cs.COMMIT if finished == pm.COMMITTED else cs.ABORT
             recorded = self.recorded.get(txn_id)
             if decision == cs.COMMIT and recorded != cs.COMMIT:
@@ -236,21 +296,123 @@ class Simulation:
             if recorded is not None and recorded != decision:
                 self.violation(f"{name} finished {txn_id} {decision}; the group recorded "
                                f"{recorded}")
-        for action in actions:
-            if isinstance(action, pm.Vote):
-                if reply_to:
-                    self.send(reply_to, (name, action))
-            elif isinstance(action, pm.Ack):
-                if reply_to.startswith("c:"):
-                    self.send(reply_to, (name, action))
-                self.send("meta", c.AckTxns(((txn_id, name),), self.now_ms))
-            elif isinstance(action, pm.AskMeta):
-                self.send("meta", ("ask", txn_id), reply_to=f"p:{name}")
-            elif isinstance(action, pm.ProposeAbort):
-                self.send("meta", c.DecideTxn(txn_id, cs.ABORT, self.txn_participants[txn_id],
-                                              "", "", self.now_ms), reply_to=f"p:{name}")
-            elif isinstance(action, pm.Violation):
-                self.violation(action.message)
+        return actions
+
+    def perform(self, name: str, action: Any, reply_to: str) -> Any:
+        """One action of copy `name`; returns the event its result is, when it is immediate."""
+        copy = self.copies[name]
+        shard = self.shards[copy.shard]
+        txn_id = getattr(action, "txn_id", "")
+        if isinstance(action, (pm.StagePlan, pm.ReplicatePlan)):
+            # Staging and replication take time: their results come back as later messages,
+            # so a failover or a crash can land in between.
+            # They are local work, not messages: never dropped or duplicated, lost only with
+            # the copy's process.
+            kind = "staged" if isinstance(action, pm.StagePlan) else "replicated"
+            self.local.append(Message(f"p:{name}", ("result", kind, txn_id), reply_to))
+        elif isinstance(action, pm.Vote):
+            if reply_to:
+                self.send(reply_to, (copy.shard, action))
+        elif isinstance(action, (pm.Answer, pm.Refuse)):
+            if reply_to.startswith("c:"):
+                self.send(reply_to, (copy.shard, action))
+        elif isinstance(action, pm.StoreCopy):
+            copy.staged[txn_id] = self.txn_keys[txn_id]
+        elif isinstance(action, pm.DropStaged):
+            copy.staged.pop(txn_id, None)
+        elif isinstance(action, pm.LogDecision):
+            if self.role(name) != pm.PRIMARY or copy.log_len != len(shard.log):
+                self.violation(f"{name} logged {txn_id}'s decision as a copy")
+            shard.log.append(("finish", txn_id, action.decision))
+            copy.log_len = len(shard.log)
+        elif isinstance(action, pm.ApplyDecision):
+            if action.decision == cs.COMMIT:
+                if ("finish", txn_id, cs.COMMIT) not in shard.log[:copy.log_len]:
+                    self.violation(f"{name} applied {txn_id}'s commit, which its op log does "
+                                   "not hold")
+                copy.store.add(txn_id)
+            copy.staged.pop(txn_id, None)
+            return pm.Finished(txn_id)
+        elif isinstance(action, pm.SendToCopies):
+            self.catch_up(self.other(name))
+        elif isinstance(action, pm.Ack):
+            if reply_to.startswith("c:"):
+                self.send(reply_to, (copy.shard, action))
+            self.send("meta", c.AckTxns(((txn_id, copy.shard),), self.now_ms))
+        elif isinstance(action, pm.AskMeta):
+            self.send("meta", ("ask", txn_id), reply_to=f"p:{name}")
+        elif isinstance(action, pm.ProposeAbort):
+            self.send("meta", c.DecideTxn(txn_id, cs.ABORT, self.txn_participants[txn_id],
+                                          "", "", self.now_ms), reply_to=f"p:{name}")
+        elif isinstance(action, pm.Violation):
+            self.violation(action.message)
+        return None     # TakeLocks, Release, AwaitFinish: nothing outside the state here
+
+    def stage_result(self, name: str, txn_id: str) -> Any:
+        """What node/txn.py's StagePlan finds: the fence (only the primary stages), then the
+        ids' locks (a txn holding one: the lock wait times out), then the plan goes to disk."""
+        copy = self.copies[name]
+        if self.role(name) != pm.PRIMARY:
+            return pm.StageFailed(txn_id, "stale epoch")
+        keys = self.txn_keys[txn_id]
+        for other in copy.state.holding():
+            if other != txn_id and self.txn_keys[other] & keys:
+                return pm.StageFailed(txn_id, f"ids locked by {other}")
+        copy.staged[txn_id] = keys
+        return pm.Staged(txn_id)
+
+    def replicate_result(self, name: str, txn_id: str) -> Any:
+        """node/txn.py's ReplicatePlan: under the write lock, still the primary? Then the plan
+        goes into the op log and to the copy."""
+        copy = self.copies[name]
+        if self.role(name) != pm.PRIMARY:
+            return pm.NotPrimary(txn_id)
+        shard = self.shards[copy.shard]
+        shard.log.append(("prepare", txn_id))
+        copy.log_len = len(shard.log)
+        self.catch_up(self.other(name))
+        return pm.Replicated(txn_id)
+
+    def other(self, name: str) -> str:
+        return next(n for n in self.shards[self.copies[name].shard].copies if n != name)
+
+    def catch_up(self, name: str) -> None:
+        """A copy that is up takes the ops of its shard's log it lacks, in order."""
+        copy = self.copies[name]
+        shard = self.shards[copy.shard]
+        while copy.up and copy.log_len < len(shard.log):
+            op = shard.log[copy.log_len]
+            copy.log_len += 1
+            self.participant_step(name, self.op_event(op))
+
+    @staticmethod
+    def op_event(op: tuple) -> Any:
+        if op[0] == "prepare":
+            return pm.Adopt(op[1])
+        return pm.Decision(op[1], op[2], pm.LOG, pm.ALONE)
+
+    def crash(self, name: str) -> None:
+        copy = self.copies[name]
+        copy.up = False
+        copy.state = pm.ParticipantState(name)      # memory is gone; disk stays
+        self.local = [m for m in self.local if m.to != f"p:{name}"]
+
+    def restart(self, name: str) -> None:
+        """node/server.py's start order: staged plans first, then the last logged op again."""
+        copy = self.copies[name]
+        copy.up = True
+        for txn_id in sorted(copy.staged):
+            self.participant_step(name, pm.Reload(txn_id))
+        if copy.up and copy.log_len:
+            self.participant_step(name, self.op_event(self.shards[copy.shard].log[
+                copy.log_len - 1]))
+
+    def fail_over(self, shard_name: str) -> None:
+        """The meta leader promotes the copy, if it is up and holds the whole log (in sync)."""
+        shard = self.shards[shard_name]
+        candidate = next(n for n in shard.copies if n != shard.primary)
+        if self.copies[candidate].up and self.copies[candidate].log_len == len(shard.log):
+            shard.primary = candidate
 
     # ---- delivery ---------------------------------------------------------------------------
 
@@ -259,8 +421,25 @@ class Simulation:
             self.deliver_to_meta(message)
         elif message.to.startswith("p:"):
             name = message.to[2:]
-            if self.up[name]:
-                self.participant_step(name, message.body, message.reply_to)
+            if name in self.shards:
+                # The router's map at send time: the shard's primary then.
+                name = self.primary_of(name)
+            if not self.copies[name].up:
+                return
+            body = message.body
+            if isinstance(body, tuple) and body[0] == "result":
+                _, kind, txn_id = body
+                event = (self.stage_result(name, txn_id) if kind == "staged"
+                         else self.replicate_result(name, txn_id))
+                self.participant_step(name, event, message.reply_to)
+            elif isinstance(body, pm.Decision) and body.source == pm.META:
+                self.participant_step(name, dataclasses.replace(body, role=self.role(name)),
+                                      message.reply_to)
+            elif isinstance(body, pm.Decision):
+                self.participant_step(name, dataclasses.replace(body, role=self.role(name)),
+                                      message.reply_to)
+            else:
+                self.participant_step(name, body, message.reply_to)
         elif message.to.startswith("c:"):
             who, answer = message.body
             self.coordinator_hears(message.to[2:], who, answer)
@@ -268,25 +447,28 @@ class Simulation:
     def deliver_to_meta(self, message: Message) -> None:
         body = message.body
         if isinstance(body, tuple) and body[0] == "ask":
-            self.send(message.reply_to, pm.Decision(body[1], self.meta_decision(body[1])))
+            self.send(message.reply_to, pm.Decision(body[1], self.meta_decision(body[1]),
+                                                    pm.META))
             return
         result = self.meta_apply(body)
         if isinstance(body, c.DecideTxn):
             if message.reply_to.startswith("c:"):
                 self.send(message.reply_to, ("meta", result))
             elif message.reply_to.startswith("p:"):
-                self.send(message.reply_to, pm.Decision(body.txn_id, result["decision"]))
+                self.send(message.reply_to, pm.Decision(body.txn_id, result["decision"],
+                                                        pm.META))
 
     # ---- the schedule -----------------------------------------------------------------------
 
     def fault_step(self) -> None:
         rng = self.rng
         self.now_ms += rng.randint(0, 3)
-        for name in self.PARTICIPANTS:
-            # A crashed participant restarts after ~20 steps (its durable state intact).
-            self.up[name] = self.up[name] or rng.random() < 0.05
+        for name, copy in self.copies.items():
+            # A crashed copy restarts after ~20 steps (its durable state intact).
+            if not copy.up and rng.random() < 0.05:
+                self.restart(name)
         roll = rng.random()
-        if roll < 0.05 or not self.network and roll < 0.5:
+        if roll < 0.05 or not self.network and not self.local and roll < 0.5:
             self.start_txn()
         elif roll < 0.09 and self.network:
             self.network.pop(rng.randrange(len(self.network)))              # a drop
@@ -295,32 +477,47 @@ class Simulation:
         elif roll < 0.14 and self.coordinators:
             del self.coordinators[rng.choice(sorted(self.coordinators))]    # a router crash
         elif roll < 0.15:
-            self.up[rng.choice(self.PARTICIPANTS)] = False                   # a node crash
-        elif roll < 0.16 and self.coordinators:
+            name = rng.choice(sorted(self.copies))                           # a node crash
+            if self.copies[name].up:
+                self.crash(name)
+        elif roll < 0.16:
+            self.fail_over(rng.choice(self.PARTICIPANTS))
+        elif roll < 0.17 and self.coordinators:
             # An RPC deadline: rare next to deliveries, as a deadline is long next to a hop.
             self.coordinator_deadline(rng.choice(sorted(self.coordinators)))
-        elif roll < 0.20:
+        elif roll < 0.19:
+            self.catch_up(rng.choice(sorted(self.copies)))                   # catch-up loop
+        elif roll < 0.22:
             self.fire_a_timeout()
+        elif roll < 0.40 and self.local:
+            self.deliver(self.local.pop(rng.randrange(len(self.local))))
         elif self.network:
             # Delivery in any order: a reorder is the rule, not a fault.
             self.deliver(self.network.pop(rng.randrange(len(self.network))))
 
     def fire_a_timeout(self, name: str | None = None) -> bool:
-        names = [name] if name else [p for p in self.PARTICIPANTS if self.up[p]]
-        prepared = [(p, t) for p in names for t in self.participants[p].prepared()]
+        names = [name] if name else [n for n in sorted(self.copies) if self.copies[n].up]
+        prepared = [(n, t) for n in names for t in self.copies[n].state.prepared()]
         if not prepared:
             return False
-        p, txn_id = self.rng.choice(prepared)
-        self.participant_step(p, pm.Timeout(txn_id))
+        n, txn_id = self.rng.choice(prepared)
+        self.participant_step(n, pm.Timeout(txn_id))
         return True
 
     def settle(self, rounds_max: int = 100_000) -> None:
         """Heals everything and runs every timer until no message and no prepared txn is left
         (or rounds_max, which then reports stuck locks)."""
-        self.up = {p: True for p in self.PARTICIPANTS}
+        self.faulty = False
+        for name in sorted(self.copies):
+            if not self.copies[name].up:
+                self.restart(name)
         for _ in range(rounds_max):
             self.now_ms += 1
-            if self.network:
+            for name in sorted(self.copies):
+                self.catch_up(name)
+            if self.local:
+                self.deliver(self.local.pop(0))
+            elif self.network:
                 self.deliver(self.network.pop(0))
             elif self.coordinators:
                 self.coordinator_deadline(sorted(self.coordinators)[0])
@@ -331,16 +528,22 @@ class Simulation:
                 return
 
     def check_final(self) -> None:
-        for name, state in self.participants.items():
-            for txn_id in state.prepared():
-                self.violation(f"stuck lock: {name} still holds {txn_id} prepared")
+        for name in sorted(self.copies):
+            for txn_id in self.copies[name].state.holding():
+                self.violation(f"stuck lock: {name} still holds {txn_id} "
+                               f"{self.copies[name].state.txns[txn_id]}")
+        for shard_name, shard in self.shards.items():
+            a, b = (self.copies[n].store for n in shard.copies)
+            if a != b:
+                self.violation(f"the copies of {shard_name} differ: {sorted(a ^ b)[:5]}")
         for txn_id, chosen in self.txn_participants.items():
-            outcomes = {self.participants[p].txns.get(txn_id) for p in chosen} - {None}
-            if pm.COMMITTED in outcomes and outcomes != {pm.COMMITTED}:
-                self.violation(f"{txn_id} is not all-or-nothing: {sorted(outcomes)}")
-            if pm.COMMITTED in outcomes and any(
-                    self.participants[p].txns.get(txn_id) is None for p in chosen):
-                self.violation(f"{txn_id} committed where some participant never saw it")
+            holding = {s for s in chosen if txn_id in self.copies[self.primary_of(s)].store}
+            if holding and holding != set(chosen):
+                self.violation(f"{txn_id} is not all-or-nothing: committed on "
+                               f"{sorted(holding)} of {list(chosen)}")
+            if holding and self.recorded.get(txn_id) != cs.COMMIT:
+                self.violation(f"{txn_id} committed while the group recorded "
+                               f"{self.recorded.get(txn_id)}")
 
     def run(self, steps: int) -> Report:
         for _ in range(steps):

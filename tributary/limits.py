@@ -380,3 +380,8 @@ reshard_purge_batch_ids_max = 2_000
 reshard_copy_check_interval_ms = 10_000
 # How long `tributary admin datasets reshard --wait` waits by default.
 reshard_wait_default_ms = 3_600_000
+
+# ---- 2PC participant memory (issue 14; consensus/txn_model.py) ------------------------------------
+# Finished txns each shard copy remembers (in memory; a restart forgets them), so a late or
+# repeated Prepare gets the first answer and a re-sent prepare op is not staged again.
+txn_finished_remembered_max = 1_000

@@ -1,5 +1,5 @@
 """2PC decisions in the meta state machine (DecideTxn, AckTxns), the coordinator's step function
-(router/txn_steps.py) and the participant model (consensus/txn_model.py)."""
+(router/txn_steps.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import commands as c
-from consensus import txn_model as pm
 from consensus.state import MetaState, apply
 from router import txn_steps as cs
 from tributary import limits
@@ -180,28 +179,4 @@ def _expects(phase, event) -> bool:
         (cs.ABORTING, "Recorded"), (cs.ABORTING, "RecordFailed")}
 
 
-# ---- the participant model ---------------------------------------------------------------------
-
-def test_participant_with_prepared_txn_asks_meta_after_timeout_and_aborts_when_none_decided():
-    state, actions = pm.step(pm.ParticipantState("p"), pm.Prepare("t", frozenset({"a"})))
-    assert actions == [pm.Vote("t", True)] and state.locks == {"a": "t"}
-    state, actions = pm.step(state, pm.Timeout("t"))
-    assert actions == [pm.AskMeta("t")]
-    state, actions = pm.step(state, pm.Decision("t", None))
-    assert actions == [pm.ProposeAbort("t")]
-    state, actions = pm.step(state, pm.Decision("t", "abort"))
-    assert actions == [pm.Ack("t")] and state.txns["t"] == pm.ABORTED and not state.locks
-
-
-def test_participant_votes_no_while_another_txn_holds_an_id():
-    state, _ = pm.step(pm.ParticipantState("p"), pm.Prepare("t1", frozenset({"a"})))
-    state, actions = pm.step(state, pm.Prepare("t2", frozenset({"a", "b"})))
-    assert actions == [pm.Vote("t2", False)] and state.locks == {"a": "t1"}
-
-
-def test_participant_answers_repeated_messages_from_memory():
-    state, _ = pm.step(pm.ParticipantState("p"), pm.Prepare("t", frozenset({"a"})))
-    state, _ = pm.step(state, pm.Decision("t", "commit"))
-    assert pm.step(state, pm.Prepare("t", frozenset({"a"})))[1] == [pm.Vote("t", True)]
-    assert pm.step(state, pm.Decision("t", "commit"))[1] == [pm.Ack("t")]
-    assert isinstance(pm.step(state, pm.Decision("t", "abort"))[1][0], pm.Violation)
+# The participant's step function has its own file: tests/unit/test_txn_participant_steps.py.
