@@ -6,7 +6,7 @@
 How (the decisions are pure functions in consensus/versions.py; this module only does I/O):
 0. Wait, unfenced: until every batch decided COMMIT before the cut began has been applied by
    all its participants in this dataset (linearizable reads of the 2PC bookkeeping, no log
-   entry), at most until `settle_deadline`. A participant whose primary was killed applies its
+   entry), and every shard's primary is live, at most until `settle_deadline`. A participant whose primary was killed applies its
    decided batches only once a copy is promoted or the node is back (seconds), far longer than
    a fence may stand; waiting here, with nothing held back, lets the fenced settle of step 2
    find only batches decided a moment ago. This step changes no outcome, only liveness: the
@@ -21,8 +21,8 @@ How (the decisions are pure functions in consensus/versions.py; this module only
    staged on their participants, not in any store, so they are outside the cut.
 3. Positions: each shard's primary (`CutShard`), holding the shard's write lock, tags its Deep
    Lake commit and has every in-sync copy tag the same state; it answers its commit id, op-log
-   seq and term, and row count. One-phase writes go on meanwhile: each is within one shard,
-   so it is simply before or after that shard's position.
+   seq and term, and row count, within what is left of the fence. One-phase writes go on
+   meanwhile: each is within one shard, so it is simply before or after that shard's position.
 4. Check that the fence is still up (it cannot have lapsed and come back), then lift it
    (`LiftFence`, also on failure). A cut that could not finish inside the fence raises
    Unavailable (retriable) and records nothing.
@@ -96,11 +96,19 @@ async def consistent_cut(core, record: DatasetRecord, deeplake_tag: str = "",
     try:
         await _settle(core, cut_id, started)
         at_ms = _now_ms()
-        positions = await asyncio.gather(*(
-            core.on_shard(record.tenant_id, record.name, shard,
-                          lambda _r, address, ref: core.shards.cut_shard(
-                              address, node_pb2.CutShardRequest(shard=ref, tag=tag)))
-            for shard in range(record.shard_count)))
+        # A primary that does not answer within the fence cannot give a position in it:
+        # give up then (the caller retries) rather than wait for the node call's deadline.
+        try:
+            positions = await asyncio.wait_for(asyncio.gather(*(
+                core.on_shard(record.tenant_id, record.name, shard,
+                              lambda _r, address, ref: core.shards.cut_shard(
+                                  address, node_pb2.CutShardRequest(shard=ref, tag=tag)))
+                for shard in range(record.shard_count))),
+                max(0.0, started + limits.cut_fence_max_ms / 1000 - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise errors.Unavailable("a shard's primary did not give its position within "
+                                     f"cut_fence_max_ms={limits.cut_fence_max_ms}; retry"
+                                     ) from None
         # The fence must still be up (with room for clock skew between routers): then no
         # commit of this dataset was recorded between the first position and the last.
         check = await core.meta.propose(commands.FenceSettled(
@@ -145,11 +153,23 @@ async def unapplied_commits(core, dataset_uuid: str) -> dict[str, tuple[str, ...
     return found
 
 
+async def _primaries_down(core, record: DatasetRecord) -> list[int]:
+    """Shards of the dataset whose primary (in the cached catalog) the meta leader does not
+    count among the live nodes; every shard when no member leads."""
+    current = core.catalog.state.datasets.get(record.uuid, record)
+    try:
+        live = set((await core.meta.leader_status()).live_nodes)
+    except errors.TributaryError:
+        return list(range(current.shard_count))
+    return [s for s in range(current.shard_count) if current.primary_of(s) not in live]
+
+
 async def wait_for_applied_commits(core, record: DatasetRecord, deadline: float) -> None:
     """Step 0 of the cut: returns once every batch decided COMMIT before this call has been
     applied by all its participants in the dataset (those decided later are left to the
-    fenced settle). Raises Unavailable at `deadline` (time.monotonic()) naming the shards
-    that still lack one, so the operator knows what the cut waits for."""
+    fenced settle), and every shard's primary is live (a cut asks each one for its position
+    inside the fence, which a dead primary would outlast). Raises Unavailable at `deadline`
+    (time.monotonic()) naming the shards it waited for, so the operator knows why."""
     started = time.monotonic()
     earlier: set[str] | None = None
     next_note = started + limits.cut_settle_note_ms / 1000
@@ -158,19 +178,23 @@ async def wait_for_applied_commits(core, record: DatasetRecord, deadline: float)
         if earlier is None:
             earlier = set(pending)
         left = {txn: shards for txn, shards in pending.items() if txn in earlier}
-        if not left:
+        down = await _primaries_down(core, record)
+        if not left and not down:
             return
         now = time.monotonic()
         shards = sorted({int(p.rsplit("/", 1)[1]) for ps in left.values() for p in ps})
+        waits_for = "; ".join(
+            ([f"{len(left)} committed multi-shard batch(es) not yet applied on shard(s) "
+              f"{shards}"] if left else []) +
+            ([f"no live primary for shard(s) {down}"] if down else []))
         if now >= deadline:
             raise errors.Unavailable(
-                f"{len(left)} committed multi-shard batch(es) of '{record.name}' are not yet "
-                f"applied on shard(s) {shards} after waiting {now - started:.1f} s (a "
-                "participant's node is down or its copy is being promoted); a cut now would "
-                "hold part of a batch, so none was taken: retry once the shard is back")
+                f"no consistent cut of '{record.name}' after waiting {now - started:.1f} s: "
+                f"{waits_for} (a node is down or a copy is being promoted; a cut now would "
+                "hold part of a batch or outlast its fence); retry once the shard is back")
         if now >= next_note:
-            log.info("cut of %s waits for %d committed batch(es) to be applied on shard(s) %s "
-                     "(%.1f s so far)", record.name, len(left), shards, now - started)
+            log.info("cut of %s waits: %s (%.1f s so far)", record.name, waits_for,
+                     now - started)
             next_note = now + limits.cut_settle_note_ms / 1000
         await asyncio.sleep(limits.cut_settle_wait_poll_ms / 1000)
 

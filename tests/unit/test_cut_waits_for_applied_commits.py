@@ -46,6 +46,7 @@ class FakeMeta:
         self.state = state
         self.applied_at = applied_at
         self.proposed: list[tuple[float, object]] = []
+        self.live = {"n1"}
 
     def _catch_up(self) -> None:
         # (A txn acknowledged by every participant is forgotten by the meta group.)
@@ -61,6 +62,9 @@ class FakeMeta:
         self.state, result = meta_state.apply(self.state, command)
         return result
 
+    async def leader_status(self):
+        return types.SimpleNamespace(live_nodes=list(self.live))
+
     async def read_revision(self, include_txns: bool = False, idempotency_key: str = ""):
         self._catch_up()
         doc = meta_state.to_doc(meta_state.MetaState(txns=self.state.txns))
@@ -72,6 +76,7 @@ class FakeCore:
     def __init__(self, meta: FakeMeta):
         self.meta = meta
         self.shards = types.SimpleNamespace(cut_shard=self._cut_shard)
+        self.catalog = types.SimpleNamespace(state=types.SimpleNamespace(datasets={}))
 
     async def _cut_shard(self, address, request):
         return node_pb2.CutShardResponse(node_id="n1", commit_id=f"c{request.shard.shard}",
@@ -83,7 +88,8 @@ class FakeCore:
 
 
 def record():
-    return types.SimpleNamespace(uuid=UUID, tenant_id="t", name="a", shard_count=2)
+    return types.SimpleNamespace(uuid=UUID, tenant_id="t", name="a", shard_count=2,
+                                 primary_of=lambda shard: "n1")
 
 
 def fences(meta: FakeMeta) -> list[float]:
@@ -110,7 +116,7 @@ def test_cut_refuses_at_its_deadline_naming_the_shard_and_fences_nothing():
     with pytest.raises(errors.Unavailable) as refused:
         asyncio.run(consistent_cut(FakeCore(meta), record(), settle_deadline=started + 0.5))
 
-    assert "shard(s) [1]" in refused.value.message
+    assert "not yet applied on shard(s) [1]" in refused.value.message
     assert "retry" in refused.value.message
     assert refused.value.retriable
     assert fences(meta) == []          # nothing held back while it waited
@@ -142,3 +148,36 @@ def test_batches_committed_during_the_wait_are_left_to_the_fenced_settle():
     # The batches committed during the wait are still unapplied on shard 1: left to step 2.
     later = asyncio.run(cut_module.unapplied_commits(FakeCore(meta), UUID))
     assert "t1" not in later and len(later) == len(reads) - 1 >= 2
+
+
+def test_cut_waits_unfenced_for_every_shard_to_have_a_live_primary():
+    started = time.monotonic()
+    meta = FakeMeta(applied_at=started)     # the batch is applied; the primary is down
+    meta.live = set()
+
+    with pytest.raises(errors.Unavailable) as refused:
+        asyncio.run(consistent_cut(FakeCore(meta), record(), settle_deadline=started + 0.5))
+
+    assert "no live primary for shard(s) [0, 1]" in refused.value.message
+    assert fences(meta) == []
+
+    meta.live = {"n1"}
+    cut = asyncio.run(consistent_cut(FakeCore(meta), record(),
+                                     settle_deadline=time.monotonic() + 5))
+    assert len(cut.shards) == 2
+
+
+def test_a_primary_that_does_not_answer_within_the_fence_fails_the_cut_at_the_fence():
+    meta = FakeMeta(applied_at=time.monotonic())
+    core = FakeCore(meta)
+
+    async def hangs(address, request):
+        await asyncio.sleep(30)
+
+    core.shards.cut_shard = hangs
+    started = time.monotonic()
+    with pytest.raises(errors.Unavailable) as refused:
+        asyncio.run(consistent_cut(core, record(), settle_deadline=started + 5))
+    assert time.monotonic() - started < 3          # the fence (1 s), not the node deadline
+    assert "within cut_fence_max_ms" in refused.value.message
+    assert any(isinstance(command, c.LiftFence) for _, command in meta.proposed)
