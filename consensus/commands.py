@@ -205,7 +205,8 @@ class CancelMove:
 @dataclass(frozen=True)
 class ProvisionTenant:
     """Creates a tenant with a display name, quotas and a status. Refused if it exists (the
-    older CreateTenant, and a tenant's first dataset, create one with no quotas)."""
+    older CreateTenant, and a tenant's first dataset, create one with no quotas), except when
+    this very command created it (a retried Propose): that answers success."""
 
     tenant_id: str
     name: str

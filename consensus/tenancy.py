@@ -78,21 +78,32 @@ def _tenant_problem(state: MetaState, tenant_id: Any) -> dict | None:
     return None
 
 
+def _provisioned(command: c.ProvisionTenant) -> TenantRecord:
+    """The tenant a valid ProvisionTenant creates."""
+    return TenantRecord(tenant_id=command.tenant_id, created_at_ms=command.at_ms,
+                        name=command.name, status=command.status,
+                        quotas=normalize_quotas(command.quotas), updated_at_ms=command.at_ms)
+
+
 def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     if isinstance(command, c.ProvisionTenant):
         if not isinstance(command.tenant_id, str) or not command.tenant_id:
             return state, _error("InvalidArgument", "tenant_id must be a non-empty string")
-        if command.tenant_id in state.tenants:
+        existing = state.tenants.get(command.tenant_id)
+        problems = quota_problems(command.quotas, allow_null=False)
+        valid = command.status in STATUSES and not problems and isinstance(command.name, str)
+        if existing is not None:
+            if valid and existing == _provisioned(command):
+                # The same command committed before: a Propose retried on another member after
+                # the first attempt missed its deadline (the proposer's at_ms makes it the same
+                # request). It answers as the first did and changes nothing.
+                return state, {"tenant_id": existing.tenant_id}
             return state, _error("AlreadyExists", f"tenant '{command.tenant_id}' already exists")
         if command.status not in STATUSES:
             return state, _error("InvalidArgument", f"unknown status '{command.status}'")
-        problems = quota_problems(command.quotas, allow_null=False)
         if problems or not isinstance(command.name, str):
             return state, _error("InvalidArgument", "; ".join(problems) or "bad tenant name")
-        record = TenantRecord(tenant_id=command.tenant_id, created_at_ms=command.at_ms,
-                              name=command.name, status=command.status,
-                              quotas=normalize_quotas(command.quotas),
-                              updated_at_ms=command.at_ms)
+        record = _provisioned(command)
         return _bump(state, tenants={**state.tenants, record.tenant_id: record}), \
             {"tenant_id": record.tenant_id}
 
