@@ -68,7 +68,6 @@ node_heartbeat_interval_ms = 500
 node_liveness_timeout_ms = 5_000
 meta_rpc_timeout_ms = 5_000
 node_rpc_timeout_ms = 30_000
-catalog_refresh_interval_ms = 1_000
 shutdown_grace_ms = 8_000
 # Internal gRPC channels reconnect quickly: a restarted peer is back within a second or two, and
 # gRPC's default backoff (up to 120 s) would keep failing calls to it long after.

@@ -132,8 +132,8 @@ def test_node_refuses_a_stale_placement_epoch(cluster):
         stale = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=0, epoch=record.epoch)
 
         def stale_refused():
-            # The node learns the new epoch from its catalog refresh (every
-            # catalog_refresh_interval_ms); from then on the old epoch must be refused.
+            # The node learns the new epoch from its catalog watch; from then on the old
+            # epoch must be refused.
             try:
                 stub.Get(node_pb2.GetRequest(shard=stale, ids=["a"]))
                 return None
