@@ -354,13 +354,38 @@ class CancelReshard:
     at_ms: int
 
 
+# ---- primary balance (applied by consensus/rebalance.py) ----------------------------------------
+
+@dataclass(frozen=True)
+class StartTransfer:
+    """Asks shard `shard`'s primary `source` to hand the primary role over to its in-sync copy
+    `target` (primary balance). The primary does it under its write lock, once the txns
+    prepared on the shard are decided, as a move's source does (node/replication.py
+    hand_over); no copy moves."""
+
+    transfer_id: str
+    dataset_uuid: str
+    shard: int
+    source: str
+    target: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class EndTransfer:
+    """Forgets a transfer: done (the target is primary) or no longer possible."""
+
+    transfer_id: str
+    at_ms: int
+
+
 COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RegisterNode, CreateTenant, CreateDataset, UpdateDataset, DeleteDataset, PlaceShard,
     DecideTxn, AckTxns, Barrier, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
     DeleteTenant, CreateApiKey, RevokeApiKey, SetInSync, PromotePrimary, ReplaceCopy,
     SetNodeState, RemoveNode, StartMove, FinishMove, CancelMove, FenceCommits, LiftFence,
     FenceSettled, CreateVersion, DeleteVersion, StartReshard, ReshardCopyReady, FinishReshard,
-    CancelReshard)}
+    CancelReshard, StartTransfer, EndTransfer)}
 
 
 class CommandDecodeError(ValueError):

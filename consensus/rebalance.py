@@ -11,11 +11,14 @@ drops the source. The shard never has fewer in-sync copies than before the move.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from consensus import commands as c
-from consensus.records import MetaState
+from consensus.records import MetaState, bump, error
+
+TRANSFER_COMMANDS = (c.StartTransfer, c.EndTransfer)
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,9 @@ def plan_rebalance(state: MetaState, live: set[str], max_moves: int) -> list[Pla
         return []
     load = copy_load(state, nodes)
     primaries = primary_load(state, nodes)
-    busy = {(m.dataset_uuid, m.shard) for m in state.moves.values()}
-    # A dataset being split (consensus/reshard.py) keeps its copies where they are.
-    busy |= {(uuid, s) for uuid in state.reshards if uuid in state.datasets
-             for s in range(state.datasets[uuid].shard_count)}
+    # Shards moving, handing over, or of a dataset being split (consensus/reshard.py), keep
+    # their copies where they are.
+    busy = _busy_shards(state)
     planned: list[PlannedMove] = []
     copies_now: dict[tuple[str, int], tuple[str, ...]] = {}
 
@@ -223,6 +225,7 @@ def plan_move_steps(state: MetaState, live: set[str], at_ms: int,
         elif move.target in gone and record.primary_of(move.shard) != move.target:
             planned.append(c.CancelMove(move.move_id, at_ms))
             in_flight -= 1
+    planned += transfer_steps(state, at_ms)
     for node in sorted(state.nodes.values(), key=lambda n: n.node_id):
         if node.state != "draining":
             continue
@@ -237,3 +240,142 @@ def plan_move_steps(state: MetaState, live: set[str], at_ms: int,
             planned.append(move.command(f"drain {node.node_id}", at_ms))
             in_flight += 1
     return planned
+
+
+# ---- primary balance: hand-overs without copy moves --------------------------------------------
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """A primary hand-over in flight: `source`, the shard's primary, hands the role over to its
+    in-sync copy `target` (node/replication.py hand_over, under the write lock)."""
+
+    transfer_id: str
+    dataset_uuid: str
+    shard: int
+    source: str
+    target: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class PlannedTransfer:
+    dataset_uuid: str
+    tenant_id: str
+    dataset: str
+    shard: int
+    source: str
+    target: str
+
+    @property
+    def transfer_id(self) -> str:
+        return f"{self.dataset_uuid[:8]}-{self.shard}-{self.source}-{self.target}-primary"
+
+    def to_doc(self) -> dict:
+        # The fields of a planned move, so `rebalance --json` stays one array of moves.
+        return {**asdict(self), "move_id": self.transfer_id, "primary": True,
+                "kind": "primary_transfer"}
+
+    def command(self, at_ms: int) -> c.StartTransfer:
+        return c.StartTransfer(self.transfer_id, self.dataset_uuid, self.shard, self.source,
+                               self.target, at_ms)
+
+
+def _busy_shards(state: MetaState) -> set[tuple[str, int]]:
+    busy = {(m.dataset_uuid, m.shard) for m in state.moves.values()}
+    busy |= {(t.dataset_uuid, t.shard) for t in state.transfers.values()}
+    busy |= {(uuid, s) for uuid in state.reshards if uuid in state.datasets
+             for s in range(state.datasets[uuid].shard_count)}
+    return busy
+
+
+def plan_primary_transfers(state: MetaState, live: set[str], max_transfers: int
+                           ) -> list[PlannedTransfer]:
+    """Hand-overs that even primaries out over the live active nodes: while a node holds two
+    more primaries than another that holds an in-sync copy of one of its shards, that shard's
+    role goes to the least-loaded such copy. Each hand-over narrows the gap, so primaries end
+    within one of each other whenever the in-sync copies allow it (always when every node
+    holds a copy of every shard). Shards moving, splitting or already handing over are left
+    alone; primaries on down or draining nodes are the repair loop's and the drain's."""
+    nodes = _eligible(state, live)
+    if len(nodes) < 2 or max_transfers < 1:
+        return []
+    primaries = primary_load(state, nodes)
+    busy = _busy_shards(state)
+    planned: list[PlannedTransfer] = []
+    while len(planned) < max_transfers:
+        chosen = None
+        for source in sorted(nodes, key=lambda n: (-primaries[n], n)):
+            options = []
+            for record, shard in _shards(state):
+                if record.primary_of(shard) != source or (record.uuid, shard) in busy:
+                    continue
+                for target in record.in_sync_of(shard):
+                    if target in primaries and primaries[target] <= primaries[source] - 2:
+                        options.append((primaries[target], target, record.name, shard, record))
+            if options:
+                _, target, _, shard, record = min(options, key=lambda o: o[:4])
+                chosen = (record, shard, source, target)
+                break
+        if chosen is None:
+            break
+        record, shard, source, target = chosen
+        planned.append(PlannedTransfer(record.uuid, record.tenant_id, record.name, shard,
+                                       source, target))
+        busy.add((record.uuid, shard))
+        primaries[source] -= 1
+        primaries[target] += 1
+    return planned
+
+
+def transfer_steps(state: MetaState, at_ms: int) -> list[Any]:
+    """EndTransfer for each transfer that is done (its target is primary) or can no longer be
+    (the dataset is gone, the source is not the primary, the target is not in sync)."""
+    steps: list[Any] = []
+    for transfer in sorted(state.transfers.values(), key=lambda t: t.transfer_id):
+        record = state.datasets.get(transfer.dataset_uuid)
+        if record is None or transfer.shard >= record.shard_count or \
+                record.primary_of(transfer.shard) != transfer.source or \
+                transfer.target not in record.in_sync_of(transfer.shard):
+            steps.append(c.EndTransfer(transfer.transfer_id, at_ms))
+    return steps
+
+
+def apply_transfer(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
+    """StartTransfer records a hand-over (refused unless the source is the shard's primary and
+    the target one of its other in-sync copies, and the shard is not moving, splitting or
+    handing over); EndTransfer forgets one. Pure, like every transition."""
+    if isinstance(command, c.EndTransfer):
+        if command.transfer_id not in state.transfers:
+            return state, {"changed": False}
+        return bump(state, transfers={k: v for k, v in state.transfers.items()
+                                      if k != command.transfer_id}), {"changed": True}
+    if command.transfer_id in state.transfers:
+        return state, {"changed": False, "transfer_id": command.transfer_id}
+    record = state.datasets.get(command.dataset_uuid)
+    if record is None:
+        return state, error("NotFound", f"dataset uuid {command.dataset_uuid} not found")
+    if not isinstance(command.shard, int) or not 0 <= command.shard < record.shard_count:
+        return state, error("InvalidArgument", f"shard {command.shard} out of range")
+    if (record.uuid, command.shard) in _busy_shards(state):
+        return state, error("Aborted", f"{record.name}/{command.shard} is moving, splitting or "
+                                       "handing over already")
+    if record.primary_of(command.shard) != command.source:
+        return state, error("InvalidArgument", f"{command.source} is not the primary of "
+                                               f"{record.name}/{command.shard}")
+    if command.target == command.source or \
+            command.target not in record.in_sync_of(command.shard):
+        return state, error("InvalidArgument", f"{command.target} is not another in-sync copy "
+                                               f"of {record.name}/{command.shard}")
+    transfer = TransferRecord(command.transfer_id, record.uuid, command.shard, command.source,
+                              command.target, command.at_ms)
+    return bump(state, transfers={**state.transfers, transfer.transfer_id: transfer}), \
+        {"changed": True, "transfer_id": transfer.transfer_id}
+
+
+def to_doc(state: MetaState) -> dict[str, Any]:
+    return {"transfers": {k: dataclasses.asdict(v) for k, v in state.transfers.items()}}
+
+
+def from_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"transfers": {k: TransferRecord(**v)
+                          for k, v in doc.get("transfers", {}).items()}}

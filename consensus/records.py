@@ -180,6 +180,9 @@ class MetaState:
     versions: dict[str, Any] = field(default_factory=dict)
     # Shard splits in progress by dataset uuid (consensus/reshard.py ReshardRecord).
     reshards: dict[str, Any] = field(default_factory=dict)
+    # Primary hand-overs asked for by primary balancing, by transfer id
+    # (consensus/rebalance.py TransferRecord).
+    transfers: dict[str, Any] = field(default_factory=dict)
 
     __setstate__ = _setstate_with_defaults
 

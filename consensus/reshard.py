@@ -11,7 +11,8 @@ goes to i + N. The split is three kinds of Raft command, all pure here (no clock
   `ReshardCopyReady`.
 - `FinishReshard` is THE switch, one command: once every in-sync copy of every parent shard
   (its primary among them) has a child built, and no 2PC decision touching the dataset waits
-  for its participants, the shard count becomes 2N and the epoch is bumped. Child i + N gets
+  for its participants (for at most `reshard_txn_wait_ms` from the start), the shard count
+  becomes 2N and the epoch is bumped. Child i + N gets
   the parent's copies, its primary (whose mirror is exact: it mirrors before it acknowledges)
   and its term; its in-sync set is that primary alone, and the other mirrors rejoin through the
   ordinary catch-up (their logs are prefixes of the primary's). `split_epoch` records the
@@ -88,6 +89,16 @@ def txns_in_doubt(state: MetaState, dataset_uuid: str) -> list[str]:
                   if any(p.startswith(prefix) for p in t.participants))
 
 
+def waited_long_enough(reshard: ReshardRecord, at_ms: int) -> bool:
+    """Whether the switch stops waiting for 2PC acks (`reshard_txn_wait_ms` after the start,
+    by the proposer's clock): under a steady stream of multi-shard batches some decision is
+    almost always waiting for an ack. Waiting is a courtesy, not a need: a txn prepared on a
+    parent before the switch is staged on its child too (the mirror), and a decision that
+    reaches only the parent after it is applied on the child when the child's primary resolves
+    the txn against the meta group (node/txn.py, after txn_prepared_timeout_ms)."""
+    return at_ms - reshard.started_at_ms >= limits.reshard_txn_wait_ms
+
+
 def unready_shards(state: MetaState, reshard: ReshardRecord) -> list[int]:
     """Parent shards some in-sync copy of which (the primary always is one) has no child built
     yet."""
@@ -161,7 +172,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         return state, error("Aborted", f"shards {waiting} have in-sync copies whose child is "
                                        "not built yet")
     doubt = txns_in_doubt(state, record.uuid)
-    if doubt:
+    if doubt and not waited_long_enough(reshard, command.at_ms):
         return state, error("Aborted", f"{len(doubt)} 2PC txn(s) of the dataset are decided "
                                        "but not yet applied by every participant")
     record = split_record(record, command.at_ms)
@@ -179,7 +190,8 @@ def plan_reshard_steps(state: MetaState, at_ms: int) -> list[Any]:
         record = state.datasets.get(uuid)
         if record is None or record.shard_count != reshard.old_count:
             planned.append(c.CancelReshard(uuid, at_ms))
-        elif not unready_shards(state, reshard) and not txns_in_doubt(state, uuid):
+        elif not unready_shards(state, reshard) and (
+                not txns_in_doubt(state, uuid) or waited_long_enough(reshard, at_ms)):
             planned.append(c.FinishReshard(uuid, at_ms))
     return planned
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from consensus import commands as c, replication, reshard, tenancy, versions
+from consensus import commands as c, rebalance, replication, reshard, tenancy, versions
 from consensus.records import (  # noqa: F401 - the records are part of this module's interface
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
     MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
@@ -129,6 +129,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         return versions.apply(state, command)
     if isinstance(command, reshard.COMMANDS):
         return reshard.apply(state, command)
+    if isinstance(command, rebalance.TRANSFER_COMMANDS):
+        return rebalance.apply_transfer(state, command)
 
     if isinstance(command, c.DecideTxn):
         fenced = versions.fence_refusal(state, command)
@@ -206,6 +208,7 @@ def to_doc(state: MetaState) -> dict[str, Any]:
         "moves": {k: dataclasses.asdict(v) for k, v in state.moves.items()},
         **versions.to_doc(state),
         **reshard.to_doc(state),
+        **rebalance.to_doc(state),
     }
 
 
@@ -230,4 +233,5 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
         moves={k: MoveRecord(**v) for k, v in doc.get("moves", {}).items()},
         **versions.from_doc(doc),
         **reshard.from_doc(doc),
+        **rebalance.from_doc(doc),
     )

@@ -23,9 +23,10 @@ from consensus import state as meta_state
 from consensus.records import MetaState
 
 # versions: dataset versions (consensus/versions.py), which reads at a version resolve here.
-# reshards: shard splits in progress (consensus/reshard.py), which nodes build children for.
+# reshards: shard splits in progress (consensus/reshard.py), which nodes build children for;
+# transfers: primary hand-overs the primaries carry out (consensus/rebalance.py).
 CATALOG_SECTIONS = ("tenants", "datasets", "nodes", "api_keys", "moves", "versions",
-                    "reshards")
+                    "reshards", "transfers")
 BOOKKEEPING_SECTIONS = ("txns", "idempotency", "txn_tombstones")
 
 Change = tuple[str, str, Any]

@@ -680,6 +680,18 @@ class Replication:
                 except errors.TributaryError as exc:
                     log.info("handing %s/%d over to %s: %s", record.uuid, move.shard,
                              move.target, exc.message)
+        # Primary balance (consensus/rebalance.py StartTransfer): the same hand-over, no move.
+        for transfer in list(state.transfers.values()):
+            record = state.datasets.get(transfer.dataset_uuid)
+            if record is not None and transfer.source == me and \
+                    transfer.shard < record.shard_count and \
+                    record.primary_of(transfer.shard) == me and \
+                    transfer.target in record.in_sync_of(transfer.shard):
+                try:
+                    await self.hand_over(record, transfer.shard, transfer.target)
+                except errors.TributaryError as exc:
+                    log.info("handing %s/%d over to %s: %s", record.uuid, transfer.shard,
+                             transfer.target, exc.message)
         for record in list(self.host.catalog.state.datasets.values()):
             for shard in record.shards_on(me):
                 if record.primary_of(shard) == me or me in record.in_sync_of(shard):

@@ -12,7 +12,9 @@ nodes involved.
                                          nowhere to go), then it is `drained`
     POST   /admin/nodes/{node_id}/remove {force}  forget it
     POST   /admin/rebalance              {dry_run, max_concurrent_moves}  the plan; started
-                                         unless dry_run
+                                         unless dry_run. Once copies are even it plans
+                                         primary hand-overs (`kind: primary_transfer`, no
+                                         data moves) that even primaries out
 """
 
 from __future__ import annotations
@@ -150,14 +152,22 @@ async def plan(core, doc: dict) -> dict:
                                      "1000")
     await core.catalog.refresh(linearizable=True)
     state = core.catalog.state
-    budget = max(0, most - len(state.moves))
-    planned = rebalance.plan_rebalance(state, await _live(core), budget)
+    budget = max(0, most - len(state.moves) - len(state.transfers))
+    live = await _live(core)
+    planned = rebalance.plan_rebalance(state, live, budget)
+    # Once copies are even (no move planned or in flight), primaries are evened out by
+    # hand-overs to in-sync copies (no data moves); the primaries carry them out.
+    transfers = [] if planned or state.moves else \
+        rebalance.plan_primary_transfers(state, live, budget)
     if not dry_run:
         for move in planned:
             await core.meta.propose(move.command("rebalance", _now_ms()))
+        for transfer in transfers:
+            await core.meta.propose(transfer.command(_now_ms()))
         await core.catalog.refresh()
-    return {"dry_run": dry_run, "moves": [m.to_doc() for m in planned],
-            "in_flight": len(state.moves)}
+    return {"dry_run": dry_run,
+            "moves": [m.to_doc() for m in planned] + [t.to_doc() for t in transfers],
+            "in_flight": len(state.moves) + len(state.transfers)}
 
 
 # ---- REST -----------------------------------------------------------------------------------

@@ -291,6 +291,8 @@ def _watch_rebalance(args: argparse.Namespace, body: dict) -> None:
 
 
 def rebalance(args: argparse.Namespace) -> None:
+    import time
+
     body = {"dry_run": args.dry_run, "max_concurrent_moves": args.max_concurrent_moves}
     if args.watch:
         if args.dry_run:
@@ -302,6 +304,9 @@ def rebalance(args: argparse.Namespace) -> None:
     if args.wait and not args.dry_run:
         while doc["moves"] or doc["in_flight"]:
             _wait_moves(args)
+            if not doc["moves"]:
+                # Only primary hand-overs in flight: they take a catch-up round or two.
+                time.sleep(0.5)
             doc = admin_cli._request(args, "POST", "/admin/rebalance", body)
             planned += doc["moves"]
     if args.json:

@@ -377,6 +377,9 @@ reshard_purge_batch_ids_max = 2_000
 # How often a copy of a split shard (not its primary, which purges) looks whether the purge has
 # reached it, so its searches stop filtering rows by owner (it reads every id).
 reshard_copy_check_interval_ms = 10_000
+# How long after a split starts its switch stops waiting for 2PC decisions of the dataset to be
+# acknowledged by their participants (a steady stream of multi-shard batches always has some).
+reshard_txn_wait_ms = 10_000
 # How long `tributary admin datasets reshard --wait` waits by default.
 reshard_wait_default_ms = 3_600_000
 

@@ -128,6 +128,9 @@ def test_a_joining_node_gets_copies_and_a_drained_node_gives_them_up_under_load(
             admin(c, "rebalance", "--wait", "--wait-timeout", "300")
             held = {n: d["copies"] for n, d in nodes(c).items()}
             assert max(held.values()) - min(held.values()) <= 1 and held["node-2"] >= 2
+            # Primaries too: hand-overs to in-sync copies even them out once copies are even.
+            primaries = {n: d["primaries"] for n, d in nodes(c).items()}
+            assert max(primaries.values()) - min(primaries.values()) <= 1, primaries
             assert json.loads(admin(c, "rebalance", "--dry-run", "--json").stdout) == []
 
             admin(c, "nodes", "drain", "node-0", "--wait", "--wait-timeout", "300")

@@ -75,6 +75,9 @@ STRATEGIES = {
                                   node_id=texts, ready=st.booleans(), at_ms=ints),
     "FinishReshard": st.builds(c.FinishReshard, dataset_uuid=texts, at_ms=ints),
     "CancelReshard": st.builds(c.CancelReshard, dataset_uuid=texts, at_ms=ints),
+    "StartTransfer": st.builds(c.StartTransfer, transfer_id=texts, dataset_uuid=texts,
+                               shard=ints, source=texts, target=texts, at_ms=ints),
+    "EndTransfer": st.builds(c.EndTransfer, transfer_id=texts, at_ms=ints),
 }
 
 any_command = st.one_of(*STRATEGIES.values())
@@ -119,6 +122,8 @@ def example_of(cls):
         c.ReshardCopyReady: c.ReshardCopyReady("u1", 0, "n1", True, 5),
         c.FinishReshard: c.FinishReshard("u1", 5),
         c.CancelReshard: c.CancelReshard("u1", 5),
+        c.StartTransfer: c.StartTransfer("t1", "u1", 0, "n1", "n2", 5),
+        c.EndTransfer: c.EndTransfer("t1", 5),
     }[cls]
 
 

@@ -78,6 +78,14 @@ def test_finish_waits_for_2pc_decisions_in_doubt_on_the_dataset():
     assert reshard.plan_reshard_steps(state, 15) == [c.FinishReshard("u1", 15)]
 
 
+def test_the_switch_stops_waiting_for_2pc_acks_after_reshard_txn_wait_ms():
+    state = all_ready(ok(cluster(), c.StartReshard("u1", 4, 11)))
+    state, _ = apply(state, c.DecideTxn("t1", "commit", ("u1/0", "u1/1"), "", "", 12))
+    late = 11 + reshard.limits.reshard_txn_wait_ms
+    assert reshard.plan_reshard_steps(state, late) == [c.FinishReshard("u1", late)]
+    assert ok(state, c.FinishReshard("u1", late)).datasets["u1"].shard_count == 4
+
+
 def test_bad_reshards_are_refused_and_change_nothing():
     state = cluster()
     for count, why in ((3, "must be 4"), (8, "must be 4"), (2, "must be 4")):
