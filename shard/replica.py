@@ -162,6 +162,11 @@ class ShardReplica:
         self._text_index_stale = True
         if deeplake.exists(self._store_url):
             ds = _writer_handle(deeplake.open(self._store_url))
+            # A commit killed mid-way (or a file snapshot of a store that had one) leaves a
+            # hole in Deep Lake's commit log that makes every later delete wait 2 s; compact
+            # over it (shard/versions.py heal_log_holes).
+            from shard import versions
+            versions.heal_log_holes(ds, os.path.join(self.path, "store"))
             if _SOFT_DELETE_COLUMN not in [c.name for c in ds.schema.columns]:
                 ds.add_column(_SOFT_DELETE_COLUMN, deeplake.types.Int64())
                 ds.commit("add soft-delete column")

@@ -17,11 +17,12 @@ first, bounded by `version_views_max` and by the bytes of their matrices
 
 from __future__ import annotations
 
+import bisect
+import logging
 import os
+import re
 import threading
 from collections import OrderedDict
-
-import bisect
 
 import deeplake
 import numpy as np
@@ -31,6 +32,8 @@ from shard.records import Hit, SearchOutcome, VectorRecord
 from shard.replica import _FilterColumns, _exact_top
 from shard.scoring import scores_from_hnsw
 from tributary import errors, limits
+
+log = logging.getLogger("tributary.shard")
 
 _SOFT_DELETE_COLUMN = "deleted_at_ms"
 _SMALL_TEXT = ("document_id", "chunk_id", "content_hash", "content_type", "language", "model")
@@ -55,6 +58,85 @@ def drop_tag(ds, tag: str) -> bool:
         return True
     except Exception:  # noqa: BLE001 - TagNotFoundError
         return False
+
+
+# ---- holes in the commit log ------------------------------------------------------------------
+#
+# Deep Lake 4.7 commits in two steps: it claims the next base of the branch's log (the 8-byte
+# counter `_deeplake_log/<branch>/next_base`), then writes the entry `<base>m<...>.jsonl[.lz4]`.
+# A process killed between the two (kill -9 of a node mid-commit) leaves a hole: a base below
+# the counter that never gets its entry. From then on every commit that deletes rows (a delete,
+# an overwrite, a purge) waits DEEPLAKE_COMMIT_CLAIM_TIMEOUT_MS (2 s) in Deep Lake's finalizer
+# for that "predecessor commit" to materialize ("predecessor commits did not materialize within
+# 2000 ms; proceeding with possibly-stale snapshot"); appends do not wait. The hole travels with
+# the store's files, so a copy that installs a file snapshot of its primary inherits it (chaos
+# backup seeds 118, 121, 123: a copy applying the primary's overwrites at one commit per 2 s
+# never caught up). A compaction (Dataset.compact) writes a marker entry above the hole, after
+# which the finalizer no longer looks below it; tags keep naming their commits. No Deep Lake
+# API reports the hole, so the log's file names are read here; a layout this does not recognise
+# reports no hole, which changes nothing.
+
+_LOG_ENTRY = re.compile(r"^(\d{10})([a-z])(\d{8})\.jsonl(\.lz4)?$")
+_COMPACTION_MARK = "o"
+
+
+def log_holes(store_path: str) -> list[tuple[str, int]]:
+    """(branch id, base) of every commit-log base the store's branches claimed and never wrote,
+    above each branch's last compaction marker. Only meaningful while no commit is in flight
+    (the one writer has just opened the store)."""
+    root = os.path.join(store_path, "_deeplake_log")
+    try:
+        branches = sorted(b for b in os.listdir(root) if b != "_meta")
+    except OSError:
+        return []
+    holes = []
+    for branch in branches:
+        directory = os.path.join(root, branch)
+        try:
+            with open(os.path.join(directory, "next_base"), "rb") as handle:
+                next_base = int.from_bytes(handle.read(8), "little")
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        written, marker = set(), 0
+        for name in names:
+            found = _LOG_ENTRY.match(name)
+            if found:
+                written.add(int(found.group(1)))
+                if found.group(2) == _COMPACTION_MARK:
+                    marker = max(marker, int(found.group(1)))
+        holes += [(branch, base) for base in range(marker + 1, next_base) if base not in written]
+    return holes
+
+
+def heal_log_holes(ds, store_path: str) -> list[tuple[str, int]]:
+    """Compacts the store (`ds`: its writer handle, just opened, nothing uncommitted) when its
+    commit log has holes (log_holes), so that deletes stop waiting on them; returns the holes
+    it found. A compaction that fails is logged and the store is used as it is (slower
+    deletes, same content)."""
+    holes = log_holes(store_path)
+    if not holes:
+        return holes
+    # A compaction writes its marker only once it has trailing commits to merge: the first
+    # one over a hole at the log's end writes a commit, the second the marker.
+    left = holes
+    try:
+        for _ in range(limits.store_log_heal_compactions_max):
+            ds.compact()
+            left = log_holes(store_path)
+            if not left:
+                break
+    except Exception:  # noqa: BLE001 - a failed compaction leaves the store as it was
+        log.exception("store %s: compacting over commit-log holes %s failed", store_path, holes)
+        return holes
+    if left:
+        log.error("store %s: commit-log holes %s are still there after %d compactions; "
+                  "deletes will wait on them", store_path, left,
+                  limits.store_log_heal_compactions_max)
+    else:
+        log.warning("store %s: compacted over commit-log holes %s (commits killed mid-way); "
+                    "deletes no longer wait on them", store_path, holes)
+    return holes
 
 
 class VersionView:

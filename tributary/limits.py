@@ -387,3 +387,6 @@ reshard_wait_default_ms = 3_600_000
 # Finished txns each shard copy remembers (in memory; a restart forgets them), so a late or
 # repeated Prepare gets the first answer and a re-sent prepare op is not staged again.
 txn_finished_remembered_max = 1_000
+# A shard store whose Deep Lake commit log has holes (commits killed mid-way) is compacted at
+# open until the holes are below a compaction marker, at most this many times (shard/versions.py).
+store_log_heal_compactions_max = 3
