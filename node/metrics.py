@@ -48,7 +48,7 @@ DEEPLAKE_COMMIT_SECONDS = Histogram("tributary_deeplake_commit_seconds",
                                     "Deep Lake commit latency of shard writes",
                                     buckets=_LATENCY_BUCKETS)
 
-_SEARCH_METHODS = frozenset({"Search", "TextSearch"})
+_SEARCH_METHODS = frozenset({"Search", "SearchBatch", "TextSearch"})
 _WRITE_METHODS = frozenset({"Write", "Prepare", "Commit", "Abort", "SoftDelete", "Restore",
                             "Replicate", "Compact"})
 

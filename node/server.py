@@ -188,18 +188,78 @@ def _compiled_filter(request) -> filter_eval.CompiledFilter | None:
     return filter_eval.compile_filter(ast) if ast is not None else None
 
 
-def _search_response(outcome, dimensions: int) -> node_pb2.ShardSearchResponse:
+def _query_of(request, record: DatasetRecord) -> np.ndarray:
+    if request.query_values:
+        return unpack_vector(request.query_values, record.dimensions, record.metric_type,
+                             what="query_vector")
+    return as_vector(np.asarray(request.query_vector, dtype=np.float64), record.dimensions,
+                     record.metric_type, what="query_vector")
+
+
+def _batchable(request) -> bool:
+    """Whether a search can join a knn_query batch: the plain kind (ShardReplica.search_batch)."""
+    return not (request.as_of_tag or request.exact or request.include_values
+                or request.filter_expression or request.filters)
+
+
+def _packs(request) -> bool:
+    return request.packed and not (request.include_content or request.include_metadata
+                                   or request.include_values)
+
+
+def _failed(exc: BaseException) -> node_pb2.ShardSearchOutcome:
+    if not isinstance(exc, TributaryError):
+        log.error("internal error in a batched search", exc_info=exc)
+        exc = Internal(f"{type(exc).__name__}: {exc}")
+    return node_pb2.ShardSearchOutcome(error=exc.to_wire(), error_code=exc.grpc_code.value[0])
+
+
+def _search_response(outcome, dimensions: int, packed: bool = False
+                     ) -> node_pb2.ShardSearchResponse:
     # Hits are filled in place: building ShardHit messages first copied every vector twice.
     response = node_pb2.ShardSearchResponse(
         vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
         database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
         strategy=outcome.strategy)
+    if packed:
+        _pack_hits(response.packed, outcome.hits)
+        return response
     for h in outcome.hits:
         hit = response.hits.add()
         fill_vector(hit.vector, h.record, dimensions)
         hit.score = h.score
         hit.distance = h.distance
     return response
+
+
+def _pack_hits(packed: node_pb2.PackedHits, hits) -> None:
+    """The hits as columns (node.proto PackedHits): ids, float32 scores and distances, int64
+    times, and the short fields only when some hit has one."""
+    count = len(hits)
+    records = [h.record for h in hits]
+    packed.ids.extend([r.id for r in records])
+    packed.scores = np.fromiter((h.score for h in hits), np.float32, count).tobytes()
+    packed.distances = np.fromiter((h.distance for h in hits), np.float32, count).tobytes()
+    packed.created_at_ms = np.fromiter((r.created_at_ms for r in records), np.int64,
+                                       count).tobytes()
+    packed.updated_at_ms = np.fromiter((r.updated_at_ms for r in records), np.int64,
+                                       count).tobytes()
+    if any(r.chunk_index or r.chunk_count or any(getattr(r, name) for name in _SHORT_TEXT)
+           for r in records):
+        for r in records:
+            vector = packed.fields.add()
+            for name in _SHORT_TEXT:
+                value = getattr(r, name)
+                if value:
+                    setattr(vector, name, value)
+            if r.chunk_index:
+                vector.chunk_index = r.chunk_index
+            if r.chunk_count:
+                vector.chunk_count = r.chunk_count
+
+
+# The short text fields a packed hit carries (PackedHits.fields); content is never packed.
+_SHORT_TEXT = ("document_id", "chunk_id", "content_hash", "content_type", "language", "model")
 
 
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
@@ -293,6 +353,9 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def Search(self, request, context):
+        return await self._search(request)
+
+    async def _search(self, request) -> node_pb2.ShardSearchResponse:
         if request.as_of_tag:
             record, view = await self._version_view(request.shard, request.as_of_tag)
             query = unpack_vector(request.query_values, record.dimensions, record.metric_type,
@@ -300,14 +363,9 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             outcome = await asyncio.to_thread(
                 view.search, query, request.top_k, request.include_content,
                 request.include_metadata, request.include_values, _compiled_filter(request))
-            return _search_response(outcome, record.dimensions)
+            return _search_response(outcome, record.dimensions, _packs(request))
         record, replica = await self.host.replica(request.shard)
-        if request.query_values:
-            query = unpack_vector(request.query_values, record.dimensions, record.metric_type,
-                                  what="query_vector")
-        else:
-            query = as_vector(np.asarray(request.query_vector, dtype=np.float64),
-                              record.dimensions, record.metric_type, what="query_vector")
+        query = _query_of(request, record)
         where = _compiled_filter(request)
         outcome = None
         if where is None and not (request.include_content or request.include_metadata
@@ -319,7 +377,58 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                 replica.search, np.asarray(query), request.top_k, request.ef_search,
                 request.include_content, request.include_metadata, request.include_values,
                 where, request.exact)
-        return _search_response(outcome, record.dimensions)
+        return _search_response(outcome, record.dimensions, _packs(request))
+
+    @_guarded
+    async def SearchBatch(self, request, context):
+        """Each search answers on its own (an error is its outcome, the others go on). Plain
+        searches of one shard at one ef run as one knn_query batch (ShardReplica.search_batch);
+        the others (filtered, exact, at a version, with values) run one by one as Search
+        would run them."""
+        searches = list(request.searches)
+        outcomes: list = [None] * len(searches)
+        groups: dict[tuple, list] = {}
+        singles = []
+        for position, item in enumerate(searches):
+            if not _batchable(item):
+                singles.append(position)
+                continue
+            try:
+                record, replica = await self.host.replica(item.shard)
+                query = _query_of(item, record)
+            except Exception as exc:  # noqa: BLE001 - this search's outcome, not the batch's
+                outcomes[position] = _failed(exc)
+                continue
+            groups.setdefault((id(replica), item.ef_search), []).append(
+                (position, record, replica, query))
+
+        async def run_group(members: list) -> None:
+            _, _, replica, _ = members[0]
+            items = [searches[position] for position, _, _, _ in members]
+            try:
+                found = await asyncio.to_thread(
+                    replica.search_batch, np.stack([query for _, _, _, query in members]),
+                    [item.top_k for item in items], items[0].ef_search,
+                    [item.include_content for item in items],
+                    [item.include_metadata for item in items])
+            except Exception as exc:  # noqa: BLE001
+                for position, _, _, _ in members:
+                    outcomes[position] = _failed(exc)
+                return
+            for (position, record, _, _), item, outcome in zip(members, items, found):
+                outcomes[position] = node_pb2.ShardSearchOutcome(
+                    response=_search_response(outcome, record.dimensions, _packs(item)))
+
+        async def run_single(position: int) -> None:
+            try:
+                outcomes[position] = node_pb2.ShardSearchOutcome(
+                    response=await self._search(searches[position]))
+            except Exception as exc:  # noqa: BLE001
+                outcomes[position] = _failed(exc)
+
+        await asyncio.gather(*(run_group(members) for members in groups.values()),
+                             *(run_single(position) for position in singles))
+        return node_pb2.ShardSearchBatchResponse(outcomes=outcomes)
 
     @_guarded
     async def TextSearch(self, request, context):

@@ -240,6 +240,31 @@ def fuse_rankings(vector_hits: list[tuple[str, float]], text_hits: list[tuple[st
     return fused
 
 
+def _shard_hits(response: node_pb2.ShardSearchResponse) -> list:
+    """A shard answer's hits as ShardHit messages, whichever form it came in (a merge of
+    packed and per-hit answers, e.g. while nodes of two releases serve one dataset)."""
+    if response.hits or not response.packed.ids:
+        return list(response.hits)
+    packed = response.packed
+    count = len(packed.ids)
+    scores = np.frombuffer(packed.scores, np.float32).tolist()
+    distances = np.frombuffer(packed.distances, np.float32).tolist()
+    created = np.frombuffer(packed.created_at_ms, np.int64).tolist()
+    updated = np.frombuffer(packed.updated_at_ms, np.int64).tolist()
+    hits = []
+    for i in range(count):
+        hit = node_pb2.ShardHit(score=scores[i], distance=distances[i])
+        if len(packed.fields):
+            hit.vector.CopyFrom(packed.fields[i])
+        hit.vector.id = packed.ids[i]
+        hit.vector.created_at.seconds, rest = divmod(created[i], 1000)
+        hit.vector.created_at.nanos = rest * 1_000_000
+        hit.vector.updated_at.seconds, rest = divmod(updated[i], 1000)
+        hit.vector.updated_at.nanos = rest * 1_000_000
+        hits.append(hit)
+    return hits
+
+
 @dataclass(frozen=True)
 class _SearchPlan:
     top_k: int
@@ -965,7 +990,8 @@ class RouterCore:
             query_values=validation.pack_values(query), top_k=shard_k,
             ef_search=options.ef_search, include_content=options.include_content,
             include_metadata=options.include_metadata, filter_expression=options.filter,
-            filters=dict(options.filters), exact=request.exact), version)
+            filters=dict(options.filters), exact=request.exact,
+            packed=not (options.include_content or options.include_metadata)), version)
         if version is not None:
             plan.fields["as_of_tag"] = version.deeplake_tag
         return record, plan
@@ -989,8 +1015,12 @@ class RouterCore:
         SearchResult messages and then the response from them copied every vector twice and
         filled each map through Python's MutableMapping.update."""
         post_started = time.perf_counter()
-        merged = merge_top_k(([(h.score, h.vector.id, h) for h in r.hits] for r in responses),
-                             shard_k)
+        if all(not r.hits for r in responses):
+            return self._merge_packed(record, options, top_k, shard_k, responses, started,
+                                      db_ms, post_started)
+        # A node that answers in ShardHits (older, or a search that needed stored fields).
+        merged = merge_top_k(([(h.score, h.vector.id, h) for h in _shard_hits(r)]
+                              for r in responses), shard_k)
         response = pb.SearchVectorsResponse()
         results = response.results
         kept = 0
@@ -1022,19 +1052,103 @@ class RouterCore:
             vector.CopyFrom(hit.vector)
             vector.dataset_id = record.name
             vector.tenant_id = record.tenant_id
+            vector.dimensions = record.dimensions
             if not options.include_content and vector.content:
                 vector.content = ""
             result.score = score
             result.distance = hit.distance
             result.rank = kept
             result.explanation["shard_strategy"] = strategies
+        return self._finish_search(response, responses, len(merged), kept, started, db_ms,
+                                   post_started)
+
+    def _merge_packed(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
+                      shard_k: int, responses: list, started: float, db_ms: float,
+                      post_started: float) -> pb.SearchVectorsResponse:
+        """_merge_search over packed shard answers (node.proto PackedHits): the top shard_k by
+        score, ties by id, ordered in numpy; then the same filters and the same results as the
+        per-hit merge builds."""
+        ids = [vector_id for r in responses for vector_id in r.packed.ids]
+        response = pb.SearchVectorsResponse()
+        merged = 0
+        kept = 0
+        if ids:
+            scores = np.concatenate([np.frombuffer(r.packed.scores, np.float32)
+                                     for r in responses])
+            distances = np.concatenate([np.frombuffer(r.packed.distances, np.float32)
+                                        for r in responses]).tolist()
+            created = np.concatenate([np.frombuffer(r.packed.created_at_ms, np.int64)
+                                      for r in responses]).tolist()
+            updated = np.concatenate([np.frombuffer(r.packed.updated_at_ms, np.int64)
+                                      for r in responses]).tolist()
+            fields: list = []
+            for r in responses:
+                packed = r.packed
+                fields.extend(packed.fields if len(packed.fields) else
+                              [None] * len(packed.ids))
+            order = np.lexsort((np.asarray(ids), -scores))[:shard_k].tolist()
+            merged = len(order)
+            score_of = scores.tolist()
+            has_min = options.HasField("min_score")
+            has_threshold = options.HasField("threshold")
+            has_max_distance = options.HasField("max_distance")
+            seen_hashes: set[str] = set()
+            seen_documents: set[str] = set()
+            strategies = ",".join(sorted({r.strategy for r in responses if r.strategy}))
+            results = response.results
+            name, tenant, dimensions = record.name, record.tenant_id, record.dimensions
+            for i in order:
+                if kept == top_k:
+                    break
+                extra = fields[i]
+                if extra is not None:
+                    if options.deduplicate and extra.content_hash:
+                        if extra.content_hash in seen_hashes:
+                            continue
+                        seen_hashes.add(extra.content_hash)
+                    if options.group_by_document and extra.document_id:
+                        if extra.document_id in seen_documents:
+                            continue
+                        seen_documents.add(extra.document_id)
+                score = score_of[i]
+                if has_min and score < options.min_score:
+                    continue
+                if has_threshold and score < options.threshold:
+                    continue
+                if has_max_distance and distances[i] > options.max_distance:
+                    continue
+                kept += 1
+                result = results.add()
+                vector = result.vector
+                if extra is not None:
+                    vector.CopyFrom(extra)
+                vector.id = ids[i]
+                vector.dataset_id = name
+                vector.tenant_id = tenant
+                vector.dimensions = dimensions
+                # Floored seconds and nanos, as node/convert.py fill_vector writes them.
+                vector.created_at.seconds, rest = divmod(created[i], 1000)
+                vector.created_at.nanos = rest * 1_000_000
+                vector.updated_at.seconds, rest = divmod(updated[i], 1000)
+                vector.updated_at.nanos = rest * 1_000_000
+                result.score = score
+                result.distance = distances[i]
+                result.rank = kept
+                result.explanation["shard_strategy"] = strategies
+        return self._finish_search(response, responses, merged, kept, started, db_ms,
+                                   post_started)
+
+    @staticmethod
+    def _finish_search(response: pb.SearchVectorsResponse, responses: list, merged: int,
+                       kept: int, started: float, db_ms: float, post_started: float
+                       ) -> pb.SearchVectorsResponse:
         stats = response.stats
         stats.vectors_scanned = sum(r.vectors_scanned for r in responses)
         stats.index_hits = sum(r.index_hits for r in responses)
-        stats.filtered_results = sum(r.filtered_out for r in responses) + len(merged) - kept
+        stats.filtered_results = sum(r.filtered_out for r in responses) + merged - kept
         stats.database_time_ms = db_ms
         response.total_found = kept
-        response.has_more = sum(len(r.hits) for r in responses) > len(merged)
+        response.has_more = sum(len(r.hits) + len(r.packed.ids) for r in responses) > merged
         stats.post_processing_time_ms = (time.perf_counter() - post_started) * 1000
         response.query_time_ms = (time.perf_counter() - started) * 1000
         return response

@@ -7,6 +7,7 @@ not the router's business and are not here; the node's Status serves the deep he
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import grpc
@@ -73,6 +74,7 @@ class GrpcShardClient:
         self._token = token
         self._stubs: dict = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._batchers: dict[str, SearchBatcher] = {}
 
     def _stub(self, address: str):
         stub = self._stubs.get(address)
@@ -89,7 +91,16 @@ class GrpcShardClient:
         return await _send(self._stub(address).Get, request)
 
     async def search(self, address, request):
-        return await _send(self._stub(address).Search, request)
+        """Plain searches ride SearchBatcher (concurrent ones to a node share one RPC); the
+        others (filtered, exact, at a version) go alone."""
+        if not batchable(request):
+            return await _send(self._stub(address).Search, request)
+        batcher = self._batchers.get(address)
+        if batcher is None:
+            stub = self._stub(address)
+            batcher = self._batchers[address] = SearchBatcher(
+                lambda one: _send(stub.Search, one), lambda many: _send(stub.SearchBatch, many))
+        return await batcher.search(request)
 
     async def text_search(self, address, request):
         return await _send(self._stub(address).TextSearch, request)
@@ -174,6 +185,127 @@ async def _send(rpc: Callable[..., Awaitable], request):
                          wait_for_ready=True)
     except grpc.aio.AioRpcError as exc:
         raise errors.from_wire(exc.code(), exc.details()) from None
+
+
+def batchable(request: node_pb2.ShardSearchRequest) -> bool:
+    """A search the node can run in a knn_query batch (node/server.py _batchable)."""
+    return not (request.as_of_tag or request.exact or request.include_values
+                or request.filter_expression or request.filters)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class SearchBatcher:
+    """Adaptive batching of the searches one router sends to one node.
+
+    While no search RPC to the node is in flight from an earlier turn of the event loop (an idle
+    node), a search goes at once, alone, as a plain Search: no added wait, and the shards of one
+    query go side by side, each its own call and span. While one is (load), searches queue, and
+    the queue goes as one SearchBatch when its first search has waited
+    search_batch_wait_max_ms, when it holds search_batch_queries_max, or when the node has
+    nothing in flight any more, whichever comes first. So under load a node gets fewer, larger
+    calls, and runs each as one knn_query batch. Each search keeps its own answer or error; a
+    search whose caller gave up (a hedge that lost, a deadline) is dropped from the queue, or
+    its answer is ignored. A batch carries the trace context of the search that sent it."""
+
+    def __init__(self, send_one: Callable[[node_pb2.ShardSearchRequest], Awaitable],
+                 send_many: Callable[[node_pb2.ShardSearchBatchRequest], Awaitable]):
+        self._send_one = send_one
+        self._send_many = send_many
+        self._in_flight = 0
+        # RPCs sent alone during the current turn of the event loop (reset at the next turn).
+        self._sent_this_turn = 0
+        self._queue: list[tuple[node_pb2.ShardSearchRequest, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task] = set()    # held, so no send is collected midway
+        # Figures for tests and the bench: RPCs sent, and searches they carried.
+        self.rpcs = 0
+        self.searches = 0
+
+    async def search(self, request: node_pb2.ShardSearchRequest
+                     ) -> node_pb2.ShardSearchResponse:
+        loop = asyncio.get_running_loop()
+        if self._in_flight <= self._sent_this_turn and not self._queue:
+            if not self._sent_this_turn:
+                loop.call_soon(self._next_turn)
+            self._sent_this_turn += 1
+            self._in_flight += 1
+            self.rpcs += 1
+            self.searches += 1
+            try:
+                return await self._send_one(request)
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight and self._queue:
+                    self._flush()
+        future = loop.create_future()
+        self._queue.append((request, future))
+        if len(self._queue) >= limits.search_batch_queries_max:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(limits.search_batch_wait_max_ms / 1000, self._flush)
+        return await future
+
+    def _next_turn(self) -> None:
+        self._sent_this_turn = 0
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queued = [(request, future) for request, future in self._queue if not future.done()]
+        self._queue = []
+        while queued:
+            batch = queued[:limits.search_batch_queries_max]
+            queued = queued[limits.search_batch_queries_max:]
+            self._in_flight += 1
+            self.rpcs += 1
+            self.searches += len(batch)
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[node_pb2.ShardSearchRequest, asyncio.Future]]
+                    ) -> None:
+        try:
+            if len(batch) == 1:
+                request, future = batch[0]
+                try:
+                    response = await self._send_one(request)
+                except Exception as exc:  # noqa: BLE001 - the caller's error
+                    _settle(future, error=exc)
+                else:
+                    _settle(future, response)
+                return
+            try:
+                answer = await self._send_many(node_pb2.ShardSearchBatchRequest(
+                    searches=[request for request, _ in batch]))
+            except Exception as exc:  # noqa: BLE001 - every caller's error
+                for _, future in batch:
+                    _settle(future, error=exc)
+                return
+            for (_, future), outcome in zip(batch, answer.outcomes):
+                if outcome.error:
+                    _settle(future, error=errors.from_wire(
+                        _CODES.get(outcome.error_code, grpc.StatusCode.UNKNOWN), outcome.error))
+                else:
+                    _settle(future, outcome.response)
+            for _, future in batch[len(answer.outcomes):]:
+                _settle(future, error=errors.Internal("the node answered too few searches"))
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._queue:
+                self._flush()
+
+
+def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    if future.done():
+        return      # its caller gave up
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:

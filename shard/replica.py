@@ -541,6 +541,89 @@ class ShardReplica:
         finally:
             self._lock.release()
 
+    def search_batch(self, queries: np.ndarray, top_ks: list[int], ef_search: int = 0,
+                     include_content: list[bool] | None = None,
+                     include_metadata: list[bool] | None = None) -> list[SearchOutcome]:
+        """search() of the plain kind (no filter, not exact, no values) for each row of
+        `queries` (validated and normalized, one per row), as one hnswlib knn_query over the
+        whole batch: hnswlib spreads the rows over its C++ threads, and the Python around the
+        graph search runs once per batch instead of once per query. Row i keeps its own top_k
+        (`top_ks[i]`) and answers exactly what search(queries[i], top_ks[i], ef_search) would.
+        One ef for the batch: the caller groups queries by ef. A flat replica scans each row."""
+        count = len(top_ks)
+        contents = include_content or [False] * count
+        metadatas = include_metadata or [False] * count
+        if self._index is None:
+            return [self.search(queries[i], top_ks[i], ef_search, contents[i], metadatas[i])
+                    for i in range(count)]
+        started = time.perf_counter()
+        with self._lock:
+            live = len(self._ids)
+            if live == 0:
+                return [SearchOutcome([], 0, 0, 0.0) for _ in range(count)]
+            ks = [min(k, live) for k in top_ks]
+            k = max(ks)
+            ef = max(ef_search or limits.ef_search_default, k)
+            snapshot = self._graph_snapshot()
+        labels, raw = self._candidates_batch(queries, k, ef, *snapshot)
+        with self._lock:
+            outcomes = []
+            for i in range(count):
+                found = self._resolve(labels[i], raw[i], ks[i])
+                outcomes.append(self._outcome(found, started, live, 0, "hnsw", False,
+                                              contents[i], metadatas[i]))
+            return outcomes
+
+    def _candidates_batch(self, queries: np.ndarray, k: int, ef: int, pending: list,
+                          indexed_live: int, unmarked: int) -> tuple[np.ndarray, np.ndarray]:
+        """_candidates for a matrix of queries: per row, labels and hnswlib distances from the
+        graph and an exact scan of `pending`, best first."""
+        as_given = queries     # pending rows are scored as _candidates scores them
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        labels_out: list[np.ndarray] = []
+        raw_out: list[np.ndarray] = []
+        with self._index_lock.read():
+            k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
+                          self._index.get_current_count())
+            if k_graph > 0:
+                with tracing.span("hnsw.search", {"hnsw.ef": max(ef, k_graph),
+                                                  "hnsw.k": k_graph,
+                                                  "hnsw.queries": len(queries)}):
+                    labels, raw = self._knn_batch(queries, k_graph, max(ef, k_graph))
+                labels_out.append(labels.astype(np.int64))
+                raw_out.append(raw)
+        for chunk_labels, chunk_vectors in pending:
+            labels_out.append(np.broadcast_to(chunk_labels, (len(queries), len(chunk_labels))))
+            # Row by row, as _candidates computes them, so each row's distances are the same.
+            raw_out.append(np.stack([self._raw_distances(chunk_vectors, query)
+                                     for query in as_given]))
+        if not labels_out:
+            return (np.zeros((len(queries), 0), np.int64),
+                    np.zeros((len(queries), 0), np.float32))
+        all_labels = np.concatenate(labels_out, axis=1)
+        all_raw = np.concatenate(raw_out, axis=1)
+        order = np.argsort(all_raw, axis=1, kind="stable")
+        return (np.take_along_axis(all_labels, order, axis=1),
+                np.take_along_axis(all_raw, order, axis=1))
+
+    def _knn_batch(self, queries: np.ndarray, k: int, ef: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """knn_query over every row at exactly `ef` (through the ef gate), on up to
+        limits.search_batch_threads_max of hnswlib's threads; the caller holds the index read
+        lock."""
+        threads = min(len(queries), limits.search_batch_threads_max)
+        for attempt_ef in (ef, ef * 4):
+            self._ef_gate.acquire(attempt_ef)
+            try:
+                return self._index.knn_query(queries, k=k, num_threads=threads)
+            except RuntimeError:
+                # Too many deleted neighbours for a full answer at this ef: widen it once.
+                if attempt_ef != ef:
+                    raise
+            finally:
+                self._ef_gate.release()
+        raise AssertionError("unreachable")
+
     def _exact_search(self, query: np.ndarray, top_k: int,
                       where: filter_eval.CompiledFilter | None, started: float,
                       include_values: bool, include_content: bool, include_metadata: bool

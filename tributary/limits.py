@@ -353,6 +353,15 @@ index_build_threads_max = 2
 # primary that took the write over answers what the write did (not "not found" for a delete).
 replication_write_outcomes_max = 4096
 
+# ---- search batching across the hop (issue 18; router/shard_client.py, node SearchBatch) --------
+# While a search RPC to a node is in flight, searches to it queue; the queue goes once its first
+# search has waited this long (or it is full). With none in flight it goes at once.
+search_batch_wait_max_ms = 2
+# Searches one SearchBatch carries; a queue this long goes at once.
+search_batch_queries_max = 32
+# hnswlib threads one batched knn_query uses on a node (both cores).
+search_batch_threads_max = 2
+
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches
 # committed before it to be applied on every shard of the dataset: a shard whose primary was
