@@ -54,6 +54,9 @@ def run_shard(size: int, block: int, batch: int, dims: int, work: str,
     rng = np.random.default_rng(0)
     blocks: list[dict] = []
     commit_s: list[float] = []
+    # Deep Lake commits as the replica reports them (one per write, or fewer with group commit).
+    deeplake_commits: list[float] = []
+    ShardReplica.commit_observer = deeplake_commits.append
     started = block_started = time.perf_counter()
     try:
         for start in range(0, size, batch):
@@ -66,12 +69,17 @@ def run_shard(size: int, block: int, batch: int, dims: int, work: str,
             commit_s.append(time.perf_counter() - t)
             if end % block == 0 or end == size:
                 median = float(np.median(commit_s)) * 1000
+                commits = len(deeplake_commits)
+                commit_ms = float(np.median(deeplake_commits)) * 1000 if commits else 0.0
                 block_started = _report_block(
                     blocks, end, block_started, block if end % block == 0 else end % block,
-                    f"   median write {median:.1f} ms, {replica.pending_count():,} not yet "
-                    "in the graph")
-                blocks[-1]["median_write_ms"] = round(median, 2)
+                    f"   median write {median:.1f} ms, {commits} Deep Lake commits (median "
+                    f"{commit_ms:.1f} ms), {replica.pending_count():,} not yet in the graph")
+                blocks[-1].update(median_write_ms=round(median, 2), deeplake_commits=commits,
+                                  median_commit_ms=round(commit_ms, 2),
+                                  not_in_graph=replica.pending_count())
                 commit_s = []
+                deeplake_commits.clear()
         elapsed = time.perf_counter() - started
         behind = replica.pending_count()
         graph_s = None

@@ -8,7 +8,9 @@ On disk it is a directory of segment files, `<first seq, 20 digits>.seg`, each a
 all big-endian. The payload is a serialized `ReplicatedOp` (proto/node.proto). A batch of records
 is appended and fsynced before `append` returns. On open, a torn or corrupt tail (a crash in the
 middle of an append) is cut off at the last whole record: such a record was never acknowledged.
-Old segments are deleted once the log holds more than `ops_max` operations after them.
+Old segments are deleted once the log holds more than `ops_max` operations after them, never
+while they hold an op at or past `retain_from()` (the ops a restart must replay into a store
+that group commits).
 
 Why our own format: the log must be read from an arbitrary sequence number, truncated at a torn
 tail and trimmed from the front, with one fsync per batch; a database (sqlite) would add a second
@@ -54,6 +56,9 @@ class OpLog:
         self._segments: list[_Segment] = []
         self.last_seq = 0
         self.last_term = 0
+        # Optional: returns the lowest seq that must stay held (ops the store has not
+        # committed yet, which a restart replays), or None; trimming never drops it.
+        self.retain_from = None
         os.makedirs(directory, exist_ok=True)
         self._open()
 
@@ -152,8 +157,10 @@ class OpLog:
         return segment
 
     def _trim(self) -> None:
+        floor = self.retain_from() if self.retain_from is not None else None
         while len(self._segments) > 1 and \
-                self.last_seq - self._segments[0].last_seq >= self.ops_max:
+                self.last_seq - self._segments[0].last_seq >= self.ops_max and \
+                (floor is None or self._segments[0].last_seq < floor):
             os.remove(self._segments.pop(0).path)
 
     def reset(self, last_seq: int, last_term: int) -> None:

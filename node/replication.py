@@ -134,7 +134,22 @@ class Replication:
             found = self._logs[key] = OpLog(
                 os.path.join(self.host.shard_path(dataset_uuid, shard), "oplog"),
                 limits.replication_segment_ops_max, limits.replication_log_ops_max)
+            # Ops past the store's last commit (group commit) are replayed from the log at
+            # start, so the log never trims them.
+            found.retain_from = lambda: self._replay_floor(key)
         return found
+
+    def _replay_floor(self, key: tuple[str, int]) -> int | None:
+        """The lowest op the copy's log must keep for a replay at start: the one the store's
+        last commit recorded (its term is checked), or 0 while a store that never recorded
+        one holds uncommitted writes; None when nothing constrains trimming."""
+        replica = self.host.replicas.get(key)
+        if replica is None:
+            return None
+        durable = getattr(replica, "durable_position", None)
+        if durable is not None:
+            return durable[0]
+        return 0 if getattr(replica, "_applied_position", None) is not None else None
 
     def write_lock(self, dataset_uuid: str, shard: int) -> asyncio.Lock:
         return self._write_locks.setdefault((dataset_uuid, shard), asyncio.Lock())
@@ -234,10 +249,18 @@ class Replication:
 
     async def reapply_tails(self) -> int:
         """At start, before serving, after the participant reloaded its staged txns: applies
-        each open copy's last logged op again. A crash between logging and applying left it in
-        the log only; applying it twice changes nothing (ops are idempotent: a decision of a txn
-        already finished, or a prepare already staged, is a no-op). Returns how many were
-        applied."""
+        again the ops the store may lack. Writes are group committed (shard/replica.py): the
+        store's last commit records the (seq, term) of the last logged op it holds
+        (`durable_position`, read from the store, never from memory), so every write, soft
+        delete and restore logged after it is applied again, in order. The last op is applied
+        again whatever its kind: a crash between logging and applying left it in the log only.
+        2PC prepares and decisions before the last one are not: each was applied before the
+        next op was logged, and both are durable when applied (a staged file; a decision's
+        rows in a commit of their own). Applying an op twice changes nothing (ops are
+        idempotent), and an ordered replay of a suffix the store partly holds ends in the same
+        state. A store without a recorded position, or one whose position the log does not
+        hold with the same term (another history), gets the last op only, as before group
+        commit. Returns how many copies had ops applied."""
         applied = 0
         for (dataset_uuid, shard) in list(self.host.replicas):
             record = self.host.catalog.state.datasets.get(dataset_uuid)
@@ -246,13 +269,35 @@ class Replication:
             oplog = self.oplog(dataset_uuid, shard)
             if not oplog.last_seq:
                 continue
-            tail = await asyncio.to_thread(oplog.read_from, oplog.last_seq, 1, 1 << 62)
-            if not tail:
-                continue
-            op = _parse(tail[0])
-            if op.WhichOneof("op") in ("write", "soft_delete", "restore", "prepare", "finish"):
-                await self._apply_to_store(record, shard, op)
+            replica = self.host.replicas.get((dataset_uuid, shard))
+            durable = getattr(replica, "durable_position", None)
+            first, from_durable = oplog.last_seq, False
+            if durable is not None and \
+                    await asyncio.to_thread(oplog.term_at, durable[0]) == durable[1]:
+                first, from_durable = durable[0] + 1, True
+            replayed = 0
+            while first <= oplog.last_seq:
+                page = await asyncio.to_thread(oplog.read_from, first,
+                                               limits.replication_fetch_ops_max,
+                                               limits.replication_fetch_bytes_max)
+                if not page:
+                    if from_durable:
+                        log.error("copy %s/%d: the op log no longer holds op %d, past the "
+                                  "store's last commit", dataset_uuid, shard, first)
+                    break
+                for logged in page:
+                    op = _parse(logged)
+                    kind = op.WhichOneof("op")
+                    if kind in ("write", "soft_delete", "restore") or \
+                            (kind in ("prepare", "finish") and logged.seq == oplog.last_seq):
+                        await self._apply_to_store(record, shard, op)
+                        replayed += 1
+                first = page[-1].seq + 1
+            if replayed:
                 applied += 1
+                log.info("copy %s/%d: applied %d logged op(s) past the store's last commit "
+                         "(op %s) again", dataset_uuid, shard, replayed,
+                         durable[0] if durable else "unknown")
         return applied
 
     async def send_to_in_sync(self, record: DatasetRecord, shard: int,
@@ -417,22 +462,26 @@ class Replication:
             raise errors.NotFound("dataset not found (it may have been deleted)")
         kind = op.WhichOneof("op")
         now_ms = op.at_ms or None
+        # A logged op's position: the store records it with the commit that holds the op
+        # (group commit), and reapply_tails replays the log past it.
+        position = (op.seq, op.term) if op.seq else None
         if kind == "write":
             write = op.write
             paths = frozenset(write.update_paths)
             if paths:
                 records = update_records_from_protos(write.upserts, paths, record.dimensions,
                                                      record.metric_type, write.upsert_values)
-                await asyncio.to_thread(replica.update, records, paths, now_ms)
+                await asyncio.to_thread(replica.update, records, paths, now_ms, position)
             else:
                 records = records_from_protos(write.upserts, record.dimensions,
                                               record.metric_type, write.upsert_values)
                 await asyncio.to_thread(replica.write, records, list(write.delete_ids),
-                                        ExistingPolicy.OVERWRITE, now_ms)
+                                        ExistingPolicy.OVERWRITE, now_ms, position)
         elif kind == "soft_delete":
-            await asyncio.to_thread(replica.soft_delete, list(op.soft_delete.ids), now_ms)
+            await asyncio.to_thread(replica.soft_delete, list(op.soft_delete.ids), now_ms,
+                                    position)
         elif kind == "restore":
-            await asyncio.to_thread(replica.restore, list(op.restore.ids))
+            await asyncio.to_thread(replica.restore, list(op.restore.ids), position)
         elif kind == "prepare":
             await self.participant.adopt(record.uuid, shard, op.prepare)
         elif kind == "finish":
@@ -560,6 +609,9 @@ class Replication:
         async with self.write_lock(*key):
             oplog = self.oplog(*key)
             seq, term = oplog.last_seq, oplog.last_term
+            if replica is not None:
+                # Group commit: the files must hold every op up to the position they report.
+                await asyncio.to_thread(replica.flush)
             files = await asyncio.to_thread(_copy_cut, source, cut)
         try:
             total = sum(size for _, size in files)

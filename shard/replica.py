@@ -1,9 +1,15 @@
 """ShardReplica: one Deep Lake dataset plus one hnswlib index.
 
 Contract:
-- The Deep Lake dataset is the store of record. A write returns only after its single Deep Lake
-  commit, so an acknowledged write survives kill -9. A write that fails is rolled back and leaves
-  nothing behind: one batch is one commit, all or nothing.
+- The Deep Lake dataset is the store of record. A write without a log position returns only
+  after a Deep Lake commit that holds it. A write with one (`position`: the (seq, term) of the
+  op in the caller's operation log, which is durable before the write is applied) is group
+  committed: it is applied to the store's working state and to memory, readable and searchable
+  at once, and a background committer commits every group_commit_rows_max rows or
+  group_commit_interval_ms, recording in the same commit the position of the last op it holds
+  (`durable_position`). After kill -9 the caller replays its log past that position. A write
+  that fails leaves nothing behind: the store goes back to its last commit and the writes
+  applied since are applied again.
 - The hnswlib index is a cache. It is saved with the label watermark it covers (every label up
   to it was added, and the deletes committed before the save are marked), on close and
   periodically (`maybe_save`). On open the saved index is loaded and checked against the store:
@@ -61,6 +67,9 @@ _INT_COLUMNS = ("label", "chunk_index", "chunk_count", "created_at_ms", "updated
 # 0 (or empty, in stores made before the column existed) means active; otherwise the time of the
 # soft delete. Soft-deleted rows stay in the store until compaction and can be restored.
 _SOFT_DELETE_COLUMN = "deleted_at_ms"
+# Store metadata keys: the op-log position (seq, term) of the last op a commit holds.
+_POSITION_SEQ = "oplog_seq"
+_POSITION_TERM = "oplog_term"
 # How much nicer than the rest of the process the background indexer thread runs (a scheduling
 # weight, not a limit). Graph building is catch-up work behind rows that are already durable and
 # searchable, so on a busy box it yields the cores to requests rather than sharing them evenly:
@@ -153,6 +162,20 @@ class ShardReplica:
             self._indexer = threading.Thread(target=self._index_loop, daemon=True,
                                              name=f"indexer-{os.path.basename(path)}")
             self._indexer.start()
+        # Group commit: writes applied to the store but not yet committed, in order, each as
+        # (rows it removed, highest first; columns it appended), so that a failed write can go
+        # back to the last commit and apply them again. The position of the last positioned
+        # op applied, and the one the last commit recorded (None: a store that never had one).
+        self._uncommitted: list[tuple[list[int], dict | None]] = []
+        self._uncommitted_rows = 0
+        self._uncommitted_since = 0.0
+        self.durable_position = _stored_position(self._ds)
+        self._applied_position = self.durable_position
+        self._commit_due = threading.Condition(self._lock)
+        self._committer_stop = False
+        self._committer = threading.Thread(target=self._commit_loop, daemon=True,
+                                           name=f"committer-{os.path.basename(path)}")
+        self._committer.start()
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -326,6 +349,14 @@ class ShardReplica:
         the next open adds it again. (Draining it all could outlast the supervisor's grace
         period and end in SIGKILL, which loses the index save too.)"""
         with self._lock:
+            self._committer_stop = True
+            self._commit_due.notify_all()
+        self._committer.join(timeout=limits.indexer_join_timeout_ms / 1000)
+        with self._lock:
+            try:
+                self._commit_pending()
+            except Exception:  # noqa: BLE001 - the caller's op log still holds these writes
+                log.exception("shard %s: could not commit the last writes on close", self.path)
             self._closing = True
             self._close_deadline = time.monotonic() + limits.shard_close_drain_ms / 1000
             self._pending_changed.notify_all()
@@ -359,6 +390,9 @@ class ShardReplica:
         under `_lock` so no write commits in between: (commit id, active rows)."""
         from shard import versions
         with self._lock:
+            # The tag names a commit holding every write applied so far (group commit defers
+            # them), so it marks exactly the caller's log position.
+            self._commit_pending()
             return versions.mark(self._ds, tag), self.count()
 
     def content_digest(self) -> str:
@@ -874,6 +908,9 @@ class ShardReplica:
         failed build is logged, not raised: the query is still right (Deep Lake scores the
         rows the index lacks by a scan), only slower."""
         with self._lock:
+            # The BM25 query reads a read-only handle, which sees committed rows only, and Deep
+            # Lake builds indexes only on a handle without uncommitted changes.
+            self._commit_pending()
             if not self._text_index_stale:
                 return
             ds = self._ds
@@ -918,10 +955,17 @@ class ShardReplica:
 
     def write(self, upserts: list[VectorRecord], delete_ids: list[str],
               existing: ExistingPolicy = ExistingPolicy.ERROR,
-              now_ms: int | None = None) -> WriteResult:
-        """Applies a batch as one Deep Lake commit. Raises InvalidArgument / AlreadyExists before
-        touching the store; on any store failure rolls back and re-raises. Returns after commit,
-        with every deleted or replaced row out of reads, searches and the graph.
+              now_ms: int | None = None,
+              position: tuple[int, int] | None = None) -> WriteResult:
+        """Applies a batch, all or nothing. Raises InvalidArgument / AlreadyExists before
+        touching the store; on any store failure goes back to the last commit (applying the
+        writes made since again) and re-raises. Returns with every deleted or replaced row out
+        of reads, searches and the graph, and every new row readable and searchable.
+
+        Without `position` it returns after a Deep Lake commit that holds the batch. With one
+        (the (seq, term) of the caller's logged op), the batch is group committed: the
+        background committer commits it with the next group, and `durable_position` reaches
+        `position` then. The caller's durable log holds it meanwhile.
 
         The graph marks for deleted rows are made after `_lock` is released: waiting for the
         graph's write lock (an indexer chunk, an index save) while holding `_lock` stalled every
@@ -930,9 +974,10 @@ class ShardReplica:
         `_lock` (update, compact) gets the marks made under it, as before."""
         # RLock._is_owned (what threading.Condition uses) says whether this thread holds _lock.
         if self._lock._is_owned():
-            return self._write(upserts, delete_ids, existing, None, now_ms)
+            return self._write(upserts, delete_ids, existing, None, now_ms,
+                               position=position)
         marks: list[int] = []
-        result = self._write(upserts, delete_ids, existing, marks, now_ms)
+        result = self._write(upserts, delete_ids, existing, marks, now_ms, position=position)
         if marks:
             self._mark_in_graph(marks)
         return result
@@ -977,7 +1022,8 @@ class ShardReplica:
 
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
                existing: ExistingPolicy, marks: list[int] | None,
-               now_ms: int | None = None, dry_run: bool = False) -> WriteResult:
+               now_ms: int | None = None, dry_run: bool = False,
+               position: tuple[int, int] | None = None) -> WriteResult:
         """write() under `_lock`. Graph marks go to `marks` for the caller to make after the
         lock (counted in `_unmarked_deletes`), or are made here when `marks` is None. Rows are
         stamped `now_ms` (default: now); a copy applying its primary's write passes the
@@ -1029,7 +1075,10 @@ class ShardReplica:
                     result.not_found += 1
             result.deleted = len(deleted_rows)
             result.inserted = len(to_append)
-            if dry_run or (not to_append and not deleted_rows):
+            if dry_run:
+                return result
+            if not to_append and not deleted_rows:
+                self._note_position(position)
                 return result
 
             now = _now_ms() if now_ms is None else now_ms
@@ -1046,12 +1095,29 @@ class ShardReplica:
                     self._ds.delete(row)
                 if to_append:
                     self._ds.append(new_columns)
-                self._commit(len(to_append), len(gone_rows))
             except Exception as exc:
                 self._rollback()
                 raise Internal(f"shard store write failed: {exc}") from exc
+            if not self._dirty():
+                self._uncommitted_since = time.monotonic()
+            self._uncommitted.append((gone_rows, new_columns))
+            self._uncommitted_rows += len(to_append) + len(gone_rows)
+            self._note_position(position)
+            # A store that never recorded a position commits its first positioned write at once:
+            # from then on its commits say which logged ops they hold (a restart replays the
+            # log past that), and before it every write was committed when applied.
+            if position is None or self.durable_position is None:
+                try:
+                    self._commit_pending()
+                except Exception as exc:
+                    self._uncommitted.pop()
+                    self._rollback()
+                    raise Internal(f"shard store write failed: {exc}") from exc
+            else:
+                self._commit_due.notify_all()
 
-            # The store is durable; now bring the cache and maps in line.
+            # The store holds the batch (committed, or its op logged by the caller); now bring
+            # the cache and maps in line.
             self._text_index_stale = True
             gone_ids = [self._ids[r] for r in gone_rows]
             gone_labels = [self._label_of[vid] for vid in gone_ids]
@@ -1105,13 +1171,14 @@ class ShardReplica:
             return result
 
     def update(self, changes: list[VectorRecord], paths: frozenset[str],
-               now_ms: int | None = None) -> WriteResult:
+               now_ms: int | None = None,
+               position: tuple[int, int] | None = None) -> WriteResult:
         """Updates existing vectors field by field (AIP-134). For each record, the fields named
         in `paths` replace the stored ones (an empty one clears it) and every other field keeps
         its stored value; without "values" in `paths` the records' values are ignored (None is
         fine). The stored rows are read and the merged rows written under one hold of `_lock`,
-        so no other write interleaves, and as one commit through write(), which rolls back on
-        failure. Raises InvalidArgument for a path that is not an updatable field and NotFound
+        so no other write interleaves, and as one batch through write() (group committed with
+        `position`, see write), which rolls back on failure. Raises InvalidArgument for a path that is not an updatable field and NotFound
         for an id that does not exist or is soft-deleted (reads do not see it either), both
         before touching the store."""
         with self._lock:
@@ -1122,24 +1189,31 @@ class ShardReplica:
                 for name in paths:
                     value = getattr(change, name)
                     setattr(current, name, dict(value) if name == "metadata" else value)
-            return self.write(stored, [], ExistingPolicy.REQUIRE, now_ms)
+            return self.write(stored, [], ExistingPolicy.REQUIRE, now_ms, position=position)
 
     # ---- soft delete, restore, compaction ------------------------------------------------------
 
-    def soft_delete(self, ids: list[str], now_ms: int | None = None) -> tuple[int, int]:
-        """Hides rows from reads and searches without removing them (one commit).
+    def soft_delete(self, ids: list[str], now_ms: int | None = None,
+                    position: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Hides rows from reads and searches without removing them (one commit, which also
+        commits the group-committed writes before it and records `position`).
         Returns (soft-deleted, not found); already soft-deleted ids count as done."""
         with self._lock:
             targets = [i for i in dict.fromkeys(ids)
                        if i in self._row_of and i not in self._soft_deleted]
             missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+            if not targets:
+                self._note_position(position)
             if targets:
                 now = _now_ms() if now_ms is None else now_ms
+                applied_before = self._applied_position
                 try:
                     for vid in targets:
                         self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = now
-                    self._ds.commit()
+                    self._note_position(position)
+                    self._commit_pending(force=True)
                 except Exception as exc:
+                    self._applied_position = applied_before
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
@@ -1149,17 +1223,24 @@ class ShardReplica:
                     self._hide_label(label)
             return len(targets), missing
 
-    def restore(self, ids: list[str]) -> tuple[int, int]:
-        """Brings soft-deleted rows back. Returns (restored, not found): an id the shard does not
-        hold (never written, deleted or purged) is not found; a live one counts in neither."""
+    def restore(self, ids: list[str], position: tuple[int, int] | None = None
+                ) -> tuple[int, int]:
+        """Brings soft-deleted rows back (one commit, as soft_delete). Returns (restored, not
+        found): an id the shard does not hold (never written, deleted or purged) is not found;
+        a live one counts in neither."""
         with self._lock:
             targets = [i for i in dict.fromkeys(ids) if i in self._soft_deleted]
+            if not targets:
+                self._note_position(position)
             if targets:
+                applied_before = self._applied_position
                 try:
                     for vid in targets:
                         self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = 0
-                    self._ds.commit()
+                    self._note_position(position)
+                    self._commit_pending(force=True)
                 except Exception as exc:
+                    self._applied_position = applied_before
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
@@ -1302,14 +1383,79 @@ class ShardReplica:
                     self._deleted_pending.difference_update(dead)
                 self._pending_changed.notify_all()
 
-    def _commit(self, appended: int, removed: int) -> None:
-        """One Deep Lake commit of a write, traced and timed (commit_observer)."""
+    # ---- group commit --------------------------------------------------------------------------
+
+    def _note_position(self, position: tuple[int, int] | None) -> None:
+        """Records that the op at `position` is applied (caller holds `_lock`). The next commit
+        holds it and records it as the durable position."""
+        if position is not None:
+            if not self._dirty():
+                self._uncommitted_since = time.monotonic()
+            self._applied_position = (int(position[0]), int(position[1]))
+            self._commit_due.notify_all()
+
+    def _dirty(self) -> bool:
+        return bool(self._uncommitted) or self._applied_position != self.durable_position
+
+    def _commit_pending(self, force: bool = False) -> None:
+        """Commits everything applied and not yet committed, with the log position of the last
+        op applied, as one Deep Lake commit, traced and timed (commit_observer). Caller holds
+        `_lock`. Nothing to commit is a no-op, unless `force` (a change made outside write,
+        such as a soft delete). Raises what Deep Lake raises; the writes stay uncommitted."""
+        if not force and not self._dirty():
+            return
         started = time.perf_counter()
+        appended = sum(len(columns["label"]) for _, columns in self._uncommitted
+                       if columns is not None)
+        removed = sum(len(gone) for gone, _ in self._uncommitted)
+        position = self._applied_position
         with tracing.span("deeplake.commit", {"deeplake.rows_appended": appended,
                                               "deeplake.rows_removed": removed}):
+            if position is not None and position != self.durable_position:
+                self._ds.metadata[_POSITION_SEQ] = position[0]
+                self._ds.metadata[_POSITION_TERM] = position[1]
             self._ds.commit()
+        self.durable_position = position
+        self._uncommitted = []
+        self._uncommitted_rows = 0
         if ShardReplica.commit_observer is not None:
             ShardReplica.commit_observer(time.perf_counter() - started)
+
+    def flush(self) -> tuple[int, int] | None:
+        """Commits the group-committed writes now; returns the durable position (the (seq,
+        term) of the last positioned op the store's commit holds, None if none ever was). A
+        file copy of the store after this holds every write applied before it."""
+        with self._lock:
+            self._commit_pending()
+            return self.durable_position
+
+    def _commit_loop(self) -> None:
+        """The background committer: commits once group_commit_rows_max rows (appended plus
+        removed) wait, or once the oldest uncommitted write is group_commit_interval_ms old.
+        A failed commit is retried (the writes stay applied, and the caller's log holds them)."""
+        interval_s = limits.group_commit_interval_ms / 1000
+        while True:
+            with self._lock:
+                while not self._committer_stop:
+                    if self._uncommitted_rows >= limits.group_commit_rows_max:
+                        break
+                    if self._dirty():
+                        remaining = self._uncommitted_since + interval_s - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._commit_due.wait(remaining)
+                    else:
+                        self._commit_due.wait()
+                if self._committer_stop:
+                    return
+                try:
+                    self._commit_pending()
+                    failed = False
+                except Exception:  # noqa: BLE001 - retried; the op log holds the writes
+                    log.exception("shard %s: group commit failed; retrying", self.path)
+                    failed = True
+            if failed:
+                time.sleep(limits.indexer_retry_pause_ms / 1000)
 
     def _columns_for(self, records: list[VectorRecord], labels: list[int],
                      created: dict[str, int], now: int) -> dict:
@@ -1333,15 +1479,52 @@ class ShardReplica:
         }
 
     def _rollback(self) -> None:
+        """Takes the store back to its last commit, then applies again the group-committed
+        writes made since (all but the failed one, which the caller left out of
+        `_uncommitted`) and commits them, so memory and store agree again. If that fails too,
+        memory is reloaded from the last commit: the writes since are then missing until the
+        caller replays its log past `durable_position` (at the next start)."""
+        redo = self._uncommitted
+        self._uncommitted, self._uncommitted_rows = [], 0
         try:
             self._ds.rollback()
         except Exception:  # noqa: BLE001 - reopen is the last resort to drop uncommitted rows
             self._ds = _writer_handle(deeplake.open(self._store_url))
+        if redo or self._applied_position != self.durable_position:
+            try:
+                for gone_rows, columns in redo:
+                    for row in gone_rows:
+                        self._ds.delete(row)
+                    if columns is not None:
+                        self._ds.append(columns)
+                self._uncommitted = redo
+                self._commit_pending(force=True)
+                return      # the store is as memory says, committed
+            except Exception:  # noqa: BLE001 - logged; the caller's log still holds the writes
+                log.exception("shard %s: could not apply the uncommitted writes again after a "
+                              "failed write; they come back when the op log is replayed",
+                              self.path)
+                self._uncommitted, self._uncommitted_rows = [], 0
+                try:
+                    self._ds.rollback()
+                except Exception:  # noqa: BLE001
+                    self._ds = _writer_handle(deeplake.open(self._store_url))
+                self._applied_position = self.durable_position = _stored_position(self._ds)
+                self._filter_columns = None
         self._text_index_stale = True
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
+
+
+def _stored_position(ds) -> tuple[int, int] | None:
+    """The (seq, term) of the last logged op the store's commit holds, or None for a store
+    that never recorded one."""
+    try:
+        return int(ds.metadata[_POSITION_SEQ]), int(ds.metadata[_POSITION_TERM])
+    except Exception:  # noqa: BLE001 - deeplake raises its own KeyError-like error
+        return None
 
 
 def _writer_handle(ds):

@@ -323,8 +323,11 @@ def test_a_copy_whose_ops_were_trimmed_catches_up_by_copying_the_primarys_files(
     """With a log that keeps only a few ops, a copy frozen while writes go on can no longer
     replay them: it installs a snapshot of the primary's files, rejoins the in-sync set, and
     ends with the same content."""
+    # The log keeps every op its store has not committed yet (group commit): a store that
+    # commits at once lets the primary trim as soon as the log is past 8 ops.
     c = Cluster(tmp_path, meta=1, nodes=2, env={"TRIBUTARY_REPLICATION_SEGMENT_OPS_MAX": "4",
-                                                "TRIBUTARY_REPLICATION_LOG_OPS_MAX": "8"}).start()
+                                                "TRIBUTARY_REPLICATION_LOG_OPS_MAX": "8",
+                                                "TRIBUTARY_GROUP_COMMIT_INTERVAL_MS": "1"}).start()
     try:
         rng = random.Random(3)
         with httpx.Client(base_url=c.rest, timeout=30) as client:
