@@ -322,6 +322,11 @@ class Splitter:
             show_all_rows(replica)
             return
         started = time.monotonic()
+        async with self.replication.write_lock(uuid, shard):
+            # A barrier before the listing: an op accepted under the old count and still in
+            # flight (on the parent), or still to be mirrored (on a child: seal), has landed,
+            # and none can follow, so no moved row arrives after the ids are read.
+            await self.seal(self.host.catalog.state.datasets.get(uuid, record), shard)
         moved = await asyncio.to_thread(_foreign_ids, replica, shard, record.shard_count)
         for start in range(0, len(moved), limits.reshard_purge_batch_ids_max):
             batch = moved[start:start + limits.reshard_purge_batch_ids_max]
@@ -398,11 +403,13 @@ def hide_foreign_rows(replica: ShardReplica, dataset_uuid: str, shard: int, cata
                        top_k)
 
     def search_batch(queries, top_ks, ef_search=0, include_content=None,
-                     include_metadata=None):
+                     include_metadata=None, blocking=True):
         count = count_now()
         if not count:
             return cls.search_batch(replica, queries, top_ks, ef_search, include_content,
-                                    include_metadata)
+                                    include_metadata, blocking)
+        if not blocking:
+            return None     # the owned top_k may take more searches: a worker thread's work
         outcomes = cls.search_batch(replica, queries, [k * 2 for k in top_ks], ef_search,
                                     include_content, include_metadata)
         answers = []
