@@ -14,9 +14,10 @@ Per txn (TRANSITIONS; None is "not held here"):
                          |                    |--NotPrimary--> None (drops its plan, votes no)
                          |                    +--ReplicationFailed--> ABORTING (votes no)
                          +--StageFailed--> None (votes no)
-    None --Adopt (a copy stages its primary's plan) | Reload (staged file at start)--> PREPARED
-    PREPARED --Decision--> COMMITTING | ABORTING --Finished--> COMMITTED | ABORTED
-                                                 --FinishFailed--> PREPARED
+    None --Adopt (a copy stages its primary's plan)--> PREPARED
+    None --Reload (a staged file found at start)--> UNCONFIRMED (like PREPARED, never votes yes)
+    PREPARED | UNCONFIRMED --Decision--> COMMITTING | ABORTING --Finished--> COMMITTED | ABORTED
+                                                 --FinishFailed--> UNCONFIRMED
     None --Decision(abort)--> ABORTED
     any held --Forget (the copy's files were replaced)--> None
 
@@ -51,18 +52,27 @@ from typing import Any, Callable, Mapping, Union
 from tributary import limits
 
 STAGING, REPLICATING, PREPARED = "staging", "replicating", "prepared"
+# Prepared, but whether the plan reached the op log is unknown (found on disk at start, or its
+# replication or finishing failed): resolved like PREPARED, but it never votes yes.
+UNCONFIRMED = "unconfirmed"
 COMMITTING, ABORTING, COMMITTED, ABORTED = "committing", "aborting", "committed", "aborted"
-STATES = (None, STAGING, REPLICATING, PREPARED, COMMITTING, ABORTING, COMMITTED, ABORTED)
+STATES = (None, STAGING, REPLICATING, PREPARED, UNCONFIRMED, COMMITTING, ABORTING, COMMITTED,
+          ABORTED)
 FINISHED = frozenset({COMMITTED, ABORTED})
+# Prepared txns: waiting for a decision.
+IN_DOUBT = frozenset({PREPARED, UNCONFIRMED})
 # States whose txn holds its ids' locks and its staged plan.
-HOLDING = frozenset({STAGING, REPLICATING, PREPARED, COMMITTING, ABORTING})
+HOLDING = frozenset({STAGING, REPLICATING, PREPARED, UNCONFIRMED, COMMITTING, ABORTING})
 COMMIT, ABORT = "commit", "abort"
 TRANSITIONS = frozenset({
-    (None, STAGING), (STAGING, REPLICATING), (STAGING, None), (REPLICATING, PREPARED),
-    (REPLICATING, None), (REPLICATING, ABORTING), (None, PREPARED), (PREPARED, COMMITTING),
-    (PREPARED, ABORTING), (COMMITTING, COMMITTED), (ABORTING, ABORTED), (COMMITTING, PREPARED),
-    (ABORTING, PREPARED), (None, ABORTED),
-    (PREPARED, None), (COMMITTING, None), (ABORTING, None),
+    (None, STAGING), (STAGING, REPLICATING), (STAGING, None),
+    (REPLICATING, PREPARED), (REPLICATING, None), (REPLICATING, ABORTING),
+    (REPLICATING, UNCONFIRMED),
+    (None, PREPARED), (None, UNCONFIRMED), (None, ABORTED),
+    (PREPARED, COMMITTING), (PREPARED, ABORTING), (PREPARED, None),
+    (UNCONFIRMED, COMMITTING), (UNCONFIRMED, ABORTING), (UNCONFIRMED, None),
+    (COMMITTING, COMMITTED), (COMMITTING, UNCONFIRMED), (COMMITTING, None),
+    (ABORTING, ABORTED), (ABORTING, UNCONFIRMED), (ABORTING, None),
 })
 
 # Where a decision comes from.
@@ -71,6 +81,7 @@ COORDINATOR, META, LOG = "coordinator", "meta", "log"
 PRIMARY, COPY, ALONE = "primary", "copy", "alone"
 # Reasons of a "no" vote or refusal the driver turns into a typed error.
 NOT_PRIMARY = "not_primary"
+# (UNCONFIRMED: a plan that may not have reached the op log.)
 IN_PROGRESS = "in_progress"
 ALREADY_ABORTED = "already_aborted"
 
@@ -352,7 +363,7 @@ class ParticipantState:
     finished: tuple[str, ...] = ()
 
     def prepared(self) -> list[str]:
-        return sorted(t for t, s in self.txns.items() if s == PREPARED)
+        return sorted(t for t, s in self.txns.items() if s in IN_DOUBT)
 
     def holding(self) -> list[str]:
         return sorted(t for t, s in self.txns.items() if s in HOLDING)
@@ -420,6 +431,13 @@ def _prepare_aborted(state, event: Prepare, current):
     return state, [Vote(event.txn_id, False, ALREADY_ABORTED)]
 
 
+def _prepare_unconfirmed(state, event: Prepare, current):
+    # A plan found on disk may never have reached the op log (a crash between staging and
+    # replicating it): a yes now could commit rows no copy holds. If this copy did vote yes
+    # before, the coordinator has that vote already.
+    return state, [Vote(event.txn_id, False, UNCONFIRMED)]
+
+
 def _staged(state, event: Staged, current):
     return _to(state, event.txn_id, REPLICATING), [ReplicatePlan(event.txn_id)]
 
@@ -453,7 +471,7 @@ def _replication_failed(state, event: ReplicationFailed, current):
     # Copies that staged the plan learn the abort from the log. A copy by now (the catalog
     # changed) cannot log: the txn stays prepared and is resolved like any other.
     if event.role == COPY:
-        return _to(state, event.txn_id, PREPARED), [Vote(event.txn_id, False, event.error)]
+        return _to(state, event.txn_id, UNCONFIRMED), [Vote(event.txn_id, False, event.error)]
     return _to(state, event.txn_id, ABORTING), \
         _finish_actions(event.txn_id, ABORT, event.role) + \
         [Vote(event.txn_id, False, event.error)]
@@ -470,7 +488,7 @@ def _adopt(state, event, current):
 
 
 def _reload(state, event, current):
-    return _to(state, event.txn_id, PREPARED), [TakeLocks(event.txn_id)]
+    return _to(state, event.txn_id, UNCONFIRMED), [TakeLocks(event.txn_id)]
 
 
 def _decide_prepared(state, event: Decision, current):
@@ -547,7 +565,9 @@ def _finished(state, event: Finished, current):
 
 
 def _finish_failed(state, event: FinishFailed, current):
-    return _to(state, event.txn_id, PREPARED), []
+    # Its decision's fate is open again, and so (after a failed replication's abort) is
+    # whether the plan reached the copies: it stays held but votes yes no more.
+    return _to(state, event.txn_id, UNCONFIRMED), []
 
 
 def _forget(state, event: Forget, current):
@@ -583,6 +603,9 @@ def _table() -> dict[tuple[str | None, type], Handler]:
     table[(STAGING, Decision)] = _decide_while_staging
     table[(REPLICATING, Decision)] = _decide_while_staging
     table[(PREPARED, Decision)] = _decide_prepared
+    table[(UNCONFIRMED, Decision)] = _decide_prepared
+    table[(UNCONFIRMED, Prepare)] = _prepare_unconfirmed
+    table[(UNCONFIRMED, Timeout)] = _timeout
     table[(COMMITTING, Decision)] = _decide_while_finishing
     table[(ABORTING, Decision)] = _decide_while_finishing
     table[(COMMITTED, Decision)] = _decide_finished
@@ -592,7 +615,7 @@ def _table() -> dict[tuple[str | None, type], Handler]:
     table[(ABORTING, Finished)] = _finished
     table[(COMMITTING, FinishFailed)] = _finish_failed
     table[(ABORTING, FinishFailed)] = _finish_failed
-    for s in (STAGING, REPLICATING, PREPARED, COMMITTING, ABORTING):
+    for s in (STAGING, REPLICATING, PREPARED, UNCONFIRMED, COMMITTING, ABORTING):
         table[(s, Forget)] = _forget
     return table
 

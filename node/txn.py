@@ -331,6 +331,9 @@ class Participant:
         if reason == model.NOT_PRIMARY:
             return errors.StaleEpoch(drive.not_primary or f"node {self.host.node_id} is not "
                                      f"the primary of shard {drive.shard}")
+        if reason == model.UNCONFIRMED:
+            return errors.Aborted("the transaction's plan may not have reached the shard's "
+                                  "copies (recovered after a failure); it is being resolved")
         if reason == model.IN_PROGRESS:
             return errors.Aborted("the transaction is being prepared by an earlier request; "
                                   "retry")

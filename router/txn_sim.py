@@ -46,6 +46,7 @@ class Message:
     to: str            # "meta", "p:<name>" or "c:<txn_id>"
     body: Any
     reply_to: str = ""  # for meta calls: who gets the answer
+    sent_ms: int = 0
 
 
 @dataclass
@@ -124,7 +125,7 @@ class Simulation:
         self.report.violations.append(f"step {self.report.steps}: {message}")
 
     def send(self, to: str, body: Any, reply_to: str = "") -> None:
-        self.network.append(Message(to, body, reply_to))
+        self.network.append(Message(to, body, reply_to, self.now_ms))
 
     def meta_apply(self, command: Any) -> dict:
         saved = limits.txn_tombstone_ttl_ms
@@ -265,6 +266,8 @@ class Simulation:
         """Feeds `event` to copy `name` and performs its actions in order, as node/txn.py's
         driver does; during the faulty phase the copy may crash between any two actions."""
         copy = self.copies[name]
+        if not copy.up:
+            return
         queue = list(self.copy_step(name, event))
         while queue:
             action = queue.pop(0)
@@ -446,6 +449,12 @@ class Simulation:
 
     def deliver_to_meta(self, message: Message) -> None:
         body = message.body
+        if isinstance(body, c.DecideTxn) and \
+                self.now_ms - message.sent_ms > self.tombstone_ttl_ms // 2:
+            # The proposer's deadline passed long ago, and no Raft entry waits that long to
+            # commit. (The real tombstone TTL, an hour, is far beyond any Propose; the short one
+            # here makes expiry happen in every run, so old proposals must not outlive it.)
+            return
         if isinstance(body, tuple) and body[0] == "ask":
             self.send(message.reply_to, pm.Decision(body[1], self.meta_decision(body[1]),
                                                     pm.META))

@@ -169,11 +169,11 @@ def test_a_prepared_txn_asks_the_group_after_its_timeout_and_proposes_abort_only
         [pm.ProposeAbort("t")]
 
 
-def test_a_failed_finish_leaves_the_txn_prepared_and_a_second_commit_waits_for_the_first():
+def test_a_failed_finish_leaves_the_txn_held_and_a_second_commit_waits_for_the_first():
     state, _ = run(prepared(), pm.Decision("t", pm.COMMIT))
     assert run(state, pm.Decision("t", pm.COMMIT))[1] == [pm.AwaitFinish("t")]
     state, _ = run(state, pm.FinishFailed("t"))
-    assert state.txns["t"] == pm.PREPARED
+    assert state.txns["t"] == pm.UNCONFIRMED and state.prepared() == ["t"]
 
 
 def test_a_finished_txn_told_the_other_decision_is_a_violation():
@@ -188,7 +188,17 @@ def test_a_restarted_copy_reloads_its_plan_then_applies_its_last_logged_decision
     # The other way round (decision before reload) the decision found no plan, and the plan
     # stayed prepared while the log said it was done.
     state, actions = run(P, pm.Decision("t", pm.COMMIT, pm.LOG, pm.ALONE), pm.Reload("t"))
-    assert state.txns["t"] == pm.PREPARED
+    assert state.txns["t"] == pm.UNCONFIRMED
+
+
+def test_a_plan_found_on_disk_never_votes_yes_but_is_resolved_like_any_prepared_txn():
+    # Staged, then a crash before the plan reached the op log: a retried Prepare answered yes
+    # would let the coordinator commit rows the shard's copies never hold.
+    state, actions = run(P, pm.Reload("t"), pm.Prepare("t"))
+    assert actions == [pm.TakeLocks("t"), pm.Vote("t", False, pm.UNCONFIRMED)]
+    assert run(state, pm.Timeout("t"))[1] == [pm.AskMeta("t")]
+    state, actions = run(state, pm.Decision("t", pm.ABORT, pm.META, pm.PRIMARY))
+    assert actions[:2] == [pm.LogDecision("t", pm.ABORT), pm.ApplyDecision("t", pm.ABORT)]
 
 
 def test_finished_txns_are_remembered_up_to_the_limit(monkeypatch):
@@ -234,9 +244,10 @@ def test_the_simulation_catches_a_primary_that_applies_before_it_logs(monkeypatc
 def test_the_simulation_catches_a_copy_that_waits_for_a_log_entry_that_never_comes(monkeypatch):
     def copy_ignores_abort(real_step, state, event):
         if isinstance(event, pm.Decision) and event.role == pm.COPY and \
-                event.source == pm.META and state.txns.get(event.txn_id) == pm.PREPARED:
+                event.source == pm.META and state.txns.get(event.txn_id) in pm.IN_DOUBT:
             return state, []
         return real_step(state, event)
 
     found = _violations(monkeypatch, copy_ignores_abort)
     assert any("stuck lock" in v for v in found), found[:5]
+
