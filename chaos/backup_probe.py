@@ -95,7 +95,7 @@ class BackupProbe:
             offset_ns = time.time_ns() - time.monotonic_ns()
             try:
                 proc = _cli("admin", "backup", "create", "--to", target, "--wait", "--json",
-                            "--url", self.rest_url, "--timeout", "20",
+                            "--url", self.rest_url, "--timeout", "40",
                             timeout_s=max(300.0, deadline - time.monotonic() + 30))
             except subprocess.TimeoutExpired:
                 errors.append(f"attempt {attempt}: timed out")

@@ -188,12 +188,12 @@ def dataset_definition(record) -> dict:
             "created_at_ms": record.created_at_ms}
 
 
-async def _cut(core, record) -> dict:
+async def _cut(core, record, deadline: float) -> dict:
+    """The dataset's consistent cut, tried up to backup_cut_attempts_max times while the
+    failure is retriable and `deadline` (time.monotonic()) has not passed: every attempt may
+    wait, unfenced, for a shard whose node is down (router/cut.py step 0)."""
     from router.cut import consistent_cut   # the primitive of router/cut.py
     last: errors.TributaryError | None = None
-    # Every attempt may wait (unfenced) for earlier batches to be applied on a shard whose
-    # node is down, all of them within backup_cut_wait_ms, so the request answers in time.
-    deadline = time.monotonic() + limits.backup_cut_wait_ms / 1000
     for _ in range(limits.backup_cut_attempts_max):
         if time.monotonic() >= deadline and last is not None:
             break
@@ -238,9 +238,11 @@ async def create_backup(core, jobs: Jobs, doc: dict) -> BackupJob:
     else:
         records = [await core.dataset(tenant or "", name) for name in names]
     datasets, estimates = [], {}
+    # The cuts of every dataset end within backup_cut_wait_ms, so the request answers in time.
+    deadline = time.monotonic() + limits.backup_cut_wait_ms / 1000
     for record in list(records):
         try:
-            cut = await _cut(core, record)
+            cut = await _cut(core, record, deadline)
         except errors.NotFound:
             if names is not None:
                 raise

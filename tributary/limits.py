@@ -380,7 +380,7 @@ search_batch_threads_max = 2
 # committed before it to be applied on every shard of the dataset: a shard whose primary was
 # killed applies them only once a copy is promoted or the node is back.
 cut_settle_wait_ms = _env_int("cut_settle_wait_ms", 5_000)
-# A backup's cuts of one dataset (every attempt, each with its own step 0) end within this; under
+# A backup's cuts (every dataset, every attempt, each with its own step 0) end within this; under
 # the admin CLI's default --timeout (30 s), since the backup request answers once cut.
 backup_cut_wait_ms = _env_int("backup_cut_wait_ms", 20_000)
 # How often step 0 reads the 2PC bookkeeping (a ReadIndex round, no log entry), and how often it
