@@ -5,9 +5,11 @@ minutes); run it directly:
     python -m bench.ingest_growth [--size 1000000] [--block 250000] [--batch 500]
                                   [--mode shard|grpc] [--concurrency 4] [--shards 2]
 
-`--mode shard` (default) writes into one ShardReplica in this process: the write path alone
-(checks, one Deep Lake commit per batch, maps, the pending buffer; the HNSW graph is built
-behind by the replica's indexer thread). `--mode grpc` starts a local cluster (`tributary up`,
+`--mode shard` (default) writes into one ShardReplica in this process, as a node's primary
+does: each batch is appended to an op log (node/oplog.py, fsynced) and then applied with its
+log position, so the store group commits (checks, maps, the pending buffer, background Deep
+Lake commits; the HNSW graph is built behind by the replica's indexer thread). A tree whose
+ShardReplica.write takes no position commits each batch instead. `--mode grpc` starts a local cluster (`tributary up`,
 2 nodes) and sends deeplake.v1 InsertVectors batches from `--concurrency` threads; a batch
 counts when its acknowledgement arrives, i.e. when it is durable. Both print each block's
 vectors/s, the overall rate and last/first, and write JSON (`--out`).
@@ -48,9 +50,19 @@ def _report_block(blocks: list[dict], rows: int, block_started: float, block_row
 
 def run_shard(size: int, block: int, batch: int, dims: int, work: str,
               wait_graph: bool) -> dict:
-    from shard.records import VectorRecord
+    import inspect
+
+    from node.oplog import LoggedOp, OpLog
+    from proto import deeplake_service_pb2 as pb
+    from proto import node_pb2
+    from shard.records import ExistingPolicy, VectorRecord
     from shard.replica import ShardReplica
+    from tributary import limits
+    from tributary.validation import pack_values
     replica = ShardReplica(os.path.join(work, "shard"), dims, "cosine")
+    oplog = OpLog(os.path.join(work, "shard", "oplog"), limits.replication_segment_ops_max,
+                  limits.replication_log_ops_max)
+    positioned = "position" in inspect.signature(ShardReplica.write).parameters
     rng = np.random.default_rng(0)
     blocks: list[dict] = []
     commit_s: list[float] = []
@@ -65,7 +77,15 @@ def run_shard(size: int, block: int, batch: int, dims: int, work: str,
             records = [VectorRecord(id=f"v{i}", values=row) for i, row in
                        zip(range(start, end), data)]
             t = time.perf_counter()
-            replica.write(records, [])
+            seq = start // batch + 1
+            op = node_pb2.ReplicatedOp(seq=seq, term=1, write=node_pb2.WriteRequest(
+                upserts=[pb.Vector(id=r.id) for r in records], upsert_values=pack_values(data),
+                existing=node_pb2.EXISTING_OVERWRITE))
+            oplog.append([LoggedOp(seq, 1, op.SerializeToString())])
+            if positioned:
+                replica.write(records, [], ExistingPolicy.OVERWRITE, position=(seq, 1))
+            else:
+                replica.write(records, [], ExistingPolicy.OVERWRITE)
             commit_s.append(time.perf_counter() - t)
             if end % block == 0 or end == size:
                 median = float(np.median(commit_s)) * 1000
