@@ -7,10 +7,73 @@ on these records, so that none of those modules imports another's internals in a
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 DEFAULT_TENANT = "default"
+
+
+class Table(dict):
+    """A section of MetaState (datasets, tenants, nodes, ...) made from another by `put` or
+    `drop`. It remembers which table it was made from (weakly, so no history is kept alive) and
+    the keys it changed, so a revision's changes are found in O(changed records)
+    (`changed_keys`, used by watch.catalog_changes and the name index) instead of by a scan of
+    the section. Otherwise a plain dict: equal to one with the same items, and every reader and
+    `to_doc` treat it as one."""
+
+    __slots__ = ("_base", "changed", "__weakref__")
+
+    def __reduce__(self):
+        # Pickled or copied, it is a plain dict (a weak reference cannot be pickled).
+        return dict, (dict(self),)
+
+    def made_from(self) -> Mapping | None:
+        base = self._base
+        return base() if isinstance(base, weakref.ref) else base
+
+
+def _derived(table: Mapping, changed: tuple) -> Table:
+    new = Table(table)
+    # A plain dict (fresh from a snapshot) cannot be referred to weakly; it is held until the
+    # next write of the section replaces this table.
+    new._base = weakref.ref(table) if isinstance(table, Table) else table
+    new.changed = changed
+    return new
+
+
+def put(table: Mapping, key: Any, value: Any) -> Table:
+    """`{**table, key: value}` that remembers the change (a new key goes last)."""
+    new = _derived(table, (key,))
+    new[key] = value
+    return new
+
+
+def drop(table: Mapping, keys: Iterable) -> Table:
+    """`table` without `keys`, remembering the change."""
+    keys = tuple(keys)
+    new = _derived(table, keys)
+    for key in keys:
+        new.pop(key, None)
+    return new
+
+
+def changed_keys(before: Mapping, after: Mapping, steps_max: int = 8) -> list | None:
+    """The keys `after` changed relative to `before`, in order, when it was made from it by
+    `put` / `drop` (through at most `steps_max` tables); None when that is unknown (the caller
+    compares the two in full)."""
+    if after is before:
+        return []
+    keys: dict = {}
+    table: Any = after
+    for _ in range(steps_max):
+        if not isinstance(table, Table):
+            return None
+        keys.update(dict.fromkeys(table.changed))
+        table = table.made_from()
+        if table is before:
+            return list(keys)
+    return None
 
 
 def _setstate_with_defaults(self, pickled: dict) -> None:
@@ -242,7 +305,20 @@ def _carry_index(old: MetaState, new: MetaState) -> MetaState:
     index = old.__dict__.get(_INDEX_ATTR)
     if index is None:
         return new
-    if new.datasets is not old.datasets and not _same_keys(old.datasets, new.datasets):
+    delta = changed_keys(old.datasets, new.datasets)
+    if delta is not None:
+        added = [u for u in delta if u in new.datasets and u not in old.datasets]
+        removed = [u for u in delta if u in old.datasets and u not in new.datasets]
+        if added or removed:
+            index = dict(index)
+            for uuid in removed:
+                record = old.datasets[uuid]
+                if index.get((record.tenant_id, record.name)) == uuid:
+                    del index[(record.tenant_id, record.name)]
+            for uuid in added:
+                record = new.datasets[uuid]
+                index[(record.tenant_id, record.name)] = uuid
+    elif new.datasets is not old.datasets and not _same_keys(old.datasets, new.datasets):
         last = next(reversed(new.datasets), None)
         if len(new.datasets) == len(old.datasets) + 1 and last not in old.datasets:
             # A create: `{**old, uuid: record}` puts the new uuid last (dicts keep order).

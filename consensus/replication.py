@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from consensus import commands as c
-from consensus.records import DatasetRecord, MetaState, MoveRecord, bump, error
+from consensus.records import DatasetRecord, MetaState, MoveRecord, bump, error, put
 
 COMMANDS = (c.SetInSync, c.PromotePrimary, c.ReplaceCopy)
 MOVE_COMMANDS = (c.SetNodeState, c.RemoveNode, c.StartMove, c.FinishMove, c.CancelMove)
@@ -88,7 +88,7 @@ def _with_shard(record: DatasetRecord, shard: int, at_ms: int, **per_shard: Any)
 
 
 def _store(state: MetaState, record: DatasetRecord, result: dict[str, Any]):
-    return bump(state, datasets={**state.datasets, record.uuid: record}), \
+    return bump(state, datasets=put(state.datasets, record.uuid, record)), \
         {**result, "epoch": record.epoch, "term": record.term_of(result.get("shard", 0))}
 
 

@@ -16,6 +16,7 @@ from consensus.records import (  # noqa: F401 - the records are part of this mod
     DEFAULT_TENANT, TXN_ABORT, TXN_COMMIT, ApiKeyRecord, DatasetRecord, IdempotencyRecord,
     MetaState, MoveRecord, NodeRecord, TenantRecord, TxnRecord, bump as _bump,
     error as _error, without_bump)
+from consensus.records import drop, put
 from tributary import limits
 
 
@@ -34,16 +35,16 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     if isinstance(command, c.RegisterNode):
         old = state.nodes.get(command.node_id)
         registered_at = old.registered_at_ms if old else command.at_ms
-        nodes = {**state.nodes, command.node_id: NodeRecord(
+        nodes = put(state.nodes, command.node_id, NodeRecord(
             command.node_id, command.address, registered_at, old.state if old else "active",
-            command.zone)}
+            command.zone))
         return _bump(state, nodes=nodes), {"node_id": command.node_id}
 
     if isinstance(command, c.CreateTenant):
         if command.tenant_id in state.tenants:
             return state, _error("AlreadyExists", f"tenant '{command.tenant_id}' already exists")
-        tenants = {**state.tenants, command.tenant_id: TenantRecord(command.tenant_id,
-                                                                    command.at_ms)}
+        tenants = put(state.tenants, command.tenant_id,
+                      TenantRecord(command.tenant_id, command.at_ms))
         return _bump(state, tenants=tenants), {"tenant_id": command.tenant_id}
 
     if isinstance(command, c.CreateDataset):
@@ -66,8 +67,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         tenants = state.tenants
         if command.tenant_id not in tenants:
             # Tenants are created implicitly by their first dataset until the admin API lands.
-            tenants = {**tenants, command.tenant_id: TenantRecord(command.tenant_id,
-                                                                  command.at_ms)}
+            tenants = put(tenants, command.tenant_id,
+                          TenantRecord(command.tenant_id, command.at_ms))
         record = DatasetRecord(
             uuid=command.uuid, tenant_id=command.tenant_id, name=command.name,
             description=command.description, dimensions=command.dimensions,
@@ -76,7 +77,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
             created_at_ms=command.at_ms, updated_at_ms=command.at_ms,
             replication_factor=command.replication_factor)
         record = replication.normalized(record, command.copies)
-        datasets = {**state.datasets, record.uuid: record}
+        datasets = put(state.datasets, record.uuid, record)
         return _bump(state, tenants=tenants, datasets=datasets), {"uuid": record.uuid}
 
     if isinstance(command, c.UpdateDataset):
@@ -89,14 +90,14 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
             else command.description,
             metadata=record.metadata if command.metadata is None else dict(command.metadata),
             updated_at_ms=command.at_ms)
-        return _bump(state, datasets={**state.datasets, record.uuid: record}), \
+        return _bump(state, datasets=put(state.datasets, record.uuid, record)), \
             {"uuid": record.uuid}
 
     if isinstance(command, c.DeleteDataset):
         record = state.dataset_by_name(command.tenant_id, command.name)
         if record is None:
             return state, _error("NotFound", f"dataset '{command.name}' not found")
-        datasets = {k: v for k, v in state.datasets.items() if k != record.uuid}
+        datasets = drop(state.datasets, (record.uuid,))
         moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
         gone: dict[str, Any] = {}
         versions.forget_dataset(gone, state, record.uuid)
@@ -117,7 +118,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         placement[command.shard] = command.node_id
         record = dataclasses.replace(record, placement=tuple(placement), epoch=record.epoch + 1,
                                      updated_at_ms=command.at_ms)
-        return _bump(state, datasets={**state.datasets, record.uuid: record}), \
+        return _bump(state, datasets=put(state.datasets, record.uuid, record)), \
             {"epoch": record.epoch}
 
     if isinstance(command, replication.COMMANDS):

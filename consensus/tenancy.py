@@ -19,6 +19,7 @@ from typing import Any
 
 from consensus import commands as c
 from consensus.records import ApiKeyRecord, MetaState, TenantRecord, bump as _bump, error as _error
+from consensus.records import put
 
 COMMANDS = (c.ProvisionTenant, c.SetTenantQuotas, c.SetTenantStatus, c.DeleteTenant,
             c.CreateApiKey, c.RevokeApiKey)
@@ -104,7 +105,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         if problems or not isinstance(command.name, str):
             return state, _error("InvalidArgument", "; ".join(problems) or "bad tenant name")
         record = _provisioned(command)
-        return _bump(state, tenants={**state.tenants, record.tenant_id: record}), \
+        return _bump(state, tenants=put(state.tenants, record.tenant_id, record)), \
             {"tenant_id": record.tenant_id}
 
     if isinstance(command, c.SetTenantQuotas):
@@ -118,7 +119,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         merged = {**record.quotas, **command.quotas}
         record = dataclasses.replace(record, quotas=normalize_quotas(merged),
                                      updated_at_ms=command.at_ms)
-        return _bump(state, tenants={**state.tenants, record.tenant_id: record}), \
+        return _bump(state, tenants=put(state.tenants, record.tenant_id, record)), \
             {"tenant_id": record.tenant_id, "quotas": dict(record.quotas)}
 
     if isinstance(command, c.SetTenantStatus):
@@ -130,7 +131,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
                                                     f"{', '.join(STATUSES)}")
         record = dataclasses.replace(state.tenants[command.tenant_id], status=command.status,
                                      updated_at_ms=command.at_ms)
-        return _bump(state, tenants={**state.tenants, record.tenant_id: record}), \
+        return _bump(state, tenants=put(state.tenants, record.tenant_id, record)), \
             {"tenant_id": record.tenant_id, "status": record.status}
 
     if isinstance(command, c.DeleteTenant):
@@ -175,7 +176,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
                               access=command.access, datasets=tuple(command.datasets),
                               description=str(command.description),
                               created_at_ms=command.at_ms)
-        return _bump(state, api_keys={**state.api_keys, record.key_id: record}), \
+        return _bump(state, api_keys=put(state.api_keys, record.key_id, record)), \
             {"key_id": record.key_id}
 
     if isinstance(command, c.RevokeApiKey):

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from consensus import state as meta_state
-from consensus.records import MetaState
+from consensus.records import MetaState, changed_keys
 
 # versions: dataset versions (consensus/versions.py), which reads at a version resolve here.
 # reshards: shard splits in progress (consensus/reshard.py), which nodes build children for;
@@ -57,12 +57,23 @@ def _record_from_doc(section: str, key: str, doc: Any) -> Any:
 
 def catalog_changes(old: MetaState, new: MetaState) -> list[Change]:
     """The catalog records that differ between two states, as changes. Sections the transition
-    did not replace are skipped; within one, records are compared by identity, and the removed
-    keys are looked for only when the sizes say some were removed."""
+    did not replace are skipped; a section made by `records.put` / `drop` names the keys it
+    changed (O(changed records)); any other is compared record by record, by identity, and the
+    removed keys are looked for only when the sizes say some were removed."""
     changes: list[Change] = []
     for section in CATALOG_SECTIONS:
         before, after = getattr(old, section), getattr(new, section)
         if before is after:
+            continue
+        delta = changed_keys(before, after)
+        if delta is not None:
+            for key in delta:
+                record = after.get(key)
+                if record is None:
+                    if key in before:
+                        changes.append((section, key, None))
+                elif before.get(key) is not record:
+                    changes.append((section, key, _record_doc(section, key, record)))
             continue
         added = 0
         for key, record in after.items():
