@@ -65,19 +65,37 @@ class Splitter:
 
     # ---- what the other node modules ask ----------------------------------------------------
 
-    def holds(self, dataset_uuid: str, shard: int) -> bool:
-        """Whether (dataset, shard) is a child this node keeps (not a copy placed elsewhere)."""
-        return any(u == dataset_uuid and child == shard
-                   for (u, _), child in self.children.items())
-
-    def _mirrors(self, dataset_uuid: str, era_epoch: int | None) -> bool:
-        """Whether an op of the dataset accepted under `era_epoch` (None: unknown, a caught-up
-        op) belongs to the parents' histories that the children mirror."""
+    def _phase(self, dataset_uuid: str, parent: int, child: int) -> str:
+        """Where the split that built `child` of `parent` is: "building" (its reshard is in
+        progress), "switched" (the dataset has its count now: the child is a shard like any
+        other) or "over" (cancelled, or a later split is under way)."""
         state = self.host.catalog.state
-        if dataset_uuid in state.reshards:
-            return True
+        new_count = 2 * (child - parent)
+        reshard = state.reshards.get(dataset_uuid)
+        if reshard is not None:
+            return "building" if reshard.new_count == new_count else "over"
         record = state.datasets.get(dataset_uuid)
-        return record is not None and era_epoch is not None and record.split_epoch > 0 and \
+        if record is not None and record.split_epoch and record.shard_count == new_count:
+            return "switched"
+        return "over"
+
+    def holds(self, dataset_uuid: str, shard: int) -> bool:
+        """Whether (dataset, shard) is a child this node is building (not a copy placed
+        elsewhere)."""
+        return any(u == dataset_uuid and child == shard and
+                   self._phase(u, parent, child) == "building"
+                   for (u, parent), child in list(self.children.items()))
+
+    def _mirrors(self, dataset_uuid: str, parent: int, child: int,
+                 era_epoch: int | None) -> bool:
+        """Whether an op of the parent accepted under `era_epoch` (None: unknown, a caught-up
+        op) belongs to the history this child mirrors: any op while its split is building,
+        after the switch only one accepted under an epoch older than the switch's."""
+        phase = self._phase(dataset_uuid, parent, child)
+        if phase == "building":
+            return True
+        record = self.host.catalog.state.datasets.get(dataset_uuid)
+        return phase == "switched" and era_epoch is not None and \
             era_epoch < record.split_epoch
 
     async def mirror(self, record: DatasetRecord, shard: int, ops, era_epoch: int | None
@@ -85,7 +103,7 @@ class Splitter:
         """Logs and applies to the child of (record, shard) the ops its parent just logged.
         Called with the parent's write lock (a primary) or apply lock (a copy) held."""
         child = self.children.get((record.uuid, shard))
-        if child is None or not ops or not self._mirrors(record.uuid, era_epoch):
+        if child is None or not ops or not self._mirrors(record.uuid, shard, child, era_epoch):
             return
         key = (record.uuid, child)
         async with self.replication._apply_lock(key):
@@ -104,8 +122,13 @@ class Splitter:
         """The parent copy's files were replaced (a snapshot of its primary's): its child no
         longer mirrors it. Dropped at once, and reported, before the parent can rejoin the
         in-sync set."""
-        if (dataset_uuid, shard) in self.children:
+        child = self.children.get((dataset_uuid, shard))
+        if child is None:
+            return
+        if self._phase(dataset_uuid, shard, child) == "building":
             await self._drop(dataset_uuid, shard, report=True)
+        else:
+            del self.children[(dataset_uuid, shard)]     # a shard of its own now: keep it
 
     async def seal(self, record: DatasetRecord, shard: int) -> None:
         """Before the first write of a child primary after the switch: holds its parent's
@@ -181,23 +204,26 @@ class Splitter:
         state = self.host.catalog.state
         me = self.host.node_id
         for key in sorted(self._broken):
-            if key in self.children:
-                await self._drop(*key, report=True)
             self._broken.discard(key)
+            child = self.children.get(key)
+            if child is not None and self._phase(key[0], key[1], child) == "building":
+                await self._drop(*key, report=True)
         for (uuid, parent), child in sorted(self.children.items()):
-            record = state.datasets.get(uuid)
-            switched = record is not None and record.split_epoch > 0 and \
-                uuid not in state.reshards and record.shard_count > child
-            if uuid not in state.reshards and not switched:
+            phase = self._phase(uuid, parent, child)
+            if phase == "over" and (state.datasets.get(uuid) is None or
+                                    state.datasets[uuid].shard_count <= child):
                 log.info("dropping child %s/%d: its reshard is over without a switch", uuid,
                          child)
                 await self._drop(uuid, parent, report=False)
+            elif phase == "over":
+                # A shard of its own since an earlier switch, now a later split's parent.
+                del self.children[(uuid, parent)]
         for uuid, reshard in sorted(state.reshards.items()):
             record = state.datasets.get(uuid)
             if record is None or record.shard_count != reshard.old_count:
                 continue
             for parent in record.shards_on(me):
-                if (uuid, parent) not in self.children:
+                if self.children.get((uuid, parent)) != parent + reshard.old_count:
                     try:
                         await self._build(record, parent, parent + reshard.old_count)
                     except errors.TributaryError as exc:
@@ -381,16 +407,23 @@ def hide_foreign_rows(replica: ShardReplica, dataset_uuid: str, shard: int, cata
         count = count_now()
         if not count or top_k <= 0:
             return call(top_k)
-        asked = top_k * 2
+        rows = max(top_k, replica.count())
+        asked, kept = min(top_k * 2, rows), None
         while True:
-            outcome = call(asked)
-            if outcome is None:
-                return None
-            kept = owned(outcome, count, top_k)
-            if len(kept.hits) >= top_k or len(outcome.hits) < asked or \
-                    asked >= limits.top_k_max * 4:
+            try:
+                outcome = call(asked)
+            except RuntimeError:
+                # hnswlib finds fewer than k live rows among many deleted ones (the purge's):
+                # the last answer is all there is.
+                if kept is None:
+                    raise
                 return kept
-            asked *= 2
+            if outcome is None:
+                return kept
+            kept = owned(outcome, count, top_k)
+            if len(kept.hits) >= top_k or len(outcome.hits) < asked or asked >= rows:
+                return kept
+            asked = min(asked * 2, rows)
 
     def search(query, top_k, *args, **kwargs):
         return widened(lambda k: cls.search(replica, query, k, *args, **kwargs), top_k)

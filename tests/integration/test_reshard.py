@@ -40,8 +40,8 @@ class Load:
     """A writer (one new vector per request, values kept) and a reader (gets of seeds and
     searches) through the router. Every non-2xx answer or transport error is a failure."""
 
-    def __init__(self, c: Cluster):
-        self.c, self.stop = c, threading.Event()
+    def __init__(self, c: Cluster, prefix: str = "load"):
+        self.c, self.prefix, self.stop = c, prefix, threading.Event()
         self.acked: dict[str, list[float]] = {}
         self.failures: list[str] = []
         self.reads = 0
@@ -52,7 +52,7 @@ class Load:
         with httpx.Client(base_url=self.c.rest, timeout=60) as client:
             i = 0
             while not self.stop.is_set():
-                vid, values = f"load{i}", [rng.gauss(0, 1) for _ in range(DIMS)]
+                vid, values = f"{self.prefix}{i}", [rng.gauss(0, 1) for _ in range(DIMS)]
                 i += 1
                 try:
                     r = client.post("/datasets/split/vectors", json={"vectors": [
@@ -158,11 +158,12 @@ def shard_rows(c: Cluster, record) -> dict[int, set[str]]:
     return rows
 
 
-def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before: float):
+def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before: float,
+                count: int = 4):
     from consensus.placement import stable_hash
 
     record = dataset(c)
-    assert record.shard_count == 4 and record.split_epoch > 0
+    assert record.shard_count == count and record.split_epoch > 0
     assert load.failures == [], load.failures[:10]
     everything = {**vectors, **load.acked}
     with httpx.Client(base_url=c.rest, timeout=60) as client:
@@ -170,12 +171,12 @@ def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before:
                    if client.get(f"/datasets/split/vectors/{v}").status_code != 200]
     assert missing == [], missing[:10]
     # Each row ends on exactly its shard under 4 (the purge removed the moved ones).
-    wait_for(lambda: all(all(stable_hash(i) % 4 == s for i in held)
+    wait_for(lambda: all(all(stable_hash(i) % count == s for i in held)
                          for s, held in shard_rows(c, dataset(c)).items()), 120, 1.0,
              "moved rows purged from their old shards")
     # The children's other copies (mirrors) rejoin their in-sync sets by catching up.
     wait_for(lambda: all(len(dataset(c).in_sync_of(s)) == len(dataset(c).copies_of(s)) == 2
-                         for s in range(4)), 60, 0.5, "every shard's copies in sync")
+                         for s in range(count)), 60, 0.5, "every shard's copies in sync")
     rows = shard_rows(c, dataset(c))
     assert set().union(*rows.values()) == set(everything)
     assert sum(len(h) for h in rows.values()) == len(everything)
@@ -214,6 +215,15 @@ def test_reshard_through_the_cli_doubles_the_shards_under_load_and_loses_nothing
             result = admin(c, "datasets", "reshard", "split", "--shards", "4")
             assert result.returncode != 0 and "must be 8" in result.stderr
         check_split(c, load, vectors, before)
+        # A second split, of shards that were children of the first: 4 -> 8.
+        with Load(c, "again") as again:
+            wait_for(lambda: len(again.acked) > 20, 60, 0.2, "load running")
+            result = admin(c, "datasets", "reshard", "split", "--shards", "8", "--wait")
+            assert result.returncode == 0, result.stderr
+            assert "8 shards" in result.stdout
+        load.acked.update(again.acked)
+        load.failures += again.failures
+        check_split(c, load, vectors, before, count=8)
     finally:
         c.stop()
 
