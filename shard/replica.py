@@ -577,53 +577,86 @@ class ShardReplica:
 
     def search_batch(self, queries: np.ndarray, top_ks: list[int], ef_search: int = 0,
                      include_content: list[bool] | None = None,
-                     include_metadata: list[bool] | None = None) -> list[SearchOutcome]:
+                     include_metadata: list[bool] | None = None, blocking: bool = True
+                     ) -> list[SearchOutcome] | None:
         """search() of the plain kind (no filter, not exact, no values) for each row of
         `queries` (validated and normalized, one per row), as one hnswlib knn_query over the
         whole batch: hnswlib spreads the rows over its C++ threads, and the Python around the
         graph search runs once per batch instead of once per query. Row i keeps its own top_k
         (`top_ks[i]`) and answers exactly what search(queries[i], top_ks[i], ef_search) would.
-        One ef for the batch: the caller groups queries by ef. A flat replica scans each row."""
+        One ef for the batch: the caller groups queries by ef. A flat replica scans each row.
+
+        Not `blocking` (an event loop calling, as search_now): None instead of waiting for a
+        lock or the ef gate, and for work search_now would decline (a flat scan, more pending
+        rows than search_now_pending_rows_max, ef_search or a top_k above _NOW_EF_MAX)."""
         count = len(top_ks)
         contents = include_content or [False] * count
         metadatas = include_metadata or [False] * count
         if self._index is None:
+            if not blocking:
+                return None
             return [self.search(queries[i], top_ks[i], ef_search, contents[i], metadatas[i])
                     for i in range(count)]
         started = time.perf_counter()
-        with self._lock:
+        if not blocking and max(ef_search, *top_ks) > _NOW_EF_MAX:
+            return None
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
             live = len(self._ids)
             if live == 0:
                 return [SearchOutcome([], 0, 0, 0.0) for _ in range(count)]
+            if not blocking and len(self._pending_vectors) > limits.search_now_pending_rows_max:
+                return None
             ks = [min(k, live) for k in top_ks]
             k = max(ks)
             ef = max(ef_search or limits.ef_search_default, k)
             snapshot = self._graph_snapshot()
-        labels, raw = self._candidates_batch(queries, k, ef, *snapshot)
-        with self._lock:
+        finally:
+            self._lock.release()
+        candidates = self._candidates_batch(queries, k, ef, *snapshot, blocking=blocking)
+        if candidates is None:
+            return None
+        labels, raw = candidates
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
             outcomes = []
             for i in range(count):
                 found = self._resolve(labels[i], raw[i], ks[i])
                 outcomes.append(self._outcome(found, started, live, 0, "hnsw", False,
                                               contents[i], metadatas[i]))
             return outcomes
+        finally:
+            self._lock.release()
 
     def _candidates_batch(self, queries: np.ndarray, k: int, ef: int, pending: list,
-                          indexed_live: int, unmarked: int) -> tuple[np.ndarray, np.ndarray]:
+                          indexed_live: int, unmarked: int, blocking: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
         """_candidates for a matrix of queries: per row, labels and hnswlib distances from the
-        graph and an exact scan of `pending`, best first."""
+        graph and an exact scan of `pending`, best first. None only when not `blocking` and
+        the index lock or the ef gate would have made it wait."""
         as_given = queries     # pending rows are scored as _candidates scores them
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
-        with self._index_lock.read():
+        with contextlib.ExitStack() as held:
+            if blocking:
+                held.enter_context(self._index_lock.read())
+            elif self._index_lock.try_read():
+                held.callback(self._index_lock.release_read)
+            else:
+                return None
             k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
                           self._index.get_current_count())
             if k_graph > 0:
                 with tracing.span("hnsw.search", {"hnsw.ef": max(ef, k_graph),
                                                   "hnsw.k": k_graph,
                                                   "hnsw.queries": len(queries)}):
-                    labels, raw = self._knn_batch(queries, k_graph, max(ef, k_graph))
+                    found = self._knn_batch(queries, k_graph, max(ef, k_graph), blocking)
+                if found is None:
+                    return None
+                labels, raw = found
                 labels_out.append(labels.astype(np.int64))
                 raw_out.append(raw)
         for chunk_labels, chunk_vectors in pending:
@@ -640,14 +673,17 @@ class ShardReplica:
         return (np.take_along_axis(all_labels, order, axis=1),
                 np.take_along_axis(all_raw, order, axis=1))
 
-    def _knn_batch(self, queries: np.ndarray, k: int, ef: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """knn_query over every row at exactly `ef` (through the ef gate), on up to
-        limits.search_batch_threads_max of hnswlib's threads; the caller holds the index read
-        lock."""
-        threads = min(len(queries), limits.search_batch_threads_max)
+    def _knn_batch(self, queries: np.ndarray, k: int, ef: int, blocking: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """knn_query over every row at exactly `ef` (through the ef gate); the caller holds the
+        index read lock. A blocking call (a worker thread) uses up to
+        limits.search_batch_threads_max of hnswlib's threads; an event loop's call uses its
+        own thread only (hnswlib starts its threads anew on every call). None only when not
+        `blocking` and the gate would have made it wait."""
+        threads = min(len(queries), limits.search_batch_threads_max) if blocking else 1
         for attempt_ef in (ef, ef * 4):
-            self._ef_gate.acquire(attempt_ef)
+            if not self._ef_gate.acquire(attempt_ef, blocking):
+                return None
             try:
                 return self._index.knn_query(queries, k=k, num_threads=threads)
             except RuntimeError:

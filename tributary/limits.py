@@ -374,6 +374,9 @@ search_batch_wait_max_ms = 2
 search_batch_queries_max = 32
 # hnswlib threads one batched knn_query uses on a node (both cores).
 search_batch_threads_max = 2
+# A batch of at most this many searches of one shard runs on the node's event loop when it needs
+# no waiting (ShardReplica.search_batch, not blocking): a few graph searches, ~0.3 ms each.
+search_batch_inline_queries_max = 4
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches

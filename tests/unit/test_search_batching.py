@@ -71,6 +71,26 @@ def test_a_batch_answers_every_query_exactly_as_its_own_search(tmp_path, metric)
         replica.close()
 
 
+def test_a_batch_that_must_not_block_declines_rather_than_wait(tmp_path):
+    replica = ShardReplica(str(tmp_path / "n"), DIM, "l2")
+    try:
+        rng = np.random.default_rng(9)
+        replica.write([VectorRecord(id=f"v{i}", values=rng.normal(size=DIM).astype(np.float32))
+                       for i in range(300)], [])
+        replica.wait_indexed()
+        queries = rng.normal(size=(3, DIM)).astype(np.float32)
+        free = replica.search_batch(queries, [5, 5, 5], blocking=False)
+        waited = replica.search_batch(queries, [5, 5, 5])
+        assert [[h.record.id for h in o.hits] for o in free] == \
+            [[h.record.id for h in o.hits] for o in waited]
+        with replica._index_lock.write():     # the indexer adding a chunk to the graph
+            assert replica.search_batch(queries, [5, 5, 5], blocking=False) is None
+        assert replica.search_batch(queries, [5, 5, 5], ef_search=100_000,
+                                    blocking=False) is None
+    finally:
+        replica.close()
+
+
 def test_a_batch_of_a_flat_replica_scans_exactly(tmp_path):
     replica = ShardReplica(str(tmp_path / "f"), DIM, "l2", index_type="flat")
     try:
