@@ -218,7 +218,8 @@ class Participant:
         actions answered (a vote, an applied flag), or raises the refusal they gave.
 
         A failed LogDecision or ApplyDecision is fed back as FinishFailed (the txn stays
-        prepared) and cancels the rest of that finishing; a vote still goes out."""
+        held) and cancels the rest of that finishing; a vote still goes out. A plan that could
+        not be stored or locked is fed back as Forget."""
         name = participant_name(drive.dataset_uuid, drive.shard)
         queue = deque(self._step(name, event))
         failure: BaseException | None = None
@@ -235,6 +236,9 @@ class Participant:
                     await drive.locks.aclose()
                     if isinstance(action, (model.LogDecision, model.ApplyDecision)):
                         queue.extend(self._step(name, model.FinishFailed(action.txn_id)))
+                    elif isinstance(action, (model.StoreCopy, model.TakeLocks)):
+                        # Not held after all: a re-sent prepare op adopts it again.
+                        queue.extend(self._step(name, model.Forget(action.txn_id)))
                     keep = (model.Vote,) if not isinstance(action, model.SendToCopies) else (
                         model.Vote, model.Ack)
                     queue = deque(a for a in queue if isinstance(a, keep) or

@@ -211,3 +211,34 @@ def _staged_from(tmp_path) -> node_pb2.StagedTxn:
     vote = node_pb2.PrepareResponse(inserted=1)
     records = records_from_protos(request.upserts, 4, "l2", request.upsert_values)
     return _staged_txn(request, records, [], vote)
+
+
+def test_a_copy_that_failed_to_store_a_plan_stores_it_when_the_op_comes_again(tmp_path,
+                                                                             monkeypatch):
+    from node import txn as node_txn
+    participant, replica, journal = _node(tmp_path, primary="n2", copy="n1")
+    real_write = node_txn._write_durably
+    failures = [OSError("disk full")]
+
+    def flaky_write(path, data):
+        if failures:
+            raise failures.pop()
+        real_write(path, data)
+
+    monkeypatch.setattr(node_txn, "_write_durably", flaky_write)
+
+    async def scenario():
+        staged = _staged_from(tmp_path)
+        try:
+            await participant.adopt("u1", 0, staged)
+        except OSError:
+            pass
+        assert participant.prepared == {} and participant.locked_ids() == 0
+        await participant.adopt("u1", 0, staged)      # the primary sends the op again
+        await participant.finish_replicated("u1", 0, "t1", pm.COMMIT, now_ms=5)
+
+    try:
+        asyncio.run(scenario())
+        assert replica.existing_ids(["b"]) == ["b"]
+    finally:
+        replica.close()
