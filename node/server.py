@@ -730,7 +730,9 @@ async def serve(args: argparse.Namespace) -> None:
         log.info("applied the last logged op of %d copies again", repaired)
     splitter = Splitter(host, replication, meta)
     replication.split = splitter
-    await splitter.reopen()
+    if await splitter.reopen():
+        # The children reopened hold ops in their logs past their stores' last commits too.
+        await replication.reapply_tails()
     staged = len(participant.prepared)
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.

@@ -145,12 +145,14 @@ class Splitter:
 
     # ---- restart ---------------------------------------------------------------------------------
 
-    async def reopen(self) -> None:
+    async def reopen(self) -> int:
         """At start, before serving: reopens the children of reshards still in progress that
         this node reported built (ShardHost.reopen_from_disk left their directories), and
         brings each up to its parent's log position from the parent's log (a crash between
         logging a parent op and mirroring it). A child that cannot be (a log of another
-        history) is dropped and built again."""
+        history) is dropped and built again. Returns how many were reopened: the caller then
+        replays their own logs past their stores' last commits (Replication.reapply_tails)."""
+        reopened = 0
         state = self.host.catalog.state
         for uuid, reshard in state.reshards.items():
             record = state.datasets.get(uuid)
@@ -162,9 +164,12 @@ class Splitter:
                 if self.host.node_id not in record.copies_of(parent) or \
                         not os.path.isdir(path):
                     continue
-                if not await self._reopen_child(record, parent, child):
+                if await self._reopen_child(record, parent, child):
+                    reopened += 1
+                else:
                     await asyncio.to_thread(shutil.rmtree, path, True)
                     await self._report(uuid, parent, False)
+        return reopened
 
     async def _reopen_child(self, record: DatasetRecord, parent: int, child: int) -> bool:
         replica = await asyncio.to_thread(ShardReplica, self.host.shard_path(record.uuid, child),
