@@ -534,6 +534,10 @@ class Participant:
             if (txn_id, name) in self.prepared:     # a plan the state did not know
                 self.prepared.pop((txn_id, name))
                 await self.locks_for(dataset_uuid, shard).release(txn_id)
+        # What it remembers of finished txns belonged to the replaced files: a plan the
+        # snapshot brings back must load, even one this copy saw end (an abort it dropped
+        # on its own while its primary still held the plan).
+        self.states.pop(name, None)
 
     async def load_staged_of(self, dataset_uuid: str, shard: int, replica) -> int:
         """Reloads one replica's staged txns (at start, or after a copy installed a snapshot

@@ -242,3 +242,30 @@ def test_a_copy_that_failed_to_store_a_plan_stores_it_when_the_op_comes_again(tm
         assert replica.existing_ids(["b"]) == ["b"]
     finally:
         replica.close()
+
+
+def test_a_copy_loads_the_plans_a_snapshot_brings_even_of_a_txn_it_saw_end(tmp_path):
+    # The copy dropped t1 on the group's abort while its primary still held the plan; a file
+    # copy of the primary then brings the plan back, and it must be held (and resolved) again.
+    participant, replica, journal = _node(tmp_path, primary="n2", copy="n1",
+                                          decisions={"t1": SimpleNamespace(decision="abort")})
+
+    async def scenario():
+        staged = _staged_from(tmp_path)
+        await participant.adopt("u1", 0, staged)
+        participant.prepared[("t1", "u1/0")].staged.prepared_at_ms = 0
+        await participant.resolve_due()
+        assert participant.prepared == {}
+        # The snapshot's files: the primary's staged plan is among them.
+        node_txn._write_durably(os.path.join(replica.path, "txns", "t1.bin"),
+                                staged.SerializeToString())
+        await participant.forget_shard("u1", 0)
+        return await participant.load_staged_of("u1", 0, replica)
+
+    from node import txn as node_txn
+    try:
+        assert asyncio.run(scenario()) == 1
+        assert list(participant.prepared) == [("t1", "u1/0")]
+        assert participant.locked_ids() == 1
+    finally:
+        replica.close()
