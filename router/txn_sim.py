@@ -423,10 +423,8 @@ class Simulation:
         if message.to == "meta":
             self.deliver_to_meta(message)
         elif message.to.startswith("p:"):
+            # Coordinators address the copy that was primary when they sent (the router's map).
             name = message.to[2:]
-            if name in self.shards:
-                # The router's map at send time: the shard's primary then.
-                name = self.primary_of(name)
             if not self.copies[name].up:
                 return
             body = message.body
@@ -435,10 +433,8 @@ class Simulation:
                 event = (self.stage_result(name, txn_id) if kind == "staged"
                          else self.replicate_result(name, txn_id))
                 self.participant_step(name, event, message.reply_to)
-            elif isinstance(body, pm.Decision) and body.source == pm.META:
-                self.participant_step(name, dataclasses.replace(body, role=self.role(name)),
-                                      message.reply_to)
             elif isinstance(body, pm.Decision):
+                # The driver reads the copy's role from the catalog when the decision arrives.
                 self.participant_step(name, dataclasses.replace(body, role=self.role(name)),
                                       message.reply_to)
             else:
