@@ -194,8 +194,9 @@ async def _cut(core, record, deadline: float) -> dict:
     wait, unfenced, for a shard whose node is down (router/cut.py step 0)."""
     from router.cut import consistent_cut   # the primitive of router/cut.py
     last: errors.TributaryError | None = None
-    for _ in range(limits.backup_cut_attempts_max):
-        if time.monotonic() >= deadline and last is not None:
+    cut = None
+    for attempt in range(limits.backup_cut_attempts_max):
+        if attempt and time.monotonic() >= deadline:
             break
         try:
             cut = await consistent_cut(core, record, settle_deadline=deadline)
@@ -206,7 +207,7 @@ async def _cut(core, record, deadline: float) -> dict:
             last = exc
             await core.catalog.refresh(linearizable=True)
             record = core.catalog.state.datasets.get(record.uuid) or record
-    else:
+    if cut is None:
         raise errors.Unavailable(f"could not take a consistent cut of '{record.name}': "
                                  f"{last.message if last else 'no attempt'}")
     return {"cut_id": cut.cut_id, "at_ms": cut.at_ms, "fence_ms": cut.fence_ms,

@@ -181,3 +181,26 @@ def test_a_primary_that_does_not_answer_within_the_fence_fails_the_cut_at_the_fe
     assert time.monotonic() - started < 3          # the fence (1 s), not the node deadline
     assert "within cut_fence_max_ms" in refused.value.message
     assert any(isinstance(command, c.LiftFence) for _, command in meta.proposed)
+
+
+def test_a_backup_whose_cut_waits_past_its_deadline_is_refused_with_the_reason(monkeypatch):
+    from router import backups_admin
+
+    calls = []
+
+    async def refused(core, record, settle_deadline=None):
+        calls.append(settle_deadline)
+        await asyncio.sleep(0.05)
+        raise errors.Unavailable("no consistent cut of 'a' after waiting 0.1 s: 1 committed "
+                                 "multi-shard batch(es) not yet applied on shard(s) [0]")
+
+    monkeypatch.setattr(cut_module, "consistent_cut", refused)
+    core = FakeCore(FakeMeta(applied_at=None))
+    core.catalog.refresh = lambda linearizable=False: asyncio.sleep(0)
+
+    with pytest.raises(errors.Unavailable) as failed:
+        asyncio.run(backups_admin._cut(core, record(), time.monotonic() + 0.12))
+
+    assert "could not take a consistent cut of 'a'" in failed.value.message
+    assert "not yet applied on shard(s) [0]" in failed.value.message
+    assert 2 <= len(calls) <= 3 and len(set(calls)) == 1   # one deadline for every attempt
