@@ -113,6 +113,16 @@ def run_shard(size: int, block: int, batch: int, dims: int, work: str,
             "graph_catch_up_s": graph_s}
 
 
+def _index_backlog(rest: str) -> int | None:
+    """Vectors acknowledged but not yet in any node's HNSW graph (the router's deep health)."""
+    import httpx
+    try:
+        checks = httpx.get(f"{rest}/health", timeout=30).json()["checks"]
+        return int(checks["index_backlog"]["pending_vectors"])
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return None
+
+
 def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrency: int,
              shards: int, nodes: int) -> dict:
     import grpc
@@ -174,7 +184,8 @@ def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrenc
         elapsed = time.perf_counter() - started
         if errors:
             raise RuntimeError(f"{len(errors)} batches failed; first: {errors[0]!r}")
-        return {"blocks": blocks, "elapsed_s": elapsed}
+        return {"blocks": blocks, "elapsed_s": elapsed,
+                "not_in_graph_at_end": _index_backlog(cluster.rest)}
     finally:
         cluster.stop()
 
