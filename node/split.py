@@ -325,11 +325,22 @@ class Splitter:
 
     # ---- after the switch: the purge ---------------------------------------------------------
 
+    def _txns_prepared_on(self, dataset_uuid: str, shard: int) -> bool:
+        """Whether a 2PC txn is prepared on this copy of the shard. A txn prepared under the
+        old count (on a parent, mirrored to its child) may hold rows of the other half, and
+        its decision may come after the switch: the purge waits for it, or those rows would
+        land after the ids were read."""
+        participant = self.replication.participant
+        name = f"{dataset_uuid}/{shard}"
+        return any(key[1] == name for key in list(getattr(participant, "prepared", {}) or {}))
+
     async def _check_clean(self, record: DatasetRecord, shard: int, replica) -> None:
         """A copy (not the primary, which purges) shows all its rows again once the primary's
         purge has reached it: it holds no row of another shard. Looked at every
         reshard_copy_check_interval_ms at most (it reads every id)."""
         key = (record.uuid, shard, record.split_epoch)
+        if self._txns_prepared_on(record.uuid, shard):
+            return
         now = time.monotonic()
         if now - self._checked.get(key, 0.0) < limits.reshard_copy_check_interval_ms / 1000:
             return
@@ -346,7 +357,7 @@ class Splitter:
         uuid, epoch = record.uuid, record.split_epoch
         mark = os.path.join(self.host.shard_path(uuid, shard), _PURGED_MARK)
         replica = await self.host.replica_unfenced(uuid, shard)
-        if replica is None:
+        if replica is None or self._txns_prepared_on(uuid, shard):
             return
         if _read_mark(mark) >= epoch:
             self._purged.add((uuid, shard, epoch))

@@ -582,6 +582,7 @@ extend_admin_openapi(OPERATIONS, _STATUS_TEXT, _op)
 backups_admin.extend_openapi(OPERATIONS, _op)  # /api/v1/admin/backups, /restores
 reshard_admin.extend_openapi(OPERATIONS, _op)  # /api/v1/admin/datasets/{dataset_id}/reshard
 STATEFUL_RULES.append(backups_admin.STATEFUL_RULE)
+STATEFUL_RULES.append(reshard_admin.STATEFUL_RULE)
 
 
 def _message(name: str):

@@ -141,6 +141,11 @@ def add_routes(app: web.Application) -> None:
 
 # ---- OpenAPI ----------------------------------------------------------------------------------
 
+# What a reshard request must satisfy beyond its JSON Schema (router/openapi.STATEFUL_RULES).
+STATEFUL_RULE = (r"a reshard doubles the shard count|is above shard_count_max",
+                 "a reshard's `shards` is exactly twice the dataset's current shard count, and at "
+                 f"most shard_count_max ({limits.shard_count_max})")
+
 _PROGRESS = {"type": "object", "properties": {
     "dataset": {"type": "string"}, "tenant_id": {"type": "string"},
     "state": {"type": "string", "enum": ["building", "done", "none"]},

@@ -37,7 +37,7 @@ def admin(c: Cluster, *args: str) -> subprocess.CompletedProcess:
 
 
 class Load:
-    """A writer (one new vector per request, values kept) and a reader (gets of seeds and
+    """A writer (one new vector, then three, per request, values kept) and a reader (gets of seeds and
     searches) through the router. Every non-2xx answer or transport error is a failure."""
 
     def __init__(self, c: Cluster, prefix: str = "load"):
@@ -52,16 +52,20 @@ class Load:
         with httpx.Client(base_url=self.c.rest, timeout=60) as client:
             i = 0
             while not self.stop.is_set():
-                vid, values = f"{self.prefix}{i}", [rng.gauss(0, 1) for _ in range(DIMS)]
-                i += 1
+                # One vector (one shard, one phase), then three (most often several shards:
+                # 2PC), in turn.
+                batch = {f"{self.prefix}{i + j}": [rng.gauss(0, 1) for _ in range(DIMS)]
+                         for j in range(1 if i % 2 == 0 else 3)}
+                i += len(batch)
+                vid = next(iter(batch))
                 try:
                     r = client.post("/datasets/split/vectors", json={"vectors": [
-                        {"id": vid, "values": values}]})
+                        {"id": k, "values": v} for k, v in batch.items()]})
                 except httpx.HTTPError as exc:
                     self.failures.append(f"write {vid}: {exc!r}")
                     continue
                 if r.status_code == 201:
-                    self.acked[vid] = values
+                    self.acked.update(batch)
                 else:
                     self.failures.append(f"write {vid}: {r.status_code} {r.text[:200]}")
 
