@@ -91,7 +91,9 @@ def _ingest_grpc(grpc_target: str, size: int, dims: int, shards: int) -> float:
             for start in range(0, len(ids), batch):
                 chunk = ids[start:start + batch]
                 rows = rng.random((len(chunk), dims), dtype=np.float32)
-                request = pb.InsertVectorsRequest(dataset_id="bench", vectors=[
+                # overwrite: a batch the router retried after its first attempt was applied
+                # (seen at load average 40) must not fail the load as AlreadyExists.
+                request = pb.InsertVectorsRequest(dataset_id="bench", overwrite=True, vectors=[
                     pb.Vector(id=f"v{i}", values=row.tolist()) for i, row in zip(chunk, rows)])
                 try:
                     stub.InsertVectors(request, timeout=600)
@@ -241,7 +243,8 @@ def main() -> None:
                "writes_around_cut": writer.figures(cut_at - 1 - fence_s, cut_at + 1),
                "longest_gap_from_cut_s": round(
                    writer.longest_gap_start(before_until, after) - cut_at, 2),
-               "write_errors": writer.errors}
+               "write_errors": writer.errors,
+               "loadavg_end": [round(x, 1) for x in os.getloadavg()]}
         print(json.dumps(doc, indent=2))
     finally:
         os.killpg(up.pid, signal.SIGTERM)
