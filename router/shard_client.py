@@ -219,6 +219,8 @@ class SearchBatcher:
         self._queue: list[tuple[node_pb2.ShardSearchRequest, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task] = set()    # held, so no send is collected midway
+        # Set once the node answered SearchBatch with UNIMPLEMENTED (an older release).
+        self._no_batches = False
         # Figures for tests and the bench: RPCs sent, and searches they carried.
         self.rpcs = 0
         self.searches = 0
@@ -250,6 +252,9 @@ class SearchBatcher:
     def _next_turn(self) -> None:
         self._sent_this_turn = 0
 
+    async def _send_alone(self, request, future: asyncio.Future) -> None:
+        await _alone(self._send_one, request, future)
+
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -270,17 +275,21 @@ class SearchBatcher:
                     ) -> None:
         try:
             if len(batch) == 1:
-                request, future = batch[0]
-                try:
-                    response = await self._send_one(request)
-                except Exception as exc:  # noqa: BLE001 - the caller's error
-                    _settle(future, error=exc)
-                else:
-                    _settle(future, response)
+                await self._send_alone(*batch[0])
+                return
+            if self._no_batches:
+                await asyncio.gather(*(self._send_alone(request, future)
+                                       for request, future in batch))
                 return
             try:
                 answer = await self._send_many(node_pb2.ShardSearchBatchRequest(
                     searches=[request for request, _ in batch]))
+            except errors.Unimplemented:
+                # A node of an older release, without SearchBatch: each search goes alone.
+                self._no_batches = True
+                await asyncio.gather(*(self._send_alone(request, future)
+                                       for request, future in batch))
+                return
             except Exception as exc:  # noqa: BLE001 - every caller's error
                 for _, future in batch:
                     _settle(future, error=exc)
@@ -297,6 +306,15 @@ class SearchBatcher:
             self._in_flight -= 1
             if not self._in_flight and self._queue:
                 self._flush()
+
+
+async def _alone(send_one, request, future: asyncio.Future) -> None:
+    try:
+        response = await send_one(request)
+    except Exception as exc:  # noqa: BLE001 - the caller's error
+        _settle(future, error=exc)
+    else:
+        _settle(future, response)
 
 
 def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:

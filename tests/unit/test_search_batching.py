@@ -277,6 +277,34 @@ def test_a_batch_rpc_that_fails_fails_each_of_its_searches():
     run(scenario())
 
 
+def test_a_node_without_search_batch_gets_each_search_alone():
+    async def scenario():
+        node = FakeNode()
+        calls = []
+
+        async def many(request):
+            calls.append(len(request.searches))
+            raise errors.Unimplemented("Method not found!")
+
+        batcher = SearchBatcher(node.one, many)
+        busy = await _busy(batcher, node)
+        queued = [asyncio.ensure_future(batcher.search(_request(f"q{i}"))) for i in range(3)]
+        await _until(lambda: len(node.singles) == 4)
+        node.release.set()
+        answers = await asyncio.gather(busy, *queued)
+        assert [a.strategy for a in answers] == ["busy", "q0", "q1", "q2"]
+        # Later queues skip the refused call: under load again, each goes alone.
+        node.release.clear()
+        busy = asyncio.ensure_future(batcher.search(_request("busy2")))
+        await _until(lambda: node.singles[-1] == "busy2")
+        more = [asyncio.ensure_future(batcher.search(_request(f"r{i}"))) for i in range(2)]
+        await _until(lambda: node.singles[-2:] == ["r0", "r1"])
+        node.release.set()
+        await asyncio.gather(busy, *more)
+        assert calls == [3]
+    run(scenario())
+
+
 def test_a_search_whose_caller_gave_up_leaves_the_queue():
     async def scenario():
         node = FakeNode()
