@@ -730,14 +730,16 @@ async def serve(args: argparse.Namespace) -> None:
         log.info("applied the last logged op of %d copies again", repaired)
     splitter = Splitter(host, replication, meta)
     replication.split = splitter
-    if await splitter.reopen():
-        # The children reopened hold ops in their logs past their stores' last commits too.
-        await replication.reapply_tails()
     staged = len(participant.prepared)
     if staged:
         # Reads would otherwise see the state before a txn this node may have to apply.
         log.info("resolving %d prepared transaction(s) before serving", staged)
         await participant.resolve_all()
+    # A split's children reopen after that: a child's staged txns name a shard the catalog
+    # does not have until the switch. Their own logs may hold ops past their stores' last
+    # commits, as every copy's may.
+    if await splitter.reopen():
+        await replication.reapply_tails()
     catalog.start()
 
     server = grpc.aio.server(

@@ -179,6 +179,11 @@ class Splitter:
         self.replication.forget(record.uuid, child)
         self.children[(record.uuid, parent)] = child
         hide_foreign_rows(replica, record.uuid, child, self.host.catalog)
+        participant = self.replication.participant
+        if participant is not None:
+            # Txns prepared on the parent when the child was built (their files came with the
+            # copy) or mirrored since: their decisions may still be mirrored.
+            await participant.load_staged_of(record.uuid, child, replica)
         parent_log = self.replication.oplog(record.uuid, parent)
         child_log = self.replication.oplog(record.uuid, child)
         if child_log.last_seq > parent_log.last_seq or \
