@@ -380,6 +380,55 @@ def _chosen(args, manifest: dict) -> list[dict]:
     return chosen
 
 
+def _upload_shard(args, directory: str, base: str, dataset_uuid: str, shard: int,
+                  entries: list[dict], advance) -> int:
+    """Sends one shard's files to the router in pieces (each staged on the shard's current
+    primary); returns the bytes sent."""
+    piece = limits.backup_upload_piece_bytes_max
+    sent = 0
+    for entry in entries:
+        full = contained(directory, f"shards/{dataset_uuid}/{shard}/{entry['path']}")
+        with open(full, "rb") as handle:
+            offset = 0
+            while True:
+                data = handle.read(piece)
+                if data or offset == 0:
+                    _call(args, "PUT", base, {"path": entry["path"], "offset": offset,
+                                              "data": base64.b64encode(data).decode()})
+                    advance(len(data))
+                    sent += len(data)
+                offset += len(data)
+                if len(data) < piece:
+                    break
+    return sent
+
+
+def _restore_shard(args, directory: str, base: str, dataset_uuid: str, shard: int,
+                   entries: list[dict], advance) -> dict:
+    """Uploads one shard's files and installs them; returns the install's answer. Pieces are
+    staged on the shard's primary, so when the primary changed during the upload (a failover:
+    the install finds the staged set short) or a node was briefly away, the shard is sent
+    again from the start (same bytes at the same offsets), up to backup_shard_attempts_max
+    times. Nothing is installed until the staged set matches the manifest."""
+    last = None
+    for attempt in range(limits.backup_shard_attempts_max):
+        sent = 0
+        try:
+            sent = _upload_shard(args, directory, base, dataset_uuid, shard, entries, advance)
+            return _call(args, "POST", f"{base}/install", {"files": [
+                {"path": e["path"], "size": e["size"], "sha256": e["sha256"]}
+                for e in entries]})
+        except BackupError as exc:
+            again = exc.status == 503 or (exc.status == 400 and
+                                          "does not match its manifest" in str(exc))
+            if not again:
+                raise
+            last = exc
+            advance(-sent)
+            time.sleep(min(2.0 ** attempt, 10.0))
+    raise BackupError(f"shard {shard} of {dataset_uuid}: {last}", last.status)
+
+
 def restore_backup(args) -> dict:
     directory = os.path.abspath(args.source)
     manifest = verify_backup(directory)
@@ -395,7 +444,6 @@ def restore_backup(args) -> dict:
                      for c in chosen]})["restore"]
     restore_id = job["restore_id"]
     targets = {d["source_uuid"]: d for d in job["datasets"]}
-    piece = limits.backup_upload_piece_bytes_max
     try:
         with _progress(args, "restore", total) as progress:
             task = progress.add_task("restore", total=max(1, total))
@@ -404,24 +452,8 @@ def restore_backup(args) -> dict:
                 for shard in range(source["shard_count"]):
                     base = f"/api/v1/admin/restores/{restore_id}/shards/{c['uuid']}/{shard}"
                     entries = shard_files(manifest, c["uuid"], shard)
-                    for entry in entries:
-                        full = contained(directory, f"shards/{c['uuid']}/{shard}/"
-                                                    f"{entry['path']}")
-                        with open(full, "rb") as handle:
-                            offset = 0
-                            while True:
-                                data = handle.read(piece)
-                                if data or offset == 0:
-                                    _call(args, "PUT", base, {
-                                        "path": entry["path"], "offset": offset,
-                                        "data": base64.b64encode(data).decode()})
-                                    progress.advance(task, len(data))
-                                offset += len(data)
-                                if len(data) < piece:
-                                    break
-                    answer = _call(args, "POST", f"{base}/install", {"files": [
-                        {"path": e["path"], "size": e["size"], "sha256": e["sha256"]}
-                        for e in entries]})
+                    answer = _restore_shard(args, directory, base, c["uuid"], shard, entries,
+                                            lambda count: progress.advance(task, count))
                     expected = source["cut"]["shards"][shard]["vector_count"]
                     if answer["vector_count"] != expected:
                         raise BackupError(f"shard {shard} of {source['name']} holds "
