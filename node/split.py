@@ -154,6 +154,14 @@ class Splitter:
         replays their own logs past their stores' last commits (Replication.reapply_tails)."""
         reopened = 0
         state = self.host.catalog.state
+        # Copies of a split dataset may still hold rows of the other half (the purge has not
+        # reached them, or not been marked): they answer only their own until that is known.
+        for (uuid, shard), replica in list(self.host.replicas.items()):
+            record = state.datasets.get(uuid)
+            if record is not None and record.split_epoch and shard < record.shard_count and \
+                    _read_mark(os.path.join(self.host.shard_path(uuid, shard),
+                                            _PURGED_MARK)) < record.split_epoch:
+                hide_foreign_rows(replica, uuid, shard, self.host.catalog)
         for uuid, reshard in state.reshards.items():
             record = state.datasets.get(uuid)
             if record is None:
