@@ -233,7 +233,7 @@ def test_a_tenant_cannot_infer_another_tenants_dataset(env):
                                  headers=bearer(env.a_key))
             answers.append((r.status_code, r.json()["error"]["type"] if r.status_code >= 400
                             else None))
-        expected = ((403, "PermissionDenied") if template.startswith("/admin/")
+        expected = ((403, "PermissionDenied") if is_admin(template)
                     else (404, "NotFound"))
         if answers[0] != expected or answers[0] != answers[1]:
             failures.append((method, template, answers))
