@@ -307,16 +307,20 @@ class Splitter:
                 await asyncio.to_thread(stale.close)
             self.replication.forget(uuid, child)
             await asyncio.to_thread(_copy_dir, source, target)
-            replica = await asyncio.to_thread(ShardReplica, target, record.dimensions,
-                                              record.metric_type, record.index_type or "hnsw")
-            self.host.replicas[(uuid, child)] = replica
-            self.children[(uuid, parent)] = child
-            # From the switch on (read at each search), each answers only its own rows.
-            hide_foreign_rows(replica, uuid, child, self.host.catalog)
-            hide_foreign_rows(parent_replica, uuid, parent, self.host.catalog)
             participant = self.replication.participant
             if participant is not None:
-                await participant.load_staged_of(uuid, child, replica)
+                # The txns prepared on the parent now (their files came with the copy) are the
+                # child's too, before any of their decisions can be mirrored.
+                await participant.load_staged_of(uuid, child, _Dir(target))
+            # Mirroring starts here; the child's replica opens outside the lock (below, or at
+            # the first mirrored op), so the parent's writes wait only for the file copy.
+            self.children[(uuid, parent)] = child
+        replica = await self.host.replica_unfenced(uuid, child)
+        if replica is None:
+            return
+        # From the switch on (read at each search), each answers only its own rows.
+        hide_foreign_rows(replica, uuid, child, self.host.catalog)
+        hide_foreign_rows(parent_replica, uuid, parent, self.host.catalog)
         log.info("built child %s/%d of shard %d (%d vectors) in %.2f s", uuid, child, parent,
                  replica.count(), time.monotonic() - started)
 
@@ -494,6 +498,13 @@ def show_all_rows(replica: ShardReplica) -> None:
     """Undoes hide_foreign_rows (the copy holds only its own rows again)."""
     for name in (*_SEARCHES, "_split_owner"):
         replica.__dict__.pop(name, None)
+
+
+class _Dir:
+    """The one attribute Participant.load_staged_of reads of a replica: its directory."""
+
+    def __init__(self, path: str):
+        self.path = path
 
 
 class _NoLock:
