@@ -9,9 +9,10 @@ How (the decisions are pure functions in consensus/versions.py; this module only
    entry), and every shard's primary is live, at most until `settle_deadline`. A participant
    whose primary was killed applies its decided batches only once a copy is promoted or the
    node is back (seconds), far longer than a fence may stand; waiting here, with nothing held
-   back, lets the fenced settle of step 2 find only batches decided a moment ago. This step changes no outcome, only liveness: the
-   fence and step 2 alone make the cut consistent. Batches decided during the wait are not
-   waited for here (under steady 2PC traffic the set is never empty); step 2 settles them.
+   back, lets the fenced settle of step 2 find only batches decided a moment ago. This step
+   changes no outcome, only liveness: the fence and step 2 alone make the cut consistent.
+   Batches decided during the wait are not waited for here (under steady 2PC traffic the set
+   is never empty); step 2 settles them.
 1. Fence: `FenceCommits` through Raft. From then on the meta group records no COMMIT decision
    for a txn touching the dataset (coordinators retry, router/txn.py); ABORT decisions still
    go through. The fence expires by itself after `cut_fence_max_ms`, so a router that dies
