@@ -85,7 +85,7 @@ def test_a_replica_reopened_after_a_commit_killed_mid_claim_deletes_without_wait
     assert versions.log_holes(os.path.join(path, "store")) == []
 
 
-def test_a_copy_made_from_the_files_of_a_store_with_a_hole_deletes_without_waiting_and_keeps_its_tags(
+def test_a_copy_made_from_files_of_a_store_with_a_hole_deletes_without_waiting_keeps_tags(
         tmp_path, caplog):
     primary = str(tmp_path / "primary")
     shard_with_tags_and_a_hole(primary)
