@@ -689,6 +689,10 @@ class Replication:
             if replica is not None:
                 await asyncio.to_thread(replica.close)
             self.forget(dataset_uuid, shard)
+            if self.participant is not None:
+                # What the participant held or remembers finishing belonged to these files: a
+                # copy built here again replays its primary's prepares and decisions anew.
+                await self.participant.forget_shard(dataset_uuid, shard)
             await asyncio.to_thread(shutil.rmtree, self.host.shard_path(dataset_uuid, shard),
                                     True)
 

@@ -1,0 +1,161 @@
+"""The participant's per-copy state (consensus/txn_model.py, driven by node/txn.py) follows the
+copy's life on the node: a copy dropped and built again starts from nothing, a split's child
+that the catalog does not hold yet is a copy, and an acknowledgement a crash lost is given
+again. Real ShardReplica stores; only the node's host, catalog, meta client and the other
+nodes are stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from types import SimpleNamespace
+
+from consensus import txn_model as pm
+from consensus.records import DatasetRecord
+from node.convert import records_from_protos
+from node.replication import Replication
+from node.txn import Participant, _staged_txn
+from proto import deeplake_service_pb2 as pb, node_pb2
+from shard.replica import ShardReplica
+
+
+def _record(primary: str, copy: str) -> DatasetRecord:
+    return DatasetRecord(
+        uuid="u1", tenant_id="t1", name="docs", description="", dimensions=4,
+        metric_type="l2", index_type="hnsw", metadata={}, placement=(primary,), epoch=1,
+        created_at_ms=1, updated_at_ms=1, replication_factor=2, copies=((primary, copy),),
+        in_sync=((primary, copy),), terms=(1,))
+
+
+class _Host:
+    """The node's replicas by (dataset, shard), each in <root>/<dataset>/<shard>."""
+
+    def __init__(self, root, catalog):
+        self.node_id = "n1"
+        self.root = root
+        self.replicas: dict[tuple[str, int], ShardReplica] = {}
+        self.catalog = catalog
+
+    def shard_path(self, dataset_uuid, shard):
+        return os.path.join(self.root, dataset_uuid, str(shard))
+
+    async def replica(self, ref, role="read"):
+        return (self.catalog.state.datasets[ref.dataset_uuid],
+                await self.replica_unfenced(ref.dataset_uuid, ref.shard))
+
+    async def replica_unfenced(self, dataset_uuid, shard):
+        key = (dataset_uuid, shard)
+        if key not in self.replicas:
+            self.replicas[key] = ShardReplica(self.shard_path(dataset_uuid, shard), 4, "l2")
+        return self.replicas[key]
+
+    def close(self):
+        for replica in self.replicas.values():
+            replica.close()
+
+
+class _Peers:
+    """The replication driver's view of the other nodes: what it logged and sent."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def _lock(self):
+        yield
+
+    def write_lock(self, dataset_uuid, shard):
+        return self._lock()
+
+    async def ensure_resynced(self, record, shard):
+        return None
+
+    async def replicate(self, record, shard, ops):
+        self.sent.extend(op.WhichOneof("op") for op in ops)
+
+    async def log_ops(self, record, shard, ops):
+        return None
+
+    async def send_to_in_sync(self, record, shard, ops):
+        self.sent.extend(op.WhichOneof("op") for op in ops)
+
+
+class _Meta:
+    def __init__(self):
+        self.proposed = []
+
+    async def propose(self, command):
+        self.proposed.append(command)
+        return {"decision": getattr(command, "decision", None)}
+
+
+def _node(tmp_path, primary="n2", copy="n1", decisions=None, replication=None):
+    state = SimpleNamespace(datasets={"u1": _record(primary, copy)}, txns=decisions or {},
+                            txn_tombstones={}, reshard=None)
+
+    async def refresh(**_):
+        return state
+    catalog = SimpleNamespace(state=state, refresh=refresh)
+    host = _Host(str(tmp_path / "shards"), catalog)
+    participant = Participant(host, meta=_Meta(), catalog=catalog,
+                              replication=replication or _Peers())
+    return participant, host
+
+
+def _plan(txn="t1", vector_id="b", shard=0) -> node_pb2.StagedTxn:
+    """A primary's plan for `txn` (upsert of `vector_id`), as a replicated prepare op carries
+    it."""
+    request = node_pb2.PrepareRequest(
+        txn_id=txn, shard=node_pb2.ShardRef(dataset_uuid="u1", shard=shard, epoch=1),
+        upserts=[pb.Vector(id=vector_id, values=[1.0, 2.0, 3.0, 4.0])],
+        participants=[f"u1/{shard}", "u1/9"])
+    records = records_from_protos(request.upserts, 4, "l2", request.upsert_values)
+    return _staged_txn(request, records, [], node_pb2.PrepareResponse(inserted=1))
+
+
+def test_a_copy_dropped_and_built_again_on_the_same_node_applies_a_txn_it_saw_commit_before(
+        tmp_path):
+    # The copy of shard 0 on n1 applied t1, then moved away (its files removed), then moved
+    # back: the new copy catches up from its primary's log, t1's prepare and commit included,
+    # and must hold t1's rows although this node remembers having finished t1.
+    participant, host = _node(tmp_path)
+    replication = Replication(host, participant.meta, None)
+    participant.replication = replication
+    replication.participant = participant
+
+    async def scenario():
+        await participant.adopt("u1", 0, _plan())
+        await participant.finish_replicated("u1", 0, "t1", pm.COMMIT, now_ms=5)
+        assert host.replicas[("u1", 0)].existing_ids(["b"]) == ["b"]
+        await replication.start_over("u1", 0)      # the catalog placed the copy elsewhere
+        assert not os.path.exists(host.shard_path("u1", 0))
+        # Placed here again: an empty copy replays the primary's log.
+        await participant.adopt("u1", 0, _plan())
+        await participant.finish_replicated("u1", 0, "t1", pm.COMMIT, now_ms=5)
+        return host.replicas[("u1", 0)].existing_ids(["b"])
+
+    try:
+        assert asyncio.run(scenario()) == ["b"]
+        assert participant.prepared == {} and participant.locked_ids() == 0
+    finally:
+        host.close()
+
+
+def test_a_copy_dropped_with_a_plan_held_lets_go_of_its_locks(tmp_path):
+    participant, host = _node(tmp_path)
+    replication = Replication(host, participant.meta, None)
+    participant.replication = replication
+    replication.participant = participant
+
+    async def scenario():
+        await participant.adopt("u1", 0, _plan())
+        assert participant.locked_ids() == 1
+        await replication.start_over("u1", 0)
+
+    try:
+        asyncio.run(scenario())
+        assert participant.prepared == {} and participant.locked_ids() == 0
+        assert participant.states.get("u1/0") is None
+    finally:
+        host.close()
