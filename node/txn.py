@@ -187,13 +187,15 @@ class Participant:
     def _role(self, dataset_uuid: str, shard: int) -> str:
         """This copy's role as the catalog says now: PRIMARY logs and sends decisions, COPY
         takes them from its primary, ALONE (no replication, or the dataset is gone) applies
-        them at once."""
+        them at once. A shard the catalog does not hold yet is a split's child (node/split.py)
+        before its switch: it mirrors its parent copy's log, decisions included, so it is a
+        COPY."""
         if self.replication is None:
             return model.ALONE
         record = self.catalog.state.datasets.get(dataset_uuid)
         if record is None:
             return model.ALONE
-        return model.PRIMARY if record.primary_of(shard) == self.host.node_id else model.COPY
+        return model.PRIMARY if _primary_of(record, shard) == self.host.node_id else model.COPY
 
     # ---- the step function and its driver ------------------------------------------------------
 
@@ -400,7 +402,7 @@ class Participant:
             record = self.catalog.state.datasets.get(dataset_uuid)
             if record is None:
                 raise errors.NotFound("dataset not found (it may have been deleted)")
-            if record.primary_of(shard) != self.host.node_id:
+            if _primary_of(record, shard) != self.host.node_id:
                 raise _NotPrimary(f"node {self.host.node_id} stopped being the primary of "
                                   f"shard {shard} while the txn prepared")
             await self.replication.ensure_resynced(record, shard)
@@ -574,7 +576,7 @@ class Participant:
         for txn in self.prepared.values():
             record = self.catalog.state.datasets.get(txn.dataset_uuid)
             if record is None or self.replication is None or \
-                    record.primary_of(txn.shard) == self.host.node_id:
+                    _primary_of(record, txn.shard) == self.host.node_id:
                 return True
         return False
 
@@ -628,6 +630,12 @@ class Participant:
                 except errors.TributaryError as exc:
                     log.debug("ack failed, will retry: %s", exc.message)
                     self._pending_acks = acks + self._pending_acks
+
+
+def _primary_of(record, shard: int) -> str | None:
+    """The shard's primary, or None for a shard the record does not hold yet (a split's child
+    before the switch, whose parent's primary decides its txns)."""
+    return record.primary_of(shard) if 0 <= shard < len(record.placement) else None
 
 
 def _recorded(state, txn_id: str) -> str | None:

@@ -159,3 +159,45 @@ def test_a_copy_dropped_with_a_plan_held_lets_go_of_its_locks(tmp_path):
         assert participant.states.get("u1/0") is None
     finally:
         host.close()
+
+
+def test_a_split_child_s_mirrored_txn_that_times_out_is_resolved_as_a_copy_s(tmp_path):
+    # Shard 1 is the child of shard 0 in a split from 1 to 2 shards: the catalog does not hold
+    # it until the switch, but it mirrors its parent's plans. Its parent's primary is elsewhere
+    # (n2); the group recorded no decision, so the child's copy proposes abort and drops the
+    # plan as a copy does (the abort changes no row).
+    participant, host = _node(tmp_path, primary="n2", copy="n1")
+
+    async def scenario():
+        await participant.adopt("u1", 1, _plan(shard=1))
+        assert not participant._own_prepared()        # a copy's plan: its primary decides
+        participant.prepared[("t1", "u1/1")].staged.prepared_at_ms = 0   # long past due
+        await participant.resolve_due()
+
+    try:
+        asyncio.run(scenario())
+        assert [cmd.decision for cmd in participant.meta.proposed] == [pm.ABORT]
+        assert participant.prepared == {} and participant.locked_ids() == 0
+    finally:
+        host.close()
+
+
+def test_a_split_child_s_txn_the_group_committed_waits_for_its_parent_s_logged_commit(tmp_path):
+    participant, host = _node(tmp_path, primary="n1", copy="n2",
+                              decisions={"t1": SimpleNamespace(decision=pm.COMMIT)})
+
+    async def scenario():
+        await participant.adopt("u1", 1, _plan(shard=1))
+        participant.prepared[("t1", "u1/1")].staged.prepared_at_ms = 0
+        await participant.resolve_due(force=True)
+        # n1 is the parent's primary, not the child's: the child applies only what the
+        # parent logs, mirrored to it.
+        assert list(participant.prepared) == [("t1", "u1/1")]
+        await participant.finish_replicated("u1", 1, "t1", pm.COMMIT, now_ms=5)
+        return host.replicas[("u1", 1)].existing_ids(["b"])
+
+    try:
+        assert asyncio.run(scenario()) == ["b"]
+        assert participant.meta.proposed == [] and participant.locked_ids() == 0
+    finally:
+        host.close()
