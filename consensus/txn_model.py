@@ -33,6 +33,12 @@ the group answers is applied (first writer wins). A copy whose primary never log
 (the primary was deposed after staging it) drops that plan when the group answers abort: an
 abort changes no row, so no log entry is needed for it.
 
+A decision the group still lists as unacknowledged by a shard (its Ack was lost with the
+node's memory: a crash between applying and the batched AckTxns) is given again to the shard's
+primary (node/txn.py's resend_unacked, router/txn_sim.py's resend): one that holds the txn
+finishes it; one that finished it, or that holds no plan for a COMMIT (it was applied and
+forgotten, see _decide_unknown), confirms it.
+
 Finished txns are remembered (at most txn_finished_remembered_max per copy, in memory only: a
 restart forgets them), so a late or repeated Prepare is answered as the first was and a late
 prepare op re-sent to a copy is not staged again.
@@ -516,16 +522,28 @@ def _decide_prepared(state, event: Decision, current):
 
 def _decide_unknown(state, event: Decision, current):
     txn_id = event.txn_id
+    actions: list[Action] = []
     if event.decision == ABORT:
         # Never prepared here (or finished and forgotten): remember the abort, so a late
         # Prepare is refused, and confirm it so the group can forget the decision.
-        actions: list[Action] = [Ack(txn_id)]
+        actions.append(Ack(txn_id))
         if event.source == COORDINATOR:
             actions.append(Answer(txn_id, False))
         return _to(state, txn_id, ABORTED), actions
-    # A commit of a txn not held here: applied and forgotten before (a restart forgets), or
-    # another copy's business. Nothing to apply.
-    return state, ([Answer(txn_id, False)] if event.source == COORDINATOR else [])
+    if event.decision == COMMIT and event.source != LOG and event.role in (PRIMARY, ALONE):
+        # A commit of a txn its shard's primary does not hold: applied and forgotten (a
+        # restart forgets, and may have lost the Ack). The group records COMMIT only after
+        # every participant voted yes, and this shard's primary voted yes only once its plan
+        # was durable here and on every in-sync copy (the only copies ever promoted, and a
+        # copy built later replays or copies that plan); a plan is removed only after its
+        # rows are committed to the store. So not holding it means it was applied: confirm
+        # it, or the group lists the batch as unapplied for ever (and no cut of the dataset
+        # can settle). A copy, or a decision read from the log, may not have its plan yet:
+        # it confirms nothing.
+        actions.append(Ack(txn_id))
+    if event.source == COORDINATOR:
+        actions.append(Answer(txn_id, False))
+    return state, actions
 
 
 def _decide_while_staging(state, event: Decision, current):

@@ -18,7 +18,9 @@ Recovery. A txn prepared for longer than txn_prepared_timeout_ms is resolved aga
 group: a recorded decision is applied; no decision means abort, which the participant records
 itself (first writer wins, so a slow coordinator's later COMMIT gets ABORT back). On start, a
 node reloads every staged txn, then applies each copy's last logged op again, then resolves the
-txns of the shards it is primary of before it serves anything.
+txns of the shards it is primary of before it serves anything. Acks go to the meta group in
+batches, so a crash can lose one: the primary is given again every decision the group still
+lists as unacknowledged by its shard (resend_unacked), and confirms it.
 """
 
 from __future__ import annotations
@@ -611,15 +613,74 @@ class Participant:
             except errors.TributaryError as exc:
                 log.warning("cannot finish txn %s: %s", key[0], exc.message)
 
+    def _unacked_here(self, state) -> list[tuple[str, str, str, int]]:
+        """(txn id, decision, dataset uuid, shard) of each decision in `state` that the group
+        lists as not acknowledged by a shard this node holds and is not a mere copy of (the
+        primary, or alone), decided at least txn_unacked_resend_after_ms ago, with no ack of
+        it waiting to be sent."""
+        now_ms = time.time() * 1000
+        pending = set(self._pending_acks)
+        found = []
+        for txn_id, record in state.txns.items():
+            if now_ms - record.decided_at_ms < limits.txn_unacked_resend_after_ms:
+                continue
+            for name in record.participants:
+                if name in record.acked or (txn_id, name) in pending:
+                    continue
+                dataset_uuid, _, shard_text = name.rpartition("/")
+                if not shard_text.isdigit():
+                    continue
+                shard = int(shard_text)
+                if (dataset_uuid, shard) in self.host.replicas and \
+                        self._role(dataset_uuid, shard) != model.COPY:
+                    found.append((txn_id, record.decision, dataset_uuid, shard))
+        return sorted(found)
+
+    async def resend_unacked(self) -> int:
+        """Gives this node's primaries again the decisions the meta group still lists as not
+        acknowledged by their shard (an ack lost with a crashed node's memory: acks are sent
+        in batches): a primary holding the txn finishes it; one that finished it, or holds no
+        plan for a COMMIT (applied, then forgotten by a restart), confirms it
+        (txn_model._decide_unknown). Looks in the bookkeeping the catalog cache holds (read at
+        start and by every linearizable read), and reads it afresh before it acts. Returns
+        how many decisions it gave."""
+        if not self._unacked_here(self.catalog.state):
+            return 0
+        try:
+            state = await self.catalog.refresh(linearizable=True)
+        except errors.TributaryError as exc:
+            log.warning("cannot read txn decisions: %s", exc.message)
+            return 0
+        given = 0
+        for txn_id, decision, dataset_uuid, shard in self._unacked_here(state):
+            role, drive = self._drive_for(dataset_uuid, shard)
+            try:
+                await self._drive(model.Decision(txn_id, decision, model.META, role, False),
+                                  drive)
+                given += 1
+            except errors.TributaryError as exc:
+                log.warning("cannot confirm txn %s: %s", txn_id, exc.message)
+        if given:
+            log.info("gave %d unacknowledged txn decision(s) again", given)
+        return given
+
     async def background(self) -> None:
-        """Resolves timed-out txns and sends batched acks, until cancelled."""
-        last_ack = time.monotonic()
+        """Resolves timed-out txns, sends batched acks and gives unacknowledged decisions
+        again, until cancelled."""
+        last_ack = last_unacked_check = time.monotonic()
         while True:
             await asyncio.sleep(limits.txn_resolve_interval_ms / 1000)
             try:
                 await self.resolve_due()
             except Exception:  # noqa: BLE001 - keep resolving on the next round
                 log.exception("txn resolution failed")
+            if (time.monotonic() - last_unacked_check) * 1000 >= \
+                    limits.txn_unacked_check_interval_ms:
+                last_unacked_check = time.monotonic()
+                try:
+                    await self.resend_unacked()
+                except Exception:  # noqa: BLE001 - look again on the next round
+                    log.exception("giving unacknowledged txn decisions again failed")
             if self._pending_acks and (time.monotonic() - last_ack) * 1000 >= \
                     limits.txn_ack_batch_interval_ms:
                 acks, self._pending_acks = self._pending_acks, []

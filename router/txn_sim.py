@@ -15,8 +15,12 @@ the faulty phase the network heals and every timer fires until nothing moves.
 Checked at every step: no copy commits a txn the group did not record as committed, none
 finishes a txn otherwise than the group recorded, no copy's store holds a commit its op log does
 not know, no client hears "committed" for a txn the group aborted, and at most one txn commits
-per idempotency key. Checked at the end: no copy holds a txn (no stuck locks), both copies of a
-shard hold the same commits, and every txn is all or nothing across its shards' stores.
+per idempotency key; a copy confirms (acks) a commit only if its store holds it. Copies batch
+their acks in memory, so a crash between applying a decision and sending its ack loses the ack;
+each shard's primary is given again the decisions the group lists as unacknowledged by its shard
+(as node/txn.py's resend does). Checked at the end: no copy holds a txn (no stuck locks), both
+copies of a shard hold the same commits, every txn is all or nothing across its shards' stores,
+and the group lists no decision as unacknowledged.
 
 One seed replays one schedule exactly:
 
@@ -78,6 +82,8 @@ class Copy:
     log_len: int = 0
     staged: dict = field(default_factory=dict)      # durable: txn -> keys of its plan file
     store: set = field(default_factory=set)         # durable: txns whose rows it holds
+    # Acks not yet sent to the group (node/txn.py batches them): lost with the copy's memory.
+    pending_acks: list = field(default_factory=list)
 
 
 @dataclass
@@ -341,7 +347,11 @@ class Simulation:
         elif isinstance(action, pm.Ack):
             if reply_to.startswith("c:"):
                 self.send(reply_to, (copy.shard, action))
-            self.send("meta", c.AckTxns(((txn_id, copy.shard),), self.now_ms))
+            recorded = self.recorded.get(txn_id)
+            if recorded is not None and (recorded == cs.COMMIT) != (txn_id in copy.store):
+                self.violation(f"{name} confirmed {txn_id}'s {recorded}, which its store "
+                               f"does {'not ' if recorded == cs.COMMIT else ''}hold")
+            copy.pending_acks.append((txn_id, copy.shard))
         elif isinstance(action, pm.AskMeta):
             self.send("meta", ("ask", txn_id), reply_to=f"p:{name}")
         elif isinstance(action, pm.ProposeAbort):
@@ -398,6 +408,7 @@ class Simulation:
         copy = self.copies[name]
         copy.up = False
         copy.state = pm.ParticipantState(name)      # memory is gone; disk stays
+        copy.pending_acks = []                      # a crash between apply and ack
         self.local = [m for m in self.local if m.to != f"p:{name}"]
 
     def restart(self, name: str) -> None:
@@ -416,6 +427,29 @@ class Simulation:
         candidate = next(n for n in shard.copies if n != shard.primary)
         if self.copies[candidate].up and self.copies[candidate].log_len == len(shard.log):
             shard.primary = candidate
+
+    def flush_acks(self, name: str) -> bool:
+        """node/txn.py's background loop: the copy's batched acks go to the group at once."""
+        copy = self.copies[name]
+        if not copy.up or not copy.pending_acks:
+            return False
+        self.send("meta", c.AckTxns(tuple(copy.pending_acks), self.now_ms))
+        copy.pending_acks = []
+        return True
+
+    def resend_unacked(self) -> bool:
+        """node/txn.py's resend_unacked: each shard's primary is given again every decision
+        the group lists as not acknowledged by that shard. True if one was given."""
+        given = False
+        for txn_id, record in sorted(self.meta.txns.items()):
+            for shard_name in record.participants:
+                primary = self.primary_of(shard_name)
+                if shard_name in record.acked or not self.copies[primary].up:
+                    continue
+                self.participant_step(primary, pm.Decision(txn_id, record.decision, pm.META,
+                                                           pm.PRIMARY, False))
+                given = True
+        return given
 
     # ---- delivery ---------------------------------------------------------------------------
 
@@ -494,6 +528,10 @@ class Simulation:
             self.catch_up(rng.choice(sorted(self.copies)))                   # catch-up loop
         elif roll < 0.22:
             self.fire_a_timeout()
+        elif roll < 0.24:
+            self.flush_acks(rng.choice(sorted(self.copies)))
+        elif roll < 0.245:
+            self.resend_unacked()
         elif roll < 0.40 and self.local:
             self.deliver(self.local.pop(rng.randrange(len(self.local))))
         elif self.network:
@@ -516,6 +554,7 @@ class Simulation:
         for name in sorted(self.copies):
             if not self.copies[name].up:
                 self.restart(name)
+        resent_at = None    # the group's txns when decisions were last given again
         for _ in range(rounds_max):
             self.now_ms += 1
             for name in sorted(self.copies):
@@ -529,10 +568,20 @@ class Simulation:
                 if self.coordinators and not self.coordinators[
                         sorted(self.coordinators)[0]].waiting:
                     del self.coordinators[sorted(self.coordinators)[0]]
-            elif not self.fire_a_timeout():
-                return
+            elif not self.fire_a_timeout() and \
+                    not any([self.flush_acks(n) for n in sorted(self.copies)]):
+                if resent_at is self.meta.txns:
+                    return      # giving them again moved nothing: check_final reports them
+                resent_at = self.meta.txns
+                if not self.resend_unacked():
+                    return
 
     def check_final(self) -> None:
+        for txn_id, record in sorted(self.meta.txns.items()):
+            unacked = sorted(set(record.participants) - set(record.acked))
+            if unacked:
+                self.violation(f"the group lists {txn_id} ({record.decision}) as not applied "
+                               f"by {unacked} for ever")
         for name in sorted(self.copies):
             for txn_id in self.copies[name].state.holding():
                 self.violation(f"stuck lock: {name} still holds {txn_id} "

@@ -415,3 +415,13 @@ txn_finished_remembered_max = 1_000
 # A shard store whose Deep Lake commit log has holes (commits killed mid-way) is compacted at
 # open until the holes are below a compaction marker, at most this many times (shard/versions.py).
 store_log_heal_compactions_max = 3
+
+# ---- 2PC decisions left unacknowledged (consensus/txn_model.py, node/txn.py resend_unacked) ----
+# How often a node looks, in the 2PC bookkeeping its catalog cache holds, for decisions the meta
+# group lists as not acknowledged by a shard it is the primary of (an ack lost with a crashed
+# node's memory), and how old such a decision must be before the primary is given it again (the
+# usual ack reaches the group within txn_ack_batch_interval_ms of the apply).
+txn_unacked_check_interval_ms = 1_000
+txn_unacked_resend_after_ms = 2_000
+if txn_unacked_resend_after_ms <= txn_ack_batch_interval_ms:
+    raise ValueError("txn_unacked_resend_after_ms must exceed txn_ack_batch_interval_ms")

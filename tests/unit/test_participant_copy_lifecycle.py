@@ -201,3 +201,91 @@ def test_a_split_child_s_txn_the_group_committed_waits_for_its_parent_s_logged_c
         assert participant.meta.proposed == [] and participant.locked_ids() == 0
     finally:
         host.close()
+
+
+# ---- a lost acknowledgement ---------------------------------------------------------------------
+
+def test_a_primary_told_a_commit_it_no_longer_holds_confirms_it_and_a_copy_does_not():
+    # The group records COMMIT only after every primary voted yes with its plan durable here
+    # and on its in-sync copies; a plan goes only after its rows are committed. A primary
+    # that holds none has applied it (and a restart forgot it did, with the ack).
+    empty = pm.ParticipantState("u1/0")
+    for role in (pm.PRIMARY, pm.ALONE):
+        state, actions = pm.step(empty, pm.Decision("t1", pm.COMMIT, pm.META, role, False))
+        assert actions == [pm.Ack("t1")] and state == empty
+        _, actions = pm.step(empty, pm.Decision("t1", pm.COMMIT, pm.COORDINATOR, role))
+        assert actions == [pm.Ack("t1"), pm.Answer("t1", False)]
+    # A copy may not have caught up to the plan yet, and a logged decision is a copy's too.
+    assert pm.step(empty, pm.Decision("t1", pm.COMMIT, pm.META, pm.COPY, False))[1] == []
+    assert pm.step(empty, pm.Decision("t1", pm.COMMIT, pm.LOG, pm.ALONE))[1] == []
+
+
+def test_the_simulation_finds_a_lost_ack_unless_primaries_confirm_commits_they_forgot(
+        monkeypatch):
+    from router import txn_sim
+    real_step = pm.step
+
+    def forgets_unknown_commits(state, event):
+        if isinstance(event, pm.Decision) and event.decision == pm.COMMIT and \
+                event.txn_id not in state.txns:
+            return state, [a for a in real_step(state, event)[1] if not isinstance(a, pm.Ack)]
+        return real_step(state, event)
+
+    found = [v for seed in range(3) for v in txn_sim.run(seed, 3_000).violations]
+    assert found == []
+    monkeypatch.setattr(pm, "step", forgets_unknown_commits)
+    found = [v for seed in range(3) for v in txn_sim.run(seed, 3_000).violations]
+    assert any("as not applied by" in v for v in found), found[:5]
+
+
+def test_a_restarted_primary_confirms_the_commit_whose_ack_its_crash_lost(tmp_path):
+    # n1, the primary of shard 0, applied t1's commit and died before its batched ack went
+    # out; the group lists t1 as unapplied by u1/0. After the restart n1 holds nothing of t1.
+    decided = SimpleNamespace(decision=pm.COMMIT, participants=("u1/0", "u1/1"), acked=("u1/1",),
+                              decided_at_ms=0)
+    participant, host = _node(tmp_path, primary="n1", copy="n2", decisions={"t1": decided})
+
+    async def scenario():
+        request = node_pb2.PrepareRequest(
+            txn_id="t1", shard=node_pb2.ShardRef(dataset_uuid="u1", shard=0, epoch=1),
+            upserts=[pb.Vector(id="b", values=[1.0, 2.0, 3.0, 4.0])],
+            participants=["u1/0", "u1/1"])
+        await participant.prepare(request)
+        assert await participant.commit("t1", request.shard) is True
+        assert participant._pending_acks == [("t1", "u1/0")]
+        restarted = Participant(host, participant.meta, participant.catalog,
+                                participant.replication)
+        assert await restarted.load_staged() == 0
+        given = await restarted.resend_unacked()
+        return restarted, given
+
+    try:
+        restarted, given = asyncio.run(scenario())
+        assert given == 1 and restarted._pending_acks == [("t1", "u1/0")]
+        assert host.replicas[("u1", 0)].existing_ids(["b"]) == ["b"]
+    finally:
+        host.close()
+
+
+def test_a_copy_is_not_given_an_unacknowledged_decision_and_a_young_one_waits(tmp_path):
+    from tributary import limits
+    old = SimpleNamespace(decision=pm.COMMIT, participants=("u1/0",), acked=(),
+                          decided_at_ms=0)
+    young = SimpleNamespace(decision=pm.COMMIT, participants=("u1/0",), acked=(),
+                            decided_at_ms=10 ** 13)
+    participant, host = _node(tmp_path, primary="n2", copy="n1",
+                              decisions={"t1": old, "t2": young})
+
+    async def scenario():
+        await host.replica_unfenced("u1", 0)
+        as_copy = await participant.resend_unacked()
+        participant.catalog.state.datasets["u1"] = _record("n1", "n2")
+        as_primary = await participant.resend_unacked()
+        return as_copy, as_primary
+
+    try:
+        assert limits.txn_unacked_resend_after_ms > 0
+        assert asyncio.run(scenario()) == (0, 1)
+        assert participant._pending_acks == [("t1", "u1/0")]
+    finally:
+        host.close()
