@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv node-example up test test-unit test-integration test-2pc-full sim-2pc chaos fuzz proto bench clean
+.PHONY: venv node-example up test test-unit test-integration test-2pc-full test-reshard-crash sim-2pc chaos fuzz proto bench clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,12 @@ test-integration: $(STAMP) $(NODE_STAMP)
 # The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 5).
 test-2pc-full: $(STAMP)
 	TRIBUTARY_2PC_TXNS=50 $(PY) -m pytest -q tests/integration/test_two_phase_commit.py
+
+# A primary killed mid-split, repeated: it still loses an acknowledged row about 1 run in 5 (a
+# 2PC batch prepared on the old shard count around the switch), so `make test` leaves it out.
+test-reshard-crash: $(STAMP)
+	for i in 1 2 3 4 5; do TRIBUTARY_RESHARD_CRASH=1 $(PY) -m pytest -q \
+		tests/integration/test_reshard.py -k killed || exit 1; done
 
 # The full seeded 2PC simulation (router/txn_sim.py): 200 seeds x 20,000 steps (make test runs
 # 3 seeds x 4,000). A failing seed prints the command that replays it.

@@ -223,6 +223,8 @@ class Replication:
         them to its op log (fsynced). A write is logged before it is applied here: a crash
         between the two leaves an op the log holds and the store may not, which
         reapply_tails repairs at start, never rows the log does not know."""
+        if self.split is not None:
+            self.split.refuse_stale(record, shard, ops)
         oplog = self.oplog(record.uuid, shard)
         term = record.term_of(shard)
         logged = []

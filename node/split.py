@@ -98,6 +98,29 @@ class Splitter:
         return phase == "switched" and era_epoch is not None and \
             era_epoch < record.split_epoch
 
+    def refuse_stale(self, record: DatasetRecord, shard: int, ops) -> None:
+        """Before a primary logs `ops`: an op that changes rows, admitted under an epoch older
+        than the dataset's last switch, is refused (StaleEpoch: the router re-plans). It was
+        planned on the old shard count and may carry rows of the child, which writes on its
+        own log once sealed, so mirroring it would find the child's own op at its sequence
+        number and drop it as a duplicate (an acknowledged row lost at the purge). A 2PC
+        decision passes: its rows were staged before the switch, and the child resolves its
+        own copy of the txn."""
+        current = self.host.catalog.state.datasets.get(record.uuid)
+        if current is None or not current.split_epoch:
+            return
+        for op in ops:
+            kind = op.WhichOneof("op")
+            if kind == "finish":
+                continue
+            # A prepare is logged under a fresh record, long after its epoch was checked: the
+            # epoch it was planned with is the one its request carries.
+            era = (op.prepare.request.shard.epoch if kind == "prepare" else 0) or record.epoch
+            if era < current.split_epoch:
+                raise errors.StaleEpoch(
+                    f"placement epoch {era} is older than the split of shard {shard} "
+                    f"(epoch {current.split_epoch}): planned on the old shard count")
+
     async def mirror(self, record: DatasetRecord, shard: int, ops, era_epoch: int | None
                      ) -> None:
         """Logs and applies to the child of (record, shard) the ops its parent just logged.

@@ -90,6 +90,9 @@ def _now_ms() -> int:
 INDEX_TYPES = ("hnsw", "flat")
 
 
+_TOO_FEW = object()   # _knn_once: hnswlib could not find k live rows
+
+
 class ShardReplica:
     # Called with the seconds each Deep Lake commit of a write took (node/metrics.py sets it;
     # this library imports no server).
@@ -681,18 +684,37 @@ class ShardReplica:
         own thread only (hnswlib starts its threads anew on every call). None only when not
         `blocking` and the gate would have made it wait."""
         threads = min(len(queries), limits.search_batch_threads_max) if blocking else 1
-        for attempt_ef in (ef, ef * 4):
-            if not self._ef_gate.acquire(attempt_ef, blocking):
-                return None
-            try:
-                return self._index.knn_query(queries, k=k, num_threads=threads)
-            except RuntimeError:
-                # Too many deleted neighbours for a full answer at this ef: widen it once.
-                if attempt_ef != ef:
-                    raise
-            finally:
-                self._ef_gate.release()
-        raise AssertionError("unreachable")
+        return self._knn_widening(queries, k, ef, blocking, threads)
+
+    def _knn_widening(self, queries: np.ndarray, k: int, ef: int, blocking: bool,
+                      threads: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """knn_query at `ef`; when hnswlib cannot find k live rows from some query (many
+        marked deletions around it, e.g. after a split's purge), at 4 x ef, then at an ef as
+        large as the graph, and at last for fewer neighbours (halving k) rather than fail the
+        search: the caller ranks what it gets together with the exact pending scan."""
+        count = self._index.get_current_count()
+        for attempt_ef in dict.fromkeys((ef, ef * 4, max(ef * 4, count))):
+            found = self._knn_once(queries, k, attempt_ef, blocking, threads)
+            if found is None or found is not _TOO_FEW:
+                return found
+        while k > 1:
+            k //= 2
+            found = self._knn_once(queries, k, max(ef * 4, count), blocking, threads)
+            if found is None or found is not _TOO_FEW:
+                return found
+        return (np.zeros((len(queries), 0), np.uint64), np.zeros((len(queries), 0), np.float32))
+
+    def _knn_once(self, queries: np.ndarray, k: int, ef: int, blocking: bool, threads: int):
+        """One knn_query through the ef gate: its answer, None when not `blocking` and the
+        gate would have made it wait, or _TOO_FEW when hnswlib found fewer than k rows."""
+        if not self._ef_gate.acquire(ef, blocking):
+            return None
+        try:
+            return self._index.knn_query(queries, k=k, num_threads=threads)
+        except RuntimeError:
+            return _TOO_FEW
+        finally:
+            self._ef_gate.release()
 
     def _exact_search(self, query: np.ndarray, top_k: int,
                       where: filter_eval.CompiledFilter | None, started: float,
@@ -804,18 +826,7 @@ class ShardReplica:
              ) -> tuple[np.ndarray, np.ndarray] | None:
         """knn_query at exactly `ef` (through the ef gate); the caller holds the index read
         lock. None only when not `blocking` and the gate would have made it wait."""
-        for attempt_ef in (ef, ef * 4):
-            if not self._ef_gate.acquire(attempt_ef, blocking):
-                return None
-            try:
-                return self._index.knn_query(query.reshape(1, -1), k=k)
-            except RuntimeError:
-                # Too many deleted neighbours for a full answer at this ef: widen it once.
-                if attempt_ef != ef:
-                    raise
-            finally:
-                self._ef_gate.release()
-        raise AssertionError("unreachable")
+        return self._knn_widening(query.reshape(1, -1), k, ef, blocking, 1)
 
     def _resolve(self, labels: np.ndarray, raw: np.ndarray, k: int
                  ) -> list[tuple[str, float, float]]:
