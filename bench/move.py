@@ -45,6 +45,7 @@ import numpy as np
 from bench.backup import _ingest_grpc
 from bench.e2e import LocalCluster
 from bench.timing import machine
+from shard.replica import directory_bytes
 from tributary import limits
 
 DIMS = 128
@@ -151,17 +152,6 @@ def index_backlog(client: httpx.Client) -> int:
     return int(r.json()["stats"]["pending_index_vectors"])
 
 
-def dir_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
-    return total
-
-
 def shard_dir(data_dir: str, node: str) -> str | None:
     found = glob.glob(os.path.join(data_dir, node, "shards", "*", "0"))
     return found[0] if found else None
@@ -219,7 +209,7 @@ def move_once(cluster: LocalCluster, admin: httpx.Client, count: int, source: st
     """One move, from the CLI command to its completion; `admin` is a client of the router's
     root (the admin routes are not under /api/v1)."""
     source_dir = shard_dir(cluster.data_dir, source)
-    source_bytes = dir_bytes(source_dir) if source_dir else None
+    source_bytes = directory_bytes(source_dir) if source_dir else None
     log_offset = log_size(cluster.data_dir, target)
     _log(f"move: {DATASET}/0 ({count:,} vectors, {source_bytes} bytes on disk) "
          f"{source} -> {target}, load {_loadavg()}")
@@ -263,7 +253,7 @@ def move_once(cluster: LocalCluster, admin: httpx.Client, count: int, source: st
         "source_dir_dropped_s": round(marks["source_dropped"], 1),
         "bytes_received": snapshot_bytes(cluster.data_dir, target, log_offset),
         "source_dir_bytes_before": source_bytes,
-        "target_dir_bytes_after": dir_bytes(target_dir) if target_dir else None,
+        "target_dir_bytes_after": directory_bytes(target_dir) if target_dir else None,
         "primary_after": shard["primary"],
         "vector_count_after": shard["copies"][0].get("vector_count"),
         "loadavg_before": load_before, "loadavg_during_1m": sampler.summary(),
