@@ -120,6 +120,17 @@ class Splitter:
                 raise errors.StaleEpoch(
                     f"placement epoch {era} is older than the split of shard {shard} "
                     f"(epoch {current.split_epoch}): planned on the old shard count")
+            # A router may stamp a plan made on the old count with the new epoch (its retry
+            # refreshes the epoch, not the plan): a row that is not this shard's under the
+            # current count would land where the purge deletes it.
+            upserts = (op.prepare.request.upserts if kind == "prepare" else
+                       op.write.upserts if kind == "write" else ())
+            for vector in upserts:
+                owner = stable_hash(vector.id) % current.shard_count
+                if owner != shard:
+                    raise errors.StaleEpoch(
+                        f"vector '{vector.id}' belongs to shard {owner} of "
+                        f"{current.shard_count}, not {shard}: planned on an older shard count")
 
     async def mirror(self, record: DatasetRecord, shard: int, ops, era_epoch: int | None
                      ) -> None:

@@ -187,7 +187,7 @@ def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before:
     after = recall_at_10(c, everything)
     print(f"reshard: {len(load.acked)} acked writes, {load.reads} reads, 0 failed; "
           f"recall@10 {before:.3f} -> {after:.3f}")
-    assert abs(after - before) <= 0.01 or after >= before
+    assert abs(after - before) <= 0.01 + 1e-9 or after >= before
 
 
 def test_reshard_through_the_cli_doubles_the_shards_under_load_and_loses_nothing(tmp_path):

@@ -14,7 +14,7 @@ from tributary import errors
 
 
 def splitter(split_epoch: int, epoch: int) -> Splitter:
-    current = SimpleNamespace(uuid="d", split_epoch=split_epoch, epoch=epoch)
+    current = SimpleNamespace(uuid="d", split_epoch=split_epoch, epoch=epoch, shard_count=2)
     host = SimpleNamespace(catalog=SimpleNamespace(state=SimpleNamespace(datasets={"d": current})))
     return Splitter(host, replication=None, meta=None)
 
@@ -51,3 +51,19 @@ def test_decisions_and_ops_planned_after_the_switch_pass():
 def test_a_dataset_never_split_refuses_nothing():
     splitter(split_epoch=0, epoch=5).refuse_stale(SimpleNamespace(uuid="d", epoch=1), 0,
                                                   [prepare(epoch=1)])
+
+
+def test_a_row_planned_on_the_old_count_but_stamped_with_the_new_epoch_is_refused():
+    from consensus.placement import stable_hash
+    vid = next(f"v{i}" for i in range(100) if stable_hash(f"v{i}") % 4 == 2)
+    assert stable_hash(vid) % 2 == 0      # shard 0 under 2 shards, shard 2 under 4
+    s = splitter(split_epoch=3, epoch=4)
+    s.host.catalog.state.datasets["d"].shard_count = 4
+    write = node_pb2.ReplicatedOp(write=node_pb2.WriteRequest(
+        upserts=[node_pb2.WriteRequest().upserts.add(id=vid)]))
+    with pytest.raises(errors.StaleEpoch, match="belongs to shard 2 of 4"):
+        s.refuse_stale(FRESH, 0, [write])
+    s.refuse_stale(FRESH, 2, [write])      # its own shard takes it
+    # The purge's deletes of moved rows are not refused.
+    s.refuse_stale(FRESH, 0, [node_pb2.ReplicatedOp(write=node_pb2.WriteRequest(
+        delete_ids=[vid]))])
