@@ -331,13 +331,17 @@ def main(argv=None) -> int:
                 process.wait(10)
         cluster.stop()
     print(render(report))
-    out = args.out or os.path.join(HERE, "results", f"rebalance-{time.strftime('%Y%m%d-%H%M%S')}"
-                                   ".json")
+    write_report(report, args.out, "rebalance")
+    return 0
+
+
+def write_report(report: dict, out: str | None, name: str) -> None:
+    """Writes `report` as JSON to `out`, or to bench/results/<name>-<time>.json."""
+    out = out or os.path.join(HERE, "results", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     _log(f"results in {out}")
-    return 0
 
 
 if __name__ == "__main__":

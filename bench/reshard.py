@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -33,11 +32,10 @@ import httpx
 import numpy as np
 
 from bench.e2e import LocalCluster
-from bench.rebalance import DIMS, Load, _log, admin, create, ingest, wait_until
+from bench.rebalance import DIMS, Load, _log, admin, create, ingest, wait_until, write_report
 from bench.replication import list_ids
 from bench.timing import machine
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 NAME = "split"
 # A search wide enough that recall measures the data (every row present once), not how far
 # the graph walk goes; the default ef is reported beside it.
@@ -196,12 +194,7 @@ def main(argv=None) -> int:
     finally:
         cluster.stop()
     print(render(report))
-    out = args.out or os.path.join(HERE, "results", f"reshard-{time.strftime('%Y%m%d-%H%M%S')}"
-                                   ".json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    _log(f"results in {out}")
+    write_report(report, args.out, "reshard")
     return 0
 
 
