@@ -344,21 +344,25 @@ class RouterCore:
 
     async def on_shard(self, tenant_id: str, name: str, shard: int,
                        call: Callable[[DatasetRecord, str, node_pb2.ShardRef], Awaitable[T]],
-                       read: bool = False, follow_failover: bool = True) -> T:
+                       read: bool = False, follow_failover: bool = True,
+                       planned: DatasetRecord | None = None) -> T:
         """Runs one node call with the current placement, refreshing it on StaleEpoch. A write
         goes to the shard's primary, and moves to the new one if the catalog names another
         primary while it waits (a frozen primary that was failed over costs the write about
         one catalog refresh, not the node deadline; 2PC calls pass follow_failover=False: a
         txn's prepared state lives on the participant it prepared on); a read (read=True) goes
         to one of its in-sync copies, hedged against a copy that hangs (router/reads.py).
-        Each shard call is one span and one observation of the per-shard call metrics."""
+        Each shard call is one span and one observation of the per-shard call metrics.
+        A call `planned` on a record's shard count (which ids go to which shard) raises
+        ShardCountChanged, without calling, once the count is another: its caller plans again
+        (see replanned)."""
         kind = "read" if read else "write"
         started = time.perf_counter()
         with tracing.span("shard.call", {"tributary.dataset": name, "tributary.shard": shard,
                                          "tributary.call": kind}) as current:
             try:
                 return await self._on_shard(tenant_id, name, shard, call, read,
-                                            follow_failover)
+                                            follow_failover, planned)
             except errors.TributaryError as exc:
                 router_metrics.SHARD_CALL_ERRORS.labels(kind, type(exc).__name__,
                                                         tenant_id or DEFAULT_TENANT, name,
@@ -370,12 +374,20 @@ class RouterCore:
                     time.perf_counter() - started)
 
     async def _on_shard(self, tenant_id: str, name: str, shard: int, call, read: bool,
-                        follow_failover: bool):
+                        follow_failover: bool, planned: DatasetRecord | None):
         for attempt in range(limits.router_stale_epoch_retries_max + 1):
             # The caller resolved (and so validated) the name already: the first attempt reads
             # the cached catalog directly; any miss or retry goes through dataset() again.
             record = (self._find_dataset(tenant_id or DEFAULT_TENANT, name) if attempt == 0
                       else None) or await self.dataset(tenant_id, name)
+            if planned is not None and record.uuid == planned.uuid and \
+                    record.shard_count != planned.shard_count:
+                # Sent anyway, the request would carry the new epoch on the old plan: rows of
+                # the other half to a split's parent (its primary refuses them) or a read of
+                # a moved id from the shard that no longer answers for it.
+                raise errors.ShardCountChanged(
+                    f"dataset '{name}' has {record.shard_count} shards now, the request was "
+                    f"planned on {planned.shard_count}")
             ref = self.shard_ref(record, shard)
             try:
                 if read:
@@ -654,9 +666,11 @@ class RouterCore:
         vectors, matrix = self._validated_vectors(record, request.vectors, values)
         policy = (node_pb2.EXISTING_OVERWRITE if request.overwrite else
                   node_pb2.EXISTING_SKIP if request.skip_existing else node_pb2.EXISTING_ERROR)
-        outcome = await self.coordinator.write(
-            record, shard_batches(vectors, matrix, record.shard_count), policy,
-            idempotency_key)
+        outcome = await self.replanned(
+            request.tenant_id, request.dataset_id,
+            lambda current: self.coordinator.write(
+                current, shard_batches(vectors, matrix, current.shard_count), policy,
+                idempotency_key), record)
         return pb.InsertVectorsResponse(
             inserted_count=outcome.inserted, skipped_count=outcome.skipped, failed_count=0,
             error_messages=[f"vector '{i}' already exists; skipped"
@@ -705,12 +719,35 @@ class RouterCore:
         if any(ord(ch) < 32 for ch in key):
             raise errors.InvalidArgument("Idempotency-Key must not contain control characters")
 
-    def _on_shard_for(self, record: DatasetRecord, follow_failover: bool = False):
+    def _on_shard_for(self, record: DatasetRecord, follow_failover: bool = False,
+                      planned: bool = False):
+        """on_shard for the coordinator. `planned`: the calls carry rows placed on `record`'s
+        shard count (writes, prepares), not decisions of a txn already prepared there."""
         async def on_shard(shard: int, call):
             return await self.on_shard(record.tenant_id, record.name, shard,
                                        lambda _r, address, ref: call(address, ref),
-                                       follow_failover=follow_failover)
+                                       follow_failover=follow_failover,
+                                       planned=record if planned else None)
         return on_shard
+
+    async def replanned(self, tenant_id: str, name: str,
+                        attempt: Callable[[DatasetRecord], Awaitable[T]],
+                        record: DatasetRecord | None = None) -> T:
+        """attempt(record), planned on the dataset's current record; when the shard count
+        changes under it (ShardCountChanged from a planned on_shard), planned again on the new
+        record, at most router_replan_retries_max times. Nothing was sent on the old plan that
+        a node accepted: a planned call is refused before it is sent, or by the node (StaleEpoch)
+        before it changes anything, and a 2PC batch so refused aborts."""
+        record = record or await self.dataset(tenant_id, name)
+        for tries in range(limits.router_replan_retries_max + 1):
+            try:
+                return await attempt(record)
+            except errors.ShardCountChanged:
+                if tries == limits.router_replan_retries_max:
+                    raise
+                await self.catalog.refresh(linearizable=True)
+                record = await self.dataset(tenant_id, name)
+        raise AssertionError("unreachable")
 
     async def insert_vector(self, request: pb.InsertVectorRequest) -> pb.InsertVectorResponse:
         response = await self.insert_vectors(pb.InsertVectorsRequest(
@@ -733,11 +770,13 @@ class RouterCore:
                                                  include_values=True,
                                                  as_of_tag=version.deeplake_tag)))
         else:
-            response = await self.on_shard(record.tenant_id, record.name, shard,
-                                           lambda _r, address, ref: self.shards.get(
-                                               address, node_pb2.GetRequest(
-                                                   shard=ref, ids=[request.vector_id],
-                                                   include_values=True)), read=True)
+            response = await self.replanned(
+                request.tenant_id, request.dataset_id, lambda current: self.on_shard(
+                    current.tenant_id, current.name,
+                    shard_of(request.vector_id, current.shard_count),
+                    lambda _r, address, ref: self.shards.get(address, node_pb2.GetRequest(
+                        shard=ref, ids=[request.vector_id], include_values=True)),
+                    read=True, planned=current), record)
         if not response.vectors:
             raise errors.NotFound(f"vector '{request.vector_id}' not found in dataset "
                                   f"'{record.name}'")
@@ -758,11 +797,14 @@ class RouterCore:
                                          f"batch_vectors_max={limits.batch_vectors_max}")
         for vector_id in ids:
             validation.check_vector_id(vector_id)
-        batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
-        for vector_id in ids:
-            batches[shard_of(vector_id, record.shard_count)].deletes.append(vector_id)
-        outcome = await self.coordinator.write(record, dict(batches), node_pb2.EXISTING_ERROR,
-                                               idempotency_key)
+
+        def attempt(current: DatasetRecord):
+            batches: dict[int, ShardBatch] = defaultdict(ShardBatch)
+            for vector_id in ids:
+                batches[shard_of(vector_id, current.shard_count)].deletes.append(vector_id)
+            return self.coordinator.write(current, dict(batches), node_pb2.EXISTING_ERROR,
+                                          idempotency_key)
+        outcome = await self.replanned(request.tenant_id, request.dataset_id, attempt, record)
         return pb.DeleteVectorsResponse(deleted_count=outcome.deleted,
                                         not_found_count=outcome.not_found)
 
@@ -805,8 +847,11 @@ class RouterCore:
         async def update(_record, address: str, ref: node_pb2.ShardRef):
             write.shard.CopyFrom(ref)
             return await self.shards.write(address, write)
-        await self.on_shard(record.tenant_id, record.name,
-                            shard_of(request.vector_id, record.shard_count), update)
+        await self.replanned(
+            request.tenant_id, request.dataset_id, lambda current: self.on_shard(
+                current.tenant_id, current.name,
+                shard_of(request.vector_id, current.shard_count), update, planned=current),
+            record)
         updated = await self.get_vector(current)
         return pb.UpdateVectorResponse(vector=updated.vector,
                                        message=f"updated: {', '.join(sorted(paths))}")
@@ -867,16 +912,19 @@ class RouterCore:
                                          f"batch_vectors_max={limits.batch_vectors_max}")
         for vector_id in ids:
             validation.check_vector_id(vector_id)
-        by_shard: dict[int, list[str]] = defaultdict(list)
-        for vector_id in ids:
-            by_shard[shard_of(vector_id, record.shard_count)].append(vector_id)
 
-        async def one(shard: int, batch: list[str]):
-            return await self.on_shard(record.tenant_id, record.name, shard,
-                                       lambda _r, address, ref: send(
-                                           address, node_pb2.IdsRequest(
-                                               shard=ref, ids=batch)))
-        results = await asyncio.gather(*(one(s, b) for s, b in by_shard.items()))
+        async def attempt(current: DatasetRecord):
+            by_shard: dict[int, list[str]] = defaultdict(list)
+            for vector_id in ids:
+                by_shard[shard_of(vector_id, current.shard_count)].append(vector_id)
+
+            async def one(shard: int, batch: list[str]):
+                return await self.on_shard(current.tenant_id, current.name, shard,
+                                           lambda _r, address, ref: send(
+                                               address, node_pb2.IdsRequest(
+                                                   shard=ref, ids=batch)), planned=current)
+            return await asyncio.gather(*(one(s, b) for s, b in by_shard.items()))
+        results = await self.replanned(tenant_id, dataset_id, attempt, record)
         return sum(r.affected for r in results), sum(r.not_found for r in results)
 
     async def soft_delete_vectors(self, request: pb.SoftDeleteVectorsRequest
@@ -938,8 +986,14 @@ class RouterCore:
         started = time.perf_counter()
         record, plan = await self._search_plan(request)
         db_started = time.perf_counter()
-        responses = await asyncio.gather(*(self._search_shard(record, shard, plan)
-                                           for shard in range(record.shard_count)))
+
+        async def attempt(current: DatasetRecord):
+            nonlocal record
+            record = current
+            return await asyncio.gather(*(self._search_shard(current, shard, plan)
+                                          for shard in range(current.shard_count)))
+        responses = await self.replanned(request.tenant_id, request.dataset_id, attempt,
+                                         record)
         db_ms = (time.perf_counter() - db_started) * 1000
         return self._merge_search(record, request.options, plan.top_k, plan.shard_k,
                                   responses, started, db_ms)
@@ -1005,7 +1059,8 @@ class RouterCore:
         return await self.on_shard(record.tenant_id, record.name, shard,
                                    lambda _r, address, ref: self.shards.search(
                                        address, node_pb2.ShardSearchRequest(
-                                           shard=ref, **plan.fields)), read=True)
+                                           shard=ref, **plan.fields)), read=True,
+                                   planned=record)
 
     def _merge_search(self, record: DatasetRecord, options: pb.SearchOptions, top_k: int,
                       shard_k: int, responses: list, started: float, db_ms: float

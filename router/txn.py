@@ -85,7 +85,8 @@ class Coordinator:
         fate is unknown (retry with the same idempotency key to learn it)."""
         if len(batches) == 1 and not idempotency_key:
             # One phase: a write stuck on a primary that is failed over follows the failover.
-            one_phase: OnShard = self.on_shard_factory(record, follow_failover=True)
+            one_phase: OnShard = self.on_shard_factory(record, follow_failover=True,
+                                                       planned=True)
             (shard, batch), = batches.items()
             # One id for every attempt: a new primary that took over an attempt which the
             # deposed one applied answers the retry with that attempt's outcome.
@@ -97,12 +98,16 @@ class Coordinator:
             return BatchOutcome(response.inserted, response.skipped, response.deleted,
                                 response.not_found, list(response.skipped_ids))
         # A txn's prepared state lives on the participant it prepared on: 2PC calls stay there.
+        # Prepares carry rows placed on the record's shard count (refused, so the batch aborts
+        # and is planned again, once the count changed); decisions go to the shards prepared.
         on_shard: OnShard = self.on_shard_factory(record, follow_failover=False)
-        return await self._two_phase(record, batches, existing, idempotency_key, on_shard)
+        prepare_on: OnShard = self.on_shard_factory(record, follow_failover=False, planned=True)
+        return await self._two_phase(record, batches, existing, idempotency_key, on_shard,
+                                     prepare_on)
 
     async def _two_phase(self, record: DatasetRecord, batches: dict[int, ShardBatch],
-                         existing: int, idempotency_key: str, on_shard: OnShard
-                         ) -> BatchOutcome:
+                         existing: int, idempotency_key: str, on_shard: OnShard,
+                         prepare_on: OnShard) -> BatchOutcome:
         """The driver of the pure coordinator (router/txn_steps.py): performs each action step()
         asks for and feeds its result back as the next event, until a Reply."""
         txn_id = uuid.uuid4().hex
@@ -122,7 +127,7 @@ class Coordinator:
         outcome = BatchOutcome(txn_id=txn_id)
 
         async def prepare(shard: int, batch: ShardBatch):
-            return shard, await on_shard(shard, lambda address, ref: self.shards.prepare(
+            return shard, await prepare_on(shard, lambda address, ref: self.shards.prepare(
                 address, node_pb2.PrepareRequest(
                     txn_id=txn_id, shard=ref, upserts=batch.upserts, delete_ids=batch.deletes,
                     existing=existing, participants=participants,

@@ -67,6 +67,12 @@ class StaleEpoch(TributaryError):
     retriable = True
 
 
+class ShardCountChanged(StaleEpoch):
+    """The dataset's shard count changed (a split switched) after the router planned the
+    request on the old count: the router plans it again; a client sees it only when that keeps
+    failing."""
+
+
 class NotLeader(TributaryError):
     """A meta member that is not the Raft leader was asked for a leader-only answer."""
 

@@ -123,6 +123,9 @@ meta_leader_status_timeout_ms = 2_000
 # The router refreshes its placement map and retries a shard call refused for a stale epoch at
 # most this many times.
 router_stale_epoch_retries_max = 3
+# A request planned on a dataset's shard count (which ids go to which shard) is planned again
+# at most this many times when the count changes under it (a split's switch).
+router_replan_retries_max = 3
 # How often the router recomputes the status its gRPC health service reports.
 router_health_interval_ms = 1_000
 # A node checks this often whether a shard's index is due a save (hnsw_save_interval_ms,

@@ -61,8 +61,8 @@ def test_to_json_carries_type_message_and_retriable(cls):
 
 def test_retriable_errors_are_the_transient_ones():
     retriable = {cls.__name__ for cls in ALL if cls.retriable}
-    assert retriable == {"StaleEpoch", "NotLeader", "Unavailable", "DeadlineExceeded", "Aborted",
-                         "ResourceExhausted"}
+    assert retriable == {"StaleEpoch", "ShardCountChanged", "NotLeader", "Unavailable",
+                         "DeadlineExceeded", "Aborted", "ResourceExhausted"}
     assert not InvalidArgument.retriable and not NotFound.retriable
     assert not errors.Unauthenticated.retriable and not errors.PermissionDenied.retriable
 
