@@ -229,7 +229,7 @@ class Replication:
         term = record.term_of(shard)
         logged = []
         for offset, op in enumerate(ops):
-            op.seq, op.term = oplog.last_seq + 1 + offset, term
+            op.seq, op.term, op.epoch = oplog.last_seq + 1 + offset, term, record.epoch
             logged.append(LoggedOp(op.seq, op.term, op.SerializeToString()))
         await asyncio.to_thread(oplog.append, logged)
         if self.split is not None:

@@ -18,7 +18,8 @@ holding a copy of i builds child i + N beside it:
   proposed, and it is built again.
 - After the switch (FinishReshard; the dataset has 2N shards and a `split_epoch`), an op the
   parent accepted under an older epoch is still mirrored (it was planned under N shards: a
-  write of a moved id among them). The child's primary (the parent's) writes nothing of its
+  write of a moved id among them). The epoch is the one the op carries (`ReplicatedOp.epoch`,
+  stamped when the primary logged it), not the path the op took to this copy. The child's primary (the parent's) writes nothing of its
   own before it has held the parent's write lock once after learning of the switch (`seal`):
   then no old-epoch op is in flight, and none can start.
 - Purge: each primary of a split dataset then deletes the rows it holds that belong to the
@@ -135,9 +136,16 @@ class Splitter:
     async def mirror(self, record: DatasetRecord, shard: int, ops, era_epoch: int | None
                      ) -> None:
         """Logs and applies to the child of (record, shard) the ops its parent just logged.
-        Called with the parent's write lock (a primary) or apply lock (a copy) held."""
+        Called with the parent's write lock (a primary) or apply lock (a copy) held. Whether
+        an op belongs to the child's history is decided by the epoch the op carries (stamped
+        by the primary that logged it), so copies that got the same op by different paths
+        decide alike; `era_epoch` stands in for ops logged before ops carried it."""
         child = self.children.get((record.uuid, shard))
-        if child is None or not ops or not self._mirrors(record.uuid, shard, child, era_epoch):
+        if child is None or not ops:
+            return
+        ops = [op for op in ops
+               if self._mirrors(record.uuid, shard, child, op.epoch or era_epoch)]
+        if not ops:
             return
         key = (record.uuid, child)
         async with self.replication._apply_lock(key):

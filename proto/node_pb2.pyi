@@ -384,7 +384,7 @@ class StagedTxn(_message.Message):
     def __init__(self, request: _Optional[_Union[PrepareRequest, _Mapping]] = ..., prepared_at_ms: _Optional[int] = ..., apply_upserts: _Optional[_Iterable[_Union[_deeplake_service_pb2.Vector, _Mapping]]] = ..., apply_deletes: _Optional[_Iterable[str]] = ..., vote: _Optional[_Union[PrepareResponse, _Mapping]] = ..., apply_values: _Optional[bytes] = ...) -> None: ...
 
 class ReplicatedOp(_message.Message):
-    __slots__ = ("seq", "term", "write", "soft_delete", "restore", "prepare", "finish", "at_ms", "outcome")
+    __slots__ = ("seq", "term", "write", "soft_delete", "restore", "prepare", "finish", "at_ms", "outcome", "epoch")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +394,7 @@ class ReplicatedOp(_message.Message):
     FINISH_FIELD_NUMBER: _ClassVar[int]
     AT_MS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     seq: int
     term: int
     write: WriteRequest
@@ -403,7 +404,8 @@ class ReplicatedOp(_message.Message):
     finish: TxnFinish
     at_ms: int
     outcome: WriteResponse
-    def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., soft_delete: _Optional[_Union[IdsRequest, _Mapping]] = ..., restore: _Optional[_Union[IdsRequest, _Mapping]] = ..., prepare: _Optional[_Union[StagedTxn, _Mapping]] = ..., finish: _Optional[_Union[TxnFinish, _Mapping]] = ..., at_ms: _Optional[int] = ..., outcome: _Optional[_Union[WriteResponse, _Mapping]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., soft_delete: _Optional[_Union[IdsRequest, _Mapping]] = ..., restore: _Optional[_Union[IdsRequest, _Mapping]] = ..., prepare: _Optional[_Union[StagedTxn, _Mapping]] = ..., finish: _Optional[_Union[TxnFinish, _Mapping]] = ..., at_ms: _Optional[int] = ..., outcome: _Optional[_Union[WriteResponse, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class TxnFinish(_message.Message):
     __slots__ = ("txn_id", "decision")
