@@ -29,7 +29,7 @@ from node.convert import (fill_vector, record_to_proto, records_from_protos,
 from node import backup
 from node import metrics as node_metrics
 from node.replication import Replication, write_effect
-from node.split import Splitter
+from node.split import Splitter, only_owned
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
 from shard import filter_eval, filter_parse
@@ -571,6 +571,7 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         record, replica = await self.host.replica(request.shard)
         found, last, exhausted = await asyncio.to_thread(
             replica.list_after, request.after_label, limit, request.include_values)
+        found = only_owned(replica, found, self.host.catalog)
         return node_pb2.ListResponse(vectors=[record_to_proto(r, record.dimensions)
                                               for r in found], last_label=last,
                                      exhausted=exhausted, total=replica.count())

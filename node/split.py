@@ -536,6 +536,20 @@ def hide_foreign_rows(replica: ShardReplica, dataset_uuid: str, shard: int, cata
             setattr(replica, name, wrapper)
 
 
+def only_owned(replica: ShardReplica, rows: list, catalog) -> list:
+    """Of `rows` (records read from `replica`), those its shard owns under the current count
+    while the replica hides foreign rows (hide_foreign_rows); all of them otherwise. A listing
+    so never shows a moved row twice, from the child and from the parent not yet purged."""
+    owner = replica.__dict__.get("_split_owner")
+    if owner is None:
+        return rows
+    uuid, shard = owner
+    record = catalog.state.datasets.get(uuid)
+    if record is None or not record.split_epoch or shard >= record.shard_count:
+        return rows
+    return [r for r in rows if stable_hash(r.id) % record.shard_count == shard]
+
+
 def show_all_rows(replica: ShardReplica) -> None:
     """Undoes hide_foreign_rows (the copy holds only its own rows again)."""
     for name in (*_SEARCHES, "_split_owner"):

@@ -80,3 +80,23 @@ def test_ops_logged_before_ops_carried_an_epoch_fall_back_to_the_path():
 def test_a_take_over_batch_mirrors_exactly_its_old_count_prefix():
     ops = [op(11, epoch=4), op(12, epoch=4), op(13, epoch=5)]
     assert mirror(switched_splitter(), ops, era_epoch=None) == [11, 12]
+
+
+def test_a_listing_of_a_split_copy_not_yet_purged_shows_only_its_own_rows():
+    from consensus.placement import stable_hash
+    from node.split import hide_foreign_rows, only_owned, show_all_rows
+
+    class Replica:
+        def count(self):
+            return 0
+    rows = [SimpleNamespace(id=f"v{i}") for i in range(40)]
+    catalog = SimpleNamespace(state=SimpleNamespace(datasets={"d": SimpleNamespace(
+        split_epoch=5, shard_count=4)}))
+    replica = Replica()
+    assert only_owned(replica, rows, catalog) == rows      # not hiding: everything
+    hide_foreign_rows(replica, "d", 0, catalog)
+    listed = only_owned(replica, rows, catalog)
+    assert listed and all(stable_hash(r.id) % 4 == 0 for r in listed)
+    assert len(listed) < len(rows)
+    show_all_rows(replica)
+    assert only_owned(replica, rows, catalog) == rows
