@@ -37,8 +37,8 @@ from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from shard.versions import ViewCache
 from tributary import cluster_auth, faults, limits, tracing
-from tributary.errors import (Aborted, Internal, InvalidArgument, NotFound, StaleEpoch,
-                              TributaryError)
+from tributary.errors import (Aborted, DeadlineExceeded, Internal, InvalidArgument, NotFound,
+                              StaleEpoch, TributaryError)
 from tributary.validation import as_vector, unpack_vector
 from tributary.periodic import Periodic
 
@@ -381,11 +381,66 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def SearchBatch(self, request, context):
+        return await self._search_batch(list(request.searches))
+
+    async def SearchStream(self, requests, context):
+        """The long-lived search stream of one router (node.proto SearchStream): every message
+        is a batch answered as SearchBatch answers it, under the message's ticket, as soon as it
+        is done (answers may overtake each other). A batch still running after the message's
+        timeout_ms answers DEADLINE_EXCEEDED for each of its searches. Fencing is per search,
+        as in SearchBatch: each names its dataset, shard and epoch. The stream ends when the
+        router closes it; a message without a valid cluster proof ends it (cluster_auth)."""
+        answers: asyncio.Queue = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def answer(message: node_pb2.ShardSearchStreamRequest) -> None:
+            started = time.perf_counter()
+            searches = list(message.batch.searches)
+            try:
+                async with asyncio.timeout(
+                        (message.timeout_ms or limits.node_rpc_timeout_ms) / 1000):
+                    batch = await self._search_batch(searches)
+            except TimeoutError:
+                late = _failed(DeadlineExceeded(
+                    f"the search took longer than its {message.timeout_ms} ms"))
+                batch = node_pb2.ShardSearchBatchResponse(outcomes=[late] * len(searches))
+            except Exception as exc:  # noqa: BLE001 - every search of the message answers
+                batch = node_pb2.ShardSearchBatchResponse(
+                    outcomes=[_failed(exc)] * len(searches))
+            # One observation per message, as the unary Search and SearchBatch have one per call.
+            node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+            answers.put_nowait(node_pb2.ShardSearchStreamResponse(ticket=message.ticket,
+                                                                  batch=batch))
+
+        async def read() -> None:
+            try:
+                async for message in requests:
+                    task = asyncio.ensure_future(answer(message))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*list(running), return_exceptions=True)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                item = await answers.get()
+                if item is None:
+                    break
+                yield item
+            await reader    # the reader's error (a refused proof) ends the stream with it
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _search_batch(self, searches: list) -> node_pb2.ShardSearchBatchResponse:
         """Each search answers on its own (an error is its outcome, the others go on). Plain
         searches of one shard at one ef run as one knn_query batch (ShardReplica.search_batch);
         the others (filtered, exact, at a version, with values) run one by one as Search
         would run them."""
-        searches = list(request.searches)
         outcomes: list = [None] * len(searches)
         groups: dict[tuple, list] = {}
         singles = []
