@@ -105,6 +105,17 @@ class ShardHost:
                     self.replicas[key] = replica
         return record, replica
 
+    def replica_now(self, ref: node_pb2.ShardRef) -> tuple[DatasetRecord, ShardReplica] | None:
+        """What replica(ref) gives for a read, when it can give it without waiting: the epoch
+        is the catalog's, this node serves the shard and its replica is open. None otherwise
+        (replica() then refreshes, refuses or opens, as it always does)."""
+        record = self.catalog.state.datasets.get(ref.dataset_uuid)
+        if record is None or ref.epoch != record.epoch or not self._serves(record, ref.shard,
+                                                                           READ):
+            return None
+        replica = self.replicas.get((ref.dataset_uuid, ref.shard))
+        return None if replica is None else (record, replica)
+
     async def replica_unfenced(self, dataset_uuid: str, shard: int) -> ShardReplica | None:
         """The replica for applying an already-decided txn: no epoch check, since the decision
         was made under the epoch the txn prepared with. None if the dataset is gone."""
@@ -415,6 +426,13 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         async def read() -> None:
             try:
                 async for message in requests:
+                    started = time.perf_counter()
+                    batch = self._search_batch_now(message.batch.searches)
+                    if batch is not None:
+                        node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+                        answers.put_nowait(node_pb2.ShardSearchStreamResponse(
+                            ticket=message.ticket, batch=batch))
+                        continue
                     task = asyncio.ensure_future(answer(message))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -435,6 +453,42 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+
+    def _search_batch_now(self, searches) -> node_pb2.ShardSearchBatchResponse | None:
+        """_search_batch's answer when it needs no waiting: every search plain, fenced with
+        the catalog at hand (ShardHost.replica_now), and run inline by search_batch as
+        _search_batch would run it. None when any search needs more (an error included);
+        _search_batch then answers all of them. Saves a task per stream message."""
+        groups: dict[tuple, list] = {}
+        for position, item in enumerate(searches):
+            if not _batchable(item):
+                return None
+            found = self.host.replica_now(item.shard)
+            if found is None:
+                return None
+            record, replica = found
+            try:
+                query = _query_of(item, record)
+            except TributaryError:
+                return None
+            groups.setdefault((id(replica), item.ef_search), []).append(
+                (position, record, replica, query, item))
+        if len(groups) != 1:
+            return None     # several shards or ef values in one message: rare, the full path
+        members = next(iter(groups.values()))
+        if len(members) > limits.search_batch_inline_queries_max:
+            return None
+        replica = members[0][2]
+        found = replica.search_batch(
+            np.stack([m[3] for m in members]), [m[4].top_k for m in members],
+            members[0][4].ef_search, [m[4].include_content for m in members],
+            [m[4].include_metadata for m in members], blocking=False)
+        if found is None:
+            return None
+        return node_pb2.ShardSearchBatchResponse(outcomes=[
+            node_pb2.ShardSearchOutcome(response=_search_response(
+                outcome, record.dimensions, _packs(item)))
+            for (_, record, _, _, item), outcome in zip(members, found)])
 
     async def _search_batch(self, searches: list) -> node_pb2.ShardSearchBatchResponse:
         """Each search answers on its own (an error is its outcome, the others go on). Plain
@@ -487,8 +541,11 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             except Exception as exc:  # noqa: BLE001
                 outcomes[position] = _failed(exc)
 
-        await asyncio.gather(*(run_group(members) for members in groups.values()),
-                             *(run_single(position) for position in singles))
+        if len(groups) == 1 and not singles:
+            await run_group(next(iter(groups.values())))     # no task for the common case
+        else:
+            await asyncio.gather(*(run_group(members) for members in groups.values()),
+                                 *(run_single(position) for position in singles))
         return node_pb2.ShardSearchBatchResponse(outcomes=outcomes)
 
     @_guarded

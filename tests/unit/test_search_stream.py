@@ -34,6 +34,11 @@ class _Host:
         self.replica_ = replica
         self.record = types.SimpleNamespace(dimensions=DIM, metric_type="l2")
 
+    def replica_now(self, ref):
+        if ref.epoch != EPOCH or ref.shard == 7:
+            return None
+        return self.record, self.replica_
+
     async def replica(self, ref, role=None):
         if ref.epoch < EPOCH:
             raise errors.StaleEpoch(f"placement epoch {ref.epoch} is older than {EPOCH}")
