@@ -4,6 +4,7 @@ minutes); run it directly:
 
     python -m bench.ingest_growth [--size 1000000] [--block 250000] [--batch 500]
                                   [--mode shard|grpc] [--concurrency 4] [--shards 2]
+                                  [--packed]
 
 `--mode shard` (default) writes into one ShardReplica in this process, as a node's primary
 does: each batch is appended to an op log (node/oplog.py, fsynced) and then applied with its
@@ -11,7 +12,9 @@ log position, so the store group commits (checks, maps, the pending buffer, back
 Lake commits; the HNSW graph is built behind by the replica's indexer thread). A tree whose
 ShardReplica.write takes no position commits each batch instead. `--mode grpc` starts a local cluster (`tributary up`,
 2 nodes) and sends deeplake.v1 InsertVectors batches from `--concurrency` threads; a batch
-counts when its acknowledgement arrives, i.e. when it is durable. Both print each block's
+counts when its acknowledgement arrives, i.e. when it is durable; `--packed` sends each
+batch's values in `packed_values` (one float32 block) instead of per vector. With 2 shards (the
+default) every batch spans both, so every batch is a 2PC txn. Both print each block's
 vectors/s, the overall rate and last/first, and write JSON (`--out`).
 
 The targets (DESIGN.md): >= 20k vectors/s overall from 0 to 1M x 128, and the last 250k block
@@ -124,7 +127,7 @@ def _index_backlog(rest: str) -> int | None:
 
 
 def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrency: int,
-             shards: int, nodes: int) -> dict:
+             shards: int, nodes: int, packed: bool = False) -> dict:
     import grpc
     from bench.e2e import _GRPC_OPTIONS, LocalCluster
     from proto import deeplake_service_pb2 as pb
@@ -147,10 +150,17 @@ def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrenc
         for start in range(0, size, batch):
             end = min(size, start + batch)
             data = _vectors(rng, end - start, dims)
-            requests.put((end - start, pb.InsertVectorsRequest(
-                dataset_id="growth",
-                vectors=[pb.Vector(id=f"v{i}", values=row.tolist()) for i, row in
-                         zip(range(start, end), data)])))
+            if packed:
+                request = pb.InsertVectorsRequest(
+                    dataset_id="growth", vectors=[pb.Vector(id=f"v{i}") for i in
+                                                  range(start, end)],
+                    packed_values=data.astype("<f4").tobytes())
+            else:
+                request = pb.InsertVectorsRequest(
+                    dataset_id="growth",
+                    vectors=[pb.Vector(id=f"v{i}", values=row.tolist()) for i, row in
+                             zip(range(start, end), data)])
+            requests.put((end - start, request))
         acked = [0]
         lock = threading.Lock()
         blocks: list[dict] = []
@@ -200,6 +210,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--packed", action="store_true",
+                        help="grpc mode: send values in InsertVectorsRequest.packed_values")
     parser.add_argument("--wait-graph", action="store_true",
                         help="shard mode: also time the indexer's catch-up after the last ack")
     parser.add_argument("--work-dir", default=None)
@@ -214,12 +226,14 @@ def main() -> None:
                                args.wait_graph)
         else:
             result = run_grpc(args.size, args.block, args.batch, args.dims, work,
-                              args.concurrency, args.shards, args.nodes)
+                              args.concurrency, args.shards, args.nodes, args.packed)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     rates = [b["vectors_per_s"] for b in result["blocks"]]
     report = {"date": time.strftime("%Y-%m-%d"), "mode": args.mode, "size": args.size,
+              "shards": args.shards, "packed": args.packed,
+              "load_average": [round(x, 1) for x in os.getloadavg()],
               "dims": args.dims, "batch": args.batch, "block": args.block,
               "overall_vectors_per_s": round(args.size / result["elapsed_s"]),
               "last_over_first": round(rates[-1] / rates[0], 2) if rates else None, **result}

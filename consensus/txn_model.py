@@ -272,7 +272,9 @@ class LogDecision:
 
 @dataclass(frozen=True)
 class ApplyDecision:
-    """Commit: write the plan's rows in one store commit, then remove the plan. Abort: remove
+    """Commit: write the plan's rows; the plan is removed only once a store commit holds them
+    (at once when no log holds the decision; else the store's group commit, and a restart
+    replays the decisions logged past the store's last commit from their plans). Abort: remove
     the plan. Then release the locks. Result: Finished or FinishFailed."""
 
     txn_id: str

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import sys
 
-import deeplake
 import numpy as np
 
 from shard.replica import ShardReplica
-from tributary import errors, limits, procs
+from tributary import errors, lazy_import, limits, procs
+
+# node/backup.py imports this module for its exit codes: the node loads Deep Lake only when it
+# opens a shard (tributary/lazy_import.py).
+deeplake = lazy_import.module("deeplake")
 
 EXIT_NOT_FOUND = 3
 

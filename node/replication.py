@@ -254,11 +254,12 @@ class Replication:
         again the ops the store may lack. Writes are group committed (shard/replica.py): the
         store's last commit records the (seq, term) of the last logged op it holds
         (`durable_position`, read from the store, never from memory), so every write, soft
-        delete and restore logged after it is applied again, in order. The last op is applied
-        again whatever its kind: a crash between logging and applying left it in the log only.
-        2PC prepares and decisions before the last one are not: each was applied before the
-        next op was logged, and both are durable when applied (a staged file; a decision's
-        rows in a commit of their own). Applying an op twice changes nothing (ops are
+        delete, restore and 2PC decision logged after it is applied again, in order (a
+        committed decision's rows are group committed too, and its staged plan stays on disk
+        until a store commit holds them, so the participant reloaded it). The last op is
+        applied again whatever its kind: a crash between logging and applying left it in the
+        log only. 2PC prepares before the last one are not: each was staged durably before the
+        next op was logged. Applying an op twice changes nothing (ops are
         idempotent), and an ordered replay of a suffix the store partly holds ends in the same
         state. A store without a recorded position, or one whose position the log does not
         hold with the same term (another history), gets the last op only, as before group
@@ -290,8 +291,8 @@ class Replication:
                 for logged in page:
                     op = _parse(logged)
                     kind = op.WhichOneof("op")
-                    if kind in ("write", "soft_delete", "restore") or \
-                            (kind in ("prepare", "finish") and logged.seq == oplog.last_seq):
+                    if kind in ("write", "soft_delete", "restore", "finish") or \
+                            (kind == "prepare" and logged.seq == oplog.last_seq):
                         await self._apply_to_store(record, shard, op)
                         replayed += 1
                 first = page[-1].seq + 1
@@ -488,7 +489,7 @@ class Replication:
             await self.participant.adopt(record.uuid, shard, op.prepare)
         elif kind == "finish":
             await self.participant.finish_replicated(record.uuid, shard, op.finish.txn_id,
-                                                     op.finish.decision, now_ms)
+                                                     op.finish.decision, now_ms, position)
 
     # ---- serving a copy that catches up --------------------------------------------------------
 

@@ -37,8 +37,8 @@ from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from shard.versions import ViewCache
 from tributary import cluster_auth, faults, limits, tracing
-from tributary.errors import (Aborted, Internal, InvalidArgument, NotFound, StaleEpoch,
-                              TributaryError)
+from tributary.errors import (Aborted, DeadlineExceeded, Internal, InvalidArgument, NotFound,
+                              StaleEpoch, TributaryError)
 from tributary.validation import as_vector, unpack_vector
 from tributary.periodic import Periodic
 
@@ -104,6 +104,17 @@ class ShardHost:
                         record.dimensions, record.metric_type, record.index_type or "hnsw")
                     self.replicas[key] = replica
         return record, replica
+
+    def replica_now(self, ref: node_pb2.ShardRef) -> tuple[DatasetRecord, ShardReplica] | None:
+        """What replica(ref) gives for a read, when it can give it without waiting: the epoch
+        is the catalog's, this node serves the shard and its replica is open. None otherwise
+        (replica() then refreshes, refuses or opens, as it always does)."""
+        record = self.catalog.state.datasets.get(ref.dataset_uuid)
+        if record is None or ref.epoch != record.epoch or not self._serves(record, ref.shard,
+                                                                           READ):
+            return None
+        replica = self.replicas.get((ref.dataset_uuid, ref.shard))
+        return None if replica is None else (record, replica)
 
     async def replica_unfenced(self, dataset_uuid: str, shard: int) -> ShardReplica | None:
         """The replica for applying an already-decided txn: no epoch check, since the decision
@@ -381,11 +392,109 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
 
     @_guarded
     async def SearchBatch(self, request, context):
+        return await self._search_batch(list(request.searches))
+
+    async def SearchStream(self, requests, context):
+        """The long-lived search stream of one router (node.proto SearchStream): every message
+        is a batch answered as SearchBatch answers it, under the message's ticket, as soon as it
+        is done (answers may overtake each other). A batch still running after the message's
+        timeout_ms answers DEADLINE_EXCEEDED for each of its searches. Fencing is per search,
+        as in SearchBatch: each names its dataset, shard and epoch. The stream ends when the
+        router closes it; a message without a valid cluster proof ends it (cluster_auth)."""
+        answers: asyncio.Queue = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def answer(message: node_pb2.ShardSearchStreamRequest) -> None:
+            started = time.perf_counter()
+            searches = list(message.batch.searches)
+            try:
+                async with asyncio.timeout(
+                        (message.timeout_ms or limits.node_rpc_timeout_ms) / 1000):
+                    batch = await self._search_batch(searches)
+            except TimeoutError:
+                late = _failed(DeadlineExceeded(
+                    f"the search took longer than its {message.timeout_ms} ms"))
+                batch = node_pb2.ShardSearchBatchResponse(outcomes=[late] * len(searches))
+            except Exception as exc:  # noqa: BLE001 - every search of the message answers
+                batch = node_pb2.ShardSearchBatchResponse(
+                    outcomes=[_failed(exc)] * len(searches))
+            # One observation per message, as the unary Search and SearchBatch have one per call.
+            node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+            answers.put_nowait(node_pb2.ShardSearchStreamResponse(ticket=message.ticket,
+                                                                  batch=batch))
+
+        async def read() -> None:
+            try:
+                async for message in requests:
+                    started = time.perf_counter()
+                    batch = self._search_batch_now(message.batch.searches)
+                    if batch is not None:
+                        node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+                        answers.put_nowait(node_pb2.ShardSearchStreamResponse(
+                            ticket=message.ticket, batch=batch))
+                        continue
+                    task = asyncio.ensure_future(answer(message))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*list(running), return_exceptions=True)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                item = await answers.get()
+                if item is None:
+                    break
+                yield item
+            await reader    # the reader's error (a refused proof) ends the stream with it
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    def _search_batch_now(self, searches) -> node_pb2.ShardSearchBatchResponse | None:
+        """_search_batch's answer when it needs no waiting: every search plain, fenced with
+        the catalog at hand (ShardHost.replica_now), and run inline by search_batch as
+        _search_batch would run it. None when any search needs more (an error included);
+        _search_batch then answers all of them. Saves a task per stream message."""
+        groups: dict[tuple, list] = {}
+        for position, item in enumerate(searches):
+            if not _batchable(item):
+                return None
+            found = self.host.replica_now(item.shard)
+            if found is None:
+                return None
+            record, replica = found
+            try:
+                query = _query_of(item, record)
+            except TributaryError:
+                return None
+            groups.setdefault((id(replica), item.ef_search), []).append(
+                (position, record, replica, query, item))
+        if len(groups) != 1:
+            return None     # several shards or ef values in one message: rare, the full path
+        members = next(iter(groups.values()))
+        if len(members) > limits.search_batch_inline_queries_max:
+            return None
+        replica = members[0][2]
+        found = replica.search_batch(
+            np.stack([m[3] for m in members]), [m[4].top_k for m in members],
+            members[0][4].ef_search, [m[4].include_content for m in members],
+            [m[4].include_metadata for m in members], blocking=False)
+        if found is None:
+            return None
+        return node_pb2.ShardSearchBatchResponse(outcomes=[
+            node_pb2.ShardSearchOutcome(response=_search_response(
+                outcome, record.dimensions, _packs(item)))
+            for (_, record, _, _, item), outcome in zip(members, found)])
+
+    async def _search_batch(self, searches: list) -> node_pb2.ShardSearchBatchResponse:
         """Each search answers on its own (an error is its outcome, the others go on). Plain
         searches of one shard at one ef run as one knn_query batch (ShardReplica.search_batch);
         the others (filtered, exact, at a version, with values) run one by one as Search
         would run them."""
-        searches = list(request.searches)
         outcomes: list = [None] * len(searches)
         groups: dict[tuple, list] = {}
         singles = []
@@ -432,8 +541,11 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             except Exception as exc:  # noqa: BLE001
                 outcomes[position] = _failed(exc)
 
-        await asyncio.gather(*(run_group(members) for members in groups.values()),
-                             *(run_single(position) for position in singles))
+        if len(groups) == 1 and not singles:
+            await run_group(next(iter(groups.values())))     # no task for the common case
+        else:
+            await asyncio.gather(*(run_group(members) for members in groups.values()),
+                                 *(run_single(position) for position in singles))
         return node_pb2.ShardSearchBatchResponse(outcomes=outcomes)
 
     @_guarded

@@ -16,9 +16,11 @@ message (StagedTxn), never a pickle.
 
 Recovery. A txn prepared for longer than txn_prepared_timeout_ms is resolved against the meta
 group: a recorded decision is applied; no decision means abort, which the participant records
-itself (first writer wins, so a slow coordinator's later COMMIT gets ABORT back). On start, a
-node reloads every staged txn, then applies each copy's last logged op again, then resolves the
-txns of the shards it is primary of before it serves anything. Acks go to the meta group in
+itself (first writer wins, so a slow coordinator's later COMMIT gets ABORT back). A logged
+COMMIT's rows are group committed (the plan file stays until a store commit holds them). On
+start, a node reloads every staged txn, then replays each copy's log past its store's last
+commit (decisions included), then resolves the txns of the shards it is primary of before it
+serves anything. Acks go to the meta group in
 batches, so a crash can lose one: the primary is given again every decision the group still
 lists as unacknowledged by its shard (resend_unacked), and confirms it.
 """
@@ -144,6 +146,10 @@ class _Drive:
     locks: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     record: Any = None
     op: node_pb2.ReplicatedOp | None = None
+    # The (seq, term) of the logged decision being applied (the primary's LogDecision, or the
+    # replicated / replayed op): its rows are group committed, and the plan stays on disk until
+    # a store commit holds that position. None when no log holds the decision.
+    position: tuple[int, int] | None = None
 
 
 class Participant:
@@ -423,10 +429,19 @@ class Participant:
         drive.op = node_pb2.ReplicatedOp(
             finish=node_pb2.TxnFinish(txn_id=key[0], decision=decision), at_ms=drive.now_ms)
         await self.replication.log_ops(record, drive.shard, [drive.op])
+        drive.position = (drive.op.seq, drive.op.term)
 
     async def _apply_decision(self, key: tuple[str, str], decision: str, drive: _Drive) -> None:
         """Applies (commit) or drops (abort) a held plan on this node's store only, then
-        releases its locks."""
+        releases its locks.
+
+        A commit whose decision is in the op log (`drive.position`) is group committed: its
+        rows are applied at once (readable and searchable) and reach Deep Lake with the
+        replica's next background commit, which records a log position at or past the
+        decision's. Until then the staged plan stays on disk (removed by that commit), so a
+        restart replays the logged decision from the plan (Replication.reapply_tails): a plan
+        is removed only after its rows are committed to the store. A decision no log holds
+        (a copy alone) is committed before this returns, as before."""
         now_ms = drive.now_ms or int(time.time() * 1000)
         lock = self._finish_locks.setdefault((drive.dataset_uuid, drive.shard), asyncio.Lock())
         async with lock:
@@ -445,9 +460,10 @@ class Participant:
                     upserts = records_from_protos(txn.staged.apply_upserts, dims, metric,
                                                   txn.staged.apply_values)
                 # One worker-thread hand-off for both steps; the staged file goes only after
-                # the write committed.
+                # a store commit holds the rows.
                 await asyncio.to_thread(_apply_then_remove, replica, upserts,
-                                        list(txn.staged.apply_deletes), txn.path, now_ms)
+                                        list(txn.staged.apply_deletes), txn.path, now_ms,
+                                        drive.position)
             else:
                 await asyncio.to_thread(_remove, txn.path)
             del self.prepared[key]
@@ -494,11 +510,14 @@ class Participant:
             replica=replica))
 
     async def finish_replicated(self, dataset_uuid: str, shard: int, txn_id: str,
-                                decision: str, now_ms: int | None = None) -> None:
+                                decision: str, now_ms: int | None = None,
+                                position: tuple[int, int] | None = None) -> None:
         """A copy applies or drops a txn on its primary's logged decision (a replicated op, or
-        a restarted node's last logged op), stamping the rows with the primary's time."""
+        a restarted node's replay of its log), stamping the rows with the primary's time.
+        `position` is the decision's place in this copy's op log (its rows are then group
+        committed, see _apply_decision)."""
         await self._drive(model.Decision(txn_id, decision, model.LOG, model.ALONE),
-                          _Drive(dataset_uuid, shard, now_ms=now_ms or 0))
+                          _Drive(dataset_uuid, shard, now_ms=now_ms or 0, position=position))
 
     # ---- phase 2 -------------------------------------------------------------------------------
 
@@ -795,9 +814,16 @@ def _write_durably(path: str, data: bytes) -> None:
 
 
 def _apply_then_remove(replica: ShardReplica, upserts: list, deletes: list[str],
-                       path: str, now_ms: int | None = None) -> None:
-    replica.write(upserts, deletes, ExistingPolicy.OVERWRITE, now_ms)
-    _remove(path)
+                       path: str, now_ms: int | None = None,
+                       position: tuple[int, int] | None = None) -> None:
+    """Writes a committed plan's rows, then removes its staged file once a store commit holds
+    them: at once without a log position (the write commits), or when the replica's group
+    commit reaches `position`."""
+    replica.write(upserts, deletes, ExistingPolicy.OVERWRITE, now_ms, position=position)
+    if position is None:
+        _remove(path)
+    else:
+        replica.when_durable(position, lambda: _remove(path))
 
 
 def _remove(path: str) -> None:

@@ -330,20 +330,22 @@ class InsertVectorResponse(_message.Message):
     def __init__(self, vector_id: _Optional[str] = ..., success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InsertVectorsRequest(_message.Message):
-    __slots__ = ("dataset_id", "vectors", "skip_existing", "overwrite", "batch_size", "tenant_id")
+    __slots__ = ("dataset_id", "vectors", "skip_existing", "overwrite", "batch_size", "tenant_id", "packed_values")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     SKIP_EXISTING_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VALUES_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     vectors: _containers.RepeatedCompositeFieldContainer[Vector]
     skip_existing: bool
     overwrite: bool
     batch_size: int
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., skip_existing: _Optional[bool] = ..., overwrite: _Optional[bool] = ..., batch_size: _Optional[int] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    packed_values: bytes
+    def __init__(self, dataset_id: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., skip_existing: _Optional[bool] = ..., overwrite: _Optional[bool] = ..., batch_size: _Optional[int] = ..., tenant_id: _Optional[str] = ..., packed_values: _Optional[bytes] = ...) -> None: ...
 
 class InsertVectorsResponse(_message.Message):
     __slots__ = ("inserted_count", "skipped_count", "failed_count", "error_messages", "processing_time_ms")

@@ -610,3 +610,21 @@ class MarkCopyResponse(_message.Message):
     COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
     commit_id: str
     def __init__(self, commit_id: _Optional[str] = ...) -> None: ...
+
+class ShardSearchStreamRequest(_message.Message):
+    __slots__ = ("ticket", "batch", "timeout_ms")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ticket: int
+    batch: ShardSearchBatchRequest
+    timeout_ms: int
+    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ShardSearchStreamResponse(_message.Message):
+    __slots__ = ("ticket", "batch")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    ticket: int
+    batch: ShardSearchBatchResponse
+    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchResponse, _Mapping]] = ...) -> None: ...

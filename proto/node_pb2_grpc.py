@@ -154,6 +154,11 @@ class ShardNodeStub:
                 request_serializer=proto_dot_node__pb2.MarkCopyRequest.SerializeToString,
                 response_deserializer=proto_dot_node__pb2.MarkCopyResponse.FromString,
                 _registered_method=True)
+        self.SearchStream = channel.stream_stream(
+                '/tributary.node.v1.ShardNode/SearchStream',
+                request_serializer=proto_dot_node__pb2.ShardSearchStreamRequest.SerializeToString,
+                response_deserializer=proto_dot_node__pb2.ShardSearchStreamResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -322,6 +327,15 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchStream(self, request_iterator, context):
+        """One long-lived stream per router->node pair carrying the plain searches: each message is
+        a batch under a ticket, answered by a message with the same ticket, in any order. One
+        call set-up (and one pass through the server's interceptors) for many searches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -444,6 +458,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.MarkCopy,
                     request_deserializer=proto_dot_node__pb2.MarkCopyRequest.FromString,
                     response_serializer=proto_dot_node__pb2.MarkCopyResponse.SerializeToString,
+            ),
+            'SearchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SearchStream,
+                    request_deserializer=proto_dot_node__pb2.ShardSearchStreamRequest.FromString,
+                    response_serializer=proto_dot_node__pb2.ShardSearchStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1094,6 +1113,33 @@ class ShardNode:
             '/tributary.node.v1.ShardNode/MarkCopy',
             proto_dot_node__pb2.MarkCopyRequest.SerializeToString,
             proto_dot_node__pb2.MarkCopyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tributary.node.v1.ShardNode/SearchStream',
+            proto_dot_node__pb2.ShardSearchStreamRequest.SerializeToString,
+            proto_dot_node__pb2.ShardSearchStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

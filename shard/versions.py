@@ -24,14 +24,15 @@ import re
 import threading
 from collections import OrderedDict
 
-import deeplake
 import numpy as np
 
 from shard import filter_eval
 from shard.records import Hit, SearchOutcome, VectorRecord
 from shard.replica import _FilterColumns, _exact_top
 from shard.scoring import scores_from_hnsw
-from tributary import errors, limits
+from tributary import errors, lazy_import, limits
+
+deeplake = lazy_import.module("deeplake")  # imported on first use, as in shard/replica.py
 
 log = logging.getLogger("tributary.shard")
 

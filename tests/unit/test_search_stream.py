@@ -1,0 +1,232 @@
+"""The router -> node search stream (node.proto SearchStream, router/shard_client.py SearchStream;
+issue 18): plain searches of one router to one node ride one long-lived gRPC call as ticketed
+messages. Real gRPC on loopback, the real node handler (ShardNodeService) with the cluster-proof
+interceptor, and a real ShardReplica; only the node's catalog is a stand-in that fences by epoch."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import grpc
+import numpy as np
+import pytest
+
+from node.server import ShardNodeService
+from proto import node_pb2, node_pb2_grpc
+from router.shard_client import GrpcShardClient
+from shard.records import VectorRecord
+from shard.replica import ShardReplica
+from tributary import cluster_auth, errors, limits
+from tributary.cluster_auth import ClusterToken
+
+DIM = 8
+UUID = "00000000-0000-0000-0000-0000000000aa"
+EPOCH = 4
+TOKEN = ClusterToken.from_secret("search-stream-test-secret-0123456789")
+
+
+class _Host:
+    """The part of ShardHost the search handlers use: fencing by epoch, one open replica; a
+    search of shard 7 waits for ever (a node that does not answer)."""
+
+    def __init__(self, replica: ShardReplica):
+        self.replica_ = replica
+        self.record = types.SimpleNamespace(dimensions=DIM, metric_type="l2")
+
+    def replica_now(self, ref):
+        if ref.epoch != EPOCH or ref.shard == 7:
+            return None
+        return self.record, self.replica_
+
+    async def replica(self, ref, role=None):
+        if ref.epoch < EPOCH:
+            raise errors.StaleEpoch(f"placement epoch {ref.epoch} is older than {EPOCH}")
+        if ref.shard == 7:
+            await asyncio.Event().wait()
+        return self.record, self.replica_
+
+
+class _CountingNode(ShardNodeService):
+    """The real handlers, counting the calls each RPC received."""
+
+    def __init__(self, host, with_stream: bool = True):
+        super().__init__(host, None, None)
+        self.calls = {"Search": 0, "SearchBatch": 0, "SearchStream": 0}
+        self.with_stream = with_stream
+
+    async def Search(self, request, context):
+        self.calls["Search"] += 1
+        return await super().Search(request, context)
+
+    async def SearchBatch(self, request, context):
+        self.calls["SearchBatch"] += 1
+        return await super().SearchBatch(request, context)
+
+    def SearchStream(self, requests, context):
+        self.calls["SearchStream"] += 1
+        if not self.with_stream:    # a node of an older release
+            return node_pb2_grpc.ShardNodeServicer.SearchStream(self, requests, context)
+        return super().SearchStream(requests, context)
+
+
+@pytest.fixture
+def replica(tmp_path):
+    replica = ShardReplica(str(tmp_path / "shard"), DIM, "l2")
+    rng = np.random.default_rng(5)
+    replica.write([VectorRecord(id=f"v{i}", values=rng.normal(size=DIM).astype(np.float32))
+                   for i in range(400)], [])
+    replica.wait_indexed()
+    yield replica
+    replica.close()
+
+
+async def _serving(servicer):
+    server = grpc.aio.server(interceptors=[cluster_auth.AioServerInterceptor(TOKEN)])
+    node_pb2_grpc.add_ShardNodeServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def _request(query: np.ndarray, top_k: int = 5, epoch: int = EPOCH, shard: int = 0,
+             **extra) -> node_pb2.ShardSearchRequest:
+    return node_pb2.ShardSearchRequest(
+        shard=node_pb2.ShardRef(dataset_uuid=UUID, shard=shard, epoch=epoch), top_k=top_k,
+        ef_search=40, query_values=query.astype(np.float32).tobytes(), **extra)
+
+
+def _hits(response: node_pb2.ShardSearchResponse) -> list[tuple[str, float]]:
+    return [(h.vector.id, round(h.score, 5)) for h in response.hits]
+
+
+def _queries(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    return [rng.normal(size=DIM).astype(np.float32) for _ in range(count)]
+
+
+def test_concurrent_plain_searches_ride_one_stream_and_answer_as_a_unary_search(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(40)
+            expected = [_hits(await client._stub(address).Search(_request(q, top_k=1 + i % 9),
+                                                                  timeout=10))
+                        for i, q in enumerate(queries)]
+            node.calls["Search"] = 0
+            for _ in range(3):      # three waves: the stream stays open between them
+                got = await asyncio.gather(*(client.search(address, _request(q, top_k=1 + i % 9))
+                                             for i, q in enumerate(queries)))
+                assert [_hits(r) for r in got] == expected
+            assert node.calls == {"Search": 0, "SearchBatch": 0, "SearchStream": 1}
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_search_on_the_stream_with_a_stale_epoch_raises_stale_epoch_alone(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            q = _queries(1)[0]
+            fresh, stale = await asyncio.gather(
+                client.search(address, _request(q)),
+                client.search(address, _request(q, epoch=EPOCH - 1)), return_exceptions=True)
+            assert len(fresh.hits) == 5
+            assert isinstance(stale, errors.StaleEpoch)
+            assert node.calls["SearchStream"] == 1 and node.calls["Search"] == 0
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_node_without_the_search_stream_is_served_by_unary_searches(replica):
+    async def main():
+        node = _CountingNode(_Host(replica), with_stream=False)
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(6)
+            first = [len((await client.search(address, _request(q))).hits) for q in queries]
+            again = [len((await client.search(address, _request(q))).hits) for q in queries]
+            assert first == again == [5] * 6
+            # Asked once, answered UNIMPLEMENTED, never asked again.
+            assert node.calls["SearchStream"] == 1
+            assert node.calls["Search"] + node.calls["SearchBatch"] >= 6
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_search_the_node_never_answers_fails_at_its_deadline(replica, monkeypatch):
+    monkeypatch.setattr(limits, "node_rpc_timeout_ms", 400)
+
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            q = _queries(1)[0]
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(errors.DeadlineExceeded):
+                await client.search(address, _request(q, shard=7))
+            assert asyncio.get_running_loop().time() - started < 5
+            # The stream itself survives a late search: the next one answers on it.
+            assert len((await client.search(address, _request(q))).hits) == 5
+            assert node.calls["SearchStream"] == 1
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_searches_go_again_as_unary_calls_when_the_stream_breaks(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            q = _queries(1)[0]
+            assert len((await client.search(address, _request(q))).hits) == 5
+            stream = client._streams[address]
+            # The stream's call ends under the router (as when the node restarts).
+            stream._call.cancel()
+            await asyncio.sleep(0)
+            answers = await asyncio.gather(*(client.search(address, _request(q))
+                                             for _ in range(4)))
+            assert all(len(a.hits) == 5 for a in answers)
+            assert stream.opened >= 2 or node.calls["Search"] + node.calls["SearchBatch"] > 0
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_stream_message_without_a_valid_proof_is_refused(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        try:
+            channel = grpc.aio.insecure_channel(address)
+            stub = cluster_auth.stub(node_pb2.DESCRIPTOR.services_by_name["ShardNode"], channel,
+                                     ClusterToken.from_secret("another-secret-0123456789abc"))
+
+            async def one():
+                yield node_pb2.ShardSearchStreamRequest(
+                    ticket=1, batch=node_pb2.ShardSearchBatchRequest(
+                        searches=[_request(_queries(1)[0])]))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in stub.SearchStream(one()):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await channel.close()
+        finally:
+            await server.stop(None)
+    asyncio.run(main())
