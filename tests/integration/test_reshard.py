@@ -43,6 +43,9 @@ class Load:
     def __init__(self, c: Cluster, prefix: str = "load"):
         self.c, self.prefix, self.stop = c, prefix, threading.Event()
         self.acked: dict[str, list[float]] = {}
+        # Ids of writes that failed without a clear refusal (a 5xx, a transport error): they
+        # may have been applied, so the checks allow them either way.
+        self.unknown: set[str] = set()
         self.failures: list[str] = []
         self.reads = 0
         self.threads = [threading.Thread(target=self._write), threading.Thread(target=self._read)]
@@ -63,11 +66,14 @@ class Load:
                         {"id": k, "values": v} for k, v in batch.items()]})
                 except httpx.HTTPError as exc:
                     self.failures.append(f"write {vid}: {exc!r}")
+                    self.unknown.update(batch)
                     continue
                 if r.status_code == 201:
                     self.acked.update(batch)
                 else:
                     self.failures.append(f"write {vid}: {r.status_code} {r.text[:200]}")
+                    if r.status_code >= 500:
+                        self.unknown.update(batch)
 
     def _read(self):
         rng = random.Random(2)
@@ -162,19 +168,19 @@ def shard_rows(c: Cluster, record) -> dict[int, set[str]]:
     return rows
 
 
-def stored_rows(c: Cluster, record) -> int:
-    """Rows the shards' primaries store (their Stats), moved rows not yet purged included."""
+def stored_rows(c: Cluster, record) -> dict[int, int]:
+    """Rows each shard's primary stores (its Stats), moved rows not yet purged included."""
     from proto import node_pb2
     import grpc
 
     addresses = {n: r.address for n, r in catalog(c).nodes.items()}
-    total = 0
+    stored = {}
     for shard in range(record.shard_count):
         with grpc.insecure_channel(addresses[record.primary_of(shard)]) as channel:
             ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
-            total += c.node_stub(channel).Stats(node_pb2.ShardStatsRequest(shard=ref),
-                                                timeout=30).vector_count
-    return total
+            stored[shard] = c.node_stub(channel).Stats(node_pb2.ShardStatsRequest(shard=ref),
+                                                       timeout=30).vector_count
+    return stored
 
 
 def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before: float,
@@ -193,14 +199,19 @@ def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before:
     # removes them from the stores.
     assert all(all(stable_hash(i) % count == s for i in held)
                for s, held in shard_rows(c, dataset(c)).items())
-    wait_for(lambda: stored_rows(c, dataset(c)) == len(everything), 120, 1.0,
-             "moved rows purged from their old shards")
+    def purged():
+        # A shard's store holds exactly the rows its listing shows (its own): no moved row
+        # is left on it.
+        listed = shard_rows(c, dataset(c))
+        return stored_rows(c, dataset(c)) == {s: len(h) for s, h in listed.items()}
+    wait_for(purged, 120, 1.0, "moved rows purged from their old shards")
     # The children's other copies (mirrors) rejoin their in-sync sets by catching up.
     wait_for(lambda: all(len(dataset(c).in_sync_of(s)) == len(dataset(c).copies_of(s)) == 2
                          for s in range(count)), 60, 0.5, "every shard's copies in sync")
     rows = shard_rows(c, dataset(c))
-    assert set().union(*rows.values()) == set(everything)
-    assert sum(len(h) for h in rows.values()) == len(everything)
+    held = set().union(*rows.values())
+    assert set(everything) <= held <= set(everything) | load.unknown
+    assert sum(len(h) for h in rows.values()) == len(held)
     after = recall_at_10(c, everything)
     print(f"reshard: {len(load.acked)} acked writes, {load.reads} reads, 0 failed; "
           f"recall@10 {before:.3f} -> {after:.3f}")
@@ -244,6 +255,7 @@ def test_reshard_through_the_cli_doubles_the_shards_under_load_and_loses_nothing
             assert "8 shards" in result.stdout
         load.acked.update(again.acked)
         load.failures += again.failures
+        load.unknown |= again.unknown
         check_split(c, load, vectors, before, count=8)
     finally:
         c.stop()
