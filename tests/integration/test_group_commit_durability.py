@@ -2,8 +2,8 @@
 (group_commit_interval_ms), so acknowledged writes may be in the op log only when every process
 dies. Here the background commit never comes before the kill (the interval is 10 minutes), and
 the restart must replay the op log past the store's last commit on every copy. One shard, so
-every batch is a one-phase write (a batch across shards is a 2PC txn, whose commit is still
-committed to the store before it is acknowledged)."""
+every batch is a one-phase write (test_2pc_group_commit_durability.py does the same for 2PC
+batches)."""
 
 from __future__ import annotations
 
