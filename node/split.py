@@ -13,9 +13,13 @@ holding a copy of i builds child i + N beside it:
   copy's replicated and caught-up ops) is logged and applied to the child too, with the same
   sequence number and term, before the parent acknowledges it. So a child holds exactly its
   parent's history, and a primary's child holds every op the primary acknowledged.
-  An op whose sequence number does not follow the child's last (a copy that installed its
-  primary's files, say) breaks the mirror: the child is dropped, `ReshardCopyReady(False)` is
-  proposed, and it is built again.
+  An op whose sequence number does not follow the child's last is first filled in from the
+  parent copy's own log (an op whose apply failed on the parent was applied again before the
+  next, and only the next was mirrored); if the log cannot fill it (a copy that installed its
+  primary's files, say), the mirror is broken: `ReshardCopyReady(False)` is proposed, and only
+  once the meta group has taken it is the child dropped and built again. If the switch came
+  first, the child is a shard of its own and is kept (dropping it would leave its primary, maybe
+  this node, serving it empty).
 - After the switch (FinishReshard; the dataset has 2N shards and a `split_epoch`), an op the
   parent accepted under an older epoch is still mirrored (it was planned under N shards: a
   write of a moved id among them). The epoch is the one the op carries (`ReplicatedOp.epoch`,
@@ -154,11 +158,33 @@ class Splitter:
                 if op.seq <= oplog.last_seq:
                     continue        # a duplicate (a copy's child caught up from its primary)
                 if op.seq != oplog.last_seq + 1:
+                    await self._fill_gap(record, shard, child, op.seq)
+                if op.seq != oplog.last_seq + 1:
                     log.warning("child %s/%d of shard %d stopped mirroring: op %d after op %d",
                                 record.uuid, child, shard, op.seq, oplog.last_seq)
                     self._broken.add((record.uuid, shard))
                     return
                 await self.replication._apply_one(record, child, op)
+
+    async def _fill_gap(self, record: DatasetRecord, shard: int, child: int, before: int
+                        ) -> None:
+        """The parent copy logged ops its child missed (one whose apply failed on the parent
+        and was applied again before the next, which mirrored only the next): the child takes
+        them from the parent's own log, up to op `before`, if they are of its history. Called
+        with both apply locks held."""
+        oplog = self.replication.oplog(record.uuid, child)
+        missing = await asyncio.to_thread(
+            self.replication.oplog(record.uuid, shard).read_from, oplog.last_seq + 1,
+            before - oplog.last_seq - 1, 1 << 62)
+        from node.replication import _parse
+        for logged in missing or ():
+            op = _parse(logged)
+            if op.seq != oplog.last_seq + 1 or op.seq >= before or not self._mirrors(
+                    record.uuid, shard, child, op.epoch or None):
+                return
+            await self.replication._apply_one(record, child, op)
+        log.info("child %s/%d of shard %d took ops up to %d from its parent's log",
+                 record.uuid, child, shard, oplog.last_seq)
 
     async def parent_replaced(self, dataset_uuid: str, shard: int) -> None:
         """The parent copy's files were replaced (a snapshot of its primary's): its child no
@@ -240,17 +266,17 @@ class Splitter:
                 parent_log.term_at(child_log.last_seq) != child_log.last_term:
             log.warning("child %s/%d does not mirror its parent's log; building it again",
                         record.uuid, child)
-            await self._drop(record.uuid, parent, report=False)
+            await self._drop_reported(record.uuid, parent)
             return False
         missing = await asyncio.to_thread(parent_log.read_from, child_log.last_seq + 1,
                                           limits.replication_log_ops_max, 1 << 62)
         if missing is None:
-            await self._drop(record.uuid, parent, report=False)
+            await self._drop_reported(record.uuid, parent)
             return False
         from node.replication import _parse
         await self.mirror(record, parent, [_parse(op) for op in missing], None)
         if (record.uuid, parent) in self._broken:
-            await self._drop(record.uuid, parent, report=False)
+            await self._drop_reported(record.uuid, parent)
             return False
         log.info("reopened child %s/%d of shard %d at op %d", record.uuid, child, parent,
                  child_log.last_seq)
@@ -267,7 +293,7 @@ class Splitter:
             self._broken.discard(key)
             child = self.children.get(key)
             if child is not None and self._phase(key[0], key[1], child) == "building":
-                await self._drop(*key, report=True)
+                await self._drop_reported(*key)
         for (uuid, parent), child in sorted(self.children.items()):
             phase = self._phase(uuid, parent, child)
             if phase == "over" and (state.datasets.get(uuid) is None or
@@ -313,13 +339,27 @@ class Splitter:
                         log.info("purging moved rows of %s/%d: %s", record.uuid, shard,
                                  exc.message)
 
-    async def _report(self, uuid: str, parent: int, ready: bool) -> None:
+    async def _report(self, uuid: str, parent: int, ready: bool) -> bool:
+        """Whether the meta group took the report (it refuses one once the split is over)."""
         try:
             await self.meta.propose(commands.ReshardCopyReady(
                 uuid, parent, self.host.node_id, ready, int(time.time() * 1000)))
+            return True
         except errors.TributaryError as exc:
             log.info("reporting child of %s/%d %s: %s", uuid, parent,
                      "built" if ready else "dropped", exc.message)
+            return False
+
+    async def _drop_reported(self, uuid: str, parent: int) -> bool:
+        """Drops a child this node reported built, once the meta group has taken back the
+        report: only then can the switch no longer count on it. If the switch came first, the
+        child is a shard of its own (this node may be its primary): it is kept, and the next
+        round sees it switched. Returns whether it was dropped."""
+        if not await self._report(uuid, parent, False):
+            self._broken.add((uuid, parent))
+            return False
+        await self._drop(uuid, parent, report=False)
+        return True
 
     async def _build(self, record: DatasetRecord, parent: int, child: int) -> None:
         """Copies the parent copy's directory (store, graph, op log, staged txns) to the
