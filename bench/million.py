@@ -290,6 +290,11 @@ def print_table(report: dict) -> None:
     rows.append(("Cluster RSS (six processes)", "<= 1,500 MB",
                  f"{built.get('total_mb')} MB after build, {after.get('total_mb')} MB after "
                  "searches", _verdict(peak, TARGETS["rss_total_mb"])))
+    restarted = report.get("rss_after_restart") or {}
+    if restarted:
+        rows.append(("Cluster RSS after the restart", "<= 1,500 MB",
+                     f"{restarted.get('total_mb')} MB",
+                     _verdict(restarted.get("total_mb"), TARGETS["rss_total_mb"])))
     for api in ("grpc", "rest"):
         s = report.get(f"search_{api}") or {}
         rows.append((f"Search p99, sequential, {api}", "<= 10 ms",
@@ -318,7 +323,8 @@ def print_table(report: dict) -> None:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, width)))
     for name, mb in (after.get("processes_mb") or built.get("processes_mb") or {}).items():
         print(f"    {name:<9} {built.get('processes_mb', {}).get(name)} MB after build, "
-              f"{mb} MB after searches")
+              f"{mb} MB after searches, "
+              f"{restarted.get('processes_mb', {}).get(name)} MB after the restart")
 
 
 def main() -> None:
@@ -371,9 +377,10 @@ def main() -> None:
             restarts.append(restart(cluster, args.size, queries[0]))
         report["restarts"] = restarts
         firsts = sorted(r["first_search_s"] for r in restarts if r["first_search_s"])
-        report["restart"] = {**restarts[-1], "first_search_s":
-                             firsts[len(firsts) // 2] if firsts else None}
-        report["rss_after_restart"] = rss(cluster)
+        if restarts:
+            report["restart"] = {**restarts[-1], "first_search_s":
+                                 firsts[len(firsts) // 2] if firsts else None}
+            report["rss_after_restart"] = rss(cluster)
     finally:
         cluster.stop()
         if not args.keep and not args.work_dir:
