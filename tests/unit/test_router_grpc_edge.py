@@ -188,3 +188,32 @@ def test_router_settles_the_collector_after_start_up():
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_rest_requests_are_counted_with_one_label_lookup_per_route_and_status(monkeypatch):
+    from aiohttp.test_utils import TestClient, TestServer
+    from router.rest import make_app
+
+    core = RecordingCore()
+    guarded = admission.GuardedCore(core, _authenticator(enabled=False),
+                                    quotas.QuotaEnforcer(core))
+    original = metrics.REQUESTS.labels
+    route = "/api/v1/datasets/{dataset_id}/search"
+    lookups = []
+
+    async def go():
+        async with TestClient(TestServer(make_app(guarded))) as client:
+            body = {"query_vector": [1.0, 0.0], "options": {"top_k": 1}}
+            first = await client.post("/api/v1/datasets/docs/search", json=body)
+            assert first.status == 200
+            before = original("rest", route, "200")._value.get()
+            monkeypatch.setattr(metrics.REQUESTS, "labels",
+                                lambda *labels: lookups.append(labels) or original(*labels))
+            for _ in range(10):
+                response = await client.post("/api/v1/datasets/docs/search", json=body)
+                assert (await response.json())["results"][0]["vector"]["id"] == "a"
+            monkeypatch.undo()
+            return before
+    before = asyncio.run(go())
+    assert lookups == []
+    assert original("rest", route, "200")._value.get() - before == 10
