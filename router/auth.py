@@ -460,24 +460,38 @@ async def rest_middleware(request: web.Request, handler):
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """The gRPC edge: authenticates every non-exempt RPC (unary or streaming) and checks its
-    scope; exempt RPCs run as OPEN."""
+    scope; exempt RPCs run as OPEN. `wrap` builds a method's guarded handler once (the router
+    applies it when it registers its services, router/server.py); as an interceptor it keeps
+    one wrapped handler per method instead of building one per call."""
 
     def __init__(self, authenticator: Authenticator):
         self.authenticator = authenticator
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        auth = self.authenticator
-        if handler is None or not auth.enabled:
+        if handler is None or not self.authenticator.enabled:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self.wrap(method, handler))
+        return cached[1]
+
+    def wrap(self, method: str, handler):
+        """`handler` (of RPC `method`) behind authentication and the method's scope check; the
+        credential is read from the call's metadata. While authentication is off the handler
+        runs as it is."""
+        if handler is None:
+            return None
+        auth = self.authenticator
         exempt = auth.is_exempt(method)
-        metadata = dict(handler_call_details.invocation_metadata or ())
 
         async def admit(context, request=None) -> Principal:
             if exempt:
                 return OPEN
             try:
+                metadata = dict(context.invocation_metadata() or ())
                 principal = await auth.authenticate(_bearer(metadata.get("authorization"),
                                                              metadata.get("api-key")))
                 grpc_method_check(principal, method, request)
@@ -497,28 +511,38 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         codec = dict(request_deserializer=handler.request_deserializer,
                      response_serializer=handler.response_serializer)
         if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
             async def unary_unary(request, context):
+                if not auth.enabled:
+                    return await inner_unary(request, context)
                 tokens = bind(await admit(context, request), context)
                 try:
-                    return await handler.unary_unary(request, context)
+                    return await inner_unary(request, context)
                 finally:
                     unbind(tokens)
             return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
         if handler.stream_unary is not None:
+            inner_client_stream = handler.stream_unary
+
             async def stream_unary(request_iterator, context):
+                if not auth.enabled:
+                    return await inner_client_stream(request_iterator, context)
                 tokens = bind(await admit(context), context)
                 try:
-                    return await handler.stream_unary(request_iterator, context)
+                    return await inner_client_stream(request_iterator, context)
                 finally:
                     unbind(tokens)
             return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
 
         inner = handler.unary_stream or handler.stream_stream
+        is_unary = handler.unary_stream is not None
 
         async def streaming(request_or_iterator, context):
-            is_unary = handler.unary_stream is not None
-            tokens = bind(await admit(context, request_or_iterator if is_unary else None),
-                          context)
+            tokens = None
+            if auth.enabled:
+                tokens = bind(await admit(context, request_or_iterator if is_unary else None),
+                              context)
             try:
                 result = inner(request_or_iterator, context)
                 if hasattr(result, "__aiter__"):
@@ -527,8 +551,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 else:
                     await result
             finally:
-                unbind(tokens)
-        if handler.unary_stream is not None:
+                if tokens is not None:
+                    unbind(tokens)
+        if is_unary:
             return grpc.unary_stream_rpc_method_handler(streaming, **codec)
         return grpc.stream_stream_rpc_method_handler(streaming, **codec)
 

@@ -86,11 +86,25 @@ class ProtocolErrorInterceptor(grpc.aio.ServerInterceptor):
     authentication interceptor, so a caller without credentials still gets UNAUTHENTICATED
     first; the authentication edge sees an empty message in place of the undecodable one."""
 
+    def __init__(self):
+        self._wrapped: dict[str, tuple[object, object]] = {}
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self.wrap(method, handler))
+        return cached[1]
+
+    def wrap(self, method: str, handler):
+        """`handler` (of RPC `method`) with a tolerant deserializer and the refusal of what did
+        not decode; built once per method (at registration, router/server.py, or on the
+        method's first call through the interceptor)."""
+        if handler is None or handler.request_deserializer is None:
+            return handler
 
         async def refuse(context, reason: str):
             REQUESTS.labels("grpc", method, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
@@ -106,11 +120,13 @@ class ProtocolErrorInterceptor(grpc.aio.ServerInterceptor):
         codec = dict(request_deserializer=_tolerant(handler.request_deserializer),
                      response_serializer=handler.response_serializer)
         if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
             async def unary_unary(request, context):
-                reason = _undecodable_reason(request)
-                if reason is not None:
-                    await refuse(context, reason)
-                return await handler.unary_unary(request, context)
+                marked = _UNDECODABLE.get()
+                if marked is not None and marked[0] is request:
+                    await refuse(context, marked[1])
+                return await inner_unary(request, context)
             return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
         if handler.unary_stream is not None:
             async def unary_stream(request, context):
@@ -144,8 +160,20 @@ async def _responses(result):
 
 
 def _rpc(operation: operations.Operation, idempotent_writes: bool = False):
-    """The servicer method for a unary `operation`."""
+    """The servicer method for a unary `operation`. Its metric children are looked up once
+    (on first use, so a route never called exports no series) instead of per request."""
     name = operation.name
+    children: dict = {}
+
+    def count(code: grpc.StatusCode, seconds: float) -> None:
+        counter = children.get(code)
+        if counter is None:
+            counter = children[code] = REQUESTS.labels("grpc", name, code.name)
+        latency = children.get(None)
+        if latency is None:
+            latency = children[None] = REQUEST_LATENCY.labels("grpc", name)
+        counter.inc()
+        latency.observe(seconds)
 
     async def handler(self, request, context):
         started = time.perf_counter()
@@ -165,9 +193,7 @@ def _rpc(operation: operations.Operation, idempotent_writes: bool = False):
             log.exception("unhandled error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
-            REQUESTS.labels("grpc", name, code.name).inc()
-            REQUEST_LATENCY.labels("grpc", name).observe(
-                time.perf_counter() - started)
+            count(code, time.perf_counter() - started)
     return handler
 
 

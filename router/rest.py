@@ -174,12 +174,12 @@ async def error_middleware(request: web.Request, handler):
         else "unmatched"
     status = 500
     try:
-        if request.content_length is not None and \
-                request.content_length > limits.request_bytes_max:
+        declared = request.content_length   # parsed from the header on every read
+        if declared is not None and declared > limits.request_bytes_max:
             # Refused on the declared length, before any of the body is read; the connection
             # is closed after the answer instead of draining the body the client announced.
             status = 413
-            response = _too_large(f"the declared Content-Length {request.content_length} is "
+            response = _too_large(f"the declared Content-Length {declared} is "
                                   f"larger than request_bytes_max={limits.request_bytes_max}")
             response.force_close()
             return response
@@ -214,8 +214,21 @@ async def error_middleware(request: web.Request, handler):
         return web.json_response(errors.Internal(f"{type(exc).__name__}: {exc}").to_json(),
                                  status=500)
     finally:
-        REQUESTS.labels("rest", route, str(status)).inc()
-        REQUEST_LATENCY.labels("rest", route).observe(time.perf_counter() - started)
+        _count_request(route, status, time.perf_counter() - started)
+
+
+# The metric children of each (route, status) seen, looked up once instead of per request
+# (routes are the app's canonical paths and statuses a few dozen, so this stays small).
+_REQUEST_CHILDREN: dict[tuple[str, int], tuple] = {}
+
+
+def _count_request(route: str, status: int, seconds: float) -> None:
+    children = _REQUEST_CHILDREN.get((route, status))
+    if children is None:
+        children = _REQUEST_CHILDREN[(route, status)] = (
+            REQUESTS.labels("rest", route, str(status)), REQUEST_LATENCY.labels("rest", route))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 async def create_dataset(request: web.Request) -> web.Response:

@@ -428,3 +428,16 @@ txn_unacked_check_interval_ms = 1_000
 txn_unacked_resend_after_ms = 2_000
 if txn_unacked_resend_after_ms <= txn_ack_batch_interval_ms:
     raise ValueError("txn_unacked_resend_after_ms must exceed txn_ack_batch_interval_ms")
+
+# ---- router process garbage collection (issue 18; router/server.py) -------------------------------
+# Allocations between two young-generation collections in a router (CPython's default is 700).
+# A search allocates a few hundred short-lived objects, so the default collects several times per
+# query at full load; start-up objects are frozen out of collection (gc.freeze) as well.
+router_gc_gen0_threshold_objects = 50_000
+
+# ---- process memory (issue 18; tributary/up.py) ------------------------------------------------
+# glibc malloc arenas each `tributary up` child may use (MALLOC_ARENA_MAX, unless the environment
+# already sets it). glibc's default is 8 per core; a node's many threads (gRPC, Deep Lake, the
+# indexer, the committer) then keep freed memory in arenas of their own. With 2: nodes 5-8% less
+# resident after a 200k ingest (bench/million.py, one run each), the empty cluster unchanged.
+process_malloc_arenas_max = 2

@@ -382,18 +382,46 @@ def _with_handler(handler, unary_unary):
 
 class AioServerInterceptor(grpc.aio.ServerInterceptor):
     """For the asyncio servers (nodes, the router's public gRPC): unary handlers run under the
-    caller's trace context (a server span when it sent one) and request id."""
+    caller's trace context (a server span when it sent one) and request id. `wrap` builds a
+    method's handler once (the router applies it at registration); as an interceptor it keeps
+    one wrapped handler per method instead of building one per call."""
+
+    def __init__(self):
+        self._wrapped: dict[str, tuple[object, object]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self.wrap(method, handler))
+        return cached[1]
+
+    @staticmethod
+    def wrap(method: str, handler):
+        """`handler` (of RPC `method`) under the caller's trace context and request id. A call
+        whose metadata carries neither (the common, untraced case) runs the handler directly:
+        no carrier dict, no context manager."""
+        if handler is None or handler.unary_unary is None:
+            return handler
         inner = handler.unary_unary
 
         async def unary_unary(request, context):
-            with _serving(context, method):
+            metadata = context.invocation_metadata()
+            if metadata:
+                for key, _ in metadata:
+                    if key == TRACEPARENT or key == REQUEST_ID:
+                        with _serving(context, method):
+                            return await inner(request, context)
+            if not request_id_var.get():
                 return await inner(request, context)
+            token = request_id_var.set("")
+            try:
+                return await inner(request, context)
+            finally:
+                request_id_var.reset(token)
         return _with_handler(handler, unary_unary)
 
 

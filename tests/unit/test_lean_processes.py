@@ -134,3 +134,30 @@ def test_each_sub_command_still_gets_its_own_flags():
         out = subprocess.run([sys.executable, "-m", "tributary.cli", command, "--help"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and flag in out.stdout, (command, out.stderr[-1000:])
+
+
+def _up_plan(tmp_path, monkeypatch, arena_env: str | None):
+    import argparse
+
+    from tributary import up
+    if arena_env is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", arena_env)
+    parser = argparse.ArgumentParser()
+    up.add_arguments(parser)
+    return up.plan(parser.parse_args(["--data-dir", str(tmp_path), "--insecure-dev",
+                                      "--nodes", "2"]))
+
+
+def test_up_gives_every_child_few_malloc_arenas(tmp_path, monkeypatch):
+    from tributary import limits
+    children = _up_plan(tmp_path, monkeypatch, None)
+    assert len(children) == 6
+    assert {c.env.get("MALLOC_ARENA_MAX") for c in children} == \
+        {str(limits.process_malloc_arenas_max)}
+
+
+def test_up_keeps_a_malloc_arena_setting_from_the_environment(tmp_path, monkeypatch):
+    children = _up_plan(tmp_path, monkeypatch, "4")
+    assert {c.env.get("MALLOC_ARENA_MAX") for c in children} == {"4"}
