@@ -231,10 +231,12 @@ def test_the_simulation_finds_a_lost_ack_unless_primaries_confirm_commits_they_f
             return state, [a for a in real_step(state, event)[1] if not isinstance(a, pm.Ack)]
         return real_step(state, event)
 
-    found = [v for seed in range(3) for v in txn_sim.run(seed, 3_000).violations]
+    # Eight seeds: with group commit modelled (rows reach the store later), a forgotten ack
+    # shows in about half of them at 4,000 steps.
+    found = [v for seed in range(8) for v in txn_sim.run(seed, 4_000).violations]
     assert found == []
     monkeypatch.setattr(pm, "step", forgets_unknown_commits)
-    found = [v for seed in range(3) for v in txn_sim.run(seed, 3_000).violations]
+    found = [v for seed in range(8) for v in txn_sim.run(seed, 4_000).violations]
     assert any("as not applied by" in v for v in found), found[:5]
 
 
