@@ -217,3 +217,23 @@ def test_rest_requests_are_counted_with_one_label_lookup_per_route_and_status(mo
     before = asyncio.run(go())
     assert lookups == []
     assert original("rest", route, "200")._value.get() - before == 10
+
+
+def test_router_metrics_remember_children_and_forget_removed_ones(monkeypatch):
+    from prometheus_client.metrics import MetricWrapperBase
+
+    histogram = metrics.SHARD_CALL_SECONDS
+    first = histogram.labels("edge-test")
+    slow_lookups = []
+    original = MetricWrapperBase.labels
+    monkeypatch.setattr(MetricWrapperBase, "labels",
+                        lambda self, *a, **k: slow_lookups.append(a) or original(self, *a, **k))
+    for _ in range(10):
+        histogram.labels("edge-test").observe(0.001)
+    assert slow_lookups == []
+    assert first is histogram.labels("edge-test")
+    assert first._sum.get() == pytest.approx(0.01)
+    histogram.remove("edge-test")
+    again = histogram.labels("edge-test")
+    assert again is not first and again._sum.get() == 0
+    histogram.remove("edge-test")
