@@ -180,15 +180,17 @@ def plot(results_path: str, out_path: str) -> None:
         results = json.load(f)
     threads = results["threads"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, r in results["systems"].items():
+    for number, (name, r) in enumerate(results["systems"].items()):
         if "skipped" in r:
             continue
-        left.scatter(r["recall"], r[f"{threads}t"]["qps"], s=40)
+        color = f"C{number}"   # one colour per system in both panels
+        left.scatter(r["recall"], r[f"{threads}t"]["qps"], s=40, color=color)
         left.annotate(name, (r["recall"], r[f"{threads}t"]["qps"]), fontsize=8,
                       xytext=(4, 4), textcoords="offset points")
         curve = r.get("ingest", {}).get("curve") or []
         if curve:
-            right.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
+            right.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name,
+                       color=color)
     recalls = [r["recall"] for r in results["systems"].values() if "skipped" not in r]
     if recalls:
         left.set_xlim(min(min(recalls) - 0.02, 0.95), 1.005)
