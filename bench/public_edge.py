@@ -3,7 +3,8 @@ process serving SearchVectors from an in-memory core (10 hits, no shard hop) beh
 built as server interceptors (`interceptors`: today's, which keep one wrapped handler per
 method; `before`: a checkout's given by `--base`, which built new handlers on every call) or
 wrapped around each method once at registration (`registrar`: `router/server.py`
-`EdgeRegistrar`, as the router serves now), searched by
+`EdgeRegistrar`, as the router serves now; `registrar-default-gc`: the same without
+gc.freeze and the raised young-generation threshold), searched by
 `--threads` client threads. CPU per call is the server process's user + system time over the
 run (/proc/PID/stat) divided by the calls answered; the two set-ups alternate, medians of
 `--reps`. The end-to-end `bench.search_cpu` cannot resolve a difference this size on a shared box.
@@ -71,7 +72,7 @@ async def _serve(mode: str, port_file: str) -> None:
             authenticator)), guarded)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    if mode == "registrar":
+    if mode == "registrar":     # `registrar-default-gc` keeps CPython's collector settings
         router_server.settle_garbage_collector()
     with open(port_file, "w") as f:
         f.write(str(port))
@@ -93,7 +94,7 @@ def _one(mode: str, threads: int, seconds: float, repo: str) -> dict:
     launcher = ("import runpy, sys; sys.argv = sys.argv[1:]; "
                 f"runpy.run_path({os.path.abspath(__file__)!r}, run_name='__main__')")
     child = subprocess.Popen([sys.executable, "-c", launcher, "public_edge", "--serve",
-                              "interceptors" if mode != "registrar" else mode,
+                              "interceptors" if mode == "before" else mode,
                               "--port-file", port_file], cwd=repo)
     try:
         deadline = time.monotonic() + 30
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--serve", choices=("interceptors", "registrar"))
+    parser.add_argument("--serve", choices=("interceptors", "registrar", "registrar-default-gc"))
     parser.add_argument("--port-file")
     parser.add_argument("--base", help="a checkout from before the change (git archive): its "
                         "interceptors run as a third set-up, `before`")
@@ -147,7 +148,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(_serve(args.serve, args.port_file))
         return
-    modes = (["before"] if args.base else []) + ["interceptors", "registrar"]
+    modes = (["before"] if args.base else []) + ["interceptors", "registrar-default-gc",
+                                                  "registrar"]
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     loads = []
     for rep in range(args.reps):
