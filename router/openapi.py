@@ -603,7 +603,10 @@ def _named_schemas(builder: SchemaBuilder) -> None:
                                             "2, capped at the live nodes",
                       "storage_location": "chosen by the cluster; must be empty"})
     builder.components["InsertVectorsBody"] = builder.message_schema(
-        pb.InsertVectorsRequest.DESCRIPTOR, request=True, exclude=("dataset_id",),
+        pb.InsertVectorsRequest.DESCRIPTOR, request=True,
+        # packed_values is the gRPC form of the values (raw float32 bytes); a JSON body
+        # carries them per vector.
+        exclude=("dataset_id", "packed_values"),
         required=("vectors",),
         descriptions={"tenant_id": "defaults to the X-Tenant-Id header",
                       "overwrite": "replace vectors whose id exists (exclusive with "

@@ -306,6 +306,9 @@ def _parse_insert(doc: dict) -> tuple[pb.InsertVectorsRequest, np.ndarray | None
     unusual (timestamps, odd shapes) goes to ParseDict, so its error messages stay the same."""
     vectors = doc.get("vectors")
     rest = {k: v for k, v in doc.items() if k != "vectors"}
+    if "packed_values" in rest:
+        raise errors.InvalidArgument("packed_values is for gRPC clients (raw float32 bytes); a "
+                                     "JSON body gives each vector its values")
     request = parse(pb.InsertVectorsRequest, rest)
     values = _plain_vectors(vectors, request)
     if values is not None:
