@@ -126,11 +126,11 @@ class EdgeRegistrar:
 def settle_garbage_collector() -> None:
     """After start-up: what exists now (modules, descriptors, the catalog) lives as long as the
     process, so it is moved out of the collector's sight (gc.freeze), and young collections run
-    every limits.router_gc_gen0_threshold_objects allocations instead of every 700."""
+    every limits.router_gc_gen0_allocations_max allocations instead of every 700."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
-    gc.set_threshold(limits.router_gc_gen0_threshold_objects, older, oldest)
+    gc.set_threshold(limits.router_gc_gen0_allocations_max, older, oldest)
 
 
 async def serve(args: argparse.Namespace) -> None:

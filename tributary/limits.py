@@ -433,7 +433,7 @@ if txn_unacked_resend_after_ms <= txn_ack_batch_interval_ms:
 # Allocations between two young-generation collections in a router (CPython's default is 700).
 # A search allocates a few hundred short-lived objects, so the default collects several times per
 # query at full load; start-up objects are frozen out of collection (gc.freeze) as well.
-router_gc_gen0_threshold_objects = 50_000
+router_gc_gen0_allocations_max = 50_000
 
 # ---- process memory (issue 18; tributary/up.py) ------------------------------------------------
 # glibc malloc arenas each `tributary up` child may use (MALLOC_ARENA_MAX, unless the environment

@@ -184,7 +184,7 @@ def test_router_settles_the_collector_after_start_up():
     try:
         router_server.settle_garbage_collector()
         assert gc.get_freeze_count() > 0
-        assert gc.get_threshold()[0] == limits.router_gc_gen0_threshold_objects
+        assert gc.get_threshold()[0] == limits.router_gc_gen0_allocations_max
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
