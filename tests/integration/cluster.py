@@ -48,6 +48,16 @@ class Cluster:
         self._output_offset = 0
         self.output_path = os.path.join(self.data_dir, "up.out")
 
+    def again(self) -> "Cluster":
+        """A new, unstarted cluster on this one's data dir, ports and settings: the same
+        cluster brought back after kill9_everything or stop."""
+        other = Cluster(self.data_dir, self.meta, self.nodes, self.routers,
+                        extra_args=self.extra_args)
+        other.env = self.env
+        other.http_port, other.grpc_port, other.internal_base = (
+            self.http_port, self.grpc_port, self.internal_base)
+        return other
+
     @property
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/api/v1"

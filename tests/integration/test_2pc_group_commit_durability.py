@@ -61,9 +61,7 @@ def test_acked_2pc_commits_the_store_had_not_committed_survive_kill_9_of_every_p
         assert len(staged_plans(cluster.data_dir)) >= 4
         cluster.kill9_everything()
 
-        restarted = Cluster(tmp_path / "data", meta=1, nodes=2, env=env)
-        restarted.http_port, restarted.grpc_port, restarted.internal_base = (
-            cluster.http_port, cluster.grpc_port, cluster.internal_base)
+        restarted = cluster.again()
         cluster = restarted
         restarted.start()
         with httpx.Client(base_url=restarted.rest, timeout=60) as client:

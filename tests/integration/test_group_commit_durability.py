@@ -44,9 +44,7 @@ def test_acked_writes_the_store_had_not_committed_survive_kill_9_of_every_proces
             assert r.json()["inserted_count"] == 1
         cluster.kill9_everything()
 
-        restarted = Cluster(tmp_path / "data", meta=1, nodes=2, env=env)
-        restarted.http_port, restarted.grpc_port, restarted.internal_base = (
-            cluster.http_port, cluster.grpc_port, cluster.internal_base)
+        restarted = cluster.again()
         cluster = restarted
         restarted.start()
         with httpx.Client(base_url=restarted.rest, timeout=60) as client:

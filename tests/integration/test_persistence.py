@@ -28,9 +28,7 @@ def test_acknowledged_writes_survive_kill_9_of_every_process(tmp_path):
                 assert r.status_code == 201 and r.json()["inserted_count"] == 100
         cluster.kill9_everything()
 
-        restarted = Cluster(tmp_path / "data")
-        restarted.http_port, restarted.grpc_port, restarted.internal_base = (
-            cluster.http_port, cluster.grpc_port, cluster.internal_base)
+        restarted = cluster.again()
         # Whatever happens below, the restarted cluster must not outlive the test.
         cluster = restarted
         restarted.start()
