@@ -699,7 +699,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         if replica is None:
             raise NotFound("dataset not found (it may have been deleted)")
         view = await asyncio.to_thread(self.views.get, replica.store_url, tag,
-                                       record.dimensions, record.metric_type)
+                                       record.dimensions, record.metric_type,
+                                       replica.store_guard())
         return record, view
 
     @_guarded

@@ -394,6 +394,12 @@ class ShardReplica:
     def store_url(self) -> str:
         return self._store_url
 
+    def store_guard(self):
+        """The lock every commit of this store holds. Deep Lake 4.7 can deadlock the whole
+        process (with the GIL held) when a read-only handle on the store is opened while
+        another thread commits to it (node/backup.py); whoever opens one here holds this."""
+        return self._lock
+
     def mark_version(self, tag: str) -> tuple[str, int]:
         """Puts Deep Lake tag `tag` on the store's current commit (shard/versions.py mark),
         under `_lock` so no write commits in between: (commit id, active rows)."""
@@ -979,10 +985,11 @@ class ShardReplica:
     def _bm25_query(self, terms: str, limit: int) -> list[tuple[str, float]]:
         if not terms:
             return []
-        if self._text_reader is None:
-            self._text_reader = deeplake.open_read_only(self._store_url)
-        else:
-            self._text_reader.refresh()
+        with self._lock:    # no commit beside a read-only open or refresh (store_guard)
+            if self._text_reader is None:
+                self._text_reader = deeplake.open_read_only(self._store_url)
+            else:
+                self._text_reader.refresh()
         # terms holds only word characters and spaces (see _bm25_terms): nothing to escape.
         result = self._text_reader.query(
             f"SELECT id, BM25_SIMILARITY(content, '{terms}') AS score "

@@ -18,6 +18,7 @@ first, bounded by `version_views_max` and by the bytes of their matrices
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import re
@@ -296,10 +297,13 @@ class ViewCache:
         self._views: OrderedDict[tuple[str, str], VersionView] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store_url: str, tag: str, dimensions: int, metric: str) -> VersionView:
+    def get(self, store_url: str, tag: str, dimensions: int, metric: str,
+            guard=contextlib.nullcontext()) -> VersionView:
         """The open view of `tag` in the store at `store_url`, opened if need be. A store
         whose directory was replaced since (a copy that installed a snapshot of its primary's
-        files) is opened afresh: the old view reads files that are gone."""
+        files) is opened afresh: the old view reads files that are gone. A view is opened
+        holding `guard`: the store's commit lock (ShardReplica.store_guard), since opening a
+        read-only handle beside a commit of the same store can deadlock the process."""
         key = (store_url, tag)
         identity = _identity(store_url)
         with self._lock:
@@ -307,7 +311,8 @@ class ViewCache:
             if view is not None and view.store_identity == identity:
                 self._views.move_to_end(key)
                 return view
-        view = VersionView(store_url, tag, dimensions, metric)
+        with guard:
+            view = VersionView(store_url, tag, dimensions, metric)
         view.store_identity = identity
         with self._lock:
             known = self._views.get(key)

@@ -138,3 +138,24 @@ def test_the_view_cache_reopens_a_store_whose_directory_was_replaced(replica, tm
     shutil.move(str(tmp_path / "copy"), store)     # a snapshot's files swapped in
     again = cache.get(replica.store_url, "t", DIMS, "l2")
     assert again is not first and [r.id for r in again.get(["a"])] == ["a"]
+
+
+def test_a_view_is_opened_only_between_commits_of_its_store(replica):
+    """Deep Lake 4.7 can deadlock the process when a read-only handle on a store opens while
+    another thread commits to it (seen: a node froze under 2PC group commits beside reads at a
+    version). A view opens holding the store's commit lock (ShardReplica.store_guard)."""
+    import threading
+
+    replica.write(records(["a", "b"]), [])
+    replica.mark_version("t1")
+    cache, opened = ViewCache(), threading.Event()
+
+    def open_view():
+        cache.get(replica.store_url, "t1", DIMS, "l2", replica.store_guard())
+        opened.set()
+    with replica.store_guard():        # as the committer holds it during a commit
+        worker = threading.Thread(target=open_view)
+        worker.start()
+        assert not opened.wait(0.5), "the view opened beside a commit"
+    assert opened.wait(30)
+    worker.join()
