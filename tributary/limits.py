@@ -121,8 +121,9 @@ meta_status_timeout_ms = 500
 # MetaClient.leader_status: how long it looks for a member that leads.
 meta_leader_status_timeout_ms = 2_000
 # The router refreshes its placement map and retries a shard call refused for a stale epoch at
-# most this many times.
-router_stale_epoch_retries_max = 3
+# most this many times. A rebalance moving several copies of one dataset at once bumps its epoch
+# every few steps: 3 was seen exhausted once under such churn (a write answered 503).
+router_stale_epoch_retries_max = 5
 # A request planned on a dataset's shard count (which ids go to which shard) is planned again
 # at most this many times when the count changes under it (a split's switch).
 router_replan_retries_max = 3
