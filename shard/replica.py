@@ -73,6 +73,14 @@ _SOFT_DELETE_COLUMN = "deleted_at_ms"
 # Store metadata keys: the op-log position (seq, term) of the last op a commit holds.
 _POSITION_SEQ = "oplog_seq"
 _POSITION_TERM = "oplog_term"
+# Store metadata key: the short columns (_SMALL_TEXT, _SMALL_INT) that have held a value (a
+# non-empty string, a non-zero int) in any row, comma-joined. A column it does not name is empty
+# in every row of the commit, so opening the shard skips reading it (an empty text column of 500k
+# rows took 0.3-0.5 s to read, six of them most of a restart's shard open). Absent in stores made
+# before it: then every column is read, and the key written with the next commit. It only grows
+# (compaction and deletes keep it), so a stale key names too many columns, never too few; it is
+# set before the rows that need it are appended, and commits with them.
+_FILLED_COLUMNS = "filled_short_columns"
 # How much nicer than the rest of the process the background indexer thread runs (a scheduling
 # weight, not a limit). Graph building is catch-up work behind rows that are already durable and
 # searchable, so on a busy box it yields the cores to requests rather than sharing them evenly:
@@ -138,6 +146,7 @@ class ShardReplica:
         self._ds = self._open_or_create_store()
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
+        self._small.record_filled(self._ds)
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
@@ -217,6 +226,7 @@ class ShardReplica:
         ds.add_column(_SOFT_DELETE_COLUMN, deeplake.types.Int64())
         ds.metadata["dimensions"] = self.dimensions
         ds.metadata["metric"] = self.metric
+        ds.metadata[_FILLED_COLUMNS] = ""
         ds.commit("create shard store")
         return ds
 
@@ -1154,6 +1164,7 @@ class ShardReplica:
                 for row in gone_rows:
                     self._ds.delete(row)
                 if to_append:
+                    self._small.mark_filled(self._ds, new_columns)
                     self._ds.append(new_columns)
             except Exception as exc:
                 self._rollback()
@@ -1581,6 +1592,7 @@ class ShardReplica:
                     for row in gone_rows:
                         self._ds.delete(row)
                     if columns is not None:
+                        self._small.mark_filled(self._ds, columns)
                         self._ds.append(columns)
                 self._uncommitted = redo
                 self._commit_pending(force=True)
@@ -1599,6 +1611,7 @@ class ShardReplica:
         self._text_index_stale = True
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
+        self._small.record_filled(self._ds)
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
 
@@ -1610,6 +1623,15 @@ def _stored_position(ds) -> tuple[int, int] | None:
         return int(ds.metadata[_POSITION_SEQ]), int(ds.metadata[_POSITION_TERM])
     except Exception:  # noqa: BLE001 - deeplake raises its own KeyError-like error
         return None
+
+
+def _filled_columns(ds) -> set[str] | None:
+    """The store's _FILLED_COLUMNS, or None when it has none (a store made before the key)."""
+    try:
+        value = str(ds.metadata[_FILLED_COLUMNS])
+    except Exception:  # noqa: BLE001 - deeplake raises its own KeyError-like error
+        return None
+    return {name for name in value.split(",") if name}
 
 
 def _writer_handle(ds):
@@ -1726,19 +1748,44 @@ class _SmallFields:
 
     def __init__(self, ds, labels: list[int]):
         count = len(labels)
+        # The columns read (the store's _FILLED_COLUMNS, or all of them when it has none) and
+        # whether the store lacks the key (record_filled then writes it).
+        stored = _filled_columns(ds)
+        self.filled: set[str] = set(_SMALL_TEXT + _SMALL_INT) if stored is None else stored
+        self._key_missing = stored is None
         self.text: dict[str, dict[int, str]] = {}
         for name in _SMALL_TEXT:
-            values = ds[name][:] if count else []
+            values = ds[name][:] if count and name in self.filled else []
             self.text[name] = {lb: v for lb, v in zip(labels, values) if v}
         self.ints: dict[str, dict[int, int]] = {}
         for name in _SMALL_INT:
-            values = np.asarray(ds[name][:], dtype=np.int64) if count else np.zeros(0, np.int64)
+            values = np.asarray(ds[name][:], dtype=np.int64) if count and name in self.filled \
+                else np.zeros(0, np.int64)
             nonzero = np.flatnonzero(values)
             self.ints[name] = {labels[i]: int(values[i]) for i in nonzero.tolist()}
         self._created = _GrowableColumn(np.asarray(ds["created_at_ms"][:], dtype=np.int64)
                                         if count else np.zeros(0, np.int64))
         self._updated = _GrowableColumn(np.asarray(ds["updated_at_ms"][:], dtype=np.int64)
                                         if count else np.zeros(0, np.int64))
+
+    def record_filled(self, ds) -> None:
+        """Writes _FILLED_COLUMNS into a store that lacks it (committed with its next commit):
+        the columns that hold a value now, found by the full read __init__ made."""
+        if self._key_missing:
+            self.filled = {name for name in _SMALL_TEXT if self.text[name]} | \
+                {name for name in _SMALL_INT if self.ints[name]}
+            ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(self.filled))
+            self._key_missing = False
+
+    def mark_filled(self, ds, appended: dict) -> None:
+        """Before `appended` goes into the store: names in _FILLED_COLUMNS every short column
+        in which it holds a value, so the commit that holds the rows holds the key too."""
+        grown = {name for name in _SMALL_TEXT if name not in self.filled and any(appended[name])}
+        grown |= {name for name in _SMALL_INT
+                  if name not in self.filled and np.any(appended[name])}
+        if grown:
+            self.filled |= grown
+            ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(self.filled))
 
     @property
     def created(self) -> np.ndarray:
