@@ -146,7 +146,10 @@ class ShardReplica:
         self._ds = self._open_or_create_store()
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
-        self._small.record_filled(self._ds)
+        if self._small.record_filled(self._ds):
+            # Committed now, not with the next write: a shard only read from would otherwise
+            # read every short column again at each start.
+            self._ds.commit("name the filled short columns")
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
@@ -1611,7 +1614,7 @@ class ShardReplica:
         self._text_index_stale = True
         self._load_maps()
         self._small = _SmallFields(self._ds, self._labels)
-        self._small.record_filled(self._ds)
+        self._small.record_filled(self._ds)     # committed with the next write
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
 
@@ -1768,14 +1771,16 @@ class _SmallFields:
         self._updated = _GrowableColumn(np.asarray(ds["updated_at_ms"][:], dtype=np.int64)
                                         if count else np.zeros(0, np.int64))
 
-    def record_filled(self, ds) -> None:
-        """Writes _FILLED_COLUMNS into a store that lacks it (committed with its next commit):
-        the columns that hold a value now, found by the full read __init__ made."""
-        if self._key_missing:
-            self.filled = {name for name in _SMALL_TEXT if self.text[name]} | \
-                {name for name in _SMALL_INT if self.ints[name]}
-            ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(self.filled))
-            self._key_missing = False
+    def record_filled(self, ds) -> bool:
+        """Writes _FILLED_COLUMNS into a store that lacks it (for the caller to commit): the
+        columns that hold a value now, found by the full read __init__ made. True if it did."""
+        if not self._key_missing:
+            return False
+        self.filled = {name for name in _SMALL_TEXT if self.text[name]} | \
+            {name for name in _SMALL_INT if self.ints[name]}
+        ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(self.filled))
+        self._key_missing = False
+        return True
 
     def mark_filled(self, ds, appended: dict) -> None:
         """Before `appended` goes into the store: names in _FILLED_COLUMNS every short column

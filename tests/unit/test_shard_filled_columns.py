@@ -86,6 +86,8 @@ def test_a_store_made_before_the_key_is_read_whole_and_gets_the_key(tmp_path, mo
     assert committed_key(tmp_path) is None
     r = ShardReplica(str(tmp_path), DIMS, "l2")
     assert r.get(["a"])[0].content_type == "text/plain"
+    # Committed at the open: a shard that is only read from gets it too.
+    assert committed_key(tmp_path) == {"content_type"}
     r.write(rows(["b"], language="de"), [])
     r.close()
     assert committed_key(tmp_path) == {"content_type", "language"}
