@@ -308,6 +308,18 @@ class ShardReplica:
                  "deleted", self.path, watermark, len(missing_rows), marked)
         return index
 
+    @staticmethod
+    def saved_shape(path: str) -> tuple[int, str] | None:
+        """(dimensions, metric) of the HNSW replica at `path` as its last graph save recorded
+        them, or None (a flat replica, or a graph never saved): what a node needs to open the
+        replica before it has the catalog (node/server.py ShardHost.preopen_from_disk)."""
+        try:
+            with open(os.path.join(path, "hnsw.json")) as f:
+                saved = json.load(f)
+            return int(saved["dimensions"]), str(saved["metric"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def _read_index_meta(self) -> dict | None:
         try:
             with open(self._index_meta_path) as f:
