@@ -81,7 +81,16 @@ class NodeCollector:
             self._disk, self._disk_at = sizes, now
         return self._disk
 
+    def describe(self):
+        """The families without samples. prometheus_client's register() asks for the names
+        with describe() when a collector has one, and otherwise runs collect(), which walks every
+        copy's directory for its size: 1.3 s of a node's start at 1M rows."""
+        return list(self._families([]))
+
     def collect(self):
+        yield from self._families(list(self.host.replicas))
+
+    def _families(self, keys: list[tuple[str, int]]):
         labels = ["tenant", "dataset", "shard"]
         vectors = GaugeMetricFamily("tributary_node_vectors", "Live vectors in a shard copy",
                                     labels=labels)
@@ -113,8 +122,7 @@ class NodeCollector:
                                            labels=["tenant"])
         state = self.host.catalog.state
         me = self.host.node_id
-        keys = list(self.host.replicas)
-        sizes = self._disk_bytes(keys)
+        sizes = self._disk_bytes(keys) if keys else {}
         per_tenant: dict[str, int] = {}
         for key in keys:
             replica = self.host.replicas.get(key)
