@@ -37,7 +37,8 @@ def test_registering_reads_no_directory_and_a_scrape_reports_each_copy(monkeypat
         oplog=lambda uuid, shard: types.SimpleNamespace(last_seq=3), progress={})
     walked = []
     monkeypatch.setattr(node_metrics, "directory_bytes", lambda path: walked.append(path) or 99)
-    registry = CollectorRegistry()
+    # As the process-wide REGISTRY the node registers with: it asks new collectors their names.
+    registry = CollectorRegistry(auto_describe=True)
     registry.register(node_metrics.NodeCollector(host, replication))
     assert walked == []
     text = generate_latest(registry).decode()
