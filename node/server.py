@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import shutil
@@ -321,6 +322,56 @@ def _pack_hits(packed: node_pb2.PackedHits, hits) -> None:
 _SHORT_TEXT = ("document_id", "chunk_id", "content_hash", "content_type", "language", "model")
 
 
+class _StreamOutbox:
+    """The responses of one search stream waiting to be written, in order. With merging (the
+    router set merged_answers), an answer joins the last response not yet taken by the writer,
+    as one of its `more`, up to limits.search_stream_answers_per_write_max answers in one
+    response: answers that finish while a write is on its way leave in the next write together.
+    Answers are filled in place (slot), so joining copies nothing. One event loop uses it."""
+
+    def __init__(self):
+        self._waiting: collections.deque = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._last_joined = False
+
+    def slot(self, ticket: int, merging: bool) -> node_pb2.ShardSearchStreamResponse:
+        """The answer to fill for `ticket`: a response of its own, or an entry of the last
+        waiting response's `more`. The caller fills it before it next awaits."""
+        if merging and self._waiting and \
+                len(self._waiting[-1].more) + 1 < limits.search_stream_answers_per_write_max:
+            answer = self._waiting[-1].more.add()
+            self._last_joined = True
+        else:
+            answer = node_pb2.ShardSearchStreamResponse()
+            self._waiting.append(answer)
+            self._last_joined = False
+            self._ready.set()
+        answer.ticket = ticket
+        return answer
+
+    def give_back(self) -> None:
+        """Removes the slot just taken, unfilled (no await came in between)."""
+        if self._last_joined:
+            del self._waiting[-1].more[-1]
+        else:
+            self._waiting.pop()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def next(self) -> node_pb2.ShardSearchStreamResponse | None:
+        """The oldest waiting response (no answer joins it any more), or None once closed and
+        empty."""
+        while not self._waiting:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._waiting.popleft()
+
+
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
     def __init__(self, host: ShardHost, participant: Participant, replication: Replication):
         self.host = host
@@ -448,8 +499,10 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         is done (answers may overtake each other). A batch still running after the message's
         timeout_ms answers DEADLINE_EXCEEDED for each of its searches. Fencing is per search,
         as in SearchBatch: each names its dataset, shard and epoch. The stream ends when the
-        router closes it; a message without a valid cluster proof ends it (cluster_auth)."""
-        answers: asyncio.Queue = asyncio.Queue()
+        router closes it; a message without a valid cluster proof ends it (cluster_auth).
+        To a router that sets merged_answers, the answers finished while the previous response
+        was being written go out together in one response (_StreamOutbox)."""
+        outbox = _StreamOutbox()
         running: set[asyncio.Task] = set()
         observe = node_metrics.SEARCH_SECONDS.observe
 
@@ -468,35 +521,35 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                 batch = node_pb2.ShardSearchBatchResponse(
                     outcomes=[_failed(exc)] * len(searches))
             # One observation per message, as the unary Search and SearchBatch have one per call.
-            node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
-            answers.put_nowait(node_pb2.ShardSearchStreamResponse(ticket=message.ticket,
-                                                                  batch=batch))
+            observe(time.perf_counter() - started)
+            outbox.slot(message.ticket, message.merged_answers).batch.CopyFrom(batch)
 
         async def read() -> None:
             try:
                 async for message in requests:
                     started = time.perf_counter()
-                    response = node_pb2.ShardSearchStreamResponse(ticket=message.ticket)
-                    if self._search_batch_now(message.batch.searches,
-                                              response.batch) is not None:
+                    # The answer is built right in the response that will carry it; a search
+                    # that needs more than the inline path gives its slot back.
+                    slot = outbox.slot(message.ticket, message.merged_answers)
+                    if self._search_batch_now(message.batch.searches, slot.batch) is not None:
                         observe(time.perf_counter() - started)
-                        answers.put_nowait(response)
                         continue
+                    outbox.give_back()
                     task = asyncio.ensure_future(answer(message))
                     running.add(task)
                     task.add_done_callback(running.discard)
                 if running:
                     await asyncio.gather(*list(running), return_exceptions=True)
             finally:
-                answers.put_nowait(None)
+                outbox.close()
 
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                item = await answers.get()
-                if item is None:
+                response = await outbox.next()
+                if response is None:
                     break
-                yield item
+                yield response
             await reader    # the reader's error (a refused proof) ends the stream with it
         finally:
             reader.cancel()

@@ -442,3 +442,10 @@ router_gc_gen0_allocations_max = 50_000
 # indexer, the committer) then keep freed memory in arenas of their own. With 2: nodes 5-8% less
 # resident after a 200k ingest (bench/million.py, one run each), the empty cluster unchanged.
 process_malloc_arenas_max = 2
+
+# ---- node search stream writes (issue 18; node/server.py SearchStream) ----------------------------
+# Answers a node sends in one search-stream response to a router that reads merged answers
+# (ShardSearchStreamRequest.merged_answers): the answers finished while the previous write was
+# on its way go out together, one write (sendmsg) and one read on the router for all of them.
+# Each answer of a plain top-10 search is ~0.3 KB packed, so a full response stays ~10 KB.
+search_stream_answers_per_write_max = 32
