@@ -14,7 +14,7 @@ import pytest
 
 from node.server import ShardNodeService
 from proto import node_pb2, node_pb2_grpc
-from router.shard_client import GrpcShardClient
+from router.shard_client import GrpcShardClient, SearchStream
 from shard.records import VectorRecord
 from shard.replica import ShardReplica
 from tributary import cluster_auth, errors, limits
@@ -311,20 +311,25 @@ def test_a_router_that_does_not_read_merged_answers_gets_one_response_per_messag
     asyncio.run(main())
 
 
-def test_the_router_client_settles_every_search_of_a_merged_response(replica):
+def test_the_router_stream_settles_every_message_of_a_merged_response(replica, monkeypatch):
+    monkeypatch.setattr(limits, "node_rpc_timeout_ms", 8_000)   # a lost answer fails sooner
+
     async def main():
         node = _SlowWriterNode(_Host(replica))
         server, address = await _serving(node)
         client = GrpcShardClient(TOKEN)
         try:
             queries = _queries(30)
-            expected = [_hits(await client._stub(address).Search(_request(q, top_k=1 + i % 9),
-                                                                  timeout=10))
-                        for i, q in enumerate(queries)]
-            got = await asyncio.gather(*(client.search(address, _request(q, top_k=1 + i % 9))
-                                         for i, q in enumerate(queries)))
-            assert [_hits(r) for r in got] == expected
-            assert node.calls["SearchStream"] == 1
+            requests = [_request(q, top_k=1 + i % 9) for i, q in enumerate(queries)]
+            expected = [_hits(await client._stub(address).Search(r, timeout=10))
+                        for r in requests]
+            stream = SearchStream(client._stub(address).SearchStream)
+            # One message per search, all in flight while the node holds its first write back.
+            got = await asyncio.gather(*(stream.send(node_pb2.ShardSearchBatchRequest(
+                searches=[r])) for r in requests))
+            assert [_hits(batch.outcomes[0].response) for batch in got] == expected
+            assert stream.messages == len(requests) and node.calls["SearchStream"] == 1
+            stream.close()
         finally:
             await client.close()
             await server.stop(None)
