@@ -531,7 +531,12 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                     # The answer is built right in the response that will carry it; a search
                     # that needs more than the inline path gives its slot back.
                     slot = outbox.slot(message.ticket, message.merged_answers)
-                    if self._search_batch_now(message.batch.searches, slot.batch) is not None:
+                    try:
+                        answered = self._search_batch_now(message.batch.searches, slot.batch)
+                    except BaseException:
+                        outbox.give_back()  # never a half-built answer; the stream ends
+                        raise
+                    if answered is not None:
                         observe(time.perf_counter() - started)
                         continue
                     outbox.give_back()

@@ -374,3 +374,32 @@ def test_the_stream_outbox_writer_waits_for_an_answer_and_ends_when_closed():
         outbox.close()
         assert await asyncio.wait_for(closed, 5) is None
     asyncio.run(main())
+
+
+def test_a_search_that_fails_inline_ends_the_stream_without_a_half_built_answer(replica,
+                                                                                  monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the graph broke")
+    monkeypatch.setattr(replica, "search_batch", broken)
+
+    async def main():
+        server, address = await _serving(_CountingNode(_Host(replica)))
+        channel = grpc.aio.insecure_channel(address)
+        try:
+            stub = cluster_auth.stub(node_pb2.DESCRIPTOR.services_by_name["ShardNode"],
+                                     channel, TOKEN)
+
+            async def one():
+                yield node_pb2.ShardSearchStreamRequest(
+                    ticket=1, merged_answers=True, batch=node_pb2.ShardSearchBatchRequest(
+                        searches=[_request(_queries(1)[0])]))
+                await asyncio.Event().wait()
+            received = []
+            with pytest.raises(grpc.aio.AioRpcError):
+                async for response in stub.SearchStream(one()):
+                    received.append(response)
+            assert received == []
+        finally:
+            await channel.close()
+            await server.stop(None)
+    asyncio.run(main())
