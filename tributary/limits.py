@@ -449,3 +449,5 @@ process_malloc_arenas_max = 2
 # on its way go out together, one write (sendmsg) and one read on the router for all of them.
 # Each answer of a plain top-10 search is ~0.3 KB packed, so a full response stays ~10 KB.
 search_stream_answers_per_write_max = 32
+if search_stream_answers_per_write_max < 1:
+    raise ValueError("search_stream_answers_per_write_max must be at least 1")
