@@ -379,8 +379,12 @@ search_batch_queries_max = 32
 # hnswlib threads one batched knn_query uses on a node (both cores).
 search_batch_threads_max = 2
 # A batch of at most this many searches of one shard runs on the node's event loop when it needs
-# no waiting (ShardReplica.search_batch, not blocking): a few graph searches, ~0.3 ms each.
-search_batch_inline_queries_max = 4
+# no waiting (ShardReplica.search_batch, not blocking): graph searches of ~0.1-0.3 ms each, so
+# the loop is held ~2-5 ms at most. Larger batches go to a worker thread, which costs a task, a
+# thread hand-off and hnswlib's per-call thread start. Under 16 router-batched searches in
+# flight the router's batches average 4-8 searches: with 4 here, node CPU per search was
+# 410-546 us, with 16 354-356 us (/tmp node-only bench, same run, load 21-25).
+search_batch_inline_queries_max = 16
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches
