@@ -383,7 +383,8 @@ search_batch_threads_max = 2
 # the loop is held ~2-5 ms at most. Larger batches go to a worker thread, which costs a task, a
 # thread hand-off and hnswlib's per-call thread start. Under 16 router-batched searches in
 # flight the router's batches average 4-8 searches: with 4 here, node CPU per search was
-# 410-546 us, with 16 354-356 us (/tmp node-only bench, same run, load 21-25).
+# 410-546 us, with 16 354-356 us (the real node handler on a 50k x 128 replica driven through
+# the router's SearchBatcher, alone, both settings in one run, load 21-25).
 search_batch_inline_queries_max = 16
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
