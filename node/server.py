@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import shutil
@@ -268,6 +269,19 @@ def _batchable(request) -> bool:
                 or request.filter_expression or request.filters)
 
 
+def _queries_of(searches, record: DatasetRecord) -> np.ndarray | None:
+    """The queries of plain searches of one dataset as one (n, d) float32 matrix, each checked
+    by _query_of; None when one is invalid (the caller's full path then answers its error).
+    Row by row on purpose: a join and vectorized checks cost more at the few queries a message
+    holds (12-21 us against 3.5 us per query at 128-d)."""
+    try:
+        if len(searches) == 1:
+            return _query_of(searches[0], record).reshape(1, -1)
+        return np.stack([_query_of(item, record) for item in searches])
+    except TributaryError:
+        return None
+
+
 def _packs(request) -> bool:
     return request.packed and not (request.include_content or request.include_metadata
                                    or request.include_values)
@@ -282,20 +296,55 @@ def _failed(exc: BaseException) -> node_pb2.ShardSearchOutcome:
 
 def _search_response(outcome, dimensions: int, packed: bool = False
                      ) -> node_pb2.ShardSearchResponse:
-    # Hits are filled in place: building ShardHit messages first copied every vector twice.
-    response = node_pb2.ShardSearchResponse(
-        vectors_scanned=outcome.vectors_scanned, index_hits=outcome.index_hits,
-        database_time_ms=outcome.database_time_ms, filtered_out=outcome.filtered_out,
-        strategy=outcome.strategy)
+    response = node_pb2.ShardSearchResponse()
+    _fill_search_response(response, outcome, dimensions, packed)
+    return response
+
+
+def _fill_search_response(response: node_pb2.ShardSearchResponse, outcome, dimensions: int,
+                          packed: bool) -> None:
+    """Fills `response` in place (a message built first and then handed to its parent would be
+    copied once more). An outcome with columns (HitColumns) answers packed; the replica gives
+    columns only to a search that asked for the packed form."""
+    response.vectors_scanned = outcome.vectors_scanned
+    response.index_hits = outcome.index_hits
+    response.database_time_ms = outcome.database_time_ms
+    response.filtered_out = outcome.filtered_out
+    response.strategy = outcome.strategy
+    if outcome.columns is not None:
+        assert packed, "columns are given only to a search that asked for packed hits"
+        _pack_columns(response.packed, outcome.columns)
+        return
     if packed:
         _pack_hits(response.packed, outcome.hits)
-        return response
+        return
+    # Hits are filled in place: building ShardHit messages first copied every vector twice.
     for h in outcome.hits:
         hit = response.hits.add()
         fill_vector(hit.vector, h.record, dimensions)
         hit.score = h.score
         hit.distance = h.distance
-    return response
+
+
+def _pack_columns(packed: node_pb2.PackedHits, columns) -> None:
+    """PackedHits from a replica's HitColumns: each column is one numpy -> bytes copy; only the
+    sparse short fields, when some hit has any, take a message per hit."""
+    if not columns.ids:
+        return
+    packed.ids.extend(columns.ids)
+    packed.scores = columns.scores.astype(_F32, copy=False).tobytes()
+    packed.distances = columns.distances.astype(_F32, copy=False).tobytes()
+    packed.created_at_ms = columns.created_at_ms.astype(_I64, copy=False).tobytes()
+    packed.updated_at_ms = columns.updated_at_ms.astype(_I64, copy=False).tobytes()
+    if columns.fields:
+        for values in columns.fields:
+            vector = packed.fields.add()
+            for name, value in values.items():
+                setattr(vector, name, value)
+
+
+# PackedHits' column types: little-endian whatever the host.
+_F32, _I64 = np.dtype("<f4"), np.dtype("<i8")
 
 
 def _pack_hits(packed: node_pb2.PackedHits, hits) -> None:
@@ -304,11 +353,11 @@ def _pack_hits(packed: node_pb2.PackedHits, hits) -> None:
     count = len(hits)
     records = [h.record for h in hits]
     packed.ids.extend([r.id for r in records])
-    packed.scores = np.fromiter((h.score for h in hits), np.float32, count).tobytes()
-    packed.distances = np.fromiter((h.distance for h in hits), np.float32, count).tobytes()
-    packed.created_at_ms = np.fromiter((r.created_at_ms for r in records), np.int64,
+    packed.scores = np.fromiter((h.score for h in hits), _F32, count).tobytes()
+    packed.distances = np.fromiter((h.distance for h in hits), _F32, count).tobytes()
+    packed.created_at_ms = np.fromiter((r.created_at_ms for r in records), _I64,
                                        count).tobytes()
-    packed.updated_at_ms = np.fromiter((r.updated_at_ms for r in records), np.int64,
+    packed.updated_at_ms = np.fromiter((r.updated_at_ms for r in records), _I64,
                                        count).tobytes()
     if any(r.chunk_index or r.chunk_count or any(getattr(r, name) for name in _SHORT_TEXT)
            for r in records):
@@ -326,6 +375,56 @@ def _pack_hits(packed: node_pb2.PackedHits, hits) -> None:
 
 # The short text fields a packed hit carries (PackedHits.fields); content is never packed.
 _SHORT_TEXT = ("document_id", "chunk_id", "content_hash", "content_type", "language", "model")
+
+
+class _StreamOutbox:
+    """The responses of one search stream waiting to be written, in order. With merging (the
+    router set merged_answers), an answer joins the last response not yet taken by the writer,
+    as one of its `more`, up to limits.search_stream_answers_per_write_max answers in one
+    response: answers that finish while a write is on its way leave in the next write together.
+    Answers are filled in place (slot), so joining copies nothing. One event loop uses it."""
+
+    def __init__(self):
+        self._waiting: collections.deque = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._last_joined = False
+
+    def slot(self, ticket: int, merging: bool) -> node_pb2.ShardSearchStreamResponse:
+        """The answer to fill for `ticket`: a response of its own, or an entry of the last
+        waiting response's `more`. The caller fills it before it next awaits."""
+        if merging and self._waiting and \
+                len(self._waiting[-1].more) + 1 < limits.search_stream_answers_per_write_max:
+            answer = self._waiting[-1].more.add()
+            self._last_joined = True
+        else:
+            answer = node_pb2.ShardSearchStreamResponse()
+            self._waiting.append(answer)
+            self._last_joined = False
+            self._ready.set()
+        answer.ticket = ticket
+        return answer
+
+    def give_back(self) -> None:
+        """Removes the slot just taken, unfilled (no await came in between)."""
+        if self._last_joined:
+            del self._waiting[-1].more[-1]
+        else:
+            self._waiting.pop()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def next(self) -> node_pb2.ShardSearchStreamResponse | None:
+        """The oldest waiting response (no answer joins it any more), or None once closed and
+        empty."""
+        while not self._waiting:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._waiting.popleft()
 
 
 class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
@@ -455,9 +554,12 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         is done (answers may overtake each other). A batch still running after the message's
         timeout_ms answers DEADLINE_EXCEEDED for each of its searches. Fencing is per search,
         as in SearchBatch: each names its dataset, shard and epoch. The stream ends when the
-        router closes it; a message without a valid cluster proof ends it (cluster_auth)."""
-        answers: asyncio.Queue = asyncio.Queue()
+        router closes it; a message without a valid cluster proof ends it (cluster_auth).
+        To a router that sets merged_answers, the answers finished while the previous response
+        was being written go out together in one response (_StreamOutbox)."""
+        outbox = _StreamOutbox()
         running: set[asyncio.Task] = set()
+        observe = node_metrics.SEARCH_SECONDS.observe
 
         async def answer(message: node_pb2.ShardSearchStreamRequest) -> None:
             started = time.perf_counter()
@@ -474,76 +576,90 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                 batch = node_pb2.ShardSearchBatchResponse(
                     outcomes=[_failed(exc)] * len(searches))
             # One observation per message, as the unary Search and SearchBatch have one per call.
-            node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
-            answers.put_nowait(node_pb2.ShardSearchStreamResponse(ticket=message.ticket,
-                                                                  batch=batch))
+            observe(time.perf_counter() - started)
+            outbox.slot(message.ticket, message.merged_answers).batch.CopyFrom(batch)
 
         async def read() -> None:
             try:
                 async for message in requests:
                     started = time.perf_counter()
-                    batch = self._search_batch_now(message.batch.searches)
-                    if batch is not None:
-                        node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
-                        answers.put_nowait(node_pb2.ShardSearchStreamResponse(
-                            ticket=message.ticket, batch=batch))
+                    # The answer is built right in the response that will carry it; a search
+                    # that needs more than the inline path gives its slot back.
+                    slot = outbox.slot(message.ticket, message.merged_answers)
+                    try:
+                        answered = self._search_batch_now(message.batch.searches, slot.batch)
+                    except BaseException:
+                        outbox.give_back()  # never a half-built answer; the stream ends
+                        raise
+                    if answered is not None:
+                        observe(time.perf_counter() - started)
                         continue
+                    outbox.give_back()
                     task = asyncio.ensure_future(answer(message))
                     running.add(task)
                     task.add_done_callback(running.discard)
                 if running:
                     await asyncio.gather(*list(running), return_exceptions=True)
             finally:
-                answers.put_nowait(None)
+                outbox.close()
 
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                item = await answers.get()
-                if item is None:
+                response = await outbox.next()
+                if response is None:
                     break
-                yield item
+                yield response
             await reader    # the reader's error (a refused proof) ends the stream with it
         finally:
             reader.cancel()
             for task in list(running):
                 task.cancel()
 
-    def _search_batch_now(self, searches) -> node_pb2.ShardSearchBatchResponse | None:
+    def _search_batch_now(self, searches, into: node_pb2.ShardSearchBatchResponse | None = None
+                          ) -> node_pb2.ShardSearchBatchResponse | None:
         """_search_batch's answer when it needs no waiting: every search plain, fenced with
         the catalog at hand (ShardHost.replica_now), and run inline by search_batch as
         _search_batch would run it. None when any search needs more (an error included);
-        _search_batch then answers all of them. Saves a task per stream message."""
-        groups: dict[tuple, list] = {}
-        for position, item in enumerate(searches):
-            if not _batchable(item):
-                return None
-            found = self.host.replica_now(item.shard)
-            if found is None:
-                return None
-            record, replica = found
-            try:
-                query = _query_of(item, record)
-            except TributaryError:
-                return None
-            groups.setdefault((id(replica), item.ef_search), []).append(
-                (position, record, replica, query, item))
-        if len(groups) != 1:
-            return None     # several shards or ef values in one message: rare, the full path
-        members = next(iter(groups.values()))
-        if len(members) > limits.search_batch_inline_queries_max:
+        _search_batch then answers all of them. Saves a task per stream message. The answer
+        is filled into `into` when given (and `into` is left untouched when None is
+        returned)."""
+        if not searches:
             return None
-        replica = members[0][2]
-        found = replica.search_batch(
-            np.stack([m[3] for m in members]), [m[4].top_k for m in members],
-            members[0][4].ef_search, [m[4].include_content for m in members],
-            [m[4].include_metadata for m in members], blocking=False)
-        if found is None:
+        first = searches[0]
+        ef_search = first.ef_search
+        fence = None
+        for item in searches:
+            if not _batchable(item) or item.ef_search != ef_search:
+                return None
+            ref = item.shard
+            key = (ref.dataset_uuid, ref.shard, ref.epoch)
+            if key != fence:
+                if fence is not None:
+                    return None     # several shards in one message: rare, the full path
+                found = self.host.replica_now(ref)
+                if found is None:
+                    return None
+                fence = key
+        record, replica = found
+        if len(searches) > limits.search_batch_inline_queries_max:
             return None
-        return node_pb2.ShardSearchBatchResponse(outcomes=[
-            node_pb2.ShardSearchOutcome(response=_search_response(
-                outcome, record.dimensions, _packs(item)))
-            for (_, record, _, _, item), outcome in zip(members, found)])
+        queries = _queries_of(searches, record)
+        if queries is None:
+            return None
+        outcomes = replica.search_batch(
+            queries, [item.top_k for item in searches], ef_search,
+            [item.include_content for item in searches],
+            [item.include_metadata for item in searches], blocking=False,
+            packed=[_packs(item) for item in searches])
+        if outcomes is None:
+            return None
+        batch = node_pb2.ShardSearchBatchResponse() if into is None else into
+        dimensions = record.dimensions
+        for item, outcome in zip(searches, outcomes):
+            _fill_search_response(batch.outcomes.add().response, outcome, dimensions,
+                                  _packs(item))
+        return batch
 
     async def _search_batch(self, searches: list) -> node_pb2.ShardSearchBatchResponse:
         """Each search answers on its own (an error is its outcome, the others go on). Plain
@@ -575,12 +691,14 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
                          [item.include_metadata for item in items])
             try:
                 found = None
+                packed = [_packs(item) for item in items]
                 if len(members) <= limits.search_batch_inline_queries_max:
                     # As search_now: a small batch that needs no waiting runs right here (the
                     # hand-off to a worker thread cost about a tenth of a node's search CPU).
-                    found = replica.search_batch(*arguments, blocking=False)
+                    found = replica.search_batch(*arguments, blocking=False, packed=packed)
                 if found is None:
-                    found = await asyncio.to_thread(replica.search_batch, *arguments)
+                    found = await asyncio.to_thread(replica.search_batch, *arguments,
+                                                    packed=packed)
             except Exception as exc:  # noqa: BLE001
                 for position, _, _, _ in members:
                     outcomes[position] = _failed(exc)

@@ -551,7 +551,8 @@ def hide_foreign_rows(replica: ShardReplica, dataset_uuid: str, shard: int, cata
                        top_k)
 
     def search_batch(queries, top_ks, ef_search=0, include_content=None,
-                     include_metadata=None, blocking=True):
+                     include_metadata=None, blocking=True, packed=None):
+        # `packed` is declined: foreign rows are dropped per hit, so the answers stay hits.
         count = count_now()
         if not count:
             return cls.search_batch(replica, queries, top_ks, ef_search, include_content,

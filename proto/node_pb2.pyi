@@ -612,19 +612,23 @@ class MarkCopyResponse(_message.Message):
     def __init__(self, commit_id: _Optional[str] = ...) -> None: ...
 
 class ShardSearchStreamRequest(_message.Message):
-    __slots__ = ("ticket", "batch", "timeout_ms")
+    __slots__ = ("ticket", "batch", "timeout_ms", "merged_answers")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MERGED_ANSWERS_FIELD_NUMBER: _ClassVar[int]
     ticket: int
     batch: ShardSearchBatchRequest
     timeout_ms: int
-    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    merged_answers: bool
+    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., merged_answers: _Optional[bool] = ...) -> None: ...
 
 class ShardSearchStreamResponse(_message.Message):
-    __slots__ = ("ticket", "batch")
+    __slots__ = ("ticket", "batch", "more")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     ticket: int
     batch: ShardSearchBatchResponse
-    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchResponse, _Mapping]] = ...) -> None: ...
+    more: _containers.RepeatedCompositeFieldContainer[ShardSearchStreamResponse]
+    def __init__(self, ticket: _Optional[int] = ..., batch: _Optional[_Union[ShardSearchBatchResponse, _Mapping]] = ..., more: _Optional[_Iterable[_Union[ShardSearchStreamResponse, _Mapping]]] = ...) -> None: ...

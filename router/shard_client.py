@@ -294,10 +294,12 @@ class SearchStream:
 
     async def _read(self, call, outbox: asyncio.Queue, waiting: dict) -> None:
         try:
-            async for answer in call:
-                future = waiting.pop(answer.ticket, None)
-                if future is not None:
-                    _settle(future, answer.batch)
+            async for response in call:
+                # A node may answer several messages in one response (merged_answers).
+                for answer in (response, *response.more):
+                    future = waiting.pop(answer.ticket, None)
+                    if future is not None:
+                        _settle(future, answer.batch)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self.unsupported = True
@@ -324,7 +326,8 @@ class SearchStream:
         waiting = self._waiting
         waiting[ticket] = future
         self._outbox.put_nowait(node_pb2.ShardSearchStreamRequest(
-            ticket=ticket, batch=batch, timeout_ms=limits.node_rpc_timeout_ms))
+            ticket=ticket, batch=batch, timeout_ms=limits.node_rpc_timeout_ms,
+            merged_answers=True))
         self.messages += 1
         timer = loop.call_later(limits.node_rpc_timeout_ms / 1000, _settle, future, None,
                                 errors.DeadlineExceeded("the node did not answer the search "

@@ -56,6 +56,24 @@ class Hit:
 
 
 @dataclass
+class HitColumns:
+    """The hits of a search that asks for no content, metadata or values, as columns in hit
+    order (best first): what the node sends as node.proto PackedHits, built without a record
+    per hit. `fields` holds, per hit, its non-empty short fields (document_id, chunk_id,
+    content_hash, content_type, language, model, chunk_index, chunk_count) as a dict, and is
+    None when no hit has any."""
+    ids: list[str]
+    scores: np.ndarray          # float32
+    distances: np.ndarray       # float32
+    created_at_ms: np.ndarray   # int64
+    updated_at_ms: np.ndarray   # int64
+    fields: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
 class SearchOutcome:
     hits: list[Hit]
     vectors_scanned: int
@@ -63,3 +81,6 @@ class SearchOutcome:
     database_time_ms: float
     filtered_out: int = 0
     strategy: str = "hnsw"
+    # Set instead of `hits` when the caller asked for columns (ShardReplica.search_batch with
+    # `packed`): then `hits` is empty.
+    columns: HitColumns | None = None

@@ -52,7 +52,7 @@ from shard import filter_eval
 from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
-from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
+from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, HitColumns, SearchOutcome,
                            VectorRecord, WriteResult)
 from shard.scoring import HNSW_SPACE, scores_from_hnsw
 from tributary import lazy_import, limits, tracing
@@ -102,6 +102,7 @@ INDEX_TYPES = ("hnsw", "flat")
 
 
 _TOO_FEW = object()   # _knn_once: hnswlib could not find k live rows
+_NO_GRAPH_ROWS = object()     # _graph_batch: the graph holds no row to search
 
 
 class ShardReplica:
@@ -617,8 +618,8 @@ class ShardReplica:
 
     def search_batch(self, queries: np.ndarray, top_ks: list[int], ef_search: int = 0,
                      include_content: list[bool] | None = None,
-                     include_metadata: list[bool] | None = None, blocking: bool = True
-                     ) -> list[SearchOutcome] | None:
+                     include_metadata: list[bool] | None = None, blocking: bool = True,
+                     packed: list[bool] | None = None) -> list[SearchOutcome] | None:
         """search() of the plain kind (no filter, not exact, no values) for each row of
         `queries` (validated and normalized, one per row), as one hnswlib knn_query over the
         whole batch: hnswlib spreads the rows over its C++ threads, and the Python around the
@@ -628,7 +629,11 @@ class ShardReplica:
 
         Not `blocking` (an event loop calling, as search_now): None instead of waiting for a
         lock or the ef gate, and for work search_now would decline (a flat scan, more pending
-        rows than search_now_pending_rows_max, ef_search or a top_k above _NOW_EF_MAX)."""
+        rows than search_now_pending_rows_max, ef_search or a top_k above _NOW_EF_MAX).
+
+        Row i with `packed[i]` (and neither content nor metadata asked for) answers its hits as
+        columns (SearchOutcome.columns, HitColumns) instead of records: the same ids, scores,
+        distances and short fields, without reading rows or building a record per hit."""
         count = len(top_ks)
         contents = include_content or [False] * count
         metadatas = include_metadata or [False] * count
@@ -658,17 +663,53 @@ class ShardReplica:
         if candidates is None:
             return None
         labels, raw = candidates
+        # Scores for the whole matrix at once (elementwise: each equals _resolve's).
+        scores, distances = scores_from_hnsw(self.metric, raw)
+        columns = packed or [False] * count
         if not self._lock.acquire(blocking=blocking):
             return None
         try:
             outcomes = []
             for i in range(count):
-                found = self._resolve(labels[i], raw[i], ks[i])
+                positions, ids = self._live_labels(labels[i], ks[i])
+                if columns[i] and not (contents[i] or metadatas[i]):
+                    outcomes.append(self._columns_outcome(
+                        ids, labels[i][positions], scores[i][positions],
+                        distances[i][positions], started, live))
+                    continue
+                found = list(zip(ids, scores[i][positions].tolist(),
+                                 distances[i][positions].tolist()))
                 outcomes.append(self._outcome(found, started, live, 0, "hnsw", False,
                                               contents[i], metadatas[i]))
             return outcomes
         finally:
             self._lock.release()
+
+    def _columns_outcome(self, ids: list[str], labels: np.ndarray, scores: np.ndarray,
+                         distances: np.ndarray, started: float, scanned: int) -> SearchOutcome:
+        """A plain search's hits as columns (HitColumns), from memory only: the times by one
+        fancy index into _SmallFields' arrays, the sparse short fields only when the shard holds
+        any. The caller holds _lock."""
+        row_of = self._row_of
+        rows = [row_of[vid] for vid in ids]
+        small = self._small
+        fields = None
+        sparse = [(name, column) for name, column in (*small.text.items(), *small.ints.items())
+                  if column]
+        if sparse and ids:
+            fields = []
+            for label in labels.tolist():
+                fields.append({name: column[label] for name, column in sparse
+                               if label in column})
+            if not any(fields):
+                fields = None
+        columns = HitColumns(ids=ids, scores=scores.astype(np.float32),
+                             distances=distances.astype(np.float32),
+                             created_at_ms=small.created[rows], updated_at_ms=small.updated[rows],
+                             fields=fields)
+        return SearchOutcome([], vectors_scanned=scanned, index_hits=len(ids),
+                             database_time_ms=(time.perf_counter() - started) * 1000,
+                             columns=columns)
 
     def _candidates_batch(self, queries: np.ndarray, k: int, ef: int, pending: list,
                           indexed_live: int, unmarked: int, blocking: bool = True
@@ -680,25 +721,26 @@ class ShardReplica:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         labels_out: list[np.ndarray] = []
         raw_out: list[np.ndarray] = []
-        with contextlib.ExitStack() as held:
-            if blocking:
-                held.enter_context(self._index_lock.read())
-            elif self._index_lock.try_read():
-                held.callback(self._index_lock.release_read)
-            else:
-                return None
-            k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
-                          self._index.get_current_count())
-            if k_graph > 0:
-                with tracing.span("hnsw.search", {"hnsw.ef": max(ef, k_graph),
-                                                  "hnsw.k": k_graph,
-                                                  "hnsw.queries": len(queries)}):
-                    found = self._knn_batch(queries, k_graph, max(ef, k_graph), blocking)
-                if found is None:
-                    return None
-                labels, raw = found
-                labels_out.append(labels.astype(np.int64))
-                raw_out.append(raw)
+        if blocking:
+            with self._index_lock.read():
+                found = self._graph_batch(queries, k, ef, indexed_live, unmarked, blocking)
+        elif self._index_lock.try_read():
+            try:
+                found = self._graph_batch(queries, k, ef, indexed_live, unmarked, blocking)
+            finally:
+                self._index_lock.release_read()
+        else:
+            return None
+        if found is None:
+            return None
+        if found is not _NO_GRAPH_ROWS:
+            labels, raw = found
+            labels_out.append(labels.astype(np.int64))
+            raw_out.append(raw)
+        if not pending and labels_out:
+            # The graph's answer alone: knn_query gives each row best first already, which is
+            # the order the stable sort below would keep.
+            return labels_out[0], raw_out[0]
         for chunk_labels, chunk_vectors in pending:
             labels_out.append(np.broadcast_to(chunk_labels, (len(queries), len(chunk_labels))))
             # Row by row, as _candidates computes them, so each row's distances are the same.
@@ -712,6 +754,19 @@ class ShardReplica:
         order = np.argsort(all_raw, axis=1, kind="stable")
         return (np.take_along_axis(all_labels, order, axis=1),
                 np.take_along_axis(all_raw, order, axis=1))
+
+    def _graph_batch(self, queries: np.ndarray, k: int, ef: int, indexed_live: int,
+                     unmarked: int, blocking: bool):
+        """The graph's part of _candidates_batch (the caller holds the index read lock): labels
+        and distances, _NO_GRAPH_ROWS when the graph has nothing to give, None when not
+        `blocking` and the ef gate would have made it wait."""
+        k_graph = min(k + unmarked, max(indexed_live + unmarked, 0),
+                      self._index.get_current_count())
+        if k_graph <= 0:
+            return _NO_GRAPH_ROWS
+        with tracing.span("hnsw.search", {"hnsw.ef": max(ef, k_graph), "hnsw.k": k_graph,
+                                          "hnsw.queries": len(queries)}):
+            return self._knn_batch(queries, k_graph, max(ef, k_graph), blocking)
 
     def _knn_batch(self, queries: np.ndarray, k: int, ef: int, blocking: bool = True
                    ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -869,17 +924,26 @@ class ShardReplica:
                  ) -> list[tuple[str, float, float]]:
         """Maps candidate labels to (id, score, distance), dropping deleted and duplicate
         labels, keeping the best k. The caller holds _lock."""
-        found, seen = [], set()
+        positions, ids = self._live_labels(labels, k)
+        scores, distances = scores_from_hnsw(self.metric, raw[positions])
+        return list(zip(ids, scores.tolist(), distances.tolist()))
+
+    def _live_labels(self, labels: np.ndarray, k: int) -> tuple[list[int], list[str]]:
+        """The positions in `labels` of the first k live, distinct labels and their ids
+        (deleted and soft-deleted rows have no id). The caller holds _lock."""
+        id_of_label = self._id_of_label
+        positions: list[int] = []
+        ids: list[str] = []
+        seen: set[int] = set()
         for i, label in enumerate(labels.tolist()):
-            if label in seen or label not in self._id_of_label:
+            if label in seen or label not in id_of_label:
                 continue
             seen.add(label)
-            found.append(i)
-            if len(found) == k:
+            positions.append(i)
+            ids.append(id_of_label[label])
+            if len(ids) == k:
                 break
-        scores, distances = scores_from_hnsw(self.metric, raw[found])
-        return [(self._id_of_label[int(labels[i])], float(sc), float(d))
-                for i, sc, d in zip(found, scores, distances)]
+        return positions, ids
 
     def _raw_distances(self, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
         """hnswlib's own distance: squared L2, or 1 - inner product."""

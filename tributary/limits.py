@@ -379,8 +379,13 @@ search_batch_queries_max = 32
 # hnswlib threads one batched knn_query uses on a node (both cores).
 search_batch_threads_max = 2
 # A batch of at most this many searches of one shard runs on the node's event loop when it needs
-# no waiting (ShardReplica.search_batch, not blocking): a few graph searches, ~0.3 ms each.
-search_batch_inline_queries_max = 4
+# no waiting (ShardReplica.search_batch, not blocking): graph searches of ~0.1-0.3 ms each, so
+# the loop is held ~2-5 ms at most. Larger batches go to a worker thread, which costs a task, a
+# thread hand-off and hnswlib's per-call thread start. Under 16 router-batched searches in
+# flight the router's batches average 4-8 searches: with 4 here, node CPU per search was
+# 410-546 us, with 16 354-356 us (the real node handler on a 50k x 128 replica driven through
+# the router's SearchBatcher, alone, both settings in one run, load 21-25).
+search_batch_inline_queries_max = 16
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches
@@ -442,3 +447,12 @@ router_gc_gen0_allocations_max = 50_000
 # indexer, the committer) then keep freed memory in arenas of their own. With 2: nodes 5-8% less
 # resident after a 200k ingest (bench/million.py, one run each), the empty cluster unchanged.
 process_malloc_arenas_max = 2
+
+# ---- node search stream writes (issue 18; node/server.py SearchStream) ----------------------------
+# Answers a node sends in one search-stream response to a router that reads merged answers
+# (ShardSearchStreamRequest.merged_answers): the answers finished while the previous write was
+# on its way go out together, one write (sendmsg) and one read on the router for all of them.
+# Each answer of a plain top-10 search is ~0.3 KB packed, so a full response stays ~10 KB.
+search_stream_answers_per_write_max = 32
+if search_stream_answers_per_write_max < 1:
+    raise ValueError("search_stream_answers_per_write_max must be at least 1")

@@ -14,7 +14,7 @@ import pytest
 
 from node.server import ShardNodeService
 from proto import node_pb2, node_pb2_grpc
-from router.shard_client import GrpcShardClient
+from router.shard_client import GrpcShardClient, SearchStream
 from shard.records import VectorRecord
 from shard.replica import ShardReplica
 from tributary import cluster_auth, errors, limits
@@ -228,5 +228,178 @@ def test_a_stream_message_without_a_valid_proof_is_refused(replica):
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             await channel.close()
         finally:
+            await server.stop(None)
+    asyncio.run(main())
+
+
+class _SlowWriterNode(_CountingNode):
+    """The real stream handler, with its first response held back for a while before it is
+    written: the answers that finish meanwhile wait for the next write."""
+
+    def SearchStream(self, requests, context):
+        answers = super().SearchStream(requests, context)
+
+        async def held_back():
+            first = True
+            async for response in answers:
+                if first:
+                    await asyncio.sleep(1.0)
+                    first = False
+                yield response
+        return held_back()
+
+
+async def _stream_answers(address: str, queries: list, merged: bool) -> list:
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        stub = cluster_auth.stub(node_pb2.DESCRIPTOR.services_by_name["ShardNode"], channel,
+                                 TOKEN)
+
+        async def messages():
+            for ticket, query in enumerate(queries, start=1):
+                yield node_pb2.ShardSearchStreamRequest(
+                    ticket=ticket, timeout_ms=10_000, merged_answers=merged,
+                    batch=node_pb2.ShardSearchBatchRequest(
+                        searches=[_request(query, top_k=1 + ticket % 9)]))
+            await asyncio.Event().wait()    # keep the stream open until cancelled
+        call = stub.SearchStream(messages())
+        responses, answered = [], 0
+        async for response in call:
+            responses.append(response)
+            answered += 1 + len(response.more)
+            if answered == len(queries):
+                break
+        call.cancel()
+        return responses
+    finally:
+        await channel.close()
+
+
+def test_answers_finished_during_a_write_leave_together_to_a_router_that_reads_them(replica):
+    async def main():
+        node = _SlowWriterNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(20)
+            expected = {ticket: _hits(await client._stub(address).Search(
+                _request(q, top_k=1 + ticket % 9), timeout=10))
+                for ticket, q in enumerate(queries, start=1)}
+            responses = await _stream_answers(address, queries, merged=True)
+            answers = [a for r in responses for a in (r, *r.more)]
+            assert sorted(a.ticket for a in answers) == list(range(1, 21))
+            assert {a.ticket: _hits(a.batch.outcomes[0].response) for a in answers} == expected
+            assert len(responses) < len(queries)    # some answers shared a write
+            assert all(len(r.more) < limits.search_stream_answers_per_write_max
+                       for r in responses)
+            assert not any(len(a.more) for r in responses for a in r.more)
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_router_that_does_not_read_merged_answers_gets_one_response_per_message(replica):
+    async def main():
+        server, address = await _serving(_SlowWriterNode(_Host(replica)))
+        try:
+            responses = await _stream_answers(address, _queries(20), merged=False)
+            assert sorted(r.ticket for r in responses) == list(range(1, 21))
+            assert not any(len(r.more) for r in responses)
+        finally:
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_the_router_stream_settles_every_message_of_a_merged_response(replica, monkeypatch):
+    monkeypatch.setattr(limits, "node_rpc_timeout_ms", 8_000)   # a lost answer fails sooner
+
+    async def main():
+        node = _SlowWriterNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(30)
+            requests = [_request(q, top_k=1 + i % 9) for i, q in enumerate(queries)]
+            expected = [_hits(await client._stub(address).Search(r, timeout=10))
+                        for r in requests]
+            stream = SearchStream(client._stub(address).SearchStream)
+            # One message per search, all in flight while the node holds its first write back.
+            got = await asyncio.gather(*(stream.send(node_pb2.ShardSearchBatchRequest(
+                searches=[r])) for r in requests))
+            assert [_hits(batch.outcomes[0].response) for batch in got] == expected
+            assert stream.messages == len(requests) and node.calls["SearchStream"] == 1
+            stream.close()
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_the_stream_outbox_joins_answers_only_for_a_merging_router_and_up_to_its_limit():
+    from node.server import _StreamOutbox
+
+    async def main():
+        outbox = _StreamOutbox()
+        outbox.slot(1, merging=False)
+        outbox.slot(2, merging=False)       # an old router: a response per answer
+        for ticket in range(3, 3 + limits.search_stream_answers_per_write_max + 1):
+            outbox.slot(ticket, merging=True)
+        outbox.slot(99, merging=True)
+        outbox.give_back()                   # the inline path declined: no answer for 99
+        outbox.close()
+        responses = []
+        while (response := await outbox.next()) is not None:
+            responses.append(response)
+        tickets = [[r.ticket, *(m.ticket for m in r.more)] for r in responses]
+        full = limits.search_stream_answers_per_write_max
+        # Answer 3 joins answer 2's response (still waiting) until it holds `full` answers;
+        # the last two start the next one (and 99, given back, is in none).
+        assert tickets == [[1], list(range(2, 2 + full)), [2 + full, 3 + full]]
+    asyncio.run(main())
+
+
+def test_the_stream_outbox_writer_waits_for_an_answer_and_ends_when_closed():
+    from node.server import _StreamOutbox
+
+    async def main():
+        outbox = _StreamOutbox()
+        waiting = asyncio.ensure_future(outbox.next())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        outbox.slot(5, merging=True)
+        assert (await asyncio.wait_for(waiting, 5)).ticket == 5
+        closed = asyncio.ensure_future(outbox.next())
+        await asyncio.sleep(0.05)
+        outbox.close()
+        assert await asyncio.wait_for(closed, 5) is None
+    asyncio.run(main())
+
+
+def test_a_search_that_fails_inline_ends_the_stream_without_a_half_built_answer(replica,
+                                                                                  monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the graph broke")
+    monkeypatch.setattr(replica, "search_batch", broken)
+
+    async def main():
+        server, address = await _serving(_CountingNode(_Host(replica)))
+        channel = grpc.aio.insecure_channel(address)
+        try:
+            stub = cluster_auth.stub(node_pb2.DESCRIPTOR.services_by_name["ShardNode"],
+                                     channel, TOKEN)
+
+            async def one():
+                yield node_pb2.ShardSearchStreamRequest(
+                    ticket=1, merged_answers=True, batch=node_pb2.ShardSearchBatchRequest(
+                        searches=[_request(_queries(1)[0])]))
+                await asyncio.Event().wait()
+            received = []
+            with pytest.raises(grpc.aio.AioRpcError):
+                async for response in stub.SearchStream(one()):
+                    received.append(response)
+            assert received == []
+        finally:
+            await channel.close()
             await server.stop(None)
     asyncio.run(main())
