@@ -27,9 +27,9 @@ Contract:
   is safe, add_items and resize_index are not). Lock order is always `_lock`, then the index
   lock, and the indexer never holds both while waiting.
 
-Rows are addressed through in-memory maps (id -> row, id -> label), rebuilt from the store on open.
-hnswlib labels are stable integers kept in the `label` column, because Deep Lake row numbers shift
-when rows are deleted.
+Rows are addressed through one in-memory map (shard/idmap.py: ids and labels in row order, one
+dict id -> label), rebuilt from the store on open. hnswlib labels are stable integers kept in the
+`label` column, because Deep Lake row numbers shift when rows are deleted.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ import time
 import hnswlib
 import numpy as np
 
-import bisect
 import re
 
 from shard import filter_eval
 from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
+from shard.idmap import IdMap
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, SearchOutcome,
@@ -137,7 +137,7 @@ class ShardReplica:
         os.makedirs(path, exist_ok=True)
         self._ds = self._open_or_create_store()
         self._load_maps()
-        self._small = _SmallFields(self._ds, self._labels)
+        self._small = _SmallFields(self._ds, self._labels.tolist())
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
@@ -159,10 +159,10 @@ class ShardReplica:
             rows = self._to_enqueue
             values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
                 len(rows), self.dimensions)
-            self._enqueue(np.asarray([self._labels[r] for r in rows], dtype=np.int64), values)
+            self._enqueue(self._labels[np.asarray(rows, dtype=np.int64)], values)
         self._index_generation = 0
         for vid in self._soft_deleted:
-            self._hide_label(self._label_of[vid])
+            self._hide_label(self._map.label_of(vid))
         self._indexer = None
         if self._index is not None:
             self._indexer = threading.Thread(target=self._index_loop, daemon=True,
@@ -221,25 +221,33 @@ class ShardReplica:
         return ds
 
     def _load_maps(self) -> None:
+        """The row map (shard/idmap.py) from the store's id, label and soft-delete columns.
+        Labels in row order are ascending, because rows are appended with increasing labels
+        and deletes keep the order; a store that breaks that (or holds an id twice) raises
+        Internal. Soft-deleted rows are hidden: searches never name them."""
         count = len(self._ds)
         ids = list(self._ds["id"][:]) if count else []
         labels = np.asarray(self._ds["label"][:], dtype=np.int64) if count else np.zeros(0, np.int64)
-        self._ids: list[str] = ids
-        # Labels in row order: ascending, because rows are appended with increasing labels and
-        # deletes keep the order. The List cursor binary-searches it.
-        self._labels: list[int] = [int(x) for x in labels]
-        self._row_of: dict[str, int] = {vid: row for row, vid in enumerate(ids)}
-        self._label_of: dict[str, int] = {vid: int(label) for vid, label in zip(ids, labels)}
-        self._id_of_label: dict[int, str] = {v: k for k, v in self._label_of.items()}
-        self._next_label = int(labels.max()) + 1 if count else 0
-        if len(self._row_of) != count:
-            raise Internal(f"shard store at {self.path} holds duplicate ids")
         deleted = self._ds[_SOFT_DELETE_COLUMN][:] if count else []
-        self._soft_deleted: set[str] = {vid for vid, when in zip(ids, deleted)
-                                        if when is not None and int(when) > 0}
-        for vid in self._soft_deleted:
-            # Searches map labels through _id_of_label; soft-deleted rows must not come back.
-            self._id_of_label.pop(self._label_of[vid], None)
+        hidden = [vid for vid, when in zip(ids, deleted) if when is not None and int(when) > 0]
+        try:
+            self._map = IdMap(ids, labels, hidden)
+        except ValueError as exc:
+            raise Internal(f"shard store at {self.path}: {exc}") from exc
+        # The map's own id list (the same object for the map's life: it changes in place), so
+        # that `len(self._ids)` and `self._ids[row]` read it directly.
+        self._ids: list[str] = self._map.ids
+        self._next_label = self._map.next_label
+
+    @property
+    def _labels(self) -> np.ndarray:
+        """The labels in row order (a read-only view, valid until the next write)."""
+        return self._map.labels
+
+    @property
+    def _soft_deleted(self) -> set[str]:
+        """The soft-deleted ids (the map's hidden set: change it through the map only)."""
+        return self._map.hidden
 
     def _new_index(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
@@ -454,12 +462,12 @@ class ShardReplica:
 
     def existing_ids(self, ids: list[str]) -> list[str]:
         with self._lock:
-            return [i for i in ids if i in self._row_of]
+            return [i for i in ids if i in self._map]
 
     def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
         with self._lock:
-            rows = [self._row_of[i] for i in ids
-                    if i in self._row_of and i not in self._soft_deleted]
+            rows = self._map.rows_of([i for i in ids
+                                      if i in self._map and i not in self._soft_deleted])
             return self._read_rows(rows, include_values=include_values)
 
     def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
@@ -480,11 +488,11 @@ class ShardReplica:
             small.text[name] for name in _SMALL_TEXT)
         chunk_index, chunk_count = small.ints["chunk_index"], small.ints["chunk_count"]
         created, updated = small.created[rows].tolist(), small.updated[rows].tolist()
+        ids = self._ids
         out = []
-        for i, row in enumerate(rows):
-            label = self._labels[row]
+        for i, (row, label) in enumerate(zip(rows, self._map.labels_at(rows))):
             out.append(VectorRecord(
-                id=self._ids[row], values=None if values is None else values[i],
+                id=ids[row], values=None if values is None else values[i],
                 content="" if content is None else content[i],
                 metadata={} if metadata is None or metadata[i] is None else
                 {k: str(v) for k, v in dict(metadata[i]).items()},
@@ -744,8 +752,7 @@ class ShardReplica:
             rows = None
             if where is not None:
                 rows = np.flatnonzero(where.mask(self._filter_view()))
-            hidden = np.fromiter((self._row_of[vid] for vid in self._soft_deleted),
-                                 dtype=np.int64, count=len(self._soft_deleted))
+            hidden = np.asarray(self._map.rows_of(self._soft_deleted), dtype=np.int64)
         if len(hidden):
             rows = np.setdiff1d(np.arange(live) if rows is None else rows, hidden,
                                 assume_unique=True)
@@ -771,13 +778,13 @@ class ShardReplica:
         count = len(self._ids)
         values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
             count, self.dimensions) if count else np.zeros((0, self.dimensions), np.float32))
-        return _VectorMatrix(values, np.asarray(self._labels, dtype=np.int64))
+        return _VectorMatrix(values, self._labels.copy())
 
     def _outcome(self, found: list[tuple[str, float, float]], started: float, scanned: int,
                  filtered_out: int, strategy: str, include_values: bool, include_content: bool,
                  include_metadata: bool) -> SearchOutcome:
         """Reads the hit rows and builds the answer. The caller holds _lock."""
-        rows = [self._row_of[vid] for vid, _, _ in found]
+        rows = self._map.rows_of(vid for vid, _, _ in found)
         records = self._read_rows(rows, include_values=include_values,
                                   include_content=include_content,
                                   include_metadata=include_metadata)
@@ -843,18 +850,25 @@ class ShardReplica:
     def _resolve(self, labels: np.ndarray, raw: np.ndarray, k: int
                  ) -> list[tuple[str, float, float]]:
         """Maps candidate labels to (id, score, distance), dropping deleted and duplicate
-        labels, keeping the best k. The caller holds _lock."""
-        found, seen = [], set()
-        for i, label in enumerate(labels.tolist()):
-            if label in seen or label not in self._id_of_label:
-                continue
-            seen.add(label)
-            found.append(i)
-            if len(found) == k:
-                break
+        labels, keeping the best k. The caller holds _lock. Labels are named a window at a
+        time (one vectorized look-up each), widened while fewer than k are live: the candidate
+        list holds every pending row, which may be many."""
+        found, ids, seen = [], [], set()
+        start, window = 0, 2 * k + 16
+        while len(found) < k and start < len(labels):
+            part = labels[start:start + window]
+            for i, (label, vid) in enumerate(zip(part.tolist(), self._map.ids_of_labels(part)),
+                                             start):
+                if vid is None or label in seen:
+                    continue
+                seen.add(label)
+                found.append(i)
+                ids.append(vid)
+                if len(found) == k:
+                    break
+            start, window = start + window, window * 4
         scores, distances = scores_from_hnsw(self.metric, raw[found])
-        return [(self._id_of_label[int(labels[i])], float(sc), float(d))
-                for i, sc, d in zip(found, scores, distances)]
+        return [(vid, float(sc), float(d)) for vid, sc, d in zip(ids, scores, distances)]
 
     def _raw_distances(self, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
         """hnswlib's own distance: squared L2, or 1 - inner product."""
@@ -871,7 +885,7 @@ class ShardReplica:
                               dtype=np.int64)
         if len(rows) == 0:
             return []
-        labels = [self._labels[r] for r in rows.tolist()]
+        labels = self._map.labels_at(rows)
         vectors = self._vectors_of(labels)
         raw = self._raw_distances(vectors, query)
         k = min(k, len(rows))
@@ -900,7 +914,7 @@ class ShardReplica:
         fetch = min(live, max(top_k * 2, int(top_k / max(selectivity, 1e-6) * 1.5) + 10))
         while True:
             candidates = self._hnsw(query, fetch, max(ef, fetch))
-            rows = np.asarray([self._row_of[vid] for vid, _, _ in candidates], dtype=np.int64)
+            rows = np.asarray(self._map.rows_of(vid for vid, _, _ in candidates), dtype=np.int64)
             keep = where.mask(view, rows=rows) if len(rows) else np.zeros(0, bool)
             passed = [c for c, ok in zip(candidates, keep.tolist()) if ok]
             if len(passed) >= top_k or fetch >= live:
@@ -935,16 +949,17 @@ class ShardReplica:
             ranked = self._bm25_query(terms, min(fetch, live))
             with self._lock:
                 candidates = [(vid, score) for vid, score in ranked
-                              if vid in self._row_of and vid not in self._soft_deleted]
+                              if vid in self._map and vid not in self._soft_deleted]
                 if where is not None and candidates:
-                    rows = np.asarray([self._row_of[v] for v, _ in candidates], dtype=np.int64)
+                    rows = np.asarray(self._map.rows_of(v for v, _ in candidates),
+                                      dtype=np.int64)
                     keep = where.mask(self._filter_view(), rows=rows).tolist()
                     passed = [c for c, ok in zip(candidates, keep) if ok]
                 else:
                     passed = candidates
                 if len(passed) >= top_k or fetch >= live or len(ranked) < min(fetch, live):
                     passed = passed[:top_k]
-                    records = self._read_rows([self._row_of[v] for v, _ in passed],
+                    records = self._read_rows(self._map.rows_of(v for v, _ in passed),
                                               include_values=include_values,
                                               include_content=include_content,
                                               include_metadata=include_metadata)
@@ -1004,9 +1019,9 @@ class ShardReplica:
                    ) -> tuple[list[VectorRecord], int, bool]:
         """Rows with label > after_label, in row order: (records, last label, exhausted)."""
         with self._lock:
-            start = bisect.bisect_right(self._labels, after_label)
+            start = self._map.first_row_after(after_label)
             rows = list(range(start, min(start + limit, len(self._ids))))
-            last = self._labels[rows[-1]] if rows else after_label
+            last = self._map.label_at(rows[-1]) if rows else after_label
             exhausted = start + len(rows) >= len(self._ids)
             rows = [r for r in rows if self._ids[r] not in self._soft_deleted]
             return self._read_rows(rows, include_values=include_values), last, exhausted
@@ -1077,7 +1092,7 @@ class ShardReplica:
             raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
                                   f"{', '.join(UPDATABLE_FIELDS)}")
         for change in changes:
-            if change.id not in self._row_of or change.id in self._soft_deleted:
+            if change.id not in self._map or change.id in self._soft_deleted:
                 raise NotFound(f"vector '{change.id}' not found")
 
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
@@ -1108,16 +1123,16 @@ class ShardReplica:
                 raise InvalidArgument("a batch may not both write and delete the same id")
 
             to_append: list[VectorRecord] = []
-            replaced_rows: list[int] = []
-            row_of = self._row_of
+            replaced_ids: list[str] = []
+            held = self._map
             if existing is not ExistingPolicy.REQUIRE and not any(
-                    record.id in row_of for record in upserts):
+                    record.id in held for record in upserts):
                 to_append = list(upserts)   # all new ids: nothing to check per record
                 upserts = []
             for record in upserts:
-                if existing is ExistingPolicy.REQUIRE and record.id not in self._row_of:
+                if existing is ExistingPolicy.REQUIRE and record.id not in held:
                     raise NotFound(f"vector '{record.id}' not found")
-                if record.id in self._row_of:
+                if record.id in held:
                     if existing is ExistingPolicy.ERROR:
                         raise AlreadyExists(f"vector '{record.id}' already exists; "
                                             "use overwrite or skip_existing")
@@ -1125,14 +1140,16 @@ class ShardReplica:
                         result.skipped += 1
                         result.skipped_ids.append(record.id)
                         continue
-                    replaced_rows.append(self._row_of[record.id])
+                    replaced_ids.append(record.id)
                 to_append.append(record)
-            deleted_rows = []
+            deleted_ids = []
             for vid in dict.fromkeys(delete_ids):
-                if vid in self._row_of:
-                    deleted_rows.append(self._row_of[vid])
+                if vid in held:
+                    deleted_ids.append(vid)
                 else:
                     result.not_found += 1
+            replaced_rows = held.rows_of(replaced_ids)
+            deleted_rows = held.rows_of(deleted_ids)
             result.deleted = len(deleted_rows)
             result.inserted = len(to_append)
             if dry_run:
@@ -1180,14 +1197,11 @@ class ShardReplica:
             # the cache and maps in line.
             self._text_index_stale = True
             gone_ids = [self._ids[r] for r in gone_rows]
-            gone_labels = [self._label_of[vid] for vid in gone_ids]
+            gone_labels = [self._map.label_of(vid) for vid in gone_ids]
             graph_deletes = []
-            for vid in gone_ids:
-                label = self._label_of.pop(vid)
-                self._id_of_label.pop(label, None)
+            for vid, label in zip(gone_ids, gone_labels):
                 if vid in self._soft_deleted:
-                    self._soft_deleted.discard(vid)     # already hidden from the graph
-                    continue
+                    continue    # already hidden from the graph (the map unhides it below)
                 if self._pending_vectors.pop(label, None) is not None:
                     self._deleted_pending.add(label)
                 else:
@@ -1202,30 +1216,16 @@ class ShardReplica:
                     self._unmarked_deletes += len(graph_deletes)
             self._next_label += len(to_append)
             if gone_rows:
-                gone_set = set(gone_rows)
-                self._ids = [vid for row, vid in enumerate(self._ids) if row not in gone_set]
-                self._labels = [lb for row, lb in enumerate(self._labels) if row not in gone_set]
+                # Deletes shift every later row (O(rows), as Deep Lake's delete is).
+                self._map.remove_rows(gone_rows)
             if self._filter_columns is not None:
                 self._filter_columns.apply(sorted(gone_rows), new_columns)
             if self._matrix is not None:
                 self._matrix.apply(sorted(gone_rows), labels,
                                    new_columns["values"] if to_append else None)
             self._small.apply(sorted(gone_rows), gone_labels, new_columns, labels)
-            if gone_rows:
-                # Deletes shift every later row: renumber (O(rows), as Deep Lake's delete is).
-                for vid in gone_ids:
-                    self._row_of.pop(vid, None)
-                first = min(gone_rows)
-                for row in range(first, len(self._ids)):
-                    self._row_of[self._ids[row]] = row
-            # Appended rows, in bulk (C-level dict and list updates, not a loop per row).
-            appended_ids = [record.id for record in to_append]
-            self._row_of.update(zip(appended_ids, range(len(self._ids),
-                                                        len(self._ids) + len(appended_ids))))
-            self._ids.extend(appended_ids)
-            self._labels.extend(labels)
-            self._label_of.update(zip(appended_ids, labels))
-            self._id_of_label.update(zip(labels, appended_ids))
+            # Appended rows, in bulk (O(batch)).
+            self._map.append([record.id for record in to_append], labels)
             if to_append and self._index is not None:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
@@ -1243,7 +1243,7 @@ class ShardReplica:
         before touching the store."""
         with self._lock:
             self._check_update(changes, paths)
-            stored = self._read_rows([self._row_of[change.id] for change in changes],
+            stored = self._read_rows(self._map.rows_of(change.id for change in changes),
                                      include_values="values" not in paths)
             for change, current in zip(changes, stored):
                 for name in paths:
@@ -1260,8 +1260,8 @@ class ShardReplica:
         Returns (soft-deleted, not found); already soft-deleted ids count as done."""
         with self._lock:
             targets = [i for i in dict.fromkeys(ids)
-                       if i in self._row_of and i not in self._soft_deleted]
-            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+                       if i in self._map and i not in self._soft_deleted]
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._map)
             if not targets:
                 self._note_position(position)
             if targets:
@@ -1269,7 +1269,7 @@ class ShardReplica:
                 applied_before = self._applied_position
                 try:
                     for vid in targets:
-                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = now
+                        self._ds[_SOFT_DELETE_COLUMN][self._map.row_of(vid)] = now
                     self._note_position(position)
                     self._commit_pending(force=True)
                 except Exception as exc:
@@ -1277,10 +1277,8 @@ class ShardReplica:
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
-                    self._soft_deleted.add(vid)
-                    label = self._label_of[vid]
-                    self._id_of_label.pop(label, None)
-                    self._hide_label(label)
+                    self._map.hide(vid)
+                    self._hide_label(self._map.label_of(vid))
             return len(targets), missing
 
     def restore(self, ids: list[str], position: tuple[int, int] | None = None
@@ -1296,7 +1294,7 @@ class ShardReplica:
                 applied_before = self._applied_position
                 try:
                     for vid in targets:
-                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = 0
+                        self._ds[_SOFT_DELETE_COLUMN][self._map.row_of(vid)] = 0
                     self._note_position(position)
                     self._commit_pending(force=True)
                 except Exception as exc:
@@ -1304,11 +1302,9 @@ class ShardReplica:
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
-                    self._soft_deleted.discard(vid)
-                    label = self._label_of[vid]
-                    self._id_of_label[label] = vid
-                    self._unhide_label(label, self._row_of[vid])
-            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+                    self._map.unhide(vid)
+                    self._unhide_label(self._map.label_of(vid), self._map.row_of(vid))
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._map)
             return len(targets), missing
 
     def _hide_label(self, label: int) -> None:
@@ -1347,7 +1343,7 @@ class ShardReplica:
                 # Flat: purging the rows (and their matrix rows) is the whole compaction.
                 return {"purged": purged, "indexed": len(self._ids), "late_rows": 0,
                         "seconds": round(time.perf_counter() - started, 3)}
-            snapshot = np.asarray(self._labels, dtype=np.int64)
+            snapshot = self._labels.copy()
             values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
                 len(snapshot), self.dimensions) if len(snapshot) else
                 np.zeros((0, self.dimensions), np.float32))
@@ -1356,25 +1352,25 @@ class ShardReplica:
             rebuilt.add_items(values, snapshot, num_threads=2)
         in_snapshot = set(snapshot.tolist())
         with self._lock, self._index_lock.write():
-            live = np.asarray(self._labels, dtype=np.int64)
+            live = self._labels
             for label in snapshot[~np.isin(snapshot, live)].tolist():
                 rebuilt.mark_deleted(label)
             for vid in self._soft_deleted:
-                label = self._label_of[vid]
+                label = self._map.label_of(vid)
                 if label in in_snapshot and label not in self._deleted_pending:
                     rebuilt.mark_deleted(label)
             self._index = rebuilt
             self._ef_gate = EfGate(rebuilt, limits.ef_search_default)
             self._index_generation += 1
             # Rows added after the snapshot are pending or were indexed into the old graph.
-            late_rows = [r for r, lb in enumerate(self._labels)
+            late_rows = [r for r, lb in enumerate(self._labels.tolist())
                          if lb not in self._pending_vectors and lb not in in_snapshot
                          and self._ids[r] not in self._soft_deleted]
+            late_labels = self._labels[np.asarray(late_rows, dtype=np.int64)]
         if late_rows:
             late_values = np.asarray(self._ds["values"][late_rows], dtype=np.float32).reshape(
                 len(late_rows), self.dimensions)
-            self._enqueue(np.asarray([self._labels[r] for r in late_rows], dtype=np.int64),
-                          late_values)
+            self._enqueue(late_labels, late_values)
         return {"purged": purged, "indexed": int(len(snapshot)),
                 "late_rows": len(late_rows),
                 "seconds": round(time.perf_counter() - started, 3)}
@@ -1598,7 +1594,7 @@ class ShardReplica:
                 self._filter_columns = None
         self._text_index_stale = True
         self._load_maps()
-        self._small = _SmallFields(self._ds, self._labels)
+        self._small = _SmallFields(self._ds, self._labels.tolist())
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
 
