@@ -47,7 +47,7 @@ import numpy as np
 
 import re
 
-from shard import filter_eval
+from shard import filter_eval, heap
 from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
 from shard.idmap import IdMap
 from shard.ef_gate import EfGate
@@ -128,6 +128,9 @@ class ShardReplica:
         # candidates meanwhile, so the dropped labels never cost a hit.
         self._unmarked_deletes = 0
         self._pending_changed = threading.Condition(self._lock)
+        # Vectors the indexer added since it last drained the pending buffer: a drained backlog
+        # this large frees much memory, which it hands back to the OS (shard/heap.py).
+        self._indexed_since_drained = 0
         self._closing = False
         self._close_deadline = float("inf")
         self._text_reader = None
@@ -185,6 +188,9 @@ class ShardReplica:
         self._committer = threading.Thread(target=self._commit_loop, daemon=True,
                                            name=f"committer-{os.path.basename(path)}")
         self._committer.start()
+        if len(self._ids) >= limits.memory_trim_removed_rows_min:
+            # Opening read whole columns into transient lists, freed by now.
+            heap.return_freed_memory_soon("opening a replica")
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -266,7 +272,7 @@ class ShardReplica:
                 return self._load_and_repair(saved, count)
             except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
                 log.exception("shard %s: saved index unusable; rebuilding", self.path)
-        index = self._new_index(count * 2)
+        index = self._new_index(_graph_capacity(count))
         if count:
             values = np.asarray(self._ds["values"][:], dtype=np.float32)
             index.add_items(values, np.asarray(self._labels, dtype=np.int64), num_threads=2)
@@ -277,7 +283,8 @@ class ShardReplica:
     def _load_and_repair(self, saved: dict, count: int) -> hnswlib.Index:
         index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
         index.load_index(self._index_path,
-                         max_elements=max(count * 2, limits.hnsw_initial_capacity_vectors))
+                         max_elements=max(_graph_capacity(count),
+                                          limits.hnsw_initial_capacity_vectors))
         index.set_ef(limits.ef_search_default)
         watermark = int(saved.get("watermark", -1))
         in_index = np.asarray(index.get_ids_list(), dtype=np.int64)
@@ -1055,6 +1062,8 @@ class ShardReplica:
         result = self._write(upserts, delete_ids, existing, marks, now_ms, position=position)
         if marks:
             self._mark_in_graph(marks)
+        if result.deleted >= limits.memory_trim_removed_rows_min:
+            heap.return_freed_memory_soon("a large delete")
         return result
 
     def _mark_in_graph(self, labels: list[int]) -> None:
@@ -1347,7 +1356,7 @@ class ShardReplica:
             values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
                 len(snapshot), self.dimensions) if len(snapshot) else
                 np.zeros((0, self.dimensions), np.float32))
-        rebuilt = self._new_index(len(snapshot) * 2)
+        rebuilt = self._new_index(_graph_capacity(len(snapshot)))
         if len(snapshot):
             rebuilt.add_items(values, snapshot, num_threads=2)
         in_snapshot = set(snapshot.tolist())
@@ -1371,6 +1380,8 @@ class ShardReplica:
             late_values = np.asarray(self._ds["values"][late_rows], dtype=np.float32).reshape(
                 len(late_rows), self.dimensions)
             self._enqueue(late_labels, late_values)
+        # The old graph, the snapshot of every vector and the purged rows are freed now.
+        heap.return_freed_memory_soon("a compaction")
         return {"purged": purged, "indexed": int(len(snapshot)),
                 "late_rows": len(late_rows),
                 "seconds": round(time.perf_counter() - started, 3)}
@@ -1424,11 +1435,13 @@ class ShardReplica:
                 log.exception("shard %s: indexing a chunk failed; retrying", self.path)
                 time.sleep(limits.indexer_retry_pause_ms / 1000)
                 continue
+            drained = False
             with self._lock:
                 if generation != self._index_generation:
                     continue    # compaction swapped the graph meanwhile: add the chunk again
                 self._pending_chunks.pop(0)
                 self.indexed_vectors_total += len(labels)
+                self._indexed_since_drained += len(labels)
                 dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
                 for lb in labels.tolist():
                     self._pending_vectors.pop(lb, None)
@@ -1437,7 +1450,19 @@ class ShardReplica:
                         for lb in dead:
                             self._index.mark_deleted(lb)
                     self._deleted_pending.difference_update(dead)
+                if not self._pending_chunks and \
+                        self._indexed_since_drained >= limits.memory_trim_backlog_vectors_min:
+                    drained = True
+                    self._indexed_since_drained = 0
+                    if not self._pending_vectors:
+                        # A dict emptied by pops keeps its largest table (~50 MB after a
+                        # backlog of 1M): a new one lets it go.
+                        self._pending_vectors = {}
                 self._pending_changed.notify_all()
+            if drained:
+                # The backlog's chunks, the store's buffers and the graph's growth freed
+                # much memory in small pieces; glibc keeps it unless asked (shard/heap.py).
+                heap.return_freed_memory("an indexing backlog drained")
 
     # ---- group commit --------------------------------------------------------------------------
 
@@ -1597,6 +1622,14 @@ class ShardReplica:
         self._small = _SmallFields(self._ds, self._labels.tolist())
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
+
+
+def _graph_capacity(count: int) -> int:
+    """The capacity to give a graph that holds `count` rows: a little spare, not double. hnswlib
+    allocates a mutex (40 bytes) and a level slot per element of capacity up front, resident
+    whether used or not: at double capacity that was 19 MB of a 500k-row node (measured: RSS
+    after load_index at 2x and at 1.125x). Growth past it is the indexer's resize_index."""
+    return count + count * limits.hnsw_spare_capacity_percent // 100
 
 
 def _stored_position(ds) -> tuple[int, int] | None:

@@ -442,3 +442,15 @@ router_gc_gen0_allocations_max = 50_000
 # indexer, the committer) then keep freed memory in arenas of their own. With 2: nodes 5-8% less
 # resident after a 200k ingest (bench/million.py, one run each), the empty cluster unchanged.
 process_malloc_arenas_max = 2
+
+# ---- memory returned to the OS (issue 18; shard/heap.py, shard/replica.py) -----------------------
+# A node asks glibc to return its freed heap (malloc_trim) after the indexer drains a backlog of at
+# least memory_trim_backlog_vectors_min vectors, after a write or compaction that removes at least
+# memory_trim_removed_rows_min rows, and after opening a replica of at least that many rows; at most
+# once per memory_trim_interval_ms per process (a trim walks the whole heap).
+memory_trim_backlog_vectors_min = 20_000
+memory_trim_removed_rows_min = 20_000
+memory_trim_interval_ms = 5_000
+# Spare capacity a graph gets when it is loaded or rebuilt for n rows, in percent of n (hnswlib
+# keeps a mutex and a level slot resident per element of capacity; it was 100%, double).
+hnsw_spare_capacity_percent = 12
