@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from shard.replica import ShardReplica
+from shard.replica import ShardReplica, mark_filled_columns
 from tributary import errors, lazy_import, limits, procs
 
 # node/backup.py imports this module for its exit codes: the node loads Deep Lake only when it
@@ -73,6 +73,7 @@ def export_version(store_url: str, version: str, destination: str, dimensions: i
                 batch[name] = _column_slice(old[name], start, end, columns[name])
             else:   # a column added after the version (deleted_at_ms): its default
                 batch[name] = np.zeros(end - start, dtype=np.int64)
+        mark_filled_columns(target, batch)
         target.append(batch)
     target.commit(f"restored rows of version {version}")
     return rows

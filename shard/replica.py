@@ -27,9 +27,9 @@ Contract:
   is safe, add_items and resize_index are not). Lock order is always `_lock`, then the index
   lock, and the indexer never holds both while waiting.
 
-Rows are addressed through in-memory maps (id -> row, id -> label), rebuilt from the store on open.
-hnswlib labels are stable integers kept in the `label` column, because Deep Lake row numbers shift
-when rows are deleted.
+Rows are addressed through one in-memory map (shard/idmap.py: ids and labels in row order, one
+dict id -> label), rebuilt from the store on open. hnswlib labels are stable integers kept in the
+`label` column, because Deep Lake row numbers shift when rows are deleted.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ import time
 import hnswlib
 import numpy as np
 
-import bisect
 import re
 
-from shard import filter_eval
+from shard import filter_eval, heap
 from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
+from shard.idmap import IdMap
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, HitColumns, SearchOutcome,
@@ -137,6 +137,9 @@ class ShardReplica:
         # candidates meanwhile, so the dropped labels never cost a hit.
         self._unmarked_deletes = 0
         self._pending_changed = threading.Condition(self._lock)
+        # Vectors the indexer added since it last drained the pending buffer: a drained backlog
+        # this large frees much memory, which it hands back to the OS (shard/heap.py).
+        self._indexed_since_drained = 0
         self._closing = False
         self._close_deadline = float("inf")
         self._text_reader = None
@@ -146,7 +149,7 @@ class ShardReplica:
         os.makedirs(path, exist_ok=True)
         self._ds = self._open_or_create_store()
         self._load_maps()
-        self._small = _SmallFields(self._ds, self._labels)
+        self._small = _SmallFields(self._ds, self._labels.tolist())
         if self._small.record_filled(self._ds):
             # Committed now, not with the next write: a shard only read from would otherwise
             # read every short column again at each start.
@@ -172,10 +175,10 @@ class ShardReplica:
             rows = self._to_enqueue
             values = np.asarray(self._ds["values"][rows], dtype=np.float32).reshape(
                 len(rows), self.dimensions)
-            self._enqueue(np.asarray([self._labels[r] for r in rows], dtype=np.int64), values)
+            self._enqueue(self._labels[np.asarray(rows, dtype=np.int64)], values)
         self._index_generation = 0
         for vid in self._soft_deleted:
-            self._hide_label(self._label_of[vid])
+            self._hide_label(self._map.label_of(vid))
         self._indexer = None
         if self._index is not None:
             self._indexer = threading.Thread(target=self._index_loop, daemon=True,
@@ -198,6 +201,9 @@ class ShardReplica:
         self._committer = threading.Thread(target=self._commit_loop, daemon=True,
                                            name=f"committer-{os.path.basename(path)}")
         self._committer.start()
+        if len(self._ids) >= limits.memory_trim_removed_rows_min:
+            # Opening read whole columns into transient lists, freed by now.
+            heap.return_freed_memory_soon("opening a replica")
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -235,25 +241,33 @@ class ShardReplica:
         return ds
 
     def _load_maps(self) -> None:
+        """The row map (shard/idmap.py) from the store's id, label and soft-delete columns.
+        Labels in row order are ascending, because rows are appended with increasing labels
+        and deletes keep the order; a store that breaks that (or holds an id twice) raises
+        Internal. Soft-deleted rows are hidden: searches never name them."""
         count = len(self._ds)
         ids = list(self._ds["id"][:]) if count else []
         labels = np.asarray(self._ds["label"][:], dtype=np.int64) if count else np.zeros(0, np.int64)
-        self._ids: list[str] = ids
-        # Labels in row order: ascending, because rows are appended with increasing labels and
-        # deletes keep the order. The List cursor binary-searches it.
-        self._labels: list[int] = [int(x) for x in labels]
-        self._row_of: dict[str, int] = {vid: row for row, vid in enumerate(ids)}
-        self._label_of: dict[str, int] = {vid: int(label) for vid, label in zip(ids, labels)}
-        self._id_of_label: dict[int, str] = {v: k for k, v in self._label_of.items()}
-        self._next_label = int(labels.max()) + 1 if count else 0
-        if len(self._row_of) != count:
-            raise Internal(f"shard store at {self.path} holds duplicate ids")
         deleted = self._ds[_SOFT_DELETE_COLUMN][:] if count else []
-        self._soft_deleted: set[str] = {vid for vid, when in zip(ids, deleted)
-                                        if when is not None and int(when) > 0}
-        for vid in self._soft_deleted:
-            # Searches map labels through _id_of_label; soft-deleted rows must not come back.
-            self._id_of_label.pop(self._label_of[vid], None)
+        hidden = [vid for vid, when in zip(ids, deleted) if when is not None and int(when) > 0]
+        try:
+            self._map = IdMap(ids, labels, hidden)
+        except ValueError as exc:
+            raise Internal(f"shard store at {self.path}: {exc}") from exc
+        # The map's own id list (the same object for the map's life: it changes in place), so
+        # that `len(self._ids)` and `self._ids[row]` read it directly.
+        self._ids: list[str] = self._map.ids
+        self._next_label = self._map.next_label
+
+    @property
+    def _labels(self) -> np.ndarray:
+        """The labels in row order (a read-only view, valid until the next write)."""
+        return self._map.labels
+
+    @property
+    def _soft_deleted(self) -> set[str]:
+        """The soft-deleted ids (the map's hidden set: change it through the map only)."""
+        return self._map.hidden
 
     def _new_index(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
@@ -272,7 +286,7 @@ class ShardReplica:
                 return self._load_and_repair(saved, count)
             except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
                 log.exception("shard %s: saved index unusable; rebuilding", self.path)
-        index = self._new_index(count * 2)
+        index = self._new_index(_graph_capacity(count))
         if count:
             values = np.asarray(self._ds["values"][:], dtype=np.float32)
             index.add_items(values, np.asarray(self._labels, dtype=np.int64), num_threads=2)
@@ -283,7 +297,8 @@ class ShardReplica:
     def _load_and_repair(self, saved: dict, count: int) -> hnswlib.Index:
         index = hnswlib.Index(space=HNSW_SPACE[self.metric], dim=self.dimensions)
         index.load_index(self._index_path,
-                         max_elements=max(count * 2, limits.hnsw_initial_capacity_vectors))
+                         max_elements=max(_graph_capacity(count),
+                                          limits.hnsw_initial_capacity_vectors))
         index.set_ef(limits.ef_search_default)
         watermark = int(saved.get("watermark", -1))
         in_index = np.asarray(index.get_ids_list(), dtype=np.int64)
@@ -480,12 +495,12 @@ class ShardReplica:
 
     def existing_ids(self, ids: list[str]) -> list[str]:
         with self._lock:
-            return [i for i in ids if i in self._row_of]
+            return [i for i in ids if i in self._map]
 
     def get(self, ids: list[str], include_values: bool = True) -> list[VectorRecord]:
         with self._lock:
-            rows = [self._row_of[i] for i in ids
-                    if i in self._row_of and i not in self._soft_deleted]
+            rows = self._map.rows_of([i for i in ids
+                                      if i in self._map and i not in self._soft_deleted])
             return self._read_rows(rows, include_values=include_values)
 
     def _read_rows(self, rows: list[int], include_values: bool, include_content: bool = True,
@@ -506,11 +521,11 @@ class ShardReplica:
             small.text[name] for name in _SMALL_TEXT)
         chunk_index, chunk_count = small.ints["chunk_index"], small.ints["chunk_count"]
         created, updated = small.created[rows].tolist(), small.updated[rows].tolist()
+        ids = self._ids
         out = []
-        for i, row in enumerate(rows):
-            label = self._labels[row]
+        for i, (row, label) in enumerate(zip(rows, self._map.labels_at(rows))):
             out.append(VectorRecord(
-                id=self._ids[row], values=None if values is None else values[i],
+                id=ids[row], values=None if values is None else values[i],
                 content="" if content is None else content[i],
                 metadata={} if metadata is None or metadata[i] is None else
                 {k: str(v) for k, v in dict(metadata[i]).items()},
@@ -690,8 +705,7 @@ class ShardReplica:
         """A plain search's hits as columns (HitColumns), from memory only: the times by one
         fancy index into _SmallFields' arrays, the sparse short fields only when the shard holds
         any. The caller holds _lock."""
-        row_of = self._row_of
-        rows = [row_of[vid] for vid in ids]
+        rows = self._map.rows_of(ids)
         small = self._small
         fields = None
         sparse = [(name, column) for name, column in (*small.text.items(), *small.ints.items())
@@ -824,8 +838,7 @@ class ShardReplica:
             rows = None
             if where is not None:
                 rows = np.flatnonzero(where.mask(self._filter_view()))
-            hidden = np.fromiter((self._row_of[vid] for vid in self._soft_deleted),
-                                 dtype=np.int64, count=len(self._soft_deleted))
+            hidden = np.asarray(self._map.rows_of(self._soft_deleted), dtype=np.int64)
         if len(hidden):
             rows = np.setdiff1d(np.arange(live) if rows is None else rows, hidden,
                                 assume_unique=True)
@@ -851,13 +864,13 @@ class ShardReplica:
         count = len(self._ids)
         values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
             count, self.dimensions) if count else np.zeros((0, self.dimensions), np.float32))
-        return _VectorMatrix(values, np.asarray(self._labels, dtype=np.int64))
+        return _VectorMatrix(values, self._labels.copy())
 
     def _outcome(self, found: list[tuple[str, float, float]], started: float, scanned: int,
                  filtered_out: int, strategy: str, include_values: bool, include_content: bool,
                  include_metadata: bool) -> SearchOutcome:
         """Reads the hit rows and builds the answer. The caller holds _lock."""
-        rows = [self._row_of[vid] for vid, _, _ in found]
+        rows = self._map.rows_of(vid for vid, _, _ in found)
         records = self._read_rows(rows, include_values=include_values,
                                   include_content=include_content,
                                   include_metadata=include_metadata)
@@ -930,19 +943,25 @@ class ShardReplica:
 
     def _live_labels(self, labels: np.ndarray, k: int) -> tuple[list[int], list[str]]:
         """The positions in `labels` of the first k live, distinct labels and their ids
-        (deleted and soft-deleted rows have no id). The caller holds _lock."""
-        id_of_label = self._id_of_label
+        (deleted and soft-deleted rows have no id). Labels are named a window at a time (one
+        vectorized look-up each), widened while fewer than k are live: the candidate list
+        holds every pending row, which may be many. The caller holds _lock."""
         positions: list[int] = []
         ids: list[str] = []
         seen: set[int] = set()
-        for i, label in enumerate(labels.tolist()):
-            if label in seen or label not in id_of_label:
-                continue
-            seen.add(label)
-            positions.append(i)
-            ids.append(id_of_label[label])
-            if len(ids) == k:
-                break
+        start, window = 0, 2 * k + 16
+        while len(positions) < k and start < len(labels):
+            part = labels[start:start + window]
+            for i, (label, vid) in enumerate(zip(part.tolist(), self._map.ids_of_labels(part)),
+                                             start):
+                if vid is None or label in seen:
+                    continue
+                seen.add(label)
+                positions.append(i)
+                ids.append(vid)
+                if len(positions) == k:
+                    break
+            start, window = start + window, window * 4
         return positions, ids
 
     def _raw_distances(self, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -960,7 +979,7 @@ class ShardReplica:
                               dtype=np.int64)
         if len(rows) == 0:
             return []
-        labels = [self._labels[r] for r in rows.tolist()]
+        labels = self._map.labels_at(rows)
         vectors = self._vectors_of(labels)
         raw = self._raw_distances(vectors, query)
         k = min(k, len(rows))
@@ -989,7 +1008,7 @@ class ShardReplica:
         fetch = min(live, max(top_k * 2, int(top_k / max(selectivity, 1e-6) * 1.5) + 10))
         while True:
             candidates = self._hnsw(query, fetch, max(ef, fetch))
-            rows = np.asarray([self._row_of[vid] for vid, _, _ in candidates], dtype=np.int64)
+            rows = np.asarray(self._map.rows_of(vid for vid, _, _ in candidates), dtype=np.int64)
             keep = where.mask(view, rows=rows) if len(rows) else np.zeros(0, bool)
             passed = [c for c, ok in zip(candidates, keep.tolist()) if ok]
             if len(passed) >= top_k or fetch >= live:
@@ -1024,16 +1043,17 @@ class ShardReplica:
             ranked = self._bm25_query(terms, min(fetch, live))
             with self._lock:
                 candidates = [(vid, score) for vid, score in ranked
-                              if vid in self._row_of and vid not in self._soft_deleted]
+                              if vid in self._map and vid not in self._soft_deleted]
                 if where is not None and candidates:
-                    rows = np.asarray([self._row_of[v] for v, _ in candidates], dtype=np.int64)
+                    rows = np.asarray(self._map.rows_of(v for v, _ in candidates),
+                                      dtype=np.int64)
                     keep = where.mask(self._filter_view(), rows=rows).tolist()
                     passed = [c for c, ok in zip(candidates, keep) if ok]
                 else:
                     passed = candidates
                 if len(passed) >= top_k or fetch >= live or len(ranked) < min(fetch, live):
                     passed = passed[:top_k]
-                    records = self._read_rows([self._row_of[v] for v, _ in passed],
+                    records = self._read_rows(self._map.rows_of(v for v, _ in passed),
                                               include_values=include_values,
                                               include_content=include_content,
                                               include_metadata=include_metadata)
@@ -1093,9 +1113,9 @@ class ShardReplica:
                    ) -> tuple[list[VectorRecord], int, bool]:
         """Rows with label > after_label, in row order: (records, last label, exhausted)."""
         with self._lock:
-            start = bisect.bisect_right(self._labels, after_label)
+            start = self._map.first_row_after(after_label)
             rows = list(range(start, min(start + limit, len(self._ids))))
-            last = self._labels[rows[-1]] if rows else after_label
+            last = self._map.label_at(rows[-1]) if rows else after_label
             exhausted = start + len(rows) >= len(self._ids)
             rows = [r for r in rows if self._ids[r] not in self._soft_deleted]
             return self._read_rows(rows, include_values=include_values), last, exhausted
@@ -1129,6 +1149,8 @@ class ShardReplica:
         result = self._write(upserts, delete_ids, existing, marks, now_ms, position=position)
         if marks:
             self._mark_in_graph(marks)
+        if result.deleted >= limits.memory_trim_removed_rows_min:
+            heap.return_freed_memory_soon("a large delete")
         return result
 
     def _mark_in_graph(self, labels: list[int]) -> None:
@@ -1166,7 +1188,7 @@ class ShardReplica:
             raise InvalidArgument(f"cannot update {', '.join(unknown)}; updatable fields: "
                                   f"{', '.join(UPDATABLE_FIELDS)}")
         for change in changes:
-            if change.id not in self._row_of or change.id in self._soft_deleted:
+            if change.id not in self._map or change.id in self._soft_deleted:
                 raise NotFound(f"vector '{change.id}' not found")
 
     def _write(self, upserts: list[VectorRecord], delete_ids: list[str],
@@ -1197,16 +1219,16 @@ class ShardReplica:
                 raise InvalidArgument("a batch may not both write and delete the same id")
 
             to_append: list[VectorRecord] = []
-            replaced_rows: list[int] = []
-            row_of = self._row_of
+            replaced_ids: list[str] = []
+            held = self._map
             if existing is not ExistingPolicy.REQUIRE and not any(
-                    record.id in row_of for record in upserts):
+                    record.id in held for record in upserts):
                 to_append = list(upserts)   # all new ids: nothing to check per record
                 upserts = []
             for record in upserts:
-                if existing is ExistingPolicy.REQUIRE and record.id not in self._row_of:
+                if existing is ExistingPolicy.REQUIRE and record.id not in held:
                     raise NotFound(f"vector '{record.id}' not found")
-                if record.id in self._row_of:
+                if record.id in held:
                     if existing is ExistingPolicy.ERROR:
                         raise AlreadyExists(f"vector '{record.id}' already exists; "
                                             "use overwrite or skip_existing")
@@ -1214,14 +1236,16 @@ class ShardReplica:
                         result.skipped += 1
                         result.skipped_ids.append(record.id)
                         continue
-                    replaced_rows.append(self._row_of[record.id])
+                    replaced_ids.append(record.id)
                 to_append.append(record)
-            deleted_rows = []
+            deleted_ids = []
             for vid in dict.fromkeys(delete_ids):
-                if vid in self._row_of:
-                    deleted_rows.append(self._row_of[vid])
+                if vid in held:
+                    deleted_ids.append(vid)
                 else:
                     result.not_found += 1
+            replaced_rows = held.rows_of(replaced_ids)
+            deleted_rows = held.rows_of(deleted_ids)
             result.deleted = len(deleted_rows)
             result.inserted = len(to_append)
             if dry_run:
@@ -1270,14 +1294,11 @@ class ShardReplica:
             # the cache and maps in line.
             self._text_index_stale = True
             gone_ids = [self._ids[r] for r in gone_rows]
-            gone_labels = [self._label_of[vid] for vid in gone_ids]
+            gone_labels = [self._map.label_of(vid) for vid in gone_ids]
             graph_deletes = []
-            for vid in gone_ids:
-                label = self._label_of.pop(vid)
-                self._id_of_label.pop(label, None)
+            for vid, label in zip(gone_ids, gone_labels):
                 if vid in self._soft_deleted:
-                    self._soft_deleted.discard(vid)     # already hidden from the graph
-                    continue
+                    continue    # already hidden from the graph (the map unhides it below)
                 if self._pending_vectors.pop(label, None) is not None:
                     self._deleted_pending.add(label)
                 else:
@@ -1292,30 +1313,16 @@ class ShardReplica:
                     self._unmarked_deletes += len(graph_deletes)
             self._next_label += len(to_append)
             if gone_rows:
-                gone_set = set(gone_rows)
-                self._ids = [vid for row, vid in enumerate(self._ids) if row not in gone_set]
-                self._labels = [lb for row, lb in enumerate(self._labels) if row not in gone_set]
+                # Deletes shift every later row (O(rows), as Deep Lake's delete is).
+                self._map.remove_rows(gone_rows)
             if self._filter_columns is not None:
                 self._filter_columns.apply(sorted(gone_rows), new_columns)
             if self._matrix is not None:
                 self._matrix.apply(sorted(gone_rows), labels,
                                    new_columns["values"] if to_append else None)
             self._small.apply(sorted(gone_rows), gone_labels, new_columns, labels)
-            if gone_rows:
-                # Deletes shift every later row: renumber (O(rows), as Deep Lake's delete is).
-                for vid in gone_ids:
-                    self._row_of.pop(vid, None)
-                first = min(gone_rows)
-                for row in range(first, len(self._ids)):
-                    self._row_of[self._ids[row]] = row
-            # Appended rows, in bulk (C-level dict and list updates, not a loop per row).
-            appended_ids = [record.id for record in to_append]
-            self._row_of.update(zip(appended_ids, range(len(self._ids),
-                                                        len(self._ids) + len(appended_ids))))
-            self._ids.extend(appended_ids)
-            self._labels.extend(labels)
-            self._label_of.update(zip(appended_ids, labels))
-            self._id_of_label.update(zip(labels, appended_ids))
+            # Appended rows, in bulk (O(batch)).
+            self._map.append([record.id for record in to_append], labels)
             if to_append and self._index is not None:
                 self._enqueue(np.asarray(labels, dtype=np.int64), new_columns["values"])
             return result
@@ -1333,7 +1340,7 @@ class ShardReplica:
         before touching the store."""
         with self._lock:
             self._check_update(changes, paths)
-            stored = self._read_rows([self._row_of[change.id] for change in changes],
+            stored = self._read_rows(self._map.rows_of(change.id for change in changes),
                                      include_values="values" not in paths)
             for change, current in zip(changes, stored):
                 for name in paths:
@@ -1350,8 +1357,8 @@ class ShardReplica:
         Returns (soft-deleted, not found); already soft-deleted ids count as done."""
         with self._lock:
             targets = [i for i in dict.fromkeys(ids)
-                       if i in self._row_of and i not in self._soft_deleted]
-            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+                       if i in self._map and i not in self._soft_deleted]
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._map)
             if not targets:
                 self._note_position(position)
             if targets:
@@ -1359,7 +1366,7 @@ class ShardReplica:
                 applied_before = self._applied_position
                 try:
                     for vid in targets:
-                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = now
+                        self._ds[_SOFT_DELETE_COLUMN][self._map.row_of(vid)] = now
                     self._note_position(position)
                     self._commit_pending(force=True)
                 except Exception as exc:
@@ -1367,10 +1374,8 @@ class ShardReplica:
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
-                    self._soft_deleted.add(vid)
-                    label = self._label_of[vid]
-                    self._id_of_label.pop(label, None)
-                    self._hide_label(label)
+                    self._map.hide(vid)
+                    self._hide_label(self._map.label_of(vid))
             return len(targets), missing
 
     def restore(self, ids: list[str], position: tuple[int, int] | None = None
@@ -1386,7 +1391,7 @@ class ShardReplica:
                 applied_before = self._applied_position
                 try:
                     for vid in targets:
-                        self._ds[_SOFT_DELETE_COLUMN][self._row_of[vid]] = 0
+                        self._ds[_SOFT_DELETE_COLUMN][self._map.row_of(vid)] = 0
                     self._note_position(position)
                     self._commit_pending(force=True)
                 except Exception as exc:
@@ -1394,11 +1399,9 @@ class ShardReplica:
                     self._rollback()
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
-                    self._soft_deleted.discard(vid)
-                    label = self._label_of[vid]
-                    self._id_of_label[label] = vid
-                    self._unhide_label(label, self._row_of[vid])
-            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._row_of)
+                    self._map.unhide(vid)
+                    self._unhide_label(self._map.label_of(vid), self._map.row_of(vid))
+            missing = sum(1 for i in dict.fromkeys(ids) if i not in self._map)
             return len(targets), missing
 
     def _hide_label(self, label: int) -> None:
@@ -1437,34 +1440,36 @@ class ShardReplica:
                 # Flat: purging the rows (and their matrix rows) is the whole compaction.
                 return {"purged": purged, "indexed": len(self._ids), "late_rows": 0,
                         "seconds": round(time.perf_counter() - started, 3)}
-            snapshot = np.asarray(self._labels, dtype=np.int64)
+            snapshot = self._labels.copy()
             values = (np.asarray(self._ds["values"][:], dtype=np.float32).reshape(
                 len(snapshot), self.dimensions) if len(snapshot) else
                 np.zeros((0, self.dimensions), np.float32))
-        rebuilt = self._new_index(len(snapshot) * 2)
+        rebuilt = self._new_index(_graph_capacity(len(snapshot)))
         if len(snapshot):
             rebuilt.add_items(values, snapshot, num_threads=2)
         in_snapshot = set(snapshot.tolist())
         with self._lock, self._index_lock.write():
-            live = np.asarray(self._labels, dtype=np.int64)
+            live = self._labels
             for label in snapshot[~np.isin(snapshot, live)].tolist():
                 rebuilt.mark_deleted(label)
             for vid in self._soft_deleted:
-                label = self._label_of[vid]
+                label = self._map.label_of(vid)
                 if label in in_snapshot and label not in self._deleted_pending:
                     rebuilt.mark_deleted(label)
             self._index = rebuilt
             self._ef_gate = EfGate(rebuilt, limits.ef_search_default)
             self._index_generation += 1
             # Rows added after the snapshot are pending or were indexed into the old graph.
-            late_rows = [r for r, lb in enumerate(self._labels)
+            late_rows = [r for r, lb in enumerate(self._labels.tolist())
                          if lb not in self._pending_vectors and lb not in in_snapshot
                          and self._ids[r] not in self._soft_deleted]
+            late_labels = self._labels[np.asarray(late_rows, dtype=np.int64)]
         if late_rows:
             late_values = np.asarray(self._ds["values"][late_rows], dtype=np.float32).reshape(
                 len(late_rows), self.dimensions)
-            self._enqueue(np.asarray([self._labels[r] for r in late_rows], dtype=np.int64),
-                          late_values)
+            self._enqueue(late_labels, late_values)
+        # The old graph, the snapshot of every vector and the purged rows are freed now.
+        heap.return_freed_memory_soon("a compaction")
         return {"purged": purged, "indexed": int(len(snapshot)),
                 "late_rows": len(late_rows),
                 "seconds": round(time.perf_counter() - started, 3)}
@@ -1518,11 +1523,13 @@ class ShardReplica:
                 log.exception("shard %s: indexing a chunk failed; retrying", self.path)
                 time.sleep(limits.indexer_retry_pause_ms / 1000)
                 continue
+            drained = False
             with self._lock:
                 if generation != self._index_generation:
                     continue    # compaction swapped the graph meanwhile: add the chunk again
                 self._pending_chunks.pop(0)
                 self.indexed_vectors_total += len(labels)
+                self._indexed_since_drained += len(labels)
                 dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
                 for lb in labels.tolist():
                     self._pending_vectors.pop(lb, None)
@@ -1531,7 +1538,19 @@ class ShardReplica:
                         for lb in dead:
                             self._index.mark_deleted(lb)
                     self._deleted_pending.difference_update(dead)
+                if not self._pending_chunks and \
+                        self._indexed_since_drained >= limits.memory_trim_backlog_vectors_min:
+                    drained = True
+                    self._indexed_since_drained = 0
+                    if not self._pending_vectors:
+                        # A dict emptied by pops keeps its largest table (~50 MB after a
+                        # backlog of 1M): a new one lets it go.
+                        self._pending_vectors = {}
                 self._pending_changed.notify_all()
+            if drained:
+                # The backlog's chunks, the store's buffers and the graph's growth freed
+                # much memory in small pieces; glibc keeps it unless asked (shard/heap.py).
+                heap.return_freed_memory("an indexing backlog drained")
 
     # ---- group commit --------------------------------------------------------------------------
 
@@ -1689,10 +1708,18 @@ class ShardReplica:
                 self._filter_columns = None
         self._text_index_stale = True
         self._load_maps()
-        self._small = _SmallFields(self._ds, self._labels)
+        self._small = _SmallFields(self._ds, self._labels.tolist())
         self._small.record_filled(self._ds)     # committed with the next write
         if self._matrix is not None:
             self._matrix = self._matrix_from_store()
+
+
+def _graph_capacity(count: int) -> int:
+    """The capacity to give a graph that holds `count` rows: a little spare, not double. hnswlib
+    allocates a mutex (40 bytes) and a level slot per element of capacity up front, resident
+    whether used or not: at double capacity that was 19 MB of a 500k-row node (measured: RSS
+    after load_index at 2x and at 1.125x). Growth past it is the indexer's resize_index."""
+    return count + count * limits.hnsw_spare_capacity_percent // 100
 
 
 def _stored_position(ds) -> tuple[int, int] | None:
@@ -1702,6 +1729,21 @@ def _stored_position(ds) -> tuple[int, int] | None:
         return int(ds.metadata[_POSITION_SEQ]), int(ds.metadata[_POSITION_TERM])
     except Exception:  # noqa: BLE001 - deeplake raises its own KeyError-like error
         return None
+
+
+def mark_filled_columns(ds, appended: dict) -> None:
+    """For a writer that appends rows to a shard store itself (node/backup_export.py): names
+    in the store's _FILLED_COLUMNS every short column in which `appended` holds a value, before
+    the rows go in. A store without the key is left without it (it is read whole)."""
+    filled = _filled_columns(ds)
+    if filled is not None and not _filled_in(appended) <= filled:
+        ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(filled | _filled_in(appended)))
+
+
+def _filled_in(appended: dict) -> set[str]:
+    """The short columns in which a batch of rows (column name -> values) holds a value."""
+    return {name for name in _SMALL_TEXT if any(appended[name])} | \
+        {name for name in _SMALL_INT if np.any(appended[name])}
 
 
 def _filled_columns(ds) -> set[str] | None:
@@ -1861,9 +1903,7 @@ class _SmallFields:
     def mark_filled(self, ds, appended: dict) -> None:
         """Before `appended` goes into the store: names in _FILLED_COLUMNS every short column
         in which it holds a value, so the commit that holds the rows holds the key too."""
-        grown = {name for name in _SMALL_TEXT if name not in self.filled and any(appended[name])}
-        grown |= {name for name in _SMALL_INT
-                  if name not in self.filled and np.any(appended[name])}
+        grown = _filled_in(appended) - self.filled
         if grown:
             self.filled |= grown
             ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(self.filled))

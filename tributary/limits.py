@@ -456,3 +456,15 @@ process_malloc_arenas_max = 2
 search_stream_answers_per_write_max = 32
 if search_stream_answers_per_write_max < 1:
     raise ValueError("search_stream_answers_per_write_max must be at least 1")
+
+# ---- memory returned to the OS (issue 18; shard/heap.py, shard/replica.py) -----------------------
+# A node asks glibc to return its freed heap (malloc_trim) after the indexer drains a backlog of at
+# least memory_trim_backlog_vectors_min vectors, after a write or compaction that removes at least
+# memory_trim_removed_rows_min rows, and after opening a replica of at least that many rows; at most
+# once per memory_trim_interval_ms per process (a trim walks the whole heap).
+memory_trim_backlog_vectors_min = 20_000
+memory_trim_removed_rows_min = 20_000
+memory_trim_interval_ms = 5_000
+# Spare capacity a graph gets when it is loaded or rebuilt for n rows, in percent of n (hnswlib
+# keeps a mutex and a level slot resident per element of capacity; it was 100%, double).
+hnsw_spare_capacity_percent = 12
