@@ -442,3 +442,8 @@ router_gc_gen0_allocations_max = 50_000
 # indexer, the committer) then keep freed memory in arenas of their own. With 2: nodes 5-8% less
 # resident after a 200k ingest (bench/million.py, one run each), the empty cluster unchanged.
 process_malloc_arenas_max = 2
+
+# ---- router search path (issue 18; router/core.py, router/shard_client.py) ----------------------
+# Packed shard hits up to this many are merged with a Python sort (faster than numpy's lexsort,
+# which builds a string array of the ids first, for a few dozen hits); more go through lexsort.
+router_merge_python_sort_hits_max = 256

@@ -230,3 +230,53 @@ def test_a_stream_message_without_a_valid_proof_is_refused(replica):
         finally:
             await server.stop(None)
     asyncio.run(main())
+
+
+def test_searches_handed_to_an_idle_node_in_one_turn_share_one_stream_message(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(3)
+            expected = [_hits(await client._stub(address).Search(_request(q), timeout=10))
+                        for q in queries]
+            # The shards of one query (here shards 0 and 1 of one node) and a query that came
+            # in the same turn: one message on the stream, each search its own answer.
+            got = await asyncio.gather(client.search(address, _request(queries[0])),
+                                       client.search(address, _request(queries[1], shard=1)),
+                                       client.search(address, _request(queries[2])))
+            assert [_hits(r) for r in got] == expected
+            stream = client._streams[address]
+            assert stream.messages == 1
+            assert node.calls["SearchStream"] == 1 and node.calls["Search"] == len(queries)
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_search_handed_over_without_a_task_answers_like_search(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            q = _queries(1)[0]
+            expected = _hits(await client._stub(address).Search(_request(q), timeout=10))
+            tasks_before = len(asyncio.all_tasks())
+            soon = client.search_soon(address, _request(q))
+            stale = client.search_soon(address, _request(q, epoch=EPOCH - 1))
+            # Handed to the stream: no task of their own (the stream's reader is one task for
+            # the stream's whole life).
+            assert len(asyncio.all_tasks()) <= tasks_before + 1
+            assert _hits(await soon) == expected
+            with pytest.raises(errors.StaleEpoch):
+                await stale
+            # A search the stream does not carry (exact) still answers, as a unary call.
+            exact = await client.search_soon(address, _request(q, exact=True))
+            assert len(exact.hits) == 5 and node.calls["Search"] == 2
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
