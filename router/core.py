@@ -1136,6 +1136,8 @@ class RouterCore:
                     _SHARD_READ_SECONDS.observe(time.perf_counter() - started)
                     raise
                 else:
+                    # Timed when awaited: a shard that answered before an earlier one is
+                    # counted at the earlier one's time (the query's wait, not the node's).
                     seconds = time.perf_counter() - started
                     self.reads.observe(node_id, seconds)
                     _SHARD_READ_SECONDS.observe(seconds)
