@@ -46,11 +46,13 @@ class ReadBalancer:
         usual = self._latency_s.get(node, 0.0)
         return max(limits.read_hedge_min_ms / 1000, 4 * usual)
 
-    def _observe(self, node: str, seconds: float) -> None:
+    def observe(self, node: str, seconds: float) -> None:
+        """A read `node` answered in `seconds` (its usual latency sets its hedge delay)."""
         old = self._latency_s.get(node)
         self._latency_s[node] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
-    def _suspect(self, node: str) -> None:
+    def suspect(self, node: str) -> None:
+        """`node` made a read wait or fail: reads try it last for read_suspect_ms."""
         self.suspect_until[node] = time.monotonic() + limits.read_suspect_ms / 1000
 
     async def read(self, copies: tuple[str, ...],
@@ -79,19 +81,19 @@ class ReadBalancer:
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     # No answer within the hedge delay: suspect it, ask the next copy as well.
-                    self._suspect(newest[0])
+                    self.suspect(newest[0])
                     launch(remaining.pop(0))
                     continue
                 for task in done:
                     node, started = pending.pop(task)
                     if task.exception() is None:
-                        self._observe(node, time.monotonic() - started)
+                        self.observe(node, time.monotonic() - started)
                         return task.result()
                     last_error = task.exception()
                     if isinstance(last_error, errors.StaleEpoch):
                         # The placement moved on: the caller refreshes it and reads again.
                         raise last_error
-                    self._suspect(node)
+                    self.suspect(node)
                 if not remaining:
                     # Every copy was asked and one failed: what is still pending is a copy that
                     # made us wait past its hedge delay already, so stop here.
@@ -113,7 +115,7 @@ class ReadBalancer:
         except errors.StaleEpoch:
             raise
         except Exception:
-            self._suspect(node)
+            self.suspect(node)
             raise
-        self._observe(node, time.monotonic() - started)
+        self.observe(node, time.monotonic() - started)
         return result

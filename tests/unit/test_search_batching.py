@@ -323,6 +323,84 @@ def test_a_search_whose_caller_gave_up_leaves_the_queue():
     run(scenario())
 
 
+# ---- SearchBatcher on a node's search stream ---------------------------------------------------
+
+
+class FakeStream:
+    """A SearchStream the node supports: records each message; the test answers them."""
+
+    unsupported = False
+
+    def __init__(self):
+        self.messages: list[tuple[list, list, object, object]] = []
+
+    def post(self, searches, futures, done, resend):
+        self.messages.append((searches, futures, done, resend))
+
+    def tags(self) -> list[list[str]]:
+        return [[r.filter_expression for r in searches] for searches, *_ in self.messages]
+
+    def answer(self, index: int) -> None:
+        searches, futures, done, _ = self.messages[index]
+        for request, future in zip(searches, futures):
+            if not future.done():
+                future.set_result(FakeNode._answer(request))
+        done()
+
+
+def test_on_a_stream_the_searches_of_one_turn_to_an_idle_node_go_as_one_message(monkeypatch):
+    monkeypatch.setattr(limits, "search_batch_wait_max_ms", 60_000)
+
+    async def scenario():
+        node, stream = FakeNode(), FakeStream()
+        batcher = SearchBatcher(node.one, node.many, stream)
+        futures = [batcher.submit(_request(f"shard{i}")) for i in range(3)]
+        await asyncio.sleep(0)      # the turn ends
+        assert stream.tags() == [["shard0", "shard1", "shard2"]]
+        stream.answer(0)
+        answers = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        assert [a.strategy for a in answers] == ["shard0", "shard1", "shard2"]
+        assert node.singles == [] and node.batches == []
+    run(scenario())
+
+
+def test_on_a_stream_a_queue_under_load_goes_at_its_wait_bound_not_with_an_answer():
+    async def scenario():
+        node, stream = FakeNode(), FakeStream()
+        batcher = SearchBatcher(node.one, node.many, stream)
+        busy = batcher.submit(_request("busy"))
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        queued = [batcher.submit(_request(f"q{i}")) for i in range(3)]
+        stream.answer(0)            # the node answers the message in flight at once
+        await asyncio.sleep(0)
+        assert stream.tags() == [["busy"]]
+        await _until(lambda: len(stream.messages) == 2)
+        assert loop.time() - started >= limits.search_batch_wait_max_ms / 1000 * 0.9
+        assert stream.tags()[1] == ["q0", "q1", "q2"]
+        stream.answer(1)
+        answers = await asyncio.gather(busy, *queued)
+        assert [a.strategy for a in answers] == ["busy", "q0", "q1", "q2"]
+    run(scenario())
+
+
+def test_searches_a_broken_stream_lost_go_again_as_unary_calls():
+    async def scenario():
+        node, stream = FakeNode(), FakeStream()
+        node.release.set()
+        batcher = SearchBatcher(node.one, node.many, stream)
+        futures = [batcher.submit(_request(f"q{i}")) for i in range(2)]
+        await asyncio.sleep(0)
+        searches, posted, done, resend = stream.messages[0]
+        done()
+        resend(searches, posted)    # the stream ended before the node answered
+        answers = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        assert [a.strategy for a in answers] == ["q0", "q1"]
+        assert node.batches == [["q0", "q1"]]
+    run(scenario())
+
+
 # ---- packed shard answers, merged by the router core -------------------------------------------
 
 

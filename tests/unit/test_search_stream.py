@@ -299,6 +299,30 @@ def test_answers_finished_during_a_write_leave_together_to_a_router_that_reads_t
     asyncio.run(main())
 
 
+def test_searches_handed_to_an_idle_node_in_one_turn_share_one_stream_message(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            queries = _queries(3)
+            expected = [_hits(await client._stub(address).Search(_request(q), timeout=10))
+                        for q in queries]
+            # The shards of one query (here shards 0 and 1 of one node) and a query that came
+            # in the same turn: one message on the stream, each search its own answer.
+            got = await asyncio.gather(client.search(address, _request(queries[0])),
+                                       client.search(address, _request(queries[1], shard=1)),
+                                       client.search(address, _request(queries[2])))
+            assert [_hits(r) for r in got] == expected
+            stream = client._streams[address]
+            assert stream.messages == 1
+            assert node.calls["SearchStream"] == 1 and node.calls["Search"] == len(queries)
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
 def test_a_router_that_does_not_read_merged_answers_gets_one_response_per_message(replica):
     async def main():
         server, address = await _serving(_SlowWriterNode(_Host(replica)))
@@ -325,11 +349,40 @@ def test_the_router_stream_settles_every_message_of_a_merged_response(replica, m
                         for r in requests]
             stream = SearchStream(client._stub(address).SearchStream)
             # One message per search, all in flight while the node holds its first write back.
-            got = await asyncio.gather(*(stream.send(node_pb2.ShardSearchBatchRequest(
-                searches=[r])) for r in requests))
-            assert [_hits(batch.outcomes[0].response) for batch in got] == expected
+            loop = asyncio.get_running_loop()
+            futures = [loop.create_future() for _ in requests]
+            for request, future in zip(requests, futures):
+                stream.post([request], [future], lambda: None, lambda searches, lost: None)
+            got = await asyncio.gather(*futures)
+            assert [_hits(response) for response in got] == expected
             assert stream.messages == len(requests) and node.calls["SearchStream"] == 1
             stream.close()
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_a_search_handed_over_without_a_task_answers_like_search(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        server, address = await _serving(node)
+        client = GrpcShardClient(TOKEN)
+        try:
+            q = _queries(1)[0]
+            expected = _hits(await client._stub(address).Search(_request(q), timeout=10))
+            tasks_before = len(asyncio.all_tasks())
+            soon = client.search_soon(address, _request(q))
+            stale = client.search_soon(address, _request(q, epoch=EPOCH - 1))
+            # Handed to the stream: no task of their own (the stream's reader is one task for
+            # the stream's whole life).
+            assert len(asyncio.all_tasks()) <= tasks_before + 1
+            assert _hits(await soon) == expected
+            with pytest.raises(errors.StaleEpoch):
+                await stale
+            # A search the stream does not carry (exact) still answers, as a unary call.
+            exact = await client.search_soon(address, _request(q, exact=True))
+            assert len(exact.hits) == 5 and node.calls["Search"] == 2
         finally:
             await client.close()
             await server.stop(None)
