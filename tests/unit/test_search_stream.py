@@ -6,6 +6,7 @@ interceptor, and a real ShardReplica; only the node's catalog is a stand-in that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 
 import grpc
@@ -81,6 +82,18 @@ def replica(tmp_path):
     replica.close()
 
 
+@contextlib.asynccontextmanager
+async def _node_and_client(node):
+    """`node` served on loopback, and a router's shard client for it: (node, address, client)."""
+    server, address = await _serving(node)
+    client = GrpcShardClient(TOKEN)
+    try:
+        yield node, address, client
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
 async def _serving(servicer):
     server = grpc.aio.server(interceptors=[cluster_auth.AioServerInterceptor(TOKEN)])
     node_pb2_grpc.add_ShardNodeServicer_to_server(servicer, server)
@@ -107,10 +120,7 @@ def _queries(count: int) -> list[np.ndarray]:
 
 def test_concurrent_plain_searches_ride_one_stream_and_answer_as_a_unary_search(replica):
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             queries = _queries(40)
             expected = [_hits(await client._stub(address).Search(_request(q, top_k=1 + i % 9),
                                                                   timeout=10))
@@ -121,18 +131,12 @@ def test_concurrent_plain_searches_ride_one_stream_and_answer_as_a_unary_search(
                                              for i, q in enumerate(queries)))
                 assert [_hits(r) for r in got] == expected
             assert node.calls == {"Search": 0, "SearchBatch": 0, "SearchStream": 1}
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
 def test_a_search_on_the_stream_with_a_stale_epoch_raises_stale_epoch_alone(replica):
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             q = _queries(1)[0]
             fresh, stale = await asyncio.gather(
                 client.search(address, _request(q)),
@@ -140,18 +144,13 @@ def test_a_search_on_the_stream_with_a_stale_epoch_raises_stale_epoch_alone(repl
             assert len(fresh.hits) == 5
             assert isinstance(stale, errors.StaleEpoch)
             assert node.calls["SearchStream"] == 1 and node.calls["Search"] == 0
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
 def test_a_node_without_the_search_stream_is_served_by_unary_searches(replica):
     async def main():
-        node = _CountingNode(_Host(replica), with_stream=False)
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        served = _node_and_client(_CountingNode(_Host(replica), with_stream=False))
+        async with served as (node, address, client):
             queries = _queries(6)
             first = [len((await client.search(address, _request(q))).hits) for q in queries]
             again = [len((await client.search(address, _request(q))).hits) for q in queries]
@@ -159,9 +158,6 @@ def test_a_node_without_the_search_stream_is_served_by_unary_searches(replica):
             # Asked once, answered UNIMPLEMENTED, never asked again.
             assert node.calls["SearchStream"] == 1
             assert node.calls["Search"] + node.calls["SearchBatch"] >= 6
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
@@ -169,10 +165,7 @@ def test_a_search_the_node_never_answers_fails_at_its_deadline(replica, monkeypa
     monkeypatch.setattr(limits, "node_rpc_timeout_ms", 400)
 
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             q = _queries(1)[0]
             started = asyncio.get_running_loop().time()
             with pytest.raises(errors.DeadlineExceeded):
@@ -181,18 +174,12 @@ def test_a_search_the_node_never_answers_fails_at_its_deadline(replica, monkeypa
             # The stream itself survives a late search: the next one answers on it.
             assert len((await client.search(address, _request(q))).hits) == 5
             assert node.calls["SearchStream"] == 1
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
 def test_searches_go_again_as_unary_calls_when_the_stream_breaks(replica):
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             q = _queries(1)[0]
             assert len((await client.search(address, _request(q))).hits) == 5
             stream = client._streams[address]
@@ -203,9 +190,6 @@ def test_searches_go_again_as_unary_calls_when_the_stream_breaks(replica):
                                              for _ in range(4)))
             assert all(len(a.hits) == 5 for a in answers)
             assert stream.opened >= 2 or node.calls["Search"] + node.calls["SearchBatch"] > 0
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
@@ -277,10 +261,7 @@ async def _stream_answers(address: str, queries: list, merged: bool) -> list:
 
 def test_answers_finished_during_a_write_leave_together_to_a_router_that_reads_them(replica):
     async def main():
-        node = _SlowWriterNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_SlowWriterNode(_Host(replica))) as (node, address, client):
             queries = _queries(20)
             expected = {ticket: _hits(await client._stub(address).Search(
                 _request(q, top_k=1 + ticket % 9), timeout=10))
@@ -293,18 +274,12 @@ def test_answers_finished_during_a_write_leave_together_to_a_router_that_reads_t
             assert all(len(r.more) < limits.search_stream_answers_per_write_max
                        for r in responses)
             assert not any(len(a.more) for r in responses for a in r.more)
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
 def test_searches_handed_to_an_idle_node_in_one_turn_share_one_stream_message(replica):
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             queries = _queries(3)
             expected = [_hits(await client._stub(address).Search(_request(q), timeout=10))
                         for q in queries]
@@ -317,9 +292,6 @@ def test_searches_handed_to_an_idle_node_in_one_turn_share_one_stream_message(re
             stream = client._streams[address]
             assert stream.messages == 1
             assert node.calls["SearchStream"] == 1 and node.calls["Search"] == len(queries)
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
@@ -339,10 +311,7 @@ def test_the_router_stream_settles_every_message_of_a_merged_response(replica, m
     monkeypatch.setattr(limits, "node_rpc_timeout_ms", 8_000)   # a lost answer fails sooner
 
     async def main():
-        node = _SlowWriterNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_SlowWriterNode(_Host(replica))) as (node, address, client):
             queries = _queries(30)
             requests = [_request(q, top_k=1 + i % 9) for i, q in enumerate(queries)]
             expected = [_hits(await client._stub(address).Search(r, timeout=10))
@@ -357,18 +326,12 @@ def test_the_router_stream_settles_every_message_of_a_merged_response(replica, m
             assert [_hits(response) for response in got] == expected
             assert stream.messages == len(requests) and node.calls["SearchStream"] == 1
             stream.close()
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
 def test_a_search_handed_over_without_a_task_answers_like_search(replica):
     async def main():
-        node = _CountingNode(_Host(replica))
-        server, address = await _serving(node)
-        client = GrpcShardClient(TOKEN)
-        try:
+        async with _node_and_client(_CountingNode(_Host(replica))) as (node, address, client):
             q = _queries(1)[0]
             expected = _hits(await client._stub(address).Search(_request(q), timeout=10))
             tasks_before = len(asyncio.all_tasks())
@@ -383,9 +346,6 @@ def test_a_search_handed_over_without_a_task_answers_like_search(replica):
             # A search the stream does not carry (exact) still answers, as a unary call.
             exact = await client.search_soon(address, _request(q, exact=True))
             assert len(exact.hits) == 5 and node.calls["Search"] == 2
-        finally:
-            await client.close()
-            await server.stop(None)
     asyncio.run(main())
 
 
