@@ -39,6 +39,7 @@ import time
 import httpx
 import numpy as np
 
+from bench.timing import run_threads
 from tributary import procs
 
 
@@ -105,15 +106,10 @@ def _ingest_grpc(grpc_target: str, size: int, dims: int, shards: int) -> float:
                     if loaded[0] // 100_000 != (loaded[0] - len(chunk)) // 100_000:
                         print(f"  loaded {loaded[0]:,}", file=sys.stderr, flush=True)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=load, args=(s,)) for s in range(shards)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    elapsed = run_threads(load, shards)
     if errors:
         raise SystemExit(f"the load failed: {errors[0]!r}")
-    return time.perf_counter() - started
+    return elapsed
 
 
 def _ingest(url: str, size: int, dims: int, shards: int) -> float:

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from bench.timing import run_threads
+
 
 def _vectors(rng: np.random.Generator, count: int, dims: int) -> np.ndarray:
     data = rng.standard_normal((count, dims)).astype(np.float32)
@@ -167,7 +169,7 @@ def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrenc
         marks = {"block_started": time.perf_counter(), "next": block}
         errors: list[BaseException] = []
 
-        def worker() -> None:
+        def worker(_: int) -> None:
             while True:
                 try:
                     count, request = requests.get_nowait()
@@ -185,13 +187,8 @@ def run_grpc(size: int, block: int, batch: int, dims: int, work: str, concurrenc
                             blocks, marks["next"], marks["block_started"], block)
                         marks["next"] += block
 
-        started = marks["block_started"] = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
+        marks["block_started"] = time.perf_counter()
+        elapsed = run_threads(worker, concurrency)
         if errors:
             raise RuntimeError(f"{len(errors)} batches failed; first: {errors[0]!r}")
         return {"blocks": blocks, "elapsed_s": elapsed,

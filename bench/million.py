@@ -43,7 +43,7 @@ import numpy as np
 
 from bench import cluster_rss, e2e
 from bench.datasets import make_dataset, recall_at_k
-from bench.timing import percentile
+from bench.timing import percentile, run_threads
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
 from router.routing import shard_of
@@ -106,12 +106,7 @@ def load(cluster: e2e.LocalCluster, data: np.ndarray, shards: int, replication: 
                         _log(f"acked {loaded[0]:,}")
 
     started = time.monotonic()
-    threads = [threading.Thread(target=load_shard, args=(s,)) for s in range(shards)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    acked_s = time.monotonic() - started
+    acked_s = run_threads(load_shard, shards)
     if errors:
         raise SystemExit(f"the load failed: {errors[0]!r}")
     stats = _stats(cluster)

@@ -20,11 +20,11 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
 
+from bench.timing import run_threads
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
 
@@ -117,13 +117,7 @@ def _one(mode: str, threads: int, seconds: float, repo: str) -> dict:
                 stub.SearchVectors(request, timeout=5)
                 counts[i] += 1
         before = _cpu_seconds(child.pid)
-        started = time.perf_counter()
-        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - started
+        elapsed = run_threads(loop, threads)
         spent = _cpu_seconds(child.pid) - before
         channel.close()
         calls = sum(counts)

@@ -25,6 +25,18 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(clean) if clean else float("nan")
 
 
+def run_threads(target: Callable[[int], object], count: int) -> float:
+    """Runs target(0) .. target(count - 1) each in its own thread and waits for all of them;
+    returns the wall-clock seconds from the first start to the last join."""
+    workers = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - started
+
+
 def query_loop(call: Callable[[object], object], queries: Sequence[object], threads: int = 1,
                max_seconds: float = 10.0, min_queries: int = 100) -> dict:
     """Runs call(q) over the queries with `threads` client threads (ThreadPoolExecutor), each
