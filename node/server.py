@@ -182,41 +182,37 @@ class ShardHost:
                 await asyncio.to_thread(replica.close)
 
     async def _reopen_from_disk(self) -> None:
-        root = os.path.join(self.data_dir, "shards")
-        if not os.path.isdir(root):
-            return
         state = self.catalog.state
-        for dataset_uuid in os.listdir(root):
+        for dataset_uuid, shard_name in self._shard_dirs():
             record = state.datasets.get(dataset_uuid)
-            for shard_name in os.listdir(os.path.join(root, dataset_uuid)):
-                if not shard_name.isdigit():
-                    # A snapshot cut or download left behind by a crash.
-                    await asyncio.to_thread(shutil.rmtree,
-                                            os.path.join(root, dataset_uuid, shard_name), True)
-                    continue
-                shard = int(shard_name)
-                path = self.shard_path(dataset_uuid, shard)
-                reshard = state.reshards.get(dataset_uuid)
-                if record is not None and reshard is not None and \
-                        record.shard_count <= shard < reshard.new_count:
-                    continue    # a split's child: node/split.py reopens or drops it
-                if record is None:
-                    log.info("removing replica of deleted dataset %s/%d", dataset_uuid, shard)
-                    await self._close_preopened(dataset_uuid, shard)
-                    await asyncio.to_thread(shutil.rmtree, path, True)
-                    continue
-                if shard < record.shard_count and self.node_id in record.copies_of(shard):
-                    replica = self._take_preopened(record, shard) or await asyncio.to_thread(
-                        ShardReplica, path, record.dimensions, record.metric_type,
-                        record.index_type or "hnsw")
-                    self.replicas[(dataset_uuid, shard)] = replica
-                    log.info("reopened replica %s/%d with %d vectors", dataset_uuid, shard,
-                             replica.count())
-                else:
-                    # The copy moved to another node while this one was away.
-                    log.info("removing copy %s/%d, placed elsewhere now", dataset_uuid, shard)
-                    await self._close_preopened(dataset_uuid, shard)
-                    await asyncio.to_thread(shutil.rmtree, path, True)
+            if not shard_name.isdigit():
+                # A snapshot cut or download left behind by a crash.
+                await asyncio.to_thread(shutil.rmtree, os.path.join(
+                    self.data_dir, "shards", dataset_uuid, shard_name), True)
+                continue
+            shard = int(shard_name)
+            path = self.shard_path(dataset_uuid, shard)
+            reshard = state.reshards.get(dataset_uuid)
+            if record is not None and reshard is not None and \
+                    record.shard_count <= shard < reshard.new_count:
+                continue    # a split's child: node/split.py reopens or drops it
+            if record is None:
+                log.info("removing replica of deleted dataset %s/%d", dataset_uuid, shard)
+                await self._close_preopened(dataset_uuid, shard)
+                await asyncio.to_thread(shutil.rmtree, path, True)
+                continue
+            if shard < record.shard_count and self.node_id in record.copies_of(shard):
+                replica = self._take_preopened(record, shard) or await asyncio.to_thread(
+                    ShardReplica, path, record.dimensions, record.metric_type,
+                    record.index_type or "hnsw")
+                self.replicas[(dataset_uuid, shard)] = replica
+                log.info("reopened replica %s/%d with %d vectors", dataset_uuid, shard,
+                         replica.count())
+            else:
+                # The copy moved to another node while this one was away.
+                log.info("removing copy %s/%d, placed elsewhere now", dataset_uuid, shard)
+                await self._close_preopened(dataset_uuid, shard)
+                await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def _close_preopened(self, dataset_uuid: str, shard: int) -> None:
         replica = self._preopened.pop((dataset_uuid, shard), None)

@@ -1736,8 +1736,11 @@ def mark_filled_columns(ds, appended: dict) -> None:
     in the store's _FILLED_COLUMNS every short column in which `appended` holds a value, before
     the rows go in. A store without the key is left without it (it is read whole)."""
     filled = _filled_columns(ds)
-    if filled is not None and not _filled_in(appended) <= filled:
-        ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(filled | _filled_in(appended)))
+    if filled is None:
+        return
+    grown = _filled_in(appended) - filled
+    if grown:
+        ds.metadata[_FILLED_COLUMNS] = ",".join(sorted(filled | grown))
 
 
 def _filled_in(appended: dict) -> set[str]:
