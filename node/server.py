@@ -37,7 +37,7 @@ from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from shard.versions import ViewCache
-from tributary import cluster_auth, faults, limits, tracing
+from tributary import cluster_auth, event_loop, faults, limits, tracing
 from tributary.errors import (Aborted, DeadlineExceeded, Internal, InvalidArgument, NotFound,
                               StaleEpoch, TributaryError)
 from tributary.validation import as_vector, unpack_vector
@@ -1088,7 +1088,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    asyncio.run(serve(args))
+    event_loop.run(serve(args))
 
 
 def _write_response(result) -> node_pb2.WriteResponse:

@@ -23,7 +23,7 @@ from router.admission import GuardedCore
 from router.grpc_api import ProtocolErrorInterceptor, add_services
 from router.rest import make_app
 from router.shard_client import GrpcShardClient
-from tributary import cluster_auth, errors, limits, tracing
+from tributary import cluster_auth, errors, event_loop, limits, tracing
 from tributary.periodic import Periodic
 
 log = logging.getLogger("tributary.router")
@@ -215,4 +215,4 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    asyncio.run(serve(args))
+    event_loop.run(serve(args))

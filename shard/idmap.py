@@ -134,6 +134,22 @@ class IdMap:
                     for row, ok, label in zip(rows.tolist(), found, wanted.tolist())]
         return [ids[row] if ok else None for row, ok in zip(rows.tolist(), found)]
 
+    def locate(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For an array of labels (any shape), the row of each and whether a visible row holds
+        it, as two arrays of that shape (a row number is meaningless where the label is not
+        visible). ids_of_labels without naming the ids: a search batch locates all its
+        candidates with one binary search and names only the hits it keeps."""
+        wanted = np.asarray(labels, dtype=np.int64)
+        if not wanted.size or not self._rows:
+            return np.zeros(wanted.shape, np.int64), np.zeros(wanted.shape, bool)
+        held = self._labels[:self._rows]
+        rows = np.minimum(np.searchsorted(held, wanted), self._rows - 1)
+        visible = held[rows] == wanted
+        if self._hidden_labels:
+            visible &= ~np.isin(wanted, np.fromiter(self._hidden_labels, np.int64,
+                                                    len(self._hidden_labels)))
+        return rows, visible
+
     def visible_label(self, label: int) -> bool:
         """Whether a visible (not hidden) row holds `label`."""
         return self.ids_of_labels([label])[0] is not None

@@ -685,12 +685,28 @@ class ShardReplica:
             return None
         try:
             outcomes = []
+            located = None
+            if any(columns) and labels.shape[1] >= k:
+                # Every query's first k candidates located at once (one binary search for the
+                # batch); a query whose first k are all visible and distinct, the usual case,
+                # is answered from them without naming the labels one window at a time.
+                located = self._map.locate(labels[:, :k])
+            sparse = self._sparse_small_fields()
             for i in range(count):
+                plain_columns = columns[i] and not (contents[i] or metadatas[i])
+                if plain_columns and located is not None:
+                    outcome = self._columns_first_k(labels[i], ks[i], located[0][i],
+                                                    located[1][i], scores[i], distances[i],
+                                                    sparse, started, live)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                        continue
                 positions, ids = self._live_labels(labels[i], ks[i])
-                if columns[i] and not (contents[i] or metadatas[i]):
+                if plain_columns:
                     outcomes.append(self._columns_outcome(
-                        ids, labels[i][positions], scores[i][positions],
-                        distances[i][positions], started, live))
+                        ids, np.asarray(self._map.rows_of(ids), np.int64),
+                        labels[i][positions], scores[i][positions], distances[i][positions],
+                        sparse, started, live))
                     continue
                 found = list(zip(ids, scores[i][positions].tolist(),
                                  distances[i][positions].tolist()))
@@ -700,19 +716,41 @@ class ShardReplica:
         finally:
             self._lock.release()
 
-    def _columns_outcome(self, ids: list[str], labels: np.ndarray, scores: np.ndarray,
-                         distances: np.ndarray, started: float, scanned: int) -> SearchOutcome:
+    def _sparse_small_fields(self) -> list[tuple[str, dict]]:
+        """The short fields (_SmallFields) some row of this shard holds a value of, with their
+        label -> value maps; empty for a shard that never stored one. The caller holds _lock."""
+        small = self._small
+        return [(name, column) for name, column in (*small.text.items(), *small.ints.items())
+                if column]
+
+    def _columns_first_k(self, labels: np.ndarray, k: int, rows: np.ndarray,
+                         visible: np.ndarray, scores: np.ndarray, distances: np.ndarray,
+                         sparse: list, started: float, scanned: int) -> SearchOutcome | None:
+        """_columns_outcome of a query's first k candidates (`rows` and `visible` from
+        IdMap.locate), when all k are visible and distinct: exactly what _live_labels would
+        keep then. None otherwise (the caller takes the general way)."""
+        if not visible[:k].all():
+            return None
+        label_list = labels[:k].tolist()
+        if len(set(label_list)) != k:
+            return None
+        ids = self._map.ids
+        kept = rows[:k]
+        return self._columns_outcome([ids[row] for row in kept.tolist()], kept, label_list,
+                                     scores[:k], distances[:k], sparse, started, scanned)
+
+    def _columns_outcome(self, ids: list[str], rows: np.ndarray, labels, scores: np.ndarray,
+                         distances: np.ndarray, sparse: list, started: float, scanned: int
+                         ) -> SearchOutcome:
         """A plain search's hits as columns (HitColumns), from memory only: the times by one
-        fancy index into _SmallFields' arrays, the sparse short fields only when the shard holds
-        any. The caller holds _lock."""
-        rows = self._map.rows_of(ids)
+        fancy index (`rows`, the hits' row numbers) into _SmallFields' arrays, the sparse short
+        fields (`sparse`, _sparse_small_fields) only when the shard holds any. The caller holds
+        _lock."""
         small = self._small
         fields = None
-        sparse = [(name, column) for name, column in (*small.text.items(), *small.ints.items())
-                  if column]
         if sparse and ids:
             fields = []
-            for label in labels.tolist():
+            for label in (labels.tolist() if isinstance(labels, np.ndarray) else labels):
                 fields.append({name: column[label] for name, column in sparse
                                if label in column})
             if not any(fields):

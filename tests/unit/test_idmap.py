@@ -78,6 +78,16 @@ class IdMapMachine(RuleBasedStateMachine):
         assert self.map.ids_of_labels(np.asarray(labels, np.int64)) == \
             [self.model.id_of_label(lb) for lb in labels]
 
+    @rule(data=st.data())
+    def locate(self, data):
+        labels = data.draw(st.lists(st.integers(-2, self.next_label + 2), max_size=20))
+        rows, visible = self.map.locate(np.asarray(labels, np.int64).reshape(-1, 1))
+        assert rows.shape == visible.shape == (len(labels), 1)
+        expected = [self.model.id_of_label(lb) for lb in labels]
+        assert visible[:, 0].tolist() == [vid is not None for vid in expected]
+        assert [self.map.id_at(row) for row, seen in zip(rows[:, 0].tolist(), visible[:, 0])
+                if seen] == [vid for vid in expected if vid is not None]
+
     @rule(after=st.integers(-2, 200))
     def first_row_after(self, after):
         expected = next((i for i, (_, lb) in enumerate(self.model.rows) if lb > after),

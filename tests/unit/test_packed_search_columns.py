@@ -128,6 +128,39 @@ def test_a_search_whose_every_row_is_soft_deleted_answers_empty_columns(tmp_path
         replica.close()
 
 
+def test_a_batch_whose_first_candidates_are_all_live_is_answered_without_the_window_walk(
+        tmp_path, monkeypatch):
+    """No deleted, hidden or pending rows: every packed query takes the located first-k way
+    (the window walk of _live_labels would raise), and answers what the per-hit way does."""
+    replica = ShardReplica(str(tmp_path / "shard"), DIM, "cosine")
+    try:
+        replica.write(_records("cosine", 300), [])
+        replica.wait_indexed()
+        queries = np.stack([r.values for r in _records("cosine", 8, start=1000)])
+        top_ks = [1, 2, 5, 10, 10, 20, 3, 7]
+        per_hit = replica.search_batch(queries, top_ks, 40, packed=[False] * 8)
+        walked = ShardReplica._live_labels
+
+        def refused(self, labels, k):
+            raise AssertionError("a query with k live candidates walked the windows")
+        monkeypatch.setattr(ShardReplica, "_live_labels", refused)
+        packed = replica.search_batch(queries, top_ks, 40, packed=[True] * 8)
+        monkeypatch.setattr(ShardReplica, "_live_labels", walked)
+        for columns_outcome, hits_outcome, top_k in zip(packed, per_hit, top_ks):
+            columns = columns_outcome.columns
+            assert columns.ids == [h.record.id for h in hits_outcome.hits]
+            assert len(columns.ids) == top_k
+            assert columns.scores.tolist() == np.float32(
+                [h.score for h in hits_outcome.hits]).tolist()
+            assert columns.created_at_ms.tolist() == [h.record.created_at_ms
+                                                      for h in hits_outcome.hits]
+            assert (columns.fields or [{}] * top_k) == [
+                {name: getattr(h.record, name) for name in SHORT if getattr(h.record, name)}
+                for h in hits_outcome.hits]
+    finally:
+        replica.close()
+
+
 def test_packing_columns_writes_little_endian_columns_and_fields_only_when_some_hit_has_one():
     columns = HitColumns(ids=["a", "日本", "🚀"], scores=np.float32([0.9, 0.5, 0.25]),
                          distances=np.float32([0.1, 0.5, 0.75]),
