@@ -193,7 +193,11 @@ def _timestamp_json(timestamp) -> str:
 
 
 def _map_json(mapping) -> dict:
-    return {key: _fix_int64(key, value) for key, value in mapping.items()}
+    # By key, not items(): a protobuf map's items() is the MutableMapping mixin's Python view,
+    # twice the cost per entry; an empty map (a hit's metadata, mostly) returns at once.
+    if not mapping:
+        return {}
+    return {key: _fix_int64(key, mapping[key]) for key in mapping}
 
 
 def message_json(message) -> dict | None:
