@@ -109,3 +109,21 @@ def test_a_burst_of_mixed_searches_shares_node_calls_and_each_answers_as_alone(c
                if request.options.top_k == 37)
     with httpx.Client(base_url=cluster.rest, timeout=60) as client:
         client.delete(f"/datasets/{NAME}")
+
+
+def _maps_uvloop(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return any("uvloop/loop.cpython" in line for line in f)
+
+
+def test_the_router_and_the_nodes_serve_on_uvloop(cluster):
+    """tributary/event_loop.py: the running router and nodes have uvloop's loop loaded (the
+    less-CPU-per-call loop of issue 18), not just its module importable."""
+    servers = []
+    for pid in cluster.pids()[1:]:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if b"router" in argv or b"node" in argv:
+            servers.append(pid)
+    assert len(servers) == cluster.nodes + 1, servers
+    assert all(_maps_uvloop(pid) for pid in servers)

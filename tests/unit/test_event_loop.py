@@ -31,11 +31,3 @@ def test_a_bad_choice_is_refused_before_anything_runs(monkeypatch):
         event_loop.run(coroutine)
     coroutine.close()
 
-
-def test_both_server_entry_points_run_on_it():
-    import inspect
-
-    from node import server as node_server
-    from router import server as router_server
-    for module in (node_server, router_server):
-        assert "event_loop.run(serve(args))" in inspect.getsource(module.run)
