@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import uuid
 
@@ -54,21 +55,25 @@ async def _export_in_child(store_url: str, version: str, destination: str, dimen
     deeplake 4.7.4: a thread doing open_read_only + history[v].open() beside a writing thread
     froze every thread within seconds). And the copy is Python work over every row that would
     hold the GIL against the requests served meanwhile. Killed if the export is abandoned."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node.backup_export", store_url, version, destination,
-        str(dimensions), metric, index_type, stdout=asyncio.subprocess.PIPE,
-        # No preexec_fn: Python code between fork and exec, in a process whose gRPC threads
-        # may hold locks, can hang the child before its exec, and the event loop with it
-        # (it waits for the exec). The child lowers its priority itself (backup_export.main).
-        stderr=asyncio.subprocess.PIPE)
+    # Started by subprocess (fork and exec with no Python in between), waited on from a
+    # thread, not through the event loop: under uvloop's own spawn (libuv) the child died of
+    # SIGSEGV, with no output, in a node serving gRPC (tests/integration/
+    # test_backup_restore.py), where asyncio's spawn had worked. No preexec_fn either:
+    # Python code between fork and exec, in a process whose gRPC threads may hold locks, can
+    # hang the child before its exec. The child lowers its priority itself (backup_export.main).
+    child = subprocess.Popen(
+        [sys.executable, "-m", "node.backup_export", store_url, version, destination,
+         str(dimensions), metric, index_type], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        out, err = await child.communicate()
+        out, err = await asyncio.to_thread(child.communicate)
     except BaseException:
-        if child.returncode is None:
+        # Abandoned (cancelled): killing the child ends the thread's communicate too.
+        if child.poll() is None:
             child.kill()
-            await child.wait()
+        await asyncio.to_thread(child.wait)
         raise
-    message = (err.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+    message = (err.decode(errors="replace").strip().splitlines()
+               or [f"(no output; exit status {child.returncode})"])[-1]
     if child.returncode == backup_export.EXIT_NOT_FOUND:
         raise errors.NotFound(message)
     if child.returncode != 0:

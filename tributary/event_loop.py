@@ -4,7 +4,8 @@ from requirements.lock), asyncio's own when TRIBUTARY_EVENT_LOOP=asyncio or uvlo
 uvloop runs the loop's own work (ready callbacks, timers, the selector) in C: on this machine a
 grpc.aio server answering a canned search spent 0.17 instead of 0.21 ms of CPU per call
 (bench.hop_floor's echo shape, 16 client threads). grpc.aio drives its completion queue through
-the loop's add_reader, which uvloop implements, so both loops serve the same way."""
+the loop's add_reader, which uvloop implements, so both loops serve the same way. Child
+processes are not spawned through the loop (node/backup.py says why)."""
 
 from __future__ import annotations
 
