@@ -22,7 +22,10 @@ def records_from_protos(vectors, dimensions: int, metric: str,
         matrix = unpack_matrix(packed, len(vectors), dimensions, metric, names=names)
     else:
         matrix = as_matrix([v.values for v in vectors], dimensions, metric, names=names)
-    return [_record(vector, values) for vector, values in zip(vectors, matrix)]
+    # The ids read once, together: each read of a upb string field makes a new str, and the
+    # ids are what the replica keeps (IdMap) while the rest of each record is dropped after the
+    # write; made in one run, they do not pin the memory of the records' other objects.
+    return [_record(vector, values, vid) for vector, values, vid in zip(vectors, matrix, names)]
 
 
 def update_records_from_protos(vectors, paths: frozenset[str], dimensions: int, metric: str,
@@ -39,12 +42,12 @@ def update_records_from_protos(vectors, paths: frozenset[str], dimensions: int, 
     return [_record(vector, None) for vector in vectors]
 
 
-def _record(vector, values) -> VectorRecord:
+def _record(vector, values, vid: str | None = None) -> VectorRecord:
     # ListFields names only the fields that are set: batches are mostly ids and values, and
     # reading every field of every vector cost more than building the records.
     fields = {fd.name: value for fd, value in vector.ListFields() if fd.name in _RECORD_FIELDS}
     metadata = fields.pop("metadata", None)
-    return VectorRecord(id=vector.id, values=values,
+    return VectorRecord(id=vector.id if vid is None else vid, values=values,
                         metadata=dict(metadata) if metadata else {}, **fields)
 
 
