@@ -45,7 +45,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -q tests/integration
 
-# The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 5).
+# The issue's full crash matrix: 50 transactions per 2PC crash point (make test runs 3).
 test-2pc-full: $(STAMP)
 	TRIBUTARY_2PC_TXNS=50 $(PY) -m pytest -q tests/integration/test_two_phase_commit.py
 

@@ -5,7 +5,7 @@ an armed point kills itself with SIGKILL, and `tributary up` restarts it. After 
 each transaction must be fully visible or fully absent, no locks may remain, and no transaction
 may stay in doubt longer than a bound.
 
-TRIBUTARY_2PC_TXNS sets transactions per crash point (default 5 in `make test`; the issue's full
+TRIBUTARY_2PC_TXNS sets transactions per crash point (default 3 in `make test`; the issue's full
 matrix of 50 runs with `make test-2pc-full`).
 """
 
@@ -28,7 +28,7 @@ from tributary import faults
 
 pytestmark = pytest.mark.integration
 
-TXNS_PER_POINT = int(os.environ.get("TRIBUTARY_2PC_TXNS", "5"))
+TXNS_PER_POINT = int(os.environ.get("TRIBUTARY_2PC_TXNS", "3"))
 PREPARED_TIMEOUT_MS = 1_500
 SHARDS = 4
 DIMS = 8
