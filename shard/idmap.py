@@ -121,33 +121,27 @@ class IdMap:
 
     def ids_of_labels(self, labels: np.ndarray | Sequence[int]) -> list[str | None]:
         """For each label, the id of the visible row holding it, or None (no row holds it, or
-        it is hidden). One binary search over the whole batch."""
-        wanted = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if not len(wanted) or not self._rows:
-            return [None] * len(wanted)
-        held = self._labels[:self._rows]
-        rows = np.minimum(np.searchsorted(held, wanted), self._rows - 1)
-        found = (held[rows] == wanted).tolist()
-        ids, hidden = self._ids, self._hidden_labels
-        if hidden:
-            return [ids[row] if ok and label not in hidden else None
-                    for row, ok, label in zip(rows.tolist(), found, wanted.tolist())]
-        return [ids[row] if ok else None for row, ok in zip(rows.tolist(), found)]
+        it is hidden). One binary search over the whole batch (locate)."""
+        rows, visible = self.locate(np.asarray(labels, dtype=np.int64).reshape(-1))
+        ids = self._ids
+        return [ids[row] if ok else None for row, ok in zip(rows.tolist(), visible.tolist())]
 
     def locate(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For an array of labels (any shape), the row of each and whether a visible row holds
         it, as two arrays of that shape (a row number is meaningless where the label is not
-        visible). ids_of_labels without naming the ids: a search batch locates all its
-        candidates with one binary search and names only the hits it keeps."""
+        visible). A search batch locates all its candidates with one binary search and names
+        only the hits it keeps; hidden labels are looked up per candidate, so the cost does not
+        grow with the number of soft-deleted rows."""
         wanted = np.asarray(labels, dtype=np.int64)
         if not wanted.size or not self._rows:
             return np.zeros(wanted.shape, np.int64), np.zeros(wanted.shape, bool)
         held = self._labels[:self._rows]
         rows = np.minimum(np.searchsorted(held, wanted), self._rows - 1)
         visible = held[rows] == wanted
-        if self._hidden_labels:
-            visible &= ~np.isin(wanted, np.fromiter(self._hidden_labels, np.int64,
-                                                    len(self._hidden_labels)))
+        hidden = self._hidden_labels
+        if hidden:
+            visible &= ~np.fromiter((label in hidden for label in wanted.ravel().tolist()),
+                                    bool, wanted.size).reshape(wanted.shape)
         return rows, visible
 
     def visible_label(self, label: int) -> bool:

@@ -705,8 +705,8 @@ class ShardReplica:
                 if plain_columns:
                     outcomes.append(self._columns_outcome(
                         ids, np.asarray(self._map.rows_of(ids), np.int64),
-                        labels[i][positions], scores[i][positions], distances[i][positions],
-                        sparse, started, live))
+                        labels[i][positions].tolist(), scores[i][positions],
+                        distances[i][positions], sparse, started, live))
                     continue
                 found = list(zip(ids, scores[i][positions].tolist(),
                                  distances[i][positions].tolist()))
@@ -739,9 +739,9 @@ class ShardReplica:
         return self._columns_outcome([ids[row] for row in kept.tolist()], kept, label_list,
                                      scores[:k], distances[:k], sparse, started, scanned)
 
-    def _columns_outcome(self, ids: list[str], rows: np.ndarray, labels, scores: np.ndarray,
-                         distances: np.ndarray, sparse: list, started: float, scanned: int
-                         ) -> SearchOutcome:
+    def _columns_outcome(self, ids: list[str], rows: np.ndarray, labels: list[int],
+                         scores: np.ndarray, distances: np.ndarray, sparse: list,
+                         started: float, scanned: int) -> SearchOutcome:
         """A plain search's hits as columns (HitColumns), from memory only: the times by one
         fancy index (`rows`, the hits' row numbers) into _SmallFields' arrays, the sparse short
         fields (`sparse`, _sparse_small_fields) only when the shard holds any. The caller holds
@@ -750,7 +750,7 @@ class ShardReplica:
         fields = None
         if sparse and ids:
             fields = []
-            for label in (labels.tolist() if isinstance(labels, np.ndarray) else labels):
+            for label in labels:
                 fields.append({name: column[label] for name, column in sparse
                                if label in column})
             if not any(fields):
