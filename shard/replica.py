@@ -127,10 +127,14 @@ class ShardReplica:
         # One save at a time (the periodic save and close may meet); taken before the others.
         self._save_lock = threading.Lock()
         # Rows committed to the store but not yet in the graph: FIFO chunks of (labels, vectors),
-        # plus a label -> vector view for lookups. Deleted pending labels leave the view at once;
-        # if the indexer already took them, it marks them deleted after adding (_deleted_pending).
+        # plus a label -> chunk map for lookups (_pending_vector finds the row in its chunk).
+        # Deleted pending labels leave the map at once; if the indexer already took them, it
+        # marks them deleted after adding (_deleted_pending). The map's values are the chunks
+        # themselves, shared by their rows: a numpy view per row (~130 bytes of small objects,
+        # 1M of them in a 1M backlog) left pymalloc's pools fragmented by the ids kept meanwhile
+        # (~27 MB a node at 400k rows after the build, none after a restart).
         self._pending_chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pending_vectors: dict[int, np.ndarray] = {}
+        self._pending_vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._deleted_pending: set[int] = set()
         # Labels a write deleted from the store but has not yet marked deleted in the graph (it
         # marks them after releasing _lock; see write). Graph searches ask for this many more
@@ -1033,7 +1037,7 @@ class ShardReplica:
             with self._index_lock.read():
                 return np.asarray(self._index.get_items(labels), dtype=np.float32)
         indexed = [lb for lb in labels if lb not in self._pending_vectors]
-        found = {lb: self._pending_vectors[lb] for lb in pending}
+        found = {lb: self._pending_vector(lb) for lb in pending}
         if indexed:
             with self._index_lock.read():
                 fetched = np.asarray(self._index.get_items(indexed), dtype=np.float32)
@@ -1460,7 +1464,8 @@ class ShardReplica:
         if label in self._deleted_pending:
             # Still in a pending chunk: make it visible to the exact scan again.
             self._deleted_pending.discard(label)
-            self._pending_vectors[label] = np.asarray(self._ds["values"][row], dtype=np.float32)
+            vector = np.asarray(self._ds["values"][row], dtype=np.float32).reshape(1, -1)
+            self._pending_vectors[label] = (np.asarray([label], dtype=np.int64), vector)
             return
         with self._index_lock.write():
             self._index.unmark_deleted(label)
@@ -1520,8 +1525,13 @@ class ShardReplica:
             for start in range(0, len(labels), step):
                 chunk = (labels[start:start + step], vectors[start:start + step])
                 self._pending_chunks.append(chunk)
-                self._pending_vectors.update(zip(chunk[0].tolist(), chunk[1]))
+                self._pending_vectors.update(dict.fromkeys(chunk[0].tolist(), chunk))
             self._pending_changed.notify_all()
+
+    def _pending_vector(self, label: int) -> np.ndarray:
+        """The vector of a pending label, from its chunk (caller holds `_lock`)."""
+        labels, vectors = self._pending_vectors[label]
+        return vectors[int(np.flatnonzero(labels == label)[0])]
 
     def pending_count(self) -> int:
         with self._lock:
