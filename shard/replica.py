@@ -50,6 +50,7 @@ import re
 from shard import filter_eval, heap
 from shard.filter_parse import NUMERIC_FIELDS, TEXT_FIELDS
 from shard.idmap import IdMap
+from shard.pending import PendingRows
 from shard.ef_gate import EfGate
 from shard.rwlock import ReadWriteLock
 from shard.records import (UPDATABLE_FIELDS, ExistingPolicy, Hit, HitColumns, SearchOutcome,
@@ -126,16 +127,10 @@ class ShardReplica:
         self._index_lock = ReadWriteLock()
         # One save at a time (the periodic save and close may meet); taken before the others.
         self._save_lock = threading.Lock()
-        # Rows committed to the store but not yet in the graph: FIFO chunks of (labels, vectors),
-        # plus a label -> chunk map for lookups (_pending_vector finds the row in its chunk).
-        # Deleted pending labels leave the map at once; if the indexer already took them, it
-        # marks them deleted after adding (_deleted_pending). The map's values are the chunks
-        # themselves, shared by their rows: a numpy view per row (~130 bytes of small objects,
-        # 1M of them in a 1M backlog) left pymalloc's pools fragmented by the ids kept meanwhile
-        # (~27 MB a node at 400k rows after the build, none after a restart).
-        self._pending_chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pending_vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._deleted_pending: set[int] = set()
+        # Rows committed to the store but not yet in the graph (shard/pending.py). A deleted
+        # pending row is hidden there at once; the indexer marks it deleted after adding its
+        # chunk.
+        self._pending = PendingRows(limits.index_chunk_vectors)
         # Labels a write deleted from the store but has not yet marked deleted in the graph (it
         # marks them after releasing _lock; see write). Graph searches ask for this many more
         # candidates meanwhile, so the dropped labels never cost a hit.
@@ -364,7 +359,8 @@ class ShardReplica:
         with self._save_lock:
             with self._lock:
                 # Every label below the oldest pending one is in the graph.
-                watermark = (int(self._pending_chunks[0][0][0]) - 1 if self._pending_chunks
+                oldest = self._pending.first()
+                watermark = (int(oldest[0][0]) - 1 if oldest is not None
                              else self._next_label - 1)
                 count, next_label = len(self._ids), self._next_label
                 generation = self._index_generation
@@ -611,7 +607,7 @@ class ShardReplica:
             live = len(self._ids)
             if live == 0:
                 return SearchOutcome([], 0, 0, 0.0)
-            if len(self._pending_vectors) > limits.search_now_pending_rows_max:
+            if len(self._pending) > limits.search_now_pending_rows_max:
                 return None
             k = min(top_k, live)
             ef = max(ef_search or limits.ef_search_default, k)
@@ -670,7 +666,7 @@ class ShardReplica:
             live = len(self._ids)
             if live == 0:
                 return [SearchOutcome([], 0, 0, 0.0) for _ in range(count)]
-            if not blocking and len(self._pending_vectors) > limits.search_now_pending_rows_max:
+            if not blocking and len(self._pending) > limits.search_now_pending_rows_max:
                 return None
             ks = [min(k, live) for k in top_ks]
             k = max(ks)
@@ -931,8 +927,8 @@ class ShardReplica:
         """What a graph search needs from the replica state (caller holds _lock): the pending
         chunks (immutable arrays), how many live rows the graph holds, and how many deleted
         rows it still shows (not yet marked)."""
-        indexed_live = len(self._ids) - len(self._pending_vectors) - len(self._soft_deleted)
-        return list(self._pending_chunks), indexed_live, self._unmarked_deletes
+        indexed_live = len(self._ids) - len(self._pending) - len(self._soft_deleted)
+        return self._pending.chunks, indexed_live, self._unmarked_deletes
 
     def _candidates(self, query: np.ndarray, k: int, ef: int, pending: list,
                     indexed_live: int, unmarked: int, locked: bool = False
@@ -1032,12 +1028,12 @@ class ShardReplica:
                 for i, s, d in zip(best, scores, distances)]
 
     def _vectors_of(self, labels: list[int]) -> np.ndarray:
-        pending = [lb for lb in labels if lb in self._pending_vectors]
+        pending = [lb for lb in labels if lb in self._pending]
         if not pending:
             with self._index_lock.read():
                 return np.asarray(self._index.get_items(labels), dtype=np.float32)
-        indexed = [lb for lb in labels if lb not in self._pending_vectors]
-        found = {lb: self._pending_vector(lb) for lb in pending}
+        indexed = [lb for lb in labels if lb not in self._pending]
+        found = {lb: self._pending.vector(lb) for lb in pending}
         if indexed:
             with self._index_lock.read():
                 fetched = np.asarray(self._index.get_items(indexed), dtype=np.float32)
@@ -1341,9 +1337,7 @@ class ShardReplica:
             for vid, label in zip(gone_ids, gone_labels):
                 if vid in self._soft_deleted:
                     continue    # already hidden from the graph (the map unhides it below)
-                if self._pending_vectors.pop(label, None) is not None:
-                    self._deleted_pending.add(label)
-                else:
+                if not self._pending.hide(label):
                     graph_deletes.append(label)
             if graph_deletes and self._index is not None:
                 if marks is None:
@@ -1449,8 +1443,7 @@ class ShardReplica:
     def _hide_label(self, label: int) -> None:
         if self._index is None:
             return      # flat: the exact scan skips soft-deleted rows itself
-        if self._pending_vectors.pop(label, None) is not None:
-            self._deleted_pending.add(label)
+        if self._pending.hide(label):
             return
         with self._index_lock.write():
             try:
@@ -1461,12 +1454,8 @@ class ShardReplica:
     def _unhide_label(self, label: int, row: int) -> None:
         if self._index is None:
             return
-        if label in self._deleted_pending:
-            # Still in a pending chunk: make it visible to the exact scan again.
-            self._deleted_pending.discard(label)
-            vector = np.asarray(self._ds["values"][row], dtype=np.float32).reshape(1, -1)
-            self._pending_vectors[label] = (np.asarray([label], dtype=np.int64), vector)
-            return
+        if self._pending.show(label):
+            return      # still in a pending chunk: visible to the exact scan again
         with self._index_lock.write():
             self._index.unmark_deleted(label)
 
@@ -1497,14 +1486,14 @@ class ShardReplica:
                 rebuilt.mark_deleted(label)
             for vid in self._soft_deleted:
                 label = self._map.label_of(vid)
-                if label in in_snapshot and label not in self._deleted_pending:
+                if label in in_snapshot and not self._pending.is_hidden(label):
                     rebuilt.mark_deleted(label)
             self._index = rebuilt
             self._ef_gate = EfGate(rebuilt, limits.ef_search_default)
             self._index_generation += 1
             # Rows added after the snapshot are pending or were indexed into the old graph.
             late_rows = [r for r, lb in enumerate(self._labels.tolist())
-                         if lb not in self._pending_vectors and lb not in in_snapshot
+                         if lb not in self._pending and lb not in in_snapshot
                          and self._ids[r] not in self._soft_deleted]
             late_labels = self._labels[np.asarray(late_rows, dtype=np.int64)]
         if late_rows:
@@ -1521,27 +1510,18 @@ class ShardReplica:
 
     def _enqueue(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         with self._lock:
-            step = limits.index_chunk_vectors
-            for start in range(0, len(labels), step):
-                chunk = (labels[start:start + step], vectors[start:start + step])
-                self._pending_chunks.append(chunk)
-                self._pending_vectors.update(dict.fromkeys(chunk[0].tolist(), chunk))
+            self._pending.append(labels, vectors)
             self._pending_changed.notify_all()
-
-    def _pending_vector(self, label: int) -> np.ndarray:
-        """The vector of a pending label, from its chunk (caller holds `_lock`)."""
-        labels, vectors = self._pending_vectors[label]
-        return vectors[int(np.flatnonzero(labels == label)[0])]
 
     def pending_count(self) -> int:
         with self._lock:
-            return len(self._pending_vectors)
+            return len(self._pending)
 
     def wait_indexed(self, timeout_s: float = 600.0) -> bool:
         """Blocks until every acknowledged row is in the graph (tests and benchmarks)."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._pending_chunks:
+            while self._pending.first() is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -1552,13 +1532,14 @@ class ShardReplica:
         _lower_thread_priority(_INDEXER_NICE)
         while True:
             with self._lock:
-                while not self._pending_chunks and not self._closing:
+                while self._pending.first() is None and not self._closing:
                     self._pending_changed.wait()
-                if not self._pending_chunks:
+                work = self._pending.first()
+                if work is None:
                     return      # closing, and everything is indexed
                 if self._closing and time.monotonic() >= self._close_deadline:
                     return      # closing, out of time: the rest is re-added on the next open
-                labels, vectors = self._pending_chunks[0]
+                labels, vectors = work
                 generation = self._index_generation
             try:
                 with self._index_lock.write():
@@ -1575,25 +1556,17 @@ class ShardReplica:
             with self._lock:
                 if generation != self._index_generation:
                     continue    # compaction swapped the graph meanwhile: add the chunk again
-                self._pending_chunks.pop(0)
+                dead = self._pending.pop_first()
                 self.indexed_vectors_total += len(labels)
                 self._indexed_since_drained += len(labels)
-                dead = [lb for lb in labels.tolist() if lb in self._deleted_pending]
-                for lb in labels.tolist():
-                    self._pending_vectors.pop(lb, None)
                 if dead:
                     with self._index_lock.write():
                         for lb in dead:
                             self._index.mark_deleted(lb)
-                    self._deleted_pending.difference_update(dead)
-                if not self._pending_chunks and \
+                if self._pending.first() is None and \
                         self._indexed_since_drained >= limits.memory_trim_backlog_vectors_min:
                     drained = True
                     self._indexed_since_drained = 0
-                    if not self._pending_vectors:
-                        # A dict emptied by pops keeps its largest table (~50 MB after a
-                        # backlog of 1M): a new one lets it go.
-                        self._pending_vectors = {}
                 self._pending_changed.notify_all()
             if drained:
                 # The backlog's chunks, the store's buffers and the graph's growth freed
