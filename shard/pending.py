@@ -9,8 +9,8 @@ object per row. The replica kept a dict label -> vector before: at the end of a 
 node had ~470k pending rows, an int key and a numpy view (~130 bytes of small objects) apiece,
 allocated in between the ids the replica keeps for good; once freed they left ~40 MB a node of
 pymalloc pools that could not be returned (`python -m bench.million`: cluster RSS right after
-the build 1,580 MB, 1,501 with the view gone, this without the keys). A label is found by the
-chunks' label ranges, then a binary search in its chunk.
+the build 1,580 MB, 1,501 with the views gone, 1,449 with the keys gone too). A label is found
+by the chunks' label ranges, then a binary search in its chunk.
 
 Pure: no store, no graph, no lock (the replica's `_lock` guards it).
 """
