@@ -54,6 +54,7 @@ class PendingRows:
             raise ValueError("chunk_rows must be at least 1")
         self._chunk_rows = chunk_rows
         self._chunks: list[_Chunk] = []
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []     # the chunks' (labels, vectors)
         self._visible = 0
         # Each chunk's lowest and highest label, rebuilt on the first look-up after a change.
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
@@ -66,11 +67,11 @@ class PendingRows:
     def chunks(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every chunk's (labels, vectors), oldest first, hidden rows included (a search filters
         those by the replica's id map)."""
-        return [(c.labels, c.vectors) for c in self._chunks]
+        return list(self._pairs)
 
     def first(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The oldest chunk's (labels, vectors): the indexer's next work. None when empty."""
-        return (self._chunks[0].labels, self._chunks[0].vectors) if self._chunks else None
+        return self._pairs[0] if self._pairs else None
 
     def append(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Rows at the end, visible, in chunks of at most `chunk_rows`."""
@@ -79,7 +80,9 @@ class PendingRows:
             raise ValueError(f"{len(labels)} labels but {len(vectors)} vectors")
         step = self._chunk_rows
         for start in range(0, len(labels), step):
-            self._chunks.append(_Chunk(labels[start:start + step], vectors[start:start + step]))
+            chunk = _Chunk(labels[start:start + step], vectors[start:start + step])
+            self._chunks.append(chunk)
+            self._pairs.append((chunk.labels, chunk.vectors))
         self._visible += len(labels)
         self._bounds = None
 
@@ -87,6 +90,7 @@ class PendingRows:
         """Drops the oldest chunk (the indexer added it to the graph) and returns its hidden
         labels, which the graph must mark deleted."""
         chunk = self._chunks.pop(0)
+        self._pairs.pop(0)
         self._visible -= int(np.count_nonzero(chunk.visible))
         self._bounds = None
         return chunk.labels[~chunk.visible].tolist()
