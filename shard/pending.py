@@ -10,18 +10,24 @@ node had ~470k pending rows, an int key and a numpy view (~130 bytes of small ob
 allocated in between the ids the replica keeps for good; once freed they left ~40 MB a node of
 pymalloc pools that could not be returned (`python -m bench.million`: cluster RSS right after
 the build 1,580 MB, 1,501 with the views gone, 1,449 with the keys gone too). A label is found
-by the chunks' label ranges, then a binary search in its chunk.
+by a binary search over the chunks' label ranges (a vectorized scan when the chunks are out of
+label order), then by arithmetic in its chunk (a write's labels are consecutive) or a binary
+search: ~2.4 us a look-up at 2,000 chunks (500k pending rows), against ~0.3 us for the dict.
+Only deletes, restores and exact scans of pending rows look labels up.
 
 Pure: no store, no graph, no lock (the replica's `_lock` guards it).
 """
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 
 class _Chunk:
-    __slots__ = ("labels", "vectors", "visible", "sorted_labels", "order")
+    __slots__ = ("labels", "vectors", "visible", "sorted_labels", "order", "low", "high",
+                 "contiguous")
 
     def __init__(self, labels: np.ndarray, vectors: np.ndarray):
         self.labels = labels
@@ -33,11 +39,18 @@ class _Chunk:
         else:
             self.order = None
             self.sorted_labels = labels
+        self.low, self.high = int(self.sorted_labels[0]), int(self.sorted_labels[-1])
+        # A write's labels are consecutive: the offset is then arithmetic, no numpy call.
+        self.contiguous = self.order is None and self.high - self.low + 1 == len(labels)
 
     def offset(self, label: int) -> int:
         """The label's position in this chunk, or -1."""
+        if not self.low <= label <= self.high:
+            return -1
+        if self.contiguous:
+            return label - self.low
         i = int(np.searchsorted(self.sorted_labels, label))
-        if i == len(self.sorted_labels) or int(self.sorted_labels[i]) != label:
+        if int(self.sorted_labels[i]) != label:
             return -1
         return i if self.order is None else int(self.order[i])
 
@@ -56,8 +69,9 @@ class PendingRows:
         self._chunks: list[_Chunk] = []
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []     # the chunks' (labels, vectors)
         self._visible = 0
-        # Each chunk's lowest and highest label, rebuilt on the first look-up after a change.
-        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        # Each chunk's lowest and highest label, and whether the chunks are in label order with
+        # disjoint ranges; rebuilt on the first look-up after a change.
+        self._bounds: tuple[list[int] | np.ndarray, list[int] | np.ndarray, bool] | None = None
 
     def __len__(self) -> int:
         """The visible pending rows."""
@@ -99,12 +113,19 @@ class PendingRows:
         if not self._chunks:
             return None, -1
         if self._bounds is None:
-            self._bounds = (np.fromiter((c.sorted_labels[0] for c in self._chunks), np.int64,
-                                        len(self._chunks)),
-                            np.fromiter((c.sorted_labels[-1] for c in self._chunks), np.int64,
-                                        len(self._chunks)))
-        lows, highs = self._bounds
-        for i in np.flatnonzero((lows <= label) & (highs >= label)).tolist():
+            lows = [c.low for c in self._chunks]
+            highs = [c.high for c in self._chunks]
+            ordered = all(high < low for high, low in zip(highs, lows[1:]))
+            if not ordered:     # e.g. a compaction's late rows behind newer chunks
+                lows, highs = np.asarray(lows, np.int64), np.asarray(highs, np.int64)
+            self._bounds = (lows, highs, ordered)
+        lows, highs, ordered = self._bounds
+        if ordered:     # the usual case: chunks as written, in label order, ranges disjoint
+            i = bisect.bisect_right(lows, label) - 1
+            candidates = [i] if i >= 0 and label <= highs[i] else []
+        else:
+            candidates = np.flatnonzero((lows <= label) & (highs >= label)).tolist()
+        for i in candidates:
             offset = self._chunks[i].offset(label)
             if offset >= 0:
                 return self._chunks[i], offset

@@ -23,14 +23,19 @@ class PendingRowsMachine(RuleBasedStateMachine):
         self.visible: dict[int, np.ndarray] = {}
         self.hidden: set[int] = set()
         self.next_label = 0
+        self.low_label = 0
         self.seen: list[int] = []                   # every label ever appended
 
     @rule(n=st.integers(1, 10), shuffled=st.booleans(), gap=st.integers(0, 3),
-          seed=st.integers(0, 2**16))
-    def append(self, n, shuffled, gap, seed):
+          below=st.booleans(), seed=st.integers(0, 2**16))
+    def append(self, n, shuffled, gap, below, seed):
         rng = np.random.default_rng(seed)
-        labels = np.arange(self.next_label + gap, self.next_label + gap + n, dtype=np.int64)
-        self.next_label += gap + n
+        if below:       # labels older than every chunk's (as a compaction's late rows may be)
+            self.low_label -= gap + n
+            labels = np.arange(self.low_label, self.low_label + n, dtype=np.int64)
+        else:
+            labels = np.arange(self.next_label + gap, self.next_label + gap + n, dtype=np.int64)
+            self.next_label += gap + n
         if shuffled:        # a chunk need not be in label order
             labels = rng.permutation(labels)
         vectors = rng.random((n, _DIM), dtype=np.float32)
@@ -85,7 +90,7 @@ class PendingRowsMachine(RuleBasedStateMachine):
         assert (first is None) == (not self.chunks)
         if first is not None:
             assert first[0].tolist() == self.chunks[0]
-        for label in self.seen + [self.next_label + 5]:
+        for label in self.seen + [self.next_label + 5, self.low_label - 5]:
             assert (label in self.rows) == (label in self.visible)
             assert self.rows.is_hidden(label) == (label in self.hidden)
             if label in self.visible:
