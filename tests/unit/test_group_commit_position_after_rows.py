@@ -40,7 +40,7 @@ import time
 time.sleep(30)
 """
 
-_ROWS = 60_000
+_ROWS = 30_000
 
 
 def _stored(path: str) -> tuple[int, tuple[int, int] | None]:
@@ -54,13 +54,13 @@ def _stored(path: str) -> tuple[int, tuple[int, int] | None]:
 
 def test_a_kill_inside_a_group_commit_never_leaves_a_position_ahead_of_the_rows(tmp_path):
     seen_done = False
-    for step in range(40):
+    for step in range(60):
         path = str(tmp_path / f"r{step}")
         child = subprocess.Popen([sys.executable, "-c", _CHILD, path, REPO, str(_ROWS)],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert child.stdout.readline().strip() == "go"
-            time.sleep(step * 0.025)
+            time.sleep(step * 0.015)
             child.send_signal(signal.SIGKILL)
             rest = child.stdout.read()
         finally:
@@ -68,7 +68,7 @@ def test_a_kill_inside_a_group_commit_never_leaves_a_position_ahead_of_the_rows(
             child.wait(timeout=30)
         rows, position = _stored(path)
         if position == (2, 1):
-            assert rows == 10 + _ROWS, f"killed {step * 25} ms into the commit: the store " \
+            assert rows == 10 + _ROWS, f"killed {step * 15} ms into the commit: the store " \
                 f"records op 2 but holds {rows} rows"
         else:
             assert position == (1, 1) and rows in (10, 10 + _ROWS)

@@ -101,7 +101,7 @@ class PendingRowsMachine(RuleBasedStateMachine):
 
 
 TestPendingRows = PendingRowsMachine.TestCase
-TestPendingRows.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestPendingRows.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
 
 
 def test_rows_append_in_chunks_of_at_most_chunk_rows():
