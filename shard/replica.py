@@ -1028,11 +1028,12 @@ class ShardReplica:
                 for i, s, d in zip(best, scores, distances)]
 
     def _vectors_of(self, labels: list[int]) -> np.ndarray:
-        pending = [lb for lb in labels if lb in self._pending]
-        if not pending:
+        in_pending = np.isin(np.asarray(labels, dtype=np.int64), self._pending.visible_labels())
+        if not in_pending.any():
             with self._index_lock.read():
                 return np.asarray(self._index.get_items(labels), dtype=np.float32)
-        indexed = [lb for lb in labels if lb not in self._pending]
+        pending = [lb for lb, p in zip(labels, in_pending.tolist()) if p]
+        indexed = [lb for lb, p in zip(labels, in_pending.tolist()) if not p]
         found = {lb: self._pending.vector(lb) for lb in pending}
         if indexed:
             with self._index_lock.read():
@@ -1492,8 +1493,9 @@ class ShardReplica:
             self._ef_gate = EfGate(rebuilt, limits.ef_search_default)
             self._index_generation += 1
             # Rows added after the snapshot are pending or were indexed into the old graph.
+            pending_now = set(self._pending.visible_labels().tolist())
             late_rows = [r for r, lb in enumerate(self._labels.tolist())
-                         if lb not in self._pending and lb not in in_snapshot
+                         if lb not in pending_now and lb not in in_snapshot
                          and self._ids[r] not in self._soft_deleted]
             late_labels = self._labels[np.asarray(late_rows, dtype=np.int64)]
         if late_rows:

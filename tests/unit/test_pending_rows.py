@@ -90,6 +90,7 @@ class PendingRowsMachine(RuleBasedStateMachine):
         assert (first is None) == (not self.chunks)
         if first is not None:
             assert first[0].tolist() == self.chunks[0]
+        assert sorted(self.rows.visible_labels().tolist()) == sorted(self.visible)
         for label in self.seen + [self.next_label + 5, self.low_label - 5]:
             assert (label in self.rows) == (label in self.visible)
             assert self.rows.is_hidden(label) == (label in self.hidden)
