@@ -1437,7 +1437,7 @@ class ShardReplica:
                     raise Internal(f"shard store write failed: {exc}") from exc
                 for vid in targets:
                     self._map.unhide(vid)
-                    self._unhide_label(self._map.label_of(vid), self._map.row_of(vid))
+                    self._unhide_label(self._map.label_of(vid))
             missing = sum(1 for i in dict.fromkeys(ids) if i not in self._map)
             return len(targets), missing
 
@@ -1452,7 +1452,7 @@ class ShardReplica:
             except RuntimeError:
                 pass    # already marked (e.g. in a saved index)
 
-    def _unhide_label(self, label: int, row: int) -> None:
+    def _unhide_label(self, label: int) -> None:
         if self._index is None:
             return
         if self._pending.show(label):
