@@ -65,6 +65,24 @@ deeplake = lazy_import.module("deeplake")
 
 log = logging.getLogger("tributary.shard")
 
+# Deep Lake 4.7 can freeze the whole process, GIL held, when one thread opens a tagged version
+# of a store (open_read_only(url).tags[t].open(): shard/versions.py VersionView) while another
+# thread commits to any store of the process, that one or another: a thread committing to one
+# store beside a thread opening a tag of a second one hung within a second, three runs of three
+# (a plain open_read_only, a tag() or a read-write open beside the commits never did). So every
+# commit or compaction of a store holds this lock shared, and every open of a tagged version
+# holds it alone (tests/unit/test_version_open_beside_commits.py).
+STORE_COMMITS = ReadWriteLock()
+
+
+def commit_store(ds, message: str | None = None) -> None:
+    """`ds.commit(message)` holding STORE_COMMITS shared."""
+    with STORE_COMMITS.read():
+        if message is None:
+            ds.commit()
+        else:
+            ds.commit(message)
+
 _TEXT_COLUMNS = ("id", "document_id", "chunk_id", "content", "content_hash", "content_type",
                  "language", "model")
 _INT_COLUMNS = ("label", "chunk_index", "chunk_count", "created_at_ms", "updated_at_ms")
@@ -152,7 +170,7 @@ class ShardReplica:
         if self._small.record_filled(self._ds):
             # Committed now, not with the next write: a shard only read from would otherwise
             # read every short column again at each start.
-            self._ds.commit("name the filled short columns")
+            commit_store(self._ds, "name the filled short columns")
         self._filter_columns: _FilterColumns | None = None
         self._rng = np.random.default_rng(0)
         self._to_enqueue: list[int] = []
@@ -219,7 +237,7 @@ class ShardReplica:
             versions.heal_log_holes(ds, os.path.join(self.path, "store"))
             if _SOFT_DELETE_COLUMN not in [c.name for c in ds.schema.columns]:
                 ds.add_column(_SOFT_DELETE_COLUMN, deeplake.types.Int64())
-                ds.commit("add soft-delete column")
+                commit_store(ds, "add soft-delete column")
             return ds
         ds = _writer_handle(deeplake.create(self._store_url))
         ds.add_column("label", deeplake.types.Int64())
@@ -236,7 +254,7 @@ class ShardReplica:
         ds.metadata["dimensions"] = self.dimensions
         ds.metadata["metric"] = self.metric
         ds.metadata[_FILLED_COLUMNS] = ""
-        ds.commit("create shard store")
+        commit_store(ds, "create shard store")
         return ds
 
     def _load_maps(self) -> None:
@@ -438,7 +456,9 @@ class ShardReplica:
     def store_guard(self):
         """The lock every commit of this store holds. Deep Lake 4.7 can deadlock the whole
         process (with the GIL held) when a read-only handle on the store is opened while
-        another thread commits to it (node/backup.py); whoever opens one here holds this."""
+        another thread commits to it (node/backup.py); whoever opens one here holds this.
+        (Opening a tagged version also needs STORE_COMMITS alone: that one deadlocks beside a
+        commit of any store.)"""
         return self._lock
 
     def mark_version(self, tag: str) -> tuple[str, int]:
@@ -1603,7 +1623,7 @@ class ShardReplica:
         position = self._applied_position
         with tracing.span("deeplake.commit", {"deeplake.rows_appended": appended,
                                               "deeplake.rows_removed": removed}):
-            self._ds.commit()
+            commit_store(self._ds)
             if position is not None and position != self.durable_position:
                 # The position goes in a commit of its own, after the rows': Deep Lake writes
                 # a commit's metadata before its rows, so a kill -9 inside one commit holding
@@ -1612,7 +1632,7 @@ class ShardReplica:
                 # without ops 7-10; tests/unit/test_group_commit_position_after_rows.py).
                 self._ds.metadata[_POSITION_SEQ] = position[0]
                 self._ds.metadata[_POSITION_TERM] = position[1]
-                self._ds.commit()
+                commit_store(self._ds)
         self.durable_position = position
         self._uncommitted = []
         self._uncommitted_rows = 0

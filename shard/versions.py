@@ -29,7 +29,7 @@ import numpy as np
 
 from shard import filter_eval
 from shard.records import Hit, SearchOutcome, VectorRecord
-from shard.replica import _FilterColumns, _exact_top
+from shard.replica import STORE_COMMITS, _FilterColumns, _exact_top
 from shard.scoring import scores_from_hnsw
 from tributary import errors, lazy_import, limits
 
@@ -50,16 +50,8 @@ def mark(ds, tag: str) -> str:
         return ds.tags[tag].version
     except Exception:  # noqa: BLE001 - deeplake raises TagNotFoundError, not exported by name
         pass
-    return ds.tag(tag).version
-
-
-def drop_tag(ds, tag: str) -> bool:
-    """Removes a Deep Lake tag (retention); False when the store has no such tag."""
-    try:
-        ds.tags[tag].delete()
-        return True
-    except Exception:  # noqa: BLE001 - TagNotFoundError
-        return False
+    with STORE_COMMITS.read():     # a tag is written like a commit
+        return ds.tag(tag).version
 
 
 # ---- holes in the commit log ------------------------------------------------------------------
@@ -124,7 +116,8 @@ def heal_log_holes(ds, store_path: str) -> list[tuple[str, int]]:
     left = holes
     try:
         for _ in range(limits.store_log_heal_compactions_max):
-            ds.compact()
+            with STORE_COMMITS.read():
+                ds.compact()
             left = log_holes(store_path)
             if not left:
                 break
@@ -146,7 +139,10 @@ class VersionView:
 
     def __init__(self, store_url: str, tag: str, dimensions: int, metric: str):
         try:
-            self._ds = deeplake.open_read_only(store_url).tags[tag].open()
+            # Alone against every commit in the process (replica.STORE_COMMITS): beside one,
+            # this open can freeze the process.
+            with STORE_COMMITS.write():
+                self._ds = deeplake.open_read_only(store_url).tags[tag].open()
         except Exception as exc:  # noqa: BLE001 - TagNotFoundError: this copy lacks the version
             raise errors.Unavailable(f"this copy of the shard does not hold version tag "
                                      f"'{tag}'") from exc
