@@ -92,10 +92,13 @@ def node_statuses(c: Cluster) -> list[node_pb2.NodeStatusResponse]:
 
 
 def quiescent(c: Cluster) -> bool:
-    try:
-        return all(s.prepared_txns == 0 and s.locked_ids == 0 for s in node_statuses(c))
-    except grpc.RpcError:
-        return False
+    """True once no node holds a prepared transaction or a locked id. Otherwise raises, saying
+    which node holds what (or the node's RPC error), for wait_for to report at its deadline."""
+    busy = {f"node-{i}": (s.prepared_txns, s.locked_ids)
+            for i, s in enumerate(node_statuses(c)) if s.prepared_txns or s.locked_ids}
+    if busy:
+        raise AssertionError(f"(prepared txns, locked ids) still held: {busy}")
+    return True
 
 
 def test_multi_shard_batch_commits_on_every_shard(cluster):
