@@ -254,6 +254,37 @@ class Replication:
         del self._unapplied[key]
         self.remember_outcome(key, op)
 
+    async def decided_in_store(self, dataset_uuid: str, shard: int,
+                               txn_ids: set[str]) -> dict[str, str]:
+        """The decisions, among 2PC txns `txn_ids`, whose logged finish op the store's last
+        commit already holds (at or before its recorded position, in the same history as the
+        copy's log): txn id -> "commit" or "abort". A staged plan of such a txn is a leftover:
+        its rows are in the store, and it was removed only after that commit (when_durable),
+        so a kill -9 between the two left it. Reloaded, it would wait for a decision no log
+        replays (a copy takes decisions only from its primary's log, which is past it)."""
+        replica = self.host.replicas.get((dataset_uuid, shard))
+        durable = getattr(replica, "durable_position", None)
+        oplog = self.oplog(dataset_uuid, shard)
+        if not txn_ids or durable is None or not oplog.last_seq or \
+                await asyncio.to_thread(oplog.term_at, durable[0]) != durable[1]:
+            return {}
+        found: dict[str, str] = {}
+        first = oplog.first_seq
+        while first <= durable[0]:
+            page = await asyncio.to_thread(oplog.read_from, first,
+                                           limits.replication_fetch_ops_max,
+                                           limits.replication_fetch_bytes_max)
+            if not page:
+                break
+            for logged in page:
+                if logged.seq > durable[0]:
+                    return found
+                op = _parse(logged)
+                if op.WhichOneof("op") == "finish" and op.finish.txn_id in txn_ids:
+                    found[op.finish.txn_id] = op.finish.decision
+            first = page[-1].seq + 1
+        return found
+
     async def reapply_tails(self) -> int:
         """At start, before serving, after the participant reloaded its staged txns: applies
         again the ops the store may lack. Writes are group committed (shard/replica.py): the

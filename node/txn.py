@@ -568,7 +568,7 @@ class Participant:
         directory = os.path.join(replica.path, "txns")
         if not os.path.isdir(directory):
             return 0
-        loaded = 0
+        plans: list[tuple[str, node_pb2.StagedTxn]] = []
         for name in sorted(os.listdir(directory)):
             path = os.path.join(directory, name)
             if not name.endswith(".bin"):
@@ -577,7 +577,20 @@ class Participant:
             staged = node_pb2.StagedTxn()
             with open(path, "rb") as f:
                 staged.ParseFromString(f.read())
+            plans.append((path, staged))
+        # A plan whose decision the store's last commit already holds outlived that commit
+        # only because a kill came before its removal (see Replication.decided_in_store).
+        decided = {} if self.replication is None or not plans else \
+            await self.replication.decided_in_store(
+                dataset_uuid, shard, {staged.request.txn_id for _, staged in plans})
+        loaded = 0
+        for path, staged in plans:
             key = (staged.request.txn_id, participant_name(dataset_uuid, shard))
+            if key[0] in decided:
+                log.info("txn %s on %s: the store's last commit holds its %s; removing its "
+                         "leftover plan", key[0], key[1], decided[key[0]])
+                await asyncio.to_thread(_remove, path)
+                continue
             if key in self.prepared:
                 continue
             await self._drive(model.Reload(staged.request.txn_id),

@@ -79,6 +79,9 @@ class _Replication:
     async def send_to_in_sync(self, record, shard, ops):
         self.journal.entries.extend(f"send {op.WhichOneof('op')}" for op in ops)
 
+    async def decided_in_store(self, dataset_uuid, shard, txn_ids):
+        return {}       # this stand-in's store never holds a logged decision
+
 
 class _Meta:
     def __init__(self):

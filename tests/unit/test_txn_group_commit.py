@@ -177,3 +177,47 @@ def test_a_restart_replays_an_acknowledged_commit_the_store_had_not_committed(tm
         assert staged_files(replica) == []
     finally:
         replica.close()
+
+
+_CHILD_KILLED_BEFORE_REMOVAL = textwrap.dedent("""
+    import asyncio, os, sys
+    sys.path.insert(0, {repo!r})
+    sys.path.insert(0, {tests!r})
+    import node.txn
+    import test_txn_group_commit as t
+
+    host, participant, _ = t._node({root!r})
+    replica = host.open()
+    asyncio.run(t.commit_two_txns(participant))
+    # kill -9 right after the group commit that holds t2's decision, before its callback
+    # removed t2's plan: the removal never happens.
+    node.txn._remove = lambda path: None
+    assert replica.flush() == (4, 1)
+    os._exit(0)
+""")
+
+
+def test_a_plan_whose_decision_the_store_already_committed_is_dropped_at_restart(tmp_path):
+    """A kill between the group commit holding a decision and the removal of its plan leaves
+    the plan on disk. The restart must not hold it again: nothing in the log past the store's
+    commit replays its decision, so a copy would keep it (and its locks) prepared for good (a
+    2PC crash run's node stayed busy that way until the test gave up)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(os.path.dirname(here))
+    env = dict(os.environ, TRIBUTARY_GROUP_COMMIT_INTERVAL_MS="600000")
+    subprocess.run([sys.executable, "-c", _CHILD_KILLED_BEFORE_REMOVAL.format(
+        repo=repo, tests=here, root=str(tmp_path))], check=True, env=env, timeout=120)
+
+    host, participant, replication = _node(str(tmp_path))
+    replica = host.open()
+    try:
+        assert replica.durable_position == (4, 1)
+        assert staged_files(replica) == ["t2.bin"]       # the leftover
+        assert asyncio.run(participant.load_staged()) == 0
+        assert staged_files(replica) == []
+        assert participant.prepared == {} and participant.locked_ids() == 0
+        assert asyncio.run(replication.reapply_tails()) == 0
+        assert_holds(replica, "t1")
+        assert_holds(replica, "t2")
+    finally:
+        replica.close()
