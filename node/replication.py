@@ -265,24 +265,12 @@ class Replication:
         replica = self.host.replicas.get((dataset_uuid, shard))
         durable = getattr(replica, "durable_position", None)
         oplog = self.oplog(dataset_uuid, shard)
-        if not txn_ids or durable is None or not oplog.last_seq or \
-                await asyncio.to_thread(oplog.term_at, durable[0]) != durable[1]:
+        if not txn_ids or not oplog.last_seq or not await _holds_position(oplog, durable):
             return {}
         found: dict[str, str] = {}
-        first = oplog.first_seq
-        while first <= durable[0]:
-            page = await asyncio.to_thread(oplog.read_from, first,
-                                           limits.replication_fetch_ops_max,
-                                           limits.replication_fetch_bytes_max)
-            if not page:
-                break
-            for logged in page:
-                if logged.seq > durable[0]:
-                    return found
-                op = _parse(logged)
-                if op.WhichOneof("op") == "finish" and op.finish.txn_id in txn_ids:
-                    found[op.finish.txn_id] = op.finish.decision
-            first = page[-1].seq + 1
+        async for _, op in _logged_ops(oplog, oplog.first_seq, durable[0]):
+            if op.WhichOneof("op") == "finish" and op.finish.txn_id in txn_ids:
+                found[op.finish.txn_id] = op.finish.decision
         return found
 
     async def reapply_tails(self) -> int:
@@ -311,27 +299,19 @@ class Replication:
             replica = self.host.replicas.get((dataset_uuid, shard))
             durable = getattr(replica, "durable_position", None)
             first, from_durable = oplog.last_seq, False
-            if durable is not None and \
-                    await asyncio.to_thread(oplog.term_at, durable[0]) == durable[1]:
+            if await _holds_position(oplog, durable):
                 first, from_durable = durable[0] + 1, True
-            replayed = 0
-            while first <= oplog.last_seq:
-                page = await asyncio.to_thread(oplog.read_from, first,
-                                               limits.replication_fetch_ops_max,
-                                               limits.replication_fetch_bytes_max)
-                if not page:
-                    if from_durable:
-                        log.error("copy %s/%d: the op log no longer holds op %d, past the "
-                                  "store's last commit", dataset_uuid, shard, first)
-                    break
-                for logged in page:
-                    op = _parse(logged)
-                    kind = op.WhichOneof("op")
-                    if kind in ("write", "soft_delete", "restore", "finish") or \
-                            (kind == "prepare" and logged.seq == oplog.last_seq):
-                        await self._apply_to_store(record, shard, op)
-                        replayed += 1
-                first = page[-1].seq + 1
+            replayed, seen = 0, first - 1
+            async for logged, op in _logged_ops(oplog, first, oplog.last_seq):
+                seen = logged.seq
+                kind = op.WhichOneof("op")
+                if kind in ("write", "soft_delete", "restore", "finish") or \
+                        (kind == "prepare" and logged.seq == oplog.last_seq):
+                    await self._apply_to_store(record, shard, op)
+                    replayed += 1
+            if from_durable and seen < oplog.last_seq:
+                log.error("copy %s/%d: the op log no longer holds op %d, past the store's "
+                          "last commit", dataset_uuid, shard, seen + 1)
             if replayed:
                 applied += 1
                 log.info("copy %s/%d: applied %d logged op(s) past the store's last commit "
@@ -851,6 +831,28 @@ def _swap_in(incoming: str, target: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def _holds_position(oplog: OpLog, position: tuple[int, int] | None) -> bool:
+    """Whether `oplog` holds a store's recorded position (seq, term) with the same term: the
+    store and the log share that history."""
+    return position is not None and \
+        await asyncio.to_thread(oplog.term_at, position[0]) == position[1]
+
+
+async def _logged_ops(oplog: OpLog, first: int, last: int):
+    """(logged, parsed op) for ops `first`..`last` of `oplog` in order, read a page at a time
+    off the event loop; ends early where the log no longer holds the next op."""
+    while first <= last:
+        page = await asyncio.to_thread(oplog.read_from, first, limits.replication_fetch_ops_max,
+                                       limits.replication_fetch_bytes_max)
+        if not page:
+            return
+        for logged in page:
+            if logged.seq > last:
+                return
+            yield logged, _parse(logged)
+        first = page[-1].seq + 1
 
 
 def _parse(logged: LoggedOp) -> node_pb2.ReplicatedOp:
