@@ -23,6 +23,7 @@ from concurrent import futures
 import grpc
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state, watch
@@ -52,6 +53,9 @@ class MetaStateMachine(SyncObj):
         self.history = watch.WatchHistory(limits.watch_history_revisions_max)
         # When this member last became leader (monotonic), None while it is not.
         self.leading_since: float | None = None
+        # Set when the member stops: waits on the group give up at once instead of holding the
+        # server's threads (and the process's exit) until their deadline.
+        self.stopping = threading.Event()
         # A pickled snapshot is read only from this member's own disk at start-up, never from
         # one that arrives over the Raft port later.
         self._legacy_snapshot_allowed = _starts_with(os.path.join(data_dir, "raft.dump"),
@@ -168,15 +172,21 @@ class MetaStateMachine(SyncObj):
         until its state machine has applied the read index. Raises NotLeader or Unavailable."""
         deadline = time.monotonic() + timeout_s
         started = time.monotonic()
+
+        def pause(late: str) -> None:
+            if self.stopping.is_set():
+                raise Unavailable("this meta member is stopping")
+            if time.monotonic() > deadline:
+                raise Unavailable(late)
+            self.stopping.wait(limits.meta_read_index_poll_ms / 1000)
+
         while True:
             if not self._isLeader():
                 raise NotLeader("not the leader")
             noop = self._SyncObj__noopIDx
             if noop is not None and self.raftLastApplied >= noop:
                 break
-            if time.monotonic() > deadline:
-                raise Unavailable("the new meta leader has not applied its first entry yet")
-            time.sleep(limits.meta_read_index_poll_ms / 1000)
+            pause("the new meta leader has not applied its first entry yet")
         read_index = self.raftCommitIndex
         # Ask for the next append-entries round now instead of at the next heartbeat period.
         self._SyncObj__newAppendEntriesTime = 0
@@ -191,13 +201,9 @@ class MetaStateMachine(SyncObj):
                 break
             if not self._isLeader():
                 raise NotLeader("lost leadership while confirming a read")
-            if time.monotonic() > deadline:
-                raise Unavailable("a quorum did not confirm this meta leader in time")
-            time.sleep(limits.meta_read_index_poll_ms / 1000)
+            pause("a quorum did not confirm this meta leader in time")
         while self.raftLastApplied < read_index:
-            if time.monotonic() > deadline:
-                raise Unavailable("the meta leader did not apply its read index in time")
-            time.sleep(limits.meta_read_index_poll_ms / 1000)
+            pause("the meta leader did not apply its read index in time")
         return read_index
 
     def propose(self, command_json: str, timeout_s: float) -> str:
@@ -205,12 +211,37 @@ class MetaStateMachine(SyncObj):
         started = time.perf_counter()
         with tracing.span("raft.propose", {"raft.command": kind}):
             try:
-                result = self._apply_command(command_json, sync=True, timeout=timeout_s)
+                result = self._committed(command_json, timeout_s)
             except SyncObjException as exc:
                 meta_metrics.PROPOSAL_ERRORS.labels(kind).inc()
                 raise Unavailable(f"metadata group could not commit the command: "
                                   f"{exc.errorCode}")
         meta_metrics.PROPOSAL_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        return result
+
+    def _committed(self, command_json: str, timeout_s: float) -> str:
+        """pysyncobj's `sync=True` apply, except that it gives up as soon as the member stops
+        (the wait would otherwise hold a server thread, and so the process's exit, for up to
+        timeout_s once the peers are gone). Raises SyncObjException as `sync=True` does, and
+        Unavailable when the member stops; the command may still commit then, as after a
+        timeout."""
+        done = threading.Event()
+        outcome: list = []
+
+        def on_result(result, error) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        self._apply_command(command_json, callback=on_result)
+        deadline = time.monotonic() + timeout_s
+        while not done.wait(limits.meta_stop_poll_ms / 1000):
+            if self.stopping.is_set():
+                raise Unavailable("this meta member is stopping")
+            if time.monotonic() > deadline:
+                raise SyncObjException("Timeout")
+        result, error = outcome[0]
+        if error != FAIL_REASON.SUCCESS:
+            raise SyncObjException(error)
         return result
 
 
@@ -225,7 +256,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self.watch_slots = threading.Semaphore(limits.meta_watch_streams_max)
         self.snapshot_lock = threading.Lock()
         self.snapshot_cache: tuple[int, str] | None = None
-        self.stopping = threading.Event()
+        self.stopping = machine.stopping
 
     def _guard(self, context, fn):
         try:
@@ -497,7 +528,7 @@ def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    service.stopping.set()
+    machine.stopping.set()     # service.stopping too: the same event
     server.stop(grace=limits.meta_stop_grace_ms / 1000).wait()
     failover.stop()
     leader_watch.stop()

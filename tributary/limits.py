@@ -109,6 +109,9 @@ meta_grpc_threads_max = 16
 # the supervisor gives a child before SIGKILL. A node then closes its shards, whose indexers
 # drain for shard_close_drain_ms before the index is saved.
 meta_stop_grace_ms = 1_000
+# A meta member's wait for a proposal to commit looks this often whether the member is stopping
+# (member.py _committed); a commit itself wakes the wait at once.
+meta_stop_poll_ms = 50
 router_stop_grace_ms = 1_000
 node_stop_grace_ms = 2_000
 shard_close_drain_ms = 1_000

@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import grpc
 import httpx
 import pytest
 
 from cluster import Cluster, child_pid, wait_for
+from consensus import commands
 from proto import meta_pb2, node_pb2
 
 pytestmark = pytest.mark.integration
@@ -148,3 +151,67 @@ def test_node_refuses_a_stale_placement_epoch(cluster):
     # The router's cached epoch is now stale: it must refresh and retry transparently.
     r = httpx.get(f"{cluster.rest}/datasets/fenced/vectors/a", timeout=30)
     assert r.status_code == 200
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_meta_leader_stops_promptly_while_reads_wait_on_a_lost_quorum(own_cluster):
+    """SIGTERM of a meta leader whose linearizable reads and proposals wait for a quorum that
+    cannot answer (both followers frozen): they give up with UNAVAILABLE at once and the member
+    exits within its stop grace, instead of holding its exit until their deadline
+    (meta_rpc_timeout_ms) or its step-down. Every `tributary up` stop used to wait ~4 s on
+    this for the last meta member, whose peers had already gone."""
+    from tributary import limits
+
+    c = own_cluster
+    wait_for(lambda: leader_index(c) is not None, 20, what="a leader")
+    leader = leader_index(c)
+    followers = [child_pid(c, f"--raft 127.0.0.1:{c.internal_base + i} ")
+                 for i in range(c.meta) if i != leader]
+    leader_pid = child_pid(c, f"--raft 127.0.0.1:{c.internal_base + leader} ")
+    for pid in followers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        outcomes: list = []
+
+        def wait_on_quorum(propose: bool) -> None:
+            timeout = limits.meta_rpc_timeout_ms / 1000 * 2
+            try:
+                with grpc.insecure_channel(c.meta_grpc(leader)) as channel:
+                    stub = c.meta_stub(channel)
+                    if propose:
+                        stub.Propose(meta_pb2.ProposeRequest(command_json=commands.encode(
+                            commands.Barrier(at_ms=1))), timeout=timeout)
+                    else:
+                        stub.GetState(meta_pb2.GetStateRequest(linearizable=True),
+                                      timeout=timeout)
+                outcomes.append("answered")
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code())
+
+        # Linearizable reads (ReadIndex) and proposals (a commit): both wait on the quorum.
+        readers = [threading.Thread(target=wait_on_quorum, args=(i % 2 == 0,))
+                   for i in range(4)]
+        for reader in readers:
+            reader.start()
+        time.sleep(0.3)     # the reads reach the leader and wait for the frozen quorum
+        assert not outcomes, f"a read returned before the leader stopped: {outcomes}"
+        stopped_at = time.monotonic()
+        os.kill(leader_pid, signal.SIGTERM)
+        wait_for(lambda: not _running(leader_pid), 10, 0.02, "the meta leader's exit")
+        took = time.monotonic() - stopped_at
+        print(f"the meta leader exited {took:.2f} s after SIGTERM")
+        for reader in readers:
+            reader.join(timeout=15)
+        assert took <= limits.meta_stop_grace_ms / 1000 + 0.8, (
+            f"the leader took {took:.2f} s to exit with reads waiting on its quorum")
+        assert outcomes and "answered" not in outcomes, outcomes
+    finally:
+        for pid in followers:
+            os.kill(pid, signal.SIGCONT)

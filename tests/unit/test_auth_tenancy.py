@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import threading
 import time
 
 import grpc
@@ -480,6 +481,7 @@ def test_meta_leader_counts_live_routers_and_settles():
 
     class Machine:
         leader = True
+        stopping = threading.Event()
 
         def _isLeader(self):
             return self.leader
