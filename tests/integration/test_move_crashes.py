@@ -20,7 +20,7 @@ import grpc
 import httpx
 import pytest
 
-from cluster import Cluster, wait_for
+from cluster import Cluster, missing_through_router, wait_for
 from test_scale_out import DIMS, Load, admin, nodes
 from tributary import faults
 
@@ -108,8 +108,8 @@ def moves_done(c: Cluster) -> bool:
 
 def assert_no_acked_write_lost(c: Cluster, load: Load) -> None:
     with httpx.Client(base_url=c.rest, timeout=30) as client:
-        missing = [v for v in load.acked + [f"seed{i}" for i in range(SEEDS)]
-                   if client.get(f"/datasets/elastic/vectors/{v}").status_code != 200]
+        missing = missing_through_router(client, "elastic",
+                                         load.acked + [f"seed{i}" for i in range(SEEDS)])
     assert missing == [], missing[:10]
 
 

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cluster import Cluster, wait_for
+from cluster import Cluster, missing_through_router, wait_for
 from test_move_crashes import catalog
 from tributary import faults
 
@@ -192,8 +192,7 @@ def check_split(c: Cluster, load: Load, vectors: dict[str, list[float]], before:
     assert load.failures == [], load.failures[:10]
     everything = {**vectors, **load.acked}
     with httpx.Client(base_url=c.rest, timeout=60) as client:
-        missing = [v for v in everything
-                   if client.get(f"/datasets/split/vectors/{v}").status_code != 200]
+        missing = missing_through_router(client, "split", everything)
     assert missing == [], missing[:10]
     # Listings never show a moved row on its old shard (hidden until purged); the purge
     # removes them from the stores.
@@ -382,8 +381,7 @@ def test_cancelling_a_split_leaves_the_dataset_as_it_was_and_drops_the_children(
         wait_for(lambda: not any(os.path.exists(p) for p in children), 120, 0.5,
                  "the cancelled split's children dropped from every node")
         with httpx.Client(base_url=c.rest, timeout=60) as client:
-            missing = [v for v in vectors
-                       if client.get(f"/datasets/split/vectors/{v}").status_code != 200]
+            missing = missing_through_router(client, "split", vectors)
             assert missing == []
             assert client.post("/datasets/split/vectors", json={"vectors": [
                 {"id": "after-cancel", "values": [1.0] * DIMS}]}).status_code == 201

@@ -16,7 +16,7 @@ import threading
 import httpx
 import pytest
 
-from cluster import Cluster, wait_for
+from cluster import Cluster, missing_through_router, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -141,8 +141,8 @@ def test_a_joining_node_gets_copies_and_a_drained_node_gives_them_up_under_load(
         wait_for(lambda: httpx.get(f"{c.rest}/health", timeout=5).json()["status"] ==
                  "healthy", 60, 0.5, "healthy without the drained node")
         with httpx.Client(base_url=c.rest, timeout=30) as client:
-            missing = [v for v in load.acked + [f"seed{i}" for i in range(400)]
-                       if client.get(f"/datasets/elastic/vectors/{v}").status_code != 200]
+            missing = missing_through_router(client, "elastic",
+                                             load.acked + [f"seed{i}" for i in range(400)])
         assert missing == []
         # A dataset created after the drain places no copy on the drained node.
         with httpx.Client(base_url=c.rest, timeout=60) as client:
