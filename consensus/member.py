@@ -22,6 +22,7 @@ from concurrent import futures
 
 import grpc
 from pysyncobj import SyncObj, SyncObjConf, replicated
+import pysyncobj.syncobj
 from pysyncobj.node import TCPNode
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import SyncObjException
@@ -171,7 +172,12 @@ class MetaStateMachine(SyncObj):
         first, or its commit index may lag writes an earlier leader acknowledged. Then it waits
         until its state machine has applied the read index. Raises NotLeader or Unavailable."""
         deadline = time.monotonic() + timeout_s
-        started = time.monotonic()
+        # On pysyncobj's clock, which stamps the responses below: CLOCK_MONOTONIC_RAW, not
+        # time.monotonic's CLOCK_MONOTONIC. The two drift apart (NTP slews one only; 0.3 s
+        # after a few hours here). Measured on time.monotonic, a read waited out the offset
+        # (~0.4 s per read here, every read past its deadline once the offset passes it) where
+        # RAW lags, and counted answers from before the call where RAW leads: not linearizable.
+        started = pysyncobj.syncobj.monotonicTime()
 
         def pause(late: str) -> None:
             if self.stopping.is_set():
