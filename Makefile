@@ -67,7 +67,7 @@ chaos: $(STAMP)
 	TRIBUTARY_CHAOS_FULL=1 $(PY) -m pytest -q -s tests/integration/test_chaos_harness.py
 
 # The long schemathesis run against the REST API's OpenAPI document (~5 min on 2 cores): 200
-# fuzzing cases per operation plus the coverage phase. `make test` runs 50 per operation.
+# fuzzing cases per operation plus the coverage phase. `make test` runs 30 per operation.
 fuzz: $(STAMP)
 	TRIBUTARY_FUZZ_EXAMPLES=200 TRIBUTARY_FUZZ_COVERAGE=1 $(PY) -m pytest -q \
 		tests/integration/test_fuzz_openapi.py

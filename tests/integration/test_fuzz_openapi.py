@@ -20,7 +20,7 @@ none) and, half of the time, is aimed at the real tenant's dataset: its path nam
 examples phases) carry the admin key. A case that deletes or soft-deletes the real dataset, a
 vector or the spare tenant is followed by putting it back.
 
-`make test` runs the fuzzing phase with 50 cases per operation (TRIBUTARY_FUZZ_EXAMPLES) and a
+`make test` runs the fuzzing phase with 30 cases per operation (TRIBUTARY_FUZZ_EXAMPLES) and a
 fixed seed; `make fuzz` runs 200 per operation and the coverage phase
 (TRIBUTARY_FUZZ_COVERAGE=1). The counts are printed at the end of the run: "fuzz cases run N,
 5xx M" and how many cases got each status.
@@ -59,7 +59,7 @@ from router.rest import make_app
 pytestmark = pytest.mark.integration
 
 # Fuzzing-phase cases per operation.
-EXAMPLES = int(os.environ.get("TRIBUTARY_FUZZ_EXAMPLES", "50"))
+EXAMPLES = int(os.environ.get("TRIBUTARY_FUZZ_EXAMPLES", "30"))
 # The coverage phase: about 2000 deterministic cases (a minute here), so only in `make fuzz`.
 COVERAGE = os.environ.get("TRIBUTARY_FUZZ_COVERAGE", "0") == "1"
 SEED = 20260107
