@@ -23,16 +23,6 @@ from tributary.errors import NotLeader, Unavailable
 PASSWORD = "a-raft-password-0123456789"
 
 
-def _wait(predicate, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError("condition not reached")
-
-
 @pytest.fixture
 def group_with_clock_offset(tmp_path, monkeypatch):
     """Makes a started three-member group whose pysyncobj clock is time.monotonic + offset."""
@@ -45,7 +35,11 @@ def group_with_clock_offset(tmp_path, monkeypatch):
         for i, address in enumerate(addresses):
             machines.append(MetaStateMachine(address, [a for a in addresses if a != address],
                                              str(tmp_path / f"m{i}"), PASSWORD))
-        leader = _wait(lambda: next((m for m in machines if m._isLeader()), None))
+        deadline = time.monotonic() + 20
+        while not any(m._isLeader() for m in machines):
+            assert time.monotonic() < deadline, "the group elected no leader in 20 s"
+            time.sleep(0.02)
+        leader = next(m for m in machines if m._isLeader())
         # Its term's no-op applied, and every follower heard from.
         leader.read_index(10)
         return leader, [m for m in machines if m is not leader]
