@@ -21,10 +21,10 @@ import time
 from concurrent import futures
 
 import grpc
-from pysyncobj import SyncObj, SyncObjConf, replicated
 import pysyncobj.syncobj
-from pysyncobj.node import TCPNode
+from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from consensus import commands, state as meta_state, watch

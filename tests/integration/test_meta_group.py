@@ -200,7 +200,7 @@ def test_a_meta_leader_stops_promptly_while_reads_wait_on_a_lost_quorum(own_clus
                    for i in range(4)]
         for reader in readers:
             reader.start()
-        time.sleep(0.3)     # the reads reach the leader and wait for the frozen quorum
+        time.sleep(0.5)     # the calls reach the leader and wait for the frozen quorum
         assert not outcomes, f"a read returned before the leader stopped: {outcomes}"
         stopped_at = time.monotonic()
         os.kill(leader_pid, signal.SIGTERM)
