@@ -59,6 +59,6 @@ def test_a_read_does_not_confirm_without_a_quorum_when_the_raft_clock_leads(
         group_with_clock_offset):
     leader, followers = group_with_clock_offset(2.0)
     for follower in followers:
-        follower.destroy()
+        follower.destroy_synchronous()      # gone: it answers nothing after this
     with pytest.raises((Unavailable, NotLeader)):
         leader.read_index(1.0)
