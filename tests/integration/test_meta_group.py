@@ -18,6 +18,7 @@ import pytest
 from cluster import Cluster, child_pid, wait_for
 from consensus import commands
 from proto import meta_pb2, node_pb2
+from tributary import limits
 
 pytestmark = pytest.mark.integration
 
@@ -167,8 +168,6 @@ def test_a_meta_leader_stops_promptly_while_reads_wait_on_a_lost_quorum(own_clus
     exits within its stop grace, instead of holding its exit until their deadline
     (meta_rpc_timeout_ms) or its step-down. Every `tributary up` stop used to wait ~4 s on
     this for the last meta member, whose peers had already gone."""
-    from tributary import limits
-
     c = own_cluster
     wait_for(lambda: leader_index(c) is not None, 20, what="a leader")
     leader = leader_index(c)
