@@ -30,6 +30,7 @@ from node.convert import (fill_vector, record_to_proto, records_from_protos,
 from node import backup
 from node import metrics as node_metrics
 from node.replication import Replication, write_effect
+from node.search_frames import SearchFrameServer
 from node.split import Splitter, only_owned
 from node.txn import Participant
 from proto import node_pb2, node_pb2_grpc
@@ -37,7 +38,7 @@ from shard import filter_eval, filter_parse
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica, directory_bytes
 from shard.versions import ViewCache
-from tributary import cluster_auth, event_loop, faults, limits, tracing
+from tributary import cluster_auth, event_loop, faults, limits, netaddr, tracing
 from tributary.errors import (Aborted, DeadlineExceeded, Internal, InvalidArgument, NotFound,
                               StaleEpoch, TributaryError)
 from tributary.validation import as_vector, unpack_vector
@@ -430,6 +431,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         self.replication = replication
         # Old versions open for reads (shard/versions.py), bounded.
         self.views = ViewCache()
+        # Where this node takes search frames (node/search_frames.py); "" for none.
+        self.search_frames_address = ""
 
     @_guarded
     async def Write(self, request, context):
@@ -558,21 +561,7 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         observe = node_metrics.SEARCH_SECONDS.observe
 
         async def answer(message: node_pb2.ShardSearchStreamRequest) -> None:
-            started = time.perf_counter()
-            searches = list(message.batch.searches)
-            try:
-                async with asyncio.timeout(
-                        (message.timeout_ms or limits.node_rpc_timeout_ms) / 1000):
-                    batch = await self._search_batch(searches)
-            except TimeoutError:
-                late = _failed(DeadlineExceeded(
-                    f"the search took longer than its {message.timeout_ms} ms"))
-                batch = node_pb2.ShardSearchBatchResponse(outcomes=[late] * len(searches))
-            except Exception as exc:  # noqa: BLE001 - every search of the message answers
-                batch = node_pb2.ShardSearchBatchResponse(
-                    outcomes=[_failed(exc)] * len(searches))
-            # One observation per message, as the unary Search and SearchBatch have one per call.
-            observe(time.perf_counter() - started)
+            batch = await self.answer_message(message)
             outbox.slot(message.ticket, message.merged_answers).batch.CopyFrom(batch)
 
         async def read() -> None:
@@ -611,6 +600,26 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+
+    async def answer_message(self, message: node_pb2.ShardSearchStreamRequest
+                             ) -> node_pb2.ShardSearchBatchResponse:
+        """The answer to one stream message or search frame that _search_batch_now could not
+        answer inline: every search answers, with DEADLINE_EXCEEDED once the message's
+        timeout_ms has passed. One observation of the search histogram per message, as the
+        unary Search and SearchBatch have one per call."""
+        started = time.perf_counter()
+        searches = list(message.batch.searches)
+        try:
+            async with asyncio.timeout((message.timeout_ms or limits.node_rpc_timeout_ms) / 1000):
+                batch = await self._search_batch(searches)
+        except TimeoutError:
+            late = _failed(DeadlineExceeded(
+                f"the search took longer than its {message.timeout_ms} ms"))
+            batch = node_pb2.ShardSearchBatchResponse(outcomes=[late] * len(searches))
+        except Exception as exc:  # noqa: BLE001 - every search of the message answers
+            batch = node_pb2.ShardSearchBatchResponse(outcomes=[_failed(exc)] * len(searches))
+        node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+        return batch
 
     def _search_batch_now(self, searches, into: node_pb2.ShardSearchBatchResponse | None = None
                           ) -> node_pb2.ShardSearchBatchResponse | None:
@@ -944,7 +953,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             max_in_doubt_ms=self.participant.max_in_doubt_ms,
             resolved_txns=self.participant.resolved,
             pending_index_count=sum(r.pending_count() for r in self.host.replicas.values()),
-            soft_deleted_count=sum(r.soft_deleted_count() for r in self.host.replicas.values()))
+            soft_deleted_count=sum(r.soft_deleted_count() for r in self.host.replicas.values()),
+            search_frames_address=self.search_frames_address)
 
 
 def _load_node_id(data_dir: str, given: str | None) -> str:
@@ -969,6 +979,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", required=True, help="internal gRPC address host:port")
     parser.add_argument("--advertise", default=None,
                         help="address routers use to reach this node (default: --listen)")
+    parser.add_argument("--search-listen", default=None,
+                        help="where routers' search frames come in, host:port (default: the "
+                             "host of --listen, any free port; 'off': none, routers then search "
+                             "over gRPC); node/search_frames.py")
+    parser.add_argument("--search-advertise", default=None,
+                        help="address routers use for search frames (default: the host of "
+                             "--advertise and the bound port)")
     parser.add_argument("--meta", required=True,
                         help="comma-separated meta member gRPC addresses")
     parser.add_argument("--data-dir", required=True)
@@ -1036,12 +1053,19 @@ async def serve(args: argparse.Namespace) -> None:
         + ([cluster_auth.AioServerInterceptor(token)] if token else []), options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max)])
-    node_pb2_grpc.add_ShardNodeServicer_to_server(
-        ShardNodeService(host, participant, replication), server)
+    service = ShardNodeService(host, participant, replication)
+    node_pb2_grpc.add_ShardNodeServicer_to_server(service, server)
     if server.add_insecure_port(args.listen) == 0:
         raise SystemExit(f"cannot bind node address {args.listen}")
+    search_frames = SearchFrameServer(service, token)
+    if args.search_listen != "off":
+        service.search_frames_address = await search_frames.start(
+            args.search_listen or netaddr.join_host_port(
+                netaddr.split_host_port(args.listen)[0], 0),
+            args.search_advertise, advertise)
     await server.start()
-    log.info("node %s serving on %s (internal auth %s)", node_id, args.listen,
+    log.info("node %s serving on %s, search frames on %s (internal auth %s)", node_id,
+             args.listen, service.search_frames_address or "none",
              "on" if token else "off")
 
     async def heartbeat():
@@ -1081,6 +1105,7 @@ async def serve(args: argparse.Namespace) -> None:
     resolver.cancel()
     await asyncio.gather(resolver, return_exceptions=True)
     await catalog.stop()
+    await search_frames.stop()
     await server.stop(grace=limits.node_stop_grace_ms / 1000)
     await asyncio.to_thread(host.close)
     await replication.close()

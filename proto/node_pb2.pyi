@@ -300,7 +300,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("node_id", "open_shards", "vector_count", "prepared_txns", "locked_ids", "max_in_doubt_ms", "resolved_txns", "pending_index_count", "soft_deleted_count")
+    __slots__ = ("node_id", "open_shards", "vector_count", "prepared_txns", "locked_ids", "max_in_doubt_ms", "resolved_txns", "pending_index_count", "soft_deleted_count", "search_frames_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_SHARDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +310,7 @@ class NodeStatusResponse(_message.Message):
     RESOLVED_TXNS_FIELD_NUMBER: _ClassVar[int]
     PENDING_INDEX_COUNT_FIELD_NUMBER: _ClassVar[int]
     SOFT_DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FRAMES_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     open_shards: int
     vector_count: int
@@ -319,7 +320,8 @@ class NodeStatusResponse(_message.Message):
     resolved_txns: int
     pending_index_count: int
     soft_deleted_count: int
-    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ..., pending_index_count: _Optional[int] = ..., soft_deleted_count: _Optional[int] = ...) -> None: ...
+    search_frames_address: str
+    def __init__(self, node_id: _Optional[str] = ..., open_shards: _Optional[int] = ..., vector_count: _Optional[int] = ..., prepared_txns: _Optional[int] = ..., locked_ids: _Optional[int] = ..., max_in_doubt_ms: _Optional[float] = ..., resolved_txns: _Optional[int] = ..., pending_index_count: _Optional[int] = ..., soft_deleted_count: _Optional[int] = ..., search_frames_address: _Optional[str] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
     __slots__ = ("txn_id", "shard", "upserts", "delete_ids", "existing", "participants", "upsert_values")

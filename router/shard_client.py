@@ -14,6 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol
 import grpc
 
 from proto import node_pb2
+from router.search_frames import FrameLink
 from tributary import errors, limits
 from tributary import cluster_auth, tracing
 from tributary.cluster_auth import ClusterToken
@@ -114,11 +115,17 @@ class GrpcShardClient:
         batcher = self._batchers.get(address)
         if batcher is None:
             stub = self._stub(address)
-            stream = self._streams[address] = SearchStream(stub.SearchStream)
+            frames = FrameLink(address, lambda: self._frames_address(address), self._token,
+                               deliver, lose)
+            stream = self._streams[address] = SearchStream(stub.SearchStream, frames)
             batcher = self._batchers[address] = SearchBatcher(
                 lambda one: _send(stub.Search, one),
                 lambda many: _send(stub.SearchBatch, many), stream)
         return batcher
+
+    async def _frames_address(self, address: str) -> str:
+        status = await self.status(address, limits.search_frames_connect_ms / 1000)
+        return status.search_frames_address
 
     async def text_search(self, address, request):
         return await _send(self._stub(address).TextSearch, request)
@@ -238,8 +245,10 @@ class SearchStream:
     the trace context and a client span each (a stream carries one context for its whole
     life)."""
 
-    def __init__(self, open_call: Callable):
+    def __init__(self, open_call: Callable, frames: "FrameLink | None" = None):
         self._open_call = open_call
+        # The node's search-frame link, preferred while it is up (router/search_frames.py).
+        self.frames = frames
         self._call = None
         self._outbox: asyncio.Queue | None = None
         # ticket -> (searches, their futures, deadline timer, done callback, resend callback)
@@ -276,27 +285,7 @@ class SearchStream:
     async def _read(self, call, outbox: asyncio.Queue, waiting: dict) -> None:
         try:
             async for response in call:
-                # A node may answer several messages in one response (merged_answers).
-                for answer in (response, *response.more):
-                    entry = waiting.pop(answer.ticket, None)
-                    if entry is None:
-                        continue        # answered after its deadline
-                    _, futures, timer, done, _ = entry
-                    timer.cancel()
-                    outcomes = answer.batch.outcomes
-                    for future, outcome in zip(futures, outcomes):
-                        if future.done():
-                            continue    # its caller gave up
-                        if outcome.error:
-                            future.set_exception(errors.from_wire(
-                                _CODES.get(outcome.error_code, grpc.StatusCode.UNKNOWN),
-                                outcome.error))
-                        else:
-                            future.set_result(outcome.response)
-                    for future in futures[len(outcomes):]:
-                        _settle(future,
-                                error=errors.Internal("the node answered too few searches"))
-                    done()
+                deliver(response, waiting)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self.unsupported = True
@@ -307,30 +296,32 @@ class SearchStream:
                 self._call = None
             outbox.put_nowait(None)
             call.cancel()
-            entries = list(waiting.values())
-            waiting.clear()
-            for searches, futures, timer, done, resend in entries:
-                timer.cancel()
-                done()
-                resend(searches, futures)
+            lose(waiting)
 
     def post(self, searches: list, futures: list, done: Callable[[], None],
              resend: Callable[[list, list], None]) -> None:
         """Sends `searches` as one message; settles futures[i] with the answer (or error) of
         searches[i], or with DeadlineExceeded after node_rpc_timeout_ms. `done()` is called
         once the message is answered, timed out or lost with the stream; a message lost with
-        the stream is also handed to `resend(searches, futures)`."""
-        if self._call is None:
+        the stream is also handed to `resend(searches, futures)`. The message goes as a
+        search frame while the node's frame link is up (router/search_frames.py), else on
+        the gRPC stream."""
+        frames = self.frames if self.frames is not None and self.frames.ready() else None
+        if frames is None and self._call is None:
             self._open()
         ticket = next(self._tickets)
         message = node_pb2.ShardSearchStreamRequest(ticket=ticket,
                                                     timeout_ms=limits.node_rpc_timeout_ms,
                                                     merged_answers=True)
         message.batch.searches.extend(searches)
+        waiting = self._waiting if frames is None else frames.waiting
         timer = asyncio.get_running_loop().call_later(
-            limits.node_rpc_timeout_ms / 1000, self._expire, self._waiting, ticket)
-        self._waiting[ticket] = (searches, futures, timer, done, resend)
-        self._outbox.put_nowait(message)
+            limits.node_rpc_timeout_ms / 1000, self._expire, waiting, ticket)
+        waiting[ticket] = (searches, futures, timer, done, resend)
+        if frames is None:
+            self._outbox.put_nowait(message)
+        else:
+            frames.send(message)
         self.messages += 1
 
     @staticmethod
@@ -347,6 +338,43 @@ class SearchStream:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        if self.frames is not None:
+            self.frames.close()
+
+
+def deliver(response: node_pb2.ShardSearchStreamResponse, waiting: dict) -> None:
+    """Settles the searches of every message `response` answers (a node may answer several
+    in one response: merged_answers) and takes them out of `waiting` (ticket -> searches,
+    futures, deadline timer, done callback, resend callback)."""
+    for answer in (response, *response.more):
+        entry = waiting.pop(answer.ticket, None)
+        if entry is None:
+            continue        # answered after its deadline
+        _, futures, timer, done, _ = entry
+        timer.cancel()
+        outcomes = answer.batch.outcomes
+        for future, outcome in zip(futures, outcomes):
+            if future.done():
+                continue    # its caller gave up
+            if outcome.error:
+                future.set_exception(errors.from_wire(
+                    _CODES.get(outcome.error_code, grpc.StatusCode.UNKNOWN), outcome.error))
+            else:
+                future.set_result(outcome.response)
+        for future in futures[len(outcomes):]:
+            _settle(future, error=errors.Internal("the node answered too few searches"))
+        done()
+
+
+def lose(waiting: dict) -> None:
+    """The link that carried the messages in `waiting` is gone: each goes to its resend
+    callback (the searches go again as unary calls: reads, so safe)."""
+    entries = list(waiting.values())
+    waiting.clear()
+    for searches, futures, timer, done, resend in entries:
+        timer.cancel()
+        done()
+        resend(searches, futures)
 
 
 class SearchBatcher:

@@ -392,6 +392,11 @@ search_batch_threads_max = 2
 # 410-546 us, with 16 354-356 us (the real node handler on a 50k x 128 replica driven through
 # the router's SearchBatcher, alone, both settings in one run, load 21-25).
 search_batch_inline_queries_max = 16
+# The search-frame link (tributary/frames.py): finding the node's frame address (its Status)
+# and connecting, at most this long; after a failed try or a lost link, plain searches take the
+# gRPC stream and the link is tried again this much later.
+search_frames_connect_ms = 2_000
+search_frames_retry_ms = _env_int("search_frames_retry_ms", 1_000)
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches

@@ -1,24 +1,33 @@
-"""The router -> node search stream (node.proto SearchStream, router/shard_client.py SearchStream;
-issue 18): plain searches of one router to one node ride one long-lived gRPC call as ticketed
-messages. Real gRPC on loopback, the real node handler (ShardNodeService) with the cluster-proof
-interceptor, and a real ShardReplica; only the node's catalog is a stand-in that fences by epoch."""
+"""The router -> node search hop (issue 18): plain searches of one router to one node ride one
+long-lived gRPC call as ticketed messages (node.proto SearchStream, router/shard_client.py
+SearchStream), or, once the node's search-frame link is up, the same messages as signed frames
+on one TCP connection (tributary/frames.py, node/search_frames.py, router/search_frames.py).
+Real gRPC and TCP on loopback, the real node handler (ShardNodeService) with the cluster-proof
+interceptor, and a real ShardReplica; only the node's catalog (fencing by epoch) and, for the
+frame tests, its Status (the frame address alone) are stand-ins."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
+import time
 import types
 
 import grpc
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from node.search_frames import SearchFrameServer
 from node.server import ShardNodeService
 from proto import node_pb2, node_pb2_grpc
 from router.shard_client import GrpcShardClient, SearchStream
 from shard.records import VectorRecord
 from shard.replica import ShardReplica
-from tributary import cluster_auth, errors, limits
+from tributary import cluster_auth, errors, frames, limits
 from tributary.cluster_auth import ClusterToken
 
 DIM = 8
@@ -49,12 +58,18 @@ class _Host:
 
 
 class _CountingNode(ShardNodeService):
-    """The real handlers, counting the calls each RPC received."""
+    """The real handlers, counting the calls each RPC received. Status reports only where the
+    node takes search frames (none unless a test starts its frame server)."""
 
     def __init__(self, host, with_stream: bool = True):
         super().__init__(host, None, None)
         self.calls = {"Search": 0, "SearchBatch": 0, "SearchStream": 0}
         self.with_stream = with_stream
+        self.status_calls = 0
+
+    async def Status(self, request, context):
+        self.status_calls += 1
+        return node_pb2.NodeStatusResponse(search_frames_address=self.search_frames_address)
 
     async def Search(self, request, context):
         self.calls["Search"] += 1
@@ -415,4 +430,259 @@ def test_a_search_that_fails_inline_ends_the_stream_without_a_half_built_answer(
         finally:
             await channel.close()
             await server.stop(None)
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- search frames
+
+@contextlib.asynccontextmanager
+async def _served(node: _CountingNode, frames_on: bool = True):
+    """`node` on loopback over gRPC and (frames_on) search frames, and a router's shard client:
+    (frame server, gRPC address, client)."""
+    server, address = await _serving(node)
+    frame_server = SearchFrameServer(node, TOKEN)
+    if frames_on:
+        node.search_frames_address = await frame_server.start("127.0.0.1:0", None, address)
+    client = GrpcShardClient(TOKEN)
+    try:
+        yield frame_server, address, client
+    finally:
+        await client.close()
+        await frame_server.stop()
+        await server.stop(None)
+
+
+async def _until(condition, timeout_s: float = 10.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
+def _link(client: GrpcShardClient, address: str):
+    return client._streams[address].frames
+
+
+def test_plain_searches_ride_the_frame_link_once_it_is_up_and_answer_as_unary_searches(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node) as (_, address, client):
+            queries = _queries(40)
+            expected = [_hits(await client._stub(address).Search(_request(q, top_k=1 + i % 9),
+                                                                  timeout=10))
+                        for i, q in enumerate(queries)]
+            # The first search goes on the gRPC stream while the link connects.
+            assert len((await client.search(address, _request(queries[0]))).hits) == 5
+            link = _link(client, address)
+            await _until(lambda: link.ready(), what="the frame link")
+            node.calls = dict.fromkeys(node.calls, 0)
+            for _ in range(3):
+                got = await asyncio.gather(*(client.search(address, _request(q, top_k=1 + i % 9))
+                                             for i, q in enumerate(queries)))
+                assert [_hits(r) for r in got] == expected
+            assert node.calls == {"Search": 0, "SearchBatch": 0, "SearchStream": 0}
+            assert link.opened == 1 and link.sent >= 3 and node.status_calls == 1
+            assert not link.waiting
+    asyncio.run(main())
+
+
+def test_a_search_with_a_stale_epoch_fails_alone_on_the_frame_link(replica):
+    async def main():
+        async with _served(_CountingNode(_Host(replica))) as (_, address, client):
+            q = _queries(1)[0]
+            await client.search(address, _request(q))
+            await _until(lambda: _link(client, address).ready(), what="the frame link")
+            fresh, stale = await asyncio.gather(
+                client.search(address, _request(q)),
+                client.search(address, _request(q, epoch=EPOCH - 1)), return_exceptions=True)
+            assert len(fresh.hits) == 5
+            assert isinstance(stale, errors.StaleEpoch)
+    asyncio.run(main())
+
+
+def test_a_search_the_node_never_answers_fails_at_its_deadline_on_the_frame_link(
+        replica, monkeypatch):
+    monkeypatch.setattr(limits, "node_rpc_timeout_ms", 400)
+
+    async def main():
+        async with _served(_CountingNode(_Host(replica))) as (_, address, client):
+            q = _queries(1)[0]
+            await client.search(address, _request(q))
+            link = _link(client, address)
+            await _until(lambda: link.ready(), what="the frame link")
+            started = time.monotonic()
+            with pytest.raises(errors.DeadlineExceeded):
+                await client.search(address, _request(q, shard=7))
+            assert time.monotonic() - started < 5
+            assert not link.waiting
+            # The link survives a late search.
+            assert len((await client.search(address, _request(q))).hits) == 5
+            assert link.opened == 1
+    asyncio.run(main())
+
+
+def test_searches_a_lost_link_carried_go_again_and_the_link_comes_back(replica, monkeypatch):
+    monkeypatch.setattr(limits, "search_frames_retry_ms", 100)
+
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node) as (frame_server, address, client):
+            q = _queries(1)[0]
+            await client.search(address, _request(q))
+            link = _link(client, address)
+            await _until(lambda: link.ready(), what="the frame link")
+            # Searches in flight on the link when the node drops it: answered all the same.
+            pending = [asyncio.ensure_future(client.search(address, _request(q, shard=7)))
+                       for _ in range(3)]
+            await _until(lambda: sum(len(entry[0]) for entry in link.waiting.values()) == 3,
+                         what="three searches on the link")
+            for connection in list(frame_server._connections):
+                connection.abort()
+            await _until(lambda: not link.waiting, what="the lost link's searches resent")
+            answers = await asyncio.gather(*(client.search(address, _request(q))
+                                             for _ in range(4)))
+            assert all(len(a.hits) == 5 for a in answers)
+            for search in pending:  # shard 7 never answers: resent as unary calls, given up
+                search.cancel()
+            await _until(lambda: link.ready(), what="the link back")
+            assert link.opened == 2 and node.status_calls == 2
+    asyncio.run(main())
+
+
+def test_a_node_that_takes_no_frames_is_asked_once_and_searched_over_grpc(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node, frames_on=False) as (_, address, client):
+            q = _queries(1)[0]
+            for _ in range(5):
+                assert len((await client.search(address, _request(q))).hits) == 5
+            link = _link(client, address)
+            await _until(lambda: link.unsupported, what="the link given up")
+            for _ in range(3):
+                assert len((await client.search(address, _request(q))).hits) == 5
+            assert node.status_calls == 1 and link.opened == 0
+            assert node.calls["SearchStream"] == 1
+    asyncio.run(main())
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _closed_by_node(frame_address: str, data: bytes) -> bytes:
+    """Sends `data` on a new connection; what the node answered before it closed (b"" when
+    it answered nothing). Fails when the node keeps the connection open for 5 s."""
+    host, port = frame_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            chunk = sock.recv(65536)    # socket.timeout after 5 s: the node did not close it
+            if not chunk:
+                return received
+            received += chunk
+
+
+def _signed_message(token: ClusterToken, q: np.ndarray) -> bytes:
+    message = node_pb2.ShardSearchStreamRequest(ticket=1, timeout_ms=5_000,
+                                                batch=node_pb2.ShardSearchBatchRequest(
+                                                    searches=[_request(q)]))
+    return token.sign(frames.FRAMES_METHOD, message.SerializeToString())
+
+
+@pytest.mark.parametrize("case", ["wrong secret", "no proof", "proof for another method",
+                                  "no preamble", "oversized frame", "not a message"])
+def test_a_connection_that_breaks_the_format_or_the_proof_is_closed_unanswered(replica, case):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node) as (frame_server, _, _):
+            q = _queries(1)[0]
+            body = node_pb2.ShardSearchStreamRequest(
+                ticket=1, batch=node_pb2.ShardSearchBatchRequest(searches=[_request(q)])
+            ).SerializeToString()
+            data = {
+                "wrong secret": frames.MAGIC + _frame(_signed_message(
+                    ClusterToken.from_secret("another-secret-0123456789abc"), q)),
+                "no proof": frames.MAGIC + _frame(body),
+                "proof for another method": frames.MAGIC + _frame(TOKEN.sign(
+                    "/tributary.node.ShardNode/SearchStream", body)),
+                "no preamble": _frame(_signed_message(TOKEN, q)),
+                "oversized frame": frames.MAGIC + struct.pack(
+                    ">I", limits.grpc_message_bytes_max + 1),
+                "not a message": frames.MAGIC + _frame(TOKEN.sign(frames.FRAMES_METHOD,
+                                                                  b"\xff" * 40)),
+            }[case]
+            answered = await asyncio.to_thread(_closed_by_node, node.search_frames_address,
+                                               data)
+            assert answered == b""
+            # The same connection done right is answered.
+            good = frames.MAGIC + _frame(_signed_message(TOKEN, q))
+            host, port = node.search_frames_address.rsplit(":", 1)
+
+            def ask() -> node_pb2.ShardSearchStreamResponse:
+                with socket.create_connection((host, int(port)), timeout=5) as sock:
+                    sock.sendall(good)
+                    reader = frames.FrameReader(1 << 20)
+                    while True:
+                        got = reader.feed(sock.recv(65536))
+                        if got:
+                            return node_pb2.ShardSearchStreamResponse.FromString(got[0])
+            response = await asyncio.to_thread(ask)
+            assert response.ticket == 1 and len(response.batch.outcomes[0].response.hits) == 5
+    asyncio.run(main())
+
+
+@settings(max_examples=200, deadline=None)
+@given(payloads=st.lists(st.binary(max_size=300), max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=20))
+def test_frames_come_out_whole_however_the_bytes_are_cut(payloads, cuts):
+    stream = frames.MAGIC + b"".join(frames.encode(p) for p in payloads)
+    reader = frames.FrameReader(300, expect_magic=True)
+    got, start = [], 0
+    for cut in sorted(c % (len(stream) + 1) for c in cuts) + [len(stream)]:
+        got += reader.feed(stream[start:cut])
+        start = max(start, cut)
+    assert got == payloads
+
+
+def test_the_frame_reader_refuses_a_wrong_preamble_as_soon_as_it_differs():
+    reader = frames.FrameReader(100, expect_magic=True)
+    assert reader.feed(frames.MAGIC[:3]) == []
+    with pytest.raises(frames.FrameError, match="preamble"):
+        reader.feed(b"X")
+    with pytest.raises(frames.FrameError, match="preamble"):
+        frames.FrameReader(100, expect_magic=True).feed(b"PRI * HTTP/2.0\r\n")
+    with pytest.raises(frames.FrameError, match="over the bound"):
+        frames.FrameReader(100).feed(struct.pack(">I", 101))
+
+
+def test_a_connection_that_never_sends_the_preamble_is_closed_at_the_connect_bound(
+        replica, monkeypatch):
+    monkeypatch.setattr(limits, "search_frames_connect_ms", 300)
+
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node):
+            started = time.monotonic()
+            assert await asyncio.to_thread(_closed_by_node, node.search_frames_address,
+                                           b"") == b""
+            assert time.monotonic() - started < 3
+    asyncio.run(main())
+
+
+def test_a_closing_router_fails_what_its_link_carried_instead_of_resending_it(replica):
+    async def main():
+        node = _CountingNode(_Host(replica))
+        async with _served(node) as (_, address, client):
+            q = _queries(1)[0]
+            await client.search(address, _request(q))
+            link = _link(client, address)
+            await _until(lambda: link.ready(), what="the frame link")
+            pending = asyncio.ensure_future(client.search(address, _request(q, shard=7)))
+            await _until(lambda: link.waiting, what="a search on the link")
+            link.close()
+            with pytest.raises(errors.Unavailable):
+                await pending
+            assert node.calls["Search"] == node.calls["SearchBatch"] == 0
     asyncio.run(main())
