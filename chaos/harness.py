@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from chaos.launcher import ProxyServer
 from chaos.topology import (HOST, PortPlan, Topology, identity_proxy, meta_peer_raft,
-                            plan_ports, ports_needed)
+                            plan_ports, ports_needed, search_proxy)
 from tributary import local_secrets, procs
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,11 +54,18 @@ def free_base(topo: Topology, rng: random.Random | None = None) -> int:
 
 
 class ToxiproxyApi:
-    """The few Toxiproxy v2 HTTP calls the harness needs (stdlib only)."""
+    """The few Toxiproxy v2 HTTP calls the harness needs (stdlib only). Enabling, disabling
+    and toxics of a proxy also apply to its `companions` (the other proxies of the same link:
+    a router -> node link's search-frame proxy, chaos/topology.py)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0):
+    def __init__(self, url: str, timeout_s: float = 10.0,
+                 companions: dict[str, list[str]] | None = None):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.companions = companions or {}
+
+    def _with_companions(self, name: str) -> list[str]:
+        return [name, *self.companions.get(name, ())]
 
     def call(self, method: str, path: str, body: Any = None, ok_missing: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -78,13 +85,16 @@ class ToxiproxyApi:
         return self.call("POST", "/populate", proxies)
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        self.call("POST", f"/proxies/{name}", {"enabled": enabled})
+        for each in self._with_companions(name):
+            self.call("POST", f"/proxies/{each}", {"enabled": enabled})
 
     def add_toxic(self, proxy: str, toxic: dict) -> None:
-        self.call("POST", f"/proxies/{proxy}/toxics", toxic)
+        for each in self._with_companions(proxy):
+            self.call("POST", f"/proxies/{each}/toxics", toxic)
 
     def remove_toxic(self, proxy: str, name: str) -> None:
-        self.call("DELETE", f"/proxies/{proxy}/toxics/{name}", ok_missing=True)
+        for each in self._with_companions(proxy):
+            self.call("DELETE", f"/proxies/{each}/toxics/{name}", ok_missing=True)
 
     def reset(self) -> None:
         """Re-enables every proxy and removes every toxic."""
@@ -192,8 +202,11 @@ class ProxiedCluster:
                           "--data-dir", os.path.join(self.data_dir, member)] + peers + auth
         meta = ",".join(plan.proxies[f"{member}->{m}"] for m in topo.meta_members)
         if kind == "node":
+            link = f"router-0->{member}"
             return exe + ["node", "--listen", plan.node_listen[member],
-                          "--advertise", plan.proxies[f"router-0->{member}"],
+                          "--advertise", plan.proxies[link],
+                          "--search-listen", plan.node_search_listen[member],
+                          "--search-advertise", plan.proxies[search_proxy(link)],
                           "--meta", meta, "--data-dir", os.path.join(self.data_dir, member),
                           "--node-id", member] + auth
         return exe + ["router", "--http", plan.router_http[member],
@@ -208,7 +221,7 @@ class ProxiedCluster:
         self.proxy_server = ProxyServer(seed=self.seed, prefer_external=self.prefer_external_proxy,
                                         log_path=os.path.join(self.logs_dir, "proxy.log"))
         self.proxy_server.start()
-        self.api = ToxiproxyApi(self.proxy_server.api_url)
+        self.api = ToxiproxyApi(self.proxy_server.api_url, companions=self.plan.companions)
         self.api.populate([{"name": name, "listen": listen,
                             "upstream": self.plan.upstreams[name], "enabled": True}
                            for name, listen in self.plan.proxies.items()])

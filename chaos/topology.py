@@ -8,7 +8,11 @@ Every link is its own proxy, so a fault can hit exactly one link:
 
 * ``client->router-R``       the workload's REST connections to router R
 * ``router-R->node-K``       node K advertises this proxy's address (one router only: a node
-                             advertises one address to every router)
+                             advertises one address to every router); its companion
+                             ``router-R->node-K-search`` carries the router's search frames
+                             (tributary/frames.py) to node K's `--search-listen`, which node K
+                             advertises as `--search-advertise`. A fault on the link hits both
+                             (`PortPlan.companions`)
 * ``router-R->meta-I``,      the Meta API (gRPC) each router and node uses, one proxy per
   ``node-K->meta-I``         (client, member) pair: a router or node gets `--meta` = its own
                              proxies of the members
@@ -141,11 +145,15 @@ class PortPlan:
     node_listen: dict[str, str]
     router_http: dict[str, str]
     router_grpc: dict[str, str]
+    node_search_listen: dict[str, str]  # node -> the address it takes search frames on
+    # link proxy -> the other proxies of the same link, which every fault on it also hits
+    companions: dict[str, list[str]]
 
     def all_ports(self) -> list[int]:
         addrs = (list(self.proxies.values()) + list(self.meta_raft_bind.values())
                  + list(self.meta_grpc.values()) + list(self.node_listen.values())
-                 + list(self.router_http.values()) + list(self.router_grpc.values()))
+                 + list(self.router_http.values()) + list(self.router_grpc.values())
+                 + list(self.node_search_listen.values()))
         return [int(a.rsplit(":", 1)[1]) for a in addrs]
 
 
@@ -153,9 +161,15 @@ def identity_proxy(member: str) -> str:
     return f"{member}-raft"
 
 
+def search_proxy(link_name: str) -> str:
+    """The companion proxy of a router -> node link that carries its search frames."""
+    return f"{link_name}-search"
+
+
 def ports_needed(topo: Topology) -> int:
     return (len(topo.links()) + topo.meta  # link proxies + identity proxies
-            + 2 * topo.meta + topo.nodes + 2 * topo.routers)
+            + 2 * topo.meta + topo.nodes + 2 * topo.routers
+            + topo.nodes + topo.routers * topo.nodes)   # search frames: listeners + proxies
 
 
 def plan_ports(topo: Topology, base: int, host: str = HOST) -> PortPlan:
@@ -193,8 +207,15 @@ def plan_ports(topo: Topology, base: int, host: str = HOST) -> PortPlan:
             upstreams[link.name] = router_http[link.dst]
     for m in topo.meta_members:
         upstreams[identity_proxy(m)] = raft_bind[m]
+    node_search_listen = {k: nxt() for k in topo.node_members}
+    companions: dict[str, list[str]] = {}
+    for link in topo.links_of_kind("router-node"):
+        search = search_proxy(link.name)
+        proxies[search] = nxt()
+        upstreams[search] = node_search_listen[link.dst]
+        companions[link.name] = [search]
     plan = PortPlan(proxies, upstreams, raft_self, raft_bind, meta_grpc, node_listen,
-                    router_http, router_grpc)
+                    router_http, router_grpc, node_search_listen, companions)
     check_raft_order(topo, plan)
     return plan
 
@@ -225,4 +246,4 @@ def check_raft_order(topo: Topology, plan: PortPlan) -> None:
 
 
 __all__ = ["Link", "Topology", "PortPlan", "plan_ports", "meta_peer_raft", "check_raft_order",
-           "identity_proxy", "ports_needed", "LINK_KINDS", "MEMBER_KINDS", "HOST"]
+           "identity_proxy", "search_proxy", "ports_needed", "LINK_KINDS", "MEMBER_KINDS", "HOST"]

@@ -600,3 +600,28 @@ def test_proxy_command_takes_listen_and_seed_and_defaults_to_the_toxiproxy_port(
     assert (args.chaos_command, args.listen, args.seed) == ("proxy", "127.0.0.1:0", 3)
     assert args.chaos_func is proxy.run
     assert parser.parse_args(["proxy"]).listen == "127.0.0.1:8474"
+
+
+def test_the_harness_api_takes_a_link_down_and_poisons_it_on_every_proxy_of_the_link(
+        server, make_proxy):
+    """A router -> node link has two proxies (gRPC, and search frames: chaos/topology.py
+    search_proxy); a fault the nemesis puts on the link must hit both, or searches would
+    bypass a partition."""
+    from chaos.harness import ToxiproxyApi
+    link, search, other = make_proxy(), make_proxy(), make_proxy()
+    api = ToxiproxyApi(server.api_url, companions={link.name: [search.name]})
+
+    def state(proxy: Proxy) -> tuple[bool, list[str]]:
+        listed = api.proxies()[proxy.name]
+        return listed["enabled"], sorted(t["name"] for t in listed["toxics"])
+
+    api.set_enabled(link.name, False)
+    assert state(link)[0] is False and state(search)[0] is False and state(other)[0] is True
+    assert refused(search)
+    api.set_enabled(link.name, True)
+    assert state(link)[0] is True and state(search)[0] is True
+    api.add_toxic(link.name, {"name": "slow", "type": "latency", "stream": "downstream",
+                              "toxicity": 1.0, "attributes": {"latency": 50}})
+    assert state(link)[1] == state(search)[1] == ["slow"] and state(other)[1] == []
+    api.remove_toxic(link.name, "slow")
+    assert state(link)[1] == state(search)[1] == []
