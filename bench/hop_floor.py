@@ -16,11 +16,13 @@ these ratios bound what the real cluster can reach against the echo ceiling.
 compares transports for the router -> node search hop instead, by CPU per search: the nodes
 serve with the real node's interceptors (tracing, RPC metrics, the cluster proof) and the
 routers sign every message with a cluster token, as in a cluster; each router awaits both nodes
-per query over one of: grpc.aio unary calls (today), the same with the channel tuned
+per query over one of: grpc.aio unary calls, the same with the channel tuned
 (`grpc.optimization_target` throughput, no per-call metadata), one long-lived grpc.aio bidi
-stream per router -> node pair carrying ticketed batches (SearchStream), and a synchronous gRPC
-channel driven from a thread pool. CPU is the router's and the two nodes' user + system time
-(/proc/PID/stat) over the run, divided by the queries answered.
+stream per router -> node pair carrying ticketed batches (SearchStream), a synchronous gRPC
+channel driven from a thread pool, and the same ticketed messages as signed frames on one TCP
+connection per node (the router's SearchStream with its FrameLink, the node's
+SearchFrameServer: what a cluster uses today). CPU is the router's and the two nodes' user +
+system time (/proc/PID/stat) over the run, divided by the queries answered.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,9 +41,12 @@ import numpy as np
 
 from bench.e2e import _cpu_seconds
 from bench.timing import median, query_loop
+from node.search_frames import SearchFrameServer
 from proto import deeplake_service_pb2 as pb
 from proto import deeplake_service_pb2_grpc as pb_grpc
 from proto import node_pb2, node_pb2_grpc
+from router.search_frames import FrameLink
+from router.shard_client import SearchStream, deliver, lose
 from tributary import cluster_auth, limits, tracing
 from tributary.procs import free_port
 
@@ -56,6 +62,12 @@ class _Node(node_pb2_grpc.ShardNodeServicer):
 
     async def Search(self, request, context):
         return self.answer
+
+    def _search_batch_now(self, searches, into: node_pb2.ShardSearchBatchResponse):
+        """The search-frame server's inline answer (node/server.py has the real one)."""
+        into.outcomes.extend(node_pb2.ShardSearchOutcome(response=self.answer)
+                             for _ in searches)
+        return into
 
     async def SearchBatch(self, request, context):
         return node_pb2.ShardSearchBatchResponse(outcomes=[
@@ -183,6 +195,49 @@ class _SyncThreadHop(_UnaryHop):
         return self.answer
 
 
+class _FramesHop(_UnaryHop):
+    """The router's SearchStream with its search-frame link (router/search_frames.py to
+    node/search_frames.py): the same ticketed, signed messages as frames on one TCP
+    connection per node (the frame server listens on the node's gRPC port + 1)."""
+
+    def __init__(self, node_ports: list[int]):
+        super().__init__(node_ports)
+        self.node_ports = node_ports
+        self.streams = None
+
+    def _open(self) -> list:
+        token = cluster_auth.ClusterToken.from_secret(_SECRET)
+        streams = []
+        for stub, port in zip(self.stubs, self.node_ports):
+            async def address(port=port):
+                return f"127.0.0.1:{port + 1}"
+            streams.append(SearchStream(stub.SearchStream, FrameLink(
+                f"127.0.0.1:{port}", address, token, deliver, lose)))
+        return streams
+
+    async def SearchVectors(self, request, context):
+        if self.streams is None:
+            self.streams = self._open()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for stream, r in zip(self.streams, self.requests):
+            future = loop.create_future()
+            stream.post([r], [future], _nothing, _refuse_resend)
+            futures.append(future)
+        await asyncio.gather(*futures)
+        return self.answer
+
+
+def _nothing() -> None:
+    pass
+
+
+def _refuse_resend(searches: list, futures: list) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(RuntimeError("the bench's link to a node was lost"))
+
+
 def _settle_from(future: asyncio.Future, call) -> None:
     if future.done():
         return
@@ -196,7 +251,7 @@ _TUNED = [("grpc.optimization_target", "throughput"), ("grpc.enable_retries", 0)
           ("grpc.primary_user_agent", "")]
 _HOPS = {"unary": lambda ports: _UnaryHop(ports),
          "unary-tuned": lambda ports: _UnaryHop(ports, _TUNED),
-         "stream": _StreamHop, "sync-thread": _SyncThreadHop}
+         "stream": _StreamHop, "sync-thread": _SyncThreadHop, "frames": _FramesHop}
 
 
 async def _serve(role: str, port: int, node_ports: list[int]) -> None:
@@ -206,7 +261,10 @@ async def _serve(role: str, port: int, node_ports: list[int]) -> None:
         server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[
             tracing.AioServerInterceptor(), node_metrics.RpcMetricsInterceptor(),
             cluster_auth.AioServerInterceptor(token)])
-        node_pb2_grpc.add_ShardNodeServicer_to_server(_Node(), server)
+        node = _Node()
+        node_pb2_grpc.add_ShardNodeServicer_to_server(node, server)
+        await SearchFrameServer(node, token).start(f"127.0.0.1:{port + 1}", None,
+                                                   f"127.0.0.1:{port}")
     else:
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         servicer = _HOPS[role](node_ports) if role in _HOPS else _Forwarder(node_ports)
@@ -254,9 +312,20 @@ def _spawn(role: str, port: int, nodes: list[int]) -> subprocess.Popen:
          *map(str, nodes)], stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def _busy(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return False
+        except OSError:
+            return True
+
+
 def transports(args) -> None:
     """CPU per search and QPS of each router -> node transport (see the module's doc)."""
     node_ports = [free_port(), free_port()]
+    while any(_busy(p + 1) for p in node_ports):
+        node_ports = [free_port(), free_port()]
     router_ports = {hop: free_port() for hop in _HOPS}
     nodes = [_spawn("node", p, []) for p in node_ports]
     routers = {hop: _spawn(hop, port, node_ports) for hop, port in router_ports.items()}
@@ -347,6 +416,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--serve":
-        asyncio.run(_serve(sys.argv[2], int(sys.argv[3]), [int(p) for p in sys.argv[4:]]))
+        from tributary import event_loop
+        event_loop.run(_serve(sys.argv[2], int(sys.argv[3]), [int(p) for p in sys.argv[4:]]))
     else:
         main()
