@@ -119,7 +119,12 @@ class SearchFrameServer:
         self.address = ""
 
     async def start(self, listen: str, advertise: str | None, advertise_grpc: str) -> str:
-        host, port = netaddr.split_host_port(listen)
+        try:
+            host, port = netaddr.split_host_port(listen)
+            if advertise:
+                netaddr.split_host_port(advertise)
+        except ValueError as exc:
+            raise SystemExit(f"bad search-frame address: {exc}") from None
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(

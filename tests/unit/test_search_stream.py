@@ -686,3 +686,13 @@ def test_a_closing_router_fails_what_its_link_carried_instead_of_resending_it(re
                 await pending
             assert node.calls["Search"] == node.calls["SearchBatch"] == 0
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("listen, advertise", [("127.0.0.1", None), ("127.0.0.1:99999", None),
+                                               ("127.0.0.1:0", "node-0"),
+                                               ("127.0.0.1:0", "node-0:x")])
+def test_a_bad_search_frame_address_stops_the_node_with_a_clear_error(listen, advertise):
+    async def main():
+        with pytest.raises(SystemExit, match="bad search-frame address"):
+            await SearchFrameServer(None, TOKEN).start(listen, advertise, "127.0.0.1:7200")
+    asyncio.run(main())
