@@ -38,6 +38,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._peer = str(transport.get_extra_info("peername"))
+        frames.tune_socket(transport)
         self._open.add(self)
         # A connection that does not say what it is within the connect bound is not kept.
         asyncio.get_running_loop().call_later(limits.search_frames_connect_ms / 1000,

@@ -38,6 +38,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        frames.tune_socket(transport)
         transport.write(frames.MAGIC)
 
     def data_received(self, data: bytes) -> None:

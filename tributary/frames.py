@@ -19,7 +19,10 @@ exists to avoid."""
 
 from __future__ import annotations
 
+import socket
 import struct
+
+from tributary import limits
 
 MAGIC = b"TRBSRCH\x01"
 FRAMES_METHOD = "/tributary.node.ShardNode/SearchFrames"
@@ -29,6 +32,24 @@ _LENGTH = struct.Struct(">I")
 class FrameError(Exception):
     """A connection that does not speak the format (bad preamble, a frame over the size
     bound): it is closed."""
+
+
+def tune_socket(transport) -> None:
+    """Keepalive probes, and a bound on how long sent bytes may go unacknowledged
+    (search_frames_unacked_ms, Linux TCP_USER_TIMEOUT), on a frame connection: a peer whose
+    host vanished without a reset ends the connection then, rather than after the kernel's
+    retransmissions (~15 min), and its messages go again over gRPC. A stopped process still
+    has its kernel acknowledge, so only the per-message deadline covers that."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    probe_s = max(1, limits.search_frames_unacked_ms // 3000)
+    for option, value in (("TCP_KEEPIDLE", probe_s), ("TCP_KEEPINTVL", probe_s),
+                          ("TCP_KEEPCNT", 3),
+                          ("TCP_USER_TIMEOUT", limits.search_frames_unacked_ms)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def encode(payload: bytes) -> bytes:

@@ -397,6 +397,9 @@ search_batch_inline_queries_max = 16
 # gRPC stream and the link is tried again this much later.
 search_frames_connect_ms = 2_000
 search_frames_retry_ms = _env_int("search_frames_retry_ms", 1_000)
+# A frame connection whose sent bytes go unacknowledged this long (a peer host gone without a
+# reset) is closed by the kernel; keepalive probes find an idle one in about the same time.
+search_frames_unacked_ms = 15_000
 
 # ---- cuts that wait for a participant (issue 16; router/cut.py step 0) ---------------------------
 # Before it fences, a cut waits (unfenced, nothing held back) this long at most for the batches

@@ -484,6 +484,11 @@ def test_plain_searches_ride_the_frame_link_once_it_is_up_and_answer_as_unary_se
             assert node.calls == {"Search": 0, "SearchBatch": 0, "SearchStream": 0}
             assert link.opened == 1 and link.sent >= 3 and node.status_calls == 1
             assert not link.waiting
+            # A vanished peer host ends the connection within the bound (frames.tune_socket).
+            sock = link._connection.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == \
+                limits.search_frames_unacked_ms
     asyncio.run(main())
 
 
