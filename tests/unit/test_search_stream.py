@@ -464,6 +464,14 @@ def _link(client: GrpcShardClient, address: str):
     return client._streams[address].frames
 
 
+async def _link_up(client: GrpcShardClient, address: str, q: np.ndarray):
+    """The node's frame link, once up: the first search starts it (and goes over gRPC)."""
+    assert len((await client.search(address, _request(q))).hits) == 5
+    link = _link(client, address)
+    await _until(lambda: link.ready(), what="the frame link")
+    return link
+
+
 def test_plain_searches_ride_the_frame_link_once_it_is_up_and_answer_as_unary_searches(replica):
     async def main():
         node = _CountingNode(_Host(replica))
@@ -472,10 +480,7 @@ def test_plain_searches_ride_the_frame_link_once_it_is_up_and_answer_as_unary_se
             expected = [_hits(await client._stub(address).Search(_request(q, top_k=1 + i % 9),
                                                                   timeout=10))
                         for i, q in enumerate(queries)]
-            # The first search goes on the gRPC stream while the link connects.
-            assert len((await client.search(address, _request(queries[0]))).hits) == 5
-            link = _link(client, address)
-            await _until(lambda: link.ready(), what="the frame link")
+            link = await _link_up(client, address, queries[0])
             node.calls = dict.fromkeys(node.calls, 0)
             for _ in range(3):
                 got = await asyncio.gather(*(client.search(address, _request(q, top_k=1 + i % 9))
@@ -496,8 +501,7 @@ def test_a_search_with_a_stale_epoch_fails_alone_on_the_frame_link(replica):
     async def main():
         async with _served(_CountingNode(_Host(replica))) as (_, address, client):
             q = _queries(1)[0]
-            await client.search(address, _request(q))
-            await _until(lambda: _link(client, address).ready(), what="the frame link")
+            await _link_up(client, address, q)
             fresh, stale = await asyncio.gather(
                 client.search(address, _request(q)),
                 client.search(address, _request(q, epoch=EPOCH - 1)), return_exceptions=True)
@@ -513,9 +517,7 @@ def test_a_search_the_node_never_answers_fails_at_its_deadline_on_the_frame_link
     async def main():
         async with _served(_CountingNode(_Host(replica))) as (_, address, client):
             q = _queries(1)[0]
-            await client.search(address, _request(q))
-            link = _link(client, address)
-            await _until(lambda: link.ready(), what="the frame link")
+            link = await _link_up(client, address, q)
             started = time.monotonic()
             with pytest.raises(errors.DeadlineExceeded):
                 await client.search(address, _request(q, shard=7))
@@ -534,9 +536,7 @@ def test_searches_a_lost_link_carried_go_again_and_the_link_comes_back(replica, 
         node = _CountingNode(_Host(replica))
         async with _served(node) as (frame_server, address, client):
             q = _queries(1)[0]
-            await client.search(address, _request(q))
-            link = _link(client, address)
-            await _until(lambda: link.ready(), what="the frame link")
+            link = await _link_up(client, address, q)
             # Searches in flight on the link when the node drops it: answered all the same.
             pending = [asyncio.ensure_future(client.search(address, _request(q, shard=7)))
                        for _ in range(3)]
@@ -681,9 +681,7 @@ def test_a_closing_router_fails_what_its_link_carried_instead_of_resending_it(re
         node = _CountingNode(_Host(replica))
         async with _served(node) as (_, address, client):
             q = _queries(1)[0]
-            await client.search(address, _request(q))
-            link = _link(client, address)
-            await _until(lambda: link.ready(), what="the frame link")
+            link = await _link_up(client, address, q)
             pending = asyncio.ensure_future(client.search(address, _request(q, shard=7)))
             await _until(lambda: link.waiting, what="a search on the link")
             link.close()
