@@ -361,11 +361,14 @@ class ShardReplica:
             return None
 
     def save_index(self) -> None:
-        """Persists the index with the label watermark it covers (used by the next open),
-        without stalling searches or writes. `_lock` is held only to read the watermark. The
-        graph is written to a temporary file under a background read hold of the index lock:
-        searches go on beside it (even when the indexer waits to add a chunk), and only graph
-        changes wait, for as long as hnswlib takes to write the file into the page cache. The
+        """Persists the index with the label watermark it covers (used by the next open).
+        `_lock` is held only to read the watermark. The graph is written to a temporary file
+        under a background read hold of the index lock: the index lock lets searches go on
+        beside it (even when the indexer waits to add a chunk), and only graph changes wait,
+        for as long as hnswlib takes to write the file into the page cache. But hnswlib's
+        save_index holds the GIL for that whole write (a 200k x 128 graph, 132 MB: every other
+        thread of the process stalled 317 ms), so the process's event loop answers nothing
+        meanwhile (bench/README.md, the 1M figures with search frames). The
         metadata file and the renames come after, outside every lock. (Before, the whole save
         held `_lock` and the index write lock, so every search and write waited for it.)
         Writing the file from a forked copy-on-write child was measured too, and is slower
