@@ -63,11 +63,11 @@ class _Node(node_pb2_grpc.ShardNodeServicer):
     async def Search(self, request, context):
         return self.answer
 
-    def _search_batch_now(self, searches, into: node_pb2.ShardSearchBatchResponse):
+    def answer_message_now(self, message, into: node_pb2.ShardSearchBatchResponse) -> bool:
         """The search-frame server's inline answer (node/server.py has the real one)."""
         into.outcomes.extend(node_pb2.ShardSearchOutcome(response=self.answer)
-                             for _ in searches)
-        return into
+                             for _ in message.batch.searches)
+        return True
 
     async def SearchBatch(self, request, context):
         return node_pb2.ShardSearchBatchResponse(outcomes=[

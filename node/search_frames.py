@@ -1,6 +1,6 @@
 """The node's end of the search-frame hop (tributary/frames.py): a TCP server whose
 connections carry routers' plain searches as signed frames, answered as SearchStream answers
-them (node/server.py ShardNodeService): inline when _search_batch_now can, else by
+them (node/server.py ShardNodeService): inline by answer_message_now when it can, else by
 answer_message in a task, each answer under its message's ticket as soon as it is done.
 
 A connection that does not open with the preamble (within search_frames_connect_ms), or sends
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from google.protobuf.message import DecodeError
 
-from node import metrics as node_metrics
 from proto import node_pb2
 from tributary import cluster_auth, frames, limits, netaddr
 
@@ -60,7 +58,6 @@ class _Connection(asyncio.Protocol):
             self._refuse(str(exc))
             return
         out = []
-        observe = node_metrics.SEARCH_SECONDS.observe
         for payload in payloads:
             if self._token is not None:
                 try:
@@ -73,11 +70,8 @@ class _Connection(asyncio.Protocol):
             except DecodeError:
                 self._refuse("a frame that is not a ShardSearchStreamRequest")
                 return
-            started = time.perf_counter()
             response = node_pb2.ShardSearchStreamResponse(ticket=message.ticket)
-            if self._service._search_batch_now(message.batch.searches,
-                                               response.batch) is not None:
-                observe(time.perf_counter() - started)
+            if self._service.answer_message_now(message, response.batch):
                 out.append(frames.encode(response.SerializeToString()))
                 continue
             task = asyncio.ensure_future(self._answer(message))
@@ -109,7 +103,7 @@ class _Connection(asyncio.Protocol):
 
 class SearchFrameServer:
     """Serves search frames for `service` (a ShardNodeService) on `listen` (host:port; port 0
-    picks one). `address` is what the node reports in Status: `advertise` when given, else
+    picks one). `start` returns what the node reports in Status: `advertise` when given, else
     the host of `advertise_grpc` with the bound port."""
 
     def __init__(self, service, token: cluster_auth.ClusterToken | None):
@@ -117,7 +111,6 @@ class SearchFrameServer:
         self._token = token
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
-        self.address = ""
 
     async def start(self, listen: str, advertise: str | None, advertise_grpc: str) -> str:
         try:
@@ -134,9 +127,8 @@ class SearchFrameServer:
         except OSError as exc:
             raise SystemExit(f"cannot bind the search-frame address {listen}: {exc}") from None
         bound = self._server.sockets[0].getsockname()[1]
-        self.address = advertise or netaddr.join_host_port(
-            netaddr.split_host_port(advertise_grpc)[0], bound)
-        return self.address
+        return advertise or netaddr.join_host_port(netaddr.split_host_port(advertise_grpc)[0],
+                                                   bound)
 
     async def stop(self) -> None:
         """Stops listening and closes every connection (their routers resend what was not

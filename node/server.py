@@ -558,7 +558,6 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         was being written go out together in one response (_StreamOutbox)."""
         outbox = _StreamOutbox()
         running: set[asyncio.Task] = set()
-        observe = node_metrics.SEARCH_SECONDS.observe
 
         async def answer(message: node_pb2.ShardSearchStreamRequest) -> None:
             batch = await self.answer_message(message)
@@ -567,17 +566,15 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         async def read() -> None:
             try:
                 async for message in requests:
-                    started = time.perf_counter()
                     # The answer is built right in the response that will carry it; a search
                     # that needs more than the inline path gives its slot back.
                     slot = outbox.slot(message.ticket, message.merged_answers)
                     try:
-                        answered = self._search_batch_now(message.batch.searches, slot.batch)
+                        answered = self.answer_message_now(message, slot.batch)
                     except BaseException:
                         outbox.give_back()  # never a half-built answer; the stream ends
                         raise
-                    if answered is not None:
-                        observe(time.perf_counter() - started)
+                    if answered:
                         continue
                     outbox.give_back()
                     task = asyncio.ensure_future(answer(message))
@@ -601,10 +598,21 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             for task in list(running):
                 task.cancel()
 
+    def answer_message_now(self, message: node_pb2.ShardSearchStreamRequest,
+                           into: node_pb2.ShardSearchBatchResponse) -> bool:
+        """Fills `into` with the answer to one stream message or search frame when it needs no
+        waiting (_search_batch_now), with its one observation of the search histogram; False
+        (and `into` untouched) when it needs answer_message."""
+        started = time.perf_counter()
+        if self._search_batch_now(message.batch.searches, into) is None:
+            return False
+        node_metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+        return True
+
     async def answer_message(self, message: node_pb2.ShardSearchStreamRequest
                              ) -> node_pb2.ShardSearchBatchResponse:
-        """The answer to one stream message or search frame that _search_batch_now could not
-        answer inline: every search answers, with DEADLINE_EXCEEDED once the message's
+        """The answer to one stream message or search frame that answer_message_now could not
+        give inline: every search answers, with DEADLINE_EXCEEDED once the message's
         timeout_ms has passed. One observation of the search histogram per message, as the
         unary Search and SearchBatch have one per call."""
         started = time.perf_counter()

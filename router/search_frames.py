@@ -63,7 +63,8 @@ class _Connection(asyncio.Protocol):
 class FrameLink:
     """The search-frame link of one router to one node (`node`, its gRPC address, for logs).
     `find_address()` returns the node's frame address ("" for none); `deliver(response,
-    waiting)` and `lose(waiting)` settle and resend messages as for the gRPC stream."""
+    waiting)` and `lose(waiting, error=None)` settle, resend or fail messages as for the gRPC
+    stream."""
 
     def __init__(self, node: str, find_address: Callable[[], Awaitable[str]],
                  token: ClusterToken | None, deliver: Callable, lose: Callable):
@@ -151,12 +152,5 @@ class FrameLink:
             self._connecting.cancel()
         if self._connection is not None:
             self._connection.transport.abort()
-        entries = list(self.waiting.values())
-        self.waiting.clear()
-        for _, futures, timer, done, _ in entries:
-            timer.cancel()
-            for future in futures:
-                if not future.done():
-                    future.set_exception(errors.Unavailable(
-                        "the router closed its search link to the node"))
-            done()
+        self._lose(self.waiting, errors.Unavailable("the router closed its search link to the "
+                                                    "node"))

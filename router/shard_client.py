@@ -366,15 +366,21 @@ def deliver(response: node_pb2.ShardSearchStreamResponse, waiting: dict) -> None
         done()
 
 
-def lose(waiting: dict) -> None:
+def lose(waiting: dict, error: errors.TributaryError | None = None) -> None:
     """The link that carried the messages in `waiting` is gone: each goes to its resend
-    callback (the searches go again as unary calls: reads, so safe)."""
+    callback (the searches go again as unary calls: reads, so safe), or, with `error` (the
+    router is closing), each of its searches fails with it."""
     entries = list(waiting.values())
     waiting.clear()
     for searches, futures, timer, done, resend in entries:
         timer.cancel()
+        if error is None:
+            done()
+            resend(searches, futures)
+            continue
+        for future in futures:
+            _settle(future, error=error)
         done()
-        resend(searches, futures)
 
 
 class SearchBatcher:
