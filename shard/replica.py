@@ -371,10 +371,12 @@ class ShardReplica:
         meanwhile (bench/README.md, the 1M figures with search frames). The
         metadata file and the renames come after, outside every lock. (Before, the whole save
         held `_lock` and the index write lock, so every search and write waited for it.)
-        Writing the file from a forked copy-on-write child was measured too, and is slower
-        here: the fork alone took 90-210 ms at 390 MB RSS, against ~60 ms for hnswlib's whole
-        write of a 130 MB graph into the page cache. A flat replica has no index to persist:
-        its matrix is read from the store on open."""
+        Writing the file from a forked copy-on-write child was tried and dropped: a fork while
+        Deep Lake commits in another thread crashed the process (SIGSEGV in the commit), with
+        os.fork, posix.fork and glibc's handler-free _Fork alike, and a fork cost a process that
+        has Deep Lake loaded 45-70 ms even when it survived (bench/README.md, "Index saves and
+        the GIL"). A flat replica has no index to persist: its matrix is read from the store on
+        open."""
         if self._index is None:
             return
         with self._save_lock:
