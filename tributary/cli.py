@@ -9,6 +9,7 @@ build the parser: each meta member and router paid the node's imports in memory 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 
 # sub-command -> (module with add_arguments(parser) and run(args), help line)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     from tributary import logs, tracing
     logs.setup(args.log_level, args.log_format)  # tributary/logs.py: text or JSON lines
     if args.command in ("meta", "node", "router"):
+        # A crash in native code (Deep Lake, hnswlib, gRPC) then leaves every thread's Python
+        # stack on stderr, which `up` and the pods' logs keep, instead of only an exit status.
+        faulthandler.enable(all_threads=True)
         tracing.setup(args.command, getattr(args, "data_dir", None))
     args.func(args)
 
