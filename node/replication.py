@@ -70,6 +70,18 @@ def replicate_decision(last_seq: int, known_term: int, request_term: int, op_seq
 OPS, CAUGHT_UP, START_OVER = "ops", "caught_up", "start_over"
 
 
+def catch_up_still_valid(now: DatasetRecord | None, shard: int, me: str, primary: str,
+                         term: int) -> bool:
+    """Whether this node's catch-up of `shard` from `primary`, begun in `term`, may still change
+    its copy: the catalog as it is now (`now`) must still name `primary` the shard's primary in
+    that term. A catch-up takes seconds (a round, a snapshot download) and a copy can be promoted
+    meanwhile; a promoted copy that then took the deposed primary's files lost the writes it
+    had acknowledged as primary (chaos `replication` scenario, seed 115: its copy was ahead of
+    the old primary, which answered "start over")."""
+    return (now is not None and 0 <= shard < now.shard_count and me != primary
+            and now.primary_of(shard) == primary and now.term_of(shard) == term)
+
+
 def fetch_decision(copy_last_seq: int, copy_last_term: int, primary_last_seq: int,
                    primary_first_seq: int, primary_term_at_copy_last: int | None,
                    snapshot_behind_ops: int) -> str:
@@ -555,7 +567,7 @@ class Replication:
         key = (record.uuid, shard)
         deadline = time.monotonic() + limits.replication_catch_up_round_ms / 1000
         ref = node_pb2.ShardRef(dataset_uuid=record.uuid, shard=shard, epoch=record.epoch)
-        primary = record.primary_of(shard)
+        primary, term = record.primary_of(shard), record.term_of(shard)
         while time.monotonic() < deadline:
             oplog = self.oplog(*key)
             answer = await self._call(primary, "FetchOps", node_pb2.FetchOpsRequest(
@@ -564,16 +576,27 @@ class Replication:
                 limits.replication_fetch_timeout_ms)
             if answer.in_sync:
                 return True
+            if not self._still_catching_up(record.uuid, shard, primary, term):
+                return False
             if answer.start_over:
                 log.warning("copy of %s/%d at op %d cannot replay the primary %s's log (at op "
                             "%d): copying its files", record.uuid, shard, oplog.last_seq,
                             primary, answer.primary_last_seq)
-                await self.install_snapshot(record, shard)
+                await self.install_snapshot(record, shard, term)
                 continue
             if not answer.ops:
                 return False
             await self.apply_ops(record, shard, list(answer.ops))
             faults.crash_point(faults.MOVE_TARGET_MID_CATCH_UP)
+        return False
+
+    def _still_catching_up(self, dataset_uuid: str, shard: int, primary: str, term: int) -> bool:
+        """catch_up_still_valid against this node's catalog now; says so when it is not."""
+        now = self.host.catalog.state.datasets.get(dataset_uuid)
+        if catch_up_still_valid(now, shard, self.host.node_id, primary, term):
+            return True
+        log.info("catch-up of %s/%d from %s (term %d) stopped: the catalog changed the shard's "
+                 "primary or term meanwhile", dataset_uuid, shard, primary, term)
         return False
 
     async def hand_over(self, record: DatasetRecord, shard: int, target: str) -> None:
@@ -647,11 +670,16 @@ class Replication:
         finally:
             await asyncio.to_thread(shutil.rmtree, cut, True)
 
-    async def install_snapshot(self, record: DatasetRecord, shard: int) -> None:
+    async def install_snapshot(self, record: DatasetRecord, shard: int,
+                               term: int | None = None) -> None:
         """Replaces this copy's files with a snapshot of the primary's, then starts its op log
         at the snapshot's position. The download goes to a directory beside the shard's and
-        only a complete one is swapped in; a path that would leave it is refused."""
+        only a complete one is swapped in; a path that would leave it is refused. The swap
+        holds the shard's write lock and apply lock, and happens only if the catalog still
+        names that primary in `term` (default: the record's) then: a copy promoted during the
+        download keeps its own files (catch_up_still_valid), and the download is dropped."""
         key = (record.uuid, shard)
+        term = record.term_of(shard) if term is None else term
         target = self.host.shard_path(*key)
         incoming = f"{target}.incoming-{uuid.uuid4().hex}"
         primary = record.primary_of(shard)
@@ -680,7 +708,11 @@ class Replication:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, incoming, True)
             raise
-        async with self._apply_lock(key):
+        async with self.write_lock(*key), self._apply_lock(key):
+            if not self._still_catching_up(record.uuid, shard, primary, term):
+                await asyncio.to_thread(shutil.rmtree, incoming, True)
+                raise errors.Unavailable(f"the snapshot of {record.uuid}/{shard} from {primary} "
+                                         "was not installed: the shard's primary changed")
             replica = self.host.replicas.pop(key, None)
             if replica is not None:
                 await asyncio.to_thread(replica.close)
