@@ -32,6 +32,11 @@ def served_core(request: web.Request):
 # proto3's JSON mapping renders int64 as strings; REST users expect numbers for these.
 INT64_FIELDS = frozenset({"vector_count", "storage_size", "vectors_scanned", "index_hits",
                           "filtered_results", "total_count", "purged_count", "indexed_count"})
+# Map fields whose keys are not field names (the user's metadata and filters, a hit's
+# explanation, the health dependencies): written as they are, never read for INT64_FIELDS. A
+# metadata key "vector_count" holding "many" made every answer that carried it a 500, and one
+# holding "12" came back as the number 12.
+STRING_MAPS = frozenset({"metadata", "filters", "explanation", "dependencies"})
 
 # Output-only fields of a GET /datasets/{id} answer: ignored by PUT, so a client may send back
 # the dataset it read with a new description or metadata.
@@ -110,7 +115,7 @@ def _plan(descriptor):
         return _PLANS[name]
     _PLANS[name] = None     # a recursive type has no encoder
     scope = {"_f32": _float32_json, "_f64": _double_json, "_ts": _timestamp_json,
-             "_map": _map_json, "_fix": _fix_int64}
+             "_map": _map_json, "_smap": _string_map_json, "_fix": _fix_int64}
     always, present = [], []
     for position, field in enumerate(descriptor.fields):
         if field.containing_oneof is not None and not field.has_presence:
@@ -123,7 +128,8 @@ def _plan(descriptor):
             if value_field.cpp_type != F.CPPTYPE_STRING or value_field.type == F.TYPE_BYTES \
                     or message.fields_by_name["key"].cpp_type != F.CPPTYPE_STRING:
                 return None
-            always.append(f"{key}: _map({read})")
+            encoder = "_smap" if field.name in STRING_MAPS else "_map"
+            always.append(f"{key}: {encoder}({read})")
             continue
         if message is not None:
             if message.full_name == "google.protobuf.Timestamp":
@@ -198,6 +204,13 @@ def _map_json(mapping) -> dict:
     if not mapping:
         return {}
     return {key: _fix_int64(key, mapping[key]) for key in mapping}
+
+
+def _string_map_json(mapping) -> dict:
+    # A map of STRING_MAPS: the user's strings, as they are.
+    if not mapping:
+        return {}
+    return {key: mapping[key] for key in mapping}
 
 
 def message_json(message) -> dict | None:

@@ -20,8 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proto import deeplake_service_pb2 as pb
 from router import admin, auth, backups_admin, input_guard, operations, reshard_admin
 from router.core import IMMUTABLE_DATASET_FIELDS
-from router.http_common import (CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, json_response,
-                                message_json, read_json_body)
+from router.http_common import (CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, STRING_MAPS,
+                                json_response, message_json, read_json_body)
 from router.http_common import loads  # noqa: F401 - rest.loads parses REST bodies
 from router.metrics import REQUEST_LATENCY, REQUESTS
 from router.openapi import add_openapi_routes
@@ -46,7 +46,8 @@ def answer(message, status: int = 200) -> web.Response:
 
 def _fix_ints(value):
     if isinstance(value, dict):
-        return {k: (int(v) if k in INT64_FIELDS and isinstance(v, str) else _fix_ints(v))
+        return {k: (v if k in STRING_MAPS and isinstance(v, dict) else
+                    int(v) if k in INT64_FIELDS and isinstance(v, str) else _fix_ints(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_fix_ints(v) for v in value]

@@ -26,9 +26,11 @@ float32s = st.one_of(
     st.sampled_from([0.0, -0.0, 0.1, 1.0, 1e-45, FLOAT32_MAX, 0.30000001192092896]))
 doubles = st.floats(allow_nan=True, allow_infinity=True)
 texts = st.text(max_size=12)
-# A metadata key that json_format's caller reads back as a number must hold digits.
-metadata = st.dictionaries(texts.filter(lambda k: k not in INT64_FIELDS), texts, max_size=3) | \
-    st.fixed_dictionaries({"vector_count": st.integers(-10**6, 10**6).map(str)})
+# Metadata keys may be the names of INT64_FIELDS, with any string value: maps of the user's
+# strings are written as they are (http_common.STRING_MAPS).
+metadata = st.dictionaries(texts, texts, max_size=3) | st.fixed_dictionaries(
+    {"vector_count": texts | st.integers(-10**6, 10**6).map(str),
+     "total_count": st.sampled_from(["", "many", "12", "-3"])})
 timestamps = st.tuples(st.integers(0, 253402300799), st.integers(0, 999_999_999))
 
 
@@ -180,3 +182,19 @@ def test_the_usual_search_body_takes_the_plain_path():
     assert plain is not None
     assert plain == parse(pb.SearchVectorsRequest, body)
     assert plain.options.HasField("min_score") and not plain.options.HasField("threshold")
+
+
+def test_metadata_and_explanation_keys_named_like_counts_keep_their_strings():
+    """A user's metadata key "vector_count" holding "many" made every answer carrying it a 500
+    (int("many")), and one holding "12" came back as the number 12. Maps of the user's strings
+    are written as they are, by both encoders; the stats map still gives numbers."""
+    hit = pb.SearchResult(score=0.5, explanation={"vector_count": "n/a"})
+    hit.vector.CopyFrom(pb.Vector(id="a", metadata={"vector_count": "many",
+                                                    "total_count": "12"}))
+    response = pb.SearchVectorsResponse(results=[hit])
+    for doc in (message_json(response), to_json(response)):
+        assert doc["results"][0]["vector"]["metadata"] == {"vector_count": "many",
+                                                           "total_count": "12"}
+        assert doc["results"][0]["explanation"] == {"vector_count": "n/a"}
+    stats = pb.GetDatasetStatsResponse(stats={"vector_count": "7"})
+    assert to_json(stats)["stats"] == {"vector_count": 7}
