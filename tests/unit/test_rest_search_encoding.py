@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proto import deeplake_service_pb2 as pb
-from router.http_common import INT64_FIELDS, json_response, message_json
+from router.http_common import json_response, message_json
 from router.rest import _plain_search, parse, to_json
 from tributary import errors
 
