@@ -534,8 +534,42 @@ class Participant:
         sends it to the in-sync copies); elsewhere this raises StaleEpoch (the coordinator
         retries on the primary)."""
         role, drive = self._drive_for(ref.dataset_uuid, ref.shard)
-        return await self._drive(model.Decision(txn_id, decision, model.COORDINATOR, role),
-                                 drive)
+        applied = await self._drive(model.Decision(txn_id, decision, model.COORDINATOR, role),
+                                    drive)
+        await self._finish_split_children(txn_id, ref.dataset_uuid, ref.shard, decision)
+        return applied
+
+    async def _finish_split_children(self, txn_id: str, dataset_uuid: str, shard: int,
+                                     decision: str) -> None:
+        """Gives the coordinator's decision, just taken on `shard`, to the split children this
+        node is the primary of that hold the same txn. A child mirrored the prepare of a txn
+        planned before its split's switch; a decision its parent logs after the switch is not
+        mirrored (the child has a log of its own by then), and the router, which planned on
+        the old count, never sends it one. Left to the child's recovery, the txn's ids would
+        stay locked for txn_prepared_timeout_ms, and a retry of the same batch, planned on the
+        new count, would wait for them in vain. Runs after the parent's drive has released
+        its write lock: a child's first write after the switch takes it (Splitter.seal).
+
+        A shard the txn names as a participant gets the decision from the coordinator itself,
+        so it is not one of these; nor is a child before the switch (not in the catalog yet:
+        a COPY, which takes the decision by mirroring)."""
+        parent = participant_name(dataset_uuid, shard)
+        for (held_id, name), txn in list(self.prepared.items()):
+            if held_id != txn_id or name == parent or txn.dataset_uuid != dataset_uuid or \
+                    name in txn.staged.request.participants:
+                continue
+            role, drive = self._drive_for(dataset_uuid, txn.shard)
+            if role != model.PRIMARY:
+                continue
+            try:
+                if await self._drive(model.Decision(txn_id, decision, model.COORDINATOR,
+                                                    role), drive):
+                    log.info("txn %s: split child %s finished with its parent's %s", txn_id,
+                             name, decision)
+            except errors.TributaryError as exc:
+                # Its own recovery asks the meta group after txn_prepared_timeout_ms.
+                log.warning("txn %s: could not finish split child %s: %s", txn_id, name,
+                            exc.message)
 
     # ---- recovery ------------------------------------------------------------------------------
 
