@@ -245,7 +245,48 @@ class Splitter:
                 else:
                     await asyncio.to_thread(shutil.rmtree, path, True)
                     await self._report(uuid, parent, False)
+        # Children whose switch came while this node was down, or before a crash that fell
+        # between logging a parent op and mirroring it: the child must still get every op its
+        # parent accepted under the old count before it writes one of its own.
+        for uuid, child in sorted(self.host.replicas):
+            record = state.datasets.get(uuid)
+            if record is None or not record.split_epoch or uuid in state.reshards:
+                continue
+            half = record.shard_count // 2
+            if half <= child < record.shard_count and \
+                    (uuid, child - half) in self.host.replicas:
+                reopened += await self._catch_up_switched(record, child - half, child)
         return reopened
+
+    async def _catch_up_switched(self, record: DatasetRecord, parent: int, child: int) -> bool:
+        """At start: the child of a switched split takes from its parent copy's log the ops
+        accepted under the old count that it lacks, as mirroring would have given them
+        (`mirror` picks them by the epoch each op carries). Without this, a primary killed
+        after logging such an op on the parent and before mirroring it, with the switch made
+        while it was down, served the child without the op; a copy of the child that got the
+        op mirrored from its own parent copy then held an op at a sequence number where the
+        child's primary logged another, and the purge, having listed the child's rows before
+        taking the op over from that copy, kept a row of the other half. Returns whether it
+        took any. The parent-child pair is remembered, as it would be had the node not
+        restarted."""
+        self.children[(record.uuid, parent)] = child
+        parent_log = self.replication.oplog(record.uuid, parent)
+        child_log = self.replication.oplog(record.uuid, child)
+        before = child_log.last_seq
+        if parent_log.last_seq <= before:
+            return False
+        missing = await asyncio.to_thread(parent_log.read_from, before + 1,
+                                          limits.replication_log_ops_max, 1 << 62)
+        if not missing:
+            return False
+        from node.replication import _parse
+        await self.mirror(record, parent, [_parse(op) for op in missing], None)
+        if child_log.last_seq == before:
+            return False
+        log.info("child %s/%d took ops %d-%d of its parent shard %d's log, accepted before "
+                 "the split's switch", record.uuid, child, before + 1, child_log.last_seq,
+                 parent)
+        return True
 
     async def _reopen_child(self, record: DatasetRecord, parent: int, child: int) -> bool:
         replica = await asyncio.to_thread(ShardReplica, self.host.shard_path(record.uuid, child),
@@ -466,8 +507,15 @@ class Splitter:
         async with self.replication.write_lock(uuid, shard):
             # A barrier before the listing: an op accepted under the old count and still in
             # flight (on the parent), or still to be mirrored (on a child: seal), has landed,
-            # and none can follow, so no moved row arrives after the ids are read.
-            await self.seal(self.host.catalog.state.datasets.get(uuid, record), shard)
+            # and none can follow, so no moved row arrives after the ids are read. The ops an
+            # in-sync copy holds beyond this one's are taken over here too, not at the first
+            # delete below: taken over after the listing, their rows would stay.
+            current = self.host.catalog.state.datasets.get(uuid)
+            if current is None or current.primary_of(shard) != self.host.node_id or \
+                    current.shard_count != record.shard_count:
+                return      # no longer this node's to purge (the next primary does)
+            await self.seal(current, shard)
+            await self.replication.ensure_resynced(current, shard)
         moved = await asyncio.to_thread(_foreign_ids, replica, shard, record.shard_count)
         for start in range(0, len(moved), limits.reshard_purge_batch_ids_max):
             batch = moved[start:start + limits.reshard_purge_batch_ids_max]

@@ -1,0 +1,136 @@
+"""A node restarted after its split's switch brings each child up to its parent copy's log for
+the ops accepted under the old count (node/split.py Splitter.reopen), and a purge takes over
+what an in-sync copy holds beyond its own log before it lists the rows to delete.
+
+What happened without either (test_reshard.py, the kill mid-split, about 1 run in 10): the
+parent's primary was killed after logging a write (op 41, the old count's epoch) and before
+mirroring it to the child; the split switched while the node was down. Restarted, the node
+served the child at op 40. A copy of the child got op 41 mirrored from its own parent copy, so
+the child's first purge listed its rows, then took op 41 over from that copy, and kept that
+write's row on the wrong shard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import SimpleNamespace
+
+from node import split as split_module
+from node.split import Splitter
+from proto import node_pb2
+
+
+class Log:
+    """An op log: the ops it holds, by sequence number."""
+
+    def __init__(self, ops=()):
+        self.ops = {op.seq: op for op in ops}
+
+    @property
+    def last_seq(self) -> int:
+        return max(self.ops, default=0)
+
+    def read_from(self, seq, ops_max, bytes_max):
+        from node.oplog import LoggedOp
+        held = [self.ops[s] for s in sorted(self.ops) if s >= seq][:ops_max]
+        return [LoggedOp(op.seq, op.term, op.SerializeToString()) for op in held]
+
+
+class Replication:
+    def __init__(self, parent_ops, child_ops):
+        self.logs = {0: Log(parent_ops), 2: Log(child_ops)}
+        self.calls: list[str] = []
+        self.participant = None
+
+    @contextlib.asynccontextmanager
+    async def _apply_lock(self, key):
+        yield
+
+    def oplog(self, uuid, shard):
+        return self.logs[shard]
+
+    async def _apply_one(self, record, shard, op):
+        self.logs[shard].ops[op.seq] = op
+        self.calls.append(f"apply {shard}:{op.seq}")
+
+    @contextlib.asynccontextmanager
+    async def _write_lock(self):
+        yield
+
+    def write_lock(self, uuid, shard):
+        return self._write_lock()
+
+    async def ensure_resynced(self, record, shard):
+        self.calls.append("take over")
+
+    async def log_ops(self, record, shard, ops):
+        self.calls.append("log delete")
+
+    async def apply_local(self, record, shard, op):
+        return None
+
+    async def send_to_in_sync(self, record, shard, ops):
+        return None
+
+
+def op(seq: int, epoch: int) -> node_pb2.ReplicatedOp:
+    return node_pb2.ReplicatedOp(seq=seq, term=1, epoch=epoch,
+                                 write=node_pb2.WriteRequest(delete_ids=[f"x{seq}"]))
+
+
+class Replica:
+    def count(self):
+        return 0
+
+
+def restarted(tmp_path, parent_ops, child_ops, shards=(0, 2)) -> Splitter:
+    """Dataset d switched from 2 to 4 shards at epoch 5; this node (n1, every shard's primary)
+    holds `shards` and has just restarted."""
+    record = SimpleNamespace(uuid="d", split_epoch=5, epoch=5, shard_count=4,
+                             primary_of=lambda shard: "n1")
+    state = SimpleNamespace(datasets={"d": record}, reshards={})
+    host = SimpleNamespace(catalog=SimpleNamespace(state=state), node_id="n1",
+                           replicas={("d", s): Replica() for s in shards},
+                           shard_path=lambda uuid, shard: str(tmp_path / uuid / str(shard)))
+    return Splitter(host, replication=Replication(parent_ops, child_ops), meta=None)
+
+
+HISTORY = [op(s, epoch=4) for s in range(1, 41)]
+
+
+def test_a_child_takes_the_old_count_ops_its_parent_logged_before_the_crash(tmp_path):
+    splitter = restarted(tmp_path, HISTORY + [op(41, epoch=4), op(42, epoch=5)], HISTORY)
+    assert asyncio.run(splitter.reopen()) == 1
+    # Op 41 was accepted under the old count: the child's. Op 42 is the parent's own.
+    assert splitter.replication.calls == ["apply 2:41"]
+    assert splitter.children == {("d", 0): 2}
+
+
+def test_a_child_that_wrote_ops_of_its_own_takes_nothing(tmp_path):
+    own = [op(41, epoch=5), op(42, epoch=5)]
+    splitter = restarted(tmp_path, HISTORY + [op(41, epoch=5)], HISTORY + own)
+    assert asyncio.run(splitter.reopen()) == 0
+    assert splitter.replication.calls == []
+
+
+def test_a_child_without_its_parent_on_this_node_is_left_to_its_primary(tmp_path):
+    splitter = restarted(tmp_path, HISTORY + [op(41, epoch=4)], HISTORY, shards=(2,))
+    assert asyncio.run(splitter.reopen()) == 0
+    assert splitter.replication.calls == [] and splitter.children == {}
+
+
+def test_a_purge_takes_over_what_a_copy_holds_before_it_lists_the_rows(tmp_path,
+                                                                     monkeypatch):
+    splitter = restarted(tmp_path, HISTORY, HISTORY)
+    record = splitter.host.catalog.state.datasets["d"]
+    calls = splitter.replication.calls
+
+    def foreign_ids(replica, shard, count):
+        calls.append("list")
+        return ["moved"]
+
+    monkeypatch.setattr(split_module, "_foreign_ids", foreign_ids)
+    splitter.host.replica_unfenced = lambda uuid, shard: asyncio.sleep(0, Replica())
+    (tmp_path / "d" / "2").mkdir(parents=True)
+    asyncio.run(splitter._purge(record, 2))
+    assert calls.index("take over") < calls.index("list") < calls.index("log delete")
