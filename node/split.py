@@ -510,22 +510,15 @@ class Splitter:
             # and none can follow, so no moved row arrives after the ids are read. The ops an
             # in-sync copy holds beyond this one's are taken over here too, not at the first
             # delete below: taken over after the listing, their rows would stay.
-            current = self.host.catalog.state.datasets.get(uuid)
-            if current is None or current.primary_of(shard) != self.host.node_id or \
-                    current.shard_count != record.shard_count:
-                return      # no longer this node's to purge (the next primary does)
-            await self.seal(current, shard)
-            await self.replication.ensure_resynced(current, shard)
+            if await self._still_purging(uuid, shard, record.shard_count) is None:
+                return
         moved = await asyncio.to_thread(_foreign_ids, replica, shard, record.shard_count)
         for start in range(0, len(moved), limits.reshard_purge_batch_ids_max):
             batch = moved[start:start + limits.reshard_purge_batch_ids_max]
             async with self.replication.write_lock(uuid, shard):
-                fresh = self.host.catalog.state.datasets.get(uuid)
-                if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
-                        fresh.shard_count != record.shard_count:
-                    return      # no longer this node's to purge (the next primary does)
-                await self.seal(fresh, shard)
-                await self.replication.ensure_resynced(fresh, shard)
+                fresh = await self._still_purging(uuid, shard, record.shard_count)
+                if fresh is None:
+                    return
                 op = node_pb2.ReplicatedOp(
                     write=node_pb2.WriteRequest(delete_ids=batch,
                                                 existing=node_pb2.EXISTING_OVERWRITE),
@@ -538,6 +531,19 @@ class Splitter:
         show_all_rows(replica)
         log.info("purged %d moved rows from %s/%d in %.2f s", len(moved), uuid, shard,
                  time.monotonic() - started)
+
+
+    async def _still_purging(self, uuid: str, shard: int, count: int
+                             ) -> DatasetRecord | None:
+        """Under the shard's write lock: the current record once sealed and resynced, or None
+        when the purge is no longer this node's (the next primary does it)."""
+        fresh = self.host.catalog.state.datasets.get(uuid)
+        if fresh is None or fresh.primary_of(shard) != self.host.node_id or \
+                fresh.shard_count != count:
+            return None
+        await self.seal(fresh, shard)
+        await self.replication.ensure_resynced(fresh, shard)
+        return fresh
 
 
 _SEARCHES = ("search", "search_now", "search_batch", "text_search")
