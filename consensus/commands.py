@@ -58,9 +58,16 @@ class UpdateDataset:
 
 @dataclass(frozen=True)
 class DeleteDataset:
+    """Deletes the dataset `name` of a tenant. `uuid` names the dataset the proposer resolved:
+    a later dataset of the same name is never deleted by this command (one committed late, or
+    proposed again by a retry). `request_id` is the proposer's, the same on every retry: a
+    retry after the first attempt did commit (its answer lost) is answered as that attempt
+    was, not NotFound."""
     tenant_id: str
     name: str
     at_ms: int
+    uuid: str = ""
+    request_id: str = ""
 
 
 @dataclass(frozen=True)

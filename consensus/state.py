@@ -94,17 +94,7 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
             {"uuid": record.uuid}
 
     if isinstance(command, c.DeleteDataset):
-        record = state.dataset_by_name(command.tenant_id, command.name)
-        if record is None:
-            return state, _error("NotFound", f"dataset '{command.name}' not found")
-        datasets = drop(state.datasets, (record.uuid,))
-        moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
-        gone: dict[str, Any] = {}
-        versions.forget_dataset(gone, state, record.uuid)
-        if record.uuid in state.reshards:
-            gone["reshards"] = {k: v for k, v in state.reshards.items() if k != record.uuid}
-        return _bump(state, datasets=datasets, moves=moves, **gone), {"uuid": record.uuid,
-                                                 "placement": list(record.placement)}
+        return _delete_dataset(state, command)
 
     if isinstance(command, c.PlaceShard):
         record = state.datasets.get(command.dataset_uuid)
@@ -159,6 +149,41 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         return without_bump(state, txns=txns, txn_tombstones=tombstones), {}
 
     return state, _error("InvalidArgument", f"unknown command {type(command).__name__}")
+
+
+def _delete_dataset(state: MetaState, command: c.DeleteDataset
+                    ) -> tuple[MetaState, dict[str, Any]]:
+    record = state.dataset_by_name(command.tenant_id, command.name)
+    if record is not None and command.uuid and record.uuid != command.uuid:
+        record = None       # a later dataset of that name: not the one this command means
+    # A record of each delete that named its request, kept dataset_delete_record_ttl_ms
+    # (bookkeeping beside the 2PC idempotency records, outside the watched catalog).
+    key = f"{DELETE_RECORD_PREFIX}{command.request_id}" if command.request_id else ""
+    if record is None:
+        earlier = state.idempotency.get(key) if key else None
+        if earlier is not None and earlier.outcome_json == command.uuid:
+            # The proposer's retry of a delete that did commit: answer as the first time did.
+            return state, {"uuid": command.uuid, "placement": [], "repeated": True}
+        return state, _error("NotFound", f"dataset '{command.name}' not found")
+    datasets = drop(state.datasets, (record.uuid,))
+    moves = {k: v for k, v in state.moves.items() if v.dataset_uuid != record.uuid}
+    gone: dict[str, Any] = {}
+    versions.forget_dataset(gone, state, record.uuid)
+    if record.uuid in state.reshards:
+        gone["reshards"] = {k: v for k, v in state.reshards.items() if k != record.uuid}
+    if key:
+        idempotency = {k: v for k, v in state.idempotency.items()
+                       if not k.startswith(DELETE_RECORD_PREFIX) or
+                       command.at_ms - v.at_ms < limits.dataset_delete_record_ttl_ms}
+        idempotency[key] = IdempotencyRecord(key, "", record.uuid, command.at_ms)
+        gone["idempotency"] = idempotency
+    return _bump(state, datasets=datasets, moves=moves, **gone), {
+        "uuid": record.uuid, "placement": list(record.placement)}
+
+
+# The prefix of the bookkeeping records of dataset deletes in MetaState.idempotency. The 2PC
+# records' keys start with a tenant id, which is never empty and never holds '/'.
+DELETE_RECORD_PREFIX = "/delete-dataset/"
 
 
 def _decide_txn(state: MetaState, command: c.DecideTxn) -> tuple[MetaState, dict[str, Any]]:

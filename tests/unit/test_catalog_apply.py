@@ -198,6 +198,49 @@ def test_deleted_name_can_be_created_again_with_a_new_uuid(with_dataset):
     assert state.dataset_by_name("t1", "docs").uuid == "u9"
 
 
+def test_a_retry_of_a_delete_that_committed_is_answered_as_the_first_attempt_was(
+        with_dataset):
+    # The meta client proposes again when an attempt's answer is lost (a leader change); the
+    # first attempt may have committed. Chaos (meta-faults, seed 109) saw the retry answer 404
+    # for a delete that had happened.
+    delete = c.DeleteDataset("t1", "docs", 200, "u1", "r1")
+    state, first = apply(with_dataset, delete)
+    assert first == {"uuid": "u1", "placement": ["n1", "n2"]}
+    again, result = apply(state, delete)
+    assert result == {"uuid": "u1", "placement": [], "repeated": True}
+    assert again is state
+    # Another request finds nothing to delete.
+    _, other = apply(state, c.DeleteDataset("t1", "docs", 201, "u1", "r2"))
+    assert is_error(other, "NotFound")
+
+
+def test_a_late_delete_never_deletes_a_later_dataset_of_the_same_name(with_dataset):
+    state, _ = run(with_dataset, c.DeleteDataset("t1", "docs", 200, "u1", "r1"),
+                   create(uuid="u9", at_ms=210))
+    for late in (c.DeleteDataset("t1", "docs", 200, "u1", "r1"),
+                 c.DeleteDataset("t1", "docs", 200, "u1", "r0")):
+        after, result = apply(state, late)
+        assert after is state and state.dataset_by_name("t1", "docs").uuid == "u9"
+    assert result.get("repeated") or is_error(result, "NotFound")
+
+
+def test_delete_records_are_bookkeeping_and_expire(with_dataset):
+    from consensus.state import DELETE_RECORD_PREFIX
+    from consensus.watch import catalog_doc
+    from tributary import limits
+    state, _ = run(with_dataset, c.DeleteDataset("t1", "docs", 200, "u1", "r1"))
+    assert list(state.idempotency) == [f"{DELETE_RECORD_PREFIX}r1"]
+    assert "idempotency" not in catalog_doc(state)
+    assert from_doc(json.loads(json.dumps(to_doc(state)))).idempotency == state.idempotency
+    later = 200 + limits.dataset_delete_record_ttl_ms
+    state, _ = run(state, create(uuid="u2", at_ms=later),
+                   c.DeleteDataset("t1", "docs", later, "u2", "r2"))
+    assert list(state.idempotency) == [f"{DELETE_RECORD_PREFIX}r2"]
+    # Past the record, a retry of r1 is an ordinary NotFound.
+    _, result = apply(state, c.DeleteDataset("t1", "docs", 200, "u1", "r1"))
+    assert is_error(result, "NotFound")
+
+
 # ---- UpdateDataset -------------------------------------------------------------------------
 
 
