@@ -560,8 +560,18 @@ class RouterCore:
         # The record's uuid and one request id for every retry of the proposal: a retry whose
         # first attempt committed is answered as that attempt was, and a late one never
         # deletes a later dataset of the same name.
-        await self.meta.propose(commands.DeleteDataset(tenant, name, _now_ms(), record.uuid,
-                                                       uuidlib.uuid4().hex))
+        try:
+            await self.meta.propose(commands.DeleteDataset(tenant, name, _now_ms(), record.uuid,
+                                                           uuidlib.uuid4().hex))
+        except errors.NotFound:
+            # This router's catalog may be behind: the name may be a later dataset's by now.
+            await self.catalog.refresh(linearizable=True)
+            current = self._find_dataset(tenant, name)
+            if current is None or current.uuid == record.uuid:
+                raise
+            record = current
+            await self.meta.propose(commands.DeleteDataset(tenant, name, _now_ms(), record.uuid,
+                                                           uuidlib.uuid4().hex))
         await self.catalog.refresh()
         # The catalog no longer names the dataset, so it is gone for every reader. Dropping the
         # files is cleanup: a node that misses it removes them when it next starts.

@@ -215,6 +215,10 @@ class FakeShards:
     async def search(self, address, request):
         return self._answer("Search", request)
 
+    async def drop_shard(self, address, request):
+        self.calls.append(("DropShard", request.shard.dataset_uuid))
+        return node_pb2.DropShardResponse()
+
     def _answer(self, method, request):
         key = (request.shard.dataset_uuid, request.shard.shard)
         self.calls.append((method, request.shard.dataset_uuid))
@@ -419,3 +423,40 @@ def test_a_write_waiting_on_a_frozen_primary_moves_to_the_new_one_after_failover
         return await asyncio.wait_for(core.on_shard("t", "docs", 0, write), 5)
     assert run(scenario()) == "acknowledged by addr-n2"
     assert calls == ["addr-n1", "addr-n2"]
+
+
+# ---- DeleteDataset ---------------------------------------------------------------------------
+
+
+class AnswerLostMeta(FakeMeta):
+    """A meta group whose first answer to a proposal is lost after it committed: the client
+    proposes the same command again (consensus/client.py MetaClient._call) and gets the
+    second answer."""
+
+    async def propose(self, command):
+        self.state, _ = apply(self.state, command)
+        return await super().propose(command)
+
+
+def test_a_delete_whose_first_answer_was_lost_succeeds():
+    # make chaos (meta-faults, seed 109): the repeat of a committed delete answered 404.
+    core, meta, shards = make_core(record())
+    core.meta = AnswerLostMeta(meta.state)
+    response = run(core.delete_dataset(pb.DeleteDatasetRequest(dataset_id="docs",
+                                                               tenant_id="t1")))
+    assert response.success and core.meta.state.datasets == {}
+    assert ("DropShard", "uuid-t1-docs") in shards.calls
+
+
+def test_a_delete_through_a_router_whose_catalog_is_behind_deletes_the_current_dataset():
+    # Another router dropped "docs" and created it again; this one's catalog still holds the
+    # first. The user's delete of "docs" deletes the one that exists.
+    core, meta, shards = make_core(record())
+    meta.state, _ = apply(meta.state, c.DeleteDataset("t1", "docs", 2))
+    meta.state, _ = apply(meta.state, c.CreateDataset("uuid-new", "t1", "docs", "", 4, "cosine",
+                                                      "hnsw", {}, ("n1", "n2"), 3))
+    assert core.catalog.state.dataset_by_name("t1", "docs").uuid == "uuid-t1-docs"
+    run(core.delete_dataset(pb.DeleteDatasetRequest(dataset_id="docs", tenant_id="t1")))
+    assert meta.state.datasets == {}
+    assert [d.uuid for d in meta.proposed] == ["uuid-t1-docs", "uuid-new"]
+    assert ("DropShard", "uuid-new") in shards.calls
