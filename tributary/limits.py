@@ -84,7 +84,8 @@ idempotency_key_bytes_max = 255
 idempotency_ttl_ms = 24 * 3600 * 1000
 # How long the meta group remembers that a dataset delete committed, for a retry of the same
 # request (its first answer lost in a leader change) to be answered as the first attempt was.
-dataset_delete_record_ttl_ms = _env_int("dataset_delete_record_ttl_ms", 600_000)
+# Not read from the environment: the state machine uses it, and every member must apply alike.
+dataset_delete_record_ttl_ms = 600_000
 txn_tombstone_ttl_ms = 3600 * 1000
 
 # ---- Tuning numbers that used to live in the servers (issue 17, item 12) -----------------------
