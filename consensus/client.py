@@ -13,6 +13,7 @@ import logging
 import dataclasses
 import json
 import time
+import uuid
 from typing import Any
 
 import grpc
@@ -121,7 +122,14 @@ class MetaClient:
         return None
 
     async def propose(self, command: Any) -> dict[str, Any]:
-        """Commits one command; raises the TributaryError the state machine refused it with."""
+        """Commits one command; raises the TributaryError the state machine refused it with.
+
+        `_call` proposes again when an attempt's answer is lost (a deadline, a leader change),
+        and the lost attempt may have committed. An operator's command (commands.ANSWERED_ONCE)
+        therefore goes out named by a fresh request id, the same in every attempt, and the
+        state machine answers a repeat as it answered the first."""
+        if isinstance(command, commands.ANSWERED_ONCE):
+            command = commands.Requested(uuid.uuid4().hex, command.at_ms, command)
         response = await self._call("Propose", meta_pb2.ProposeRequest(
             command_json=commands.encode(command)))
         result = json.loads(response.result_json)

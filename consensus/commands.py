@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tributary import limits
+
 
 @dataclass(frozen=True)
 class RegisterNode:
@@ -395,22 +397,82 @@ COMMAND_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     CancelReshard, StartTransfer, EndTransfer)}
 
 
+# ---- a proposer's named request ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Requested:
+    """`command`, named by its proposer with `request_id` (a fresh uuid per proposal, the same on
+    every retry of it). A proposal whose answer was lost is proposed again (MetaClient), and its
+    first attempt may have committed: the state machine answers a repeat from its record of the
+    first (consensus/state.py `_requested`) instead of applying the command twice, so a
+    CreateApiKey is not refused as a duplicate and a DeleteTenant does not answer 404 after
+    both did what they were asked."""
+
+    request_id: str
+    at_ms: int
+    command: Any
+
+
+# The commands MetaClient names (wraps in Requested): the operator's, whose repeat would be
+# refused or would change the answer, and which come at an operator's pace. Not the 2PC, heartbeat
+# and replication traffic: those are repeat-safe by design and far too frequent to record.
+# CreateDataset and DeleteDataset carry their own uuid and request id (state.py).
+ANSWERED_ONCE: tuple[type, ...] = (
+    CreateTenant, UpdateDataset, ProvisionTenant, SetTenantQuotas, SetTenantStatus,
+    DeleteTenant, CreateApiKey, RevokeApiKey, SetNodeState, RemoveNode, StartMove, CancelMove,
+    CreateVersion, DeleteVersion, StartReshard, CancelReshard, StartTransfer)
+
+
 class CommandDecodeError(ValueError):
     pass
 
 
 def encode(command: Any) -> str:
+    return json.dumps(_document(command), sort_keys=True, separators=(",", ":"))
+
+
+def _document(command: Any) -> dict[str, Any]:
+    if isinstance(command, Requested):
+        if isinstance(command.command, Requested):
+            raise TypeError("a Requested command cannot hold another")
+        return {"type": "Requested", "fields": {
+            "request_id": command.request_id, "at_ms": command.at_ms,
+            "command": _document(command.command)}}
     name = type(command).__name__
     if name not in COMMAND_TYPES:
         raise TypeError(f"not a command: {name}")
-    fields = dataclasses.asdict(command)
-    return json.dumps({"type": name, "fields": fields}, sort_keys=True, separators=(",", ":"))
+    return {"type": name, "fields": dataclasses.asdict(command)}
 
 
 def decode(text: str) -> Any:
     """Parses a command document; raises CommandDecodeError for anything not declared above."""
     try:
         doc = json.loads(text)
+        if isinstance(doc, dict) and doc.get("type") == "Requested":
+            raw = doc["fields"]
+            if set(raw) != {"request_id", "at_ms", "command"}:
+                raise CommandDecodeError(f"Requested fields {sorted(raw)} != "
+                                         "['at_ms', 'command', 'request_id']")
+            inner = raw["command"]
+            if not isinstance(inner, dict) or inner.get("type") == "Requested":
+                raise CommandDecodeError("a Requested command holds one plain command")
+            request_id, at_ms = raw["request_id"], raw["at_ms"]
+            if not isinstance(request_id, str) or not request_id or \
+                    len(request_id.encode("utf-8")) > limits.request_id_bytes_max or \
+                    isinstance(at_ms, bool) or not isinstance(at_ms, int):
+                raise CommandDecodeError(f"Requested needs a request_id of 1 to "
+                                         f"{limits.request_id_bytes_max} bytes and an "
+                                         "integer at_ms")
+            return Requested(request_id, at_ms, _decode_plain(inner))
+        return _decode_plain(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CommandDecodeError):
+            raise
+        raise CommandDecodeError(f"bad command document: {exc}") from exc
+
+
+def _decode_plain(doc: Any) -> Any:
+    try:
         cls = COMMAND_TYPES[doc["type"]]
         raw = doc["fields"]
         fields = dataclasses.fields(cls)

@@ -158,7 +158,8 @@ class MetaStateMachine(SyncObj):
         self.meta, result = meta_state.apply(before, command)
         if self.meta.version != before.version:
             self.history.record(self.meta.version, watch.catalog_changes(before, self.meta))
-        meta_metrics.APPLIED_COMMANDS.labels(type(command).__name__).inc()
+        named = command.command if isinstance(command, commands.Requested) else command
+        meta_metrics.APPLIED_COMMANDS.labels(type(named).__name__).inc()
         return json.dumps({**result, "version": self.meta.version})
 
     def read_index(self, timeout_s: float) -> int:

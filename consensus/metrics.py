@@ -36,9 +36,16 @@ LEADER_CHANGES = Counter("tributary_meta_leader_changes_total",
 
 def command_type(command_json: str) -> str:
     """The command's type name from its encoded form (consensus/commands.encode writes
-    `"type"` last, keys sorted), without parsing the whole document."""
-    tail = command_json.rsplit('"type":"', 1)
-    return tail[1].split('"', 1)[0] if len(tail) == 2 else "unknown"
+    `"type"` last, keys sorted), without parsing the whole document. For a Requested command,
+    the type it holds: its own tag is last, and the held command's comes just before it (only
+    the request id, a plain string, lies between)."""
+    parts = command_json.rsplit('"type":"', 2)
+    if len(parts) < 2:
+        return "unknown"
+    kind = parts[-1].split('"', 1)[0]
+    if kind == "Requested" and len(parts) == 3:
+        return parts[1].split('"', 1)[0]
+    return kind
 
 
 class MetaCollector:

@@ -228,9 +228,11 @@ class MetaState:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     # 2PC decisions not yet confirmed by every participant.
     txns: dict[str, TxnRecord] = field(default_factory=dict)
-    # Committed batches by idempotency key, kept for idempotency_ttl_ms; and the dataset
-    # deletes that named a request id (keys under state.DELETE_RECORD_PREFIX; outcome_json
-    # holds the deleted dataset's uuid), kept for dataset_delete_record_ttl_ms.
+    # Committed batches by idempotency key, kept for idempotency_ttl_ms; the dataset deletes
+    # that named a request id (keys under state.DELETE_RECORD_PREFIX; outcome_json holds the
+    # deleted dataset's uuid), kept for dataset_delete_record_ttl_ms; and the operators'
+    # named requests (commands.Requested; keys under state.REQUEST_RECORD_PREFIX; outcome_json
+    # holds the first answer), kept for request_record_ttl_ms, at most request_records_max.
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     # Decisions every participant confirmed: txn_id -> [decision, at_ms], kept for
     # txn_tombstone_ttl_ms so a coordinator that arrives late still meets the first decision.

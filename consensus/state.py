@@ -9,6 +9,7 @@ returns {"error": {"type", "message"}} with the type of a tributary.errors class
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from consensus import commands as c, rebalance, replication, reshard, tenancy, versions
@@ -24,6 +25,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
     """Applies one command. Never raises for a refused command; returns the error as a result."""
     if isinstance(command, c.Barrier):
         return state, {"version": state.version}
+    if isinstance(command, c.Requested):
+        return _requested(state, command)
 
     # Tenants, quotas, statuses and API keys live in their own module.
     if isinstance(command, tenancy.COMMANDS):
@@ -180,6 +183,31 @@ def _delete_dataset(state: MetaState, command: c.DeleteDataset
     return _bump(state, datasets=datasets, moves=moves, **gone), {
         "uuid": record.uuid, "placement": list(record.placement)}
 
+
+def _requested(state: MetaState, command: c.Requested) -> tuple[MetaState, dict[str, Any]]:
+    """Applies a named request once: a repeat of one that changed the state gets the first
+    answer (marked "repeated") from its record, and changes nothing. A refusal is not recorded:
+    it changed nothing, so a repeat is judged afresh."""
+    key = f"{REQUEST_RECORD_PREFIX}{command.request_id}"
+    earlier = state.idempotency.get(key)
+    if earlier is not None:
+        return state, {**json.loads(earlier.outcome_json), "repeated": True}
+    after, result = apply(state, command.command)
+    if after is state or "error" in result:
+        return after, result
+    mine = sorted((v.at_ms, k) for k, v in after.idempotency.items()
+                  if k.startswith(REQUEST_RECORD_PREFIX))
+    stale = {k for at_ms, k in mine if command.at_ms - at_ms >= limits.request_record_ttl_ms}
+    kept = [k for _, k in mine if k not in stale]
+    stale.update(kept[:max(0, len(kept) - limits.request_records_max + 1)])
+    records = {k: v for k, v in after.idempotency.items() if k not in stale}
+    records[key] = IdempotencyRecord(key, "", json.dumps(result, sort_keys=True), command.at_ms)
+    # The record is bookkeeping: the command's own change set the revision, this adds none.
+    return without_bump(after, idempotency=records), result
+
+
+# The prefix of the records of named requests (commands.Requested) in MetaState.idempotency.
+REQUEST_RECORD_PREFIX = "/request/"
 
 # The prefix of the bookkeeping records of dataset deletes in MetaState.idempotency. The 2PC
 # records' keys start with a tenant id, which is never empty and never holds '/'.

@@ -86,6 +86,12 @@ idempotency_ttl_ms = 24 * 3600 * 1000
 # request (its first answer lost in a leader change) to be answered as the first attempt was.
 # Not read from the environment: the state machine uses it, and every member must apply alike.
 dataset_delete_record_ttl_ms = 600_000
+# The same for an operator's named request (commands.Requested: tenants, keys, moves, splits):
+# how long its answer is kept, and how many are kept at most (the oldest go first). Constants,
+# for the same reason. A MetaClient repeats a proposal within seconds.
+request_record_ttl_ms = 600_000
+request_records_max = 10_000
+request_id_bytes_max = 128
 txn_tombstone_ttl_ms = 3600 * 1000
 
 # ---- Tuning numbers that used to live in the servers (issue 17, item 12) -----------------------
