@@ -250,6 +250,8 @@ class Replication:
             logged.append(LoggedOp(op.seq, op.term, op.SerializeToString()))
         await asyncio.to_thread(oplog.append, logged)
         if self.split is not None:
+            if (record.uuid, shard) in self.split.children:
+                faults.crash_point(faults.SPLIT_PARENT_AFTER_LOG)
             # A shard being split: its child mirrors the op before anyone acknowledges it.
             await self.split.mirror(record, shard, ops, record.epoch)
 

@@ -33,12 +33,16 @@ META_LEADER_BEFORE_FINISH_MOVE = "meta_leader_before_finish_move"
 # Shard splits: the meta leader, which drives them, dies before it proposes FinishReshard (the
 # switch; consensus/failover.py).
 META_LEADER_BEFORE_FINISH_RESHARD = "meta_leader_before_finish_reshard"
+# A parent's primary dies after logging a write and before its child mirrors it
+# (node/replication.py log_ops): the child must still get the op, at reopen or, when the switch
+# came while the node was down, from the parent's log before it writes one of its own.
+SPLIT_PARENT_AFTER_LOG = "split_parent_after_log"
 
 POINTS = (ROUTER_AFTER_PREPARE, ROUTER_AFTER_DECISION, ROUTER_MID_COMMIT,
           PARTICIPANT_AFTER_VOTE, META_LEADER_ON_DECIDE, PRIMARY_AFTER_LOG,
           MOVE_SOURCE_BEFORE_HAND_OVER, MOVE_TARGET_MID_CATCH_UP,
           META_LEADER_BEFORE_FINISH_MOVE, COPY_AFTER_LOGGING_DECISION,
-          META_LEADER_BEFORE_FINISH_RESHARD)
+          META_LEADER_BEFORE_FINISH_RESHARD, SPLIT_PARENT_AFTER_LOG)
 
 
 def enabled() -> bool:
