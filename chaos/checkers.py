@@ -406,3 +406,56 @@ def backup_prefix_violations(history: Iterable[Op], restored: Mapping, cut_from_
                 f"{[u[0] for u in unexplained]!r} (found {found!r})")))
     return violations
 
+
+
+# ---- shard splits: every row where a read by its id finds it ------------------------------------
+
+def rows_out_of_place(listed: Sequence[Sequence[Any]], read_by_id: Mapping[str, Any],
+                      unread: Iterable[str] = (), stored_rows: int | None = None) -> list[str]:
+    """What is wrong with where a dataset's rows sit after a shard split (empty: nothing).
+
+    A read by id asks the one shard that `hash(id) % shard_count` names, so a row left on
+    another shard is invisible to it: when that was the row's only copy, the acknowledged-write
+    checkers see it lost. But a moved row also left behind on its old shard (a duplicate, a
+    stale value, a deleted row) is not: reads by id never see it, while listings and searches,
+    which ask every shard, do. So the listing (every shard's rows, `listed` as [id, value]
+    pairs) must show each row once, with the value a read by its id returned (`read_by_id`:
+    id -> value, None for absent), and nothing a read by id misses; and the shards' stores
+    must hold no more rows than they list (`stored_rows`, the sum of each shard's row count:
+    a listing hides the rows a shard does not own until its split's purge deletes them, the
+    stores count them). Ids in `unread` (no final read answered) are not judged."""
+    unread = set(unread)
+    out: list[str] = []
+    seen: dict[Any, list[Any]] = {}
+    for vector_id, value in listed:
+        seen.setdefault(vector_id, []).append(value)
+    for vector_id, values in sorted(seen.items(), key=lambda item: str(item[0])):
+        if vector_id in unread:
+            continue
+        if len(values) > 1:
+            out.append(f"row {vector_id!r} is listed {len(values)} times (values "
+                       f"{values!r}): more than one shard holds it")
+        if vector_id not in read_by_id:
+            out.append(f"row {vector_id!r} (value {values[0]!r}) is listed, but no workload "
+                       "wrote that id")
+            continue
+        read = read_by_id[vector_id]
+        if read is None:
+            out.append(f"row {vector_id!r} is listed with value {values[0]!r}, but a read by "
+                       "its id finds nothing: it is on a shard it does not belong to")
+        elif any(freeze(v) != freeze(read) for v in values):
+            out.append(f"row {vector_id!r} is listed with value(s) {values!r}, but a read by "
+                       f"its id returns {read!r}: another shard holds a stale copy")
+    for vector_id, value in sorted(read_by_id.items(), key=lambda item: str(item[0])):
+        if value is not None and vector_id not in seen:
+            out.append(f"row {vector_id!r} is read by its id (value {value!r}), but the "
+                       "listing of every shard misses it")
+    if stored_rows is not None and stored_rows != len(listed):
+        more = stored_rows - len(listed)
+        out.append(f"the shards store {stored_rows} row(s) and list {len(listed)}: "
+                   + (f"{more} row(s) left on shards that do not own them (never purged)"
+                      if more > 0 else "the listing shows rows no store holds"))
+    return out
+
+
+__all__ += ["rows_out_of_place"]

@@ -21,6 +21,15 @@ are not vacuous). Checkers:
 * ``backup-consistent-prefix`` (the `backup` scenario) the backup taken while the faults ran,
                            restored into a fresh cluster, holds a consistent prefix of the run:
                            `chaos.checkers.backup_prefix_violations`.
+* ``reshard-finished``     (the `reshard` scenario) each workload dataset's split, started
+                           while the faults ran, switched to twice its shard count within the
+                           bound after the final heal, and the final reads and the copy
+                           snapshot (so every checker above) judged the dataset at that count:
+                           `reshard_finished`.
+* ``rows-placed``          (the `reshard` scenario) after the split every row is where a read by
+                           its id finds it: the listing of every shard shows each row once, with
+                           the value its read by id returned, and the shards store no row they
+                           do not own: `chaos.checkers.rows_out_of_place`.
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -40,10 +49,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from chaos.checkers import (backup_prefix_violations, copy_disagreements, lost_acknowledged_writes, partial_batches,
-                            recovered_within)
+                            recovered_within, rows_out_of_place)
 from chaos.history import FAIL, OK, UNKNOWN, Op, freeze, origin_of
 from chaos.linearizability import (ILLEGAL, LINEARIZABLE, TIMEOUT, CatalogModel, KVModel,
                                    check_partition, prepare)
+from chaos.workload import CATALOG_TENANT
 
 KV_KINDS = ("put", "get", "delete", "insert", "batch_put", "batch_get", "batch_delete")
 CATALOG_KINDS = ("create", "drop", "list")
@@ -327,14 +337,110 @@ def backup_consistent_prefix(history: Iterable[Op], backup: Mapping[str, Any]) -
         f"{backup.get('bytes')} bytes, restore {backup.get('restore_s')} s"))
 
 
+def _snapshot_shards(copies: Mapping[str, Any] | None, dataset: str) -> list[dict] | None:
+    """The copy snapshot's shards of the workload dataset called `dataset` (the catalog
+    workload's tenant holds other datasets, never of a workload's name), or None."""
+    for label, doc in (copies or {}).get("datasets", {}).items():
+        tenant, _, name = label.partition("/")
+        if name == dataset and tenant != CATALOG_TENANT:
+            return doc["shards"]
+    return None
+
+
+def reshard_finished(reshard: Mapping[str, Any], copies: Mapping[str, Any] | None
+                     ) -> CheckerResult:
+    """Every split of the run (chaos/reshard_probe.py) switched to its new count, no later
+    than `bound_s` after the heal; the final reads ran at that count, and the copy snapshot
+    covers every shard of it. A run with nothing split does not pass: it showed nothing."""
+    name = "reshard-finished"
+    splits = reshard.get("splits") or []
+    if not splits:
+        return CheckerResult(name, INCONCLUSIVE, "no dataset was split (the kv and batch "
+                                                 "workloads' datasets are)")
+    healed, bound = reshard.get("healed_at_s"), reshard.get("bound_s")
+    problems, done = [], []
+    for split in splits:
+        label = f"{split['dataset']} {split['from_shards']}->{split['to_shards']}"
+        last = split.get("last_progress")
+        if split.get("error"):
+            problems.append(f"{label}: {split['error']}")
+            continue
+        if split.get("switched_by_s") is None:
+            problems.append(f"{label}: not switched "
+                            + ("" if bound is None else f"within {bound:g}s after the heal ")
+                            + f"({split.get('start_attempts')} start request(s), last "
+                            f"progress {last!r:.400}; start errors {split.get('start_errors')})")
+            continue
+        late = (None if healed is None or bound is None
+                else split["switched_by_s"] - (healed + bound))
+        if late is not None and late > 0:
+            problems.append(f"{label}: switched {split['switched_by_s'] - healed:.2f}s after "
+                            f"the heal, above the bound of {bound:g}s")
+        if split.get("count_at_final_reads") != split["to_shards"]:
+            problems.append(f"{label}: the final reads ran at "
+                            f"{split.get('count_at_final_reads')} shards")
+        shards = _snapshot_shards(copies, split["dataset"])
+        if copies is not None and (shards is None or len(shards) != split["to_shards"]):
+            problems.append(f"{label}: the copy snapshot covers "
+                            f"{'no' if shards is None else len(shards)} shard(s)")
+        when = ("" if healed is None else
+                f", {abs(split['switched_by_s'] - healed):.1f}s "
+                f"{'before' if split['switched_by_s'] <= healed else 'after'} the heal")
+        done.append(f"{label} in {split['seconds']}s (started at {split['requested_at_s']:.1f}s"
+                    f"{when})")
+    if problems:
+        return CheckerResult(name, FAILED, f"{len(problems)} split problem(s)", problems)
+    return CheckerResult(name, PASS, "; ".join(done) + ("" if bound is None else
+                                                        f" (bound {bound:g}s after the heal)"))
+
+
+def rows_placed(reshard: Mapping[str, Any], final_state: Mapping[str, Any],
+                unread: Iterable[str], copies: Mapping[str, Any] | None) -> CheckerResult:
+    """After the split, every row of a split dataset is where a read by its id finds it
+    (chaos.checkers.rows_out_of_place over the listing the probe took after the final reads,
+    those reads, and the rows each shard's primary stores in the copy snapshot)."""
+    name = "rows-placed"
+    splits = reshard.get("splits") or []
+    if not splits:
+        return CheckerResult(name, SKIPPED, "no dataset was split")
+    unread = set(unread)
+    problems, missing, summary = [], [], []
+    for split in splits:
+        dataset = split["dataset"]
+        if split.get("listed") is None:
+            missing.append(f"{dataset}: {split.get('list_error') or 'not listed'}")
+            continue
+        ids = split.get("ids") or []
+        read = {i: final_state[i] for i in ids if i in final_state}
+        stored = None
+        shards = _snapshot_shards(copies, dataset)
+        if shards:
+            counts = [shard["status"].get(shard["primary"], {}).get("vector_count")
+                      for shard in shards]
+            stored = None if None in counts else sum(counts)
+        found = rows_out_of_place(split["listed"], read, unread & set(ids), stored)
+        problems += [f"{dataset}: {p}" for p in found]
+        summary.append(f"{dataset} {len(split['listed'])} row(s) on {len(shards or [])} "
+                       f"shard(s)" + ("" if stored is not None else ", stored count unknown"))
+    if problems:
+        return CheckerResult(name, FAILED, f"{len(problems)} row(s) out of place", problems)
+    if missing:
+        return CheckerResult(name, INCONCLUSIVE, "; ".join(missing))
+    return CheckerResult(name, PASS, "each row listed once, where its read by id finds it, "
+                                     "no unpurged row stored: " + "; ".join(summary))
+
+
 def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              unread_keys: Iterable[str] = (), recovery_samples: list | None = None,
              recovery_bound_s: float | None = None, linearizability_timeout_s: float = 120.0,
              workloads: Iterable[str] | None = None,
              copies: Mapping[str, Any] | None = None,
-             backup: Mapping[str, Any] | None = None) -> Report:
+             backup: Mapping[str, Any] | None = None,
+             reshard: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
-    copy snapshot) the copies-agree checker is skipped."""
+    copy snapshot) the copies-agree checker is skipped; without `backup` or `reshard` (what
+    chaos/backup_probe.py or chaos/reshard_probe.py found), their scenario's checkers are not
+    run."""
     history = list(history)
     final_state = dict(final_state or {})
     unread = sorted(set(unread_keys))
@@ -401,6 +507,9 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     checkers.append(copies_agree(copies))
     if backup is not None:
         checkers.append(backup_consistent_prefix(history, backup))
+    if reshard is not None:
+        checkers.append(reshard_finished(reshard, copies))
+        checkers.append(rows_placed(reshard, final_state, unread, copies))
 
     recovery_s = None
     if recovery_bound_s is not None:
@@ -413,5 +522,5 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     return Report(checkers, op_counts(history), recovery_s, recovery_bound_s)
 
 
-__all__ = ["evaluate", "copies_agree", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+__all__ = ["evaluate", "copies_agree", "reshard_finished", "rows_placed", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
            "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]
