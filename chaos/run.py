@@ -47,7 +47,8 @@ from chaos.nemesis import (NemesisRunner, NemesisSpec, ScheduleConfig, make_sche
                            parse_specs, schedule_doc)
 from chaos.topology import Topology
 from chaos.verdict import Report, evaluate
-from chaos.workload import WORKLOADS, Http, Workloads, final_reads, probe_recovery, setup_datasets
+from chaos.workload import (CATALOG_TENANT, WORKLOADS, Http, Workloads, final_reads,
+                            probe_recovery, setup_datasets)
 
 DEFAULT_DATA_DIR = os.path.join("tributary-data", "chaos")
 DEFAULT_RECOVERY_BOUND_S = 30.0
@@ -56,6 +57,14 @@ DEFAULT_RECOVERY_BOUND_S = 30.0
 # restarted node has reopened its shards, so this is well above the recovery bound.
 DEFAULT_COPIES_BOUND_S = 60.0
 COPIES_POLL_S = 0.5
+# How long after the final heal a split of the `reshard` scenario may take to switch to its new
+# count. After the heal a killed node restarts and reopens its shards (the recovery bound, 30 s,
+# covers that: every shard serves again), then builds or reopens its children and reports them in
+# the meta leader's reshard rounds (every 500 ms, limits.reshard_round_interval_ms), and the
+# switch waits for 2PC decisions of the dataset for at most limits.reshard_txn_wait_ms (10 s)
+# from the split's start, long past by then. So 15 s on top of the recovery bound: a split that
+# still has not switched is stuck, not slow (a tiny dataset's children are file copies).
+DEFAULT_RESHARD_BOUND_S = DEFAULT_RECOVERY_BOUND_S + 15.0
 WORKLOAD_COPIES = 2
 DEFAULT_DURATION_S = scenarios.DEFAULT_DURATION_S
 
@@ -69,6 +78,7 @@ class RunConfig:
     data_dir: str = DEFAULT_DATA_DIR
     recovery_bound_s: float = DEFAULT_RECOVERY_BOUND_S
     copies_bound_s: float = DEFAULT_COPIES_BOUND_S
+    reshard_bound_s: float = DEFAULT_RESHARD_BOUND_S
     topology: Topology = field(default_factory=Topology)
     request_timeout_s: float = 5.0
     linearizability_timeout_s: float = 120.0
@@ -96,6 +106,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     # The `backup` scenario: the backup taken during the run and what its restore read back.
     backup: dict | None = None
+    # The `reshard` scenario: each split's timing and outcome, and the rows listed after it.
+    reshard: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,6 +143,9 @@ def save_artifacts(result: RunResult, directory: str) -> str:
     with open(os.path.join(directory, "report.json"), "w") as f:
         json.dump({"error": result.error, "timings": result.timings,
                    "report": result.report.to_dict() if result.report else None}, f, indent=1)
+    if result.reshard is not None:
+        with open(os.path.join(directory, "reshard.json"), "w") as f:
+            json.dump(result.reshard, f, indent=1)
     return directory
 
 
@@ -147,14 +162,19 @@ def replay_command(cfg: RunConfig) -> str:
 
 
 def wait_for_copies(cluster: ProxiedCluster, healed_at: float, bound_s: float,
-                    log: Callable[[str], None] = lambda line: None) -> dict:
-    """Snapshots every shard's copies until they are all in sync and agree, or until `bound_s`
-    after the heal; returns the last snapshot with how long it waited ("waited_s")."""
-    deadline = healed_at + bound_s
+                    log: Callable[[str], None] = lambda line: None,
+                    since: float | None = None,
+                    also: Callable[[dict], list[str]] | None = None) -> dict:
+    """Snapshots every shard's copies until they are all in sync and agree (and `also`, when
+    given, finds nothing wrong with the snapshot either), or until `bound_s` after the heal, or
+    after `since` when that is later (a split that switched after the heal: its children's
+    other copies can rejoin only from then); returns the last snapshot with how long it waited
+    after the heal ("waited_s")."""
+    deadline = max(healed_at, since or healed_at) + bound_s
     while True:
         snapshot = cluster.copy_snapshot()
         now = time.monotonic()
-        problems = copy_disagreements(snapshot)
+        problems = copy_disagreements(snapshot) + (also(snapshot) if also else [])
         if not problems or now >= deadline:
             break
         time.sleep(COPIES_POLL_S)
@@ -163,6 +183,27 @@ def wait_for_copies(cluster: ProxiedCluster, healed_at: float, bound_s: float,
     log(f"copies: {len(problems)} problem(s) {snapshot['waited_s']:.1f}s after the heal"
         + (f", first: {problems[0]}" if problems else ", every copy in sync and agreeing"))
     return snapshot
+
+
+def _unpurged_rows(probe) -> Callable[[dict], list[str]]:
+    """For wait_for_copies: what keeps a split dataset's stores from holding exactly the rows
+    its listing showed (a shard's purge deletes the rows that moved away, as replicated writes,
+    shortly after the switch). The rows-placed checker judges the last snapshot."""
+    listed = {s.dataset: len(s.listed) for s in probe.splits if s.listed is not None}
+
+    def problems(snapshot: dict) -> list[str]:
+        out = []
+        for label, doc in snapshot.get("datasets", {}).items():
+            tenant, _, name = label.partition("/")
+            if name not in listed or tenant == CATALOG_TENANT:
+                continue
+            stored = sum(s["status"].get(s["primary"], {}).get("vector_count") or 0
+                         for s in doc["shards"])
+            if stored != listed[name]:
+                out.append(f"{label}: the shards store {stored} row(s), the listing showed "
+                           f"{listed[name]}")
+        return out
+    return problems
 
 
 def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResult:
@@ -187,6 +228,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     recorder = HistoryRecorder()
     workloads: Workloads | None = None
     backup_probe = None
+    reshard_probe = None
+    scenario = scenarios.BY_NAME[cfg.scenario] if cfg.scenario else None
     runner = NemesisRunner(cluster, log=out)
     started = time.monotonic()
     try:
@@ -202,7 +245,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                               cfg.request_timeout_s)
         t0 = time.monotonic()
         workloads.start()
-        backup_at_s = scenarios.BY_NAME[cfg.scenario].backup_at_s if cfg.scenario else None
+        backup_at_s = scenario.backup_at_s if scenario else None
         if backup_at_s is not None:
             # The `backup` scenario: a backup while the faults run, restored after the run.
             from chaos.backup_probe import BackupProbe
@@ -210,6 +253,16 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                        min(backup_at_s, cfg.duration_s / 2),
                                        cfg.duration_s + cfg.recovery_bound_s, out)
             backup_probe.start(t0)
+        if scenario is not None and scenario.reshard_at_s is not None:
+            # The `reshard` scenario: every workload dataset split while the faults run.
+            from chaos.reshard_probe import ReshardProbe, splits_for
+            reshard_probe = ReshardProbe(cluster.rest_url, splits_for(cfg.workloads),
+                                         min(scenario.reshard_at_s, cfg.duration_s / 2),
+                                         recorder, out, cfg.request_timeout_s)
+            # Polled until settle() sets the bound after the heal; this only caps a run whose
+            # heal never comes (a harness error).
+            reshard_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
+                                + cfg.reshard_bound_s + 60)
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -233,13 +286,32 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                 f"(first probe that stayed up: see report)")
         if not workloads.join(cfg.request_timeout_s * 3 + 10):
             out("warning: some workload threads are still running")
+        switched_at = None
+        if reshard_probe is not None:
+            # The final reads and every checker after them judge the split datasets at their
+            # new count: wait for the switch (up to the bound after the heal) first.
+            out(f"[{time.monotonic() - t0:7.2f}s] reshard: waiting for the split(s) to switch "
+                f"(bound {cfg.reshard_bound_s:g}s after the heal)")
+            reshard_probe.settle(healed_at, cfg.reshard_bound_s)
+            switched_at = reshard_probe.switched_at
+            reshard_probe.read_counts()
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
                                                         workloads.keys_to_read())
+        unpurged = None
+        if reshard_probe is not None:
+            reshard_probe.list_rows()
+            unpurged = _unpurged_rows(reshard_probe)
         result.copies = wait_for_copies(cluster, healed_at, cfg.copies_bound_s,
                                         log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
-                                                             f"{line}"))
+                                                             f"{line}"),
+                                        since=switched_at, also=unpurged)
+        if reshard_probe is not None:
+            result.reshard = reshard_probe.result()
+            keys = workloads.keys_to_read()
+            for split in result.reshard["splits"]:
+                split["ids"] = sorted({k for d, k in keys if d == split["dataset"]})
         if backup_probe is not None:
             backup_probe.join(cfg.duration_s + cfg.recovery_bound_s + 330)
             result.backup = backup_probe.restore_and_read(run_dir, workloads.keys_to_read())
@@ -265,7 +337,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  recovery_bound_s=cfg.recovery_bound_s,
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
                                  workloads=cfg.workloads, copies=result.copies,
-                                 backup=result.backup)
+                                 backup=result.backup, reshard=result.reshard)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():
@@ -313,6 +385,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--copies-bound", type=float, default=DEFAULT_COPIES_BOUND_S,
                         help="seconds after the final heal within which every copy of every "
                              "shard must be in sync again and agree (default %(default)s)")
+    parser.add_argument("--reshard-bound", type=float, default=DEFAULT_RESHARD_BOUND_S,
+                        help="seconds after the final heal within which a split of the "
+                             "`reshard` scenario must have switched to its new count "
+                             "(default %(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory and artifacts even when it passes")
 
@@ -337,6 +413,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      workloads=args.workload or list(WORKLOADS), data_dir=args.data_dir,
                      recovery_bound_s=args.recovery_bound,
                      copies_bound_s=getattr(args, "copies_bound", DEFAULT_COPIES_BOUND_S),
+                     reshard_bound_s=getattr(args, "reshard_bound", DEFAULT_RESHARD_BOUND_S),
                      keep=args.keep,
                      scenario=args.scenario)
 

@@ -36,6 +36,11 @@ class Scenario:
     # Seconds into the run at which a backup is taken (chaos/backup_probe.py); it is restored
     # into a fresh cluster after the run and judged (backup-consistent-prefix). None: no backup.
     backup_at_s: float | None = None
+    # Seconds into the run at which each workload dataset's shard count is doubled through the
+    # admin API (chaos/reshard_probe.py); the split must switch within the run's reshard bound
+    # after the final heal, and the checkers then judge the datasets at the new count
+    # (reshard-finished, rows-placed). None: no split.
+    reshard_at_s: float | None = None
 
     def specs(self) -> list[NemesisSpec]:
         """The parsed nemesis specs; raises ValueError for a spec the nemeses do not know."""
@@ -100,6 +105,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              "node or a shard's primary run; restored into a fresh cluster, it must hold a "
              "consistent prefix", ("kill:node", "primary-kill"),
              matrix_seeds=tuple(range(117, 127)), duration_s=30.0, backup_at_s=10.0),
+    # The split starts 6 s in, after the first faults (warm-up 2 s), so children are built,
+    # mirrored and switched while nodes die, freeze and answer late: every seed below has a
+    # node down or paused at that moment.
+    Scenario("reshard", "each workload dataset's shard count doubled while writes, 2PC "
+             "batches, kill -9 of a node or a shard's primary, SIGSTOP of a node and "
+             "router->node latency run; every row must end on its shard",
+             ("kill:node", "primary-kill", "pause:node", "latency:router-node"),
+             matrix_seeds=(127, 128, 129), duration_s=30.0, reshard_at_s=6.0),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
