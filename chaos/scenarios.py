@@ -106,13 +106,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              "consistent prefix", ("kill:node", "primary-kill"),
              matrix_seeds=tuple(range(117, 127)), duration_s=30.0, backup_at_s=10.0),
     # The split starts 6 s in, after the first faults (warm-up 2 s), so children are built,
-    # mirrored and switched while nodes die, freeze and answer late: every seed below has a
-    # node down or paused at that moment.
+    # mirrored and switched while nodes die, freeze and answer late. At that moment seed 127 has
+    # a node killed, 128 a node killed and the other paused soon after (the killed one's shards
+    # fail over mid-split), 129 a node paused 0.2 s in, and 138 a node killed 0.5 s in.
     Scenario("reshard", "each workload dataset's shard count doubled while writes, 2PC "
              "batches, kill -9 of a node or a shard's primary, SIGSTOP of a node and "
              "router->node latency run; every row must end on its shard",
              ("kill:node", "primary-kill", "pause:node", "latency:router-node"),
-             matrix_seeds=(127, 128, 129), duration_s=30.0, reshard_at_s=6.0),
+             matrix_seeds=(127, 128, 129, 138), duration_s=30.0, reshard_at_s=6.0),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -235,21 +235,39 @@ def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
 
 # ---- the full matrix (make chaos) ------------------------------------------------------------------
 
-MATRIX = [(scenario, seed) for scenario in SCENARIOS for seed in scenario.matrix_seeds]
+# Real violations the matrix found, by (scenario, seed), until they are fixed (chaos/DESIGN.md:
+# reported with the seed, marked xfail(strict=True), not hidden).
+SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT = (
+    "node/split.py Splitter.round proposes ReshardCopyReady(True) after _build returned without "
+    "building (its copy was promoted primary mid-round), so FinishReshard switches with that "
+    "child missing: the new primary opens it empty, acknowledged rows and half batches are lost, "
+    "and at restart _catch_up_switched crash-loops the node (oplog.append: 'op log expects seq "
+    "N at term >= 2, got seq N term 1')")
+KNOWN_FAILURES = {("reshard", 128): SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT,
+                  ("reshard", 129): SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT}
+
+MATRIX = [pytest.param(scenario, seed, id=f"{scenario.name}-{seed}", marks=(
+              [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[scenario.name, seed])]
+              if (scenario.name, seed) in KNOWN_FAILURES else []))
+          for scenario in SCENARIOS for seed in scenario.matrix_seeds]
 
 full_only = pytest.mark.skipif(not FULL, reason="the full chaos matrix runs with "
                                                 "TRIBUTARY_CHAOS_FULL=1 (make chaos)")
 
 
 @full_only
-@pytest.mark.parametrize("scenario, seed", MATRIX,
-                         ids=[f"{scenario.name}-{seed}" for scenario, seed in MATRIX])
+@pytest.mark.parametrize("scenario, seed", MATRIX)
 def test_every_scenario_passes_every_checker_at_each_matrix_seed(tmp_path, scenario, seed):
     duration_s = FULL_DURATION_S or scenario.duration_s
     result = run_chaos(RunConfig(seed=seed, duration_s=duration_s, nemeses=scenario.specs(),
                                  data_dir=str(tmp_path), scenario=scenario.name),
                        out=lambda line: print(line, flush=True))
     assert result.error is None, result.error
+    if scenario.reshard_at_s is not None:
+        # A split scenario is judged by its split checkers too (and at the new shard count:
+        # reshard-finished checks that the final reads and the copy snapshot saw it).
+        names = {c.name for c in result.report.checkers}
+        assert {"reshard-finished", "rows-placed"} <= names, names
     assert result.report.ok, (f"{scenario.name} seed {seed}: history saved in "
                               f"{result.saved_to}\n" + "\n".join(result.report.lines()))
 
