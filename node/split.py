@@ -275,6 +275,14 @@ class Splitter:
         before = child_log.last_seq
         if parent_log.last_seq <= before:
             return False
+        if parent_log.term_at(before) != child_log.last_term:
+            # The child's log is not a prefix of this parent copy's: it holds ops of its own
+            # since the switch (its primary sealed it, so it had every old-count op first), or
+            # it came from the child's primary. Nothing here is the child's to take, and taking
+            # it would put the parent's ops where the child's own are.
+            log.info("child %s/%d has a history of its own from op %d on; nothing to take from "
+                     "its parent shard %d", record.uuid, child, before, parent)
+            return False
         missing = await asyncio.to_thread(parent_log.read_from, before + 1,
                                           limits.replication_log_ops_max, 1 << 62)
         if not missing:
@@ -350,13 +358,20 @@ class Splitter:
             if record is None or record.shard_count != reshard.old_count:
                 continue
             for parent in record.shards_on(me):
-                if self.children.get((uuid, parent)) != parent + reshard.old_count:
+                child = parent + reshard.old_count
+                if self.children.get((uuid, parent)) != child:
                     try:
-                        await self._build(record, parent, parent + reshard.old_count)
+                        await self._build(record, parent, child)
                     except errors.TributaryError as exc:
                         log.info("building child of %s/%d: %s", uuid, parent, exc.message)
                         continue
-                if f"{parent}/{me}" not in reshard.ready:
+                # Reported only once it mirrors: `_build` gives up without building when the
+                # copy's role or the reshard changed under it (a copy promoted mid-round), and
+                # a report then let the switch count on a child that did not exist: it opened
+                # empty, without the rows its parent had acknowledged (chaos: reshard, seeds
+                # 128 and 129).
+                if self.children.get((uuid, parent)) == child and \
+                        f"{parent}/{me}" not in reshard.ready:
                     await self._report(uuid, parent, True)
         for uuid, reshard in state.reshards.items():
             for shard in range(reshard.new_count):

@@ -30,6 +30,15 @@ class Log:
     def last_seq(self) -> int:
         return max(self.ops, default=0)
 
+    @property
+    def last_term(self) -> int:
+        return self.ops[self.last_seq].term if self.ops else 0
+
+    def term_at(self, seq: int) -> int | None:
+        if seq == 0:
+            return 0
+        return self.ops[seq].term if seq in self.ops else None
+
     def read_from(self, seq, ops_max, bytes_max):
         from node.oplog import LoggedOp
         held = [self.ops[s] for s in sorted(self.ops) if s >= seq][:ops_max]
@@ -73,8 +82,8 @@ class Replication:
         return None
 
 
-def op(seq: int, epoch: int) -> node_pb2.ReplicatedOp:
-    return node_pb2.ReplicatedOp(seq=seq, term=1, epoch=epoch,
+def op(seq: int, epoch: int, term: int = 1) -> node_pb2.ReplicatedOp:
+    return node_pb2.ReplicatedOp(seq=seq, term=term, epoch=epoch,
                                  write=node_pb2.WriteRequest(delete_ids=[f"x{seq}"]))
 
 
@@ -113,6 +122,17 @@ def test_a_child_that_wrote_ops_of_its_own_takes_nothing(tmp_path):
     assert splitter.replication.calls == []
 
 
+def test_a_child_whose_log_is_not_a_prefix_of_its_parents_takes_nothing(tmp_path):
+    # A child that opened without its parent's history (chaos: reshard, seeds 128 and 129: it
+    # was reported built but never built) and wrote ops of its own under a later term. Taking
+    # the parent's old-count ops 31-41 after them put term-1 ops behind term-2 ones: the op
+    # log refused them, and the node died at every start.
+    own = [op(s, epoch=5, term=2) for s in range(1, 31)]
+    splitter = restarted(tmp_path, HISTORY + [op(41, epoch=4)], own)
+    assert asyncio.run(splitter.reopen()) == 0
+    assert splitter.replication.calls == []
+
+
 def test_a_child_without_its_parent_on_this_node_is_left_to_its_primary(tmp_path):
     splitter = restarted(tmp_path, HISTORY + [op(41, epoch=4)], HISTORY, shards=(2,))
     assert asyncio.run(splitter.reopen()) == 0
@@ -134,3 +154,45 @@ def test_a_purge_takes_over_what_a_copy_holds_before_it_lists_the_rows(tmp_path,
     (tmp_path / "d" / "2").mkdir(parents=True)
     asyncio.run(splitter._purge(record, 2))
     assert calls.index("take over") < calls.index("list") < calls.index("log delete")
+
+
+class Meta:
+    def __init__(self):
+        self.proposed = []
+
+    async def propose(self, command):
+        self.proposed.append(command)
+        return {}
+
+
+class SavingReplica(Replica):
+    def save_index(self):
+        return None
+
+
+def test_a_copy_promoted_while_it_builds_reports_no_child_it_did_not_build(tmp_path):
+    # chaos: reshard, seeds 128 and 129. The round read the catalog with this node a copy of
+    # shard 0; by the time it held the lock to build, the node was the shard's primary, so the
+    # build gave up for the next round, and the round reported the child built anyway. The
+    # switch counted on it, and the child opened empty.
+    seen = SimpleNamespace(uuid="d", shard_count=2, split_epoch=0, epoch=3,
+                           primary_of=lambda shard: "n2", shards_on=lambda node: [0])
+    promoted = SimpleNamespace(**{**vars(seen), "epoch": 4,
+                                  "primary_of": lambda shard: "n1"})
+    reshard = SimpleNamespace(old_count=2, new_count=4, ready=())
+    state = SimpleNamespace(datasets={"d": seen}, reshards={"d": reshard})
+    host = SimpleNamespace(catalog=SimpleNamespace(state=state), node_id="n1",
+                           replicas={("d", 0): SavingReplica()},
+                           shard_path=lambda uuid, shard: str(tmp_path / uuid / str(shard)))
+
+    async def replica_unfenced(uuid, shard):
+        # The promotion lands while the parent's graph is saved, before the build's lock.
+        host.catalog.state = SimpleNamespace(datasets={"d": promoted}, reshards={"d": reshard})
+        return host.replicas.get((uuid, shard))
+
+    host.replica_unfenced = replica_unfenced
+    splitter = Splitter(host, replication=Replication(HISTORY, ()), meta=Meta())
+    asyncio.run(splitter.round())
+    assert splitter.children == {}
+    assert splitter.meta.proposed == []
+    assert not (tmp_path / "d" / "2").exists()
