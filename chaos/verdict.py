@@ -8,6 +8,12 @@ are not vacuous). Checkers:
                            reads, against `chaos.linearizability.KVModel` (what `check_kv` does,
                            with the sound shortcuts described at `_linearizability`).
 * ``catalog-linearizable`` create/drop/list of datasets against `CatalogModel`.
+* ``tenants-linearizable`` provision/delete/list of the admin workload's tenants, as a set,
+                           against `CatalogModel` (the ops renamed to its kinds).
+* ``admin-keys``           the admin workload's API keys: no create of a fresh random key
+                           answered AlreadyExists, and no revoke of a key whose create was
+                           acknowledged (and not yet its revoke) answered NotFound:
+                           `admin_key_violations`.
 * ``no-lost-writes``       the final state against the acknowledged writes:
                            `chaos.checkers.lost_acknowledged_writes`.
 * ``no-partial-batches``   the final state against the multi-shard batches:
@@ -43,6 +49,7 @@ that could not finish (linearizability search out of time, final reads impossibl
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,6 +64,9 @@ from chaos.workload import CATALOG_TENANT
 
 KV_KINDS = ("put", "get", "delete", "insert", "batch_put", "batch_get", "batch_delete")
 CATALOG_KINDS = ("create", "drop", "list")
+# The admin workload's tenant ops, and the catalog kinds they are judged as.
+TENANT_KINDS = {"tenant_create": "create", "tenant_drop": "drop", "tenant_list": "list"}
+KEY_KINDS = ("key_create", "key_revoke")
 WRITE_KINDS = ("put", "delete", "insert", "batch_put", "batch_delete")
 
 PASS = "pass"
@@ -118,11 +128,12 @@ class Report:
                         shown += 1
         out.append("ops (ok / fail / unknown):")
         total = Counter()
+        width = max([10, *map(len, self.op_counts)])
         for kind, counts in sorted(self.op_counts.items()):
             total.update(counts)
-            out.append(f"  {kind:<10} {counts.get(OK, 0):6d} {counts.get(FAIL, 0):6d} "
+            out.append(f"  {kind:<{width}} {counts.get(OK, 0):6d} {counts.get(FAIL, 0):6d} "
                        f"{counts.get(UNKNOWN, 0):6d}")
-        out.append(f"  {'total':<10} {total.get(OK, 0):6d} {total.get(FAIL, 0):6d} "
+        out.append(f"  {'total':<{width}} {total.get(OK, 0):6d} {total.get(FAIL, 0):6d} "
                    f"{total.get(UNKNOWN, 0):6d}")
         if self.recovery_bound_s is not None:
             rec = "not observed" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
@@ -273,7 +284,34 @@ def _linearizability(name: str, ops: list[Op], model, tiers, timeout_s: float,
 # What a workload must have had acknowledged for its run to count: (writes, reads).
 PROGRESS_KINDS = {"kv": (("put", "delete"), ("get",)),
                   "batch": (("batch_put",), ("batch_get",)),
-                  "catalog": (("create", "drop"), ("list",))}
+                  "catalog": (("create", "drop"), ("list",)),
+                  "admin": (("tenant_create", "tenant_drop", "key_create", "key_revoke"),
+                            ("tenant_list",))}
+
+
+def admin_key_violations(history: Iterable[Op]) -> tuple[list[str], str]:
+    """What contradicts the admin workload's key ops, and a summary. A key is random and
+    fresh, so no create can meet an existing one; each worker revokes only keys it created,
+    once, so a revoke after an acknowledged create finds the key (a 404 then means the create
+    or the revoke was applied twice, or not at all). The 404 is allowed when the key's create
+    was not acknowledged (it may not exist)."""
+    ops = [op for op in history if op.kind in KEY_KINDS]
+    created = {op.output["key_id"] for op in ops
+               if op.kind == "key_create" and op.status == OK and isinstance(op.output, dict)
+               and op.output.get("key_id")}
+    problems = [f"op {op.id} ({op.process}): a create of a fresh key answered AlreadyExists: "
+                f"{op.output['conflict']}" for op in ops
+                if op.kind == "key_create" and op.status == OK and isinstance(op.output, dict)
+                and "conflict" in op.output]
+    problems += [f"op {op.id} ({op.process}): the revoke of key {op.key}, whose create was "
+                 f"acknowledged, answered NotFound" for op in ops
+                 if op.kind == "key_revoke" and op.status == OK and op.output == "not_found"
+                 and op.key in created]
+    counts = Counter((op.kind, op.status) for op in ops)
+    summary = (f"{counts[('key_create', OK)]} key(s) created, {counts[('key_revoke', OK)]} "
+               f"revoke(s) answered, {counts[('key_create', UNKNOWN)] + counts[('key_revoke', UNKNOWN)]}"
+               f" unknown")
+    return problems, summary
 
 
 def progress(history: Iterable[Op], workloads: Iterable[str]) -> CheckerResult:
@@ -451,7 +489,19 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
                          linearizability_timeout_s),
         _linearizability("catalog-linearizable", catalog_ops, CatalogModel(), _catalog_tiers,
                          linearizability_timeout_s),
+        _linearizability("tenants-linearizable",
+                         [dataclasses.replace(op, kind=TENANT_KINDS[op.kind]) for op in history
+                          if op.kind in TENANT_KINDS], CatalogModel(), _catalog_tiers,
+                         linearizability_timeout_s),
     ]
+    key_ops = [op for op in history if op.kind in KEY_KINDS]
+    if not key_ops:
+        checkers.append(CheckerResult("admin-keys", SKIPPED, "no key ops"))
+    else:
+        problems, summary = admin_key_violations(key_ops)
+        checkers.append(CheckerResult("admin-keys", FAILED if problems else PASS,
+                                      f"{len(problems)} violation(s) in {summary}" if problems
+                                      else summary, problems))
 
     written = [op for op in kv_ops if op.kind in WRITE_KINDS]
     if not written:
@@ -522,5 +572,5 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     return Report(checkers, op_counts(history), recovery_s, recovery_bound_s)
 
 
-__all__ = ["evaluate", "copies_agree", "reshard_finished", "rows_placed", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+__all__ = ["evaluate", "admin_key_violations", "copies_agree", "reshard_finished", "rows_placed", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
            "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]

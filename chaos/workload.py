@@ -29,6 +29,13 @@ Workloads (`WORKLOADS`):
               acknowledged before a read started must be entirely visible to it.
 * ``catalog`` create / drop / list of a few dataset names in their own tenant
               (`CATALOG_TENANT`). Checked with `chaos.linearizability.check_catalog`.
+* ``admin``   the operator's admin API: provision / delete / list of a few tenants
+              (`ADMIN_TENANTS`), recorded as ``tenant_create`` / ``tenant_drop`` /
+              ``tenant_list`` and checked as a set like the catalog; and API keys created and
+              revoked in their own tenant (`KEYS_TENANT`), recorded as ``key_create`` /
+              ``key_revoke``: a fresh random key is never a duplicate, so a create must never
+              answer AlreadyExists, and this worker's revoke of a key it created and has not
+              revoked must never answer NotFound (chaos.verdict `admin_key_violations`).
 
 Standard library only (http.client): one connection per request, so a reset or a disabled proxy
 never leaves a half-used keep-alive connection behind.
@@ -49,13 +56,15 @@ from typing import Any, Callable
 
 from chaos.history import FAIL, OK, UNKNOWN, HistoryRecorder
 
-WORKLOADS = ("kv", "batch", "catalog")
+WORKLOADS = ("kv", "batch", "catalog", "admin")
 KV_DATASET = "chaos-kv"
 KV_SHARDS = 2
 BATCH_DATASET = "chaos-batch"
 BATCH_SHARDS = 4
 CATALOG_TENANT = "chaos-catalog"
 CATALOG_NAMES = ("c0", "c1", "c2", "c3")
+ADMIN_TENANTS = ("chaos-t0", "chaos-t1", "chaos-t2")
+KEYS_TENANT = "chaos-keys"
 DIMS = 4
 FINAL = "final"   # process name of the final reads
 
@@ -110,7 +119,10 @@ class Http:
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Reply:
+                headers: dict[str, str] | None = None, timeout_s: float | None = None,
+                root: bool = False) -> Reply:
+        """`path` is under the API prefix (/api/v1), or with `root` under the host's root (the
+        tenant and key admin API is at /admin)."""
         conn = http.client.HTTPConnection(self.host, self.port,
                                           timeout=timeout_s or self.timeout_s)
         try:
@@ -120,7 +132,7 @@ class Http:
             return Reply(None, error=f"{type(exc).__name__} on connect: {exc}", sent=False)
         try:
             payload = None if body is None else json.dumps(body).encode()
-            conn.request(method, self.prefix + path, body=payload, headers={
+            conn.request(method, path if root else self.prefix + path, body=payload, headers={
                 "Content-Type": "application/json", "Connection": "close", **(headers or {})})
             resp = conn.getresponse()
             raw = resp.read()
@@ -296,6 +308,66 @@ class Client:
         return status
 
 
+    def tenant_create(self, process: Any, tenant_id: str, n: int) -> str:
+        # A name unique to the request: provisioning a tenant that exists with other content
+        # is AlreadyExists (the same content would be the same request, answered as success).
+        h = self.rec.invoke(process, "tenant_create", tenant_id)
+        reply = self.http.request("POST", "/admin/tenants", {"tenant_id": tenant_id,
+                                                              "name": f"{process}-{n}"},
+                                  root=True)
+        if reply.status == 409 and reply.error_type == "AlreadyExists":
+            self.rec.ok(h, "already_exists")
+            return OK
+        return self._resolve(h, reply, "ok")
+
+    def tenant_drop(self, process: Any, tenant_id: str) -> str:
+        h = self.rec.invoke(process, "tenant_drop", tenant_id)
+        reply = self.http.request("DELETE", f"/admin/tenants/{tenant_id}", root=True)
+        if _not_found(reply, "tenant"):
+            self.rec.ok(h, "not_found")
+            return OK
+        return self._resolve(h, reply, "ok")
+
+    def tenant_list(self, process: Any) -> str:
+        h = self.rec.invoke(process, "tenant_list")
+        reply = self.http.request("GET", "/admin/tenants", root=True)
+        status = classify(reply)
+        if status == OK:
+            try:
+                names = sorted(t["tenant_id"] for t in reply.doc["tenants"]
+                               if t["tenant_id"] in ADMIN_TENANTS)
+            except (AttributeError, TypeError, KeyError):
+                self.rec.unknown(h, f"unexpected body: {reply.doc!r:.200}")
+                return UNKNOWN
+            self.rec.ok(h, names)
+            return OK
+        return self._resolve(h, reply)
+
+    def key_create(self, process: Any) -> tuple[str, str | None]:
+        """Returns the status and, when ok, the new key's id."""
+        h = self.rec.invoke(process, "key_create", KEYS_TENANT)
+        reply = self.http.request("POST", "/admin/keys", {"tenant_id": KEYS_TENANT,
+                                                          "access": "read_only"},
+                                  root=True)
+        if reply.status == 409 and reply.error_type == "AlreadyExists":
+            # Never a true answer for a fresh random key: recorded for the checker.
+            self.rec.ok(h, {"conflict": reply.message})
+            return OK, None
+        key_id = reply.doc.get("key_id") if isinstance(reply.doc, dict) else None
+        if classify(reply) == OK and not key_id:
+            self.rec.unknown(h, f"unexpected body: {reply.doc!r:.200}")
+            return UNKNOWN, None
+        return self._resolve(h, reply, {"key_id": key_id}), key_id
+
+    def key_revoke(self, process: Any, key_id: str) -> str:
+        h = self.rec.invoke(process, "key_revoke", key_id)
+        reply = self.http.request("DELETE", f"/admin/keys/{key_id}", root=True)
+        if _not_found(reply, "API key"):
+            self.rec.ok(h, "not_found")
+            return OK
+        return self._resolve(h, reply, "ok")
+
+
 # ---- workers ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -385,6 +457,31 @@ def catalog_worker(client: Client, name: str, stop: threading.Event, rng: random
         _pause(rng, stop, 0.1, 0.4, status)
 
 
+def admin_worker(client: Client, name: str, stop: threading.Event, rng: random.Random) -> None:
+    """Tenants provisioned, deleted and listed; keys created and revoked. Only this worker
+    revokes the keys it created, so a revoke that answers NotFound for one whose create was
+    acknowledged and whose revoke was never acknowledged contradicts the create."""
+    n = 0
+    keys: list[str] = []
+    while not stop.is_set():
+        r = rng.random()
+        n += 1
+        if r < 0.25:
+            status = client.tenant_create(name, rng.choice(ADMIN_TENANTS), n)
+        elif r < 0.45:
+            status = client.tenant_drop(name, rng.choice(ADMIN_TENANTS))
+        elif r < 0.6:
+            status = client.tenant_list(name)
+        elif r < 0.8 or not keys:
+            status, key_id = client.key_create(name)
+            if key_id:
+                keys.append(key_id)
+        else:
+            key_id = keys.pop(rng.randrange(len(keys)))
+            status = client.key_revoke(name, key_id)
+        _pause(rng, stop, 0.1, 0.4, status)
+
+
 class Workloads:
     """Starts the chosen workloads' threads and stops them."""
 
@@ -417,6 +514,8 @@ class Workloads:
             specs.append(("batch-r", batch_reader, (self.state,)))
         if "catalog" in self.names:
             specs.append(("catalog", catalog_worker, ()))
+        if "admin" in self.names:
+            specs.append(("admin", admin_worker, ()))
         for name, fn, extra in specs:
             rng = random.Random(f"{self.seed}:{name}")
             t = threading.Thread(target=fn, args=(self._client(), name, *extra, self.stop, rng),
@@ -459,6 +558,14 @@ def setup_datasets(http_: Http, names: list[str], timeout_s: float = 60.0,
     if "batch" in names:
         wanted.append((BATCH_DATASET, BATCH_SHARDS))
     deadline = time.monotonic() + timeout_s
+    while "admin" in names:
+        # The keys' tenant; the admin workload never deletes it.
+        reply = http_.request("POST", "/admin/tenants", {"tenant_id": KEYS_TENANT}, root=True)
+        if reply.status == 201 or (reply.status == 409 and reply.error_type == "AlreadyExists"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cannot provision tenant {KEYS_TENANT}: {reply.message}")
+        time.sleep(0.5)
     for name, shards in wanted:
         while True:
             body = {"name": name, "dimensions": DIMS, "shard_count": shards}

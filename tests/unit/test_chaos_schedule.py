@@ -261,6 +261,13 @@ def clean_history() -> tuple[list[Op], dict]:
         mk(11, "create", "c1", t0=60, status=UNKNOWN, process=4),
         mk(12, "get", "k1", output="p0-3", t0=200, t1=210, process="final"),
         mk(13, "get", "k2", output=None, t0=200, t1=210, process="final"),
+        mk(14, "tenant_create", "chaos-t0", output="ok", t0=0, t1=10, process=5),
+        mk(15, "tenant_list", output=["chaos-t0"], t0=20, t1=30, process=5),
+        mk(16, "tenant_drop", "chaos-t0", output="ok", t0=40, t1=50, process=5),
+        mk(17, "tenant_drop", "chaos-t1", output="not_found", t0=60, t1=70, process=5),
+        mk(18, "key_create", "chaos-keys", output={"key_id": "key1"}, t0=80, t1=90, process=5),
+        mk(19, "key_revoke", "key1", output="ok", t0=100, t1=110, process=5),
+        mk(30, "key_create", "chaos-keys", t0=120, status=UNKNOWN, process=5),
     ]
     final = {"k1": "p0-3", "k2": None, **batch, "b1-0": None, "b1-1": None}
     return ops, final
@@ -335,6 +342,34 @@ def test_injected_catalog_anomaly_fails():
     ops, final = clean_history()
     ops.append(mk(22, "list", output=[], t0=35, t1=38, process=5))   # c0 exists since t=10
     assert verdicts(evaluate(ops, final))["catalog-linearizable"] == FAILED
+
+
+def test_a_tenant_delete_that_answers_not_found_for_a_tenant_it_made_fails():
+    # What a repeat of a committed DeleteTenant answered before the meta group kept the first
+    # answer of an operator's request (consensus/state.py _requested).
+    ops, final = clean_history()
+    ops.append(mk(23, "tenant_create", "chaos-t2", output="ok", t0=300, t1=310, process=5))
+    ops.append(mk(24, "tenant_drop", "chaos-t2", output="not_found", t0=320, t1=330, process=5))
+    assert verdicts(evaluate(ops, final))["tenants-linearizable"] == FAILED
+
+
+def test_a_key_create_answering_conflict_or_a_revoke_answering_not_found_fails():
+    ops, final = clean_history()
+    ops.append(mk(25, "key_create", "chaos-keys", output={"conflict": "API key 'x' already "
+                                                                      "exists"},
+                  t0=300, t1=310, process=5))
+    report = evaluate(ops, final)
+    assert verdicts(report)["admin-keys"] == FAILED
+    assert "AlreadyExists" in report.checker("admin-keys").details[0]
+    ops, final = clean_history()
+    ops.append(mk(26, "key_create", "chaos-keys", output={"key_id": "key2"}, t0=300, t1=310,
+                  process=5))
+    ops.append(mk(27, "key_revoke", "key2", output="not_found", t0=320, t1=330, process=5))
+    assert verdicts(evaluate(ops, final))["admin-keys"] == FAILED
+    # The revoke of a key whose create was never acknowledged may find nothing.
+    ops, final = clean_history()
+    ops.append(mk(28, "key_revoke", "key9", output="not_found", t0=320, t1=330, process=5))
+    assert verdicts(evaluate(ops, final))["admin-keys"] == PASS
 
 
 def test_slow_or_missing_recovery_fails():
