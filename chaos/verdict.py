@@ -432,11 +432,28 @@ def reshard_finished(reshard: Mapping[str, Any], copies: Mapping[str, Any] | Non
                                                         f" (bound {bound:g}s after the heal)"))
 
 
+def _stored_rows(shards: list[dict] | None) -> tuple[int | None, str]:
+    """The rows a dataset's shards store (each shard's row count, which all its copies must
+    report alike), or None and why not. Copies whose counts differ are copies-agree's failure,
+    not a placement one: a listing may have read either of them."""
+    if not shards:
+        return None, "no copy snapshot of the dataset"
+    total = 0
+    for shard in shards:
+        counts = {s.get("vector_count") for s in shard["status"].values()}
+        if None in counts or not counts:
+            return None, f"shard {shard['shard']} gave no row count"
+        if len(counts) > 1:
+            return None, f"the copies of shard {shard['shard']} differ (see copies-agree)"
+        total += counts.pop()
+    return total, ""
+
+
 def rows_placed(reshard: Mapping[str, Any], final_state: Mapping[str, Any],
                 unread: Iterable[str], copies: Mapping[str, Any] | None) -> CheckerResult:
     """After the split, every row of a split dataset is where a read by its id finds it
     (chaos.checkers.rows_out_of_place over the listing the probe took after the final reads,
-    those reads, and the rows each shard's primary stores in the copy snapshot)."""
+    those reads, and the rows each shard stores in the copy snapshot)."""
     name = "rows-placed"
     splits = reshard.get("splits") or []
     if not splits:
@@ -450,16 +467,13 @@ def rows_placed(reshard: Mapping[str, Any], final_state: Mapping[str, Any],
             continue
         ids = split.get("ids") or []
         read = {i: final_state[i] for i in ids if i in final_state}
-        stored = None
         shards = _snapshot_shards(copies, dataset)
-        if shards:
-            counts = [shard["status"].get(shard["primary"], {}).get("vector_count")
-                      for shard in shards]
-            stored = None if None in counts else sum(counts)
+        stored, why_not = _stored_rows(shards)
         found = rows_out_of_place(split["listed"], read, unread & set(ids), stored)
         problems += [f"{dataset}: {p}" for p in found]
         summary.append(f"{dataset} {len(split['listed'])} row(s) on {len(shards or [])} "
-                       f"shard(s)" + ("" if stored is not None else ", stored count unknown"))
+                       f"shard(s)" + ("" if stored is not None else
+                                      f", stored rows not compared: {why_not}"))
     if problems:
         return CheckerResult(name, FAILED, f"{len(problems)} row(s) out of place", problems)
     if missing:

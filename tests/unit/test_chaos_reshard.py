@@ -157,13 +157,22 @@ def test_a_run_that_split_nothing_is_not_a_pass():
     assert rows_placed({"splits": []}, FINAL, (), COPIES).verdict == SKIPPED
 
 
-def test_rows_placed_counts_each_shards_primary_rows_from_the_copy_snapshot():
+def test_rows_placed_counts_each_shards_rows_from_the_copy_snapshot():
     assert rows_placed(RESHARD, FINAL, (), COPIES).verdict == PASS
     unpurged = copy.deepcopy(COPIES)
-    unpurged["datasets"][f"default/{KV_DATASET}"]["shards"][3]["status"]["node-0"][
-        "vector_count"] = 2
+    for status in unpurged["datasets"][f"default/{KV_DATASET}"]["shards"][3]["status"].values():
+        status["vector_count"] = 2
     result = rows_placed(RESHARD, FINAL, (), unpurged)
     assert result.verdict == FAILED and "never purged" in result.details[0]
+
+
+def test_copies_that_store_different_row_counts_are_left_to_copies_agree():
+    diverged = copy.deepcopy(COPIES)
+    diverged["datasets"][f"default/{KV_DATASET}"]["shards"][3]["status"]["node-0"][
+        "vector_count"] = 2
+    result = rows_placed(RESHARD, FINAL, (), diverged)
+    assert result.verdict == PASS
+    assert "the copies of shard 3 differ (see copies-agree)" in result.summary
 
 
 def test_a_listing_that_could_not_be_read_leaves_rows_placed_inconclusive():
