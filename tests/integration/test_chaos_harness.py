@@ -235,19 +235,21 @@ def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
 
 # ---- the full matrix (make chaos) ------------------------------------------------------------------
 
-# Real violations the matrix found, by (scenario, seed), until they are fixed (chaos/DESIGN.md:
-# reported with the seed, marked xfail(strict=True), not hidden).
-SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT = (
-    "node/split.py Splitter.round proposes ReshardCopyReady(True) after _build returned without "
-    "building (its copy was promoted primary mid-round), so FinishReshard switches with that "
-    "child missing: the new primary opens it empty, acknowledged rows and half batches are lost, "
-    "and at restart _catch_up_switched crash-loops the node (oplog.append: 'op log expects seq "
-    "N at term >= 2, got seq N term 1')")
-KNOWN_FAILURES = {("reshard", 128): SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT,
-                  ("reshard", 129): SPLIT_REPORTS_A_CHILD_IT_NEVER_BUILT}
+# Real violations the matrix found, by (scenario, seed) -> (reason, strict), until they are
+# fixed (chaos/DESIGN.md: reported with the seed, marked xfail with the reason, not hidden).
+# strict=False only for a failure that depends on thread timing and so does not fail every run:
+# a strict mark would then fail `make chaos` whenever the race went the other way.
+CATCH_UP_DURING_A_2PC_BATCH_LOSES_ITS_ROW = (
+    "a shard copy paused (SIGSTOP) while a 2PC batch it takes part in is prepared and "
+    "committed catches up to the primary's op by log replay but without the batch's row: the "
+    "copies then differ at the same op (copies-agree) and reads served by that copy miss a row "
+    "of an acknowledged batch (batch-reads-atomic, kv-linearizable). 2 of 4 runs since "
+    "b2dc84b, once before the split started (4 runs of the same faults without a split passed)")
+KNOWN_FAILURES = {("reshard", 127): (CATCH_UP_DURING_A_2PC_BATCH_LOSES_ITS_ROW, False)}
 
 MATRIX = [pytest.param(scenario, seed, id=f"{scenario.name}-{seed}", marks=(
-              [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[scenario.name, seed])]
+              [pytest.mark.xfail(reason=KNOWN_FAILURES[scenario.name, seed][0],
+                                 strict=KNOWN_FAILURES[scenario.name, seed][1])]
               if (scenario.name, seed) in KNOWN_FAILURES else []))
           for scenario in SCENARIOS for seed in scenario.matrix_seeds]
 
