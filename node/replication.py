@@ -255,6 +255,20 @@ class Replication:
             # A shard being split: its child mirrors the op before anyone acknowledges it.
             await self.split.mirror(record, shard, ops, record.epoch)
 
+    async def log_apply_send(self, record: DatasetRecord, shard: int,
+                             op: node_pb2.ReplicatedOp, crash_point: str = "") -> None:
+        """A primary's plain write: logged, applied here, sent to the in-sync copies, to the
+        end even when the call that asked for it is cancelled (run_to_the_end: a write logged
+        and then left unapplied here would be applied by every copy that caught up, not by
+        this primary). Call with write_lock held."""
+        async def steps() -> None:
+            await self.log_ops(record, shard, [op])
+            if crash_point:
+                faults.crash_point(crash_point)
+            await self.apply_local(record, shard, op)
+            await self.send_to_in_sync(record, shard, [op])
+        await run_to_the_end(steps())
+
     async def apply_local(self, record: DatasetRecord, shard: int,
                           op: node_pb2.ReplicatedOp) -> None:
         """Applies a logged op to this node's store (not to its log). If that fails, the op
@@ -453,9 +467,8 @@ class Replication:
                 if decision == DIVERGED:
                     raise errors.Aborted(f"op {op.seq} differs from the one this copy holds")
                 if decision == APPLY:
-                    await self._apply_one(record, shard, op)
-                    if self.split is not None:
-                        await self.split.mirror(record, shard, [op], request.shard.epoch)
+                    await run_to_the_end(self._apply_and_mirror(record, shard, op,
+                                                                request.shard.epoch))
             self._known_terms[key] = max(known, request.term)
             return oplog.last_seq
 
@@ -467,14 +480,23 @@ class Replication:
             oplog = self.oplog(*key)
             for op in ops:
                 if op.seq == oplog.last_seq + 1:
-                    await self._apply_one(record, shard, op)
-                    if self.split is not None:
-                        await self.split.mirror(record, shard, [op], None)
+                    await run_to_the_end(self._apply_and_mirror(record, shard, op, None))
+
+    async def _apply_and_mirror(self, record: DatasetRecord, shard: int,
+                                op: node_pb2.ReplicatedOp, era_epoch: int | None) -> None:
+        await self._log_and_apply(record, shard, op)
+        if self.split is not None:
+            await self.split.mirror(record, shard, [op], era_epoch)
 
     async def _apply_one(self, record: DatasetRecord, shard: int,
                          op: node_pb2.ReplicatedOp) -> None:
         """Logs, then applies, one op on a copy (as the primary does: the log never misses what
-        the store holds). If applying fails, the logged op is applied again before the next."""
+        the store holds). If applying fails, the logged op is applied again before the next.
+        Runs to the end even when the call that asked for it is cancelled (run_to_the_end)."""
+        await run_to_the_end(self._log_and_apply(record, shard, op))
+
+    async def _log_and_apply(self, record: DatasetRecord, shard: int,
+                             op: node_pb2.ReplicatedOp) -> None:
         key = (record.uuid, shard)
         if key in self._unapplied:
             await self._apply_to_store(record, shard, self._unapplied[key])
@@ -887,6 +909,33 @@ async def _logged_ops(oplog: OpLog, first: int, last: int):
                 return
             yield logged, _parse(logged)
         first = page[-1].seq + 1
+
+
+async def run_to_the_end(coro):
+    """Awaits `coro` to its end even when the awaiting call is cancelled meanwhile, then
+    raises that cancellation. For the steps of an op that must not stop half-way: an op log
+    append runs on in its worker thread whatever becomes of the call that awaits it (a thread
+    cannot be cancelled), so the apply, the mirror and the sends that follow it must run too.
+
+    Found by chaos (reshard, seed 127): a copy paused past its primary's Replicate deadline
+    ran the late request when it resumed, and grpc cancelled it, as it does a call whose
+    deadline has passed, while its op log append was in its thread. The 2PC prepare op was
+    logged and never staged, the catch-up that followed sent only the decision after it, and
+    the copy committed a batch it held no plan for: its rows were missing on that copy alone,
+    which answered reads without them. asyncio.shield alone would let the caller go on (and
+    release the shard's apply lock) while the op is still being applied."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _parse(logged: LoggedOp) -> node_pb2.ReplicatedOp:

@@ -538,9 +538,7 @@ class Splitter:
                     write=node_pb2.WriteRequest(delete_ids=batch,
                                                 existing=node_pb2.EXISTING_OVERWRITE),
                     at_ms=int(time.time() * 1000))
-                await self.replication.log_ops(fresh, shard, [op])
-                await self.replication.apply_local(fresh, shard, op)
-                await self.replication.send_to_in_sync(fresh, shard, [op])
+                await self.replication.log_apply_send(fresh, shard, op)
         await asyncio.to_thread(_write_mark, mark, epoch)
         self._purged.add((uuid, shard, epoch))
         show_all_rows(replica)

@@ -72,14 +72,8 @@ class Replication:
     async def ensure_resynced(self, record, shard):
         self.calls.append("take over")
 
-    async def log_ops(self, record, shard, ops):
+    async def log_apply_send(self, record, shard, op, crash_point=""):
         self.calls.append("log delete")
-
-    async def apply_local(self, record, shard, op):
-        return None
-
-    async def send_to_in_sync(self, record, shard, ops):
-        return None
 
 
 def op(seq: int, epoch: int, term: int = 1) -> node_pb2.ReplicatedOp:
