@@ -273,8 +273,20 @@ class Client:
         reply = self.http.request("POST", "/datasets", {
             "name": name, "dimensions": DIMS, "shard_count": 2},
             headers={"X-Tenant-Id": CATALOG_TENANT})
+        return self._resolve_create(h, reply)
+
+    def _resolve_create(self, h: int, reply: Reply) -> str:
+        """A create's answer: 409 AlreadyExists is a result (the name is taken), not a
+        refusal."""
         if reply.status == 409 and reply.error_type == "AlreadyExists":
             self.rec.ok(h, "already_exists")
+            return OK
+        return self._resolve(h, reply, "ok")
+
+    def _resolve_drop(self, h: int, reply: Reply, missing: bool) -> str:
+        """A drop's answer: `missing` (a 404 about the thing dropped) is a result."""
+        if missing:
+            self.rec.ok(h, "not_found")
             return OK
         return self._resolve(h, reply, "ok")
 
@@ -282,10 +294,7 @@ class Client:
         h = self.rec.invoke(process, "drop", name)
         reply = self.http.request("DELETE", f"/datasets/{name}",
                                   headers={"X-Tenant-Id": CATALOG_TENANT})
-        if _dataset_missing(reply):
-            self.rec.ok(h, "not_found")
-            return OK
-        return self._resolve(h, reply, "ok")
+        return self._resolve_drop(h, reply, _dataset_missing(reply))
 
     def list(self, process: Any) -> str:
         h = self.rec.invoke(process, "list")
@@ -307,7 +316,6 @@ class Client:
             self.rec.unknown(h, reply.message)
         return status
 
-
     def tenant_create(self, process: Any, tenant_id: str, n: int) -> str:
         # A name unique to the request: provisioning a tenant that exists with other content
         # is AlreadyExists (the same content would be the same request, answered as success).
@@ -315,18 +323,12 @@ class Client:
         reply = self.http.request("POST", "/admin/tenants", {"tenant_id": tenant_id,
                                                               "name": f"{process}-{n}"},
                                   root=True)
-        if reply.status == 409 and reply.error_type == "AlreadyExists":
-            self.rec.ok(h, "already_exists")
-            return OK
-        return self._resolve(h, reply, "ok")
+        return self._resolve_create(h, reply)
 
     def tenant_drop(self, process: Any, tenant_id: str) -> str:
         h = self.rec.invoke(process, "tenant_drop", tenant_id)
         reply = self.http.request("DELETE", f"/admin/tenants/{tenant_id}", root=True)
-        if _not_found(reply, "tenant"):
-            self.rec.ok(h, "not_found")
-            return OK
-        return self._resolve(h, reply, "ok")
+        return self._resolve_drop(h, reply, _not_found(reply, "tenant"))
 
     def tenant_list(self, process: Any) -> str:
         h = self.rec.invoke(process, "tenant_list")
@@ -362,10 +364,7 @@ class Client:
     def key_revoke(self, process: Any, key_id: str) -> str:
         h = self.rec.invoke(process, "key_revoke", key_id)
         reply = self.http.request("DELETE", f"/admin/keys/{key_id}", root=True)
-        if _not_found(reply, "API key"):
-            self.rec.ok(h, "not_found")
-            return OK
-        return self._resolve(h, reply, "ok")
+        return self._resolve_drop(h, reply, _not_found(reply, "API key"))
 
 
 # ---- workers ----------------------------------------------------------------------------------------
