@@ -4,9 +4,10 @@ purge of moved rows after the switch (consensus/reshard.py has the Raft side).
 A child is a mirror. For parent shard i of a dataset going from N to 2N shards, every node
 holding a copy of i builds child i + N beside it:
 
-- Build: under the parent's lock (the write lock on the primary, the apply lock on a copy, so
-  no op is half applied) the parent's store is committed (group commit) and its directory, op
-  log included, is copied to the child's; the child opens as a replica of shard i + N that
+- Build: under the parent's write and apply locks (whatever the copy's role: one promoted
+  during the copy must not take a write that neither the files nor the mirror hold, so no op
+  is half applied) the parent's store is committed (group commit) and its directory, op log
+  included, is copied to the child's; the child opens as a replica of shard i + N that
   no request can reach yet (the dataset still has N shards). The node then proposes
   `ReshardCopyReady`.
 - Mirror: every op the parent copy logs from then on (a primary's own ops in `log_ops`, a
@@ -429,13 +430,17 @@ class Splitter:
         source = self.host.shard_path(uuid, parent)
         target = self.host.shard_path(uuid, child)
         started = time.monotonic()
-        primary = record.primary_of(parent) == self.host.node_id
-        write_lock = self.replication.write_lock(uuid, parent) if primary else _NoLock()
-        async with write_lock, self.replication._apply_lock((uuid, parent)):
+        # Both locks, whatever this copy's role: a primary's writes hold the write lock, a
+        # copy's applies the apply lock, and a copy may be promoted while its files are being
+        # copied. Built under the apply lock alone, such a child missed a write the new
+        # primary took meanwhile: it was not in the files yet, and not mirrored, since the
+        # child was not registered yet. Switched, the child answered the value before the
+        # write's (chaos: reshard, seed 127).
+        async with self.replication.write_lock(uuid, parent), \
+                self.replication._apply_lock((uuid, parent)):
             fresh = self.host.catalog.state.datasets.get(uuid)
-            if fresh is None or uuid not in self.host.catalog.state.reshards or \
-                    (fresh.primary_of(parent) == self.host.node_id) != primary:
-                return      # the reshard or the role changed meanwhile: next round
+            if fresh is None or uuid not in self.host.catalog.state.reshards:
+                return      # the reshard is over, or the dataset gone, meanwhile
             flush = getattr(parent_replica, "flush", None)
             if flush is not None:
                 # Group commit: the files must hold every op up to the log they travel with.
@@ -669,14 +674,6 @@ class _Dir:
 
     def __init__(self, path: str):
         self.path = path
-
-
-class _NoLock:
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return False
 
 
 def _foreign_ids(replica: ShardReplica, shard: int, shard_count: int) -> list[str]:

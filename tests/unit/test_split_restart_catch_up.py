@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import threading
 from types import SimpleNamespace
 
 from node import split as split_module
@@ -50,10 +52,12 @@ class Replication:
         self.logs = {0: Log(parent_ops), 2: Log(child_ops)}
         self.calls: list[str] = []
         self.participant = None
+        self.locks: dict = {}
 
     @contextlib.asynccontextmanager
     async def _apply_lock(self, key):
-        yield
+        async with self.locks.setdefault(("apply", key), asyncio.Lock()):
+            yield
 
     def oplog(self, uuid, shard):
         return self.logs[shard]
@@ -63,11 +67,12 @@ class Replication:
         self.calls.append(f"apply {shard}:{op.seq}")
 
     @contextlib.asynccontextmanager
-    async def _write_lock(self):
-        yield
+    async def write_lock(self, uuid, shard):
+        async with self.locks.setdefault(("write", (uuid, shard)), asyncio.Lock()):
+            yield
 
-    def write_lock(self, uuid, shard):
-        return self._write_lock()
+    def forget(self, uuid, shard):
+        self.calls.append(f"forget {shard}")
 
     async def ensure_resynced(self, record, shard):
         self.calls.append("take over")
@@ -164,29 +169,82 @@ class SavingReplica(Replica):
         return None
 
 
-def test_a_copy_promoted_while_it_builds_reports_no_child_it_did_not_build(tmp_path):
-    # chaos: reshard, seeds 128 and 129. The round read the catalog with this node a copy of
-    # shard 0; by the time it held the lock to build, the node was the shard's primary, so the
-    # build gave up for the next round, and the round reported the child built anyway. The
-    # switch counted on it, and the child opened empty.
-    seen = SimpleNamespace(uuid="d", shard_count=2, split_epoch=0, epoch=3,
-                           primary_of=lambda shard: "n2", shards_on=lambda node: [0])
-    promoted = SimpleNamespace(**{**vars(seen), "epoch": 4,
-                                  "primary_of": lambda shard: "n1"})
-    reshard = SimpleNamespace(old_count=2, new_count=4, ready=())
-    state = SimpleNamespace(datasets={"d": seen}, reshards={"d": reshard})
-    host = SimpleNamespace(catalog=SimpleNamespace(state=state), node_id="n1",
+def building(tmp_path, first_state, on_save):
+    """This node (n1) holds parent shard 0 of dataset d, splitting from 2 to 4 shards, and
+    `first_state` is its catalog when its round starts. `on_save(host)` runs when the parent's
+    graph is saved, the build's first step (before its locks)."""
+    host = SimpleNamespace(catalog=SimpleNamespace(state=first_state), node_id="n1",
                            replicas={("d", 0): SavingReplica()},
                            shard_path=lambda uuid, shard: str(tmp_path / uuid / str(shard)))
 
     async def replica_unfenced(uuid, shard):
-        # The promotion lands while the parent's graph is saved, before the build's lock.
-        host.catalog.state = SimpleNamespace(datasets={"d": promoted}, reshards={"d": reshard})
-        return host.replicas.get((uuid, shard))
+        if shard == 0:
+            on_save(host)
+        return host.replicas.setdefault((uuid, shard), SavingReplica())
 
     host.replica_unfenced = replica_unfenced
-    splitter = Splitter(host, replication=Replication(HISTORY, ()), meta=Meta())
+    return Splitter(host, replication=Replication(HISTORY, ()), meta=Meta())
+
+
+def splitting(primary: str, reshards=True) -> SimpleNamespace:
+    record = SimpleNamespace(uuid="d", shard_count=2, split_epoch=0, epoch=3,
+                             primary_of=lambda shard: primary, shards_on=lambda node: [0])
+    reshard = SimpleNamespace(old_count=2, new_count=4, ready=())
+    return SimpleNamespace(datasets={"d": record}, reshards={"d": reshard} if reshards else {})
+
+
+def test_a_build_that_gives_up_reports_no_child(tmp_path):
+    # chaos: reshard, seeds 128 and 129. The round read the catalog with the split under way;
+    # the build gave up under its lock (then: the copy had been promoted meanwhile; now: the
+    # reshard is over), and the round reported the child built anyway. The switch counted on
+    # it, and the child opened empty.
+    def cancelled(host):
+        host.catalog.state = splitting("n2", reshards=False)
+
+    splitter = building(tmp_path, splitting("n2"), cancelled)
     asyncio.run(splitter.round())
     assert splitter.children == {}
     assert splitter.meta.proposed == []
     assert not (tmp_path / "d" / "2").exists()
+
+
+def test_a_copy_promoted_while_it_copies_its_files_mirrors_the_new_primarys_first_write(
+        tmp_path, monkeypatch):
+    # chaos: reshard, seed 127. The copy built its child under the apply lock alone, was
+    # promoted while its files were copied, and took a write as primary (under the write lock
+    # only) before the child was registered: the files had not the write, and the write was
+    # not mirrored. After the switch the child answered the value before it.
+    copying, copied = threading.Event(), threading.Event()
+    (tmp_path / "d" / "0").mkdir(parents=True)
+
+    def slow_copy(source, target):
+        copying.set()
+        copied.wait(10)
+        shutil.copytree(source, target)
+
+    monkeypatch.setattr(split_module, "_copy_dir", slow_copy)
+    splitter = building(tmp_path, splitting("n2"), lambda host: None)
+    seen: list[bool] = []
+
+    async def write_as_the_new_primary():
+        await asyncio.to_thread(copying.wait, 10)
+        splitter.host.catalog.state = splitting("n1")       # promoted mid-copy
+        write = asyncio.ensure_future(_write(splitter, seen))
+        await asyncio.sleep(0.1)
+        copied.set()
+        await write
+
+    async def scenario():
+        await asyncio.gather(splitter.round(), write_as_the_new_primary())
+
+    asyncio.run(scenario())
+    # The write waited for the build: the child was registered, so the write is mirrored.
+    assert seen == [True]
+    assert splitter.children == {("d", 0): 2}
+
+
+async def _write(splitter, seen):
+    """A primary's write as node/server.py makes it: under the shard's write lock, it logs and
+    mirrors to the child registered by then."""
+    async with splitter.replication.write_lock("d", 0):
+        seen.append(("d", 0) in splitter.children)
