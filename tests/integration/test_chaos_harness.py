@@ -239,13 +239,10 @@ def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
 # fixed (chaos/DESIGN.md: reported with the seed, marked xfail with the reason, not hidden).
 # strict=False only for a failure that depends on thread timing and so does not fail every run:
 # a strict mark would then fail `make chaos` whenever the race went the other way.
-STALE_READ_AT_THE_SWITCH = (
-    "a get by id of a kv key, right at the split's switch (node-1 killed, the children built "
-    "19 ms before FinishReshard), answered the value written before the last acknowledged one "
-    "(k5: 'kv-2-22' after 'kv-2-25' was read twice); 1 run in 6 after 453fc05, which fixed the "
-    "other failure of this seed (a paused copy that lost a 2PC batch's row, 2 runs in 4: "
-    "tests/unit/test_replication_cancelled_apply.py)")
-KNOWN_FAILURES = {("reshard", 127): (STALE_READ_AT_THE_SWITCH, False)}
+# None open. Fixed since they were found: reshard 128 and 129 (b2dc84b: a child reported built
+# that was never built), reshard 127 (453fc05: a paused copy lost a 2PC batch's row; d973f9e:
+# a copy promoted while it built its child served a stale value after the switch).
+KNOWN_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {}
 
 MATRIX = [pytest.param(scenario, seed, id=f"{scenario.name}-{seed}", marks=(
               [pytest.mark.xfail(reason=KNOWN_FAILURES[scenario.name, seed][0],
