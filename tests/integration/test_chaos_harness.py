@@ -239,18 +239,11 @@ def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
 # fixed (chaos/DESIGN.md: reported with the seed, marked xfail with the reason, not hidden).
 # strict=False only for a failure that depends on thread timing and so does not fail every run:
 # a strict mark would then fail `make chaos` whenever the race went the other way.
-# Fixed since they were found: reshard 128 and 129 (b2dc84b: a child reported built that was
-# never built), reshard 127 (453fc05: a paused copy lost a 2PC batch's row; d973f9e: a copy
-# promoted while it built its child served a stale value after the switch).
-RESTARTED_COPY_MISSES_COMMITS_AFTER_A_SNAPSHOT = (
-    "a deposed primary (paused, then its term's commit refused) installed its successor's "
-    "snapshot at op 24 with two txns staged, was killed before the next ops, and after its "
-    "restart took ops 25-37 (the decisions of those two txns and of two more) from the primary "
-    "at the same positions, yet its copies of the parent and of its split child hold none of "
-    "the four batches' rows: copies-agree fails (12 vs 14 rows at op 47), every read through "
-    "the primary is right. 1 run in 9 since d973f9e (the full matrix, 15:29 UTC)")
-KNOWN_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {
-    ("reshard", 127): (RESTARTED_COPY_MISSES_COMMITS_AFTER_A_SNAPSHOT, False)}
+# None open. Fixed since they were found: reshard 128 and 129 (b2dc84b: a child reported built
+# that was never built) and reshard 127 (453fc05: a paused copy lost a 2PC batch's row;
+# d973f9e: a copy promoted while it built its child served a stale value after the switch; and
+# a copy restarted after a snapshot replayed only its last logged op, missing four batches).
+KNOWN_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {}
 
 MATRIX = [pytest.param(scenario, seed, id=f"{scenario.name}-{seed}", marks=(
               [pytest.mark.xfail(reason=KNOWN_FAILURES[scenario.name, seed][0],
