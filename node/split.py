@@ -367,10 +367,10 @@ class Splitter:
                         log.info("building child of %s/%d: %s", uuid, parent, exc.message)
                         continue
                 # Reported only once it mirrors: `_build` gives up without building when the
-                # copy's role or the reshard changed under it (a copy promoted mid-round), and
-                # a report then let the switch count on a child that did not exist: it opened
-                # empty, without the rows its parent had acknowledged (chaos: reshard, seeds
-                # 128 and 129).
+                # reshard ended or the dataset went under it (it also did when the copy was
+                # promoted mid-round, before it took both locks), and a report then let the
+                # switch count on a child that did not exist: it opened empty, without the
+                # rows its parent had acknowledged (chaos: reshard, seeds 128 and 129).
                 if self.children.get((uuid, parent)) == child and \
                         f"{parent}/{me}" not in reshard.ready:
                     await self._report(uuid, parent, True)
