@@ -45,6 +45,7 @@ from consensus import txn_model as model
 from consensus.client import CatalogCache, MetaClient
 from consensus.state import TXN_ABORT, TXN_COMMIT
 from node.convert import records_from_protos
+from node.replication import run_to_the_end
 from proto import node_pb2
 from shard.records import ExistingPolicy
 from shard.replica import ShardReplica
@@ -532,12 +533,21 @@ class Participant:
         """The coordinator's decision. Idempotent: True when this call applied it. Only the
         shard's primary finishes a txn (it logs the decision first, then applies it, then
         sends it to the in-sync copies); elsewhere this raises StaleEpoch (the coordinator
-        retries on the primary)."""
-        role, drive = self._drive_for(ref.dataset_uuid, ref.shard)
-        applied = await self._drive(model.Decision(txn_id, decision, model.COORDINATOR, role),
-                                    drive)
-        await self._finish_split_children(txn_id, ref.dataset_uuid, ref.shard, decision)
-        return applied
+        retries on the primary).
+
+        Runs to the end even when the coordinator's call is cancelled (its deadline passed,
+        or it went away): a decision logged here is applied and sent before the shard's write
+        lock goes, as a write's op is (replication.run_to_the_end). Cut short after its log
+        append, the decision would sit in the primary's log unapplied until the txn's
+        recovery asked the meta group, and the shard's next write would send it to the
+        copies first."""
+        async def steps() -> bool:
+            role, drive = self._drive_for(ref.dataset_uuid, ref.shard)
+            applied = await self._drive(
+                model.Decision(txn_id, decision, model.COORDINATOR, role), drive)
+            await self._finish_split_children(txn_id, ref.dataset_uuid, ref.shard, decision)
+            return applied
+        return await run_to_the_end(steps())
 
     async def _finish_split_children(self, txn_id: str, dataset_uuid: str, shard: int,
                                      decision: str) -> None:

@@ -136,6 +136,47 @@ def test_a_primary_logs_a_commit_under_the_write_lock_before_writing_its_rows(tm
         replica.close()
 
 
+def test_a_commit_cancelled_during_its_log_append_is_still_applied_and_sent(tmp_path):
+    # The coordinator's call ends (its deadline passed) while the decision's log append is
+    # under way. The append runs on in its worker thread, so the apply and the send must too:
+    # cut short, the decision would sit in the log unapplied until the txn's recovery asked
+    # the meta group.
+    participant, replica, journal = _node(tmp_path)
+    appending, append_may_end = asyncio.Event(), asyncio.Event()
+    log_ops = participant.replication.log_ops
+
+    async def slow_log_ops(record, shard, ops):
+        appending.set()
+        await append_may_end.wait()
+        await log_ops(record, shard, ops)
+    participant.replication.log_ops = slow_log_ops
+
+    async def scenario():
+        await participant.prepare(_prepare())
+        journal.entries.clear()
+        call = asyncio.ensure_future(participant.commit("t1", REF))
+        await asyncio.wait_for(appending.wait(), 5)
+        call.cancel()
+        await asyncio.sleep(0)
+        assert journal.entries == ["write lock"], "the drive stopped while it was logging"
+        append_may_end.set()
+        try:
+            await asyncio.wait_for(call, 5)
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "not cancelled"
+
+    try:
+        assert asyncio.run(scenario()) == "cancelled", "the caller learns of its cancellation"
+        assert journal.entries == ["write lock", "log finish", "store write", "send finish",
+                                   "write unlock"]
+        assert replica.existing_ids(["a"]) == ["a"]
+        assert participant.prepared == {} and participant.locked_ids() == 0
+        assert participant.states["u1/0"].txns["t1"] == pm.COMMITTED
+    finally:
+        replica.close()
+
+
 def test_the_node_performs_whatever_order_the_shared_step_function_gives(tmp_path, monkeypatch):
     # The same function the simulation checks: a step that applies before it logs makes the
     # node write its rows first (and the simulation reports it: test_txn_participant_steps).
