@@ -117,6 +117,16 @@ def _prepare(txn="t1", vector_id="a") -> node_pb2.PrepareRequest:
 REF = node_pb2.ShardRef(dataset_uuid="u1", shard=0, epoch=1)
 
 
+def _assert_logged_applied_and_sent(participant, replica, journal) -> None:
+    """The primary's commit of t1, whole: logged under the write lock, its row written, the
+    decision sent, and nothing of the txn left held."""
+    assert journal.entries == ["write lock", "log finish", "store write", "send finish",
+                               "write unlock"]
+    assert replica.existing_ids(["a"]) == ["a"]
+    assert participant.prepared == {} and participant.locked_ids() == 0
+    assert participant.states["u1/0"].txns["t1"] == pm.COMMITTED
+
+
 def test_a_primary_logs_a_commit_under_the_write_lock_before_writing_its_rows(tmp_path):
     participant, replica, journal = _node(tmp_path)
 
@@ -127,11 +137,7 @@ def test_a_primary_logs_a_commit_under_the_write_lock_before_writing_its_rows(tm
 
     try:
         assert asyncio.run(scenario()) is True
-        assert journal.entries == ["write lock", "log finish", "store write", "send finish",
-                                   "write unlock"]
-        assert replica.existing_ids(["a"]) == ["a"]
-        assert participant.prepared == {} and participant.locked_ids() == 0
-        assert participant.states["u1/0"].txns["t1"] == pm.COMMITTED
+        _assert_logged_applied_and_sent(participant, replica, journal)
     finally:
         replica.close()
 
@@ -168,11 +174,7 @@ def test_a_commit_cancelled_during_its_log_append_is_still_applied_and_sent(tmp_
 
     try:
         assert asyncio.run(scenario()) == "cancelled", "the caller learns of its cancellation"
-        assert journal.entries == ["write lock", "log finish", "store write", "send finish",
-                                   "write unlock"]
-        assert replica.existing_ids(["a"]) == ["a"]
-        assert participant.prepared == {} and participant.locked_ids() == 0
-        assert participant.states["u1/0"].txns["t1"] == pm.COMMITTED
+        _assert_logged_applied_and_sent(participant, replica, journal)
     finally:
         replica.close()
 
