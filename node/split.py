@@ -219,10 +219,11 @@ class Splitter:
         this node reported built (ShardHost.reopen_from_disk left their directories), and
         brings each up to its parent's log position from the parent's log (a crash between
         logging a parent op and mirroring it). A child that cannot be (a log of another
-        history) is dropped and built again. Returns how many were reopened: the caller then
-        replays their own logs past their stores' last commits (Replication.reapply_tails)."""
-        reopened = 0
+        history) is dropped and built again. Returns how many were reopened or took ops: the
+        caller then replays their own logs past their stores' last commits
+        (Replication.reapply_tails)."""
         state = self.host.catalog.state
+        reopened = await self._open_switched_children(state)
         # Copies of a split dataset may still hold rows of the other half (the purge has not
         # reached them, or not been marked): they answer only their own until that is known.
         for (uuid, shard), replica in list(self.host.replicas.items()):
@@ -242,7 +243,7 @@ class Splitter:
                         not os.path.isdir(path):
                     continue
                 if await self._reopen_child(record, parent, child):
-                    reopened += 1
+                    reopened.add((uuid, child))
                 else:
                     await asyncio.to_thread(shutil.rmtree, path, True)
                     await self._report(uuid, parent, False)
@@ -256,8 +257,41 @@ class Splitter:
             half = record.shard_count // 2
             if half <= child < record.shard_count and \
                     (uuid, child - half) in self.host.replicas:
-                reopened += await self._catch_up_switched(record, child - half, child)
-        return reopened
+                if await self._catch_up_switched(record, child - half, child):
+                    reopened.add((uuid, child))
+        return len(reopened)
+
+    async def _open_switched_children(self, state) -> set[tuple[str, int]]:
+        """Opens the children on disk whose split switched after ShardHost.reopen_from_disk
+        read the catalog: it skipped them as a split's children, and the catalog now places
+        them here as shards of their own, so the loop over reshards in progress does not open
+        them either. Returns those it opened, with their staged txns loaded; the caller
+        hides their foreign rows and catches them up like any switched child, and they count
+        as reopened, so their own logs are replayed past their stores' last commits.
+
+        Opened by their first request instead (chaos: reshard, seed 128, the switch landing
+        while the node started), a child served without the ops its log held past its store's
+        last commit, the rows of two acknowledged batches among them, since nothing replayed
+        them; its purge listed its rows without one of them, and the next restart's replay
+        brought that row of the other half back to stay."""
+        opened: set[tuple[str, int]] = set()
+        for uuid, record in list(state.datasets.items()):
+            if not record.split_epoch or uuid in state.reshards:
+                continue
+            for child in range(record.shard_count // 2, record.shard_count):
+                if (uuid, child) in self.host.replicas or \
+                        self.host.node_id not in record.copies_of(child) or \
+                        not os.path.isdir(self.host.shard_path(uuid, child)):
+                    continue
+                replica = await self.host.replica_unfenced(uuid, child)
+                if replica is None:
+                    continue
+                participant = self.replication.participant
+                if participant is not None:
+                    await participant.load_staged_of(uuid, child, replica)
+                log.info("opened child %s/%d, switched while this node started", uuid, child)
+                opened.add((uuid, child))
+        return opened
 
     async def _catch_up_switched(self, record: DatasetRecord, parent: int, child: int) -> bool:
         """At start: the child of a switched split takes from its parent copy's log the ops

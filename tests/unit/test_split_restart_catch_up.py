@@ -95,11 +95,17 @@ def restarted(tmp_path, parent_ops, child_ops, shards=(0, 2)) -> Splitter:
     """Dataset d switched from 2 to 4 shards at epoch 5; this node (n1, every shard's primary)
     holds `shards` and has just restarted."""
     record = SimpleNamespace(uuid="d", split_epoch=5, epoch=5, shard_count=4,
-                             primary_of=lambda shard: "n1")
+                             primary_of=lambda shard: "n1", copies_of=lambda shard: ("n1",))
     state = SimpleNamespace(datasets={"d": record}, reshards={})
     host = SimpleNamespace(catalog=SimpleNamespace(state=state), node_id="n1",
                            replicas={("d", s): Replica() for s in shards},
                            shard_path=lambda uuid, shard: str(tmp_path / uuid / str(shard)))
+
+    async def replica_unfenced(uuid, shard):
+        """Opens a replica on first use, as ShardHost does."""
+        return host.replicas.setdefault((uuid, shard), Replica())
+
+    host.replica_unfenced = replica_unfenced
     return Splitter(host, replication=Replication(parent_ops, child_ops), meta=None)
 
 
@@ -112,6 +118,35 @@ def test_a_child_takes_the_old_count_ops_its_parent_logged_before_the_crash(tmp_
     # Op 41 was accepted under the old count: the child's. Op 42 is the parent's own.
     assert splitter.replication.calls == ["apply 2:41"]
     assert splitter.children == {("d", 0): 2}
+
+
+def test_a_child_switched_after_the_host_reopened_its_shards_is_opened_and_caught_up(
+        tmp_path):
+    # chaos: reshard, seed 128. The split switched while the node started: after the host
+    # reopened its shards from the catalog (the child was still a split's, so it skipped it)
+    # and before this. Left to open at its first request, the child served without the ops
+    # its log held past its store's last commit, and its purge missed one of their rows.
+    (tmp_path / "d" / "2").mkdir(parents=True)
+    splitter = restarted(tmp_path, HISTORY + [op(41, epoch=4)], HISTORY, shards=(0,))
+    assert asyncio.run(splitter.reopen()) == 1, "the caller replays the child's own log"
+    assert ("d", 2) in splitter.host.replicas
+    assert "_split_owner" in vars(splitter.host.replicas[("d", 2)]), \
+        "it answers only its own rows until its purge"
+    assert splitter.replication.calls == ["apply 2:41"]
+    assert splitter.children == {("d", 0): 2}
+
+
+def test_a_switched_child_with_nothing_to_take_still_counts_as_reopened(tmp_path):
+    (tmp_path / "d" / "2").mkdir(parents=True)
+    splitter = restarted(tmp_path, HISTORY, HISTORY, shards=(0,))
+    assert asyncio.run(splitter.reopen()) == 1
+    assert ("d", 2) in splitter.host.replicas and splitter.replication.calls == []
+
+
+def test_a_switched_child_not_on_disk_is_not_opened(tmp_path):
+    splitter = restarted(tmp_path, HISTORY, HISTORY, shards=(0,))
+    assert asyncio.run(splitter.reopen()) == 0
+    assert ("d", 2) not in splitter.host.replicas
 
 
 def test_a_child_that_wrote_ops_of_its_own_takes_nothing(tmp_path):
