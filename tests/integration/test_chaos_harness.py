@@ -242,7 +242,9 @@ def test_a_scenario_run_by_name_from_the_command_line_passes(tmp_path):
 # None open. Fixed since they were found: reshard 128 and 129 (b2dc84b: a child reported built
 # that was never built) and reshard 127 (453fc05: a paused copy lost a 2PC batch's row;
 # d973f9e: a copy promoted while it built its child served a stale value after the switch; and
-# a copy restarted after a snapshot replayed only its last logged op, missing four batches).
+# a copy restarted after a snapshot replayed only its last logged op, missing four batches), and
+# reshard 128 again (c69a746: a child whose split switched while its node started was opened at
+# its first request, its log not replayed: two batches' rows missing, one row on two shards).
 KNOWN_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {}
 
 MATRIX = [pytest.param(scenario, seed, id=f"{scenario.name}-{seed}", marks=(
