@@ -1,7 +1,9 @@
 """Backups and restores, node side (proto/node.proto: ExportShard, RestoreChunk, InstallRestore).
 
 Export. A cluster backup records, at a consistent cut (router/cut.py), each shard primary's
-Deep Lake version. Versions are immutable, so the export needs no lock: a child process
+Deep Lake version, and the cut's tag, which names that version in every store that holds it
+(the commit id alone names another state in a store replaced by a snapshot since).
+Versions are immutable, so the export needs no lock: a child process
 (node/backup_export.py) opens that version read-only beside the live store (writes go on),
 copies its rows into a fresh store in a directory beside the shard's (`<shard>.backup-<hex>`),
 and the node streams that store's files as
@@ -48,7 +50,7 @@ _RESTORE_ID = re.compile(r"^[0-9a-f]{8,64}$")
 # ---- export -----------------------------------------------------------------------------------
 
 async def _export_in_child(store_url: str, version: str, destination: str, dimensions: int,
-                           metric: str, index_type: str) -> int:
+                           metric: str, index_type: str, tag: str) -> int:
     """backup_export.export_version in a child process at a lower priority. Never in the
     node's own process: a read-only Deep Lake handle on the live store, opened while another
     thread commits to it, can deadlock the whole process with the GIL held (reproduced with
@@ -63,7 +65,8 @@ async def _export_in_child(store_url: str, version: str, destination: str, dimen
     # hang the child before its exec. The child lowers its priority itself (backup_export.main).
     child = subprocess.Popen(
         [sys.executable, "-m", "node.backup_export", store_url, version, destination,
-         str(dimensions), metric, index_type], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         str(dimensions), metric, index_type, *([tag] if tag else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = await asyncio.to_thread(child.communicate)
     except BaseException:
@@ -81,8 +84,9 @@ async def _export_in_child(store_url: str, version: str, destination: str, dimen
     return int(out.split()[-1])
 
 
-async def export_stream(host, record, shard: int, version: str, last_seq: int):
-    """SnapshotChunks of the shard's rows at `version` (see the module docstring)."""
+async def export_stream(host, record, shard: int, version: str, last_seq: int, tag: str = ""):
+    """SnapshotChunks of the shard's rows at the cut: the commit its tag names, or `version`
+    when the router sent no tag (see the module docstring and backup_export._open_version)."""
     replica = await host.replica_unfenced(record.uuid, shard)
     if replica is None:
         raise errors.NotFound("dataset not found (it may have been deleted)")
@@ -90,7 +94,7 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
     try:
         export = asyncio.ensure_future(_export_in_child(
             "file://" + os.path.join(replica.path, "store"), version, staging,
-            record.dimensions, record.metric_type, record.index_type or "hnsw"))
+            record.dimensions, record.metric_type, record.index_type or "hnsw", tag))
         # The position first, then an empty chunk every backup_export_keepalive_ms while the
         # copy runs (so the router tells a long export from a dead node), then the size.
         yield node_pb2.SnapshotChunk(last_seq=last_seq)
@@ -105,8 +109,8 @@ async def export_stream(host, record, shard: int, version: str, last_seq: int):
         rows = export.result()
         files = await asyncio.to_thread(list_files, staging)
         total = sum(size for _, size in files)
-        log.info("exporting %s/%d at version %s: %d rows, %d bytes", record.uuid, shard,
-                 version, rows, total)
+        log.info("exporting %s/%d at version %s (tag %s): %d rows, %d bytes", record.uuid,
+                 shard, version, tag or "-", rows, total)
         yield node_pb2.SnapshotChunk(total_bytes=total)
         chunk_bytes = limits.replication_snapshot_chunk_bytes_max
         for relative, _ in files:

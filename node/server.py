@@ -811,7 +811,8 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
         try:
             record = await self.host.dataset_for(request.shard, COPY)
             async for chunk in backup.export_stream(self.host, record, request.shard.shard,
-                                                    request.version, request.last_seq):
+                                                    request.version, request.last_seq,
+                                                    request.tag):
                 yield chunk
         except TributaryError as exc:
             await context.abort(exc.grpc_code, exc.to_wire())

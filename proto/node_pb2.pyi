@@ -506,14 +506,16 @@ class SnapshotChunk(_message.Message):
     def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
 
 class ExportShardRequest(_message.Message):
-    __slots__ = ("shard", "version", "last_seq")
+    __slots__ = ("shard", "version", "last_seq", "tag")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     version: str
     last_seq: int
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., version: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    tag: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., version: _Optional[str] = ..., last_seq: _Optional[int] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class RestoreChunkRequest(_message.Message):
     __slots__ = ("shard", "restore_id", "path", "offset", "data")

@@ -284,7 +284,8 @@ async def shard_stream(core, job: BackupJob, dataset_uuid: str, shard: int):
         if node is None:
             continue
         request = node_pb2.ExportShardRequest(shard=ref, version=commit_id,
-                                              last_seq=position["seq"])
+                                              last_seq=position["seq"],
+                                              tag=dataset["cut"]["deeplake_tag"])
         started = False
         chunks = core.shards.export_shard(node.address, request)
         try:

@@ -1,6 +1,8 @@
 """node/backup_export.py: a shard's rows at a recorded Deep Lake version, copied into a fresh
 shard directory that the engine opens as it is."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,41 @@ def test_export_of_an_unknown_version_is_not_found(tmp_path):
     with pytest.raises(errors.NotFound):
         export_version("file://" + str(tmp_path / "live" / "store"), "no-such-version",
                        str(tmp_path / "out"), 4, "l2", "flat")
+
+
+def test_export_by_the_cuts_tag_survives_a_store_replaced_by_another_copys_files(tmp_path):
+    # chaos: backup, seed 120. A copy marked at the cut (its commit id recorded) later installed
+    # its primary's snapshot: its store became the primary's files. Deep Lake's commit ids
+    # count up within a store, so the recorded id named another commit there, and the export
+    # read 13 rows where the cut had counted 10. The cut's tag travels with the files and names
+    # the state the cut marked, whichever copy's files the store now holds.
+    rng = np.random.default_rng(11)
+    mine = ShardReplica(str(tmp_path / "mine"), 8, "l2", "hnsw")
+    theirs = ShardReplica(str(tmp_path / "theirs"), 8, "l2", "hnsw")
+    rows = _records("r", 10, rng)
+    mine.write(rows[:6], [], ExistingPolicy.OVERWRITE)
+    mine.write(rows[6:], [], ExistingPolicy.OVERWRITE)
+    theirs.write(rows, [], ExistingPolicy.OVERWRITE)       # the same rows, in fewer commits
+    recorded, _ = mine.mark_version("cut-1")
+    theirs.mark_version("cut-1")
+    theirs.write(_records("late", 3, rng), [], ExistingPolicy.OVERWRITE)
+    mine.close()
+    theirs.close()
+    # The snapshot install: this copy's store is the other copy's files from now on.
+    shutil.rmtree(tmp_path / "mine")
+    shutil.copytree(tmp_path / "theirs", tmp_path / "mine")
+    store = "file://" + str(tmp_path / "mine" / "store")
+
+    assert export_version(store, recorded, str(tmp_path / "by-id"), 8, "l2", "hnsw") != 10, \
+        "the recorded commit id names another state in the replaced store"
+    assert export_version(store, recorded, str(tmp_path / "by-tag"), 8, "l2", "hnsw",
+                          tag="cut-1") == 10
+    exported = ShardReplica(str(tmp_path / "by-tag"), 8, "l2", "hnsw")
+    try:
+        assert sorted(r.id for r in exported.get([r.id for r in rows] + ["late0"])) == \
+            sorted(r.id for r in rows)
+    finally:
+        exported.close()
+    with pytest.raises(errors.NotFound):
+        export_version(store, recorded, str(tmp_path / "no-tag"), 8, "l2", "hnsw",
+                       tag="cut-2")
