@@ -256,18 +256,21 @@ class Replication:
             await self.split.mirror(record, shard, ops, record.epoch)
 
     async def log_apply_send(self, record: DatasetRecord, shard: int,
-                             op: node_pb2.ReplicatedOp, crash_point: str = "") -> None:
-        """A primary's plain write: logged, applied here, sent to the in-sync copies, to the
-        end even when the call that asked for it is cancelled (run_to_the_end: a write logged
-        and then left unapplied here would be applied by every copy that caught up, not by
-        this primary). Call with write_lock held."""
-        async def steps() -> None:
+                             op: node_pb2.ReplicatedOp, crash_point: str = "", apply=None):
+        """A primary's op: logged, applied here, sent to the in-sync copies, to the end even
+        when the call that asked for it is cancelled (run_to_the_end: an op logged and then
+        left unapplied here would be applied by every copy that caught up, not by this
+        primary). `apply` (a coroutine function) replaces apply_local for an op whose caller
+        needs what applying it answers (soft delete, restore); its result is returned. Call
+        with write_lock held."""
+        async def steps():
             await self.log_ops(record, shard, [op])
             if crash_point:
                 faults.crash_point(crash_point)
-            await self.apply_local(record, shard, op)
+            done = await (apply() if apply else self.apply_local(record, shard, op))
             await self.send_to_in_sync(record, shard, [op])
-        await run_to_the_end(steps())
+            return done
+        return await run_to_the_end(steps())
 
     async def apply_local(self, record: DatasetRecord, shard: int,
                           op: node_pb2.ReplicatedOp) -> None:

@@ -29,7 +29,7 @@ from node.convert import (fill_vector, record_to_proto, records_from_protos,
                           update_records_from_protos)
 from node import backup
 from node import metrics as node_metrics
-from node.replication import Replication, run_to_the_end, write_effect
+from node.replication import Replication, write_effect
 from node.search_frames import SearchFrameServer
 from node.split import Splitter, only_owned
 from node.txn import Participant
@@ -759,17 +759,13 @@ class ShardNodeService(node_pb2_grpc.ShardNodeServicer):
             now_ms = int(time.time() * 1000)
             kind = "soft_delete" if operation is ShardReplica.soft_delete else "restore"
             op = node_pb2.ReplicatedOp(at_ms=now_ms, **{kind: node_pb2.IdsRequest(ids=ids)})
-            async def steps():
-                # Logged first, like a write; an op that changes nothing changes nothing on
-                # copies. To the end once logged, as a write (Replication.log_apply_send).
-                await self.replication.log_ops(record, request.shard.shard, [op])
+            async def apply():
                 if operation is ShardReplica.soft_delete:
-                    done = await asyncio.to_thread(operation, replica, ids, now_ms)
-                else:
-                    done = await asyncio.to_thread(operation, replica, ids)
-                await self.replication.send_to_in_sync(record, request.shard.shard, [op])
-                return done
-            affected, missing = await run_to_the_end(steps())
+                    return await asyncio.to_thread(operation, replica, ids, now_ms)
+                return await asyncio.to_thread(operation, replica, ids)
+            # Logged first, like a write; an op that changes nothing changes nothing on copies.
+            affected, missing = await self.replication.log_apply_send(
+                record, request.shard.shard, op, apply=apply)
         return node_pb2.IdsResponse(affected=affected, not_found=missing)
 
     async def _primary_record(self, ref: node_pb2.ShardRef) -> DatasetRecord:
