@@ -9,8 +9,8 @@ duration; without --scenario, the nemeses are those given by --nemesis (default:
 
 1. prints the seed and the schedule (a pure function of seed, duration, nemeses and topology:
    the same command replays the same faults at the same offsets);
-2. starts 3 meta members, 2 nodes and 1 router with every link behind its own proxy
-   (chaos.harness), creates the workloads' datasets;
+2. starts 3 meta members, 2 nodes (3 for the `moves` scenario) and 1 router with every link
+   behind its own proxy (chaos.harness), creates the workloads' datasets;
 3. runs the workloads (chaos.workload) while the nemesis runner applies the schedule, printing a
    progress line every few seconds and a line per fault;
 4. at `--duration`: the final heal (every proxy reset, every process resumed or restarted), the
@@ -65,6 +65,12 @@ COPIES_POLL_S = 0.5
 # from the split's start, long past by then. So 15 s on top of the recovery bound: a split that
 # still has not switched is stuck, not slow (a tiny dataset's children are file copies).
 DEFAULT_RESHARD_BOUND_S = DEFAULT_RECOVERY_BOUND_S + 15.0
+# How long after the final heal the move in flight in the `moves` scenario may take to end. A
+# killed node restarts and reopens its shards within the recovery bound; the target then
+# catches up from the primary's log in rounds (limits.replication_catch_up_*), the primary
+# hands its role over, and the meta leader's next round finishes the move. A move whose target
+# stays away is rolled back after limits.move_target_away_cancel_ms (30 s), within the bound too.
+DEFAULT_MOVES_BOUND_S = DEFAULT_RECOVERY_BOUND_S + 15.0
 WORKLOAD_COPIES = 2
 DEFAULT_DURATION_S = scenarios.DEFAULT_DURATION_S
 
@@ -79,6 +85,7 @@ class RunConfig:
     recovery_bound_s: float = DEFAULT_RECOVERY_BOUND_S
     copies_bound_s: float = DEFAULT_COPIES_BOUND_S
     reshard_bound_s: float = DEFAULT_RESHARD_BOUND_S
+    moves_bound_s: float = DEFAULT_MOVES_BOUND_S
     topology: Topology = field(default_factory=Topology)
     request_timeout_s: float = 5.0
     linearizability_timeout_s: float = 120.0
@@ -108,6 +115,8 @@ class RunResult:
     backup: dict | None = None
     # The `reshard` scenario: each split's timing and outcome, and the rows listed after it.
     reshard: dict | None = None
+    # The `moves` scenario: each move's timing and outcome.
+    moves: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,6 +155,9 @@ def save_artifacts(result: RunResult, directory: str) -> str:
     if result.reshard is not None:
         with open(os.path.join(directory, "reshard.json"), "w") as f:
             json.dump(result.reshard, f, indent=1)
+    if result.moves is not None:
+        with open(os.path.join(directory, "moves.json"), "w") as f:
+            json.dump(result.moves, f, indent=1)
     return directory
 
 
@@ -229,6 +241,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     workloads: Workloads | None = None
     backup_probe = None
     reshard_probe = None
+    move_probe = None
     scenario = scenarios.BY_NAME[cfg.scenario] if cfg.scenario else None
     runner = NemesisRunner(cluster, log=out)
     started = time.monotonic()
@@ -263,6 +276,14 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             # heal never comes (a harness error).
             reshard_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
                                 + cfg.reshard_bound_s + 60)
+        if scenario is not None and scenario.moves_at_s is not None:
+            # The `moves` scenario: shard copies moved one at a time while the faults run.
+            from chaos.move_probe import MoveProbe, datasets_for
+            move_probe = MoveProbe(cluster.rest_url, datasets_for(cfg.workloads),
+                                   min(scenario.moves_at_s, cfg.duration_s / 2), cfg.seed, out,
+                                   cfg.request_timeout_s)
+            move_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
+                             + cfg.moves_bound_s + 60)
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -273,6 +294,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                     f"active faults: {active}")
 
         runner.run(schedule, t0, cfg.duration_s, tick=tick)
+        if move_probe is not None:
+            move_probe.stop_new()
         runner.heal_all()
         healed_at = time.monotonic()
         workloads.request_stop()
@@ -295,6 +318,13 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             reshard_probe.settle(healed_at, cfg.reshard_bound_s)
             switched_at = reshard_probe.switched_at
             reshard_probe.read_counts()
+        moves_ended_at = None
+        if move_probe is not None:
+            out(f"[{time.monotonic() - t0:7.2f}s] moves: waiting for the move in flight to end "
+                f"(bound {cfg.moves_bound_s:g}s after the heal)")
+            result.moves = move_probe.settle(healed_at, cfg.moves_bound_s)
+            result.moves["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
+            moves_ended_at = move_probe.ended_at
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
@@ -306,7 +336,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
         result.copies = wait_for_copies(cluster, healed_at, cfg.copies_bound_s,
                                         log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
                                                              f"{line}"),
-                                        since=switched_at, also=unpurged)
+                                        since=max(filter(None, (switched_at, moves_ended_at)),
+                                                  default=None), also=unpurged)
         if reshard_probe is not None:
             result.reshard = reshard_probe.result()
             keys = workloads.keys_to_read()
@@ -325,6 +356,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     finally:
         if workloads is not None:
             workloads.request_stop()
+        if move_probe is not None:
+            move_probe.abandon()
         result.journal = list(runner.journal)
         cluster.stop()
 
@@ -337,7 +370,8 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  recovery_bound_s=cfg.recovery_bound_s,
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
                                  workloads=cfg.workloads, copies=result.copies,
-                                 backup=result.backup, reshard=result.reshard)
+                                 backup=result.backup, reshard=result.reshard,
+                                 moves=result.moves)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():
@@ -389,6 +423,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds after the final heal within which a split of the "
                              "`reshard` scenario must have switched to its new count "
                              "(default %(default)s)")
+    parser.add_argument("--moves-bound", type=float, default=DEFAULT_MOVES_BOUND_S,
+                        help="seconds after the final heal within which the move in flight of "
+                             "the `moves` scenario must have ended (default %(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory and artifacts even when it passes")
 
@@ -398,9 +435,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     nemesis (before anything starts)."""
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     duration_s = args.duration
+    topology = Topology()
     if args.scenario is not None:
         scenario = scenarios.get(args.scenario)
         specs = scenario.specs()
+        topology = scenario.topology()
         if duration_s is None:
             duration_s = scenario.duration_s
     else:
@@ -414,6 +453,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      recovery_bound_s=args.recovery_bound,
                      copies_bound_s=getattr(args, "copies_bound", DEFAULT_COPIES_BOUND_S),
                      reshard_bound_s=getattr(args, "reshard_bound", DEFAULT_RESHARD_BOUND_S),
+                     moves_bound_s=getattr(args, "moves_bound", DEFAULT_MOVES_BOUND_S),
+                     topology=topology,
                      keep=args.keep,
                      scenario=args.scenario)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chaos.nemesis import PRIMARY_NEMESES, NemesisSpec, parse_specs
+from chaos.topology import Topology
 
 # A run's length unless its scenario or --duration says otherwise (TRIBUTARY_CHAOS_DURATION
 # overrides it for every scenario of `make chaos`).
@@ -41,10 +42,22 @@ class Scenario:
     # after the final heal, and the checkers then judge the datasets at the new count
     # (reshard-finished, rows-placed). None: no split.
     reshard_at_s: float | None = None
+    # Seconds into the run from which shard copies are moved, one at a time, until the final
+    # heal (chaos/move_probe.py); every move must end within the run's moves bound after the
+    # heal (moves-ended). None: no moves.
+    moves_at_s: float | None = None
+    # The nodes of the run's cluster: a move needs a node that holds no copy of the shard, so
+    # the `moves` scenario runs three (two copies of every shard). The schedule's targets
+    # depend on it, so a replay by name uses the same.
+    nodes: int = 2
 
     def specs(self) -> list[NemesisSpec]:
         """The parsed nemesis specs; raises ValueError for a spec the nemeses do not know."""
         return parse_specs(list(self.nemeses) or None)
+
+    def topology(self) -> Topology:
+        """The cluster the scenario runs on (its schedule's targets come from it)."""
+        return Topology(nodes=self.nodes)
 
     @property
     def meta_faults(self) -> bool:
@@ -114,6 +127,15 @@ SCENARIOS: tuple[Scenario, ...] = (
              "router->node latency run; every row must end on its shard",
              ("kill:node", "primary-kill", "pause:node", "latency:router-node"),
              matrix_seeds=(127, 128, 129, 138), duration_s=30.0, reshard_at_s=6.0),
+    # Moves start 4 s in and follow one another until the heal: a small shard's move takes a
+    # few seconds, so a run makes several, every other one of a primary's copy (its role is
+    # handed over first), while the nodes involved die, freeze and answer late.
+    Scenario("moves", "shard copies moved between three nodes one after another, the "
+             "primary's among them, while writes, 2PC batches, kill -9 of a node or a shard's "
+             "primary, SIGSTOP of a node and router->node latency run; every move must end and "
+             "every shard keep its copies",
+             ("kill:node", "primary-kill", "pause:node", "latency:router-node"),
+             matrix_seeds=(140, 141, 142), duration_s=40.0, moves_at_s=4.0, nodes=3),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

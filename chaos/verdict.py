@@ -36,6 +36,12 @@ are not vacuous). Checkers:
                            its id finds it: the listing of every shard shows each row once, with
                            the value its read by id returned, and the shards store no row they
                            do not own: `chaos.checkers.rows_out_of_place`.
+* ``moves-ended``          (the `moves` scenario) every shard move started while the faults ran
+                           ended within the bound after the final heal, each as a finished move
+                           (the target holds the copy, the source none) or a rolled-back one
+                           (as before), at least one finished, and in the copy snapshot every
+                           shard of the moved datasets has its number of copies on distinct
+                           nodes: `moves_ended`.
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -482,17 +488,66 @@ def rows_placed(reshard: Mapping[str, Any], final_state: Mapping[str, Any],
                                      "no unpurged row stored: " + "; ".join(summary))
 
 
+def moves_ended(moves: Mapping[str, Any], copies: Mapping[str, Any] | None) -> CheckerResult:
+    """Every move of the run (chaos/move_probe.py) ended, no later than `bound_s` after the
+    heal, finished or rolled back (or, its start answer lost, was never made); in the copy
+    snapshot each shard of the moved datasets has `copies_per_shard` copies on distinct nodes.
+    A run in which no move finished does not pass: it showed nothing."""
+    name = "moves-ended"
+    healed, bound = moves.get("healed_at_s"), moves.get("bound_s")
+    problems, outcomes = [], Counter()
+    for move in moves.get("moves") or []:
+        label = (f"{move['dataset']}/{move['shard']} {move['from']} -> {move['to']}"
+                 + (" (primary)" if move.get("primary") else ""))
+        outcome = move.get("outcome")
+        outcomes[outcome or "not ended"] += 1
+        if outcome is None:
+            problems.append(f"{label}: still in flight "
+                            + ("" if bound is None else f"{bound:g}s after the heal ")
+                            + f"(last phase {move.get('last_phase')}, "
+                            f"started at {move.get('requested_at_s')}s)")
+        elif outcome == "other":
+            problems.append(f"{label}: ended with the copies neither moved nor as before: "
+                            f"{move.get('detail')}")
+        elif healed is not None and bound is not None and move.get("ended_at_s") is not None \
+                and move["ended_at_s"] > healed + bound:
+            problems.append(f"{label}: ended {move['ended_at_s'] - healed:.2f}s after the "
+                            f"heal, above the bound of {bound:g}s")
+    wanted = moves.get("copies_per_shard")
+    for dataset in moves.get("datasets") or []:
+        shards = _snapshot_shards(copies, dataset)
+        if copies is None:
+            break
+        if not shards:
+            problems.append(f"{dataset}: not in the copy snapshot")
+            continue
+        for shard in shards:
+            held = shard.get("copies") or []
+            if len(set(held)) != len(held) or (wanted is not None and len(held) != wanted):
+                problems.append(f"{dataset}/{shard['shard']}: copies {held} after the moves "
+                                f"(wanted {wanted} on distinct nodes)")
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "no move"
+    if problems:
+        return CheckerResult(name, FAILED, f"{len(problems)} move problem(s); moves: {summary}",
+                             problems)
+    if not outcomes.get("finished"):
+        return CheckerResult(name, INCONCLUSIVE, f"no move finished ({summary})")
+    return CheckerResult(name, PASS, f"moves: {summary}"
+                         + ("" if bound is None else f" (bound {bound:g}s after the heal)"))
+
+
 def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              unread_keys: Iterable[str] = (), recovery_samples: list | None = None,
              recovery_bound_s: float | None = None, linearizability_timeout_s: float = 120.0,
              workloads: Iterable[str] | None = None,
              copies: Mapping[str, Any] | None = None,
              backup: Mapping[str, Any] | None = None,
-             reshard: Mapping[str, Any] | None = None) -> Report:
+             reshard: Mapping[str, Any] | None = None,
+             moves: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
-    copy snapshot) the copies-agree checker is skipped; without `backup` or `reshard` (what
-    chaos/backup_probe.py or chaos/reshard_probe.py found), their scenario's checkers are not
-    run."""
+    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard` or `moves` (what
+    chaos/backup_probe.py, chaos/reshard_probe.py or chaos/move_probe.py found), their
+    scenario's checkers are not run."""
     history = list(history)
     final_state = dict(final_state or {})
     unread = sorted(set(unread_keys))
@@ -574,6 +629,8 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     if reshard is not None:
         checkers.append(reshard_finished(reshard, copies))
         checkers.append(rows_placed(reshard, final_state, unread, copies))
+    if moves is not None:
+        checkers.append(moves_ended(moves, copies))
 
     recovery_s = None
     if recovery_bound_s is not None:
@@ -586,5 +643,6 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
     return Report(checkers, op_counts(history), recovery_s, recovery_bound_s)
 
 
-__all__ = ["evaluate", "admin_key_violations", "copies_agree", "reshard_finished", "rows_placed", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+__all__ = ["evaluate", "admin_key_violations", "copies_agree", "reshard_finished", "rows_placed",
+           "moves_ended", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
            "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]

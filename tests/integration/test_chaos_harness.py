@@ -262,7 +262,8 @@ full_only = pytest.mark.skipif(not FULL, reason="the full chaos matrix runs with
 def test_every_scenario_passes_every_checker_at_each_matrix_seed(tmp_path, scenario, seed):
     duration_s = FULL_DURATION_S or scenario.duration_s
     result = run_chaos(RunConfig(seed=seed, duration_s=duration_s, nemeses=scenario.specs(),
-                                 data_dir=str(tmp_path), scenario=scenario.name),
+                                 data_dir=str(tmp_path), scenario=scenario.name,
+                                 topology=scenario.topology()),
                        out=lambda line: print(line, flush=True))
     assert result.error is None, result.error
     if scenario.reshard_at_s is not None:
@@ -270,6 +271,8 @@ def test_every_scenario_passes_every_checker_at_each_matrix_seed(tmp_path, scena
         # reshard-finished checks that the final reads and the copy snapshot saw it).
         names = {c.name for c in result.report.checkers}
         assert {"reshard-finished", "rows-placed"} <= names, names
+    if scenario.moves_at_s is not None:
+        assert "moves-ended" in {c.name for c in result.report.checkers}
     assert result.report.ok, (f"{scenario.name} seed {seed}: history saved in "
                               f"{result.saved_to}\n" + "\n".join(result.report.lines()))
 
