@@ -131,10 +131,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     # few seconds, so a run makes several, every other one of a primary's copy (its role is
     # handed over first), while the nodes involved die, freeze and answer late.
     Scenario("moves", "shard copies moved between three nodes one after another, the "
-             "primary's among them, while writes, 2PC batches, kill -9 of a node or a shard's "
-             "primary, SIGSTOP of a node and router->node latency run; every move must end and "
-             "every shard keep its copies",
-             ("kill:node", "primary-kill", "pause:node", "latency:router-node"),
+             "primary's among them, while writes, 2PC batches, kill -9, SIGSTOP and partitions "
+             "of a node or of a shard's primary, and router->node latency run; every move must "
+             "end and every shard keep its copies",
+             ("kill:node", "primary-kill", "pause:node", "primary-pause", "partition:node",
+              "primary-copies-partition", "latency:router-node"),
              matrix_seeds=(140, 141, 142), duration_s=40.0, moves_at_s=4.0, nodes=3),
 )
 
