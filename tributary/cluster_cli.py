@@ -248,14 +248,57 @@ def _wait_moves(args) -> None:
     _wait_until(args, "moving", left, args.wait_timeout)
 
 
+def move_outcome(placement: dict, shard: int, source: str, target: str) -> str:
+    """How a move that is no longer in flight ended, by its dataset's placement (GET
+    /admin/datasets/NAME): "finished" (the target holds a copy, the source none), "rolled back"
+    (the other way round: the target was away too long, or the move was cancelled), or
+    "unclear" (both or neither: another change to the shard's copies came since)."""
+    doc = next((s for s in placement.get("shards", []) if s.get("shard") == shard), {})
+    copies = {c.get("node_id") for c in doc.get("copies", [])}
+    if target in copies and source not in copies:
+        return "finished"
+    if source in copies and target not in copies:
+        return "rolled back"
+    return "unclear"
+
+
+def _wait_move(args: argparse.Namespace, move: dict) -> str:
+    """Polls this move (not the others in flight) with the target's op position against the
+    primary's as the progress bar, until it leaves the moves list; then its outcome."""
+    def left():
+        moves = admin_cli._request(args, "GET", "/admin/moves")["moves"]
+        mine = next((m for m in moves if m.get("move_id") == move["move_id"]), None)
+        if mine is None:
+            return True, 0, 1
+        head, at = mine.get("primary_seq") or 0, mine.get("target_seq") or 0
+        return False, max(0, head - at), max(head, 1)
+    _wait_until(args, f"moving {move['dataset']}/{move['shard']} to {move['target']} (ops)",
+                left, args.wait_timeout)
+    path = f"/admin/datasets/{urllib.parse.quote(move['dataset'], safe='')}"
+    if move.get("tenant_id"):
+        path += f"?tenant_id={urllib.parse.quote(move['tenant_id'], safe='')}"
+    return move_outcome(admin_cli._request(args, "GET", path), move["shard"], move["source"],
+                        move["target"])
+
+
 def move(args: argparse.Namespace) -> None:
     body = {"dataset": args.dataset, "shard": args.shard, "from": args.source, "to": args.target}
     if args.tenant:
         body["tenant_id"] = args.tenant
     doc = admin_cli._request(args, "POST", "/admin/moves", body)
     if args.wait:
-        _wait_moves(args)
-    _emit(args, doc, lambda d: _table("move", _MOVE_COLUMNS, _move_rows([d["move"]])))
+        planned = doc["move"]
+        outcome = _wait_move(args, planned)
+        if outcome != "finished":
+            where = f"{planned['dataset']}/{planned['shard']}"
+            _fail(f"move {planned['move_id']} was rolled back: {planned['source']} still holds "
+                  f"{where} and {planned['target']} does not (the target was away too long, "
+                  "or the move was cancelled)" if outcome == "rolled back" else
+                  f"move {planned['move_id']} ended, but the copies of {where} changed since: "
+                  "see `tributary admin datasets show`")
+        doc["outcome"] = outcome
+    _emit(args, doc, lambda d: _table("move" + (f": {d['outcome']}" if "outcome" in d else ""),
+                                      _MOVE_COLUMNS, _move_rows([d["move"]])))
 
 
 def moves(args: argparse.Namespace) -> None:
@@ -351,7 +394,7 @@ def add_parsers(admin_sub) -> None:
     sub = admin_sub.add_parser("shards", help="shard copies").add_subparsers(
         dest="shards_command", required=True)
     q = _command(sub, "move", "move one shard copy from a node to another", move,
-                 wait="the move is done")
+                 wait="the move has ended; exit 1 when it was rolled back")
     q.add_argument("dataset")
     q.add_argument("shard", type=int)
     q.add_argument("--from", dest="source", required=True, help="the node that holds it")

@@ -168,11 +168,20 @@ def test_a_move_whose_target_dies_rolls_back_and_then_runs_again_once_it_returns
         start_in_sync = len(before.in_sync_of(0))
         faults.arm(fault_dir, faults.MOVE_TARGET_MID_CATCH_UP)
         with Load(c) as load, InSyncWatch(c, "elastic", 0) as watch:
-            admin(c, "shards", "move", "elastic", "0", "--from", source, "--to", "node-2")
+            # The operator waits for the move: the command must say it was rolled back.
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "tributary.cli", "admin", "shards", "move", "elastic",
+                 "0", "--from", source, "--to", "node-2", "--wait", "--wait-timeout", "120"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "TRIBUTARY_URL": c.rest.removesuffix("/api/v1")})
             wait_for(lambda: extra.poll() is not None, 60, 0.2, "the target killed mid catch-up")
             assert extra.returncode == -signal.SIGKILL
             assert faults.fired(fault_dir, faults.MOVE_TARGET_MID_CATCH_UP) == 1
             wait_for(lambda: moves_done(c), 60, 0.5, "the move rolled back")
+            _, err = waiting.communicate(timeout=60)
+            assert waiting.returncode == 1, err
+            assert f"{source} still holds elastic/0 and node-2 does not" in err, err
+            assert "was rolled back" in err.strip().splitlines()[-1], err
             rolled_back = shard_zero(c)
             assert (rolled_back.copies_of(0), rolled_back.in_sync_of(0),
                     rolled_back.primary_of(0)) == (before.copies_of(0), before.in_sync_of(0),
@@ -182,8 +191,10 @@ def test_a_move_whose_target_dies_rolls_back_and_then_runs_again_once_it_returns
             extra = start_target()
             wait_for(lambda: nodes(c).get("node-2", {}).get("state") == "live", 60, 0.5,
                      "the target live again")
-            admin(c, "shards", "move", "elastic", "0", "--from", source, "--to", "node-2")
-            wait_for(lambda: moves_done(c), 120, 0.5, "the second move finished")
+            finished = admin(c, "shards", "move", "elastic", "0", "--from", source, "--to",
+                             "node-2", "--wait", "--wait-timeout", "120", "--json")
+            assert json.loads(finished.stdout)["outcome"] == "finished"
+            assert moves_done(c)
         assert load.failures == [], load.failures[:10]
         after = shard_zero(c)
         assert "node-2" in after.in_sync_of(0) and source not in after.copies_of(0)
