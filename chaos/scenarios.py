@@ -129,13 +129,16 @@ SCENARIOS: tuple[Scenario, ...] = (
              matrix_seeds=(127, 128, 129, 138), duration_s=30.0, reshard_at_s=6.0),
     # Moves start 4 s in and follow one another until the heal: a small shard's move takes a
     # few seconds, so a run makes several, every other one of a primary's copy (its role is
-    # handed over first), while the nodes involved die, freeze and answer late.
+    # handed over first), while the nodes involved die, freeze, are cut off and answer late,
+    # and the meta leader that steps the moves along dies or is isolated.
     Scenario("moves", "shard copies moved between three nodes one after another, the "
              "primary's among them, while writes, 2PC batches, kill -9, SIGSTOP and partitions "
-             "of a node or of a shard's primary, and router->node latency run; every move must "
-             "end and every shard keep its copies",
+             "of a node or of a shard's primary, kill -9 of a meta member, the meta leader's "
+             "isolation and router->node latency run; every move must end and every shard "
+             "keep its copies",
              ("kill:node", "primary-kill", "pause:node", "primary-pause", "partition:node",
-              "primary-copies-partition", "latency:router-node"),
+              "primary-copies-partition", "latency:router-node", "kill:meta",
+              "leader-isolation"),
              matrix_seeds=(140, 141, 142), duration_s=40.0, moves_at_s=4.0, nodes=3),
 )
 

@@ -166,7 +166,9 @@ def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seed
     scenario = scenarios.get("moves")
     assert scenario.moves_at_s is not None and 0 < scenario.moves_at_s < scenario.duration_s
     assert scenario.topology().nodes == 3
-    assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause"}
+    assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause",
+                                                  "primary-pause", "leader-isolation"}
+    assert scenario.meta_faults      # the leader steps moves along: it is hit too
     others = {seed for s in scenarios.SCENARIOS if s.name != "moves" for seed in s.matrix_seeds}
     assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
     # No other scenario moves copies or changes the cluster's size.
