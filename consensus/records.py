@@ -250,6 +250,10 @@ class MetaState:
     # Primary hand-overs asked for by primary balancing, by transfer id
     # (consensus/rebalance.py TransferRecord).
     transfers: dict[str, Any] = field(default_factory=dict)
+    # The most nodes registered at once (RegisterNode raises it, nothing lowers it): a router's
+    # --min-nodes start-up gate is passed for good once it reaches the floor, so a drain or a
+    # removal (a cluster scaled in on purpose) does not close it again.
+    nodes_peak: int = 0
 
     __setstate__ = _setstate_with_defaults
 

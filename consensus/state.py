@@ -41,7 +41,8 @@ def apply(state: MetaState, command: Any) -> tuple[MetaState, dict[str, Any]]:
         nodes = put(state.nodes, command.node_id, NodeRecord(
             command.node_id, command.address, registered_at, old.state if old else "active",
             command.zone))
-        return _bump(state, nodes=nodes), {"node_id": command.node_id}
+        return _bump(state, nodes=nodes, nodes_peak=max(state.nodes_peak, len(nodes))), \
+            {"node_id": command.node_id}
 
     if isinstance(command, c.CreateTenant):
         if command.tenant_id in state.tenants:
@@ -253,6 +254,7 @@ def to_doc(state: MetaState) -> dict[str, Any]:
                          "in_sync": [list(c) for c in v.in_sync], "terms": list(v.terms)}
                      for k, v in state.datasets.items()},
         "nodes": {k: dataclasses.asdict(v) for k, v in state.nodes.items()},
+        "nodes_peak": state.nodes_peak,
         "txns": {k: {**dataclasses.asdict(v), "participants": list(v.participants),
                      "acked": list(v.acked)} for k, v in state.txns.items()},
         "idempotency": {k: dataclasses.asdict(v) for k, v in state.idempotency.items()},
@@ -277,6 +279,8 @@ def from_doc(doc: dict[str, Any]) -> MetaState:
             "terms": tuple(int(t) for t in v.get("terms", ()))})
                   for k, v in doc["datasets"].items()},
         nodes={k: NodeRecord(**v) for k, v in doc["nodes"].items()},
+        # A document from before the peak was kept: the nodes it holds are the best bound.
+        nodes_peak=int(doc.get("nodes_peak", len(doc["nodes"]))),
         txns={k: TxnRecord(**{**v, "participants": tuple(v["participants"]),
                               "acked": tuple(v["acked"])})
               for k, v in doc.get("txns", {}).items()},

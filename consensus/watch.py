@@ -97,6 +97,9 @@ def apply_changes(state: MetaState, revision: int, changes: list[Change]) -> Met
             table.pop(key, None)
         else:
             table[key] = _record_from_doc(section, key, doc)
+    if "nodes" in sections:
+        # The member's rule (RegisterNode): the most nodes held at once, never lowered.
+        sections["nodes_peak"] = max(state.nodes_peak, len(sections["nodes"]))
     return dataclasses.replace(state, version=revision, **sections)
 
 

@@ -1501,7 +1501,8 @@ class RouterCore:
         """The deep health: (healthy, the deeplake.v1 answer, per-dependency checks).
 
         Unhealthy (False, 503) when the meta group has no leader, fewer than min_nodes nodes are
-        registered, or a shard has no in-sync copy that is live and that this router can reach
+        registered and the cluster never had that many (a start-up gate: scaling in does not
+        close it again), or a shard has no in-sync copy that is live and that this router can reach
         (a node's Status RPC answers within limits.health_node_probe_timeout_ms): then this
         router cannot serve that shard. "degraded" (still 200) when a node is down or cannot be
         reached but every shard keeps a serving copy (the name is in "reachability"), a shard
@@ -1526,7 +1527,10 @@ class RouterCore:
             registered = set(status.registered_nodes) - drained
             live = set(status.live_nodes)
             dependencies["nodes"] = f"{len(live & registered)}/{len(registered)} live"
-            if len(registered) < self.min_nodes:
+            # A start-up gate: once the cluster has had min_nodes nodes, a drain or a removal
+            # (fewer nodes on purpose) does not close it again (MetaState.nodes_peak).
+            if len(registered) < self.min_nodes and \
+                    self.catalog.state.nodes_peak < self.min_nodes:
                 healthy = False
                 dependencies["nodes"] += f"; waiting for {self.min_nodes} node(s)"
             elif registered - live:

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc", default="127.0.0.1:50051", help="public gRPC listen address")
     parser.add_argument("--meta", required=True, help="comma-separated meta gRPC addresses")
     parser.add_argument("--min-nodes", type=int, default=1,
-                        help="health stays 503 until this many nodes are registered")
+                        help="health stays 503 until this many nodes have registered (once; "
+                             "draining or removing nodes later does not close it again)")
     auth.add_arguments(parser)  # credentials, JWT keys, exempt routes (router/auth.py)
     cluster_auth.add_argument(parser)  # the token this router sends to nodes and meta
     parser.add_argument("--tls-cert", default=None,

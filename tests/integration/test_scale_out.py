@@ -168,3 +168,50 @@ def test_a_joining_node_gets_copies_and_a_drained_node_gives_them_up_under_load(
             os.killpg(extra.pid, signal.SIGKILL)
             extra.wait(10)
         c.stop()
+
+
+def _router_pid(c: Cluster) -> int:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(c.process.pid)],
+                         capture_output=True, text=True).stdout
+    return next(int(line.split()[0]) for line in out.splitlines()
+                if " router " in f" {line} ")
+
+
+def _health(c: Cluster) -> tuple[int, str]:
+    try:
+        answer = httpx.get(f"{c.rest}/health", timeout=5)
+    except httpx.HTTPError as exc:
+        return 0, repr(exc)
+    return answer.status_code, answer.json().get("dependencies", {}).get("nodes", "")
+
+
+def test_scaling_in_below_the_routers_node_floor_keeps_them_healthy(tmp_path):
+    """`tributary up --nodes 3` starts its routers with --min-nodes 3, a start-up gate. Draining
+    and removing a node (the README's scale-in) left every router 503 "waiting for 3 node(s)"
+    for good, and a router restarted after it too: a load balancer would have taken every one
+    out of service."""
+    c = Cluster(tmp_path / "cluster", meta=1, nodes=3).start()
+    try:
+        with httpx.Client(base_url=c.rest, timeout=60) as client:
+            assert client.post("/datasets", json={"name": "elastic", "dimensions": DIMS,
+                                                  "shard_count": 2}).status_code == 201
+            assert client.post("/datasets/elastic/vectors", json={"vectors": [
+                {"id": f"v{i}", "values": [float(i + 1), *[1.0] * (DIMS - 1)]}
+                for i in range(50)]}
+                               ).status_code == 201
+        admin(c, "nodes", "drain", "node-2", "--wait", "--wait-timeout", "120")
+        wait_for(lambda: _health(c) == (200, "2/2 live"), 30, 0.5,
+                 "healthy with the drained node left out")
+        admin(c, "nodes", "remove", "node-2")
+        assert _health(c) == (200, "2/2 live")
+        # A router that starts after the scale-in (`tributary up` restarts it) loads a catalog
+        # that once had 3 nodes.
+        router = _router_pid(c)
+        os.kill(router, signal.SIGKILL)
+        wait_for(lambda: _router_pid(c) != router, 30, 0.2, "the router restarted")
+        wait_for(lambda: _health(c)[0] == 200, 60, 0.5, "the restarted router healthy")
+        assert _health(c) == (200, "2/2 live")
+        with httpx.Client(base_url=c.rest, timeout=30) as client:
+            assert missing_through_router(client, "elastic", [f"v{i}" for i in range(50)]) == []
+    finally:
+        c.stop()

@@ -67,6 +67,28 @@ def test_re_registering_a_node_keeps_registered_at_and_updates_address():
     assert len(state.nodes) == 1
 
 
+def test_the_node_peak_rises_with_registrations_and_never_falls(with_nodes):
+    """MetaState.nodes_peak: the routers' --min-nodes gate stays passed after a scale-in."""
+    assert with_nodes.nodes_peak == 3
+    again, _ = apply(with_nodes, c.RegisterNode("n2", "10.0.0.9:7000", 20))
+    assert again.nodes_peak == 3                   # a node registering again adds none
+    state, _ = run(with_nodes, c.SetNodeState("n3", "draining", 30),
+                   c.SetNodeState("n3", "drained", 31))
+    state, result = apply(state, c.RemoveNode("n3", False, 32))
+    assert "n3" not in state.nodes and state.nodes_peak == 3, result
+    assert from_doc(json.loads(json.dumps(to_doc(state)))).nodes_peak == 3
+    state, _ = apply(state, c.RegisterNode("n4", "10.0.0.4:7000", 40))
+    assert state.nodes_peak == 3
+    state, _ = apply(state, c.RegisterNode("n5", "10.0.0.5:7000", 41))
+    assert state.nodes_peak == 4
+
+
+def test_a_document_from_before_the_node_peak_counts_the_nodes_it_holds(with_nodes):
+    doc = to_doc(with_nodes)
+    del doc["nodes_peak"]
+    assert from_doc(doc).nodes_peak == 3
+
+
 # ---- CreateTenant --------------------------------------------------------------------------
 
 
