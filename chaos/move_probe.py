@@ -1,19 +1,22 @@
-"""Shard moves under chaos (the `moves` scenario): from `moves_at_s` into the run until the final
-heal, move one copy of a workload dataset's shard to a node that holds none of it, follow the
-move until it has ended, and start the next; alternate between the primary's copy (the primary
-role is handed over first) and another copy. After the heal the move in flight gets the bound
-to end.
+"""Shard moves and node drains under chaos: what the `moves` and `drain` scenarios do to the
+cluster besides the faults, through the router's public admin REST API, through the
+client->router proxy, as an operator's `tributary admin shards move` and `tributary admin nodes
+drain | remove` would (router/moves_admin.py, router/cluster_admin.py):
 
-Everything goes through the router's public admin REST API (router/moves_admin.py,
-router/cluster_admin.py), through the client->router proxy, as an operator's
-`tributary admin shards move` would:
+    GET  /admin/nodes                  which nodes are live (a target must be), their states
+    GET  /admin/datasets/{name}        each shard's primary and copies
+    POST /admin/moves                  {dataset, shard, from, to}: 201 with the move (its move_id)
+    GET  /admin/moves                  the moves in flight
+    POST /admin/nodes/{node}/drain     202: the meta leader moves every copy off the node
+    POST /admin/nodes/{node}/remove    {force: false}: forget a drained node
 
-    GET  /admin/nodes               which nodes are live (a target must be)
-    GET  /admin/datasets/{name}     each shard's primary and copies
-    POST /admin/moves               {dataset, shard, from, to}: 201 with the move (its move_id)
-    GET  /admin/moves               the moves in flight
+The admin credential is `Authorization: Bearer $TRIBUTARY_API_KEY` when that is set. Every
+request has a timeout, and the polling a deadline.
 
-The admin credential is `Authorization: Bearer $TRIBUTARY_API_KEY` when that is set.
+*Moves* (`MoveProbe`): from `moves_at_s` into the run until the final heal, move one copy of a
+workload dataset's shard to a node that holds none of it, follow the move until it has ended,
+and start the next; alternate between the primary's copy (the primary role is handed over
+first) and another copy. After the heal the move in flight gets the bound to end.
 
 A move ends when GET /admin/moves no longer lists it. Its outcome is read from the placement
 then (`outcome_of`): `finished` when the target holds a copy and the source none, `rolled-back`
@@ -22,8 +25,14 @@ anything else `other`, which the moves-ended checker fails. A start whose answer
 may not have been proposed (move ids are fixed by dataset, shard, source and target): it is
 followed like a started move, and one never seen in flight whose placement is unchanged counts
 as `not-started`. A definite refusal (4xx: a target that went down, a move already in flight
-for the shard) is recorded and the next move picked. Every request has a timeout, and the
-polling a deadline.
+for the shard) is recorded and the next move picked.
+
+*A drain* (`DrainProbe`): at `drain_at_s`, drain one node (picked by the seed) and, once it is
+`drained`, remove it. A drain is refused while some copy has nowhere to go (another node down):
+the probe asks again every second, as `drain --wait` does, until one is accepted or a node list
+shows the node draining. A removal whose answer was lost is settled by the next node list. A
+removed node that a nemesis restarts registers again, as a new member with no copies (the way a
+StatefulSet scaled back up rejoins): the probe records when it saw that.
 """
 
 from __future__ import annotations
@@ -298,5 +307,162 @@ class MoveProbe:
                 "moves": [m.to_dict(t0) for m in self.moves]}
 
 
-__all__ = ["MoveProbe", "Move", "pick_move", "outcome_of", "start_refused", "datasets_for",
-           "FINISHED", "ROLLED_BACK", "NOT_STARTED", "REFUSED", "OTHER"]
+def node_state(nodes_doc: Any, node_id: str) -> str | None:
+    """A node's state in GET /admin/nodes (live, down, draining, drained), "gone" when the list
+    does not hold it, None when the document is not a node list. Pure."""
+    if not isinstance(nodes_doc, dict) or not isinstance(nodes_doc.get("nodes"), list):
+        return None
+    node = next((n for n in nodes_doc["nodes"] if isinstance(n, dict)
+                 and n.get("node_id") == node_id), None)
+    return "gone" if node is None else node.get("state")
+
+
+class DrainProbe:
+    """One node drained, then removed, while the faults run: a thread from `start` until the
+    node is removed or the deadline passes; `settle` sets the deadline after the heal."""
+
+    def __init__(self, rest_url: str, node_id: str, at_s: float,
+                 log: Callable[[str], None], request_timeout_s: float = 5.0):
+        self.http = Http(rest_url, request_timeout_s)
+        self.node = node_id
+        self.at_s = at_s
+        self.log = log
+        key = os.environ.get("TRIBUTARY_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.t0: float | None = None
+        self.deadline = float("inf")
+        self.healed_at: float | None = None
+        self.bound_s: float | None = None
+        self.requested_at: float | None = None      # the first drain request
+        self.draining_seen_at: float | None = None   # first node list showing it draining
+        self.drained_at: float | None = None         # first node list showing it drained
+        self.removed_at: float | None = None         # the removal answered, or the node gone
+        self.drain_attempts = 0
+        self.drain_errors: list[str] = []
+        self.remove_attempts = 0
+        self.remove_errors: list[str] = []
+        self.copies_left: int | None = None          # the last node list's count
+        self.planned_moves: int | None = None        # the accepted drain's plan
+        # A removed node that starts again registers again (as a pod of a StatefulSet scaled
+        # back up does): a nemesis restart after the removal makes it a member with no copies,
+        # on which datasets created from then on may be placed.
+        self.rejoined_at: float | None = None
+        self._settled = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def over(self) -> bool:
+        return self.removed_at is not None
+
+    def start(self, t0: float, give_up_at: float) -> None:
+        self.t0 = t0
+        self.deadline = give_up_at
+        self._thread = threading.Thread(target=self._run, daemon=True, name="drain-probe")
+        self._thread.start()
+
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _path(self, action: str) -> str:
+        return f"/admin/nodes/{urllib.parse.quote(self.node, safe='')}/{action}"
+
+    def _run(self) -> None:
+        delay = self.t0 + self.at_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.log(f"[{self._now():7.2f}s] drain: draining {self.node}")
+        next_drain = 0.0
+        # After the removal, the node list is still read until settle(), for a rejoin.
+        while time.monotonic() < self.deadline and not (self.over and self._settled.is_set()):
+            nodes = self.http.request("GET", "/admin/nodes", headers=self.headers, root=True,
+                                      timeout_s=max(self.http.timeout_s, 10.0))
+            state = node_state(nodes.doc, self.node) if nodes.status == 200 else None
+            now = time.monotonic()
+            if self.over:
+                if state not in (None, "gone") and self.rejoined_at is None:
+                    self.rejoined_at = now
+                    self.log(f"[{self._now():7.2f}s] drain: {self.node} registered again "
+                             f"after its removal ({state})")
+                time.sleep(POLL_S)
+                continue
+            if state is not None and state != "gone":
+                me = next(n for n in nodes.doc["nodes"] if n.get("node_id") == self.node)
+                self.copies_left = me.get("copies")
+            if state in ("draining", "drained") and self.draining_seen_at is None:
+                self.draining_seen_at = now
+                self.log(f"[{self._now():7.2f}s] drain: {self.node} draining "
+                         f"({self.copies_left} copies to move)")
+            if state == "drained" and self.drained_at is None:
+                self.drained_at = now
+                self.log(f"[{self._now():7.2f}s] drain: {self.node} drained"
+                         + ("" if self.requested_at is None else
+                            f" {now - self.requested_at:.2f}s after the first request"))
+            if state in ("live", "down") and self.draining_seen_at is None and \
+                    now >= next_drain:
+                next_drain = now + RETRY_S
+                self._drain()
+            elif state == "drained":
+                self._remove()
+            elif state == "gone" and self.drained_at is not None:
+                self.removed_at = now
+                self.log(f"[{self._now():7.2f}s] drain: {self.node} no longer listed")
+            time.sleep(POLL_S)
+
+    def _drain(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        self.drain_attempts += 1
+        reply = self.http.request("POST", self._path("drain"), {}, headers=self.headers,
+                                  root=True)
+        if reply.status == 202 and isinstance(reply.doc, dict):
+            self.planned_moves = len(reply.doc.get("moves") or [])
+            self.log(f"[{self._now():7.2f}s] drain: {self.node} accepted (attempt "
+                     f"{self.drain_attempts}, {self.planned_moves} move(s) planned)")
+            return
+        self.drain_errors.append(f"attempt {self.drain_attempts} at {self._now():.2f}s: "
+                                 f"{reply.message} ({classify(reply)})")
+
+    def _remove(self) -> None:
+        self.remove_attempts += 1
+        reply = self.http.request("POST", self._path("remove"), {"force": False},
+                                  headers=self.headers, root=True)
+        if reply.status == 200:
+            self.removed_at = time.monotonic()
+            self.log(f"[{self._now():7.2f}s] drain: {self.node} removed")
+            return
+        self.remove_errors.append(f"attempt {self.remove_attempts} at {self._now():.2f}s: "
+                                  f"{reply.message} ({classify(reply)})")
+
+    def abandon(self) -> None:
+        self.deadline = min(self.deadline, time.monotonic())
+
+    def settle(self, healed_at: float, bound_s: float) -> dict:
+        """Gives the drain and the removal until `bound_s` after the heal, waits for the
+        probe's thread, and returns the result."""
+        self.healed_at, self.bound_s = healed_at, bound_s
+        self.deadline = min(self.deadline, healed_at + bound_s)
+        self._settled.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, self.deadline - time.monotonic())
+                              + 3 * max(self.http.timeout_s, 10.0) + 5)
+        return self.result()
+
+    def result(self) -> dict:
+        """What the verdict judges (chaos.verdict.drain_finished)."""
+        t0 = self.t0 if self.t0 is not None else 0.0
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 3)
+        return {"node": self.node, "at_s": self.at_s, "bound_s": self.bound_s,
+                "healed_at_s": rel(self.healed_at), "requested_at_s": rel(self.requested_at),
+                "draining_seen_at_s": rel(self.draining_seen_at),
+                "drained_at_s": rel(self.drained_at), "removed_at_s": rel(self.removed_at),
+                "drain_attempts": self.drain_attempts, "drain_errors": self.drain_errors[-5:],
+                "remove_attempts": self.remove_attempts,
+                "remove_errors": self.remove_errors[-5:], "copies_left": self.copies_left,
+                "planned_moves": self.planned_moves, "rejoined_at_s": rel(self.rejoined_at)}
+
+
+__all__ = ["MoveProbe", "Move", "DrainProbe", "pick_move", "outcome_of", "start_refused",
+           "datasets_for", "node_state", "FINISHED", "ROLLED_BACK", "NOT_STARTED", "REFUSED",
+           "OTHER"]

@@ -9,7 +9,7 @@ duration; without --scenario, the nemeses are those given by --nemesis (default:
 
 1. prints the seed and the schedule (a pure function of seed, duration, nemeses and topology:
    the same command replays the same faults at the same offsets);
-2. starts 3 meta members, 2 nodes (3 for the `moves` scenario) and 1 router with every link
+2. starts 3 meta members, 2 nodes (3 for `moves` and `drain`) and 1 router with every link
    behind its own proxy (chaos.harness), creates the workloads' datasets;
 3. runs the workloads (chaos.workload) while the nemesis runner applies the schedule, printing a
    progress line every few seconds and a line per fault;
@@ -117,6 +117,8 @@ class RunResult:
     reshard: dict | None = None
     # The `moves` scenario: each move's timing and outcome.
     moves: dict | None = None
+    # The `drain` scenario: the drained node and when it was drained and removed.
+    drain: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,9 +157,10 @@ def save_artifacts(result: RunResult, directory: str) -> str:
     if result.reshard is not None:
         with open(os.path.join(directory, "reshard.json"), "w") as f:
             json.dump(result.reshard, f, indent=1)
-    if result.moves is not None:
-        with open(os.path.join(directory, "moves.json"), "w") as f:
-            json.dump(result.moves, f, indent=1)
+    for name, doc in (("moves", result.moves), ("drain", result.drain)):
+        if doc is not None:
+            with open(os.path.join(directory, f"{name}.json"), "w") as f:
+                json.dump(doc, f, indent=1)
     return directory
 
 
@@ -242,6 +245,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     backup_probe = None
     reshard_probe = None
     move_probe = None
+    drain_probe = None
     scenario = scenarios.BY_NAME[cfg.scenario] if cfg.scenario else None
     runner = NemesisRunner(cluster, log=out)
     started = time.monotonic()
@@ -284,6 +288,15 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                    cfg.request_timeout_s)
             move_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
                              + cfg.moves_bound_s + 60)
+        if scenario is not None and scenario.drain_at_s is not None:
+            # The `drain` scenario: one node drained, then removed, while the faults run.
+            from chaos.move_probe import DrainProbe, datasets_for
+            drained = random.Random(f"drain-{cfg.seed}").choice(cfg.topology.node_members)
+            drain_probe = DrainProbe(cluster.rest_url, drained,
+                                     min(scenario.drain_at_s, cfg.duration_s / 2), out,
+                                     cfg.request_timeout_s)
+            drain_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
+                              + cfg.moves_bound_s + 60)
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -325,6 +338,13 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             result.moves = move_probe.settle(healed_at, cfg.moves_bound_s)
             result.moves["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
             moves_ended_at = move_probe.ended_at
+        if drain_probe is not None:
+            out(f"[{time.monotonic() - t0:7.2f}s] drain: waiting for {drain_probe.node} to be "
+                f"drained and removed (bound {cfg.moves_bound_s:g}s after the heal)")
+            result.drain = drain_probe.settle(healed_at, cfg.moves_bound_s)
+            result.drain["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes - 1)
+            result.drain["datasets"] = datasets_for(cfg.workloads)
+            moves_ended_at = drain_probe.removed_at
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
@@ -356,8 +376,9 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     finally:
         if workloads is not None:
             workloads.request_stop()
-        if move_probe is not None:
-            move_probe.abandon()
+        for probe in (move_probe, drain_probe):
+            if probe is not None:
+                probe.abandon()
         result.journal = list(runner.journal)
         cluster.stop()
 
@@ -371,7 +392,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
                                  workloads=cfg.workloads, copies=result.copies,
                                  backup=result.backup, reshard=result.reshard,
-                                 moves=result.moves)
+                                 moves=result.moves, drain=result.drain)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():
@@ -425,7 +446,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--moves-bound", type=float, default=DEFAULT_MOVES_BOUND_S,
                         help="seconds after the final heal within which the move in flight of "
-                             "the `moves` scenario must have ended (default %(default)s)")
+                             "the `moves` scenario must have ended, and the node of the `drain` "
+                             "scenario must be drained and removed (default %(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory and artifacts even when it passes")
 

@@ -46,9 +46,14 @@ class Scenario:
     # heal (chaos/move_probe.py); every move must end within the run's moves bound after the
     # heal (moves-ended). None: no moves.
     moves_at_s: float | None = None
-    # The nodes of the run's cluster: a move needs a node that holds no copy of the shard, so
-    # the `moves` scenario runs three (two copies of every shard). The schedule's targets
-    # depend on it, so a replay by name uses the same.
+    # Seconds into the run at which one node (picked by the seed) is drained, then removed once
+    # drained (chaos/move_probe.py DrainProbe); both must be done within the run's moves bound
+    # after the heal (drain-finished). None: no drain.
+    drain_at_s: float | None = None
+    # The nodes of the run's cluster: a move needs a node that holds no copy of the shard, and
+    # a drained node's copies need two others, so the `moves` and `drain` scenarios run three
+    # (two copies of every shard). The schedule's targets depend on it, so a replay by name
+    # uses the same.
     nodes: int = 2
 
     def specs(self) -> list[NemesisSpec]:
@@ -140,6 +145,13 @@ SCENARIOS: tuple[Scenario, ...] = (
               "primary-copies-partition", "latency:router-node", "kill:meta",
               "leader-isolation"),
              matrix_seeds=(140, 141, 142), duration_s=40.0, moves_at_s=4.0, nodes=3),
+    # The drain starts 5 s in: its moves run while nodes (the drained one too) die, freeze and
+    # answer late, and the removal follows once the node holds nothing.
+    Scenario("drain", "one of three nodes drained, then removed, while writes, 2PC batches, "
+             "kill -9 and SIGSTOP of a node or of a shard's primary, and router->node latency "
+             "run; every copy must leave it and every shard keep its copies",
+             ("kill:node", "primary-kill", "pause:node", "primary-pause", "latency:router-node"),
+             matrix_seeds=(153, 154, 155), duration_s=40.0, drain_at_s=5.0, nodes=3),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -42,6 +42,11 @@ are not vacuous). Checkers:
                            (as before), at least one finished, and in the copy snapshot every
                            shard of the moved datasets has its number of copies on distinct
                            nodes: `moves_ended`.
+* ``drain-finished``       (the `drain` scenario) the node drained while the faults ran was
+                           drained and removed within the bound after the final heal, no shard
+                           of any dataset has a copy on it, and every shard of the workload
+                           datasets has its number of copies on distinct nodes:
+                           `drain_finished`.
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -488,6 +493,69 @@ def rows_placed(reshard: Mapping[str, Any], final_state: Mapping[str, Any],
                                      "no unpurged row stored: " + "; ".join(summary))
 
 
+def _shards_without_their_copies(copies: Mapping[str, Any] | None, datasets: list[str],
+                                 wanted: int | None, when: str) -> list[str]:
+    """The shards of the workload `datasets` whose copies in the snapshot are not `wanted`
+    many on distinct nodes (nothing to say without a snapshot)."""
+    problems = []
+    for dataset in datasets if copies is not None else []:
+        shards = _snapshot_shards(copies, dataset)
+        if not shards:
+            problems.append(f"{dataset}: not in the copy snapshot")
+            continue
+        for shard in shards:
+            held = shard.get("copies") or []
+            if len(set(held)) != len(held) or (wanted is not None and len(held) != wanted):
+                problems.append(f"{dataset}/{shard['shard']}: copies {held} {when} (wanted "
+                                f"{wanted} on distinct nodes)")
+    return problems
+
+
+def drain_finished(drain: Mapping[str, Any], copies: Mapping[str, Any] | None) -> CheckerResult:
+    """The node drained while the faults ran (chaos/move_probe.py DrainProbe) was drained and
+    removed no later than `bound_s` after the heal; in the copy snapshot no shard of any dataset
+    has a copy on it, and each shard of the workload datasets has `copies_per_shard` copies on
+    distinct nodes."""
+    name = "drain-finished"
+    node, bound, healed = drain.get("node"), drain.get("bound_s"), drain.get("healed_at_s")
+    problems = []
+    if drain.get("drained_at_s") is None:
+        problems.append(f"{node} not drained" + ("" if bound is None else
+                                                  f" within {bound:g}s after the heal")
+                        + f": {drain.get('copies_left')} copies left, "
+                        f"{drain.get('drain_attempts')} drain request(s) (last errors "
+                        f"{drain.get('drain_errors')})")
+    elif drain.get("removed_at_s") is None:
+        problems.append(f"{node} drained but not removed ({drain.get('remove_attempts')} "
+                        f"request(s), last errors {drain.get('remove_errors')})")
+    elif healed is not None and bound is not None and drain["removed_at_s"] > healed + bound:
+        problems.append(f"{node} removed {drain['removed_at_s'] - healed:.2f}s after the heal, "
+                        f"above the bound of {bound:g}s")
+    # A node that registered again after its removal (a restart) is a member like any other:
+    # datasets created from then on (the catalog workload's) may have copies on it. The
+    # workload datasets, older than the drain, never may.
+    rejoined = drain.get("rejoined_at_s") is not None
+    for label, doc in (copies or {}).get("datasets", {}).items():
+        tenant, _, dataset = label.partition("/")
+        if rejoined and (tenant == CATALOG_TENANT
+                         or dataset not in (drain.get("datasets") or [])):
+            continue
+        for shard in doc["shards"]:
+            if node in (shard.get("copies") or []):
+                problems.append(f"{label}/{shard['shard']}: a copy on {node} after its drain")
+    problems += _shards_without_their_copies(copies, drain.get("datasets") or [],
+                                             drain.get("copies_per_shard"), "after the drain")
+    if problems:
+        return CheckerResult(name, FAILED, f"{len(problems)} drain problem(s)", problems)
+    took = ("" if drain.get("requested_at_s") is None else
+            f" {drain['drained_at_s'] - drain['requested_at_s']:.1f}s after the first request")
+    return CheckerResult(name, PASS, f"{node} drained{took} ({drain.get('planned_moves')} "
+                                     f"move(s) planned) and removed"
+                         + (f", registered again at {drain['rejoined_at_s']:.1f}s" if rejoined
+                            else "")
+                         + ("" if bound is None else f" (bound {bound:g}s after the heal)"))
+
+
 def moves_ended(moves: Mapping[str, Any], copies: Mapping[str, Any] | None) -> CheckerResult:
     """Every move of the run (chaos/move_probe.py) ended, no later than `bound_s` after the
     heal, finished or rolled back (or, its start answer lost, was never made); in the copy
@@ -513,19 +581,8 @@ def moves_ended(moves: Mapping[str, Any], copies: Mapping[str, Any] | None) -> C
                 and move["ended_at_s"] > healed + bound:
             problems.append(f"{label}: ended {move['ended_at_s'] - healed:.2f}s after the "
                             f"heal, above the bound of {bound:g}s")
-    wanted = moves.get("copies_per_shard")
-    for dataset in moves.get("datasets") or []:
-        shards = _snapshot_shards(copies, dataset)
-        if copies is None:
-            break
-        if not shards:
-            problems.append(f"{dataset}: not in the copy snapshot")
-            continue
-        for shard in shards:
-            held = shard.get("copies") or []
-            if len(set(held)) != len(held) or (wanted is not None and len(held) != wanted):
-                problems.append(f"{dataset}/{shard['shard']}: copies {held} after the moves "
-                                f"(wanted {wanted} on distinct nodes)")
+    problems += _shards_without_their_copies(copies, moves.get("datasets") or [],
+                                             moves.get("copies_per_shard"), "after the moves")
     summary = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "no move"
     if problems:
         return CheckerResult(name, FAILED, f"{len(problems)} move problem(s); moves: {summary}",
@@ -543,10 +600,11 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              copies: Mapping[str, Any] | None = None,
              backup: Mapping[str, Any] | None = None,
              reshard: Mapping[str, Any] | None = None,
-             moves: Mapping[str, Any] | None = None) -> Report:
+             moves: Mapping[str, Any] | None = None,
+             drain: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
-    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard` or `moves` (what
-    chaos/backup_probe.py, chaos/reshard_probe.py or chaos/move_probe.py found), their
+    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard`, `moves` or `drain`
+    (what chaos/backup_probe.py, chaos/reshard_probe.py or chaos/move_probe.py found), their
     scenario's checkers are not run."""
     history = list(history)
     final_state = dict(final_state or {})
@@ -631,6 +689,8 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
         checkers.append(rows_placed(reshard, final_state, unread, copies))
     if moves is not None:
         checkers.append(moves_ended(moves, copies))
+    if drain is not None:
+        checkers.append(drain_finished(drain, copies))
 
     recovery_s = None
     if recovery_bound_s is not None:
@@ -644,5 +704,5 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
 
 
 __all__ = ["evaluate", "admin_key_violations", "copies_agree", "reshard_finished", "rows_placed",
-           "moves_ended", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
+           "moves_ended", "drain_finished", "Report", "CheckerResult", "batch_read_violations", "op_counts", "progress",
            "PASS", "FAILED", "INCONCLUSIVE", "SKIPPED"]

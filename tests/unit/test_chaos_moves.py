@@ -1,6 +1,7 @@
-"""The `moves` chaos scenario's pure pieces: how the probe picks a move and reads how it ended
-(chaos/move_probe.py), and the moves-ended checker it adds to the verdict. The scenario itself
-runs against a real three-node cluster in the chaos matrix (`make chaos`)."""
+"""The `moves` and `drain` chaos scenarios' pure pieces: how the probes pick a move, read how it
+ended and read a node's state (chaos/move_probe.py), and the moves-ended and drain-finished
+checkers they add to the verdict. The scenarios themselves run against a real three-node cluster
+in the chaos matrix (`make chaos`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from chaos import scenarios
 from chaos.move_probe import (FINISHED, NOT_STARTED, OTHER, ROLLED_BACK, datasets_for,
-                              outcome_of, pick_move, start_refused)
-from chaos.verdict import FAILED, INCONCLUSIVE, PASS, evaluate, moves_ended
+                              node_state, outcome_of, pick_move, start_refused)
+from chaos.verdict import FAILED, INCONCLUSIVE, PASS, drain_finished, evaluate, moves_ended
 from chaos.workload import BATCH_DATASET, KV_DATASET, Reply
 
 NODES = ["node-0", "node-1", "node-2"]
@@ -160,6 +161,82 @@ def test_the_verdict_adds_moves_ended_only_for_a_run_that_moved():
     assert report.checker("moves-ended").verdict == FAILED and not report.ok
 
 
+# ---- a drain ------------------------------------------------------------------------------------
+
+def test_a_node_list_says_the_drained_nodes_state_or_that_it_is_gone():
+    doc = {"nodes": [{"node_id": "node-0", "state": "live", "copies": 3},
+                     {"node_id": "node-2", "state": "draining", "copies": 2}]}
+    assert node_state(doc, "node-2") == "draining"
+    assert node_state(doc, "node-0") == "live"
+    assert node_state(doc, "node-1") == "gone"
+    assert node_state({"error": {"type": "Unavailable"}}, "node-2") is None
+    assert node_state(None, "node-2") is None
+
+
+AFTER_DRAIN = {"datasets": {
+    f"default/{KV_DATASET}": {"uuid": "u", "shards": snapshot_shards(
+        [["node-0", "node-1"], ["node-1", "node-0"]])},
+    f"chaos-catalog/c1": {"uuid": "v", "shards": snapshot_shards([["node-0"]])}}}
+DRAIN = {"node": "node-2", "at_s": 5.0, "bound_s": 45.0, "healed_at_s": 40.0,
+         "requested_at_s": 5.0, "draining_seen_at_s": 5.6, "drained_at_s": 19.7,
+         "removed_at_s": 19.7, "drain_attempts": 1, "drain_errors": [], "remove_attempts": 1,
+         "remove_errors": [], "copies_left": 0, "planned_moves": 6, "copies_per_shard": 2,
+         "datasets": [KV_DATASET]}
+
+
+def test_a_node_drained_and_removed_with_every_shard_whole_passes():
+    result = drain_finished(DRAIN, AFTER_DRAIN)
+    assert result.verdict == PASS, result
+    assert "node-2 drained 14.7s after the first request" in result.summary
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"drained_at_s": None, "removed_at_s": None, "copies_left": 2}, "2 copies left"),
+    ({"removed_at_s": None}, "drained but not removed"),
+    ({"drained_at_s": 80.0, "removed_at_s": 90.0}, "above the bound"),
+])
+def test_a_drain_not_done_in_time_fails(change, why):
+    result = drain_finished({**DRAIN, **change}, AFTER_DRAIN)
+    assert result.verdict == FAILED and why in result.details[0]
+
+
+def test_a_copy_left_on_the_drained_node_fails_whatever_the_dataset():
+    for label in (f"default/{KV_DATASET}", "chaos-catalog/c1"):
+        doctored = copy.deepcopy(AFTER_DRAIN)
+        doctored["datasets"][label]["shards"][0]["copies"] = ["node-0", "node-2"]
+        result = drain_finished(DRAIN, doctored)
+        assert result.verdict == FAILED
+        assert f"{label}/0: a copy on node-2 after its drain" in result.details
+
+
+def test_a_node_that_registered_again_after_its_removal_may_hold_new_datasets_only():
+    # A nemesis restarted the removed node: it joined again, and the catalog workload placed a
+    # new dataset on it. The workload datasets, older than the drain, still may not be.
+    doctored = copy.deepcopy(AFTER_DRAIN)
+    doctored["datasets"]["chaos-catalog/c1"]["shards"][0]["copies"] = ["node-0", "node-2"]
+    rejoined = {**DRAIN, "rejoined_at_s": 24.0}
+    assert drain_finished(DRAIN, doctored).verdict == FAILED
+    result = drain_finished(rejoined, doctored)
+    assert result.verdict == PASS and "registered again at 24.0s" in result.summary
+    doctored["datasets"][f"default/{KV_DATASET}"]["shards"][0]["copies"] = ["node-0", "node-2"]
+    result = drain_finished(rejoined, doctored)
+    assert result.verdict == FAILED
+    assert result.details == [f"default/{KV_DATASET}/0: a copy on node-2 after its drain"]
+
+
+def test_a_workload_shard_left_with_one_copy_after_the_drain_fails():
+    doctored = copy.deepcopy(AFTER_DRAIN)
+    doctored["datasets"][f"default/{KV_DATASET}"]["shards"][1]["copies"] = ["node-1"]
+    result = drain_finished(DRAIN, doctored)
+    assert result.verdict == FAILED and "wanted 2 on distinct nodes" in result.details[0]
+
+
+def test_the_verdict_adds_drain_finished_only_for_a_run_that_drained():
+    assert "drain-finished" not in [c.name for c in evaluate([], {}, copies=AFTER_DRAIN).checkers]
+    report = evaluate([], {}, copies=AFTER_DRAIN, drain={**DRAIN, "removed_at_s": None})
+    assert report.checker("drain-finished").verdict == FAILED and not report.ok
+
+
 # ---- the registry -------------------------------------------------------------------------------
 
 def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seeds():
@@ -171,6 +248,17 @@ def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seed
     assert scenario.meta_faults      # the leader steps moves along: it is hit too
     others = {seed for s in scenarios.SCENARIOS if s.name != "moves" for seed in s.matrix_seeds}
     assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
-    # No other scenario moves copies or changes the cluster's size.
+    # No other scenario moves copies by hand, and only those that move copies run three nodes.
     assert [s.name for s in scenarios.SCENARIOS if s.moves_at_s is not None] == ["moves"]
-    assert {s.topology().nodes for s in scenarios.SCENARIOS if s.name != "moves"} == {2}
+    assert {s.name for s in scenarios.SCENARIOS if s.topology().nodes != 2} == {"moves",
+                                                                                "drain"}
+
+
+def test_the_drain_scenario_drains_one_of_three_nodes_under_node_faults_with_its_own_seeds():
+    scenario = scenarios.get("drain")
+    assert scenario.drain_at_s is not None and 0 < scenario.drain_at_s < scenario.duration_s
+    assert scenario.topology().nodes == 3
+    assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause"}
+    others = {seed for s in scenarios.SCENARIOS if s.name != "drain" for seed in s.matrix_seeds}
+    assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
+    assert [s.name for s in scenarios.SCENARIOS if s.drain_at_s is not None] == ["drain"]
