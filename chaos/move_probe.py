@@ -37,14 +37,14 @@ StatefulSet scaled back up rejoins): the probe records when it saw that.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable
 
-from chaos.workload import BATCH_DATASET, KV_DATASET, Http, Reply, classify
+from chaos.probe import AdminProbe
+from chaos.workload import BATCH_DATASET, KV_DATASET, Reply, classify
 
 POLL_S = 0.5
 # After a refusal or an unreadable placement, the next pick waits this long.
@@ -147,39 +147,23 @@ class Move:
                 "outcome": self.outcome, "detail": self.detail, "last_phase": self.last_phase}
 
 
-class MoveProbe:
+class MoveProbe(AdminProbe):
     """The moves of one run: a thread from `start` that moves one copy at a time until the
     heal (`settle`), then follows the move in flight until it ends or the bound passes."""
 
+    thread_name = "move-probe"
+
     def __init__(self, rest_url: str, datasets: list[str], at_s: float, seed: int,
                  log: Callable[[str], None], request_timeout_s: float = 5.0):
-        self.http = Http(rest_url, request_timeout_s)
+        super().__init__(rest_url, at_s, log, request_timeout_s)
         self.datasets = list(datasets)
-        self.at_s = at_s
         self.rng = random.Random(f"moves-{seed}")
-        self.log = log
-        key = os.environ.get("TRIBUTARY_API_KEY")
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.moves: list[Move] = []
         self.current: Move | None = None
-        self.t0: float | None = None
-        self.deadline = float("inf")
-        self.healed_at: float | None = None
-        self.bound_s: float | None = None
         self.errors = 0                     # admin reads that gave no answer
         self._no_new = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- the thread -------------------------------------------------------------------------
-
-    def start(self, t0: float, give_up_at: float) -> None:
-        self.t0 = t0
-        self.deadline = give_up_at
-        self._thread = threading.Thread(target=self._run, daemon=True, name="move-probe")
-        self._thread.start()
-
-    def _now(self) -> float:
-        return time.monotonic() - self.t0
 
     def _get(self, path: str) -> Reply:
         reply = self.http.request("GET", path, headers=self.headers, root=True,
@@ -193,9 +177,7 @@ class MoveProbe:
         return reply.doc if reply.status == 200 else None
 
     def _run(self) -> None:
-        delay = self.t0 + self.at_s - time.monotonic()
-        if delay > 0:
-            self._no_new.wait(delay)
+        self._wait_to_start(woken_by=self._no_new)
         self.log(f"[{self._now():7.2f}s] moves: moving copies of {', '.join(self.datasets)}")
         while time.monotonic() < self.deadline:
             if self.current is None:
@@ -277,19 +259,14 @@ class MoveProbe:
         self._no_new.set()
 
     def abandon(self) -> None:
-        """Ends the thread at its next poll (a run that ended in a harness error)."""
         self.stop_new()
-        self.deadline = min(self.deadline, time.monotonic())
+        super().abandon()
 
     def settle(self, healed_at: float, bound_s: float) -> dict:
         """Gives the move in flight until `bound_s` after the heal to end, waits for the
         probe's thread, and returns the result."""
         self.stop_new()
-        self.healed_at, self.bound_s = healed_at, bound_s
-        self.deadline = min(self.deadline, healed_at + bound_s)
-        if self._thread is not None:
-            self._thread.join(max(0.0, self.deadline - time.monotonic())
-                              + 3 * max(self.http.timeout_s, 10.0) + 5)
+        self._bound_after_heal(healed_at, bound_s)
         return self.result()
 
     @property
@@ -317,22 +294,16 @@ def node_state(nodes_doc: Any, node_id: str) -> str | None:
     return "gone" if node is None else node.get("state")
 
 
-class DrainProbe:
+class DrainProbe(AdminProbe):
     """One node drained, then removed, while the faults run: a thread from `start` until the
     node is removed or the deadline passes; `settle` sets the deadline after the heal."""
 
+    thread_name = "drain-probe"
+
     def __init__(self, rest_url: str, node_id: str, at_s: float,
                  log: Callable[[str], None], request_timeout_s: float = 5.0):
-        self.http = Http(rest_url, request_timeout_s)
+        super().__init__(rest_url, at_s, log, request_timeout_s)
         self.node = node_id
-        self.at_s = at_s
-        self.log = log
-        key = os.environ.get("TRIBUTARY_API_KEY")
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.t0: float | None = None
-        self.deadline = float("inf")
-        self.healed_at: float | None = None
-        self.bound_s: float | None = None
         self.requested_at: float | None = None      # the first drain request
         self.draining_seen_at: float | None = None   # first node list showing it draining
         self.drained_at: float | None = None         # first node list showing it drained
@@ -348,28 +319,16 @@ class DrainProbe:
         # on which datasets created from then on may be placed.
         self.rejoined_at: float | None = None
         self._settled = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def over(self) -> bool:
         return self.removed_at is not None
 
-    def start(self, t0: float, give_up_at: float) -> None:
-        self.t0 = t0
-        self.deadline = give_up_at
-        self._thread = threading.Thread(target=self._run, daemon=True, name="drain-probe")
-        self._thread.start()
-
-    def _now(self) -> float:
-        return time.monotonic() - self.t0
-
     def _path(self, action: str) -> str:
         return f"/admin/nodes/{urllib.parse.quote(self.node, safe='')}/{action}"
 
     def _run(self) -> None:
-        delay = self.t0 + self.at_s - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        self._wait_to_start()
         self.log(f"[{self._now():7.2f}s] drain: draining {self.node}")
         next_drain = 0.0
         # After the removal, the node list is still read until settle(), for a rejoin.
@@ -433,18 +392,11 @@ class DrainProbe:
         self.remove_errors.append(f"attempt {self.remove_attempts} at {self._now():.2f}s: "
                                   f"{reply.message} ({classify(reply)})")
 
-    def abandon(self) -> None:
-        self.deadline = min(self.deadline, time.monotonic())
-
     def settle(self, healed_at: float, bound_s: float) -> dict:
         """Gives the drain and the removal until `bound_s` after the heal, waits for the
         probe's thread, and returns the result."""
-        self.healed_at, self.bound_s = healed_at, bound_s
-        self.deadline = min(self.deadline, healed_at + bound_s)
         self._settled.set()
-        if self._thread is not None:
-            self._thread.join(max(0.0, self.deadline - time.monotonic())
-                              + 3 * max(self.http.timeout_s, 10.0) + 5)
+        self._bound_after_heal(healed_at, bound_s)
         return self.result()
 
     def result(self) -> dict:

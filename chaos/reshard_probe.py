@@ -26,14 +26,14 @@ the new count, unknown when none did.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable
 
 from chaos.history import HistoryRecorder
-from chaos.workload import (BATCH_DATASET, BATCH_SHARDS, KV_DATASET, KV_SHARDS, Http, Reply,
+from chaos.probe import AdminProbe
+from chaos.workload import (BATCH_DATASET, BATCH_SHARDS, KV_DATASET, KV_SHARDS, Reply,
                             classify)
 
 PROCESS = "reshard"
@@ -126,48 +126,27 @@ class Split:
                 "list_error": self.list_error}
 
 
-class ReshardProbe:
+class ReshardProbe(AdminProbe):
     """The splits of one run: a thread from `start` until every split switched or the
     deadline passed; `settle` sets the deadline after the heal and waits for the thread."""
+
+    thread_name = "reshard-probe"
 
     def __init__(self, rest_url: str, splits: list[tuple[str, int]], at_s: float,
                  recorder: HistoryRecorder, log: Callable[[str], None],
                  request_timeout_s: float = 5.0):
-        self.http = Http(rest_url, request_timeout_s)
+        super().__init__(rest_url, at_s, log, request_timeout_s)
         self.splits = [Split(dataset, count) for dataset, count in splits]
-        self.at_s = at_s
         self.recorder = recorder
-        self.log = log
-        self.request_timeout_s = request_timeout_s
-        key = os.environ.get("TRIBUTARY_API_KEY")
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.t0: float | None = None
-        self.deadline = float("inf")
-        self.healed_at: float | None = None
-        self.bound_s: float | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # ---- the thread -------------------------------------------------------------------------
 
-    def start(self, t0: float, give_up_at: float) -> None:
-        """Starts the splits at t0 + at_s; the polling stops at `give_up_at` (monotonic) at
-        the latest, or earlier once `settle` sets the bound."""
-        self.t0 = t0
-        self.deadline = give_up_at
-        self._thread = threading.Thread(target=self._run, daemon=True, name="reshard-probe")
-        self._thread.start()
-
     def _path(self, split: Split) -> str:
         return f"/admin/datasets/{urllib.parse.quote(split.dataset, safe='')}/reshard"
 
-    def _now(self) -> float:
-        return time.monotonic() - self.t0
-
     def _run(self) -> None:
-        delay = self.t0 + self.at_s - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        self._wait_to_start()
         self.log(f"[{self._now():7.2f}s] reshard: splitting "
                  + ", ".join(f"{s.dataset} {s.old_count} -> {s.new_count}"
                              for s in self.splits))
@@ -243,11 +222,7 @@ class ReshardProbe:
     def settle(self, healed_at: float, bound_s: float) -> dict:
         """Gives the splits until `bound_s` after the heal (`healed_at`, monotonic) to switch,
         waits for the probe's thread, and returns the result (`result()`)."""
-        self.healed_at, self.bound_s = healed_at, bound_s
-        self.deadline = min(self.deadline, healed_at + bound_s)
-        if self._thread is not None:
-            self._thread.join(max(0.0, self.deadline - time.monotonic())
-                              + 2 * self.request_timeout_s + 5)
+        self._bound_after_heal(healed_at, bound_s)
         return self.result()
 
     @property

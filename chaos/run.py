@@ -376,7 +376,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     finally:
         if workloads is not None:
             workloads.request_stop()
-        for probe in (move_probe, drain_probe):
+        for probe in (reshard_probe, move_probe, drain_probe):
             if probe is not None:
                 probe.abandon()
         result.journal = list(runner.journal)

@@ -1,0 +1,70 @@
+"""What the scenario probes share (chaos/reshard_probe.py, chaos/move_probe.py): each drives the
+cluster through the router's admin API from `at_s` into the run, in a thread of its own, with
+the operator's credential (`Authorization: Bearer $TRIBUTARY_API_KEY` when that is set) and
+every request under a timeout; the run gives it a deadline at the start and moves it to the
+scenario's bound after the final heal (`settle` in each probe)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+from chaos.workload import Http
+
+
+class AdminProbe:
+    """A probe's thread, clock and deadline. Subclasses implement `_run`."""
+
+    thread_name = "probe"
+
+    def __init__(self, rest_url: str, at_s: float, log: Callable[[str], None],
+                 request_timeout_s: float = 5.0):
+        self.http = Http(rest_url, request_timeout_s)
+        self.at_s = at_s
+        self.log = log
+        self.request_timeout_s = request_timeout_s
+        key = os.environ.get("TRIBUTARY_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.t0: float | None = None
+        self.deadline = float("inf")
+        self.healed_at: float | None = None
+        self.bound_s: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, t0: float, give_up_at: float) -> None:
+        """Starts the thread; it acts from t0 + at_s and stops at `give_up_at` (monotonic) at
+        the latest, or earlier once the deadline is moved after the heal."""
+        self.t0 = t0
+        self.deadline = give_up_at
+        self._thread = threading.Thread(target=self._run, daemon=True, name=self.thread_name)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _wait_to_start(self, woken_by: threading.Event | None = None) -> None:
+        """Sleeps until t0 + at_s (or until `woken_by` is set, when given)."""
+        delay = self.t0 + self.at_s - time.monotonic()
+        if delay > 0:
+            (woken_by.wait if woken_by is not None else time.sleep)(delay)
+
+    def _bound_after_heal(self, healed_at: float, bound_s: float) -> None:
+        """Moves the deadline to `bound_s` after the heal and waits for the thread (allowing
+        for the requests in flight then)."""
+        self.healed_at, self.bound_s = healed_at, bound_s
+        self.deadline = min(self.deadline, healed_at + bound_s)
+        if self._thread is not None:
+            self._thread.join(max(0.0, self.deadline - time.monotonic())
+                              + 3 * max(self.request_timeout_s, 10.0) + 5)
+
+    def abandon(self) -> None:
+        """Ends the thread at its next poll (a run that ended in a harness error)."""
+        self.deadline = min(self.deadline, time.monotonic())
+
+
+__all__ = ["AdminProbe"]
