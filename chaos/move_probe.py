@@ -300,10 +300,11 @@ class DrainProbe(AdminProbe):
 
     thread_name = "drain-probe"
 
-    def __init__(self, rest_url: str, node_id: str, at_s: float,
+    def __init__(self, rest_url: str, node_id: str, datasets: list[str], at_s: float,
                  log: Callable[[str], None], request_timeout_s: float = 5.0):
         super().__init__(rest_url, at_s, log, request_timeout_s)
         self.node = node_id
+        self.datasets = list(datasets)      # the workload datasets, older than the drain
         self.requested_at: float | None = None      # the first drain request
         self.draining_seen_at: float | None = None   # first node list showing it draining
         self.drained_at: float | None = None         # first node list showing it drained
@@ -405,7 +406,7 @@ class DrainProbe(AdminProbe):
 
         def rel(t: float | None) -> float | None:
             return None if t is None else round(t - t0, 3)
-        return {"node": self.node, "at_s": self.at_s, "bound_s": self.bound_s,
+        return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s, "bound_s": self.bound_s,
                 "healed_at_s": rel(self.healed_at), "requested_at_s": rel(self.requested_at),
                 "draining_seen_at_s": rel(self.draining_seen_at),
                 "drained_at_s": rel(self.drained_at), "removed_at_s": rel(self.removed_at),

@@ -221,6 +221,12 @@ def _unpurged_rows(probe) -> Callable[[dict], list[str]]:
     return problems
 
 
+def _give_up_at(cfg: RunConfig, t0: float, bound_s: float) -> float:
+    """When a scenario probe stops polling at the latest: its settle() sets the real bound
+    after the heal; this only caps a run whose heal never comes (a harness error)."""
+    return t0 + cfg.duration_s + cfg.recovery_bound_s + bound_s + 60
+
+
 def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResult:
     """One whole run; never raises for cluster trouble (that becomes `result.error`)."""
     cfg = config
@@ -276,27 +282,22 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             reshard_probe = ReshardProbe(cluster.rest_url, splits_for(cfg.workloads),
                                          min(scenario.reshard_at_s, cfg.duration_s / 2),
                                          recorder, out, cfg.request_timeout_s)
-            # Polled until settle() sets the bound after the heal; this only caps a run whose
-            # heal never comes (a harness error).
-            reshard_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
-                                + cfg.reshard_bound_s + 60)
+            reshard_probe.start(t0, give_up_at=_give_up_at(cfg, t0, cfg.reshard_bound_s))
         if scenario is not None and scenario.moves_at_s is not None:
             # The `moves` scenario: shard copies moved one at a time while the faults run.
             from chaos.move_probe import MoveProbe, datasets_for
             move_probe = MoveProbe(cluster.rest_url, datasets_for(cfg.workloads),
                                    min(scenario.moves_at_s, cfg.duration_s / 2), cfg.seed, out,
                                    cfg.request_timeout_s)
-            move_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
-                             + cfg.moves_bound_s + 60)
+            move_probe.start(t0, give_up_at=_give_up_at(cfg, t0, cfg.moves_bound_s))
         if scenario is not None and scenario.drain_at_s is not None:
             # The `drain` scenario: one node drained, then removed, while the faults run.
             from chaos.move_probe import DrainProbe, datasets_for
             drained = random.Random(f"drain-{cfg.seed}").choice(cfg.topology.node_members)
-            drain_probe = DrainProbe(cluster.rest_url, drained,
+            drain_probe = DrainProbe(cluster.rest_url, drained, datasets_for(cfg.workloads),
                                      min(scenario.drain_at_s, cfg.duration_s / 2), out,
                                      cfg.request_timeout_s)
-            drain_probe.start(t0, give_up_at=t0 + cfg.duration_s + cfg.recovery_bound_s
-                              + cfg.moves_bound_s + 60)
+            drain_probe.start(t0, give_up_at=_give_up_at(cfg, t0, cfg.moves_bound_s))
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -331,20 +332,20 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             reshard_probe.settle(healed_at, cfg.reshard_bound_s)
             switched_at = reshard_probe.switched_at
             reshard_probe.read_counts()
-        moves_ended_at = None
+        # The copies' bound runs from the last change to the placement when it came after the heal.
+        placed_at = None
         if move_probe is not None:
             out(f"[{time.monotonic() - t0:7.2f}s] moves: waiting for the move in flight to end "
                 f"(bound {cfg.moves_bound_s:g}s after the heal)")
             result.moves = move_probe.settle(healed_at, cfg.moves_bound_s)
             result.moves["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
-            moves_ended_at = move_probe.ended_at
+            placed_at = move_probe.ended_at
         if drain_probe is not None:
             out(f"[{time.monotonic() - t0:7.2f}s] drain: waiting for {drain_probe.node} to be "
                 f"drained and removed (bound {cfg.moves_bound_s:g}s after the heal)")
             result.drain = drain_probe.settle(healed_at, cfg.moves_bound_s)
             result.drain["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes - 1)
-            result.drain["datasets"] = datasets_for(cfg.workloads)
-            moves_ended_at = drain_probe.removed_at
+            placed_at = drain_probe.removed_at
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
@@ -356,7 +357,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
         result.copies = wait_for_copies(cluster, healed_at, cfg.copies_bound_s,
                                         log=lambda line: out(f"[{time.monotonic() - t0:7.2f}s] "
                                                              f"{line}"),
-                                        since=max(filter(None, (switched_at, moves_ended_at)),
+                                        since=max(filter(None, (switched_at, placed_at)),
                                                   default=None), also=unpurged)
         if reshard_probe is not None:
             result.reshard = reshard_probe.result()
