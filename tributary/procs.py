@@ -12,6 +12,9 @@ benchmarks and the integration tests: the one copy of each.
   an outgoing connection, for example while a chaos test keeps a proxy's listener disabled.
 
 A free port is free only when it is probed; callers bind soon after and retry on a clash.
+Several pickers that run side by side (the test suite's parallel workers) would clash more
+often, since each probes before the other's processes bind: TRIBUTARY_PORT_SLOT=I/N gives
+picker I of N ports from its own share of the range only (`port_slot`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ _PR_SET_PDEATHSIG = 1
 PORT_LOW = 10_000
 PORT_HIGH = 32_000
 _PROBES_MAX = 400
+# TRIBUTARY_PORT_SLOT=I/N: port p belongs to slot (p // PORT_SLOT_WIDTH) % N, and a picker in
+# slot I takes only ports of slot I. The width holds the largest block picked at once (a chaos
+# run's, tributary/procs.py cluster_port_plan's 200).
+PORT_SLOT_ENV = "TRIBUTARY_PORT_SLOT"
+PORT_SLOT_WIDTH = 1000
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -74,6 +82,27 @@ def ephemeral_port_range() -> tuple[int, int]:
         return 32_768, 60_999
 
 
+def port_slot() -> tuple[int, int]:
+    """(I, N) from TRIBUTARY_PORT_SLOT=I/N; (0, 1), the whole range, when it is unset. A value
+    that is not two whole numbers with 0 <= I < N raises ValueError."""
+    raw = os.environ.get(PORT_SLOT_ENV, "").strip()
+    if not raw:
+        return 0, 1
+    index, sep, count = raw.partition("/")
+    try:
+        slot = int(index), int(count)
+    except ValueError:
+        slot = (-1, 0)
+    if not sep or not 0 <= slot[0] < slot[1]:
+        raise ValueError(f"{PORT_SLOT_ENV}={raw!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return slot
+
+
+def _in_slot(ports: Iterable[int], slot: tuple[int, int]) -> bool:
+    index, count = slot
+    return all((p // PORT_SLOT_WIDTH) % count == index for p in ports)
+
+
 def _port_ceiling() -> int:
     """The first port above the range ports are picked from."""
     return min(PORT_HIGH, ephemeral_port_range()[0])
@@ -93,8 +122,8 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 def free_port_block(offsets: Iterable[int], host: str = "127.0.0.1", step: int = 1,
                     rng: random.Random | None = None) -> int:
     """A base port B, a multiple of `step`, such that B + o is free for every o in `offsets`
-    and every such port lies in [PORT_LOW, the ephemeral range). Raises RuntimeError when no
-    free block is found in a few hundred tries."""
+    and every such port lies in [PORT_LOW, the ephemeral range) and in this process's port slot
+    (`port_slot`). Raises RuntimeError when no free block is found in a few hundred tries."""
     offsets = sorted(set(offsets))
     if not offsets or offsets[0] < 0:
         raise ValueError("offsets must be a non-empty set of non-negative numbers")
@@ -104,9 +133,14 @@ def free_port_block(offsets: Iterable[int], host: str = "127.0.0.1", step: int =
     if high <= low:
         raise ValueError(f"a block spanning {offsets[-1] + 1} ports does not fit below "
                          f"{_port_ceiling()}")
-    for _ in range(_PROBES_MAX):
+    slot = port_slot()
+    if offsets[-1] >= PORT_SLOT_WIDTH and slot[1] > 1:
+        raise ValueError(f"a block spanning {offsets[-1] + 1} ports does not fit in a port slot "
+                         f"({PORT_SLOT_WIDTH} ports)")
+    for _ in range(_PROBES_MAX * slot[1]):
         base = rng.randrange(low, high, step)
-        if all(port_free(base + o, host) for o in offsets):
+        ports = [base + o for o in offsets]
+        if _in_slot(ports, slot) and all(port_free(p, host) for p in ports):
             return base
     raise RuntimeError(f"no free block of {len(offsets)} ports found on {host}")
 
@@ -131,6 +165,6 @@ def cluster_port_plan(meta: int, nodes: int, routers: int = 1, host: str = "127.
     return base + 150, base + 170, base
 
 
-__all__ = ["PORT_LOW", "PORT_HIGH", "die_with_parent", "new_session_dying_with_parent",
-           "group_alive", "ephemeral_port_range", "port_free", "free_port", "free_port_block",
+__all__ = ["PORT_LOW", "PORT_HIGH", "PORT_SLOT_ENV", "PORT_SLOT_WIDTH", "port_slot",
+           "die_with_parent", "new_session_dying_with_parent", "group_alive", "ephemeral_port_range", "port_free", "free_port", "free_port_block",
            "cluster_port_plan"]

@@ -142,3 +142,30 @@ def test_a_block_too_large_for_the_range_is_refused():
         procs.free_port_block(range(40_000))
     with pytest.raises(ValueError):
         procs.cluster_port_plan(meta=11, nodes=1)
+
+
+def test_the_port_slot_comes_from_the_environment_and_a_bad_one_is_refused(monkeypatch):
+    monkeypatch.delenv(procs.PORT_SLOT_ENV, raising=False)
+    assert procs.port_slot() == (0, 1)
+    monkeypatch.setenv(procs.PORT_SLOT_ENV, "1/2")
+    assert procs.port_slot() == (1, 2)
+    for bad in ("2/2", "-1/2", "1", "a/b", "1/0", "0/2/3"):
+        monkeypatch.setenv(procs.PORT_SLOT_ENV, bad)
+        with pytest.raises(ValueError, match=procs.PORT_SLOT_ENV):
+            procs.port_slot()
+
+
+@pytest.mark.parametrize("slot", [(0, 2), (1, 2), (2, 3)])
+def test_pickers_in_different_slots_never_pick_the_same_port(monkeypatch, slot):
+    """Side-by-side pickers (the suite's parallel workers) each keep to their own share of the
+    range, so one never takes a block the other probed but has not bound yet."""
+    index, count = slot
+    monkeypatch.setenv(procs.PORT_SLOT_ENV, f"{index}/{count}")
+    rng = random.Random(index)
+    for _ in range(50):
+        ports = [procs.free_port(rng=rng)]
+        http, grpc_port, base = procs.cluster_port_plan(3, 3, 2, rng=rng)
+        ports += [base, base + 105, http + 1, grpc_port + 1]
+        chaos = free_base(Topology(meta=5, nodes=3), rng)
+        ports += [chaos, chaos + ports_needed(Topology(meta=5, nodes=3)) - 1]
+        assert {(p // procs.PORT_SLOT_WIDTH) % count for p in ports} == {index}
