@@ -17,9 +17,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from compose_cluster import (READY_TIMEOUT_S, ComposeCluster, compose,  # noqa: E402
                              engine_or_reason, wait_for)
 
-_SKIPPED = pytest.StashKey[str]()
-
-
 @pytest.fixture(scope="session")
 def compose_cluster():
     client, reason = engine_or_reason()
@@ -39,20 +36,15 @@ def compose_cluster():
 
 def pytest_collection_modifyitems(config, items):
     """Decided once, up front: without an engine each test skips with the reason, and the
-    reason goes to the summary below."""
+    reason goes to the run's summary (tests/conftest.py)."""
     mine = [i for i in items if Path(str(i.fspath)).parent == Path(__file__).parent]
     if not mine:
         return
     _, reason = engine_or_reason()
     if reason is None:
         return
-    config.stash[_SKIPPED] = f"{len(mine)} container test(s) skipped: {reason}"
+    config.pluginmanager.get_plugin("tributary-summary").add(
+        config, "tests/docker", f"{len(mine)} container test(s) skipped: {reason}")
     for item in mine:
         item.add_marker(pytest.mark.skip(reason=f"tests/docker: {reason}"))
 
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    line = config.stash.get(_SKIPPED, None)
-    if line:
-        terminalreporter.write_sep("-", "tests/docker")
-        terminalreporter.write_line(line, yellow=True, bold=True)

@@ -8,22 +8,35 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
 
 
-_SUMMARY_LINES = pytest.StashKey[list]()
+class _SummaryLines:
+    """`append(line)` quotes the line after the run (tests/conftest.py, which also carries it
+    from a parallel worker to the controller)."""
+
+    def __init__(self, config):
+        self._add = config.pluginmanager.get_plugin("tributary-summary").add
+        self._config = config
+
+    def append(self, line: str) -> None:
+        self._add(self._config, "summary", line)
 
 
 @pytest.fixture(scope="session")
-def summary_lines(pytestconfig) -> list[str]:
+def summary_lines(pytestconfig) -> _SummaryLines:
     """Lines a test wants quoted after the run (e.g. the fuzz counts): printed in the terminal
     summary, where output capture does not swallow them."""
-    return pytestconfig.stash.setdefault(_SUMMARY_LINES, [])
+    return _SummaryLines(pytestconfig)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    lines = config.stash.get(_SUMMARY_LINES, [])
-    if lines:
-        terminalreporter.write_sep("-", "summary")
-        for line in lines:
-            terminalreporter.write_line(line)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """schemathesis names each generated test `test_x[METHOD /path]` but, under pytest 9 (which
+    builds a node id from `originalname` and the parametrize call), gives them all the node id
+    of `test_x`. Reports could not tell the operations apart, and pytest-xdist, which schedules
+    by node id, would run one of them. Each gets its operation in its id again."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label and item.nodeid == str(item.parent.id.child(item.originalname)):
+            item._id = item.parent.id.child(item.originalname).with_params(label)
 
 
 @pytest.fixture(scope="session")
