@@ -36,8 +36,13 @@ $(NODE_STAMP): $(NODE_EXAMPLE)/package-lock.json $(NODE_EXAMPLE)/package.json
 up: $(STAMP)
 	$(VENV)/bin/tributary up
 
+# Two pytest-xdist workers, a test file to a worker (its module fixtures start once), each
+# picking ports from its own share of the range (tests/conftest.py). TEST_WORKERS=0 runs the
+# suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(NODE_STAMP)
-	$(PY) -m pytest -q -x --durations=15 tests
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
