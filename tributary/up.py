@@ -1,8 +1,9 @@
 """`tributary up`: a whole local cluster on loopback, in the foreground.
 
 It starts the meta members, the nodes and the routers as child processes, restarts a child that
-dies, prints the endpoints once GET /api/v1/health answers 200, and on SIGINT/SIGTERM stops every
-child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
+dies, starts the nodes `tributary up add-node` asks for and stops for good the ones
+`tributary up remove-node` takes out, prints the endpoints once GET /api/v1/health answers 200,
+and on SIGINT/SIGTERM stops every child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
 <data-dir>/logs/<name>.log (JSON lines unless --log-format text), its traces to
 <data-dir>/traces/<name>.jsonl (tributary/tracing.py; OTEL_* variables choose another exporter),
 and nodes and meta members serve Prometheus /metrics at the ports cluster.json lists. Children
@@ -54,7 +55,7 @@ class Child:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_node_parser(parser)
+    _scale_parsers(parser)
     parser.add_argument("--data-dir", default="./tributary-data")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=50051)
@@ -119,11 +120,14 @@ def plan(args: argparse.Namespace) -> list[Child]:
             "--metrics", f"{host}:{base + METRICS_OFFSET_NODE + i}"]
             + internal_args["node"],
             os.path.join(data_dir, "logs", f"node-{i}.log")))
+    # A router reports healthy once this many nodes registered: the ones that will run.
+    running_nodes = max(1, args.nodes - len(nodes_removed(data_dir)
+                                            & {f"node-{i}" for i in range(args.nodes)}))
     for i in range(args.routers):
         children.append(Child(f"router-{i}", exe + [
             "router", "--http", f"{host}:{args.http_port + i}",
             "--grpc", f"{host}:{args.grpc_port + i}", "--meta", meta_list,
-            "--min-nodes", str(args.nodes)] + auth_args + _tls_args(args)
+            "--min-nodes", str(running_nodes)] + auth_args + _tls_args(args)
             + internal_args["router"],
             os.path.join(data_dir, "logs", f"router-{i}.log")))
     # Every child's traces go to <data-dir>/traces/<name>.jsonl (tributary/tracing.py) unless
@@ -234,7 +238,9 @@ def _record_layout(args: argparse.Namespace, data_dir: str) -> None:
                     "routers": [f"{scheme}://{host}:{args.http_port + i}/api/v1/metrics"
                                 for i in range(args.routers)]},
         "rest": [f"{scheme}://{host}:{args.http_port + i}" for i in range(args.routers)],
-        "grpc": [f"{host}:{args.grpc_port + i}" for i in range(args.routers)]}
+        "grpc": [f"{host}:{args.grpc_port + i}" for i in range(args.routers)],
+        # node-<i> keeps its place in "nodes" after `tributary up remove-node`; it no longer runs.
+        "removed": sorted(nodes_removed(data_dir), key=_node_index)}
     path = os.path.join(data_dir, "cluster.json")
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(layout, handle, indent=2)
@@ -242,9 +248,10 @@ def _record_layout(args: argparse.Namespace, data_dir: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    # Nodes added by `tributary up add-node` run again on a later start.
+    # Nodes added by `tributary up add-node` run again on a later start; removed ones do not.
     args.nodes = max(args.nodes, min(nodes_wanted(os.path.abspath(args.data_dir)), NODES_MAX))
-    children = plan(args)
+    removed = nodes_removed(os.path.abspath(args.data_dir))
+    children = [child for child in plan(args) if child.name not in removed]
     stopping = False
 
     def on_signal(signum, _frame):
@@ -277,6 +284,7 @@ def run(args: argparse.Namespace) -> None:
                     time.sleep(min(2.0, 0.2 * child.restarts))
                     child.start()
             _grow(args, data_dir, children)
+            _shrink(args, data_dir, children)
             if not ready:
                 if _healthy(health_url):
                     ready = True
@@ -328,7 +336,8 @@ def _grow(args: argparse.Namespace, data_dir: str, children: list[Child]) -> Non
         return
     grown = argparse.Namespace(**{**vars(args), "nodes": wanted})
     names = {f"node-{i}" for i in range(args.nodes, wanted)}
-    added = [child for child in plan(grown) if child.name in names]
+    added = [child for child in plan(grown)
+             if child.name in names and child.name not in nodes_removed(data_dir)]
     for child in added:
         child.start()
         children.append(child)
@@ -337,8 +346,9 @@ def _grow(args: argparse.Namespace, data_dir: str, children: list[Child]) -> Non
     print(f"tributary: added {', '.join(c.name for c in added)}", flush=True)
 
 
-def _add_node_parser(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="up_command", required=False, metavar="add-node")
+def _scale_parsers(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="up_command", required=False,
+                                metavar="{add-node,remove-node}")
     p = sub.add_parser("add-node", help="add shard node(s) to the `tributary up` cluster that "
                                         "runs on --data-dir, and wait until they are live")
     p.add_argument("--data-dir", default="./tributary-data", dest="add_data_dir")
@@ -346,6 +356,32 @@ def _add_node_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-timeout", type=float, default=120.0,
                    help="seconds to wait for the new nodes to be live")
     p.set_defaults(func=add_node)
+    p = sub.add_parser("remove-node", help="stop a drained node of the `tributary up` cluster "
+                                           "on --data-dir for good and forget it")
+    p.add_argument("node_id", help="node-<i>; drain it first (tributary admin nodes drain)")
+    p.add_argument("--data-dir", default="./tributary-data", dest="add_data_dir",
+                   metavar="DATA_DIR")
+    p.add_argument("--wait-timeout", type=float, default=60.0,
+                   help="seconds to wait for the supervisor to stop the node")
+    p.set_defaults(func=remove_node)
+
+
+def _read_layout(data_dir: str, command: str) -> dict:
+    try:
+        with open(os.path.join(data_dir, "cluster.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"tributary up {command}: cannot read {data_dir}/cluster.json ({exc}); "
+                         "is a `tributary up` cluster running on that data dir?") from None
+
+
+def _meta_client(layout: dict, data_dir: str):
+    """A client of the cluster's meta group, authenticated with the data dir's secret."""
+    from consensus.client import MetaClient
+
+    found = local_secrets.existing(data_dir)
+    token = cluster_auth.load(found.cluster_secret_file) if found else None
+    return MetaClient([m["grpc"] for m in layout["meta"]], token)
 
 
 def add_node(args: argparse.Namespace) -> None:
@@ -354,15 +390,8 @@ def add_node(args: argparse.Namespace) -> None:
     `tributary admin rebalance`. One-line error and a non-zero exit on failure."""
     import asyncio
 
-    from consensus.client import MetaClient
-
     data_dir = os.path.abspath(args.add_data_dir)
-    try:
-        with open(os.path.join(data_dir, "cluster.json"), encoding="utf-8") as handle:
-            layout = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"tributary up add-node: cannot read {data_dir}/cluster.json ({exc}); "
-                         "is a `tributary up` cluster running on that data dir?") from None
+    layout = _read_layout(data_dir, "add-node")
     current = max(len(layout["nodes"]), nodes_wanted(data_dir))
     wanted = current + args.count
     if args.count < 1 or wanted > NODES_MAX:
@@ -373,11 +402,9 @@ def add_node(args: argparse.Namespace) -> None:
         handle.write(str(wanted))
     os.replace(path + ".tmp", path)
     new_ids = [f"node-{i}" for i in range(current, wanted)]
-    found = local_secrets.existing(data_dir)
-    token = cluster_auth.load(found.cluster_secret_file) if found else None
 
     async def live() -> set[str]:
-        client = MetaClient([m["grpc"] for m in layout["meta"]], token)
+        client = _meta_client(layout, data_dir)
         try:
             return set((await client.leader_status()).live_nodes)
         finally:
@@ -399,3 +426,101 @@ def add_node(args: argparse.Namespace) -> None:
         addresses = json.load(handle)["nodes"]
     print(json.dumps({"added": [{"node_id": n, "address": addresses[int(n[5:])]}
                                 for n in new_ids], "nodes": wanted}), flush=True)
+
+
+# ---- removing a node for good (`tributary up remove-node`) -------------------------------------
+# <data-dir>/nodes-removed lists the nodes the supervisor must not run: it stops a running one
+# on its next turn (then lists it under "removed" in cluster.json), and a later start leaves it
+# out. Its data dir stays; node ids are never reused, so a later add-node gets a new one.
+NODES_REMOVED_FILE = "nodes-removed"
+
+
+def _node_index(node_id: str) -> int:
+    return int(node_id[5:]) if node_id[:5] == "node-" and node_id[5:].isdigit() else -1
+
+
+def nodes_removed(data_dir: str) -> set[str]:
+    """The nodes `tributary up remove-node` took out of the cluster on `data_dir`."""
+    try:
+        with open(os.path.join(data_dir, NODES_REMOVED_FILE), encoding="utf-8") as handle:
+            return {line.strip() for line in handle if _node_index(line.strip()) >= 0}
+    except OSError:
+        return set()
+
+
+def _shrink(args: argparse.Namespace, data_dir: str, children: list[Child]) -> None:
+    """Stops, for good, the running nodes that nodes-removed lists."""
+    removed = nodes_removed(data_dir)
+    going = [child for child in children if child.name in removed]
+    if not going:
+        return
+    stop_all(going)
+    children[:] = [child for child in children if child not in going]
+    _record_layout(args, data_dir)
+    print(f"tributary: stopped {', '.join(c.name for c in going)} for good (removed)",
+          flush=True)
+
+
+def remove_node(args: argparse.Namespace) -> None:
+    """Takes a drained node out of the `tributary up` cluster on the data dir for good: the
+    supervisor stops it and never runs it again, and the meta group forgets it. Refused while
+    the node is not drained (its copies would be lost). Prints the outcome as JSON; a one-line
+    error and a non-zero exit on failure. Running it again after a success changes nothing."""
+    import asyncio
+
+    from consensus import commands
+    from consensus.replication import copies_held
+
+    data_dir = os.path.abspath(args.add_data_dir)
+    layout = _read_layout(data_dir, "remove-node")
+    node_id = args.node_id
+    count = max(len(layout["nodes"]), nodes_wanted(data_dir))
+    if not 0 <= _node_index(node_id) < count:
+        raise SystemExit(f"tributary up remove-node: {node_id!r} is not a node of the cluster "
+                         f"on {data_dir} (node-0 to node-{count - 1})")
+
+    async def registered():
+        client = _meta_client(layout, data_dir)
+        try:
+            state = await client.get_state(linearizable=True)
+            return state.nodes.get(node_id), len(copies_held(state, node_id))
+        finally:
+            await client.close()
+
+    async def forget() -> None:
+        client = _meta_client(layout, data_dir)
+        try:
+            await client.propose(commands.RemoveNode(node_id, False, int(time.time() * 1000)))
+        finally:
+            await client.close()
+
+    try:
+        record, held = asyncio.run(registered())
+    except Exception as exc:  # noqa: BLE001 - any failure to read is reported the same way
+        raise SystemExit(f"tributary up remove-node: cannot read the meta group's state ({exc});"
+                         f" is `tributary up` running on {data_dir}?") from None
+    if record is not None and record.state != "drained":
+        raise SystemExit(f"tributary up remove-node: {node_id} is {record.state} and holds "
+                         f"{held} copies; drain it first: "
+                         f"tributary admin nodes drain {node_id} --wait")
+    path = os.path.join(data_dir, NODES_REMOVED_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.writelines(f"{n}\n" for n in sorted(nodes_removed(data_dir) | {node_id},
+                                                    key=_node_index))
+    os.replace(path + ".tmp", path)
+    deadline = time.monotonic() + args.wait_timeout
+    while node_id not in _read_layout(data_dir, "remove-node").get("removed", []):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"tributary up remove-node: {node_id} still runs after "
+                             f"{args.wait_timeout:.0f} s (is `tributary up` running on "
+                             f"{data_dir}? the request stays for its next start)")
+        time.sleep(0.2)
+    if record is not None:
+        try:
+            asyncio.run(forget())
+        except Exception as exc:  # noqa: BLE001 - reported with what was done already
+            raise SystemExit(f"tributary up remove-node: {node_id} is stopped for good, but the "
+                             f"meta group did not forget it ({exc}); finish with: "
+                             f"tributary admin nodes remove {node_id}") from None
+    running = [f"node-{i}" for i in range(count) if f"node-{i}" not in nodes_removed(data_dir)]
+    print(json.dumps({"removed": node_id, "nodes": running}), flush=True)
