@@ -20,18 +20,32 @@ from test_scale_out import admin, nodes
 pytestmark = pytest.mark.integration
 
 
+def up_command(c: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tributary.cli", "up", *args, "--data-dir",
+                           c.data_dir], capture_output=True, text=True, timeout=120)
+
+
+def load_sixty(c: Cluster, dataset: str) -> None:
+    """A 3-shard dataset holding v0..v59."""
+    with httpx.Client(base_url=c.rest, timeout=60) as client:
+        assert client.post("/datasets", json={"name": dataset, "dimensions": 4,
+                                              "shard_count": 3}).status_code == 201
+        assert client.post(f"/datasets/{dataset}/vectors", json={"vectors": [
+            {"id": f"v{i}", "values": [1.0, i, 2.0, 3.0]} for i in range(60)]}
+        ).status_code == 201
+
+
+def missing_of(c: Cluster, dataset: str) -> list[int]:
+    with httpx.Client(base_url=c.rest, timeout=30) as client:
+        return [i for i in range(60)
+                if client.get(f"/datasets/{dataset}/vectors/v{i}").status_code != 200]
+
+
 def test_add_node_joins_a_running_up_cluster_and_stays_after_a_restart(tmp_path):
     c = Cluster(tmp_path / "cluster", meta=1, nodes=2).start()
     try:
-        with httpx.Client(base_url=c.rest, timeout=60) as client:
-            assert client.post("/datasets", json={"name": "grow", "dimensions": 4,
-                                                  "shard_count": 3}).status_code == 201
-            assert client.post("/datasets/grow/vectors", json={"vectors": [
-                {"id": f"v{i}", "values": [1.0, i, 2.0, 3.0]} for i in range(60)]}
-            ).status_code == 201
-        added = subprocess.run([sys.executable, "-m", "tributary.cli", "up", "add-node",
-                                "--data-dir", c.data_dir, "--wait-timeout", "90"],
-                               capture_output=True, text=True, timeout=120)
+        load_sixty(c, "grow")
+        added = up_command(c, "add-node", "--wait-timeout", "90")
         assert added.returncode == 0, added.stderr
         doc = json.loads(added.stdout)
         assert doc == {"added": [{"node_id": "node-2",
@@ -49,10 +63,7 @@ def test_add_node_joins_a_running_up_cluster_and_stays_after_a_restart(tmp_path)
         c.start()
         wait_for(lambda: nodes(c).get("node-2", {}).get("state") == "live", 60, 0.5,
                  "node-2 live after the restart")
-        with httpx.Client(base_url=c.rest, timeout=30) as client:
-            missing = [i for i in range(60)
-                       if client.get(f"/datasets/grow/vectors/v{i}").status_code != 200]
-        assert missing == []
+        assert missing_of(c, "grow") == []
     finally:
         c.stop()
 
@@ -66,21 +77,11 @@ def test_add_node_without_a_cluster_is_a_one_line_error(tmp_path):
     assert "cluster.json" in result.stderr
 
 
-def up_command(c: Cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tributary.cli", "up", *args, "--data-dir",
-                           c.data_dir], capture_output=True, text=True, timeout=120)
-
-
 def test_remove_node_stops_a_drained_node_for_good_and_a_restart_leaves_it_out(tmp_path):
     c = Cluster(tmp_path / "cluster", meta=1, nodes=3).start()
     node_2_port = c.internal_base + 102
     try:
-        with httpx.Client(base_url=c.rest, timeout=60) as client:
-            assert client.post("/datasets", json={"name": "shrink", "dimensions": 4,
-                                                  "shard_count": 3}).status_code == 201
-            assert client.post("/datasets/shrink/vectors", json={"vectors": [
-                {"id": f"v{i}", "values": [1.0, i, 2.0, 3.0]} for i in range(60)]}
-            ).status_code == 201
+        load_sixty(c, "shrink")
         assert nodes(c)["node-2"]["copies"] > 0
         refused = up_command(c, "remove-node", "node-2")
         assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
@@ -102,9 +103,7 @@ def test_remove_node_stops_a_drained_node_for_good_and_a_restart_leaves_it_out(t
         with httpx.Client(base_url=c.rest, timeout=30) as client:
             wait_for(lambda: client.get("/health").json().get("status") == "healthy", 60, 0.5,
                      "health ok after the restart without node-2")
-            missing = [i for i in range(60)
-                       if client.get(f"/datasets/shrink/vectors/v{i}").status_code != 200]
-        assert missing == []
+        assert missing_of(c, "shrink") == []
         assert set(nodes(c)) == {"node-0", "node-1"} and procs.port_free(node_2_port)
     finally:
         c.stop()
