@@ -264,8 +264,11 @@ def run(args: argparse.Namespace) -> None:
     insecure = getattr(args, "insecure_dev", False)
     if insecure:
         print(f"tributary: {cluster_auth.INSECURE_WARNING}", file=sys.stderr, flush=True)
-    print(f"tributary: starting {args.meta} meta, {args.nodes} node(s), {args.routers} "
-          f"router(s); data in {data_dir}", flush=True)
+    running = sum(child.name.startswith("node-") for child in children)
+    left_out = f" (removed, not started: {', '.join(sorted(removed, key=_node_index))})" \
+        if removed else ""
+    print(f"tributary: starting {args.meta} meta, {running} node(s), {args.routers} "
+          f"router(s); data in {data_dir}{left_out}", flush=True)
     _record_layout(args, data_dir)
     for child in children:
         child.start()
