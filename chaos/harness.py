@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -161,6 +162,9 @@ class ProxiedCluster:
     env: dict[str, str] | None = None
     log: Callable[[str], None] = lambda line: None
     prefer_external_proxy: bool = True
+    # Members not started with the others: each starts at `join` (the `join` scenario's node).
+    # Until then no fault starts or restarts it.
+    late: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.data_dir = os.path.abspath(self.data_dir)
@@ -170,6 +174,8 @@ class ProxiedCluster:
         self.procs: dict[str, Proc] = {}
         self.secrets: local_secrets.LocalSecrets | None = None
         self._lock = threading.Lock()
+        self._waiting: set[str] = set()
+        self._spawner: ThreadPoolExecutor | None = None
 
     # ---- addresses ------------------------------------------------------------------------------
 
@@ -211,7 +217,7 @@ class ProxiedCluster:
                           "--node-id", member] + auth
         return exe + ["router", "--http", plan.router_http[member],
                       "--grpc", plan.router_grpc[member], "--meta", meta,
-                      "--min-nodes", str(topo.nodes)] + auth
+                      "--min-nodes", str(topo.nodes - len(self.late))] + auth
 
     def start(self, timeout_s: float = 120.0) -> "ProxiedCluster":
         os.makedirs(self.logs_dir, exist_ok=True)
@@ -233,16 +239,34 @@ class ProxiedCluster:
         for member in self.topology.members:
             self.procs[member] = Proc(member, self._argv(member),
                                       os.path.join(self.logs_dir, f"{member}.log"), env)
+        self._waiting = set(self.late)
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="chaos-spawner") \
+            if self.late else None
         for member in self.topology.members:
-            self.procs[member].start()
+            if member not in self._waiting:
+                self.procs[member].start()
         self.wait_healthy(timeout_s)
         return self
+
+    def join(self, member: str) -> None:
+        """Starts a `late` member for the first time, from a thread that lives as long as the
+        cluster: the kernel kills a child (PR_SET_PDEATHSIG) when the thread that forked it
+        ends, and the caller's (a probe's) ends before the run does."""
+        self._spawner.submit(self._start_late, member).result()
+
+    def _start_late(self, member: str) -> None:
+        with self._lock:
+            if member in self._waiting:
+                self.procs[member].start()
+                # After the start: a heal that runs meanwhile then finds it waiting or alive.
+                self._waiting.discard(member)
 
     def wait_healthy(self, timeout_s: float) -> float:
         started = time.monotonic()
         deadline = started + timeout_s
         while time.monotonic() < deadline:
-            dead = [p.name for p in self.procs.values() if not p.alive]
+            dead = [p.name for p in self.procs.values()
+                    if not p.alive and p.name not in self._waiting]
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited while starting; logs in "
                                    f"{self.logs_dir}")
@@ -274,6 +298,8 @@ class ProxiedCluster:
         if self.proxy_server is not None:
             self.proxy_server.stop()
             self.proxy_server = None
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=False)
 
     def __enter__(self) -> "ProxiedCluster":
         return self.start()
@@ -288,7 +314,7 @@ class ProxiedCluster:
 
     def restart(self, member: str) -> None:
         proc = self.procs[member]
-        if proc.alive:
+        if proc.alive or member in self._waiting:
             return
         proc.start()
 
@@ -312,6 +338,8 @@ class ProxiedCluster:
         """SIGCONT every process and restart the dead ones; returns the restarted names."""
         restarted = []
         for member, proc in self.procs.items():
+            if member in self._waiting:
+                continue
             if proc.alive:
                 proc.signal(signal.SIGCONT)
                 proc.paused = False

@@ -9,7 +9,8 @@ duration; without --scenario, the nemeses are those given by --nemesis (default:
 
 1. prints the seed and the schedule (a pure function of seed, duration, nemeses and topology:
    the same command replays the same faults at the same offsets);
-2. starts 3 meta members, 2 nodes (3 for `moves` and `drain`) and 1 router with every link
+2. starts 3 meta members, 2 nodes (3 for `moves`, `drain` and `join`, which starts its third
+   only at `join_at_s`) and 1 router with every link
    behind its own proxy (chaos.harness), creates the workloads' datasets;
 3. runs the workloads (chaos.workload) while the nemesis runner applies the schedule, printing a
    progress line every few seconds and a line per fault;
@@ -119,6 +120,8 @@ class RunResult:
     moves: dict | None = None
     # The `drain` scenario: the drained node and when it was drained and removed.
     drain: dict | None = None
+    # The `join` scenario: the node started during the run and the rebalancing onto it.
+    join: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -157,7 +160,7 @@ def save_artifacts(result: RunResult, directory: str) -> str:
     if result.reshard is not None:
         with open(os.path.join(directory, "reshard.json"), "w") as f:
             json.dump(result.reshard, f, indent=1)
-    for name, doc in (("moves", result.moves), ("drain", result.drain)):
+    for name, doc in (("moves", result.moves), ("drain", result.drain), ("join", result.join)):
         if doc is not None:
             with open(os.path.join(directory, f"{name}.json"), "w") as f:
                 json.dump(doc, f, indent=1)
@@ -244,15 +247,20 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = os.path.abspath(os.path.join(cfg.data_dir, f"run-seed{cfg.seed}-{stamp}"))
     result.run_dir = run_dir
+    scenario = scenarios.BY_NAME[cfg.scenario] if cfg.scenario else None
+    # The `join` scenario's node starts during the run (chaos/join_probe.py).
+    joining = cfg.topology.node_members[-1] \
+        if scenario is not None and scenario.join_at_s is not None else None
     cluster = ProxiedCluster(os.path.join(run_dir, "cluster"), cfg.topology, seed=cfg.seed,
-                             env=cfg.env, log=lambda line: out(f"harness: {line}"))
+                             env=cfg.env, log=lambda line: out(f"harness: {line}"),
+                             late=(joining,) if joining else ())
     recorder = HistoryRecorder()
     workloads: Workloads | None = None
     backup_probe = None
     reshard_probe = None
     move_probe = None
     drain_probe = None
-    scenario = scenarios.BY_NAME[cfg.scenario] if cfg.scenario else None
+    join_probe = None
     runner = NemesisRunner(cluster, log=out)
     started = time.monotonic()
     try:
@@ -298,6 +306,14 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                      min(scenario.drain_at_s, cfg.duration_s / 2), out,
                                      cfg.request_timeout_s)
             drain_probe.start(t0, give_up_at=_give_up_at(cfg, t0, cfg.moves_bound_s))
+        if joining is not None:
+            # The `join` scenario: a node starts, then rebalancing fills it, while the faults run.
+            from chaos.join_probe import JoinProbe
+            from chaos.move_probe import datasets_for
+            join_probe = JoinProbe(cluster.rest_url, joining, datasets_for(cfg.workloads),
+                                   min(scenario.join_at_s, cfg.duration_s / 2),
+                                   lambda: cluster.join(joining), out, cfg.request_timeout_s)
+            join_probe.start(t0, give_up_at=_give_up_at(cfg, t0, cfg.moves_bound_s))
         next_progress = [cfg.progress_every_s]
 
         def tick(now: float) -> None:
@@ -346,6 +362,12 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             result.drain = drain_probe.settle(healed_at, cfg.moves_bound_s)
             result.drain["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes - 1)
             placed_at = drain_probe.removed_at
+        if join_probe is not None:
+            out(f"[{time.monotonic() - t0:7.2f}s] join: waiting for copies to be even with "
+                f"{joining} (bound {cfg.moves_bound_s:g}s after the heal)")
+            result.join = join_probe.settle(healed_at, cfg.moves_bound_s)
+            result.join["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
+            placed_at = join_probe.converged_at
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")
         result.final_state, result.unread = final_reads(cluster.rest_url, recorder,
@@ -377,7 +399,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
     finally:
         if workloads is not None:
             workloads.request_stop()
-        for probe in (reshard_probe, move_probe, drain_probe):
+        for probe in (reshard_probe, move_probe, drain_probe, join_probe):
             if probe is not None:
                 probe.abandon()
         result.journal = list(runner.journal)
@@ -393,7 +415,7 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
                                  linearizability_timeout_s=cfg.linearizability_timeout_s,
                                  workloads=cfg.workloads, copies=result.copies,
                                  backup=result.backup, reshard=result.reshard,
-                                 moves=result.moves, drain=result.drain)
+                                 moves=result.moves, drain=result.drain, join=result.join)
         result.timings["check_s"] = round(time.monotonic() - check_started, 2)
         out(f"report (seed {cfg.seed}):")
         for line in result.report.lines():
@@ -447,8 +469,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--moves-bound", type=float, default=DEFAULT_MOVES_BOUND_S,
                         help="seconds after the final heal within which the move in flight of "
-                             "the `moves` scenario must have ended, and the node of the `drain` "
-                             "scenario must be drained and removed (default %(default)s)")
+                             "the `moves` scenario must have ended, the node of the `drain` "
+                             "scenario must be drained and removed, and the copies of the "
+                             "`join` scenario even (default %(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory and artifacts even when it passes")
 

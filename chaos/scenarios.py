@@ -50,6 +50,11 @@ class Scenario:
     # drained (chaos/move_probe.py DrainProbe); both must be done within the run's moves bound
     # after the heal (drain-finished). None: no drain.
     drain_at_s: float | None = None
+    # Seconds into the run at which the last node, not started with the others (so the
+    # workload datasets have no copy on it), starts; rebalancing rounds then move copies onto
+    # it, and must leave copies even within the run's moves bound after the heal
+    # (chaos/join_probe.py; join-balanced). None: every node starts with the cluster.
+    join_at_s: float | None = None
     # The nodes of the run's cluster: a move needs a node that holds no copy of the shard, and
     # a drained node's copies need two others, so the `moves` and `drain` scenarios run three
     # (two copies of every shard). The schedule's targets depend on it, so a replay by name
@@ -152,6 +157,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              "run; every copy must leave it and every shard keep its copies",
              ("kill:node", "primary-kill", "pause:node", "primary-pause", "latency:router-node"),
              matrix_seeds=(153, 154, 155), duration_s=40.0, drain_at_s=5.0, nodes=3),
+    # The third node starts 5 s in; rebalancing rounds then fill it while nodes (the new one
+    # too, once it runs) die, freeze and answer late.
+    Scenario("join", "a third node joins two that hold every copy and rebalancing moves "
+             "copies onto it, while writes, 2PC batches, kill -9 and SIGSTOP of a node or of a "
+             "shard's primary, and router->node latency run; copies must end even and every "
+             "shard keep its copies",
+             ("kill:node", "primary-kill", "pause:node", "primary-pause", "latency:router-node"),
+             matrix_seeds=(160, 161, 162), duration_s=40.0, join_at_s=5.0, nodes=3),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -47,6 +47,11 @@ are not vacuous). Checkers:
                            of any dataset has a copy on it, and every shard of the workload
                            datasets has its number of copies on distinct nodes:
                            `drain_finished`.
+* ``join-balanced``        (the `join` scenario) the node started during the run went live, a
+                           rebalancing round after the final heal found copies even within the
+                           bound, the node holds copies of the workload datasets, and each of
+                           their shards has its number of copies on distinct nodes:
+                           `join_balanced`.
 * ``recovery``             after the final heal the service came back (health 200 and a search on
                            every dataset) within the bound, and stayed up: `recovered_within`.
 * ``workloads-made-progress`` every workload that ran had writes and reads acknowledged, so the
@@ -556,6 +561,39 @@ def drain_finished(drain: Mapping[str, Any], copies: Mapping[str, Any] | None) -
                          + ("" if bound is None else f" (bound {bound:g}s after the heal)"))
 
 
+def join_balanced(join: Mapping[str, Any], copies: Mapping[str, Any] | None) -> CheckerResult:
+    """The node that joined during the run (chaos/join_probe.py) went live, a rebalancing round
+    after the heal found copies even (nothing to plan, nothing in flight) no later than
+    `bound_s` after it, the node holds at least one copy of the workload datasets in the copy
+    snapshot, and each of their shards has `copies_per_shard` copies on distinct nodes."""
+    name = "join-balanced"
+    node, bound, healed = join.get("node"), join.get("bound_s"), join.get("healed_at_s")
+    problems = []
+    if join.get("live_at_s") is None:
+        problems.append(f"{node} never showed live (started at {join.get('started_at_s')}s)")
+    elif join.get("converged_at_s") is None:
+        problems.append("copies not even" + ("" if bound is None else
+                                                f" within {bound:g}s after the heal")
+                        + f": {join.get('rounds')} round(s), {join.get('copies')} copies on "
+                        f"{node}, last errors {join.get('round_errors')}")
+    elif healed is not None and bound is not None and join["converged_at_s"] > healed + bound:
+        problems.append(f"copies even {join['converged_at_s'] - healed:.2f}s after the heal, "
+                        f"above the bound of {bound:g}s")
+    datasets = join.get("datasets") or []
+    held = sum(node in (shard.get("copies") or []) for dataset in datasets
+               for shard in (_snapshot_shards(copies, dataset) if copies is not None else []))
+    if copies is not None and not held:
+        problems.append(f"{node} holds no copy of {', '.join(datasets)} after the rebalancing")
+    problems += _shards_without_their_copies(copies, datasets, join.get("copies_per_shard"),
+                                             "after the join")
+    if problems:
+        return CheckerResult(name, FAILED, f"{len(problems)} join problem(s)", problems)
+    return CheckerResult(name, PASS, f"{node} live at {join['live_at_s']:.1f}s, holds {held} "
+                                     f"copies after {join.get('moves_planned')} planned "
+                                     f"move(s)/hand-over(s) in {join.get('rounds')} round(s)"
+                         + ("" if bound is None else f" (bound {bound:g}s after the heal)"))
+
+
 def moves_ended(moves: Mapping[str, Any], copies: Mapping[str, Any] | None) -> CheckerResult:
     """Every move of the run (chaos/move_probe.py) ended, no later than `bound_s` after the
     heal, finished or rolled back (or, its start answer lost, was never made); in the copy
@@ -601,9 +639,10 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              backup: Mapping[str, Any] | None = None,
              reshard: Mapping[str, Any] | None = None,
              moves: Mapping[str, Any] | None = None,
-             drain: Mapping[str, Any] | None = None) -> Report:
+             drain: Mapping[str, Any] | None = None,
+             join: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
-    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard`, `moves` or `drain`
+    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard`, `moves`, `drain` or `join`
     (what chaos/backup_probe.py, chaos/reshard_probe.py or chaos/move_probe.py found), their
     scenario's checkers are not run."""
     history = list(history)
@@ -691,6 +730,8 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
         checkers.append(moves_ended(moves, copies))
     if drain is not None:
         checkers.append(drain_finished(drain, copies))
+    if join is not None:
+        checkers.append(join_balanced(join, copies))
 
     recovery_s = None
     if recovery_bound_s is not None:

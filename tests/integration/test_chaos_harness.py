@@ -275,6 +275,8 @@ def test_every_scenario_passes_every_checker_at_each_matrix_seed(tmp_path, scena
         assert "moves-ended" in {c.name for c in result.report.checkers}
     if scenario.drain_at_s is not None:
         assert "drain-finished" in {c.name for c in result.report.checkers}
+    if scenario.join_at_s is not None:
+        assert "join-balanced" in {c.name for c in result.report.checkers}
     assert result.report.ok, (f"{scenario.name} seed {seed}: history saved in "
                               f"{result.saved_to}\n" + "\n".join(result.report.lines()))
 

@@ -6,14 +6,21 @@ in the chaos matrix (`make chaos`)."""
 from __future__ import annotations
 
 import copy
+import os
 import random
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chaos import scenarios
+from chaos.harness import Proc, ProxiedCluster
 from chaos.move_probe import (FINISHED, NOT_STARTED, OTHER, ROLLED_BACK, datasets_for,
                               node_state, outcome_of, pick_move, start_refused)
-from chaos.verdict import FAILED, INCONCLUSIVE, PASS, drain_finished, evaluate, moves_ended
+from chaos.verdict import (FAILED, INCONCLUSIVE, PASS, drain_finished, evaluate, join_balanced,
+                           moves_ended)
 from chaos.workload import BATCH_DATASET, KV_DATASET, Reply
 
 NODES = ["node-0", "node-1", "node-2"]
@@ -237,6 +244,86 @@ def test_the_verdict_adds_drain_finished_only_for_a_run_that_drained():
     assert report.checker("drain-finished").verdict == FAILED and not report.ok
 
 
+# ---- a join -------------------------------------------------------------------------------------
+
+AFTER_JOIN = {"datasets": {
+    f"default/{KV_DATASET}": {"uuid": "u", "shards": snapshot_shards(
+        [["node-0", "node-2"], ["node-1", "node-0"], ["node-2", "node-1"]])},
+    "chaos-catalog/c1": {"uuid": "v", "shards": snapshot_shards([["node-0"]])}}}
+JOIN = {"node": "node-2", "datasets": [KV_DATASET], "at_s": 5.0, "bound_s": 45.0,
+        "healed_at_s": 40.0, "started_at_s": 5.0, "live_at_s": 6.7, "converged_at_s": 44.4,
+        "rounds": 35, "round_errors": [], "moves_planned": 14, "copies": 2,
+        "copies_per_shard": 2}
+
+
+def test_a_late_member_waits_through_heals_and_outlives_the_thread_that_joins_it(tmp_path):
+    """A heal before the join does not start the late node. The probe that joins it runs in a
+    thread that ends before the run does, and the kernel kills a child when the thread that
+    forked it ends (PR_SET_PDEATHSIG): the join must fork from a thread that lives on."""
+    cluster = ProxiedCluster(str(tmp_path), late=("node-2",))
+    # What start() sets up for a late member, without the rest of a cluster.
+    cluster.procs["node-2"] = Proc("node-2", [sys.executable, "-c", "import time; "
+                                              "time.sleep(60)"], str(tmp_path / "node-2.log"),
+                                   dict(os.environ))
+    cluster._waiting = {"node-2"}
+    cluster._spawner = ThreadPoolExecutor(1)
+    try:
+        assert cluster.heal_processes() == [] and cluster.procs["node-2"].popen is None
+        cluster.restart("node-2")
+        assert cluster.procs["node-2"].popen is None
+        joiner = threading.Thread(target=cluster.join, args=("node-2",))
+        joiner.start()
+        joiner.join(30)
+        assert not joiner.is_alive() and cluster.procs["node-2"].alive
+        watched_until = time.monotonic() + 1.0
+        while time.monotonic() < watched_until:     # a PDEATHSIG kill lands at once
+            assert cluster.procs["node-2"].alive, "the node died with the thread that joined it"
+            time.sleep(0.05)
+    finally:
+        cluster.stop()
+
+
+def test_a_joined_node_that_ends_with_copies_and_every_shard_whole_passes():
+    result = join_balanced(JOIN, AFTER_JOIN)
+    assert result.verdict == PASS, result
+    assert "node-2 live at 6.7s, holds 2 copies after 14 planned" in result.summary
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"live_at_s": None, "converged_at_s": None}, "node-2 never showed live"),
+    ({"converged_at_s": None}, "copies not even within 45s after the heal"),
+    ({"converged_at_s": 90.0}, "above the bound"),
+])
+def test_a_join_not_even_in_time_fails(change, why):
+    result = join_balanced({**JOIN, **change}, AFTER_JOIN)
+    assert result.verdict == FAILED and why in result.details[0]
+
+
+def test_a_joined_node_left_without_a_workload_copy_fails():
+    # Copies on it of other datasets (the catalog workload's, created after it joined) do not
+    # count: the workload datasets were placed before it ran, so only a move puts them there.
+    doctored = copy.deepcopy(AFTER_JOIN)
+    doctored["datasets"][f"default/{KV_DATASET}"]["shards"] = snapshot_shards(
+        [["node-0", "node-1"], ["node-1", "node-0"], ["node-0", "node-1"]])
+    doctored["datasets"]["chaos-catalog/c1"]["shards"][0]["copies"] = ["node-2"]
+    result = join_balanced(JOIN, doctored)
+    assert result.verdict == FAILED
+    assert result.details == [f"node-2 holds no copy of {KV_DATASET} after the rebalancing"]
+
+
+def test_a_workload_shard_left_with_one_copy_after_the_join_fails():
+    doctored = copy.deepcopy(AFTER_JOIN)
+    doctored["datasets"][f"default/{KV_DATASET}"]["shards"][1]["copies"] = ["node-1"]
+    result = join_balanced(JOIN, doctored)
+    assert result.verdict == FAILED and "wanted 2 on distinct nodes" in result.details[0]
+
+
+def test_the_verdict_adds_join_balanced_only_for_a_run_that_joined():
+    assert "join-balanced" not in [c.name for c in evaluate([], {}, copies=AFTER_JOIN).checkers]
+    report = evaluate([], {}, copies=AFTER_JOIN, join={**JOIN, "converged_at_s": None})
+    assert report.checker("join-balanced").verdict == FAILED and not report.ok
+
+
 # ---- the registry -------------------------------------------------------------------------------
 
 def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seeds():
@@ -251,7 +338,7 @@ def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seed
     # No other scenario moves copies by hand, and only those that move copies run three nodes.
     assert [s.name for s in scenarios.SCENARIOS if s.moves_at_s is not None] == ["moves"]
     assert {s.name for s in scenarios.SCENARIOS if s.topology().nodes != 2} == {"moves",
-                                                                                "drain"}
+                                                                                "drain", "join"}
 
 
 def test_the_drain_scenario_drains_one_of_three_nodes_under_node_faults_with_its_own_seeds():
@@ -262,3 +349,13 @@ def test_the_drain_scenario_drains_one_of_three_nodes_under_node_faults_with_its
     others = {seed for s in scenarios.SCENARIOS if s.name != "drain" for seed in s.matrix_seeds}
     assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
     assert [s.name for s in scenarios.SCENARIOS if s.drain_at_s is not None] == ["drain"]
+
+
+def test_the_join_scenario_starts_its_third_node_late_under_node_faults_with_its_own_seeds():
+    scenario = scenarios.get("join")
+    assert scenario.join_at_s is not None and 0 < scenario.join_at_s < scenario.duration_s
+    assert scenario.topology().nodes == 3
+    assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause"}
+    others = {seed for s in scenarios.SCENARIOS if s.name != "join" for seed in s.matrix_seeds}
+    assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
+    assert [s.name for s in scenarios.SCENARIOS if s.join_at_s is not None] == ["join"]

@@ -1,0 +1,103 @@
+"""The `join` scenario's probe: a node that was not running when the workload datasets were
+created starts `at_s` into the run, and, once the node list shows it live, rebalancing rounds
+(`POST /admin/rebalance`, as `tributary admin rebalance --wait` sends them) move copies onto it
+while the faults run. A round that plans nothing while nothing is in flight means copies are
+even; the probe keeps sending rounds until the run's final heal, and the first such round after
+it is the convergence the verdict judges (chaos.verdict.join_balanced)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from chaos.move_probe import node_state
+from chaos.probe import AdminProbe
+from chaos.workload import classify
+
+POLL_S = 0.5
+ROUND_EVERY_S = 1.0
+
+
+class JoinProbe(AdminProbe):
+    thread_name = "join-probe"
+
+    def __init__(self, rest_url: str, node_id: str, datasets: list[str], at_s: float,
+                 start_node: Callable[[], None], log: Callable[[str], None],
+                 request_timeout_s: float = 5.0):
+        super().__init__(rest_url, at_s, log, request_timeout_s)
+        self.node = node_id
+        self.datasets = list(datasets)
+        self._start_node = start_node
+        self.started_at: float | None = None      # the node's process started
+        self.live_at: float | None = None         # first node list showing it live
+        self.rounds = 0
+        self.round_errors: list[str] = []
+        self.moves_planned = 0                    # over every round
+        self.copies: int | None = None            # the node's copies in the last node list
+        self.converged_at: float | None = None    # first empty round after the heal
+        self._settled = threading.Event()
+
+    def _run(self) -> None:
+        self._wait_to_start()
+        self._start_node()
+        self.started_at = time.monotonic()
+        self.log(f"[{self._now():7.2f}s] join: started {self.node}")
+        next_round = 0.0
+        while time.monotonic() < self.deadline and self.converged_at is None:
+            nodes = self.http.request("GET", "/admin/nodes", headers=self.headers, root=True,
+                                      timeout_s=max(self.http.timeout_s, 10.0))
+            state = node_state(nodes.doc, self.node) if nodes.status == 200 else None
+            if state not in (None, "gone"):
+                me = next(n for n in nodes.doc["nodes"] if n.get("node_id") == self.node)
+                self.copies = me.get("copies")
+            now = time.monotonic()
+            if state == "live" and self.live_at is None:
+                self.live_at = now
+                self.log(f"[{self._now():7.2f}s] join: {self.node} live "
+                         f"{now - self.started_at:.2f}s after its start")
+            if self.live_at is not None and now >= next_round:
+                next_round = now + ROUND_EVERY_S
+                self._round()
+            time.sleep(POLL_S)
+
+    def _round(self) -> None:
+        settled = self._settled.is_set()
+        self.rounds += 1
+        reply = self.http.request("POST", "/admin/rebalance", {}, headers=self.headers,
+                                  root=True)
+        if reply.status != 200 or not isinstance(reply.doc, dict):
+            self.round_errors.append(f"round {self.rounds} at {self._now():.2f}s: "
+                                     f"{reply.message} ({classify(reply)})")
+            return
+        planned = len(reply.doc.get("moves") or [])
+        self.moves_planned += planned
+        if planned:
+            self.log(f"[{self._now():7.2f}s] join: round {self.rounds} started {planned} "
+                     f"move(s)/hand-over(s)")
+        elif not reply.doc.get("in_flight") and settled:
+            self.converged_at = time.monotonic()
+            self.log(f"[{self._now():7.2f}s] join: copies even ({self.copies} on {self.node})")
+
+    def settle(self, healed_at: float, bound_s: float) -> dict:
+        """Gives the rebalancing until `bound_s` after the heal to converge, waits for the
+        probe's thread, and returns the result."""
+        self._settled.set()
+        self._bound_after_heal(healed_at, bound_s)
+        return self.result()
+
+    def result(self) -> dict:
+        """What the verdict judges (chaos.verdict.join_balanced)."""
+        t0 = self.t0 if self.t0 is not None else 0.0
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 3)
+        return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s,
+                "bound_s": self.bound_s, "healed_at_s": rel(self.healed_at),
+                "started_at_s": rel(self.started_at), "live_at_s": rel(self.live_at),
+                "converged_at_s": rel(self.converged_at), "rounds": self.rounds,
+                "round_errors": self.round_errors[-5:], "moves_planned": self.moves_planned,
+                "copies": self.copies}
+
+
+__all__ = ["JoinProbe"]
