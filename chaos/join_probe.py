@@ -7,7 +7,6 @@ it is the convergence the verdict judges (chaos.verdict.join_balanced)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
@@ -36,7 +35,6 @@ class JoinProbe(AdminProbe):
         self.moves_planned = 0                    # over every round
         self.copies: int | None = None            # the node's copies in the last node list
         self.converged_at: float | None = None    # first empty round after the heal
-        self._settled = threading.Event()
 
     def _run(self) -> None:
         self._wait_to_start()
@@ -79,19 +77,9 @@ class JoinProbe(AdminProbe):
             self.converged_at = time.monotonic()
             self.log(f"[{self._now():7.2f}s] join: copies even ({self.copies} on {self.node})")
 
-    def settle(self, healed_at: float, bound_s: float) -> dict:
-        """Gives the rebalancing until `bound_s` after the heal to converge, waits for the
-        probe's thread, and returns the result."""
-        self._settled.set()
-        self._bound_after_heal(healed_at, bound_s)
-        return self.result()
-
     def result(self) -> dict:
         """What the verdict judges (chaos.verdict.join_balanced)."""
-        t0 = self.t0 if self.t0 is not None else 0.0
-
-        def rel(t: float | None) -> float | None:
-            return None if t is None else round(t - t0, 3)
+        rel = self._rel
         return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s,
                 "bound_s": self.bound_s, "healed_at_s": rel(self.healed_at),
                 "started_at_s": rel(self.started_at), "live_at_s": rel(self.live_at),

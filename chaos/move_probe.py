@@ -263,11 +263,10 @@ class MoveProbe(AdminProbe):
         super().abandon()
 
     def settle(self, healed_at: float, bound_s: float) -> dict:
-        """Gives the move in flight until `bound_s` after the heal to end, waits for the
-        probe's thread, and returns the result."""
+        """Starts no new move, then gives the move in flight until `bound_s` after the heal to
+        end (AdminProbe.settle)."""
         self.stop_new()
-        self._bound_after_heal(healed_at, bound_s)
-        return self.result()
+        return super().settle(healed_at, bound_s)
 
     @property
     def ended_at(self) -> float | None:
@@ -319,7 +318,6 @@ class DrainProbe(AdminProbe):
         # back up does): a nemesis restart after the removal makes it a member with no copies,
         # on which datasets created from then on may be placed.
         self.rejoined_at: float | None = None
-        self._settled = threading.Event()
 
     @property
     def over(self) -> bool:
@@ -393,19 +391,9 @@ class DrainProbe(AdminProbe):
         self.remove_errors.append(f"attempt {self.remove_attempts} at {self._now():.2f}s: "
                                   f"{reply.message} ({classify(reply)})")
 
-    def settle(self, healed_at: float, bound_s: float) -> dict:
-        """Gives the drain and the removal until `bound_s` after the heal, waits for the
-        probe's thread, and returns the result."""
-        self._settled.set()
-        self._bound_after_heal(healed_at, bound_s)
-        return self.result()
-
     def result(self) -> dict:
         """What the verdict judges (chaos.verdict.drain_finished)."""
-        t0 = self.t0 if self.t0 is not None else 0.0
-
-        def rel(t: float | None) -> float | None:
-            return None if t is None else round(t - t0, 3)
+        rel = self._rel
         return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s, "bound_s": self.bound_s,
                 "healed_at_s": rel(self.healed_at), "requested_at_s": rel(self.requested_at),
                 "draining_seen_at_s": rel(self.draining_seen_at),

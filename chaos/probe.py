@@ -2,7 +2,7 @@
 cluster through the router's admin API from `at_s` into the run, in a thread of its own, with
 the operator's credential (`Authorization: Bearer $TRIBUTARY_API_KEY` when that is set) and
 every request under a timeout; the run gives it a deadline at the start and moves it to the
-scenario's bound after the final heal (`settle` in each probe)."""
+scenario's bound after the final heal (`settle`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class AdminProbe:
         self.healed_at: float | None = None
         self.bound_s: float | None = None
         self._thread: threading.Thread | None = None
+        # Set by `settle`, once the run's final heal is done.
+        self._settled = threading.Event()
 
     def start(self, t0: float, give_up_at: float) -> None:
         """Starts the thread; it acts from t0 + at_s and stops at `give_up_at` (monotonic) at
@@ -43,6 +45,21 @@ class AdminProbe:
 
     def _run(self) -> None:
         raise NotImplementedError
+
+    def result(self) -> dict:
+        """What the verdict judges."""
+        raise NotImplementedError
+
+    def settle(self, healed_at: float, bound_s: float) -> dict:
+        """Gives the probe until `bound_s` after the heal (`healed_at`, monotonic), waits for
+        its thread, and returns `result()`."""
+        self._settled.set()
+        self._bound_after_heal(healed_at, bound_s)
+        return self.result()
+
+    def _rel(self, t: float | None) -> float | None:
+        """A monotonic time as seconds into the run (None stays None)."""
+        return None if t is None else round(t - (self.t0 if self.t0 is not None else 0.0), 3)
 
     def _now(self) -> float:
         return time.monotonic() - self.t0

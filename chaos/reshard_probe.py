@@ -219,12 +219,6 @@ class ReshardProbe(AdminProbe):
 
     # ---- after the heal -----------------------------------------------------------------------
 
-    def settle(self, healed_at: float, bound_s: float) -> dict:
-        """Gives the splits until `bound_s` after the heal (`healed_at`, monotonic) to switch,
-        waits for the probe's thread, and returns the result (`result()`)."""
-        self._bound_after_heal(healed_at, bound_s)
-        return self.result()
-
     @property
     def switched_at(self) -> float | None:
         """When the last split was seen switched (monotonic), None unless all were."""

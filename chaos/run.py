@@ -350,23 +350,23 @@ def run_chaos(config: RunConfig, out: Callable[[str], None] = print) -> RunResul
             reshard_probe.read_counts()
         # The copies' bound runs from the last change to the placement when it came after the heal.
         placed_at = None
+        def settle(probe, waiting_for: str, nodes_left: int) -> dict:
+            out(f"[{time.monotonic() - t0:7.2f}s] {waiting_for} (bound "
+                f"{cfg.moves_bound_s:g}s after the heal)")
+            doc = probe.settle(healed_at, cfg.moves_bound_s)
+            doc["copies_per_shard"] = min(WORKLOAD_COPIES, nodes_left)
+            return doc
         if move_probe is not None:
-            out(f"[{time.monotonic() - t0:7.2f}s] moves: waiting for the move in flight to end "
-                f"(bound {cfg.moves_bound_s:g}s after the heal)")
-            result.moves = move_probe.settle(healed_at, cfg.moves_bound_s)
-            result.moves["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
+            result.moves = settle(move_probe, "moves: waiting for the move in flight to end",
+                                  cfg.topology.nodes)
             placed_at = move_probe.ended_at
         if drain_probe is not None:
-            out(f"[{time.monotonic() - t0:7.2f}s] drain: waiting for {drain_probe.node} to be "
-                f"drained and removed (bound {cfg.moves_bound_s:g}s after the heal)")
-            result.drain = drain_probe.settle(healed_at, cfg.moves_bound_s)
-            result.drain["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes - 1)
+            result.drain = settle(drain_probe, f"drain: waiting for {drain_probe.node} to be "
+                                  "drained and removed", cfg.topology.nodes - 1)
             placed_at = drain_probe.removed_at
         if join_probe is not None:
-            out(f"[{time.monotonic() - t0:7.2f}s] join: waiting for copies to be even with "
-                f"{joining} (bound {cfg.moves_bound_s:g}s after the heal)")
-            result.join = join_probe.settle(healed_at, cfg.moves_bound_s)
-            result.join["copies_per_shard"] = min(WORKLOAD_COPIES, cfg.topology.nodes)
+            result.join = settle(join_probe, "join: waiting for copies to be even with "
+                                 f"{joining}", cfg.topology.nodes)
             placed_at = join_probe.converged_at
         out(f"[{time.monotonic() - t0:7.2f}s] final reads of "
             f"{len(workloads.keys_to_read())} ids")

@@ -231,19 +231,6 @@ def test_a_node_that_registered_again_after_its_removal_may_hold_new_datasets_on
     assert result.details == [f"default/{KV_DATASET}/0: a copy on node-2 after its drain"]
 
 
-def test_a_workload_shard_left_with_one_copy_after_the_drain_fails():
-    doctored = copy.deepcopy(AFTER_DRAIN)
-    doctored["datasets"][f"default/{KV_DATASET}"]["shards"][1]["copies"] = ["node-1"]
-    result = drain_finished(DRAIN, doctored)
-    assert result.verdict == FAILED and "wanted 2 on distinct nodes" in result.details[0]
-
-
-def test_the_verdict_adds_drain_finished_only_for_a_run_that_drained():
-    assert "drain-finished" not in [c.name for c in evaluate([], {}, copies=AFTER_DRAIN).checkers]
-    report = evaluate([], {}, copies=AFTER_DRAIN, drain={**DRAIN, "removed_at_s": None})
-    assert report.checker("drain-finished").verdict == FAILED and not report.ok
-
-
 # ---- a join -------------------------------------------------------------------------------------
 
 AFTER_JOIN = {"datasets": {
@@ -311,17 +298,29 @@ def test_a_joined_node_left_without_a_workload_copy_fails():
     assert result.details == [f"node-2 holds no copy of {KV_DATASET} after the rebalancing"]
 
 
-def test_a_workload_shard_left_with_one_copy_after_the_join_fails():
-    doctored = copy.deepcopy(AFTER_JOIN)
+# ---- what a drain and a join share ---------------------------------------------------------------
+
+SCALING = pytest.mark.parametrize("checker, name, arg, doc, snapshot, unfinished", [
+    (drain_finished, "drain-finished", "drain", DRAIN, AFTER_DRAIN, {"removed_at_s": None}),
+    (join_balanced, "join-balanced", "join", JOIN, AFTER_JOIN, {"converged_at_s": None}),
+], ids=["drain", "join"])
+
+
+@SCALING
+def test_a_workload_shard_left_with_one_copy_after_the_scaling_fails(checker, name, arg, doc,
+                                                                     snapshot, unfinished):
+    doctored = copy.deepcopy(snapshot)
     doctored["datasets"][f"default/{KV_DATASET}"]["shards"][1]["copies"] = ["node-1"]
-    result = join_balanced(JOIN, doctored)
-    assert result.verdict == FAILED and "wanted 2 on distinct nodes" in result.details[0]
+    result = checker(doc, doctored)
+    assert result.verdict == FAILED and "wanted 2 on distinct nodes" in result.details[-1]
 
 
-def test_the_verdict_adds_join_balanced_only_for_a_run_that_joined():
-    assert "join-balanced" not in [c.name for c in evaluate([], {}, copies=AFTER_JOIN).checkers]
-    report = evaluate([], {}, copies=AFTER_JOIN, join={**JOIN, "converged_at_s": None})
-    assert report.checker("join-balanced").verdict == FAILED and not report.ok
+@SCALING
+def test_the_verdict_adds_the_scaling_checker_only_for_a_run_that_scaled(checker, name, arg, doc,
+                                                                         snapshot, unfinished):
+    assert name not in [c.name for c in evaluate([], {}, copies=snapshot).checkers]
+    report = evaluate([], {}, copies=snapshot, **{arg: {**doc, **unfinished}})
+    assert report.checker(name).verdict == FAILED and not report.ok
 
 
 # ---- the registry -------------------------------------------------------------------------------
@@ -341,21 +340,13 @@ def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seed
                                                                                 "drain", "join"}
 
 
-def test_the_drain_scenario_drains_one_of_three_nodes_under_node_faults_with_its_own_seeds():
-    scenario = scenarios.get("drain")
-    assert scenario.drain_at_s is not None and 0 < scenario.drain_at_s < scenario.duration_s
+@pytest.mark.parametrize("name, at", [("drain", "drain_at_s"), ("join", "join_at_s")])
+def test_the_scaling_scenarios_run_three_nodes_under_node_faults_with_their_own_seeds(name, at):
+    """`drain` drains one of three nodes; `join` starts the third late."""
+    scenario = scenarios.get(name)
+    assert getattr(scenario, at) is not None and 0 < getattr(scenario, at) < scenario.duration_s
     assert scenario.topology().nodes == 3
     assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause"}
-    others = {seed for s in scenarios.SCENARIOS if s.name != "drain" for seed in s.matrix_seeds}
+    others = {seed for s in scenarios.SCENARIOS if s.name != name for seed in s.matrix_seeds}
     assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
-    assert [s.name for s in scenarios.SCENARIOS if s.drain_at_s is not None] == ["drain"]
-
-
-def test_the_join_scenario_starts_its_third_node_late_under_node_faults_with_its_own_seeds():
-    scenario = scenarios.get("join")
-    assert scenario.join_at_s is not None and 0 < scenario.join_at_s < scenario.duration_s
-    assert scenario.topology().nodes == 3
-    assert {s.name for s in scenario.specs()} >= {"kill", "primary-kill", "pause"}
-    others = {seed for s in scenarios.SCENARIOS if s.name != "join" for seed in s.matrix_seeds}
-    assert scenario.matrix_seeds and not set(scenario.matrix_seeds) & others
-    assert [s.name for s in scenarios.SCENARIOS if s.join_at_s is not None] == ["join"]
+    assert [s.name for s in scenarios.SCENARIOS if getattr(s, at) is not None] == [name]
