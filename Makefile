@@ -65,7 +65,7 @@ test-reshard-crash: $(STAMP)
 sim-2pc: $(STAMP)
 	$(PY) -m router.txn_sim --seeds 200 --steps 20000
 
-# The full chaos matrix (~40 min on 2 cores): each nemesis alone, meta faults, everything at once
+# The full chaos matrix (~45 min on 2 cores): each nemesis alone, meta faults, everything at once
 # with several seeds, and the CLI's failure path. `make test` runs one short seeded chaos run.
 # One run by hand: .venv/bin/tributary chaos run --seed 7 --duration 60
 chaos: $(STAMP)
