@@ -439,7 +439,10 @@ NODES_REMOVED_FILE = "nodes-removed"
 
 
 def _node_index(node_id: str) -> int:
-    return int(node_id[5:]) if node_id[:5] == "node-" and node_id[5:].isdigit() else -1
+    """i for "node-<i>" as `tributary up` names its nodes (no sign, no leading zero), else -1."""
+    index = node_id[5:]
+    named = node_id[:5] == "node-" and index.isdigit() and str(int(index)) == index
+    return int(index) if named else -1
 
 
 def nodes_removed(data_dir: str) -> set[str]:

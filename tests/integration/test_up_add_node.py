@@ -109,12 +109,14 @@ def test_remove_node_stops_a_drained_node_for_good_and_a_restart_leaves_it_out(t
         c.stop()
 
 
-def test_remove_node_of_an_unknown_node_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("node_id", ["node-7", "node-01", "n1"])
+def test_remove_node_of_an_unknown_node_is_a_one_line_error(tmp_path, node_id):
     (tmp_path / "cluster.json").write_text(json.dumps({"nodes": ["127.0.0.1:1", "127.0.0.1:2"],
                                                        "meta": []}))
     result = subprocess.run([sys.executable, "-m", "tributary.cli", "up", "remove-node",
-                             "node-7", "--data-dir", str(tmp_path)], capture_output=True,
+                             node_id, "--data-dir", str(tmp_path)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
-    assert "'node-7' is not a node of the cluster" in result.stderr
+    assert f"{node_id!r} is not a node of the cluster" in result.stderr
     assert "node-0 to node-1" in result.stderr
+    assert not (tmp_path / "nodes-removed").exists()
