@@ -3,8 +3,8 @@
 It starts the meta members, the nodes and the routers as child processes, restarts a child that
 dies, starts the nodes `tributary up add-node` asks for and stops for good the ones
 `tributary up remove-node` takes out, prints the endpoints once GET /api/v1/health answers 200,
-and on SIGINT/SIGTERM stops every child within limits.shutdown_grace_ms (then SIGKILL). Each child's log goes to
-<data-dir>/logs/<name>.log (JSON lines unless --log-format text), its traces to
+and on SIGINT/SIGTERM stops every child within limits.shutdown_grace_ms (then SIGKILL). Each
+child's log goes to <data-dir>/logs/<name>.log (JSON lines unless --log-format text), its traces to
 <data-dir>/traces/<name>.jsonl (tributary/tracing.py; OTEL_* variables choose another exporter),
 and nodes and meta members serve Prometheus /metrics at the ports cluster.json lists. Children
 die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of `tributary up` leaves nothing behind.
@@ -394,6 +394,9 @@ def add_node(args: argparse.Namespace) -> None:
     import asyncio
 
     data_dir = os.path.abspath(args.add_data_dir)
+    if not args.wait_timeout > 0:
+        raise SystemExit("tributary up add-node: --wait-timeout must be a positive number of "
+                         "seconds")
     layout = _read_layout(data_dir, "add-node")
     current = max(len(layout["nodes"]), nodes_wanted(data_dir))
     wanted = current + args.count
@@ -478,6 +481,9 @@ def remove_node(args: argparse.Namespace) -> None:
     from consensus.replication import copies_held
 
     data_dir = os.path.abspath(args.add_data_dir)
+    if not args.wait_timeout > 0:
+        raise SystemExit("tributary up remove-node: --wait-timeout must be a positive number of "
+                         "seconds")
     layout = _read_layout(data_dir, "remove-node")
     node_id = args.node_id
     count = max(len(layout["nodes"]), nodes_wanted(data_dir))
