@@ -394,7 +394,8 @@ class DrainProbe(AdminProbe):
     def result(self) -> dict:
         """What the verdict judges (chaos.verdict.drain_finished)."""
         rel = self._rel
-        return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s, "bound_s": self.bound_s,
+        return {"node": self.node, "datasets": self.datasets, "at_s": self.at_s,
+                "bound_s": self.bound_s,
                 "healed_at_s": rel(self.healed_at), "requested_at_s": rel(self.requested_at),
                 "draining_seen_at_s": rel(self.draining_seen_at),
                 "drained_at_s": rel(self.drained_at), "removed_at_s": rel(self.removed_at),

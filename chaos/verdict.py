@@ -642,9 +642,9 @@ def evaluate(history: Iterable[Op], final_state: Mapping[str, Any] | None, *,
              drain: Mapping[str, Any] | None = None,
              join: Mapping[str, Any] | None = None) -> Report:
     """Runs every checker; see the module docstring. Without `copies` (a history judged with no
-    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard`, `moves`, `drain` or `join`
-    (what chaos/backup_probe.py, chaos/reshard_probe.py or chaos/move_probe.py found), their
-    scenario's checkers are not run."""
+    copy snapshot) the copies-agree checker is skipped; without `backup`, `reshard`, `moves`,
+    `drain` or `join` (what chaos/backup_probe.py, reshard_probe.py, move_probe.py or
+    join_probe.py found), their scenario's checkers are not run."""
     history = list(history)
     final_state = dict(final_state or {})
     unread = sorted(set(unread_keys))

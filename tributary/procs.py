@@ -166,5 +166,6 @@ def cluster_port_plan(meta: int, nodes: int, routers: int = 1, host: str = "127.
 
 
 __all__ = ["PORT_LOW", "PORT_HIGH", "PORT_SLOT_ENV", "PORT_SLOT_WIDTH", "port_slot",
-           "die_with_parent", "new_session_dying_with_parent", "group_alive", "ephemeral_port_range", "port_free", "free_port", "free_port_block",
+           "die_with_parent", "new_session_dying_with_parent", "group_alive",
+           "ephemeral_port_range", "port_free", "free_port", "free_port_block",
            "cluster_port_plan"]
