@@ -120,3 +120,13 @@ def test_remove_node_of_an_unknown_node_is_a_one_line_error(tmp_path, node_id):
     assert f"{node_id!r} is not a node of the cluster" in result.stderr
     assert "node-0 to node-1" in result.stderr
     assert not (tmp_path / "nodes-removed").exists()
+
+
+@pytest.mark.parametrize("command", [["add-node"], ["remove-node", "node-0"]])
+def test_a_wait_timeout_that_is_not_positive_is_refused(tmp_path, command):
+    result = subprocess.run([sys.executable, "-m", "tributary.cli", "up", *command,
+                             "--wait-timeout", "0", "--data-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert "--wait-timeout must be a positive number of seconds" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
