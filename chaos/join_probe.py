@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from chaos.move_probe import node_state
 from chaos.probe import AdminProbe
 from chaos.workload import classify
 
@@ -43,11 +42,8 @@ class JoinProbe(AdminProbe):
         self.log(f"[{self._now():7.2f}s] join: started {self.node}")
         next_round = 0.0
         while time.monotonic() < self.deadline and self.converged_at is None:
-            nodes = self.http.request("GET", "/admin/nodes", headers=self.headers, root=True,
-                                      timeout_s=max(self.http.timeout_s, 10.0))
-            state = node_state(nodes.doc, self.node) if nodes.status == 200 else None
-            if state not in (None, "gone"):
-                me = next(n for n in nodes.doc["nodes"] if n.get("node_id") == self.node)
+            state, me = self._read_node(self.node)
+            if me is not None:
                 self.copies = me.get("copies")
             now = time.monotonic()
             if state == "live" and self.live_at is None:

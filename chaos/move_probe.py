@@ -43,7 +43,7 @@ import time
 import urllib.parse
 from typing import Any, Callable
 
-from chaos.probe import AdminProbe
+from chaos.probe import AdminProbe, node_state
 from chaos.workload import BATCH_DATASET, KV_DATASET, Reply, classify
 
 POLL_S = 0.5
@@ -283,16 +283,6 @@ class MoveProbe(AdminProbe):
                 "moves": [m.to_dict(t0) for m in self.moves]}
 
 
-def node_state(nodes_doc: Any, node_id: str) -> str | None:
-    """A node's state in GET /admin/nodes (live, down, draining, drained), "gone" when the list
-    does not hold it, None when the document is not a node list. Pure."""
-    if not isinstance(nodes_doc, dict) or not isinstance(nodes_doc.get("nodes"), list):
-        return None
-    node = next((n for n in nodes_doc["nodes"] if isinstance(n, dict)
-                 and n.get("node_id") == node_id), None)
-    return "gone" if node is None else node.get("state")
-
-
 class DrainProbe(AdminProbe):
     """One node drained, then removed, while the faults run: a thread from `start` until the
     node is removed or the deadline passes; `settle` sets the deadline after the heal."""
@@ -332,9 +322,7 @@ class DrainProbe(AdminProbe):
         next_drain = 0.0
         # After the removal, the node list is still read until settle(), for a rejoin.
         while time.monotonic() < self.deadline and not (self.over and self._settled.is_set()):
-            nodes = self.http.request("GET", "/admin/nodes", headers=self.headers, root=True,
-                                      timeout_s=max(self.http.timeout_s, 10.0))
-            state = node_state(nodes.doc, self.node) if nodes.status == 200 else None
+            state, me = self._read_node(self.node)
             now = time.monotonic()
             if self.over:
                 if state not in (None, "gone") and self.rejoined_at is None:
@@ -343,8 +331,7 @@ class DrainProbe(AdminProbe):
                              f"after its removal ({state})")
                 time.sleep(POLL_S)
                 continue
-            if state is not None and state != "gone":
-                me = next(n for n in nodes.doc["nodes"] if n.get("node_id") == self.node)
+            if me is not None:
                 self.copies_left = me.get("copies")
             if state in ("draining", "drained") and self.draining_seen_at is None:
                 self.draining_seen_at = now

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from chaos.workload import Http
 
@@ -79,9 +79,36 @@ class AdminProbe:
             self._thread.join(max(0.0, self.deadline - time.monotonic())
                               + 3 * max(self.request_timeout_s, 10.0) + 5)
 
+    def _read_node(self, node_id: str) -> tuple[str | None, dict | None]:
+        """(`node_state`, the node's entry or None) from one GET /admin/nodes; (None, None)
+        when the read fails."""
+        nodes = self.http.request("GET", "/admin/nodes", headers=self.headers, root=True,
+                                  timeout_s=max(self.http.timeout_s, 10.0))
+        if nodes.status != 200:
+            return None, None
+        return node_state(nodes.doc, node_id), node_entry(nodes.doc, node_id)
+
     def abandon(self) -> None:
         """Ends the thread at its next poll (a run that ended in a harness error)."""
         self.deadline = min(self.deadline, time.monotonic())
 
 
-__all__ = ["AdminProbe"]
+def node_entry(nodes_doc: Any, node_id: str) -> dict | None:
+    """A node's entry in GET /admin/nodes, None when the document is not a node list or does
+    not hold it. Pure."""
+    if not isinstance(nodes_doc, dict) or not isinstance(nodes_doc.get("nodes"), list):
+        return None
+    return next((n for n in nodes_doc["nodes"] if isinstance(n, dict)
+                 and n.get("node_id") == node_id), None)
+
+
+def node_state(nodes_doc: Any, node_id: str) -> str | None:
+    """A node's state in GET /admin/nodes (live, down, draining, drained), "gone" when the list
+    does not hold it, None when the document is not a node list. Pure."""
+    if not isinstance(nodes_doc, dict) or not isinstance(nodes_doc.get("nodes"), list):
+        return None
+    node = node_entry(nodes_doc, node_id)
+    return "gone" if node is None else node.get("state")
+
+
+__all__ = ["AdminProbe", "node_entry", "node_state"]

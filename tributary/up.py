@@ -339,8 +339,8 @@ def _grow(args: argparse.Namespace, data_dir: str, children: list[Child]) -> Non
         return
     grown = argparse.Namespace(**{**vars(args), "nodes": wanted})
     names = {f"node-{i}" for i in range(args.nodes, wanted)}
-    added = [child for child in plan(grown)
-             if child.name in names and child.name not in nodes_removed(data_dir)]
+    names -= nodes_removed(data_dir)
+    added = [child for child in plan(grown) if child.name in names]
     for child in added:
         child.start()
         children.append(child)
