@@ -158,13 +158,16 @@ SCENARIOS: tuple[Scenario, ...] = (
              ("kill:node", "primary-kill", "pause:node", "primary-pause", "latency:router-node"),
              matrix_seeds=(153, 154, 155), duration_s=40.0, drain_at_s=5.0, nodes=3),
     # The third node starts 5 s in; rebalancing rounds then fill it while nodes (the new one
-    # too, once it runs) die, freeze and answer late.
+    # too, once it runs) die, freeze, are cut off and answer late. A partition of the new node
+    # that begins before it starts has it start cut off: it registers once healed.
     Scenario("join", "a third node joins two that hold every copy and rebalancing moves "
-             "copies onto it, while writes, 2PC batches, kill -9 and SIGSTOP of a node or of a "
-             "shard's primary, and router->node latency run; copies must end even and every "
-             "shard keep its copies",
-             ("kill:node", "primary-kill", "pause:node", "primary-pause", "latency:router-node"),
-             matrix_seeds=(160, 161, 162), duration_s=40.0, join_at_s=5.0, nodes=3),
+             "copies onto it, while writes, 2PC batches, kill -9, SIGSTOP and partitions of a "
+             "node or of a shard's primary, and router->node latency run; copies must end even "
+             "and every shard keep its copies",
+             ("kill:node", "primary-kill", "pause:node", "primary-pause", "partition:node",
+              "primary-copies-partition", "latency:router-node"),
+             matrix_seeds=(160, 161, 162, 173), duration_s=40.0, join_at_s=5.0,
+             nodes=3),
 )
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chaos import scenarios
+from chaos.nemesis import make_schedule
 from chaos.harness import Proc, ProxiedCluster
 from chaos.move_probe import (FINISHED, NOT_STARTED, OTHER, ROLLED_BACK, datasets_for,
                               node_state, outcome_of, pick_move, start_refused)
@@ -338,6 +339,24 @@ def test_the_moves_scenario_runs_three_nodes_under_node_faults_with_its_own_seed
     assert [s.name for s in scenarios.SCENARIOS if s.moves_at_s is not None] == ["moves"]
     assert {s.name for s in scenarios.SCENARIOS if s.topology().nodes != 2} == {"moves",
                                                                                 "drain", "join"}
+
+
+def test_the_join_matrix_cuts_the_new_node_off_before_and_after_its_start():
+    """The joining node is partitioned in the matrix twice over: from before its start (it
+    starts cut off and registers once healed) and once it runs (its moves are in flight)."""
+    scenario = scenarios.get("join")
+    late = scenario.topology().node_members[-1]
+    across_start, after_start = set(), set()
+    for seed in scenario.matrix_seeds:
+        for event in make_schedule(seed, scenario.duration_s, scenario.specs(),
+                                   scenario.topology()):
+            if event.nemesis != "partition" or event.target != late:
+                continue
+            if event.start_s < scenario.join_at_s < event.start_s + event.duration_s:
+                across_start.add(seed)
+            elif event.start_s > scenario.join_at_s:
+                after_start.add(seed)
+    assert across_start and after_start
 
 
 @pytest.mark.parametrize("name, at", [("drain", "drain_at_s"), ("join", "join_at_s")])
