@@ -49,7 +49,7 @@ from aiohttp import web
 
 from consensus import tenancy
 from router import operations
-from router.http_common import CORE
+from router.http_common import CORE, request_tenant
 from tributary.netaddr import is_loopback
 from tributary import errors, limits, validation
 
@@ -401,8 +401,7 @@ def rest_route_check(principal: Principal, request: web.Request) -> None:
         return
     if write:
         check_write(principal, f"{request.method} {canonical}")
-    resolve_tenant(principal, request.headers.get("X-Tenant-Id",
-                                                  request.query.get("tenant_id", "")))
+    resolve_tenant(principal, request_tenant(request))
     check_dataset(principal, request.match_info.get("dataset_id", ""), write)
 
 

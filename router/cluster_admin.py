@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proto import node_pb2
 from router import auth
-from router.http_common import served_core
+from router.http_common import request_tenant, served_core
 from tributary import errors, limits, validation
 
 PREFIX = "/admin"
@@ -99,8 +99,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def show_dataset(request: web.Request) -> web.Response:
     auth.require_admin_here(False)
     return web.json_response(await dataset_replication(
-        served_core(request), request.query.get("tenant_id", "")
-        or request.headers.get("X-Tenant-Id", ""), request.match_info["dataset_id"]))
+        served_core(request), request_tenant(request), request.match_info["dataset_id"]))
 
 
 def add_routes(app: web.Application) -> None:

@@ -23,6 +23,24 @@ from tributary import errors
 CORE: web.AppKey[Any] = web.AppKey("core", object)
 
 
+def text_param(value: str, what: str) -> str:
+    """A header or query value that is valid UTF-8. aiohttp decodes other bytes to lone
+    surrogates ("surrogateescape"), which no protobuf string field accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidArgument(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def request_tenant(request: web.Request) -> str:
+    """The tenant a request names: the X-Tenant-Id header, else the tenant_id query parameter,
+    else "" (the credential's tenant, or `default`). Every HTTP route reads it here."""
+    if "X-Tenant-Id" in request.headers:
+        return text_param(request.headers["X-Tenant-Id"], "the X-Tenant-Id header")
+    return text_param(request.query.get("tenant_id", ""), "the tenant_id query parameter")
+
+
 def served_core(request: web.Request):
     """The RouterCore behind the served GuardedCore: the admin routes check their policy
     themselves (auth.require_admin_here) and call the core directly."""

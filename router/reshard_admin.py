@@ -21,7 +21,7 @@ from aiohttp import web
 
 from consensus import commands, reshard
 from router import auth
-from router.http_common import read_json_body, served_core
+from router.http_common import read_json_body, request_tenant, served_core
 from tributary import errors, limits, validation
 
 PREFIX = "/api/v1/admin"
@@ -106,7 +106,7 @@ async def cancel(core, tenant_id: str, name: str) -> dict:
 # ---- REST -------------------------------------------------------------------------------------
 
 def _tenant(request: web.Request) -> str:
-    tenant = request.headers.get("X-Tenant-Id", request.query.get("tenant_id", ""))
+    tenant = request_tenant(request)
     if tenant:
         validation.check_name(tenant, "tenant id")
     return tenant

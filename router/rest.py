@@ -21,7 +21,8 @@ from proto import deeplake_service_pb2 as pb
 from router import admin, auth, backups_admin, input_guard, operations, reshard_admin
 from router.core import IMMUTABLE_DATASET_FIELDS
 from router.http_common import (CORE, DATASET_OUTPUT_ONLY, INT64_FIELDS, STRING_MAPS,
-                                json_response, message_json, read_json_body)
+                                json_response, message_json, read_json_body,
+                                request_tenant, text_param)
 from router.http_common import loads  # noqa: F401 - rest.loads parses REST bodies
 from router.metrics import REQUEST_LATENCY, REQUESTS
 from router.openapi import add_openapi_routes
@@ -140,24 +141,8 @@ def unknown_field_message(descriptor, doc, where: str = "") -> str | None:
     return None
 
 
-def _text(value: str, what: str) -> str:
-    """A header or query value that is valid UTF-8. aiohttp decodes other bytes to lone
-    surrogates ("surrogateescape"), which no protobuf string field accepts."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise errors.InvalidArgument(f"{what} is not valid UTF-8") from None
-    return value
-
-
-def _tenant(request: web.Request) -> str:
-    if "X-Tenant-Id" in request.headers:
-        return _text(request.headers["X-Tenant-Id"], "the X-Tenant-Id header")
-    return _text(request.query.get("tenant_id", ""), "the tenant_id query parameter")
-
-
 def _idempotency_key(request: web.Request) -> str:
-    return _text(request.headers.get("Idempotency-Key", ""), "the Idempotency-Key header")
+    return text_param(request.headers.get("Idempotency-Key", ""), "the Idempotency-Key header")
 
 
 # nginx's status for a request whose client closed the connection before the answer.
@@ -234,7 +219,7 @@ def _count_request(route: str, status: int, seconds: float) -> None:
 
 async def create_dataset(request: web.Request) -> web.Response:
     doc = _stringify_metadata(await read_json_body(request))
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(operations.CREATE_DATASET,
                                            parse(pb.CreateDatasetRequest, doc))
     return web.json_response(to_json(response), status=201)
@@ -255,20 +240,20 @@ def _page_size(request: web.Request) -> int:
 
 async def list_datasets(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.LIST_DATASETS, pb.ListDatasetsRequest(
-        tenant_id=_tenant(request), page_size=_page_size(request),
+        tenant_id=request_tenant(request), page_size=_page_size(request),
         page_token=request.query.get("page_token", "")))
     return web.json_response(to_json(response))
 
 
 async def get_dataset(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.GET_DATASET, pb.GetDatasetRequest(
-        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+        dataset_id=request.match_info["dataset_id"], tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def delete_dataset(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.DELETE_DATASET, pb.DeleteDatasetRequest(
-        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+        dataset_id=request.match_info["dataset_id"], tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
@@ -284,7 +269,7 @@ async def insert_vectors(request: web.Request) -> web.Response:
         if isinstance(vector, dict):
             _stringify_metadata(vector)
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     parsed, values = _parse_insert(doc)
     response = await request.app[CORE].run(operations.INSERT_VECTORS, parsed,
                                            _idempotency_key(request), values=values)
@@ -434,12 +419,12 @@ def _as_of(request: web.Request) -> dict:
     if tag is not None:
         if not tag:
             raise errors.InvalidArgument("as_of_version must name a version's tag")
-        fields["as_of_version"] = _text(tag, "as_of_version")
+        fields["as_of_version"] = text_param(tag, "as_of_version")
     when = request.query.get("as_of_time")
     if when is not None:
         stamp = Timestamp()
         try:
-            stamp.FromJsonString(_text(when, "as_of_time"))
+            stamp.FromJsonString(text_param(when, "as_of_time"))
         except ValueError:
             raise errors.InvalidArgument("as_of_time must be an RFC 3339 time such as "
                                          f"2026-01-02T03:04:05Z, not {when[:40]!r}") from None
@@ -450,7 +435,7 @@ def _as_of(request: web.Request) -> dict:
 async def get_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.GET_VECTOR, pb.GetVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
-        tenant_id=_tenant(request), **_as_of(request)))
+        tenant_id=request_tenant(request), **_as_of(request)))
     return web.json_response(to_json(response))
 
 
@@ -465,7 +450,7 @@ async def update_vector(request: web.Request) -> web.Response:
     vector = parse(pb.Vector, _stringify_metadata(doc))
     update = pb.UpdateVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
-        vector=vector, tenant_id=_tenant(request))
+        vector=vector, tenant_id=request_tenant(request))
     paths = [path.strip() for path in request.query.get("update_mask", "").split(",")
              if path.strip()]
     if paths:
@@ -479,7 +464,7 @@ async def list_vectors(request: web.Request) -> web.Response:
     include_values = request.query.get("include_values", "false").lower() in ("1", "true")
     response = await request.app[CORE].run(operations.LIST_VECTORS, pb.ListVectorsRequest(
         dataset_id=request.match_info["dataset_id"], page_size=page_size,
-        page_token=request.query.get("page_token", ""), tenant_id=_tenant(request),
+        page_token=request.query.get("page_token", ""), tenant_id=request_tenant(request),
         include_values=include_values, **_as_of(request)))
     return web.json_response(to_json(response))
 
@@ -487,7 +472,7 @@ async def list_vectors(request: web.Request) -> web.Response:
 async def create_version(request: web.Request) -> web.Response:
     doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(operations.CREATE_VERSION,
                                            parse(pb.CreateVersionRequest, doc))
     return web.json_response(to_json(response), status=201)
@@ -495,7 +480,7 @@ async def create_version(request: web.Request) -> web.Response:
 
 async def list_versions(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.LIST_VERSIONS, pb.ListVersionsRequest(
-        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+        dataset_id=request.match_info["dataset_id"], tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
@@ -503,7 +488,7 @@ async def soft_delete_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(
         operations.SOFT_DELETE_VECTORS, pb.SoftDeleteVectorsRequest(
             dataset_id=request.match_info["dataset_id"],
-            vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
+            vector_ids=[request.match_info["vector_id"]], tenant_id=request_tenant(request)))
     if response.soft_deleted_count == 0 and response.not_found_count:
         raise errors.NotFound(f"vector '{request.match_info['vector_id']}' not found")
     return web.json_response(to_json(response))
@@ -512,7 +497,7 @@ async def soft_delete_vector(request: web.Request) -> web.Response:
 async def restore_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.RESTORE_VECTORS, pb.RestoreVectorsRequest(
         dataset_id=request.match_info["dataset_id"],
-        vector_ids=[request.match_info["vector_id"]], tenant_id=_tenant(request)))
+        vector_ids=[request.match_info["vector_id"]], tenant_id=request_tenant(request)))
     if response.restored_count == 0:
         vector_id = request.match_info["vector_id"]
         if response.not_found_count:
@@ -525,14 +510,14 @@ async def restore_vector(request: web.Request) -> web.Response:
 
 async def compact_dataset(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.COMPACT_DATASET, pb.CompactDatasetRequest(
-        dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+        dataset_id=request.match_info["dataset_id"], tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
 async def delete_vector(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(operations.DELETE_VECTOR, pb.DeleteVectorRequest(
         dataset_id=request.match_info["dataset_id"], vector_id=request.match_info["vector_id"],
-        tenant_id=_tenant(request)))
+        tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
@@ -543,14 +528,14 @@ async def delete_vectors(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("the body must hold a 'vector_ids' list of strings")
     response = await request.app[CORE].run(operations.DELETE_VECTORS, pb.DeleteVectorsRequest(
         dataset_id=request.match_info["dataset_id"], vector_ids=ids,
-        tenant_id=_tenant(request)), _idempotency_key(request))
+        tenant_id=request_tenant(request)), _idempotency_key(request))
     return web.json_response(to_json(response))
 
 
 async def search(request: web.Request) -> web.Response:
     doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(operations.SEARCH_VECTORS, _search_request(doc))
     return answer(response)
 
@@ -577,7 +562,7 @@ async def search_stream(request: web.Request) -> web.WebSocketResponse:
             if not isinstance(doc, dict):
                 raise errors.InvalidArgument("a frame must be a JSON object")
             doc["dataset_id"] = request.match_info["dataset_id"]
-            doc.setdefault("tenant_id", _tenant(request))
+            doc.setdefault("tenant_id", request_tenant(request))
             query = parse(pb.SearchVectorsRequest, doc)
             previous, done = None, 0
             async for partial in core.stream(operations.SEARCH_VECTORS_STREAM, query):
@@ -594,7 +579,7 @@ async def search_stream(request: web.Request) -> web.WebSocketResponse:
 async def search_text(request: web.Request) -> web.Response:
     doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(operations.SEARCH_BY_TEXT,
                                            parse(pb.SearchByTextRequest, doc))
     return answer(response)
@@ -603,7 +588,7 @@ async def search_text(request: web.Request) -> web.Response:
 async def search_hybrid(request: web.Request) -> web.Response:
     doc = await read_json_body(request)
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(operations.HYBRID_SEARCH,
                                            parse(pb.HybridSearchRequest, doc))
     return answer(response)
@@ -659,7 +644,7 @@ async def update_dataset(request: web.Request) -> web.Response:
     doc, immutable, clear_description, clear_metadata = split_update_body(
         await read_json_body(request))
     doc["dataset_id"] = request.match_info["dataset_id"]
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(
         operations.UPDATE_DATASET,
         parse(pb.UpdateDatasetRequest, doc), clear_description=clear_description,
@@ -670,7 +655,7 @@ async def update_dataset(request: web.Request) -> web.Response:
 async def get_dataset_stats(request: web.Request) -> web.Response:
     response = await request.app[CORE].run(
         operations.GET_DATASET_STATS, pb.GetDatasetStatsRequest(
-            dataset_id=request.match_info["dataset_id"], tenant_id=_tenant(request)))
+            dataset_id=request.match_info["dataset_id"], tenant_id=request_tenant(request)))
     return web.json_response(to_json(response))
 
 
@@ -679,7 +664,7 @@ async def multi_dataset_search(request: web.Request) -> web.Response:
     ids = doc.get("dataset_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise errors.InvalidArgument("the body must hold a 'dataset_ids' list of strings")
-    doc.setdefault("tenant_id", _tenant(request))
+    doc.setdefault("tenant_id", request_tenant(request))
     response = await request.app[CORE].run(
         operations.MULTI_DATASET_SEARCH,
         parse(pb.MultiDatasetSearchRequest, doc))

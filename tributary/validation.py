@@ -19,7 +19,11 @@ INDEX_TYPES = ("hnsw", "flat")
 def check_name(name: str, what: str = "dataset name") -> str:
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"{what} must be a non-empty string")
-    if len(name.encode("utf-8")) > limits.name_bytes_max:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:      # lone surrogates: aiohttp's stand-ins for non-UTF-8 bytes
+        raise InvalidArgument(f"{what} is not valid UTF-8") from None
+    if len(encoded) > limits.name_bytes_max:
         raise InvalidArgument(f"{what} is longer than {limits.name_bytes_max} bytes")
     if name in (".", ".."):
         raise InvalidArgument(f"{what} must not be '.' or '..', which read as paths")

@@ -37,6 +37,14 @@ def test_check_name_refuses_unsafe_or_oversized_names(name):
         check_name(name)
 
 
+@pytest.mark.parametrize("name", ["\udc84", "ten\udcc2ant"])
+def test_check_name_refuses_lone_surrogates_as_not_utf8(name):
+    """aiohttp hands non-UTF-8 header bytes over as lone surrogates: a 400, not an encode
+    error (which answered 500)."""
+    with pytest.raises(InvalidArgument, match="is not valid UTF-8"):
+        check_name(name, "tenant id")
+
+
 @pytest.mark.parametrize("name", [None, 7, b"docs", ["docs"]])
 def test_check_name_refuses_non_strings(name):
     with pytest.raises(InvalidArgument):
